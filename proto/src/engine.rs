@@ -1,0 +1,409 @@
+//! The engine: frames in, finished legs out. No I/O, no clock.
+//!
+//! ```text
+//! ingest(ts, link, frame) ─▶ wire::Decoder ─▶ SIP framing ─▶ normalise ─▶ rsip
+//!                                                                      │
+//!                         poll_leg() ◀─ LegTracker ◀─ SipMessage ◀─────┘
+//! ```
+
+use crate::leg::{Hop, Leg, LegConfig, LegSnapshot, LegStats, LegTracker};
+use crate::number::Hasher;
+use crate::sip::frame::{self, ContentLength, Framing};
+use crate::sip::{Method, Parsed, Parser};
+use crate::time::{Timestamp, SECOND};
+use crate::wire::link::LinkType;
+use crate::wire::{Datagram, Decoder, Flow, FlowKey, Sink, Source, Transport, WireConfig, WireStats};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub wire: WireConfig,
+    pub legs: LegConfig,
+    /// Headers to keep from INVITEs besides the built-in correlation set.
+    pub extra_headers: Vec<String>,
+    /// Secret for the keyed hash of numbers (generated at install time).
+    pub hash_key: [u8; 32],
+    /// Country calling code for national numbers.
+    pub country_code: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            wire: WireConfig::default(),
+            legs: LegConfig::default(),
+            extra_headers: Vec::new(),
+            hash_key: [0; 32],
+            country_code: "44".into(),
+        }
+    }
+}
+
+/// Counters of the SIP layer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SipStats {
+    /// Messages framed (requests and responses).
+    pub messages: u64,
+    pub requests: BTreeMap<String, u64>,
+    pub responses: BTreeMap<String, u64>,
+    /// Messages that could not be read, by reason.
+    pub parse_errors: BTreeMap<String, u64>,
+    /// Messages rsip refused after normalising, salvaged by our reader, by
+    /// the rsip step that failed.
+    pub rsip_rejected: BTreeMap<String, u64>,
+    /// Repairs made by the normalising step, by kind.
+    pub repairs: BTreeMap<String, u64>,
+    /// Messages of methods that do not affect legs (REGISTER, OPTIONS...).
+    pub ignored: u64,
+    /// UDP payloads that held no SIP (RTP, DNS...).
+    pub non_sip_datagrams: u64,
+    /// Bytes skipped while resynchronising (not counting keep-alives).
+    pub garbage_bytes: u64,
+    /// Messages whose body was cut short (UDP) or oversized heads skipped.
+    pub truncated: u64,
+    /// Messages seen via HEP.
+    pub hep_messages: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    pub wire: WireStats,
+    pub sip: SipStats,
+    pub legs: LegStats,
+    pub open_legs: usize,
+    pub first_packet: Option<Timestamp>,
+    pub last_packet: Option<Timestamp>,
+}
+
+/// The SIP side of the engine: framing, parsing, legs. It is the decoder's sink.
+struct SipStage {
+    parser: Parser,
+    legs: LegTracker,
+    stats: SipStats,
+    method_counts: [u64; 15],
+    class_counts: [u64; 7],
+}
+
+impl SipStage {
+    fn count_error(&mut self, reason: &str) {
+        *self.stats.parse_errors.entry(reason.to_string()).or_default() += 1;
+    }
+
+    fn message(&mut self, ts: Timestamp, hop: Hop, head: &[u8]) {
+        self.stats.messages += 1;
+        if hop.source == Source::Hep {
+            self.stats.hep_messages += 1;
+        }
+        match self.parser.parse(head) {
+            Ok(Parsed::Message {
+                msg,
+                repairs,
+                rsip_rejected,
+            }) => {
+                match msg.kind {
+                    crate::sip::Kind::Request(m) => self.method_counts[m as usize] += 1,
+                    crate::sip::Kind::Response(c) => self.class_counts[(c / 100).min(6) as usize] += 1,
+                }
+                if let Some(step) = rsip_rejected {
+                    *self.stats.rsip_rejected.entry(step.to_string()).or_default() += 1;
+                }
+                if repairs != Default::default() {
+                    for (name, hit) in [
+                        ("compact_header", repairs.compact),
+                        ("folded_line", repairs.folded),
+                        ("space_before_colon", repairs.space_before_colon),
+                        ("bare_lf", repairs.bare_lf),
+                        ("non_utf8", repairs.non_utf8),
+                        ("line_without_colon", repairs.bad_lines > 0),
+                    ] {
+                        if hit {
+                            *self.stats.repairs.entry(name.to_string()).or_default() += 1;
+                        }
+                    }
+                }
+                self.legs.on_message(ts, hop, &msg);
+            }
+            Ok(Parsed::Ignored(m)) => {
+                self.stats.ignored += 1;
+                if head.starts_with(b"SIP/") || head.starts_with(b"sip/") {
+                    let code = head.get(8..11).and_then(|c| std::str::from_utf8(c).ok()).and_then(|c| c.parse::<u16>().ok());
+                    self.class_counts[code.map_or(0, |c| (c / 100).min(6) as usize)] += 1;
+                } else {
+                    self.method_counts[m as usize] += 1;
+                }
+            }
+            Err(e) => self.count_error(e.reason()),
+        }
+    }
+
+    fn fold_counts(&self) -> SipStats {
+        let mut s = self.stats.clone();
+        const METHODS: [Method; 15] = [
+            Method::Invite,
+            Method::Ack,
+            Method::Bye,
+            Method::Cancel,
+            Method::Update,
+            Method::Prack,
+            Method::Refer,
+            Method::Info,
+            Method::Options,
+            Method::Register,
+            Method::Subscribe,
+            Method::Notify,
+            Method::Publish,
+            Method::Message,
+            Method::Other,
+        ];
+        for m in METHODS {
+            let n = self.method_counts[m as usize];
+            if n > 0 {
+                s.requests.insert(m.name().to_string(), n);
+            }
+        }
+        for (class, n) in self.class_counts.iter().enumerate() {
+            if *n > 0 {
+                let key = if class == 0 { "other".to_string() } else { format!("{class}xx") };
+                s.responses.insert(key, *n);
+            }
+        }
+        s
+    }
+}
+
+impl Sink for SipStage {
+    fn datagram(&mut self, d: Datagram<'_>) {
+        let hop = Hop {
+            src: d.src,
+            dst: d.dst,
+            transport: d.transport,
+            source: d.source,
+        };
+        let buf = d.payload;
+        let mut off = 0;
+        let mut found = false;
+        while off < buf.len() {
+            match frame::find(&buf[off..]) {
+                Framing::Message {
+                    start,
+                    head_end,
+                    content_length,
+                    garbage,
+                } => {
+                    found = true;
+                    self.stats.garbage_bytes += garbage as u64;
+                    let rest = buf.len() - off - head_end;
+                    let body = match content_length {
+                        ContentLength::Declared(n) if n <= rest => n,
+                        ContentLength::Declared(_) => {
+                            self.stats.truncated += 1;
+                            rest
+                        }
+                        // no usable length in a datagram: the body is the rest
+                        ContentLength::Missing | ContentLength::Invalid => rest,
+                    };
+                    self.message(d.ts, hop, &buf[off + start..off + head_end]);
+                    off += head_end + body;
+                }
+                Framing::Partial { start, garbage } => {
+                    // a datagram holds whole messages: headers run to its end
+                    found = true;
+                    self.stats.garbage_bytes += garbage as u64;
+                    self.message(d.ts, hop, &buf[off + start..]);
+                    break;
+                }
+                Framing::Garbage { garbage, .. } => {
+                    self.stats.garbage_bytes += if found { garbage as u64 } else { 0 };
+                    break;
+                }
+            }
+        }
+        if !found {
+            self.stats.non_sip_datagrams += 1;
+        }
+    }
+
+    fn stream(&mut self, ts: Timestamp, key: FlowKey, flow: &mut Flow) {
+        let hop = Hop {
+            src: key.src,
+            dst: key.dst,
+            transport: Transport::Tcp,
+            source: Source::Capture,
+        };
+        flow.gap = false;
+        let mut off = 0;
+        loop {
+            match frame::find(&flow.buf[off..]) {
+                Framing::Message {
+                    start,
+                    head_end,
+                    content_length,
+                    garbage,
+                } => {
+                    self.stats.garbage_bytes += garbage as u64;
+                    self.message(ts, hop, &flow.buf[off + start..off + head_end]);
+                    let body = match content_length {
+                        ContentLength::Declared(n) => n,
+                        ContentLength::Missing | ContentLength::Invalid => 0,
+                    };
+                    let avail = flow.buf.len() - off - head_end;
+                    if body <= avail {
+                        off += head_end + body;
+                    } else {
+                        // skip the rest of the body as it arrives, never buffering it
+                        flow.skip = (body - avail) as u64;
+                        off = flow.buf.len();
+                        break;
+                    }
+                }
+                Framing::Partial { start, garbage } => {
+                    self.stats.garbage_bytes += garbage as u64;
+                    off += start;
+                    break;
+                }
+                Framing::Garbage { discard, garbage } => {
+                    self.stats.garbage_bytes += garbage as u64;
+                    if discard == 0 {
+                        break;
+                    }
+                    off += discard;
+                }
+            }
+        }
+        flow.buf.drain(..off);
+    }
+}
+
+pub struct Engine {
+    decoder: Decoder,
+    sip: SipStage,
+    first_ts: Option<Timestamp>,
+    last_ts: Option<Timestamp>,
+    next_tick: Option<Timestamp>,
+}
+
+/// Leg timers run at most this often in packet time.
+const TICK_EVERY: i64 = SECOND;
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Self {
+        let hasher = Hasher::new(cfg.hash_key, &cfg.country_code);
+        Engine {
+            decoder: Decoder::new(cfg.wire),
+            sip: SipStage {
+                parser: Parser::new(cfg.extra_headers),
+                legs: LegTracker::new(cfg.legs, hasher),
+                stats: SipStats::default(),
+                method_counts: [0; 15],
+                class_counts: [0; 7],
+            },
+            first_ts: None,
+            last_ts: None,
+            next_tick: None,
+        }
+    }
+
+    /// Feeds one captured frame.
+    pub fn ingest(&mut self, ts: Timestamp, link: LinkType, frame: &[u8]) {
+        self.observe(ts);
+        self.decoder.frame(ts, link, frame, &mut self.sip);
+        self.maybe_tick();
+    }
+
+    /// Feeds one HEPv3 packet received on a socket.
+    pub fn ingest_hep(&mut self, ts: Timestamp, buf: &[u8]) {
+        self.observe(ts);
+        self.decoder.hep(ts, buf, &mut self.sip);
+        self.maybe_tick();
+    }
+
+    fn observe(&mut self, ts: Timestamp) {
+        self.first_ts.get_or_insert(ts);
+        // packet time never runs backwards for timers (merged interfaces can
+        // interleave slightly out of order)
+        self.last_ts = Some(self.last_ts.map_or(ts, |l| l.max(ts)));
+    }
+
+    fn maybe_tick(&mut self) {
+        let now = match self.last_ts {
+            Some(t) => t,
+            None => return,
+        };
+        if self.next_tick.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_tick = Some(now.add(TICK_EVERY));
+        self.sip.legs.tick(now);
+    }
+
+    /// Advances timers to `now` without a packet (idle live capture).
+    pub fn tick(&mut self, now: Timestamp) {
+        let now = self.last_ts.map_or(now, |l| l.max(now));
+        self.last_ts = Some(now);
+        self.decoder.expire(now, &mut self.sip);
+        self.sip.legs.tick(now);
+        self.next_tick = Some(now.add(TICK_EVERY));
+    }
+
+    /// End of input: closes every open leg at the last packet time.
+    pub fn finish(&mut self) {
+        if let Some(now) = self.last_ts {
+            self.sip.legs.tick(now);
+            self.sip.legs.finish_all(now);
+        }
+    }
+
+    /// Next finished leg, in the order legs finished.
+    pub fn poll_leg(&mut self) -> Option<Leg> {
+        self.sip.legs.pop_finished()
+    }
+
+    pub fn open_legs(&self) -> impl Iterator<Item = &Leg> {
+        self.sip.legs.open_iter()
+    }
+
+    pub fn last_packet(&self) -> Option<Timestamp> {
+        self.last_ts
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            wire: self.decoder.stats(),
+            sip: self.sip.fold_counts(),
+            legs: self.sip.legs.stats.clone(),
+            open_legs: self.sip.legs.open_legs(),
+            first_packet: self.first_ts,
+            last_packet: self.last_ts,
+        }
+    }
+
+    /// Bytes held for IP and TCP reassembly.
+    pub fn buffered_bytes(&self) -> usize {
+        self.decoder.buffered_bytes()
+    }
+
+    /// What must survive a restart: legs in progress (and lingering ones),
+    /// and packet time. Reassembly buffers are not kept: a message split
+    /// across a restart is lost and counted by the wire layer.
+    pub fn snapshot(&self) -> EngineSnapshot {
+        EngineSnapshot {
+            version: 1,
+            legs: self.sip.legs.snapshot(),
+            last_packet: self.last_ts,
+        }
+    }
+
+    pub fn restore(&mut self, snap: EngineSnapshot) {
+        self.sip.legs.restore(snap.legs);
+        self.last_ts = snap.last_packet;
+        self.first_ts = self.first_ts.or(snap.last_packet);
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EngineSnapshot {
+    pub version: u32,
+    pub legs: LegSnapshot,
+    pub last_packet: Option<Timestamp>,
+}

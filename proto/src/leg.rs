@@ -1,0 +1,784 @@
+//! INVITE legs: one per INVITE dialog attempt on one hop.
+//!
+//! A leg is identified by Call-ID and From-tag plus the hop it travels
+//! (source and destination address): a proxy that forwards an INVITE keeps
+//! Call-ID and From-tag, so the carrier-to-proxy and proxy-to-handset INVITEs
+//! are two legs. Early dialogs created by a forking proxy (several To-tags in
+//! responses on one hop) stay on one leg, recorded in `forks`.
+//!
+//! All times come from packets; timers run on packet time via `tick`.
+//! See `docs/legs.md` for the rules and the reasons behind them.
+
+use crate::number::{Hasher, Party};
+use crate::sip::{Kind, Method, SipMessage};
+use crate::time::{Micros, Timestamp, HOUR, MILLISECOND, MINUTE, SECOND};
+use crate::wire::{Source, Transport};
+use ahash::HashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LegId(pub u64);
+
+/// How a leg ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndReason {
+    /// BYE after the dialog was established.
+    Bye,
+    /// CANCEL (or a 487 Request Terminated) before an answer.
+    Cancel,
+    /// A final error response (3xx-6xx other than 487).
+    Rejected,
+    /// No final response: no response at all within 64*T1, or ringing that
+    /// never ended.
+    Timeout,
+    /// Established but never seen to end: closed by the session timer, the
+    /// maximum call length, a bound on tracked legs, or the end of input.
+    Inferred,
+}
+
+impl EndReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Bye => "bye",
+            EndReason::Cancel => "cancel",
+            EndReason::Rejected => "rejected",
+            EndReason::Timeout => "timeout",
+            EndReason::Inferred => "inferred",
+        }
+    }
+}
+
+/// Which side of the leg ended it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The side that sent the INVITE.
+    Caller,
+    /// The side the INVITE was sent to.
+    Callee,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// INVITE sent, nothing back yet.
+    Calling,
+    /// A provisional response came back.
+    Proceeding,
+    /// 401/407 (or 422): waiting for the retried INVITE.
+    Challenged,
+    /// CANCEL sent, waiting for the final response.
+    Cancelling,
+    /// Answered (2xx).
+    Confirmed,
+    /// Finished and reported; kept briefly to absorb retransmissions.
+    Ended,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leg {
+    pub id: LegId,
+    pub call_id: String,
+    /// Empty when the INVITE carried no From-tag (RFC 2543 devices).
+    pub from_tag: String,
+    /// To-tag of the answering fork, else of the final response, else of
+    /// the last provisional response.
+    pub to_tag: Option<String>,
+    /// Every To-tag seen in responses (forks), first ones only.
+    pub forks: Vec<String>,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub transport: Transport,
+    pub source: Source,
+    pub started: Timestamp,
+    pub ringing: Option<Timestamp>,
+    pub answered: Option<Timestamp>,
+    pub ended: Option<Timestamp>,
+    pub final_status: Option<u16>,
+    pub end: Option<EndReason>,
+    pub ended_by: Option<Side>,
+    /// From user part.
+    pub from: Party,
+    /// To user part.
+    pub to: Party,
+    /// Request-URI user part of the initial INVITE (the dialled number).
+    pub ruri: Party,
+    /// P-Asserted-Identity (or Remote-Party-ID) user part.
+    pub asserted: Party,
+    pub session_expires: Option<u32>,
+    /// Reason header of the CANCEL or BYE that ended the leg.
+    pub reason: Option<String>,
+    /// Correlation and configured headers of the initial INVITE.
+    pub headers: Vec<(String, String)>,
+    /// A REFER was seen in this dialog (transfer).
+    pub referred: bool,
+    /// Something that should have been seen was not (a BYE without the 2xx).
+    pub partial: bool,
+    pub retransmissions: u32,
+    /// Challenges (401/407/422) answered by a retried INVITE on this leg.
+    pub challenges: u32,
+    pub state: State,
+    /// Branches of the initial INVITE transactions (one per retry).
+    branches: Vec<String>,
+    initial_cseqs: Vec<u32>,
+    last_invite: Timestamp,
+    last_activity: Timestamp,
+    last_refresh: Option<Timestamp>,
+    challenged_at: Option<Timestamp>,
+    cancelled_at: Option<Timestamp>,
+}
+
+impl Leg {
+    /// Seconds from INVITE to answer, if answered.
+    pub fn answer_delay(&self) -> Option<f64> {
+        self.answered.map(|a| a.secs_since(self.started))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state != State::Ended
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LegConfig {
+    /// SIP timer T1; transactions time out after 64*T1.
+    pub t1: Micros,
+    /// An answered leg never seen to end is closed this long after answer.
+    pub max_call: Micros,
+    /// A leg that got provisional responses but no final one is closed as
+    /// `timeout` this long after its last activity.
+    pub ring_timeout: Micros,
+    /// Ended legs are remembered this long to absorb retransmissions.
+    pub linger: Micros,
+    /// Open legs tracked at most; beyond, the oldest is closed as inferred.
+    pub max_legs: usize,
+}
+
+impl Default for LegConfig {
+    fn default() -> Self {
+        LegConfig {
+            t1: 500 * MILLISECOND,
+            max_call: 4 * HOUR,
+            ring_timeout: 30 * MINUTE,
+            linger: 32 * SECOND,
+            max_legs: 200_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegStats {
+    pub legs_started: u64,
+    pub legs_finished: u64,
+    pub retransmissions: u64,
+    pub challenges: u64,
+    /// Initial INVITEs with the same Call-ID/From-tag and hop folded into an
+    /// open leg (a retry after a challenge, or a device that re-sends).
+    pub merged_invites: u64,
+    /// In-dialog requests or responses that matched no leg (mid-call
+    /// capture start, or a dialog whose INVITE was missed).
+    pub orphans: u64,
+    /// Responses to an INVITE arriving after its leg ended.
+    pub late_responses: u64,
+    pub cancel_after_answer: u64,
+    pub legs_evicted: u64,
+    pub by_end: std::collections::BTreeMap<String, u64>,
+}
+
+/// Tracks legs from parsed SIP messages.
+#[derive(Debug)]
+pub struct LegTracker {
+    cfg: LegConfig,
+    hasher: Hasher,
+    next_id: u64,
+    legs: HashMap<LegId, Leg>,
+    by_call_id: HashMap<String, Vec<LegId>>,
+    finished: VecDeque<Leg>,
+    open: usize,
+    pub stats: LegStats,
+}
+
+/// Where a message travelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hop {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub transport: Transport,
+    pub source: Source,
+}
+
+impl LegTracker {
+    pub fn new(cfg: LegConfig, hasher: Hasher) -> Self {
+        LegTracker {
+            cfg,
+            hasher,
+            next_id: 1,
+            legs: HashMap::default(),
+            by_call_id: HashMap::default(),
+            finished: VecDeque::new(),
+            open: 0,
+            stats: LegStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &LegConfig {
+        &self.cfg
+    }
+
+    /// Legs not yet finished.
+    pub fn open_legs(&self) -> usize {
+        self.open
+    }
+
+    /// Open legs, in id order (for status and snapshots).
+    pub fn open_iter(&self) -> impl Iterator<Item = &Leg> {
+        let mut v: Vec<&Leg> = self.legs.values().filter(|l| l.is_open()).collect();
+        v.sort_by_key(|l| l.id);
+        v.into_iter()
+    }
+
+    /// Next finished leg, in the order legs finished.
+    pub fn pop_finished(&mut self) -> Option<Leg> {
+        self.finished.pop_front()
+    }
+
+    pub fn on_message(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
+        match m.kind {
+            Kind::Request(Method::Invite) if m.to.tag.is_none() => self.initial_invite(ts, hop, m),
+            Kind::Request(Method::Invite) | Kind::Request(Method::Update) => {
+                if let Some(id) = self.dialog_leg(hop, m, true) {
+                    let leg = self.legs.get_mut(&id).expect("indexed leg");
+                    leg.last_activity = ts;
+                    leg.last_refresh = Some(ts);
+                    if m.session_expires.is_some() {
+                        leg.session_expires = m.session_expires;
+                    }
+                }
+            }
+            Kind::Request(Method::Cancel) => self.cancel(ts, hop, m),
+            Kind::Request(Method::Bye) => self.bye(ts, hop, m),
+            Kind::Request(Method::Refer) => {
+                if let Some(id) = self.dialog_leg(hop, m, true) {
+                    let leg = self.legs.get_mut(&id).expect("indexed leg");
+                    leg.referred = true;
+                    leg.last_activity = ts;
+                }
+            }
+            Kind::Request(Method::Ack) | Kind::Request(Method::Prack) | Kind::Request(Method::Info) => {
+                if let Some(id) = self.dialog_leg(hop, m, false) {
+                    self.legs.get_mut(&id).expect("indexed leg").last_activity = ts;
+                }
+            }
+            Kind::Request(_) => {}
+            Kind::Response(code) => match m.cseq_method {
+                Method::Invite => self.invite_response(ts, hop, code, m),
+                Method::Update if (200..300).contains(&code) => {
+                    if let Some(id) = self.dialog_leg(hop, m, false) {
+                        let leg = self.legs.get_mut(&id).expect("indexed leg");
+                        leg.last_refresh = Some(ts);
+                        if m.session_expires.is_some() {
+                            leg.session_expires = m.session_expires;
+                        }
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+
+    fn candidates(&self, call_id: &str) -> &[LegId] {
+        self.by_call_id.get(call_id).map_or(&[], Vec::as_slice)
+    }
+
+    fn initial_invite(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
+        let from_tag = m.from.tag.clone().unwrap_or_default();
+        let branch = m.via_branch.as_deref();
+        let mut merge_into = None;
+        let ids: Vec<LegId> = self.candidates(&m.call_id).to_vec();
+        for id in &ids {
+            let leg = &self.legs[id];
+            if leg.from_tag != from_tag {
+                continue;
+            }
+            let same_tx = match branch {
+                Some(b) => leg.branches.iter().any(|x| x == b),
+                None => leg.initial_cseqs.contains(&m.cseq) && same_hop(leg, &hop),
+            };
+            if same_tx {
+                // a retransmission, or the same packet seen at a second capture point
+                let leg = self.legs.get_mut(id).expect("indexed leg");
+                leg.retransmissions += 1;
+                self.stats.retransmissions += 1;
+                return;
+            }
+            if leg.is_open()
+                && leg.src.ip() == hop.src.ip()
+                && leg.dst == hop.dst
+                && leg.transport == hop.transport
+            {
+                merge_into = Some(*id);
+            }
+        }
+        if let Some(id) = merge_into {
+            let leg = self.legs.get_mut(&id).expect("indexed leg");
+            if let Some(b) = branch {
+                leg.branches.push(b.to_string());
+            }
+            leg.initial_cseqs.push(m.cseq);
+            leg.last_invite = ts;
+            leg.last_activity = ts;
+            if leg.state == State::Challenged {
+                leg.state = State::Calling;
+                leg.final_status = None;
+                leg.challenged_at = None;
+                leg.challenges += 1;
+                self.stats.challenges += 1;
+            } else {
+                self.stats.merged_invites += 1;
+            }
+            return;
+        }
+        if self.open >= self.cfg.max_legs {
+            self.evict_oldest(ts);
+        }
+        let id = LegId(self.next_id);
+        self.next_id += 1;
+        let leg = Leg {
+            id,
+            call_id: m.call_id.clone(),
+            from_tag,
+            to_tag: None,
+            forks: Vec::new(),
+            src: hop.src,
+            dst: hop.dst,
+            transport: hop.transport,
+            source: hop.source,
+            started: ts,
+            ringing: None,
+            answered: None,
+            ended: None,
+            final_status: None,
+            end: None,
+            ended_by: None,
+            from: self.hasher.party(m.from.user.as_deref()),
+            to: self.hasher.party(m.to.user.as_deref()),
+            ruri: self.hasher.party(m.ruri_user.as_deref()),
+            asserted: self.hasher.party(m.asserted_user.as_deref()),
+            session_expires: m.session_expires,
+            reason: None,
+            headers: m.headers.clone(),
+            referred: false,
+            partial: false,
+            retransmissions: 0,
+            challenges: 0,
+            state: State::Calling,
+            branches: branch.map(str::to_string).into_iter().collect(),
+            initial_cseqs: vec![m.cseq],
+            last_invite: ts,
+            last_activity: ts,
+            last_refresh: None,
+            challenged_at: None,
+            cancelled_at: None,
+        };
+        self.legs.insert(id, leg);
+        self.by_call_id.entry(m.call_id.clone()).or_default().push(id);
+        self.open += 1;
+        self.stats.legs_started += 1;
+    }
+
+    /// The leg an INVITE response or CANCEL belongs to: same transaction
+    /// (Via branch) if possible, else same From-tag and the best hop.
+    fn transaction_leg(&self, hop: Hop, m: &SipMessage) -> Option<LegId> {
+        let from_tag = m.from.tag.as_deref().unwrap_or("");
+        let mut best: Option<(u8, LegId)> = None;
+        for id in self.candidates(&m.call_id) {
+            let leg = &self.legs[id];
+            if leg.from_tag != from_tag {
+                continue;
+            }
+            let branch_match = match &m.via_branch {
+                Some(b) => leg.branches.iter().any(|x| x == b),
+                None => leg.initial_cseqs.contains(&m.cseq),
+            };
+            let score = hop_score(leg, &hop) + if branch_match { 8 } else { 0 };
+            if best.is_none_or(|(s, _)| score > s) {
+                best = Some((score, *id));
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    /// The open leg an in-dialog request belongs to. Counts an orphan when
+    /// `count_orphan` and no leg of the dialog is known at all.
+    fn dialog_leg(&mut self, hop: Hop, m: &SipMessage, count_orphan: bool) -> Option<LegId> {
+        let ids = self.dialog_legs(hop, m);
+        if ids.is_empty() && count_orphan {
+            self.stats.orphans += 1;
+        }
+        ids.into_iter().find(|id| self.legs[id].is_open())
+    }
+
+    /// Legs of the message's dialog (tags in either direction), those with
+    /// the best hop score only, in id order.
+    fn dialog_legs(&self, hop: Hop, m: &SipMessage) -> Vec<LegId> {
+        let ft = m.from.tag.as_deref().unwrap_or("");
+        let tt = m.to.tag.as_deref();
+        let mut scored: Vec<(u8, LegId)> = Vec::new();
+        for id in self.candidates(&m.call_id) {
+            let leg = &self.legs[id];
+            // a remote tag is known if a response carried it, or if no
+            // response was seen at all (we cannot tell)
+            let known = |t: &str| {
+                leg.to_tag.as_deref() == Some(t)
+                    || leg.forks.iter().any(|f| f == t)
+                    || (leg.to_tag.is_none() && leg.forks.is_empty())
+            };
+            let forward = leg.from_tag == ft && tt.is_none_or(known);
+            let backward = tt == Some(leg.from_tag.as_str()) && known(ft);
+            if forward || backward {
+                scored.push((hop_score(leg, &hop), *id));
+            }
+        }
+        let max = scored.iter().map(|(s, _)| *s).max().unwrap_or(0);
+        let mut ids: Vec<LegId> = scored
+            .into_iter()
+            .filter(|(s, _)| *s == max)
+            .map(|(_, id)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn invite_response(&mut self, ts: Timestamp, hop: Hop, code: u16, m: &SipMessage) {
+        let id = match self.transaction_leg(hop, m) {
+            Some(id) => id,
+            None => {
+                self.stats.orphans += 1;
+                return;
+            }
+        };
+        let leg = self.legs.get_mut(&id).expect("indexed leg");
+        let initial = match &m.via_branch {
+            Some(b) => leg.branches.iter().any(|x| x == b),
+            None => leg.initial_cseqs.contains(&m.cseq),
+        };
+        if !initial {
+            // a response to a re-INVITE: a refresh if successful
+            if (200..300).contains(&code) && leg.is_open() {
+                leg.last_refresh = Some(ts);
+                if m.session_expires.is_some() {
+                    leg.session_expires = m.session_expires;
+                }
+            }
+            return;
+        }
+        if leg.state == State::Ended {
+            if code >= 200 {
+                self.stats.late_responses += 1;
+            }
+            return;
+        }
+        leg.last_activity = ts;
+        if let Some(tag) = &m.to.tag {
+            if leg.forks.len() < 16 && !leg.forks.iter().any(|f| f == tag) {
+                leg.forks.push(tag.clone());
+            }
+        }
+        match code {
+            100 => {
+                if leg.state == State::Calling {
+                    leg.state = State::Proceeding;
+                }
+            }
+            101..=199 => {
+                leg.ringing.get_or_insert(ts);
+                if leg.answered.is_none() && m.to.tag.is_some() {
+                    leg.to_tag = m.to.tag.clone();
+                }
+                if leg.state == State::Calling {
+                    leg.state = State::Proceeding;
+                }
+            }
+            200..=299 => {
+                if leg.answered.is_none() {
+                    leg.answered = Some(ts);
+                    leg.final_status = Some(code);
+                    leg.to_tag = m.to.tag.clone();
+                    leg.state = State::Confirmed;
+                    leg.challenged_at = None;
+                    if m.session_expires.is_some() {
+                        leg.session_expires = m.session_expires;
+                    }
+                    if leg.cancelled_at.is_some() {
+                        // CANCEL raced the 200: the answer wins
+                        leg.cancelled_at = None;
+                        leg.ended_by = None;
+                        self.stats.cancel_after_answer += 1;
+                    }
+                }
+            }
+            _ => {
+                if leg.answered.is_some() {
+                    return; // a sibling fork's error after the answer
+                }
+                leg.final_status = Some(code);
+                if m.to.tag.is_some() {
+                    leg.to_tag = m.to.tag.clone();
+                }
+                if matches!(code, 401 | 407 | 422) && leg.cancelled_at.is_none() {
+                    leg.state = State::Challenged;
+                    leg.challenged_at = Some(ts);
+                    return;
+                }
+                let (end, at, by) = match leg.cancelled_at {
+                    Some(c) => (EndReason::Cancel, c, Side::Caller),
+                    None if code == 487 => (EndReason::Cancel, ts, Side::Caller),
+                    None => (EndReason::Rejected, ts, Side::Callee),
+                };
+                self.finish(id, end, at, Some(by));
+            }
+        }
+    }
+
+    fn cancel(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
+        let id = match self.transaction_leg(hop, m) {
+            Some(id) => id,
+            None => {
+                self.stats.orphans += 1;
+                return;
+            }
+        };
+        let leg = self.legs.get_mut(&id).expect("indexed leg");
+        if !leg.is_open() {
+            return;
+        }
+        if leg.answered.is_some() {
+            self.stats.cancel_after_answer += 1;
+            return;
+        }
+        leg.last_activity = ts;
+        if leg.cancelled_at.is_none() {
+            leg.cancelled_at = Some(ts);
+            leg.ended_by = Some(Side::Caller);
+            leg.reason = m.reason.clone();
+        }
+        leg.state = State::Cancelling;
+    }
+
+    fn bye(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
+        let ids = self.dialog_legs(hop, m);
+        let open: Vec<LegId> = ids.into_iter().filter(|id| self.legs[id].is_open()).collect();
+        if open.is_empty() {
+            // retransmitted BYE, or a BYE after a rejection (some UAs do that)
+            if self.candidates(&m.call_id).is_empty() {
+                self.stats.orphans += 1;
+            }
+            return;
+        }
+        for id in open {
+            let leg = self.legs.get_mut(&id).expect("indexed leg");
+            if leg.answered.is_none() {
+                // BYE implies an established dialog whose 2xx we did not see
+                leg.partial = true;
+            }
+            let by = if m.from.tag.as_deref().unwrap_or("") == leg.from_tag {
+                Side::Caller
+            } else {
+                Side::Callee
+            };
+            leg.reason = m.reason.clone();
+            self.finish(id, EndReason::Bye, ts, Some(by));
+        }
+    }
+
+    fn finish(&mut self, id: LegId, end: EndReason, at: Timestamp, by: Option<Side>) {
+        let leg = match self.legs.get_mut(&id) {
+            Some(l) if l.is_open() => l,
+            _ => return,
+        };
+        leg.state = State::Ended;
+        leg.end = Some(end);
+        leg.ended = Some(at.max(leg.started));
+        if by.is_some() {
+            leg.ended_by = by;
+        }
+        self.open -= 1;
+        self.stats.legs_finished += 1;
+        *self.stats.by_end.entry(end.name().to_string()).or_default() += 1;
+        self.finished.push_back(leg.clone());
+    }
+
+    /// When an open leg's timer fires, and what it does then.
+    fn deadline(&self, leg: &Leg) -> Option<(Timestamp, EndReason, Timestamp)> {
+        let tx = 64 * self.cfg.t1;
+        match leg.state {
+            State::Calling => {
+                let at = leg.last_invite.add(tx);
+                Some((at, EndReason::Timeout, at))
+            }
+            State::Proceeding => Some((
+                leg.last_activity.add(self.cfg.ring_timeout),
+                EndReason::Timeout,
+                leg.last_activity,
+            )),
+            State::Challenged => {
+                let c = leg.challenged_at.unwrap_or(leg.last_activity);
+                Some((c.add(tx), EndReason::Rejected, c))
+            }
+            State::Cancelling => {
+                let c = leg.cancelled_at.unwrap_or(leg.last_activity);
+                Some((c.add(tx), EndReason::Cancel, c))
+            }
+            State::Confirmed => {
+                let answered = leg.answered.unwrap_or(leg.started);
+                let mut at = answered.add(self.cfg.max_call);
+                if let Some(se) = leg.session_expires.filter(|s| *s > 0) {
+                    let from = leg.last_refresh.unwrap_or(answered).max(answered);
+                    at = at.min(from.add(se as i64 * SECOND));
+                }
+                Some((at, EndReason::Inferred, at))
+            }
+            State::Ended => None,
+        }
+    }
+
+    /// Runs timers up to `now` (packet time).
+    pub fn tick(&mut self, now: Timestamp) {
+        let mut due: Vec<(Timestamp, LegId, EndReason, Timestamp)> = Vec::new();
+        let mut gone: Vec<LegId> = Vec::new();
+        for leg in self.legs.values() {
+            if leg.state == State::Ended {
+                if now.since(leg.ended.unwrap_or(leg.started)) > self.cfg.linger {
+                    gone.push(leg.id);
+                }
+                continue;
+            }
+            if let Some((at, end, ended)) = self.deadline(leg) {
+                if at <= now {
+                    due.push((at, leg.id, end, ended));
+                }
+            }
+        }
+        due.sort_unstable();
+        for (_, id, end, ended) in due {
+            let by = match end {
+                EndReason::Cancel => Some(Side::Caller),
+                EndReason::Rejected => Some(Side::Callee),
+                _ => None,
+            };
+            self.finish(id, end, ended, by);
+        }
+        gone.sort_unstable();
+        for id in gone {
+            self.forget(id);
+        }
+    }
+
+    /// Closes every open leg at `now` (end of input, or shutdown without a
+    /// snapshot): answered ones as `inferred`, others as `timeout`.
+    pub fn finish_all(&mut self, now: Timestamp) {
+        let mut ids: Vec<LegId> = self.legs.values().filter(|l| l.is_open()).map(|l| l.id).collect();
+        ids.sort_unstable();
+        for id in ids {
+            let leg = &self.legs[&id];
+            let (end, at) = match leg.state {
+                State::Confirmed => (EndReason::Inferred, now),
+                State::Challenged => (EndReason::Rejected, leg.challenged_at.unwrap_or(now)),
+                State::Cancelling => (EndReason::Cancel, leg.cancelled_at.unwrap_or(now)),
+                _ => (EndReason::Inferred, now),
+            };
+            let by = match end {
+                EndReason::Cancel => Some(Side::Caller),
+                EndReason::Rejected => Some(Side::Callee),
+                _ => None,
+            };
+            self.finish(id, end, at, by);
+        }
+    }
+
+    fn evict_oldest(&mut self, now: Timestamp) {
+        let oldest = self
+            .legs
+            .values()
+            .filter(|l| l.is_open())
+            .min_by_key(|l| (l.last_activity, l.id))
+            .map(|l| l.id);
+        if let Some(id) = oldest {
+            self.stats.legs_evicted += 1;
+            self.finish(id, EndReason::Inferred, now, None);
+        }
+    }
+
+    fn forget(&mut self, id: LegId) {
+        if let Some(leg) = self.legs.remove(&id) {
+            if let Some(v) = self.by_call_id.get_mut(&leg.call_id) {
+                v.retain(|x| *x != id);
+                if v.is_empty() {
+                    self.by_call_id.remove(&leg.call_id);
+                }
+            }
+        }
+    }
+
+    /// Serialisable state: open and lingering legs, the id counter, counters.
+    pub fn snapshot(&self) -> LegSnapshot {
+        let mut legs: Vec<Leg> = self.legs.values().cloned().collect();
+        legs.sort_by_key(|l| l.id);
+        LegSnapshot {
+            next_id: self.next_id,
+            legs,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Restores a snapshot taken by [`snapshot`](Self::snapshot).
+    pub fn restore(&mut self, snap: LegSnapshot) {
+        self.legs.clear();
+        self.by_call_id.clear();
+        self.next_id = snap.next_id;
+        self.stats = snap.stats;
+        self.open = 0;
+        for leg in snap.legs {
+            if leg.is_open() {
+                self.open += 1;
+            }
+            self.by_call_id.entry(leg.call_id.clone()).or_default().push(leg.id);
+            self.legs.insert(leg.id, leg);
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LegSnapshot {
+    pub next_id: u64,
+    pub legs: Vec<Leg>,
+    pub stats: LegStats,
+}
+
+fn same_hop(leg: &Leg, hop: &Hop) -> bool {
+    (leg.src == hop.src && leg.dst == hop.dst) || (leg.src == hop.dst && leg.dst == hop.src)
+}
+
+/// How well a message's addresses fit a leg's hop: 3 exact (either
+/// direction), 2 same address pair (ports differ), 1 one address shared.
+fn hop_score(leg: &Leg, hop: &Hop) -> u8 {
+    if same_hop(leg, hop) {
+        return 3;
+    }
+    let (a, b) = (leg.src.ip(), leg.dst.ip());
+    let (x, y) = (hop.src.ip(), hop.dst.ip());
+    if (a == x && b == y) || (a == y && b == x) {
+        2
+    } else if a == x || a == y || b == x || b == y {
+        1
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,26 @@
+//! cbt-proto: the sans-IO engine of cbt-agent.
+//!
+//! Timestamped link-layer frames go in ([`engine::Engine::ingest`]); SIP
+//! INVITE legs come out ([`engine::Engine::poll_leg`]). Nothing here does I/O
+//! or reads a clock: time comes from packets, and `tick` advances timers.
+//! Replaying the same frames gives the same legs, byte for byte.
+//!
+//! Layers, bottom up:
+//! - [`wire`]: link layer, IPv4/IPv6 with fragment reassembly, tunnels, UDP,
+//!   TCP stream reassembly, HEPv3;
+//! - [`sip`]: message framing, a tolerant normalising step, rsip, and the
+//!   owned [`sip::SipMessage`] summary;
+//! - [`leg`]: INVITE dialogs with their timestamps and timers;
+//! - [`engine`]: the three wired together.
+
+pub mod engine;
+pub mod leg;
+pub mod number;
+pub mod sip;
+pub mod time;
+pub mod wire;
+
+pub use engine::{Engine, EngineConfig, EngineSnapshot, EngineStats};
+pub use leg::{EndReason, Leg, LegConfig, Side};
+pub use time::Timestamp;
+pub use wire::link::LinkType;

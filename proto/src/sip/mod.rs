@@ -1,0 +1,479 @@
+//! SIP: framing, the tolerant normalising step, rsip at the edge, and the
+//! small owned [`SipMessage`] summary everything past this module sees.
+
+pub mod frame;
+pub mod normalize;
+
+use normalize::{normalize, Prelude, Repairs};
+use rsip::headers::{ToTypedHeader, UntypedHeader};
+use rsip::message::{HasHeaders, HeadersExt};
+use serde::{Deserialize, Serialize};
+
+/// SIP methods the engine distinguishes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Update,
+    Prack,
+    Refer,
+    Info,
+    Options,
+    Register,
+    Subscribe,
+    Notify,
+    Publish,
+    Message,
+    Other,
+}
+
+impl Method {
+    pub fn from_token(t: &[u8]) -> Method {
+        const TABLE: [(&[u8], Method); 14] = [
+            (b"INVITE", Method::Invite),
+            (b"ACK", Method::Ack),
+            (b"BYE", Method::Bye),
+            (b"CANCEL", Method::Cancel),
+            (b"UPDATE", Method::Update),
+            (b"PRACK", Method::Prack),
+            (b"REFER", Method::Refer),
+            (b"INFO", Method::Info),
+            (b"OPTIONS", Method::Options),
+            (b"REGISTER", Method::Register),
+            (b"SUBSCRIBE", Method::Subscribe),
+            (b"NOTIFY", Method::Notify),
+            (b"PUBLISH", Method::Publish),
+            (b"MESSAGE", Method::Message),
+        ];
+        TABLE
+            .iter()
+            .find(|(n, _)| t.eq_ignore_ascii_case(n))
+            .map_or(Method::Other, |(_, m)| *m)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Update => "UPDATE",
+            Method::Prack => "PRACK",
+            Method::Refer => "REFER",
+            Method::Info => "INFO",
+            Method::Options => "OPTIONS",
+            Method::Register => "REGISTER",
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Notify => "NOTIFY",
+            Method::Publish => "PUBLISH",
+            Method::Message => "MESSAGE",
+            Method::Other => "OTHER",
+        }
+    }
+
+    /// Methods that can start, change or end an INVITE dialog. Everything
+    /// else (REGISTER, OPTIONS, SUBSCRIBE/NOTIFY, PUBLISH, MESSAGE) is counted
+    /// and skipped before rsip ever sees it.
+    pub fn affects_legs(self) -> bool {
+        matches!(
+            self,
+            Method::Invite
+                | Method::Ack
+                | Method::Bye
+                | Method::Cancel
+                | Method::Update
+                | Method::Prack
+                | Method::Refer
+                | Method::Info
+        )
+    }
+
+    fn from_rsip(m: &rsip::Method) -> Method {
+        use rsip::Method as R;
+        match m {
+            R::Invite => Method::Invite,
+            R::Ack => Method::Ack,
+            R::Bye => Method::Bye,
+            R::Cancel => Method::Cancel,
+            R::Update => Method::Update,
+            R::PRack => Method::Prack,
+            R::Refer => Method::Refer,
+            R::Info => Method::Info,
+            R::Options => Method::Options,
+            R::Register => Method::Register,
+            R::Subscribe => Method::Subscribe,
+            R::Notify => Method::Notify,
+            R::Publish => Method::Publish,
+            R::Message => Method::Message,
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    Request(Method),
+    Response(u16),
+}
+
+/// From, To or P-Asserted-Identity: the URI's user part and the tag.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameAddr {
+    pub user: Option<String>,
+    pub tag: Option<String>,
+}
+
+/// What the leg logic needs from one SIP message. Owned and small; no rsip
+/// type escapes this module.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SipMessage {
+    pub kind: Kind,
+    pub call_id: String,
+    pub from: NameAddr,
+    pub to: NameAddr,
+    /// Request-URI user part (requests only).
+    pub ruri_user: Option<String>,
+    pub cseq: u32,
+    pub cseq_method: Method,
+    /// Branch of the top Via.
+    pub via_branch: Option<String>,
+    /// P-Asserted-Identity (else Remote-Party-ID) user part.
+    pub asserted_user: Option<String>,
+    pub contact: Option<String>,
+    pub reason: Option<String>,
+    /// Session-Expires delta-seconds.
+    pub session_expires: Option<u32>,
+    /// Other kept headers (correlation, transfer, configured extras), as
+    /// (canonical name, value).
+    pub headers: Vec<(String, String)>,
+}
+
+impl SipMessage {
+    pub fn method(&self) -> Option<Method> {
+        match self.kind {
+            Kind::Request(m) => Some(m),
+            Kind::Response(_) => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self.kind {
+            Kind::Response(c) => Some(c),
+            Kind::Request(_) => None,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a message was not turned into a [`SipMessage`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("no SIP start line")]
+    NoStartLine,
+    #[error("missing Call-ID")]
+    MissingCallId,
+    #[error("missing or unreadable From")]
+    BadFrom,
+    #[error("missing or unreadable To")]
+    BadTo,
+    #[error("missing or unreadable CSeq")]
+    BadCSeq,
+    #[error("unknown method")]
+    UnknownMethod,
+    #[error("bad status code")]
+    BadStatus,
+}
+
+impl ParseError {
+    /// Stable key for the parse-error counters.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ParseError::NoStartLine => "no_start_line",
+            ParseError::MissingCallId => "missing_call_id",
+            ParseError::BadFrom => "bad_from",
+            ParseError::BadTo => "bad_to",
+            ParseError::BadCSeq => "bad_cseq",
+            ParseError::UnknownMethod => "unknown_method",
+            ParseError::BadStatus => "bad_status",
+        }
+    }
+}
+
+/// The result of looking at one framed message head.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A message that matters to legs.
+    Message {
+        msg: Box<SipMessage>,
+        repairs: Repairs,
+        /// rsip rejected the normalised text; fields were salvaged by our
+        /// own reader (key: which rsip step failed).
+        rsip_rejected: Option<&'static str>,
+    },
+    /// A well-formed message of a method that does not affect legs
+    /// (REGISTER, OPTIONS, NOTIFY...), or a response to one.
+    Ignored(Method),
+}
+
+/// Reusable scratch space for parsing, so the hot path does not allocate
+/// for the normalised text.
+#[derive(Default)]
+pub struct Parser {
+    scratch: String,
+    /// Extra header names to keep (configured correlation headers).
+    pub extra_headers: Vec<String>,
+}
+
+impl Parser {
+    pub fn new(extra_headers: Vec<String>) -> Self {
+        Parser {
+            scratch: String::with_capacity(1024),
+            extra_headers,
+        }
+    }
+
+    /// Parses a message head (start line and headers; the body is not needed).
+    pub fn parse(&mut self, head: &[u8]) -> Result<Parsed, ParseError> {
+        let prelude = normalize(head, &self.extra_headers, &mut self.scratch)
+            .map_err(|_| ParseError::NoStartLine)?;
+        let relevant = match (prelude.method, prelude.cseq_method) {
+            (Some(m), _) => m,
+            (None, Some(m)) => m,
+            (None, None) => return Err(ParseError::BadCSeq),
+        };
+        if relevant == Method::Other {
+            return Err(if prelude.method.is_some() {
+                ParseError::UnknownMethod
+            } else {
+                ParseError::BadCSeq
+            });
+        }
+        if !relevant.affects_legs() {
+            return Ok(Parsed::Ignored(relevant));
+        }
+        if prelude.method.is_none() && prelude.status.is_none() {
+            return Err(ParseError::BadStatus);
+        }
+        let text = self.scratch.as_str();
+        match rsip::SipMessage::try_from(text) {
+            Ok(m) => match from_rsip(&m) {
+                Ok(msg) => Ok(Parsed::Message {
+                    msg: Box::new(msg),
+                    repairs: prelude.repairs,
+                    rsip_rejected: None,
+                }),
+                Err(step) => salvage(text, &prelude, step),
+            },
+            Err(e) => salvage(text, &prelude, rsip_error_kind(&e)),
+        }
+    }
+}
+
+fn rsip_error_kind(e: &rsip::Error) -> &'static str {
+    match e {
+        rsip::Error::MissingHeader(_) => "missing_header",
+        rsip::Error::InvalidParam(_) => "invalid_param",
+        rsip::Error::ParseError(_) => "parse",
+        rsip::Error::TokenizeError(_) => "tokenize",
+        rsip::Error::Utf8Error(_) => "utf8",
+        rsip::Error::Unexpected(_) => "unexpected",
+    }
+}
+
+/// Builds the summary from rsip's parse. `Err` names the step rsip failed.
+fn from_rsip(m: &rsip::SipMessage) -> Result<SipMessage, &'static str> {
+    let (kind, ruri_user) = match m {
+        rsip::SipMessage::Request(r) => (
+            Kind::Request(Method::from_rsip(&r.method)),
+            r.uri.user().map(str::to_string),
+        ),
+        rsip::SipMessage::Response(r) => (Kind::Response(r.status_code.code()), None),
+    };
+    let call_id = m.call_id_header().map_err(|_| "call_id")?.value().to_string();
+    let from = m.from_header().map_err(|_| "from")?.typed().map_err(|_| "from")?;
+    let to = m.to_header().map_err(|_| "to")?.typed().map_err(|_| "to")?;
+    let cseq = m.cseq_header().map_err(|_| "cseq")?.typed().map_err(|_| "cseq")?;
+    let via_branch = match m.via_header() {
+        Ok(v) => v.typed().map_err(|_| "via")?.branch().map(|b| b.value().to_string()),
+        Err(_) => None,
+    };
+    let mut out = SipMessage {
+        kind,
+        call_id,
+        from: NameAddr {
+            user: from.uri.user().map(str::to_string),
+            tag: from.tag().map(|t| t.value().to_string()),
+        },
+        to: NameAddr {
+            user: to.uri.user().map(str::to_string),
+            tag: to.tag().map(|t| t.value().to_string()),
+        },
+        ruri_user,
+        cseq: cseq.seq,
+        cseq_method: Method::from_rsip(&cseq.method),
+        via_branch,
+        asserted_user: None,
+        contact: m.contact_header().ok().map(|c| c.value().to_string()),
+        reason: None,
+        session_expires: None,
+        headers: Vec::new(),
+    };
+    for h in m.headers().iter() {
+        if let rsip::Header::Other(name, value) = h {
+            other_header(&mut out, name.as_str(), value.as_str(), |v| {
+                rsip::headers::From::new(v)
+                    .typed()
+                    .ok()
+                    .and_then(|t| t.uri.user().map(str::to_string))
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Fills the summary from one non-core header.
+fn other_header(out: &mut SipMessage, name: &str, value: &str, user_of: impl Fn(&str) -> Option<String>) {
+    if name.eq_ignore_ascii_case("P-Asserted-Identity") {
+        out.asserted_user = user_of(value).or_else(|| uri_user(value));
+    } else if name.eq_ignore_ascii_case("Remote-Party-ID") {
+        if out.asserted_user.is_none() {
+            out.asserted_user = user_of(value).or_else(|| uri_user(value));
+        }
+    } else if name.eq_ignore_ascii_case("Reason") {
+        out.reason = Some(value.to_string());
+    } else if name.eq_ignore_ascii_case("Session-Expires") {
+        out.session_expires = leading_number(value);
+    } else {
+        out.headers.push((name.to_string(), value.to_string()));
+    }
+}
+
+fn leading_number(v: &str) -> Option<u32> {
+    let digits: String = v.trim().chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// Our own reader for canonical text rsip refused (an unusual URI scheme,
+/// a parameter rsip does not know...). It reads only what legs need.
+fn salvage(text: &str, prelude: &Prelude, step: &'static str) -> Result<Parsed, ParseError> {
+    let kind = match (prelude.method, prelude.status) {
+        (Some(m), _) => Kind::Request(m),
+        (None, Some(c)) if (100..700).contains(&c) => Kind::Response(c),
+        _ => return Err(ParseError::BadStatus),
+    };
+    let mut lines = text.split("\r\n");
+    let start = lines.next().unwrap_or("");
+    let ruri_user = match kind {
+        Kind::Request(_) => start.split(' ').nth(1).and_then(uri_user),
+        Kind::Response(_) => None,
+    };
+    let mut call_id = None;
+    let mut from = None;
+    let mut to = None;
+    let mut cseq = None;
+    let mut out = SipMessage {
+        kind,
+        call_id: String::new(),
+        from: NameAddr::default(),
+        to: NameAddr::default(),
+        ruri_user,
+        cseq: 0,
+        cseq_method: Method::Other,
+        via_branch: None,
+        asserted_user: None,
+        contact: None,
+        reason: None,
+        session_expires: None,
+        headers: Vec::new(),
+    };
+    for line in lines {
+        let (name, value) = match line.split_once(": ") {
+            Some(p) => p,
+            None => continue,
+        };
+        match name {
+            "Call-ID" if !value.is_empty() => call_id = Some(value.to_string()),
+            "From" => from = Some(name_addr(value)),
+            "To" => to = Some(name_addr(value)),
+            "CSeq" => {
+                let mut it = value.split_whitespace();
+                let n = it.next().and_then(|n| n.parse::<u32>().ok());
+                let m = it.next().map(|m| Method::from_token(m.as_bytes()));
+                if let (Some(n), Some(m)) = (n, m) {
+                    cseq = Some((n, m));
+                }
+            }
+            "Via" => out.via_branch = param(value, "branch"),
+            "Contact" => out.contact = Some(value.to_string()),
+            _ => other_header(&mut out, name, value, |_| None),
+        }
+    }
+    out.call_id = call_id.ok_or(ParseError::MissingCallId)?;
+    out.from = from.ok_or(ParseError::BadFrom)?;
+    out.to = to.ok_or(ParseError::BadTo)?;
+    let (n, m) = cseq.ok_or(ParseError::BadCSeq)?;
+    out.cseq = n;
+    out.cseq_method = m;
+    Ok(Parsed::Message {
+        msg: Box::new(out),
+        repairs: prelude.repairs,
+        rsip_rejected: Some(step),
+    })
+}
+
+/// `"Name" <sip:user@host;p>;tag=x` or `sip:user@host;tag=x`.
+fn name_addr(v: &str) -> NameAddr {
+    let after_uri = match (v.find('<'), v.rfind('>')) {
+        (Some(a), Some(b)) if b > a => &v[b + 1..],
+        _ => v,
+    };
+    NameAddr {
+        user: uri_user(v),
+        tag: param(after_uri, "tag"),
+    }
+}
+
+/// The value of `;name=value` in a parameter list.
+fn param(v: &str, name: &str) -> Option<String> {
+    v.split(';').skip(1).find_map(|p| {
+        let (k, val) = p.split_once('=')?;
+        if k.trim().eq_ignore_ascii_case(name) {
+            let val = val.trim().trim_end_matches('>');
+            let val = val.split([',', ' ', '>']).next().unwrap_or("");
+            (!val.is_empty()).then(|| val.to_string())
+        } else {
+            None
+        }
+    })
+}
+
+/// User part of the first sip:, sips: or tel: URI in `v`.
+pub fn uri_user(v: &str) -> Option<String> {
+    let lower = v.to_ascii_lowercase();
+    let (pos, skip) = ["sip:", "sips:", "tel:"]
+        .iter()
+        .filter_map(|s| lower.find(s).map(|p| (p, s.len())))
+        .min()?;
+    let rest = &v[pos + skip..];
+    let is_tel = lower[pos..].starts_with("tel:");
+    let end = rest
+        .find(|c: char| c == '>' || c == ';' || c == '?' || c.is_whitespace() || (!is_tel && c == '@'))
+        .unwrap_or(rest.len());
+    let has_at = rest[end..].starts_with('@');
+    if !is_tel && !has_at {
+        return None; // sip:host has no user part
+    }
+    let user = &rest[..end];
+    (!user.is_empty()).then(|| user.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,329 @@
+//! The tolerant step in front of rsip.
+//!
+//! rsip 0.4 is strict where real traffic is not (see `docs/sip-parsing.md`):
+//! it silently drops compact header names (`i:`, `f:`, `t:`...), rejects
+//! folded lines, whitespace before the colon, bare-LF line endings and
+//! non-UTF-8 bytes, and takes everything after the headers as the body. This
+//! step rewrites a message head into the canonical form rsip accepts:
+//!
+//! * line endings become CRLF, folded continuation lines are joined;
+//! * compact header names become their long form, whitespace around the
+//!   colon is removed;
+//! * non-UTF-8 bytes become U+FFFD (display names from Latin-1 phones);
+//! * runs of spaces in the start line collapse to one;
+//! * only the headers the leg logic reads are kept (first Via value only),
+//!   and no body is passed: rsip does less work and cannot misframe.
+
+use super::Method;
+
+/// Compact form (RFC 3261 7.3.3 and later RFCs) to long form.
+pub fn expand_compact(name: &[u8]) -> Option<&'static str> {
+    if name.len() != 1 {
+        return None;
+    }
+    Some(match name[0].to_ascii_lowercase() {
+        b'i' => "Call-ID",
+        b'f' => "From",
+        b't' => "To",
+        b'v' => "Via",
+        b'm' => "Contact",
+        b'l' => "Content-Length",
+        b'c' => "Content-Type",
+        b'e' => "Content-Encoding",
+        b'k' => "Supported",
+        b's' => "Subject",
+        b'o' => "Event",
+        b'r' => "Refer-To",
+        b'b' => "Referred-By",
+        b'x' => "Session-Expires",
+        b'u' => "Allow-Events",
+        b'a' => "Accept-Contact",
+        b'j' => "Reject-Contact",
+        b'd' => "Request-Disposition",
+        b'y' => "Identity",
+        b'n' => "Identity-Info",
+        _ => return None,
+    })
+}
+
+/// Headers the engine reads; everything else is dropped before rsip.
+pub const CORE_HEADERS: &[&str] = &[
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "P-Asserted-Identity",
+    "Remote-Party-ID",
+    "Reason",
+    "Session-Expires",
+    "Refer-To",
+    "Referred-By",
+    "Replaces",
+    "Session-ID",
+    "P-Charging-Vector",
+    "Diversion",
+    "History-Info",
+];
+
+/// Headers that may appear once in the output (the first wins).
+const SINGLE: &[&str] = &["Via", "Contact", "P-Asserted-Identity", "Remote-Party-ID"];
+
+/// What the normaliser learnt on its way, before rsip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prelude {
+    /// `Some` for requests.
+    pub method: Option<Method>,
+    /// Status code for responses.
+    pub status: Option<u16>,
+    /// The CSeq method, if a CSeq header was present.
+    pub cseq_method: Option<Method>,
+    /// Header lines seen (after unfolding).
+    pub headers: usize,
+    /// What the normaliser had to repair, for the diagnostics counters.
+    pub repairs: Repairs,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Repairs {
+    pub compact: bool,
+    pub folded: bool,
+    pub space_before_colon: bool,
+    pub bare_lf: bool,
+    pub non_utf8: bool,
+    /// Header lines without a colon, skipped.
+    pub bad_lines: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("no start line")]
+    NoStartLine,
+}
+
+/// Rewrites `head` (start line and headers, with or without the final empty
+/// line) into `out`. `extra` names further headers to keep (any case).
+pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prelude, NormalizeError> {
+    out.clear();
+    let mut repairs = Repairs::default();
+    let mut lines = head.split(|c| *c == b'\n').peekable();
+    let first = lines.next().ok_or(NormalizeError::NoStartLine)?;
+    if !first.ends_with(b"\r") && head.contains(&b'\n') {
+        repairs.bare_lf = true;
+    }
+    let first = trim(first);
+    if first.is_empty() {
+        return Err(NormalizeError::NoStartLine);
+    }
+    // start line: collapse whitespace runs to single spaces
+    let mut method = None;
+    let mut status = None;
+    for (i, word) in first
+        .split(|c| *c == b' ' || *c == b'\t')
+        .filter(|w| !w.is_empty())
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(' ');
+        }
+        if i == 0 && word.eq_ignore_ascii_case(b"SIP/2.0") {
+            out.push_str("SIP/2.0");
+            continue;
+        }
+        if i == 0 {
+            method = Some(Method::from_token(word));
+        }
+        if i == 1 && method.is_none() {
+            status = std::str::from_utf8(word).ok().and_then(|s| s.parse().ok());
+        }
+        if i == 2 && method.is_some() && word.eq_ignore_ascii_case(b"SIP/2.0") {
+            out.push_str("SIP/2.0");
+            continue;
+        }
+        push_text(out, word, &mut repairs);
+    }
+    out.push_str("\r\n");
+
+    // header lines, unfolded
+    let mut logical: Vec<Vec<u8>> = Vec::new();
+    for raw in lines {
+        let has_cr = raw.ends_with(b"\r");
+        let line = if has_cr { &raw[..raw.len() - 1] } else { raw };
+        if line.is_empty() {
+            break; // end of headers
+        }
+        if !has_cr {
+            repairs.bare_lf = true;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if let Some(prev) = logical.last_mut() {
+                repairs.folded = true;
+                prev.push(b' ');
+                prev.extend_from_slice(trim(line));
+                continue;
+            }
+        }
+        logical.push(line.to_vec());
+    }
+
+    let mut cseq_method = None;
+    let mut seen_single: [bool; 4] = [false; 4];
+    let mut count = 0;
+    for line in &logical {
+        count += 1;
+        let colon = match memchr::memchr(b':', line) {
+            Some(i) => i,
+            None => {
+                repairs.bad_lines += 1;
+                continue;
+            }
+        };
+        let raw_name = &line[..colon];
+        let name_trim = trim(raw_name);
+        if name_trim.len() != raw_name.len() {
+            repairs.space_before_colon = true;
+        }
+        let long = match expand_compact(name_trim) {
+            Some(l) => {
+                repairs.compact = true;
+                l
+            }
+            None => match canonical(name_trim, extra) {
+                Some(l) => l,
+                None => continue,
+            },
+        };
+        let value = trim(&line[colon + 1..]);
+        if long == "CSeq" {
+            if let Some(m) = value
+                .split(|c| *c == b' ' || *c == b'\t')
+                .filter(|w| !w.is_empty())
+                .nth(1)
+            {
+                cseq_method = Some(Method::from_token(m));
+            }
+        }
+        if let Some(i) = SINGLE.iter().position(|s| *s == long) {
+            if seen_single[i] {
+                continue;
+            }
+            seen_single[i] = true;
+        }
+        let value = if long == "Via" || long == "Contact" {
+            first_value(value)
+        } else {
+            value
+        };
+        out.push_str(long);
+        out.push_str(": ");
+        push_text(out, value, &mut repairs);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    Ok(Prelude {
+        method,
+        status,
+        cseq_method,
+        headers: count,
+        repairs,
+    })
+}
+
+/// Matches a header name against the kept set, returning its canonical
+/// spelling (the configured spelling for extra headers).
+fn canonical<'e>(name: &[u8], extra: &'e [String]) -> Option<&'e str> {
+    CORE_HEADERS
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+        .find(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+/// The first comma-separated value, outside quotes and angle brackets.
+pub fn first_value(v: &[u8]) -> &[u8] {
+    let mut quoted = false;
+    let mut angle = 0u32;
+    let mut escaped = false;
+    for (i, &c) in v.iter().enumerate() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b'<' if !quoted => angle += 1,
+            b'>' if !quoted => angle = angle.saturating_sub(1),
+            b',' if !quoted && angle == 0 => return trim(&v[..i]),
+            _ => {}
+        }
+    }
+    v
+}
+
+fn push_text(out: &mut String, bytes: &[u8], repairs: &mut Repairs) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => out.push_str(s),
+        Err(_) => {
+            repairs.non_utf8 = true;
+            out.push_str(&String::from_utf8_lossy(bytes));
+        }
+    }
+}
+
+pub fn trim(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    &b[start..end.max(start)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(s: &[u8]) -> (String, Prelude) {
+        let mut out = String::new();
+        let p = normalize(s, &[], &mut out).unwrap();
+        (out, p)
+    }
+
+    #[test]
+    fn compact_folded_lf_and_space_before_colon() {
+        let (out, p) = norm(
+            b"INVITE  sip:bob@x SIP/2.0\ni : abc\nf: <sip:a@x>;tag=1\nt: <sip:bob@x>\nv: SIP/2.0/UDP h;branch=z9hG4bK1, SIP/2.0/UDP g\nCSeq: 1\n  INVITE\nUser-Agent: dropped\n\n",
+        );
+        assert_eq!(
+            out,
+            "INVITE sip:bob@x SIP/2.0\r\nCall-ID: abc\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:bob@x>\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 1 INVITE\r\n\r\n"
+        );
+        assert_eq!(p.method, Some(Method::Invite));
+        assert_eq!(p.cseq_method, Some(Method::Invite));
+        let r = p.repairs;
+        assert!(r.compact && r.folded && r.space_before_colon && r.bare_lf && !r.non_utf8);
+    }
+
+    #[test]
+    fn latin1_display_name_becomes_valid_utf8() {
+        let (out, p) = norm(b"SIP/2.0 200 OK\r\nFrom: \"Jos\xe9\" <sip:j@x>;tag=9\r\n\r\n");
+        assert!(out.contains("From: \"Jos\u{fffd}\" <sip:j@x>;tag=9\r\n"));
+        assert_eq!(p.status, Some(200));
+        assert!(p.repairs.non_utf8);
+    }
+
+    #[test]
+    fn extras_are_kept_and_first_value_respects_quotes() {
+        let mut out = String::new();
+        normalize(b"BYE sip:x SIP/2.0\r\nx-cid: 77\r\nX-Other: no\r\n", &["X-CID".into()], &mut out).unwrap();
+        assert_eq!(out, "BYE sip:x SIP/2.0\r\nX-CID: 77\r\n\r\n");
+        assert_eq!(first_value(b"\"a, b\" <sip:x>, <sip:y>"), b"\"a, b\" <sip:x>");
+        assert_eq!(first_value(b"<sip:x;a=b,c>"), b"<sip:x;a=b,c>");
+    }
+
+    #[test]
+    fn header_line_without_colon_is_skipped_and_counted() {
+        let (out, p) = norm(b"BYE sip:x SIP/2.0\r\nnot a header\r\nCall-ID: 1\r\n");
+        assert_eq!(out, "BYE sip:x SIP/2.0\r\nCall-ID: 1\r\n\r\n");
+        assert_eq!(p.repairs.bad_lines, 1);
+    }
+}

@@ -1,0 +1,166 @@
+//! Every rsip pitfall from the field notes, shown twice: what rsip does with
+//! the raw bytes (the failure we guard against) and what our normalising
+//! step plus rsip makes of the same bytes.
+
+use super::frame::{find, Framing};
+use super::*;
+
+fn raw_rsip(bytes: &[u8]) -> Result<rsip::SipMessage, rsip::Error> {
+    rsip::SipMessage::try_from(bytes)
+}
+
+fn ours(bytes: &[u8]) -> SipMessage {
+    match Parser::default().parse(bytes).expect("parses") {
+        Parsed::Message { msg, rsip_rejected, .. } => {
+            assert_eq!(rsip_rejected, None, "rsip should accept the normalised text");
+            *msg
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+const CANONICAL: &str = "INVITE sip:+441632960123@pbx.example SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-1\r\n\
+From: \"Caller\" <sip:07700900123@carrier.example>;tag=abc\r\n\
+To: <sip:+441632960123@pbx.example>\r\n\
+Call-ID: call-1@carrier\r\n\
+CSeq: 10 INVITE\r\n\
+Contact: <sip:07700900123@192.0.2.1>\r\n\
+Content-Length: 0\r\n\r\n";
+
+#[test]
+fn canonical_message_is_read_fully() {
+    let m = ours(CANONICAL.as_bytes());
+    assert_eq!(m.kind, Kind::Request(Method::Invite));
+    assert_eq!(m.call_id, "call-1@carrier");
+    assert_eq!(m.from.tag.as_deref(), Some("abc"));
+    assert_eq!(m.from.user.as_deref(), Some("07700900123"));
+    assert_eq!(m.to.tag, None);
+    assert_eq!(m.ruri_user.as_deref(), Some("+441632960123"));
+    assert_eq!((m.cseq, m.cseq_method), (10, Method::Invite));
+    assert_eq!(m.via_branch.as_deref(), Some("z9hG4bK-1"));
+}
+
+#[test]
+fn pitfall_compact_headers_lose_call_id_and_from_tag_in_rsip() {
+    let compact = "INVITE sip:bob@x SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK2\r\nf: <sip:a@x>;tag=t1\r\nt: <sip:bob@x>\r\ni: cid-2\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n";
+    let r = raw_rsip(compact.as_bytes()).expect("rsip accepts it...");
+    assert!(r.call_id_header().is_err(), "...but finds no Call-ID");
+    assert!(r.from_header().is_err(), "...and no From (so no From-tag)");
+    let m = ours(compact.as_bytes());
+    assert_eq!(m.call_id, "cid-2");
+    assert_eq!(m.from.tag.as_deref(), Some("t1"));
+    assert_eq!(m.via_branch.as_deref(), Some("z9hG4bK2"));
+}
+
+#[test]
+fn pitfall_folded_header_lines_are_rejected_by_rsip() {
+    let folded = CANONICAL.replace("CSeq: 10 INVITE\r\n", "CSeq: 10\r\n INVITE\r\n");
+    let folded = folded.replace("To: <sip:+441632960123@pbx.example>\r\n", "To:\r\n\t<sip:+441632960123@pbx.example>\r\n");
+    let raw = raw_rsip(folded.as_bytes());
+    assert!(
+        raw.is_err() || raw.as_ref().unwrap().cseq_header().and_then(|c| c.typed()).is_err(),
+        "rsip reads the folded CSeq: {raw:?}"
+    );
+    let m = ours(folded.as_bytes());
+    assert_eq!((m.cseq, m.cseq_method), (10, Method::Invite));
+    assert_eq!(m.to.user.as_deref(), Some("+441632960123"));
+}
+
+#[test]
+fn pitfall_whitespace_before_colon_is_rejected_by_rsip() {
+    let spaced = CANONICAL.replace("Call-ID: ", "Call-ID : ");
+    assert!(raw_rsip(spaced.as_bytes()).map(|m| m.call_id_header().is_ok()) != Ok(true));
+    assert_eq!(ours(spaced.as_bytes()).call_id, "call-1@carrier");
+}
+
+#[test]
+fn pitfall_lf_only_line_endings_are_rejected_by_rsip() {
+    let lf = CANONICAL.replace("\r\n", "\n");
+    assert!(raw_rsip(lf.as_bytes()).is_err());
+    let m = ours(lf.as_bytes());
+    assert_eq!(m.call_id, "call-1@carrier");
+    assert_eq!(m.from.tag.as_deref(), Some("abc"));
+}
+
+#[test]
+fn pitfall_latin1_display_name_is_rejected_by_rsip() {
+    let mut latin1 = CANONICAL.replace("\"Caller\"", "\"Jos\u{1}\"").into_bytes();
+    let i = latin1.iter().position(|b| *b == 1).unwrap();
+    latin1[i] = 0xE9; // é in Latin-1, invalid UTF-8
+    assert!(raw_rsip(&latin1).is_err());
+    let m = ours(&latin1);
+    assert_eq!(m.from.tag.as_deref(), Some("abc"));
+    assert_eq!(m.from.user.as_deref(), Some("07700900123"));
+}
+
+#[test]
+fn pitfall_rsip_ignores_content_length_and_merges_two_messages() {
+    let first = "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK3\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c3\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    let second = first.replace("180 Ringing", "200 OK");
+    let both = format!("{first}{second}");
+    let r = raw_rsip(both.as_bytes()).expect("rsip parses one message");
+    assert!(!r.body().is_empty(), "rsip swallowed the 200 OK as a body");
+    // our framer finds two messages
+    let b = both.as_bytes();
+    let Framing::Message { head_end, .. } = find(b) else { panic!() };
+    assert_eq!(head_end, first.len());
+    let Framing::Message { start: 0, .. } = find(&b[head_end..]) else { panic!() };
+    assert_eq!(ours(&b[head_end..]).kind, Kind::Response(200));
+}
+
+#[test]
+fn unknown_uri_scheme_is_salvaged_not_lost() {
+    let odd = CANONICAL.replace(
+        "From: \"Caller\" <sip:07700900123@carrier.example>;tag=abc",
+        "From: <tel:+447700900123;phone-context=x>;tag=abc",
+    );
+    match Parser::default().parse(odd.as_bytes()).unwrap() {
+        Parsed::Message { msg, .. } => {
+            assert_eq!(msg.call_id, "call-1@carrier");
+            assert_eq!(msg.from.tag.as_deref(), Some("abc"));
+            assert_eq!(msg.from.user.as_deref(), Some("+447700900123"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn non_dialog_methods_are_ignored_before_rsip() {
+    let reg = "REGISTER sip:x SIP/2.0\r\nCall-ID: r\r\nCSeq: 1 REGISTER\r\n\r\n";
+    assert!(matches!(Parser::default().parse(reg.as_bytes()), Ok(Parsed::Ignored(Method::Register))));
+    let ok = "SIP/2.0 200 OK\r\nCall-ID: r\r\nCSeq: 7 OPTIONS\r\n\r\n";
+    assert!(matches!(Parser::default().parse(ok.as_bytes()), Ok(Parsed::Ignored(Method::Options))));
+    let odd = "INVITE1 sip:x SIP/2.0\r\nCall-ID: r\r\nCSeq: 1 INVITE1\r\n\r\n";
+    assert_eq!(Parser::default().parse(odd.as_bytes()).unwrap_err(), ParseError::UnknownMethod);
+}
+
+#[test]
+fn missing_essentials_are_errors_with_reasons() {
+    let no_cid = CANONICAL.replace("Call-ID: call-1@carrier\r\n", "");
+    assert_eq!(Parser::default().parse(no_cid.as_bytes()).unwrap_err(), ParseError::MissingCallId);
+    let no_cseq = CANONICAL.replace("CSeq: 10 INVITE\r\n", "");
+    assert_eq!(Parser::default().parse(no_cseq.as_bytes()).unwrap_err(), ParseError::BadCSeq);
+}
+
+#[test]
+fn pai_reason_session_expires_and_extras() {
+    let m = CANONICAL.replace(
+        "Content-Length: 0\r\n",
+        "P-Asserted-Identity: \"X\" <sip:+447700900999@c>\r\nSession-Expires: 1800;refresher=uac\r\nReason: Q.850;cause=16\r\nX-CID: abc\r\nContent-Length: 0\r\n",
+    );
+    let mut p = Parser::new(vec!["x-cid".into()]);
+    let Parsed::Message { msg, .. } = p.parse(m.as_bytes()).unwrap() else { panic!() };
+    assert_eq!(msg.asserted_user.as_deref(), Some("+447700900999"));
+    assert_eq!(msg.session_expires, Some(1800));
+    assert_eq!(msg.reason.as_deref(), Some("Q.850;cause=16"));
+    assert_eq!(msg.header("X-CID"), Some("abc"));
+}
+
+#[test]
+fn uri_user_forms() {
+    assert_eq!(uri_user("<sip:123@h>").as_deref(), Some("123"));
+    assert_eq!(uri_user("\"A\" <sips:alice@h;x=y>").as_deref(), Some("alice"));
+    assert_eq!(uri_user("tel:+441632960000;ext=1").as_deref(), Some("+441632960000"));
+    assert_eq!(uri_user("<sip:host.example>").as_deref(), None);
+}

@@ -1,0 +1,423 @@
+//! TCP stream reassembly per direction of a flow.
+//!
+//! Delivers each direction's bytes in order to a consumer buffer
+//! (`Flow::buf`), handling retransmitted and overlapping segments, holding
+//! out-of-order segments within a window, and giving up on a hole (counted as
+//! a gap, the partial data before it discarded) when the window, the byte cap
+//! or the gap timeout is exceeded. Streams picked up mid-connection start at
+//! the first segment seen. Bounded in flows and bytes per flow.
+
+use super::WireStats;
+use crate::time::{Micros, Timestamp, SECOND};
+use ahash::HashMap;
+use std::net::SocketAddr;
+
+#[derive(Clone, Debug)]
+pub struct TcpLimits {
+    /// Directional flows tracked at once; the least recently active is dropped.
+    pub max_flows: usize,
+    /// Out-of-order bytes held per flow.
+    pub max_ooo_bytes: usize,
+    /// Out-of-order segments held per flow.
+    pub max_ooo_segments: usize,
+    /// How far ahead of the next expected byte a segment may start and still be held.
+    pub ooo_window: u32,
+    /// A hole not filled within this much packet time is skipped.
+    pub gap_timeout: Micros,
+    /// A flow with no segment for this long is forgotten.
+    pub idle_timeout: Micros,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_flows: 16_384,
+            max_ooo_bytes: 256 << 10,
+            max_ooo_segments: 64,
+            ooo_window: 1 << 20,
+            gap_timeout: 5 * SECOND,
+            idle_timeout: 3600 * SECOND,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+}
+
+impl FlowKey {
+    pub fn reverse(&self) -> FlowKey {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Flow {
+    next_seq: Option<u32>,
+    /// In-order bytes not yet consumed. The consumer drains from the front.
+    pub buf: Vec<u8>,
+    /// Bytes the consumer wants discarded as they arrive (message bodies it
+    /// does not need), so they are never buffered.
+    pub skip: u64,
+    ooo: Vec<(u32, Vec<u8>)>,
+    ooo_bytes: usize,
+    fin_seq: Option<u32>,
+    last_seen: Timestamp,
+    last_progress: Timestamp,
+    /// Bytes were lost before `buf`'s current content: the consumer should
+    /// resynchronise. Cleared by the consumer.
+    pub gap: bool,
+}
+
+impl Flow {
+    /// All data up to the FIN has been delivered.
+    pub fn finished(&self) -> bool {
+        matches!((self.fin_seq, self.next_seq), (Some(f), Some(n)) if f == n)
+    }
+
+    /// Applies an in-order or overlapping segment. Returns bytes newly delivered.
+    fn apply(&mut self, seq: u32, payload: &[u8], stats: &mut WireStats) -> usize {
+        let next = match self.next_seq {
+            Some(n) => n,
+            None => return 0,
+        };
+        let delta = seq.wrapping_sub(next) as i32;
+        debug_assert!(delta <= 0);
+        let already = delta.unsigned_abs() as usize;
+        if already >= payload.len() {
+            if !payload.is_empty() {
+                stats.tcp_retransmitted += 1;
+            }
+            return 0;
+        }
+        if already > 0 {
+            stats.tcp_overlapping += 1;
+        }
+        let fresh = &payload[already..];
+        // advance next_seq by the whole fresh length even if part is skipped
+        let skip = (self.skip.min(fresh.len() as u64)) as usize;
+        self.skip -= skip as u64;
+        self.buf.extend_from_slice(&fresh[skip..]);
+        self.next_seq = Some(next.wrapping_add(fresh.len() as u32));
+        fresh.len()
+    }
+
+    /// Moves held segments that have become in-order into `buf`.
+    fn drain_ooo(&mut self, stats: &mut WireStats) {
+        loop {
+            let next = match self.next_seq {
+                Some(n) => n,
+                None => return,
+            };
+            let pos = self
+                .ooo
+                .iter()
+                .position(|(s, _)| (s.wrapping_sub(next) as i32) <= 0);
+            match pos {
+                Some(i) => {
+                    let (s, d) = self.ooo.swap_remove(i);
+                    self.ooo_bytes -= d.len();
+                    self.apply(s, &d, stats);
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Gives up on the hole before the earliest held segment.
+    fn skip_gap(&mut self, stats: &mut WireStats) {
+        let next = match self.next_seq {
+            Some(n) => n,
+            None => return,
+        };
+        let earliest = self
+            .ooo
+            .iter()
+            .map(|(s, _)| *s)
+            .min_by_key(|s| s.wrapping_sub(next));
+        if let Some(s) = earliest {
+            stats.tcp_gaps += 1;
+            stats.tcp_gap_bytes += s.wrapping_sub(next) as u64;
+            stats.tcp_bytes_discarded += self.buf.len() as u64;
+            self.buf.clear();
+            self.skip = 0;
+            self.gap = true;
+            self.next_seq = Some(s);
+            self.drain_ooo(stats);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct TcpTable {
+    limits: TcpLimits,
+    flows: HashMap<FlowKey, Flow>,
+}
+
+/// TCP header bits the reassembler looks at.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub fin: bool,
+    pub rst: bool,
+}
+
+impl TcpTable {
+    pub fn new(limits: TcpLimits) -> Self {
+        TcpTable {
+            limits,
+            flows: HashMap::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn buffered_bytes(&self) -> usize {
+        self.flows.values().map(|f| f.buf.len() + f.ooo_bytes).sum()
+    }
+
+    pub fn flow_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
+        self.flows.get_mut(key)
+    }
+
+    pub fn remove(&mut self, key: &FlowKey) {
+        self.flows.remove(key);
+    }
+
+    /// Feeds one segment. Returns true when new in-order bytes reached the
+    /// flow's `buf` (or a gap was declared), i.e. the consumer should look.
+    pub fn segment(
+        &mut self,
+        ts: Timestamp,
+        key: FlowKey,
+        seq: u32,
+        flags: TcpFlags,
+        payload: &[u8],
+        stats: &mut WireStats,
+    ) -> bool {
+        stats.tcp_segments += 1;
+        if flags.rst {
+            if self.flows.remove(&key).is_some() {
+                stats.tcp_flows_closed += 1;
+            }
+            self.flows.remove(&key.reverse());
+            return false;
+        }
+        if payload.is_empty() && !flags.syn && !flags.fin {
+            // pure ACK: only keeps the flow alive
+            if let Some(f) = self.flows.get_mut(&key) {
+                f.last_seen = ts;
+            }
+            return false;
+        }
+        if !self.flows.contains_key(&key) {
+            if self.flows.len() >= self.limits.max_flows {
+                self.evict_idlest();
+                stats.tcp_flows_evicted += 1;
+            }
+            self.flows.insert(
+                key,
+                Flow {
+                    last_seen: ts,
+                    last_progress: ts,
+                    ..Flow::default()
+                },
+            );
+            stats.tcp_flows_opened += 1;
+        }
+        let limits = &self.limits;
+        let flow = match self.flows.get_mut(&key) {
+            Some(f) => f,
+            None => return false,
+        };
+        flow.last_seen = ts;
+        let mut seq = seq;
+        if flags.syn {
+            seq = seq.wrapping_add(1);
+            if flow.next_seq.is_none() || flow.buf.is_empty() && flow.ooo.is_empty() {
+                flow.next_seq = Some(seq);
+            }
+        } else if flow.next_seq.is_none() {
+            // picked up mid-stream: start here, the consumer resynchronises
+            flow.next_seq = Some(seq);
+            flow.gap = true;
+        }
+        if flags.fin {
+            flow.fin_seq = Some(seq.wrapping_add(payload.len() as u32));
+        }
+        let next = flow.next_seq.unwrap_or(seq);
+        let delta = seq.wrapping_sub(next) as i32;
+        let mut progressed = false;
+        if delta <= 0 {
+            if flow.apply(seq, payload, stats) > 0 {
+                progressed = true;
+                flow.drain_ooo(stats);
+            }
+        } else if !payload.is_empty() {
+            stats.tcp_out_of_order += 1;
+            let fits = (delta as u32) <= limits.ooo_window
+                && flow.ooo_bytes + payload.len() <= limits.max_ooo_bytes
+                && flow.ooo.len() < limits.max_ooo_segments;
+            if !flow.ooo.iter().any(|(s, d)| *s == seq && d.len() >= payload.len()) {
+                flow.ooo.push((seq, payload.to_vec()));
+                flow.ooo_bytes += payload.len();
+            }
+            if !fits {
+                flow.skip_gap(stats);
+                progressed = true;
+            }
+        }
+        if progressed {
+            flow.last_progress = ts;
+        }
+        progressed || flow.finished()
+    }
+
+    /// Skips holes older than the gap timeout and forgets idle flows.
+    /// Calls `on_gap` for each flow whose hole was skipped so the consumer can
+    /// process the bytes that became available.
+    pub fn expire(&mut self, now: Timestamp, stats: &mut WireStats, mut on_gap: impl FnMut(FlowKey, &mut Flow)) {
+        let idle = self.limits.idle_timeout;
+        let gap_timeout = self.limits.gap_timeout;
+        let before = self.flows.len();
+        self.flows.retain(|_, f| now.since(f.last_seen) <= idle);
+        stats.tcp_flows_expired += (before - self.flows.len()) as u64;
+        let mut stuck: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| !f.ooo.is_empty() && now.since(f.last_progress) > gap_timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        stuck.sort_unstable();
+        for k in stuck {
+            if let Some(f) = self.flows.get_mut(&k) {
+                f.skip_gap(stats);
+                f.last_progress = now;
+                on_gap(k, f);
+            }
+        }
+    }
+
+    fn evict_idlest(&mut self) {
+        let victim = self
+            .flows
+            .iter()
+            .min_by_key(|(k, f)| (f.last_seen, **k))
+            .map(|(k, _)| *k);
+        if let Some(k) = victim {
+            self.flows.remove(&k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> FlowKey {
+        FlowKey {
+            src: "10.0.0.1:5060".parse().unwrap(),
+            dst: "10.0.0.2:5060".parse().unwrap(),
+        }
+    }
+
+    const NONE: TcpFlags = TcpFlags {
+        syn: false,
+        fin: false,
+        rst: false,
+    };
+
+    fn feed(t: &mut TcpTable, st: &mut WireStats, seq: u32, data: &[u8]) {
+        t.segment(Timestamp(0), key(), seq, NONE, data, st);
+    }
+
+    fn take(t: &mut TcpTable) -> Vec<u8> {
+        std::mem::take(&mut t.flow_mut(&key()).unwrap().buf)
+    }
+
+    #[test]
+    fn in_order_retransmit_overlap_and_reorder() {
+        let mut st = WireStats::default();
+        let mut t = TcpTable::new(TcpLimits::default());
+        let isn = u32::MAX - 3; // wraps inside the stream
+        t.segment(Timestamp(0), key(), isn, TcpFlags { syn: true, ..NONE }, b"", &mut st);
+        let base = isn.wrapping_add(1);
+        feed(&mut t, &mut st, base, b"hello ");
+        feed(&mut t, &mut st, base, b"hello "); // retransmission
+        feed(&mut t, &mut st, base.wrapping_add(11), b"!!"); // out of order
+        feed(&mut t, &mut st, base.wrapping_add(3), b"lo world"); // overlap filling the hole
+        assert_eq!(take(&mut t), b"hello world!!");
+        assert_eq!(st.tcp_retransmitted, 1);
+        assert_eq!(st.tcp_overlapping, 1);
+        assert_eq!(st.tcp_out_of_order, 1);
+    }
+
+    #[test]
+    fn skip_discards_bodies_without_buffering() {
+        let mut st = WireStats::default();
+        let mut t = TcpTable::new(TcpLimits::default());
+        feed(&mut t, &mut st, 100, b"HEAD");
+        take(&mut t);
+        t.flow_mut(&key()).unwrap().skip = 4; // "body"
+        feed(&mut t, &mut st, 106, b"dy|NEXT"); // out of order, part of the body
+        feed(&mut t, &mut st, 104, b"bo");
+        assert_eq!(take(&mut t), b"|NEXT");
+    }
+
+    #[test]
+    fn hole_is_skipped_after_timeout_and_flagged() {
+        let mut st = WireStats::default();
+        let mut t = TcpTable::new(TcpLimits::default());
+        feed(&mut t, &mut st, 0, b"partial-message");
+        feed(&mut t, &mut st, 100, b"INVITE after hole");
+        let mut seen = Vec::new();
+        t.expire(Timestamp(10 * SECOND), &mut st, |_, f| {
+            seen = std::mem::take(&mut f.buf);
+            assert!(f.gap);
+        });
+        assert_eq!(seen, b"INVITE after hole");
+        assert_eq!(st.tcp_gaps, 1);
+        assert_eq!(st.tcp_gap_bytes, 85);
+    }
+
+    #[test]
+    fn fin_and_rst_close_and_caps_hold() {
+        let mut st = WireStats::default();
+        let limits = TcpLimits {
+            max_flows: 2,
+            max_ooo_segments: 2,
+            ..TcpLimits::default()
+        };
+        let mut t = TcpTable::new(limits);
+        assert!(t.segment(Timestamp(0), key(), 0, TcpFlags { fin: true, ..NONE }, b"x", &mut st));
+        assert!(t.flow_mut(&key()).unwrap().finished());
+        t.segment(Timestamp(0), key(), 1, TcpFlags { rst: true, ..NONE }, b"", &mut st);
+        assert!(t.is_empty());
+        for port in 0..5u16 {
+            let k = FlowKey {
+                src: format!("10.0.0.9:{}", 1000 + port).parse().unwrap(),
+                dst: "10.0.0.2:5060".parse().unwrap(),
+            };
+            t.segment(Timestamp(port as i64), k, 0, NONE, b"x", &mut st);
+            assert!(t.len() <= 2);
+        }
+        assert_eq!(st.tcp_flows_evicted, 3);
+        // out-of-order segment cap forces a gap
+        feed(&mut t, &mut st, 0, b"a");
+        feed(&mut t, &mut st, 10, b"b");
+        feed(&mut t, &mut st, 20, b"c");
+        feed(&mut t, &mut st, 30, b"d");
+        assert!(st.tcp_gaps >= 1);
+    }
+}
