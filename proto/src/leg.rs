@@ -99,6 +99,8 @@ pub struct Leg {
     pub answered: Option<Timestamp>,
     pub ended: Option<Timestamp>,
     pub final_status: Option<u16>,
+    /// When the final response (or the first 2xx) was seen.
+    pub final_at: Option<Timestamp>,
     pub end: Option<EndReason>,
     pub ended_by: Option<Side>,
     /// From user part.
@@ -334,6 +336,7 @@ impl LegTracker {
             if leg.state == State::Challenged {
                 leg.state = State::Calling;
                 leg.final_status = None;
+                leg.final_at = None;
                 leg.challenged_at = None;
                 leg.challenges += 1;
                 self.stats.challenges += 1;
@@ -362,6 +365,7 @@ impl LegTracker {
             answered: None,
             ended: None,
             final_status: None,
+            final_at: None,
             end: None,
             ended_by: None,
             from: self.hasher.party(m.from.user.as_deref()),
@@ -390,21 +394,23 @@ impl LegTracker {
         self.stats.legs_started += 1;
     }
 
-    /// The leg an INVITE response or CANCEL belongs to: same transaction
-    /// (Via branch) if possible, else same From-tag and the best hop.
+    /// The leg an INVITE response or CANCEL belongs to. The transaction
+    /// (Call-ID and top Via branch, RFC 3261 17.1.3) decides; without a
+    /// branch match, the From-tag must match and the hop decides.
     fn transaction_leg(&self, hop: Hop, m: &SipMessage) -> Option<LegId> {
         let from_tag = m.from.tag.as_deref().unwrap_or("");
         let mut best: Option<(u8, LegId)> = None;
         for id in self.candidates(&m.call_id) {
             let leg = &self.legs[id];
-            if leg.from_tag != from_tag {
-                continue;
-            }
             let branch_match = match &m.via_branch {
                 Some(b) => leg.branches.iter().any(|x| x == b),
-                None => leg.initial_cseqs.contains(&m.cseq),
+                None => false,
             };
-            let score = hop_score(leg, &hop) + if branch_match { 8 } else { 0 };
+            let tag_match = leg.from_tag == from_tag;
+            if !branch_match && !tag_match {
+                continue;
+            }
+            let score = hop_score(leg, &hop) + if branch_match { 16 } else { 0 } + if tag_match { 4 } else { 0 };
             if best.is_none_or(|(s, _)| score > s) {
                 best = Some((score, *id));
             }
@@ -507,6 +513,7 @@ impl LegTracker {
                 if leg.answered.is_none() {
                     leg.answered = Some(ts);
                     leg.final_status = Some(code);
+                    leg.final_at = Some(ts);
                     leg.to_tag = m.to.tag.clone();
                     leg.state = State::Confirmed;
                     leg.challenged_at = None;
@@ -526,6 +533,7 @@ impl LegTracker {
                     return; // a sibling fork's error after the answer
                 }
                 leg.final_status = Some(code);
+                leg.final_at = Some(ts);
                 if m.to.tag.is_some() {
                     leg.to_tag = m.to.tag.clone();
                 }

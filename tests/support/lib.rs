@@ -1,1 +1,59 @@
+//! Helpers shared by the end-to-end tests.
 
+use std::path::{Path, PathBuf};
+
+/// The workspace root (the directory holding the top-level Cargo.toml).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+}
+
+/// True when running under CI (`CI=true`): missing inputs are failures there.
+pub fn in_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+}
+
+/// The public capture corpus: `$CBT_CORPUS_DIR`, else `../shared/corpus`
+/// beside the workspace. `None` (with a printed skip) when absent outside
+/// CI; a panic when absent under CI.
+pub fn corpus_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("CBT_CORPUS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/corpus"));
+    if dir.join("README.md").exists() {
+        return Some(dir);
+    }
+    if in_ci() {
+        panic!(
+            "the public capture corpus is missing at {} (set CBT_CORPUS_DIR); CI must have it",
+            dir.display()
+        );
+    }
+    eprintln!("SKIP: no capture corpus at {} (set CBT_CORPUS_DIR to run these tests)", dir.display());
+    None
+}
+
+/// Replays capture files through the engine with a fixed key and returns
+/// every leg, in the order they finished.
+pub fn replay_legs(files: &[PathBuf]) -> (Vec<cbt_proto::Leg>, cbt_proto::EngineStats, Vec<String>) {
+    use cbt_proto::{Engine, EngineConfig, LinkType};
+    let mut engine = Engine::new(EngineConfig {
+        hash_key: [7; 32],
+        ..EngineConfig::default()
+    });
+    let mut legs = Vec::new();
+    let mut inputs = cbt_agent::capture::Merged::open(files);
+    inputs.for_each(|p| {
+        if let Some(l) = LinkType::from_linktype(p.linktype) {
+            engine.ingest(p.ts, l, &p.data);
+        }
+        while let Some(leg) = engine.poll_leg() {
+            legs.push(leg);
+        }
+    });
+    engine.finish();
+    while let Some(leg) = engine.poll_leg() {
+        legs.push(leg);
+    }
+    let errors = inputs.errors.iter().map(|e| e.to_string()).collect();
+    (legs, engine.stats(), errors)
+}

@@ -1,0 +1,7 @@
+//! cbt-agent as a library: the pieces the binary is made of, also used by
+//! the end-to-end tests and benchmarks.
+
+pub mod capture;
+pub mod output;
+pub mod replay;
+pub mod secret;
