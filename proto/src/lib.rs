@@ -17,6 +17,7 @@ pub mod engine;
 pub mod leg;
 pub mod number;
 pub mod sip;
+pub mod synth;
 pub mod time;
 pub mod wire;
 

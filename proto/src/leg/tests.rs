@@ -1,1 +1,437 @@
+//! Leg behaviour, driven through the whole engine with synthetic frames.
+
 use super::*;
+use crate::engine::{Engine, EngineConfig};
+use crate::synth::{frames, Call, Msg, Script};
+use crate::wire::link::LinkType;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+const A: &str = "192.0.2.1:5060";
+const B: &str = "10.20.0.5:5060";
+
+fn ms(n: i64) -> Timestamp {
+    Timestamp(n * MILLISECOND)
+}
+
+fn engine() -> Engine {
+    Engine::new(EngineConfig::default())
+}
+
+fn feed(e: &mut Engine, msgs: &[Msg]) {
+    for (i, m) in msgs.iter().enumerate() {
+        e.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
+    }
+}
+
+fn drain(e: &mut Engine) -> Vec<Leg> {
+    std::iter::from_fn(|| e.poll_leg()).collect()
+}
+
+/// Feeds the messages, advances packet time to `until`, closes the rest.
+fn run(msgs: &[Msg], until: Timestamp) -> Vec<Leg> {
+    let mut e = engine();
+    feed(&mut e, msgs);
+    e.tick(until);
+    e.finish();
+    drain(&mut e)
+}
+
+fn call(script: Script) -> Call {
+    Call::numbered(1, addr(A), addr(B), ms(0), script)
+}
+
+fn msg(ts: i64, src: &str, dst: &str, text: &str) -> Msg {
+    Msg {
+        ts: ms(ts),
+        src: addr(src),
+        dst: addr(dst),
+        bytes: text.replace('\n', "\r\n").into_bytes(),
+    }
+}
+
+#[test]
+fn answered_call_has_packet_times() {
+    let legs = run(
+        &call(Script::Answered {
+            ring: 100,
+            answer: 2000,
+            talk: 30_000,
+            caller_hangs_up: false,
+        })
+        .messages(),
+        ms(60_000),
+    );
+    assert_eq!(legs.len(), 1);
+    let l = &legs[0];
+    assert_eq!(
+        (l.started, l.ringing, l.answered, l.ended),
+        (ms(0), Some(ms(100)), Some(ms(2000)), Some(ms(32_000)))
+    );
+    assert_eq!((l.final_status, l.end, l.ended_by), (Some(200), Some(EndReason::Bye), Some(Side::Callee)));
+    assert_eq!(l.to_tag.as_deref(), Some("t1"));
+    assert_eq!((l.src, l.dst), (addr(A), addr(B)));
+}
+
+#[test]
+fn retransmissions_never_make_a_second_leg_and_silence_times_out() {
+    let legs = run(&call(Script::NoResponse).messages(), ms(120_000));
+    assert_eq!(legs.len(), 1);
+    let l = &legs[0];
+    assert_eq!(l.retransmissions, 5);
+    assert_eq!(l.end, Some(EndReason::Timeout));
+    assert_eq!(l.final_status, None);
+    // Timer B: 64*T1 after the first INVITE
+    assert_eq!(l.ended, Some(ms(32_000)));
+}
+
+#[test]
+fn challenge_then_retry_is_one_leg() {
+    let legs = run(&call(Script::ChallengedThenAnswered { answer: 1000, talk: 5000 }).messages(), ms(60_000));
+    assert_eq!(legs.len(), 1, "{legs:#?}");
+    let l = &legs[0];
+    assert_eq!(l.challenges, 1);
+    assert_eq!((l.started, l.answered), (ms(0), Some(ms(1000))));
+    assert_eq!((l.final_status, l.end), (Some(200), Some(EndReason::Bye)));
+}
+
+#[test]
+fn challenge_without_retry_ends_rejected_at_the_challenge() {
+    let mut msgs = call(Script::ChallengedThenAnswered { answer: 1000, talk: 5000 }).messages();
+    msgs.truncate(2); // INVITE, 407
+    let legs = run(&msgs, ms(60_000));
+    assert_eq!(legs.len(), 1);
+    assert_eq!(
+        (legs[0].final_status, legs[0].end, legs[0].ended),
+        (Some(407), Some(EndReason::Rejected), Some(ms(20)))
+    );
+}
+
+#[test]
+fn cancel_ends_at_the_cancel_with_487() {
+    let legs = run(&call(Script::Cancelled { ring: 100, cancel: 9000 }).messages(), ms(60_000));
+    let l = &legs[0];
+    assert_eq!((l.end, l.ended, l.final_status), (Some(EndReason::Cancel), Some(ms(9000)), Some(487)));
+    assert_eq!(l.ended_by, Some(Side::Caller));
+    assert_eq!(l.answered, None);
+}
+
+#[test]
+fn rejected_busy() {
+    let legs = run(
+        &call(Script::Rejected {
+            ring: None,
+            at: 200,
+            code: 486,
+        })
+        .messages(),
+        ms(60_000),
+    );
+    let l = &legs[0];
+    assert_eq!((l.end, l.ended, l.final_status, l.ended_by), (Some(EndReason::Rejected), Some(ms(200)), Some(486), Some(Side::Callee)));
+}
+
+const INVITE: &str = "INVITE sip:201@10.20.0.5 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKinv
+From: <sip:07700900001@192.0.2.1>;tag=ft
+To: <sip:201@10.20.0.5>
+Call-ID: race
+CSeq: 1 INVITE
+Content-Length: 0
+
+";
+
+fn resp(code: &str, cseq: &str, to_tag: &str, branch: &str) -> String {
+    format!(
+        "SIP/2.0 {code}
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}
+From: <sip:07700900001@192.0.2.1>;tag=ft
+To: <sip:201@10.20.0.5>;tag={to_tag}
+Call-ID: race
+CSeq: {cseq}
+Content-Length: 0
+
+"
+    )
+}
+
+fn req(method: &str, cseq: &str, from_tag: &str, to_tag: &str, branch: &str) -> String {
+    format!(
+        "{method} sip:x@10.20.0.5 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}
+From: <sip:07700900001@192.0.2.1>;tag={from_tag}
+To: <sip:201@10.20.0.5>;tag={to_tag}
+Call-ID: race
+CSeq: {cseq}
+Content-Length: 0
+
+"
+    )
+}
+
+#[test]
+fn cancel_racing_the_200_means_answered() {
+    let cancel = INVITE.replace("INVITE sip", "CANCEL sip").replace("1 INVITE", "1 CANCEL");
+    let msgs = vec![
+        msg(0, A, B, INVITE),
+        msg(100, B, A, &resp("180 Ringing", "1 INVITE", "x", "z9hG4bKinv")),
+        msg(5000, A, B, &cancel),
+        msg(5001, B, A, &resp("200 OK", "1 INVITE", "x", "z9hG4bKinv")),
+        msg(5002, B, A, &resp("200 OK", "1 CANCEL", "x", "z9hG4bKinv")),
+        msg(5003, A, B, &req("ACK", "1 ACK", "ft", "x", "z9hG4bKack")),
+        msg(20_000, A, B, &req("BYE", "2 BYE", "ft", "x", "z9hG4bKbye")),
+    ];
+    let legs = run(&msgs, ms(60_000));
+    assert_eq!(legs.len(), 1);
+    let l = &legs[0];
+    assert_eq!((l.answered, l.end, l.ended_by), (Some(ms(5001)), Some(EndReason::Bye), Some(Side::Caller)));
+}
+
+#[test]
+fn forked_early_dialogs_stay_one_leg_with_the_answering_tag() {
+    let msgs = vec![
+        msg(0, A, B, INVITE),
+        msg(100, B, A, &resp("180 Ringing", "1 INVITE", "h1", "z9hG4bKinv")),
+        msg(120, B, A, &resp("180 Ringing", "1 INVITE", "h2", "z9hG4bKinv")),
+        msg(4000, B, A, &resp("200 OK", "1 INVITE", "h2", "z9hG4bKinv")),
+        msg(
+            64_000,
+            B,
+            A,
+            "BYE sip:07700900001@192.0.2.1 SIP/2.0
+Via: SIP/2.0/UDP 10.20.0.5:5060;branch=z9hG4bKbye2
+From: <sip:201@10.20.0.5>;tag=h2
+To: <sip:07700900001@192.0.2.1>;tag=ft
+Call-ID: race
+CSeq: 9 BYE
+Content-Length: 0
+
+",
+        ),
+    ];
+    let legs = run(&msgs, ms(90_000));
+    assert_eq!(legs.len(), 1);
+    let l = &legs[0];
+    assert_eq!(l.forks, vec!["h1".to_string(), "h2".to_string()]);
+    assert_eq!(l.to_tag.as_deref(), Some("h2"));
+    assert_eq!((l.ringing, l.answered, l.ended), (Some(ms(100)), Some(ms(4000)), Some(ms(64_000))));
+    assert_eq!(l.ended_by, Some(Side::Callee));
+}
+
+#[test]
+fn proxy_hops_are_separate_legs_and_sibling_487_is_its_own_leg() {
+    // carrier -> proxy, proxy -> handset 1 and handset 2 (same Call-ID and From-tag)
+    const P: &str = "10.20.0.5:5060";
+    const H1: &str = "10.20.1.11:5060";
+    const H2: &str = "10.20.1.12:5060";
+    let inv_p = |branch: &str| INVITE.replace("z9hG4bKinv", branch).replace("192.0.2.1:5060;branch", "10.20.0.5:5060;branch");
+    let r = |code: &str, tag: &str, branch: &str| resp(code, "1 INVITE", tag, branch).replace("192.0.2.1:5060;branch", "10.20.0.5:5060;branch");
+    let msgs = vec![
+        msg(0, A, P, INVITE),
+        msg(10, P, H1, &inv_p("z9hG4bKp1")),
+        msg(11, P, H2, &inv_p("z9hG4bKp2")),
+        msg(100, H1, P, &r("180 Ringing", "h1", "z9hG4bKp1")),
+        msg(101, P, A, &resp("180 Ringing", "1 INVITE", "h1", "z9hG4bKinv")),
+        msg(120, H2, P, &r("180 Ringing", "h2", "z9hG4bKp2")),
+        msg(4000, H1, P, &r("200 OK", "h1", "z9hG4bKp1")),
+        msg(4001, P, A, &resp("200 OK", "1 INVITE", "h1", "z9hG4bKinv")),
+        msg(4002, P, H2, &INVITE.replace("INVITE sip", "CANCEL sip").replace("1 INVITE", "1 CANCEL").replace("z9hG4bKinv", "z9hG4bKp2")),
+        msg(4010, H2, P, &r("487 Request Terminated", "h2", "z9hG4bKp2")),
+    ];
+    let mut legs = run(&msgs, ms(10_000));
+    legs.sort_by_key(|l| l.dst.to_string());
+    assert_eq!(legs.len(), 3, "{legs:#?}");
+    let by_dst = |d: &str| legs.iter().find(|l| l.dst == addr(d)).unwrap();
+    assert_eq!(by_dst(P).answered, Some(ms(4001)));
+    assert_eq!(by_dst(H1).answered, Some(ms(4000)));
+    let sib = by_dst(H2);
+    assert_eq!((sib.end, sib.final_status, sib.ended), (Some(EndReason::Cancel), Some(487), Some(ms(4002))));
+}
+
+#[test]
+fn reinvite_and_update_make_no_new_leg_and_keep_the_final_status() {
+    let msgs = vec![
+        msg(0, A, B, INVITE),
+        msg(2000, B, A, &resp("200 OK", "1 INVITE", "x", "z9hG4bKinv")),
+        msg(2001, A, B, &req("ACK", "1 ACK", "ft", "x", "z9hG4bKa")),
+        msg(10_000, A, B, &req("INVITE", "2 INVITE", "ft", "x", "z9hG4bKre")),
+        msg(10_010, B, A, &resp("488 Not Acceptable Here", "2 INVITE", "x", "z9hG4bKre")),
+        msg(12_000, A, B, &req("UPDATE", "3 UPDATE", "ft", "x", "z9hG4bKup")),
+        msg(12_010, B, A, &resp("200 OK", "3 UPDATE", "x", "z9hG4bKup")),
+        msg(30_000, A, B, &req("BYE", "4 BYE", "ft", "x", "z9hG4bKbye")),
+    ];
+    let legs = run(&msgs, ms(60_000));
+    assert_eq!(legs.len(), 1);
+    assert_eq!((legs[0].final_status, legs[0].end, legs[0].ended), (Some(200), Some(EndReason::Bye), Some(ms(30_000))));
+}
+
+#[test]
+fn no_bye_ends_inferred_by_session_timer_or_maximum() {
+    // Session-Expires: 90 s, refreshed once by a re-INVITE at 60 s
+    let with_se = INVITE.replace("Content-Length: 0", "Session-Expires: 90\nContent-Length: 0");
+    let msgs = vec![
+        msg(0, A, B, &with_se),
+        msg(1000, B, A, &resp("200 OK", "1 INVITE", "x", "z9hG4bKinv")),
+        msg(60_000, A, B, &req("INVITE", "2 INVITE", "ft", "x", "z9hG4bKre")),
+        msg(60_010, B, A, &resp("200 OK", "2 INVITE", "x", "z9hG4bKre")),
+    ];
+    let mut e = engine();
+    feed(&mut e, &msgs);
+    e.tick(ms(100_000));
+    assert!(drain(&mut e).is_empty(), "closed before the refreshed session expired");
+    e.tick(ms(160_000));
+    let legs = drain(&mut e);
+    assert_eq!(legs.len(), 1);
+    assert_eq!((legs[0].end, legs[0].ended), (Some(EndReason::Inferred), Some(ms(150_010))));
+
+    // no session timer: the configured maximum (here 10 minutes)
+    let mut e = Engine::new(EngineConfig {
+        legs: LegConfig {
+            max_call: 10 * MINUTE,
+            ..LegConfig::default()
+        },
+        ..EngineConfig::default()
+    });
+    feed(&mut e, &call(Script::AnsweredNoBye { answer: 3000 }).messages());
+    e.tick(ms(3000 + 10 * 60_000 - 1));
+    assert!(drain(&mut e).is_empty());
+    e.tick(ms(3000 + 10 * 60_000 + 1000));
+    let legs = drain(&mut e);
+    assert_eq!((legs[0].end, legs[0].ended), (Some(EndReason::Inferred), Some(ms(3000 + 10 * 60_000))));
+}
+
+#[test]
+fn open_legs_at_end_of_input_close_at_the_last_packet() {
+    let msgs = call(Script::AnsweredNoBye { answer: 3000 }).messages();
+    let mut e = engine();
+    feed(&mut e, &msgs);
+    e.finish();
+    let legs = drain(&mut e);
+    assert_eq!((legs[0].end, legs[0].ended), (Some(EndReason::Inferred), Some(msgs.last().unwrap().ts)));
+}
+
+#[test]
+fn bye_in_either_direction_and_call_id_reuse() {
+    let first = vec![
+        msg(0, A, B, INVITE),
+        msg(1000, B, A, &resp("200 OK", "1 INVITE", "x", "z9hG4bKinv")),
+        msg(5000, A, B, &req("BYE", "2 BYE", "ft", "x", "z9hG4bKbye")),
+        msg(5001, A, B, &req("BYE", "2 BYE", "ft", "x", "z9hG4bKbye")), // retransmitted
+    ];
+    // the same device reuses the Call-ID with a new From-tag
+    let second_invite = INVITE.replace("tag=ft", "tag=ft2").replace("z9hG4bKinv", "z9hG4bKinv2");
+    let mut msgs = first;
+    msgs.push(msg(6000, A, B, &second_invite));
+    msgs.push(msg(6100, B, A, &resp("486 Busy Here", "1 INVITE", "y", "z9hG4bKinv2").replace("tag=ft", "tag=ft2")));
+    let legs = run(&msgs, ms(60_000));
+    assert_eq!(legs.len(), 2, "{legs:#?}");
+    assert_eq!((legs[0].end, legs[0].ended_by), (Some(EndReason::Bye), Some(Side::Caller)));
+    assert_eq!((legs[1].from_tag.as_str(), legs[1].final_status), ("ft2", Some(486)));
+}
+
+#[test]
+fn bye_without_the_200_marks_the_leg_partial() {
+    let msgs = vec![msg(0, A, B, INVITE), msg(9000, A, B, &req("BYE", "2 BYE", "ft", "x", "z9hG4bKbye"))];
+    let legs = run(&msgs, ms(60_000));
+    assert!(legs[0].partial);
+    assert_eq!(legs[0].end, Some(EndReason::Bye));
+}
+
+#[test]
+fn tcp_and_ipv6_give_the_same_legs_as_udp_v4() {
+    let script = Script::Answered {
+        ring: 100,
+        answer: 2000,
+        talk: 3000,
+        caller_hangs_up: true,
+    };
+    let udp = run(&call(script.clone()).messages(), ms(60_000));
+    // IPv6 over UDP
+    let c6 = Call::numbered(1, addr("[2001:db8::1]:5060"), addr("[2001:db8::5]:5060"), ms(0), script.clone());
+    let v6 = run(&c6.messages(), ms(60_000));
+    // TCP: one stream per direction, all messages of a direction back to back
+    let c = call(script);
+    let mut e = engine();
+    let mut seq: std::collections::HashMap<(SocketAddr, SocketAddr), u32> = Default::default();
+    for m in c.messages() {
+        let s = seq.entry((m.src, m.dst)).or_insert(1000);
+        e.ingest(m.ts, LinkType::Ethernet, &frames::tcp(m.src, m.dst, *s, false, false, &m.bytes));
+        *s += m.bytes.len() as u32;
+    }
+    e.tick(ms(60_000));
+    e.finish();
+    let tcp = drain(&mut e);
+    for (name, other) in [("v6", &v6), ("tcp", &tcp)] {
+        assert_eq!(other.len(), 1, "{name}");
+        let (a, b) = (&udp[0], &other[0]);
+        assert_eq!(
+            (a.started, a.ringing, a.answered, a.ended, a.final_status, a.end),
+            (b.started, b.ringing, b.answered, b.ended, b.final_status, b.end),
+            "{name}"
+        );
+    }
+    assert_eq!(tcp[0].transport, Transport::Tcp);
+}
+
+#[test]
+fn fragmented_invite_is_reassembled() {
+    let c = call(Script::Rejected {
+        ring: Some(50),
+        at: 100,
+        code: 603,
+    });
+    let msgs = c.messages();
+    let mut e = engine();
+    for (i, m) in msgs.iter().enumerate() {
+        for f in frames::udp_fragments_v4(m.src, m.dst, i as u16, &m.bytes, 200) {
+            e.ingest(m.ts, LinkType::Ethernet, &f);
+        }
+    }
+    e.finish();
+    let legs = drain(&mut e);
+    assert_eq!(legs.len(), 1);
+    assert_eq!(legs[0].final_status, Some(603));
+    assert!(e.stats().wire.datagrams_reassembled >= msgs.len() as u64);
+}
+
+#[test]
+fn snapshot_restores_a_call_in_progress() {
+    let msgs = call(Script::Answered {
+        ring: 100,
+        answer: 2000,
+        talk: 30_000,
+        caller_hangs_up: true,
+    })
+    .messages();
+    let (before, after) = msgs.split_at(4); // INVITE, 100, 180, 200
+    let mut e = engine();
+    feed(&mut e, before);
+    let snap = serde_json::to_string(&e.snapshot()).unwrap();
+    assert!(!snap.contains("07700"), "raw numbers in the snapshot");
+    let mut e2 = engine();
+    e2.restore(serde_json::from_str(&snap).unwrap());
+    feed(&mut e2, after);
+    e2.finish();
+    let legs = drain(&mut e2);
+    assert_eq!(legs.len(), 1);
+    assert_eq!((legs[0].answered, legs[0].ended, legs[0].end), (Some(ms(2000)), Some(ms(32_000)), Some(EndReason::Bye)));
+}
+
+#[test]
+fn tracked_legs_are_bounded() {
+    let mut e = Engine::new(EngineConfig {
+        legs: LegConfig {
+            max_legs: 10,
+            ..LegConfig::default()
+        },
+        ..EngineConfig::default()
+    });
+    for n in 0..50u64 {
+        let c = Call::numbered(n, addr(A), addr(B), ms(n as i64), Script::AnsweredNoBye { answer: 1 });
+        feed(&mut e, &c.messages());
+        assert!(e.stats().open_legs <= 10);
+    }
+    assert_eq!(e.stats().legs.legs_evicted, 40);
+}
