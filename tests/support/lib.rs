@@ -57,3 +57,4 @@ pub fn replay_legs(files: &[PathBuf]) -> (Vec<cbt_proto::Leg>, cbt_proto::Engine
     let errors = inputs.errors.iter().map(|e| e.to_string()).collect();
     (legs, engine.stats(), errors)
 }
+pub mod sipp;

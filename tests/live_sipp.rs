@@ -1,0 +1,1 @@
+//! Live: sipp on loopback, captured, replayed. (Being written.)

@@ -1,0 +1,1 @@
+//! Running sipp and capturing loopback traffic for the live tests.
