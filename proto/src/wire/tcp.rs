@@ -68,7 +68,8 @@ pub struct Flow {
     ooo_bytes: usize,
     fin_seq: Option<u32>,
     last_seen: Timestamp,
-    last_progress: Timestamp,
+    /// Since when the oldest unfilled hole has waited (segments are held).
+    hole_since: Option<Timestamp>,
     /// Bytes were lost before `buf`'s current content: the consumer should
     /// resynchronise. Cleared by the consumer.
     pub gap: bool,
@@ -230,7 +231,6 @@ impl TcpTable {
                 key,
                 Flow {
                     last_seen: ts,
-                    last_progress: ts,
                     ..Flow::default()
                 },
             );
@@ -278,8 +278,11 @@ impl TcpTable {
                 progressed = true;
             }
         }
-        if progressed {
-            flow.last_progress = ts;
+        // the gap timer runs from when the current hole appeared
+        if flow.ooo.is_empty() {
+            flow.hole_since = None;
+        } else if progressed || flow.hole_since.is_none() {
+            flow.hole_since = Some(ts);
         }
         progressed || flow.finished()
     }
@@ -296,14 +299,14 @@ impl TcpTable {
         let mut stuck: Vec<FlowKey> = self
             .flows
             .iter()
-            .filter(|(_, f)| !f.ooo.is_empty() && now.since(f.last_progress) > gap_timeout)
+            .filter(|(_, f)| f.hole_since.is_some_and(|h| now.since(h) > gap_timeout))
             .map(|(k, _)| *k)
             .collect();
         stuck.sort_unstable();
         for k in stuck {
             if let Some(f) = self.flows.get_mut(&k) {
                 f.skip_gap(stats);
-                f.last_progress = now;
+                f.hole_since = if f.ooo.is_empty() { None } else { Some(now) };
                 on_gap(k, f);
             }
         }
@@ -389,6 +392,20 @@ mod tests {
         assert_eq!(seen, b"INVITE after hole");
         assert_eq!(st.tcp_gaps, 1);
         assert_eq!(st.tcp_gap_bytes, 85);
+    }
+
+    #[test]
+    fn gap_timer_starts_when_the_hole_appears_not_at_the_last_progress() {
+        let mut st = WireStats::default();
+        let mut t = TcpTable::new(TcpLimits::default());
+        feed(&mut t, &mut st, 0, b"first");
+        // ten idle seconds later a segment arrives out of order: a new hole
+        t.segment(Timestamp(10 * SECOND), key(), 10, NONE, b"later", &mut st);
+        t.expire(Timestamp(11 * SECOND), &mut st, |_, _| panic!("hole skipped after 1 s"));
+        assert_eq!(st.tcp_gaps, 0);
+        let mut skipped = false;
+        t.expire(Timestamp(16 * SECOND), &mut st, |_, _| skipped = true);
+        assert!(skipped);
     }
 
     #[test]
