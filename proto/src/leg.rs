@@ -15,7 +15,7 @@ use crate::time::{Micros, Timestamp, HOUR, MILLISECOND, MINUTE, SECOND};
 use crate::wire::{Source, Transport};
 use ahash::HashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -132,6 +132,9 @@ pub struct Leg {
     last_refresh: Option<Timestamp>,
     challenged_at: Option<Timestamp>,
     cancelled_at: Option<Timestamp>,
+    /// When this leg's timer is due (its entry in `LegTracker::timers`).
+    #[serde(skip)]
+    timer: Option<Timestamp>,
 }
 
 impl Leg {
@@ -200,6 +203,9 @@ pub struct LegTracker {
     legs: HashMap<LegId, Leg>,
     by_call_id: HashMap<String, Vec<LegId>>,
     finished: VecDeque<Leg>,
+    /// Due times of every leg's timer (open legs: their deadline; ended
+    /// legs: when they stop lingering), earliest first.
+    timers: BTreeSet<(Timestamp, LegId)>,
     open: usize,
     pub stats: LegStats,
 }
@@ -222,6 +228,7 @@ impl LegTracker {
             legs: HashMap::default(),
             by_call_id: HashMap::default(),
             finished: VecDeque::new(),
+            timers: BTreeSet::new(),
             open: 0,
             stats: LegStats::default(),
         }
@@ -249,6 +256,16 @@ impl LegTracker {
     }
 
     pub fn on_message(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
+        self.apply(ts, hop, m);
+        // re-arm the timers of every leg the message could have touched
+        let n = self.candidates(&m.call_id).len();
+        for i in 0..n {
+            let id = self.candidates(&m.call_id)[i];
+            self.reschedule(id);
+        }
+    }
+
+    fn apply(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
         match m.kind {
             Kind::Request(Method::Invite) if m.to.tag.is_none() => self.initial_invite(ts, hop, m),
             Kind::Request(Method::Invite) | Kind::Request(Method::Update) => {
@@ -387,6 +404,7 @@ impl LegTracker {
             last_refresh: None,
             challenged_at: None,
             cancelled_at: None,
+            timer: None,
         };
         self.legs.insert(id, leg);
         self.by_call_id.entry(m.call_id.clone()).or_default().push(id);
@@ -618,6 +636,26 @@ impl LegTracker {
         self.stats.legs_finished += 1;
         *self.stats.by_end.entry(end.name().to_string()).or_default() += 1;
         self.finished.push_back(leg.clone());
+        self.reschedule(id);
+    }
+
+    /// Moves the leg's entry in `timers` to its current due time.
+    fn reschedule(&mut self, id: LegId) {
+        let Some(leg) = self.legs.get(&id) else { return };
+        let due = match leg.state {
+            State::Ended => Some(leg.ended.unwrap_or(leg.started).add(self.cfg.linger)),
+            _ => self.deadline(leg).map(|(at, _, _)| at),
+        };
+        if due == leg.timer {
+            return;
+        }
+        if let Some(old) = leg.timer {
+            self.timers.remove(&(old, id));
+        }
+        if let Some(t) = due {
+            self.timers.insert((t, id));
+        }
+        self.legs.get_mut(&id).expect("leg").timer = due;
     }
 
     /// When an open leg's timer fires, and what it does then.
@@ -654,35 +692,30 @@ impl LegTracker {
         }
     }
 
-    /// Runs timers up to `now` (packet time).
+    /// Runs timers up to `now` (packet time), earliest first.
     pub fn tick(&mut self, now: Timestamp) {
-        let mut due: Vec<(Timestamp, LegId, EndReason, Timestamp)> = Vec::new();
-        let mut gone: Vec<LegId> = Vec::new();
-        for leg in self.legs.values() {
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(leg) = self.legs.get_mut(&id) else { continue };
+            leg.timer = None;
             if leg.state == State::Ended {
-                if now.since(leg.ended.unwrap_or(leg.started)) > self.cfg.linger {
-                    gone.push(leg.id);
-                }
+                self.forget(id);
                 continue;
             }
-            if let Some((at, end, ended)) = self.deadline(leg) {
-                if at <= now {
-                    due.push((at, leg.id, end, ended));
+            match self.deadline(&self.legs[&id]) {
+                Some((due, end, ended)) if due <= now => {
+                    let by = match end {
+                        EndReason::Cancel => Some(Side::Caller),
+                        EndReason::Rejected => Some(Side::Callee),
+                        _ => None,
+                    };
+                    self.finish(id, end, ended, by);
                 }
+                _ => self.reschedule(id),
             }
-        }
-        due.sort_unstable();
-        for (_, id, end, ended) in due {
-            let by = match end {
-                EndReason::Cancel => Some(Side::Caller),
-                EndReason::Rejected => Some(Side::Callee),
-                _ => None,
-            };
-            self.finish(id, end, ended, by);
-        }
-        gone.sort_unstable();
-        for id in gone {
-            self.forget(id);
         }
     }
 
@@ -723,6 +756,9 @@ impl LegTracker {
 
     fn forget(&mut self, id: LegId) {
         if let Some(leg) = self.legs.remove(&id) {
+            if let Some(t) = leg.timer {
+                self.timers.remove(&(t, id));
+            }
             if let Some(v) = self.by_call_id.get_mut(&leg.call_id) {
                 v.retain(|x| *x != id);
                 if v.is_empty() {
@@ -747,6 +783,7 @@ impl LegTracker {
     pub fn restore(&mut self, snap: LegSnapshot) {
         self.legs.clear();
         self.by_call_id.clear();
+        self.timers.clear();
         self.next_id = snap.next_id;
         self.stats = snap.stats;
         self.open = 0;
@@ -754,8 +791,10 @@ impl LegTracker {
             if leg.is_open() {
                 self.open += 1;
             }
-            self.by_call_id.entry(leg.call_id.clone()).or_default().push(leg.id);
-            self.legs.insert(leg.id, leg);
+            let id = leg.id;
+            self.by_call_id.entry(leg.call_id.clone()).or_default().push(id);
+            self.legs.insert(id, leg);
+            self.reschedule(id);
         }
     }
 }

@@ -106,9 +106,11 @@ impl Hasher {
             None => user.trim().to_ascii_lowercase(),
         };
         let h = blake3::keyed_hash(&self.key, canonical.as_bytes());
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = String::with_capacity(16);
         for b in &h.as_bytes()[..8] {
-            out.push_str(&format!("{b:02x}"));
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
         }
         out
     }

@@ -4,9 +4,9 @@
 pub mod frame;
 pub mod normalize;
 
-use normalize::{normalize, Prelude, Repairs};
-use rsip::headers::{ToTypedHeader, UntypedHeader};
-use rsip::message::{HasHeaders, HeadersExt};
+use normalize::{normalize, Repairs};
+use rsip::headers::UntypedHeader;
+use rsip::message::HasHeaders;
 use serde::{Deserialize, Serialize};
 
 /// SIP methods the engine distinguishes.
@@ -256,24 +256,61 @@ impl Parser {
                 ParseError::BadCSeq
             });
         }
-        if !relevant.affects_legs() {
+        // responses matter only to INVITE and UPDATE transactions (a 200 to
+        // BYE or CANCEL changes nothing a leg records)
+        let matters = match prelude.method {
+            Some(_) => relevant.affects_legs(),
+            None => matches!(relevant, Method::Invite | Method::Update),
+        };
+        if !matters {
             return Ok(Parsed::Ignored(relevant));
         }
         if prelude.method.is_none() && prelude.status.is_none() {
             return Err(ParseError::BadStatus);
         }
         let text = self.scratch.as_str();
-        match rsip::SipMessage::try_from(text) {
-            Ok(m) => match from_rsip(&m) {
-                Ok(msg) => Ok(Parsed::Message {
-                    msg: Box::new(msg),
-                    repairs: prelude.repairs,
-                    rsip_rejected: None,
-                }),
-                Err(step) => salvage(text, &prelude, step),
-            },
-            Err(e) => salvage(text, &prelude, rsip_error_kind(&e)),
-        }
+        // parse as what the start line says it is: rsip's own
+        // request-or-response alternation formats an error (of the whole
+        // text) before it tries a response
+        let parsed = if prelude.method.is_some() {
+            rsip::Request::try_from(text).map(rsip::SipMessage::Request)
+        } else {
+            rsip::Response::try_from(text).map(rsip::SipMessage::Response)
+        };
+        let (msg, rsip_rejected) = match parsed {
+            Ok(m) => {
+                let (kind, ruri_user) = match &m {
+                    rsip::SipMessage::Request(r) => (
+                        Kind::Request(Method::from_rsip(&r.method)),
+                        r.uri.user().map(str::to_string),
+                    ),
+                    rsip::SipMessage::Response(r) => (Kind::Response(r.status_code.code()), None),
+                };
+                (read_headers(kind, ruri_user, m.headers().iter().filter_map(rsip_header))?, None)
+            }
+            Err(e) => {
+                // rsip refused the canonical text (an unusual URI scheme, a
+                // parameter it does not know...): read it ourselves.
+                let kind = match (prelude.method, prelude.status) {
+                    (Some(m), _) => Kind::Request(m),
+                    (None, Some(c)) if (100..700).contains(&c) => Kind::Response(c),
+                    _ => return Err(ParseError::BadStatus),
+                };
+                let mut lines = text.split("\r\n");
+                let start = lines.next().unwrap_or("");
+                let ruri_user = match kind {
+                    Kind::Request(_) => start.split(' ').nth(1).and_then(uri_user),
+                    Kind::Response(_) => None,
+                };
+                let headers = lines.filter_map(|l| l.split_once(": "));
+                (read_headers(kind, ruri_user, headers)?, Some(rsip_error_kind(&e)))
+            }
+        };
+        Ok(Parsed::Message {
+            msg: Box::new(msg),
+            repairs: prelude.repairs,
+            rsip_rejected,
+        })
     }
 }
 
@@ -288,93 +325,27 @@ fn rsip_error_kind(e: &rsip::Error) -> &'static str {
     }
 }
 
-/// Builds the summary from rsip's parse. `Err` names the step rsip failed.
-fn from_rsip(m: &rsip::SipMessage) -> Result<SipMessage, &'static str> {
-    let (kind, ruri_user) = match m {
-        rsip::SipMessage::Request(r) => (
-            Kind::Request(Method::from_rsip(&r.method)),
-            r.uri.user().map(str::to_string),
-        ),
-        rsip::SipMessage::Response(r) => (Kind::Response(r.status_code.code()), None),
-    };
-    let call_id = m.call_id_header().map_err(|_| "call_id")?.value().to_string();
-    let from = m.from_header().map_err(|_| "from")?.typed().map_err(|_| "from")?;
-    let to = m.to_header().map_err(|_| "to")?.typed().map_err(|_| "to")?;
-    let cseq = m.cseq_header().map_err(|_| "cseq")?.typed().map_err(|_| "cseq")?;
-    let via_branch = match m.via_header() {
-        Ok(v) => v.typed().map_err(|_| "via")?.branch().map(|b| b.value().to_string()),
-        Err(_) => None,
-    };
-    let mut out = SipMessage {
-        kind,
-        call_id,
-        from: NameAddr {
-            user: from.uri.user().map(str::to_string),
-            tag: from.tag().map(|t| t.value().to_string()),
-        },
-        to: NameAddr {
-            user: to.uri.user().map(str::to_string),
-            tag: to.tag().map(|t| t.value().to_string()),
-        },
-        ruri_user,
-        cseq: cseq.seq,
-        cseq_method: Method::from_rsip(&cseq.method),
-        via_branch,
-        asserted_user: None,
-        contact: m.contact_header().ok().map(|c| c.value().to_string()),
-        reason: None,
-        session_expires: None,
-        headers: Vec::new(),
-    };
-    for h in m.headers().iter() {
-        if let rsip::Header::Other(name, value) = h {
-            other_header(&mut out, name.as_str(), value.as_str(), |v| {
-                rsip::headers::From::new(v)
-                    .typed()
-                    .ok()
-                    .and_then(|t| t.uri.user().map(str::to_string))
-            });
-        }
-    }
-    Ok(out)
+/// (name, value) of an rsip header, for the headers the summary reads.
+fn rsip_header(h: &rsip::Header) -> Option<(&str, &str)> {
+    Some(match h {
+        rsip::Header::CallId(v) => ("Call-ID", v.value()),
+        rsip::Header::From(v) => ("From", v.value()),
+        rsip::Header::To(v) => ("To", v.value()),
+        rsip::Header::CSeq(v) => ("CSeq", v.value()),
+        rsip::Header::Via(v) => ("Via", v.value()),
+        rsip::Header::Contact(v) => ("Contact", v.value()),
+        rsip::Header::Other(n, v) => (n.as_str(), v.as_str()),
+        _ => return None,
+    })
 }
 
-/// Fills the summary from one non-core header.
-fn other_header(out: &mut SipMessage, name: &str, value: &str, user_of: impl Fn(&str) -> Option<String>) {
-    if name.eq_ignore_ascii_case("P-Asserted-Identity") {
-        out.asserted_user = user_of(value).or_else(|| uri_user(value));
-    } else if name.eq_ignore_ascii_case("Remote-Party-ID") {
-        if out.asserted_user.is_none() {
-            out.asserted_user = user_of(value).or_else(|| uri_user(value));
-        }
-    } else if name.eq_ignore_ascii_case("Reason") {
-        out.reason = Some(value.to_string());
-    } else if name.eq_ignore_ascii_case("Session-Expires") {
-        out.session_expires = leading_number(value);
-    } else {
-        out.headers.push((name.to_string(), value.to_string()));
-    }
-}
-
-fn leading_number(v: &str) -> Option<u32> {
-    let digits: String = v.trim().chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().ok()
-}
-
-/// Our own reader for canonical text rsip refused (an unusual URI scheme,
-/// a parameter rsip does not know...). It reads only what legs need.
-fn salvage(text: &str, prelude: &Prelude, step: &'static str) -> Result<Parsed, ParseError> {
-    let kind = match (prelude.method, prelude.status) {
-        (Some(m), _) => Kind::Request(m),
-        (None, Some(c)) if (100..700).contains(&c) => Kind::Response(c),
-        _ => return Err(ParseError::BadStatus),
-    };
-    let mut lines = text.split("\r\n");
-    let start = lines.next().unwrap_or("");
-    let ruri_user = match kind {
-        Kind::Request(_) => start.split(' ').nth(1).and_then(uri_user),
-        Kind::Response(_) => None,
-    };
+/// Builds the summary from canonical (name, value) pairs: the names are
+/// the long forms the normaliser writes.
+fn read_headers<'a>(
+    kind: Kind,
+    ruri_user: Option<String>,
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<SipMessage, ParseError> {
     let mut call_id = None;
     let mut from = None;
     let mut to = None;
@@ -394,11 +365,7 @@ fn salvage(text: &str, prelude: &Prelude, step: &'static str) -> Result<Parsed, 
         session_expires: None,
         headers: Vec::new(),
     };
-    for line in lines {
-        let (name, value) = match line.split_once(": ") {
-            Some(p) => p,
-            None => continue,
-        };
+    for (name, value) in headers {
         match name {
             "Call-ID" if !value.is_empty() => call_id = Some(value.to_string()),
             "From" => from = Some(name_addr(value)),
@@ -407,13 +374,22 @@ fn salvage(text: &str, prelude: &Prelude, step: &'static str) -> Result<Parsed, 
                 let mut it = value.split_whitespace();
                 let n = it.next().and_then(|n| n.parse::<u32>().ok());
                 let m = it.next().map(|m| Method::from_token(m.as_bytes()));
-                if let (Some(n), Some(m)) = (n, m) {
-                    cseq = Some((n, m));
+                match (n, m) {
+                    (Some(n), Some(m)) if m != Method::Other => cseq = Some((n, m)),
+                    _ => return Err(ParseError::BadCSeq),
                 }
             }
             "Via" => out.via_branch = param(value, "branch"),
             "Contact" => out.contact = Some(value.to_string()),
-            _ => other_header(&mut out, name, value, |_| None),
+            "P-Asserted-Identity" => out.asserted_user = uri_user(value),
+            "Remote-Party-ID" => {
+                if out.asserted_user.is_none() {
+                    out.asserted_user = uri_user(value);
+                }
+            }
+            "Reason" => out.reason = Some(value.to_string()),
+            "Session-Expires" => out.session_expires = leading_number(value),
+            _ => out.headers.push((name.to_string(), value.to_string())),
         }
     }
     out.call_id = call_id.ok_or(ParseError::MissingCallId)?;
@@ -422,11 +398,12 @@ fn salvage(text: &str, prelude: &Prelude, step: &'static str) -> Result<Parsed, 
     let (n, m) = cseq.ok_or(ParseError::BadCSeq)?;
     out.cseq = n;
     out.cseq_method = m;
-    Ok(Parsed::Message {
-        msg: Box::new(out),
-        repairs: prelude.repairs,
-        rsip_rejected: Some(step),
-    })
+    Ok(out)
+}
+
+fn leading_number(v: &str) -> Option<u32> {
+    let digits: String = v.trim().chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
 }
 
 /// `"Name" <sip:user@host;p>;tag=x` or `sip:user@host;tag=x`.

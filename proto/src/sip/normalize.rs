@@ -145,8 +145,15 @@ pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prel
     }
     out.push_str("\r\n");
 
-    // header lines, unfolded
-    let mut logical: Vec<Vec<u8>> = Vec::new();
+    // header lines, unfolded on the fly: a logical line is emitted when the
+    // next physical line does not continue it (no allocation unless folded)
+    let mut state = HeaderState {
+        extra,
+        cseq_method: None,
+        seen_single: [false; 4],
+        count: 0,
+    };
+    let mut pending: Option<std::borrow::Cow<'_, [u8]>> = None;
     for raw in lines {
         let has_cr = raw.ends_with(b"\r");
         let line = if has_cr { &raw[..raw.len() - 1] } else { raw };
@@ -157,26 +164,48 @@ pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prel
             repairs.bare_lf = true;
         }
         if line[0] == b' ' || line[0] == b'\t' {
-            if let Some(prev) = logical.last_mut() {
+            if let Some(prev) = pending.as_mut() {
                 repairs.folded = true;
-                prev.push(b' ');
-                prev.extend_from_slice(trim(line));
+                let owned = prev.to_mut();
+                owned.push(b' ');
+                owned.extend_from_slice(trim(line));
                 continue;
             }
         }
-        logical.push(line.to_vec());
+        if let Some(prev) = pending.replace(std::borrow::Cow::Borrowed(line)) {
+            state.header(&prev, out, &mut repairs);
+        }
     }
+    if let Some(prev) = pending {
+        state.header(&prev, out, &mut repairs);
+    }
+    let (cseq_method, count) = (state.cseq_method, state.count);
+    out.push_str("\r\n");
+    Ok(Prelude {
+        method,
+        status,
+        cseq_method,
+        headers: count,
+        repairs,
+    })
+}
 
-    let mut cseq_method = None;
-    let mut seen_single: [bool; 4] = [false; 4];
-    let mut count = 0;
-    for line in &logical {
-        count += 1;
+struct HeaderState<'e> {
+    extra: &'e [String],
+    cseq_method: Option<Method>,
+    seen_single: [bool; 4],
+    count: usize,
+}
+
+impl HeaderState<'_> {
+    /// Writes one logical header line in canonical form, if it is kept.
+    fn header(&mut self, line: &[u8], out: &mut String, repairs: &mut Repairs) {
+        self.count += 1;
         let colon = match memchr::memchr(b':', line) {
             Some(i) => i,
             None => {
                 repairs.bad_lines += 1;
-                continue;
+                return;
             }
         };
         let raw_name = &line[..colon];
@@ -189,9 +218,9 @@ pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prel
                 repairs.compact = true;
                 l
             }
-            None => match canonical(name_trim, extra) {
+            None => match canonical(name_trim, self.extra) {
                 Some(l) => l,
-                None => continue,
+                None => return,
             },
         };
         let value = trim(&line[colon + 1..]);
@@ -201,14 +230,14 @@ pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prel
                 .filter(|w| !w.is_empty())
                 .nth(1)
             {
-                cseq_method = Some(Method::from_token(m));
+                self.cseq_method = Some(Method::from_token(m));
             }
         }
         if let Some(i) = SINGLE.iter().position(|s| *s == long) {
-            if seen_single[i] {
-                continue;
+            if self.seen_single[i] {
+                return;
             }
-            seen_single[i] = true;
+            self.seen_single[i] = true;
         }
         let value = if long == "Via" || long == "Contact" {
             first_value(value)
@@ -217,17 +246,9 @@ pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prel
         };
         out.push_str(long);
         out.push_str(": ");
-        push_text(out, value, &mut repairs);
+        push_text(out, value, repairs);
         out.push_str("\r\n");
     }
-    out.push_str("\r\n");
-    Ok(Prelude {
-        method,
-        status,
-        cseq_method,
-        headers: count,
-        repairs,
-    })
 }
 
 /// Matches a header name against the kept set, returning its canonical

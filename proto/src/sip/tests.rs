@@ -4,6 +4,8 @@
 
 use super::frame::{find, Framing};
 use super::*;
+use rsip::headers::ToTypedHeader;
+use rsip::message::HeadersExt;
 
 fn raw_rsip(bytes: &[u8]) -> Result<rsip::SipMessage, rsip::Error> {
     rsip::SipMessage::try_from(bytes)
