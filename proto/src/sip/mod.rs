@@ -434,18 +434,22 @@ fn param(v: &str, name: &str) -> Option<String> {
 
 /// User part of the first sip:, sips: or tel: URI in `v`.
 pub fn uri_user(v: &str) -> Option<String> {
-    let lower = v.to_ascii_lowercase();
-    let (pos, skip) = ["sip:", "sips:", "tel:"]
-        .iter()
-        .filter_map(|s| lower.find(s).map(|p| (p, s.len())))
-        .min()?;
+    let bytes = v.as_bytes();
+    // the first scheme (case-insensitive) and where its user part starts
+    let (pos, skip) = (0..bytes.len()).find_map(|i| {
+        ["sip:", "sips:", "tel:"].iter().find_map(|s| {
+            bytes
+                .get(i..i + s.len())
+                .filter(|w| w.eq_ignore_ascii_case(s.as_bytes()))
+                .map(|_| (i, s.len()))
+        })
+    })?;
+    let is_tel = bytes[pos].eq_ignore_ascii_case(&b't');
     let rest = &v[pos + skip..];
-    let is_tel = lower[pos..].starts_with("tel:");
     let end = rest
         .find(|c: char| c == '>' || c == ';' || c == '?' || c.is_whitespace() || (!is_tel && c == '@'))
         .unwrap_or(rest.len());
-    let has_at = rest[end..].starts_with('@');
-    if !is_tel && !has_at {
+    if !is_tel && !rest[end..].starts_with('@') {
         return None; // sip:host has no user part
     }
     let user = &rest[..end];
