@@ -6,7 +6,7 @@
 //!                         poll_leg() ◀─ LegTracker ◀─ SipMessage ◀─────┘
 //! ```
 
-use crate::leg::{Hop, Leg, LegConfig, LegSnapshot, LegStats, LegTracker};
+use crate::leg::{Hop, Leg, LegConfig, LegEvent, LegSnapshot, LegStats, LegTracker};
 use crate::number::Hasher;
 use crate::sip::frame::{self, ContentLength, Framing};
 use crate::sip::{Method, Parsed, Parser};
@@ -356,7 +356,12 @@ impl Engine {
 
     /// Next finished leg, in the order legs finished.
     pub fn poll_leg(&mut self) -> Option<Leg> {
-        self.sip.legs.pop_finished()
+        while let Some(ev) = self.sip.legs.pop_event() {
+            if let LegEvent::Finished(l) = ev {
+                return Some(*l);
+            }
+        }
+        None
     }
 
     pub fn open_legs(&self) -> impl Iterator<Item = &Leg> {

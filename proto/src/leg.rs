@@ -202,12 +202,22 @@ pub struct LegTracker {
     next_id: u64,
     legs: HashMap<LegId, Leg>,
     by_call_id: HashMap<String, Vec<LegId>>,
-    finished: VecDeque<Leg>,
+    events: VecDeque<LegEvent>,
     /// Due times of every leg's timer (open legs: their deadline; ended
     /// legs: when they stop lingering), earliest first.
     timers: BTreeSet<(Timestamp, LegId)>,
     open: usize,
     pub stats: LegStats,
+}
+
+/// What happened to a leg, in order. `Started` and `Finished` carry the
+/// whole leg (with raw user parts, in memory only).
+#[derive(Clone, Debug)]
+pub enum LegEvent {
+    Started(Box<Leg>),
+    Ringing { id: LegId, at: Timestamp },
+    Answered { id: LegId, at: Timestamp },
+    Finished(Box<Leg>),
 }
 
 /// Where a message travelled.
@@ -227,7 +237,7 @@ impl LegTracker {
             next_id: 1,
             legs: HashMap::default(),
             by_call_id: HashMap::default(),
-            finished: VecDeque::new(),
+            events: VecDeque::new(),
             timers: BTreeSet::new(),
             open: 0,
             stats: LegStats::default(),
@@ -250,9 +260,9 @@ impl LegTracker {
         v.into_iter()
     }
 
-    /// Next finished leg, in the order legs finished.
-    pub fn pop_finished(&mut self) -> Option<Leg> {
-        self.finished.pop_front()
+    /// Next leg event, in the order things happened.
+    pub fn pop_event(&mut self) -> Option<LegEvent> {
+        self.events.pop_front()
     }
 
     pub fn on_message(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
@@ -406,6 +416,7 @@ impl LegTracker {
             cancelled_at: None,
             timer: None,
         };
+        self.events.push_back(LegEvent::Started(Box::new(leg.clone())));
         self.legs.insert(id, leg);
         self.by_call_id.entry(m.call_id.clone()).or_default().push(id);
         self.open += 1;
@@ -519,7 +530,10 @@ impl LegTracker {
                 }
             }
             101..=199 => {
-                leg.ringing.get_or_insert(ts);
+                if leg.ringing.is_none() {
+                    leg.ringing = Some(ts);
+                    self.events.push_back(LegEvent::Ringing { id, at: ts });
+                }
                 if leg.answered.is_none() && m.to.tag.is_some() {
                     leg.to_tag = m.to.tag.clone();
                 }
@@ -530,6 +544,7 @@ impl LegTracker {
             200..=299 => {
                 if leg.answered.is_none() {
                     leg.answered = Some(ts);
+                    self.events.push_back(LegEvent::Answered { id, at: ts });
                     leg.final_status = Some(code);
                     leg.final_at = Some(ts);
                     leg.to_tag = m.to.tag.clone();
@@ -635,7 +650,7 @@ impl LegTracker {
         self.open -= 1;
         self.stats.legs_finished += 1;
         *self.stats.by_end.entry(end.name().to_string()).or_default() += 1;
-        self.finished.push_back(leg.clone());
+        self.events.push_back(LegEvent::Finished(Box::new(leg.clone())));
         self.reschedule(id);
     }
 
