@@ -6,7 +6,9 @@
 //!                         poll_leg() ◀─ LegTracker ◀─ SipMessage ◀─────┘
 //! ```
 
+use crate::call::{CallEvent, CallSnapshot, CallStats, CallTracker};
 use crate::leg::{Hop, Leg, LegConfig, LegEvent, LegSnapshot, LegStats, LegTracker};
+use crate::site::Site;
 use crate::number::Hasher;
 use crate::sip::frame::{self, ContentLength, Framing};
 use crate::sip::{Method, Parsed, Parser};
@@ -14,7 +16,7 @@ use crate::time::{Timestamp, SECOND};
 use crate::wire::link::LinkType;
 use crate::wire::{Datagram, Decoder, Flow, FlowKey, Sink, Source, Transport, WireConfig, WireStats};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -26,6 +28,12 @@ pub struct EngineConfig {
     pub hash_key: [u8; 32],
     /// Country calling code for national numbers.
     pub country_code: String,
+    /// The site's rules; with them the engine also correlates legs into
+    /// calls (`poll_call`).
+    pub site: Option<Site>,
+    /// Keep finished legs for `poll_leg` (off in the daemon, which reads
+    /// calls only).
+    pub emit_legs: bool,
 }
 
 impl Default for EngineConfig {
@@ -36,6 +44,8 @@ impl Default for EngineConfig {
             extra_headers: Vec::new(),
             hash_key: [0; 32],
             country_code: "44".into(),
+            site: None,
+            emit_legs: true,
         }
     }
 }
@@ -72,6 +82,7 @@ pub struct EngineStats {
     pub sip: SipStats,
     pub legs: LegStats,
     pub open_legs: usize,
+    pub calls: Option<CallStats>,
     pub first_packet: Option<Timestamp>,
     pub last_packet: Option<Timestamp>,
 }
@@ -278,6 +289,9 @@ impl Sink for SipStage {
 pub struct Engine {
     decoder: Decoder,
     sip: SipStage,
+    calls: Option<CallTracker>,
+    legs_out: VecDeque<Leg>,
+    emit_legs: bool,
     first_ts: Option<Timestamp>,
     last_ts: Option<Timestamp>,
     next_tick: Option<Timestamp>,
@@ -290,6 +304,9 @@ impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
         let hasher = Hasher::new(cfg.hash_key, &cfg.country_code);
         Engine {
+            calls: cfg.site.map(CallTracker::new),
+            legs_out: VecDeque::new(),
+            emit_legs: cfg.emit_legs,
             decoder: Decoder::new(cfg.wire),
             sip: SipStage {
                 parser: Parser::new(cfg.extra_headers),
@@ -308,6 +325,7 @@ impl Engine {
     pub fn ingest(&mut self, ts: Timestamp, link: LinkType, frame: &[u8]) {
         self.observe(ts);
         self.decoder.frame(ts, link, frame, &mut self.sip);
+        self.pump();
         self.maybe_tick();
     }
 
@@ -315,6 +333,7 @@ impl Engine {
     pub fn ingest_hep(&mut self, ts: Timestamp, buf: &[u8]) {
         self.observe(ts);
         self.decoder.hep(ts, buf, &mut self.sip);
+        self.pump();
         self.maybe_tick();
     }
 
@@ -335,6 +354,24 @@ impl Engine {
         }
         self.next_tick = Some(now.add(TICK_EVERY));
         self.sip.legs.tick(now);
+        self.pump();
+        if let Some(c) = self.calls.as_mut() {
+            c.tick(now);
+        }
+    }
+
+    /// Moves leg events to the call layer and finished legs to `legs_out`.
+    fn pump(&mut self) {
+        while let Some(ev) = self.sip.legs.pop_event() {
+            if let Some(c) = self.calls.as_mut() {
+                c.on_leg(&ev);
+            }
+            if let LegEvent::Finished(l) = ev {
+                if self.emit_legs {
+                    self.legs_out.push_back(*l);
+                }
+            }
+        }
     }
 
     /// Advances timers to `now` without a packet (idle live capture).
@@ -343,6 +380,10 @@ impl Engine {
         self.last_ts = Some(now);
         self.decoder.expire(now, &mut self.sip);
         self.sip.legs.tick(now);
+        self.pump();
+        if let Some(c) = self.calls.as_mut() {
+            c.tick(now);
+        }
         self.next_tick = Some(now.add(TICK_EVERY));
     }
 
@@ -352,16 +393,32 @@ impl Engine {
             self.sip.legs.tick(now);
             self.sip.legs.finish_all(now);
         }
+        self.pump();
+        if let Some(c) = self.calls.as_mut() {
+            if let Some(now) = self.last_ts {
+                c.tick(now);
+            }
+            c.finish_all();
+        }
     }
 
     /// Next finished leg, in the order legs finished.
     pub fn poll_leg(&mut self) -> Option<Leg> {
-        while let Some(ev) = self.sip.legs.pop_event() {
-            if let LegEvent::Finished(l) = ev {
-                return Some(*l);
-            }
-        }
-        None
+        self.legs_out.pop_front()
+    }
+
+    /// Next call event (finished call, or a callback made), when the engine
+    /// has a site.
+    pub fn poll_call(&mut self) -> Option<CallEvent> {
+        self.calls.as_mut()?.pop_event()
+    }
+
+    pub fn calls(&self) -> Option<&CallTracker> {
+        self.calls.as_ref()
+    }
+
+    pub fn calls_mut(&mut self) -> Option<&mut CallTracker> {
+        self.calls.as_mut()
     }
 
     pub fn open_legs(&self) -> impl Iterator<Item = &Leg> {
@@ -378,6 +435,11 @@ impl Engine {
             sip: self.sip.fold_counts(),
             legs: self.sip.legs.stats.clone(),
             open_legs: self.sip.legs.open_legs(),
+            calls: self.calls.as_ref().map(|c| {
+                let mut s = c.stats.clone();
+                s.open_calls = c.open_calls() as u64;
+                s
+            }),
             first_packet: self.first_ts,
             last_packet: self.last_ts,
         }
@@ -395,12 +457,16 @@ impl Engine {
         EngineSnapshot {
             version: 1,
             legs: self.sip.legs.snapshot(),
+            calls: self.calls.as_ref().map(|c| c.snapshot()),
             last_packet: self.last_ts,
         }
     }
 
     pub fn restore(&mut self, snap: EngineSnapshot) {
         self.sip.legs.restore(snap.legs);
+        if let (Some(c), Some(s)) = (self.calls.as_mut(), snap.calls) {
+            c.restore(s);
+        }
         self.last_ts = snap.last_packet;
         self.first_ts = self.first_ts.or(snap.last_packet);
     }
@@ -410,5 +476,6 @@ impl Engine {
 pub struct EngineSnapshot {
     pub version: u32,
     pub legs: LegSnapshot,
+    pub calls: Option<CallSnapshot>,
     pub last_packet: Option<Timestamp>,
 }

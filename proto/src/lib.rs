@@ -13,9 +13,11 @@
 //! - [`leg`]: INVITE dialogs with their timestamps and timers;
 //! - [`engine`]: the three wired together.
 
+pub mod call;
 pub mod engine;
 pub mod leg;
 pub mod number;
+pub mod site;
 pub mod sip;
 pub mod synth;
 pub mod time;

@@ -36,6 +36,8 @@ pub struct Call {
     pub b: SocketAddr,
     pub start: Timestamp,
     pub script: Script,
+    /// Prefix of the Via branches (a proxy forwarding an INVITE uses its own).
+    pub branch: String,
 }
 
 /// One message on the wire.
@@ -62,6 +64,7 @@ impl Call {
             b,
             start,
             script,
+            branch: format!("f{n:x}"),
         }
     }
 
@@ -140,7 +143,7 @@ impl Call {
             dst: self.a,
             bytes,
         };
-        let br = format!("{}-1", self.from_tag);
+        let br = format!("{}-1", self.branch);
         let invite = self.request("INVITE", 1, &br, false, true);
         out.push(fwd(0, invite.clone()));
         match &self.script {
@@ -153,10 +156,10 @@ impl Call {
                 out.push(back(5.min(*ring), self.response(100, "Trying", 1, "INVITE", &br, false)));
                 out.push(back(*ring, self.response(180, "Ringing", 1, "INVITE", &br, false)));
                 out.push(back(*answer, self.response(200, "OK", 1, "INVITE", &br, true)));
-                out.push(fwd(answer + 2, self.request("ACK", 1, &format!("{}-ack", self.from_tag), true, false)));
+                out.push(fwd(answer + 2, self.request("ACK", 1, &format!("{}-ack", self.branch), true, false)));
                 let end = answer + talk;
                 if *caller_hangs_up {
-                    let bb = format!("{}-bye", self.from_tag);
+                    let bb = format!("{}-bye", self.branch);
                     out.push(fwd(end, self.request("BYE", 2, &bb, true, false)));
                     out.push(back(end + 3, self.response(200, "OK", 2, "BYE", &bb, false)));
                 } else {
@@ -184,12 +187,12 @@ impl Call {
             Script::ChallengedThenAnswered { answer, talk } => {
                 out.push(back(20, self.response(407, "Proxy Authentication Required", 1, "INVITE", &br, false)));
                 out.push(fwd(22, self.request("ACK", 1, &br, true, false)));
-                let br2 = format!("{}-2", self.from_tag);
+                let br2 = format!("{}-2", self.branch);
                 out.push(fwd(30, self.request("INVITE", 2, &br2, false, true)));
                 out.push(back(35, self.response(100, "Trying", 2, "INVITE", &br2, false)));
                 out.push(back(*answer, self.response(200, "OK", 2, "INVITE", &br2, true)));
-                out.push(fwd(answer + 2, self.request("ACK", 2, &format!("{}-ack", self.from_tag), true, false)));
-                let bb = format!("{}-bye", self.from_tag);
+                out.push(fwd(answer + 2, self.request("ACK", 2, &format!("{}-ack", self.branch), true, false)));
+                let bb = format!("{}-bye", self.branch);
                 out.push(fwd(answer + talk, self.request("BYE", 3, &bb, true, false)));
                 out.push(back(answer + talk + 3, self.response(200, "OK", 3, "BYE", &bb, false)));
             }
@@ -202,7 +205,7 @@ impl Call {
             Script::AnsweredNoBye { answer } => {
                 out.push(back(answer / 2, self.response(180, "Ringing", 1, "INVITE", &br, false)));
                 out.push(back(*answer, self.response(200, "OK", 1, "INVITE", &br, true)));
-                out.push(fwd(answer + 2, self.request("ACK", 1, &format!("{}-ack", self.from_tag), true, false)));
+                out.push(fwd(answer + 2, self.request("ACK", 1, &format!("{}-ack", self.branch), true, false)));
             }
         }
         out.sort_by_key(|m| m.ts);

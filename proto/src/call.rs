@@ -1,0 +1,810 @@
+//! Calls: legs correlated into patient calls, and each call's outcome.
+//!
+//! One inbound trunk leg (carrier side to the site) is one call. Staff legs
+//! (to handsets) and automated legs (IVR, queue, voicemail, callback
+//! servers) are attached to it by, in order: the same Call-ID (proxy
+//! topology), a configured correlation header carrying the trunk Call-ID, or
+//! the B2BUA heuristic (same caller identity, starting while the trunk leg is
+//! up; ambiguity resolved earliest-unanswered-first and counted). The call
+//! ends with its trunk leg; after a short settle time for its other legs it
+//! is finalised and its outcome decided by the rules of
+//! `docs/cbt-indicators.md` (the table of `cbt-metrics.md`).
+//!
+//! Callbacks: a call whose caller asked for a callback waits for an
+//! outbound call to the same number (matched by keyed hash) within the
+//! configured window; one request counts at most one callback made.
+
+use crate::leg::{EndReason, Leg, LegEvent, LegId, Side};
+use crate::site::{Endpoint, Site};
+use crate::time::{Micros, Timestamp, HOUR};
+use ahash::HashMap;
+use chrono::{Duration, NaiveTime, TimeZone};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// The one outcome of an inbound call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A person in the practice answered (CBT003, CBT007).
+    Answered,
+    /// Ended during automated routing, never offered to staff (CBT002).
+    EndedInIvr,
+    /// Expected a person, nobody answered; voicemail counts here (CBT004).
+    Missed,
+    /// The caller asked for a callback and no staff answered (CBT005).
+    CallbackRequested,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [Outcome::Answered, Outcome::EndedInIvr, Outcome::Missed, Outcome::CallbackRequested];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Answered => "answered",
+            Outcome::EndedInIvr => "ended_in_ivr",
+            Outcome::Missed => "missed",
+            Outcome::CallbackRequested => "callback_requested",
+        }
+    }
+}
+
+/// Who ended the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    Caller,
+    Practice,
+    /// The end was never seen (lost BYE, capture gap, restart): closed by a
+    /// timer or the end of input.
+    Inferred,
+}
+
+impl EndedBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            EndedBy::Caller => "caller",
+            EndedBy::Practice => "practice",
+            EndedBy::Inferred => "inferred",
+        }
+    }
+}
+
+/// How the call's other legs were tied to its trunk leg.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Correlation {
+    pub same_call_id: u16,
+    pub header: u16,
+    pub b2bua: u16,
+}
+
+/// A finished inbound call. No caller number is printed from it; `caller`
+/// is a keyed hash kept for callback matching only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// Sequence number, unique per engine (and per store, for the daemon).
+    pub seq: u64,
+    pub practice: String,
+    pub started: Timestamp,
+    pub queue_joined: Option<Timestamp>,
+    pub first_ring: Option<Timestamp>,
+    pub answered: Option<Timestamp>,
+    pub ended: Timestamp,
+    pub ended_by: EndedBy,
+    pub outcome: Outcome,
+    /// Seconds waited for a person (answered and missed calls).
+    pub wait_s: Option<f64>,
+    /// Seconds of conversation (answered calls).
+    pub duration_s: Option<f64>,
+    pub abandoned: bool,
+    /// When the call moved to voicemail, if it did.
+    pub voicemail: Option<Timestamp>,
+    /// When the callback was requested, if it was.
+    pub callback_requested: Option<Timestamp>,
+    /// When the callback was made (set later, by a `CallbackMade` event).
+    pub callback_made: Option<Timestamp>,
+    /// A staff leg was attempted.
+    pub offered_to_staff: bool,
+    /// Legs that made up the call (trunk included).
+    pub legs: u32,
+    pub correlation: Correlation,
+    /// Part of the call was not seen (a leg marked partial, or its end inferred).
+    pub partial: bool,
+    /// Keyed hash of the caller's number. Never printed or uploaded.
+    pub caller: Option<String>,
+}
+
+/// What the call layer reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CallEvent {
+    Finished(Box<CallRecord>),
+    /// An outbound call made the callback a finished call asked for.
+    CallbackMade { seq: u64, practice: String, requested: Timestamp, at: Timestamp },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Auto {
+    Ivr,
+    Queue,
+    Voicemail,
+    Callback,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Role {
+    TrunkIn,
+    TrunkOut,
+    Staff,
+    Automated(Auto),
+    Other,
+}
+
+/// What the call layer keeps of a leg.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LegInfo {
+    id: LegId,
+    started: Timestamp,
+    ringing: Option<Timestamp>,
+    answered: Option<Timestamp>,
+    ended: Option<Timestamp>,
+    end: Option<EndReason>,
+    ended_by: Option<Side>,
+    partial: bool,
+    /// A callback request header was on this leg.
+    callback_header: bool,
+}
+
+impl LegInfo {
+    fn new(leg: &Leg, callback_header: bool) -> LegInfo {
+        LegInfo {
+            id: leg.id,
+            started: leg.started,
+            ringing: leg.ringing,
+            answered: leg.answered,
+            ended: leg.ended,
+            end: leg.end,
+            ended_by: leg.ended_by,
+            partial: leg.partial,
+            callback_header,
+        }
+    }
+
+    fn update(&mut self, leg: &Leg) {
+        self.ringing = leg.ringing;
+        self.answered = leg.answered;
+        self.ended = leg.ended;
+        self.end = leg.end;
+        self.ended_by = leg.ended_by;
+        self.partial = leg.partial;
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct OpenCall {
+    seq: u64,
+    practice: String,
+    caller: Option<String>,
+    trunk_call_id: String,
+    trunk: LegInfo,
+    /// The trunk leg went straight to a staff endpoint (a direct call).
+    direct_staff: bool,
+    /// The trunk leg went straight to an automated endpoint.
+    direct_auto: Option<Auto>,
+    staff: Vec<LegInfo>,
+    auto: Vec<(Auto, LegInfo)>,
+    correlation: Correlation,
+    /// Set when the trunk leg finished: finalise by then at the latest.
+    settle_until: Option<Timestamp>,
+}
+
+impl OpenCall {
+    fn all_legs_done(&self) -> bool {
+        self.trunk.ended.is_some()
+            && self.staff.iter().all(|l| l.ended.is_some())
+            && self.auto.iter().all(|(_, l)| l.ended.is_some())
+    }
+
+    fn staff_answered(&self) -> bool {
+        self.staff.iter().any(|l| l.answered.is_some()) || (self.direct_staff && self.trunk.answered.is_some())
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CallbackRequest {
+    seq: u64,
+    practice: String,
+    caller: String,
+    requested: Timestamp,
+    until: Timestamp,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Outbound {
+    at: Timestamp,
+    callee: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallStats {
+    pub calls: u64,
+    pub by_outcome: BTreeMap<String, u64>,
+    pub open_calls: u64,
+    /// Staff or automated legs that matched no inbound call (internal calls,
+    /// or calls whose trunk leg was not seen).
+    pub uncorrelated_legs: u64,
+    pub outbound_legs: u64,
+    pub other_legs: u64,
+    /// B2BUA matches where more than one call could have owned the leg.
+    pub b2bua_ambiguous: u64,
+    pub callbacks_made: u64,
+    pub partial_calls: u64,
+}
+
+/// Serialisable state of the call layer (for restarts).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CallSnapshot {
+    next_seq: u64,
+    open: Vec<OpenCall>,
+    requests: Vec<CallbackRequest>,
+    outbound: Vec<Outbound>,
+    stats: CallStats,
+}
+
+pub struct CallTracker {
+    site: Site,
+    next_seq: u64,
+    open: BTreeMap<u64, OpenCall>,
+    by_trunk_call_id: HashMap<String, u64>,
+    /// Legs attached to open calls: leg -> (call, role).
+    leg_call: HashMap<LegId, (u64, Role)>,
+    requests: Vec<CallbackRequest>,
+    outbound: VecDeque<Outbound>,
+    events: VecDeque<CallEvent>,
+    pub stats: CallStats,
+}
+
+/// How long unmatched outbound calls are remembered, for callback requests
+/// finalised after the callback began.
+const OUTBOUND_MEMORY: Micros = 6 * HOUR;
+const OUTBOUND_MAX: usize = 10_000;
+
+impl CallTracker {
+    pub fn new(site: Site) -> CallTracker {
+        CallTracker {
+            site,
+            next_seq: 1,
+            open: BTreeMap::new(),
+            by_trunk_call_id: HashMap::default(),
+            leg_call: HashMap::default(),
+            requests: Vec::new(),
+            outbound: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: CallStats::default(),
+        }
+    }
+
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    /// Replaces the site rules (configuration reload). Calls in progress keep
+    /// the roles their legs were given.
+    pub fn set_site(&mut self, site: Site) {
+        self.site = site;
+    }
+
+    pub fn pop_event(&mut self) -> Option<CallEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn open_calls(&self) -> usize {
+        self.open.len()
+    }
+
+    fn dialled_user(leg: &Leg) -> Option<&str> {
+        leg.ruri.raw.as_deref().or(leg.to.raw.as_deref())
+    }
+
+    fn endpoint_hit(&self, list: &[Endpoint], leg: &Leg) -> bool {
+        list.iter().any(|e| match e {
+            Endpoint::Addr(m) => m.matches(leg.dst),
+            Endpoint::User(u) => {
+                u.matches(leg.ruri.raw.as_deref(), leg.ruri.hash.as_deref())
+                    || u.matches(leg.to.raw.as_deref(), leg.to.hash.as_deref())
+            }
+        })
+    }
+
+    fn automated_kind(&self, leg: &Leg) -> Option<Auto> {
+        if self.endpoint_hit(&self.site.callback_request, leg) {
+            Some(Auto::Callback)
+        } else if self.endpoint_hit(&self.site.voicemail, leg) {
+            Some(Auto::Voicemail)
+        } else if self.endpoint_hit(&self.site.queue, leg) {
+            Some(Auto::Queue)
+        } else if self.endpoint_hit(&self.site.automated, leg) {
+            Some(Auto::Ivr)
+        } else {
+            None
+        }
+    }
+
+    fn is_staff(&self, leg: &Leg) -> bool {
+        self.site.staff.iter().any(|m| m.matches(leg.dst))
+            || Self::dialled_user(leg).is_some_and(|u| self.site.staff_extensions.iter().any(|p| p.matches(u)))
+    }
+
+    fn classify(&self, leg: &Leg) -> Role {
+        if !self.site.has_network() {
+            // nothing configured: a new Call-ID is a caller reaching the
+            // site, further hops of it are the site ringing someone
+            if self.by_trunk_call_id.contains_key(&leg.call_id) {
+                return match self.automated_kind(leg) {
+                    Some(k) => Role::Automated(k),
+                    None => Role::Staff,
+                };
+            }
+            return Role::TrunkIn;
+        }
+        let src_out = self.site.is_carrier(leg.src);
+        let dst_out = self.site.is_carrier(leg.dst);
+        if src_out {
+            return if dst_out { Role::Other } else { Role::TrunkIn };
+        }
+        // from the site: what it dials decides before where it goes (a
+        // callback server or a remote worker's softphone can sit outside the
+        // site network)
+        if let Some(k) = self.automated_kind(leg) {
+            Role::Automated(k)
+        } else if self.is_staff(leg) {
+            Role::Staff
+        } else if dst_out || self.site.callback_originators.iter().any(|m| m.matches(leg.src)) {
+            Role::TrunkOut
+        } else {
+            Role::Other
+        }
+    }
+
+    fn caller_of(leg: &Leg) -> Option<String> {
+        leg.asserted.hash.clone().or_else(|| leg.from.hash.clone())
+    }
+
+    fn callback_header(&self, leg: &Leg) -> bool {
+        self.site
+            .callback_header
+            .as_deref()
+            .is_some_and(|h| leg.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(h)))
+    }
+
+    /// Feeds one leg event.
+    pub fn on_leg(&mut self, ev: &LegEvent) {
+        match ev {
+            LegEvent::Started(leg) => self.leg_started(leg),
+            LegEvent::Ringing { id, at } => {
+                if let Some(info) = self.info_mut(*id) {
+                    info.ringing.get_or_insert(*at);
+                }
+            }
+            LegEvent::Answered { id, at } => {
+                if let Some(info) = self.info_mut(*id) {
+                    info.answered.get_or_insert(*at);
+                }
+            }
+            LegEvent::Finished(leg) => self.leg_finished(leg),
+        }
+    }
+
+    fn info_mut(&mut self, id: LegId) -> Option<&mut LegInfo> {
+        let (seq, role) = *self.leg_call.get(&id)?;
+        let call = self.open.get_mut(&seq)?;
+        match role {
+            Role::TrunkIn => Some(&mut call.trunk),
+            Role::Staff => call.staff.iter_mut().find(|l| l.id == id),
+            Role::Automated(_) => call.auto.iter_mut().map(|(_, l)| l).find(|l| l.id == id),
+            _ => None,
+        }
+    }
+
+    fn leg_started(&mut self, leg: &Leg) {
+        let role = self.classify(leg);
+        match role {
+            Role::TrunkIn => {
+                if self.by_trunk_call_id.contains_key(&leg.call_id) {
+                    // another INVITE of the same call from the carrier side (a
+                    // retry to a second address): not a second call
+                    self.stats.other_legs += 1;
+                    return;
+                }
+                let direct_auto = self.automated_kind(leg);
+                let direct_staff = direct_auto.is_none() && self.is_staff(leg);
+                if direct_staff && self.site.b2bua {
+                    // handsets-only view: a ring group rings each handset with
+                    // its own INVITE; one caller ringing several is one call
+                    if let Some(seq) = self.b2bua_match(leg) {
+                        let call = self.open.get_mut(&seq).expect("open call");
+                        call.staff.push(LegInfo::new(leg, false));
+                        self.leg_call.insert(leg.id, (seq, Role::Staff));
+                        return;
+                    }
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let practice = self.site.practice_for(&[leg.ruri.hash.as_deref(), leg.to.hash.as_deref()]);
+                let call = OpenCall {
+                    seq,
+                    practice,
+                    caller: Self::caller_of(leg),
+                    trunk_call_id: leg.call_id.clone(),
+                    trunk: LegInfo::new(leg, self.callback_header(leg)),
+                    direct_staff,
+                    direct_auto,
+                    staff: Vec::new(),
+                    auto: Vec::new(),
+                    correlation: Correlation::default(),
+                    settle_until: None,
+                };
+                self.by_trunk_call_id.insert(leg.call_id.clone(), seq);
+                self.leg_call.insert(leg.id, (seq, Role::TrunkIn));
+                self.open.insert(seq, call);
+            }
+            Role::Staff | Role::Automated(_) => match self.correlate(leg) {
+                Some(seq) => {
+                    let cb = self.callback_header(leg);
+                    let call = self.open.get_mut(&seq).expect("open call");
+                    match role {
+                        Role::Automated(k) => call.auto.push((k, LegInfo::new(leg, cb))),
+                        _ => call.staff.push(LegInfo::new(leg, cb)),
+                    }
+                    self.leg_call.insert(leg.id, (seq, role));
+                }
+                None => self.stats.uncorrelated_legs += 1,
+            },
+            Role::TrunkOut => {
+                self.stats.outbound_legs += 1;
+                let callee = leg.ruri.hash.clone().or_else(|| leg.to.hash.clone());
+                if let Some(callee) = callee {
+                    self.outbound_call(leg.started, callee);
+                }
+            }
+            Role::Other => self.stats.other_legs += 1,
+        }
+    }
+
+    /// Finds the open call a staff or automated leg belongs to.
+    fn correlate(&mut self, leg: &Leg) -> Option<u64> {
+        if let Some(&seq) = self.by_trunk_call_id.get(&leg.call_id) {
+            if let Some(c) = self.open.get_mut(&seq) {
+                c.correlation.same_call_id += 1;
+                return Some(seq);
+            }
+        }
+        for h in &self.site.correlation_headers {
+            let v = leg.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(h)).map(|(_, v)| v.trim());
+            if let Some(&seq) = v.and_then(|v| self.by_trunk_call_id.get(v)) {
+                if let Some(c) = self.open.get_mut(&seq) {
+                    c.correlation.header += 1;
+                    return Some(seq);
+                }
+            }
+        }
+        if !self.site.b2bua {
+            return None;
+        }
+        self.b2bua_match(leg)
+    }
+
+    /// B2BUA heuristic: an open call from the same caller whose trunk leg is
+    /// up when this leg starts; several: earliest unanswered first (counted).
+    fn b2bua_match(&mut self, leg: &Leg) -> Option<u64> {
+        let caller = Self::caller_of(leg)?;
+        let candidates: Vec<u64> = self
+            .open
+            .values()
+            .filter(|c| {
+                c.caller.as_deref() == Some(caller.as_str())
+                    && c.trunk.started <= leg.started
+                    && c.trunk.ended.is_none_or(|e| e >= leg.started)
+            })
+            .map(|c| c.seq)
+            .collect();
+        let pick = match candidates.len() {
+            0 => return None,
+            1 => candidates[0],
+            _ => {
+                self.stats.b2bua_ambiguous += 1;
+                // earliest unanswered first (BTreeMap order is start order)
+                candidates
+                    .iter()
+                    .copied()
+                    .find(|s| !self.open[s].staff_answered())
+                    .unwrap_or(candidates[0])
+            }
+        };
+        if let Some(c) = self.open.get_mut(&pick) {
+            c.correlation.b2bua += 1;
+        }
+        Some(pick)
+    }
+
+    fn leg_finished(&mut self, leg: &Leg) {
+        let Some((seq, role)) = self.leg_call.remove(&leg.id) else { return };
+        let settle = self.site.settle;
+        let Some(call) = self.open.get_mut(&seq) else { return };
+        let is_trunk = role == Role::TrunkIn && call.trunk.id == leg.id;
+        if is_trunk {
+            call.trunk.update(leg);
+            call.settle_until = Some(leg.ended.unwrap_or(leg.started).add(settle));
+        } else if let Some(info) = call
+            .staff
+            .iter_mut()
+            .chain(call.auto.iter_mut().map(|(_, l)| l))
+            .find(|l| l.id == leg.id)
+        {
+            info.update(leg);
+        }
+        if call.settle_until.is_some() && call.all_legs_done() {
+            self.finalize(seq);
+        }
+    }
+
+    /// Finalises calls whose settle time has passed; forgets old outbound
+    /// calls and expired callback requests.
+    pub fn tick(&mut self, now: Timestamp) {
+        let due: Vec<u64> = self
+            .open
+            .values()
+            .filter(|c| c.settle_until.is_some_and(|t| t <= now))
+            .map(|c| c.seq)
+            .collect();
+        for seq in due {
+            self.finalize(seq);
+        }
+        self.requests.retain(|r| r.until >= now);
+        while self.outbound.front().is_some_and(|o| now.since(o.at) > OUTBOUND_MEMORY) {
+            self.outbound.pop_front();
+        }
+    }
+
+    /// End of input: finalises every call still open, with what is known.
+    pub fn finish_all(&mut self) {
+        let seqs: Vec<u64> = self.open.keys().copied().collect();
+        for seq in seqs {
+            self.finalize(seq);
+        }
+    }
+
+    fn finalize(&mut self, seq: u64) {
+        let Some(call) = self.open.remove(&seq) else { return };
+        self.by_trunk_call_id.remove(&call.trunk_call_id);
+        for l in call.staff.iter().chain(call.auto.iter().map(|(_, l)| l)).chain([&call.trunk]) {
+            self.leg_call.remove(&l.id);
+        }
+        let rec = decide(&call);
+        self.stats.calls += 1;
+        *self.stats.by_outcome.entry(rec.outcome.name().to_string()).or_default() += 1;
+        if rec.partial {
+            self.stats.partial_calls += 1;
+        }
+        if let (Outcome::CallbackRequested, Some(caller), Some(requested)) =
+            (rec.outcome, rec.caller.clone(), rec.callback_requested)
+        {
+            let req = CallbackRequest {
+                seq,
+                practice: rec.practice.clone(),
+                caller,
+                requested,
+                until: self.window_end(requested),
+            };
+            self.events.push_back(CallEvent::Finished(Box::new(rec)));
+            self.callback_request(req);
+        } else {
+            self.events.push_back(CallEvent::Finished(Box::new(rec)));
+        }
+    }
+
+    fn window_end(&self, requested: Timestamp) -> Timestamp {
+        match self.site.callback_window {
+            crate::site::CallbackWindow::Within(d) => requested.add(d),
+            crate::site::CallbackWindow::SameDay => {
+                let tz = self.site.timezone;
+                let Some(dt) = requested.to_datetime() else { return requested };
+                let local = dt.with_timezone(&tz).date_naive() + Duration::days(1);
+                let midnight = local.and_time(NaiveTime::MIN);
+                match tz.from_local_datetime(&midnight).earliest() {
+                    Some(m) => Timestamp(m.timestamp_micros() - 1),
+                    None => requested.add(24 * HOUR),
+                }
+            }
+        }
+    }
+
+    fn callback_request(&mut self, req: CallbackRequest) {
+        // an outbound call to the caller may already have begun
+        if let Some(i) = self
+            .outbound
+            .iter()
+            .position(|o| o.callee == req.caller && o.at >= req.requested && o.at <= req.until)
+        {
+            let o = self.outbound.remove(i).expect("index");
+            self.callback_made(&req, o.at);
+            return;
+        }
+        self.requests.push(req);
+    }
+
+    fn outbound_call(&mut self, at: Timestamp, callee: String) {
+        // earliest request first; one callback per request
+        if let Some(i) = self
+            .requests
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.caller == callee && r.requested <= at && at <= r.until)
+            .min_by_key(|(_, r)| (r.requested, r.seq))
+            .map(|(i, _)| i)
+        {
+            let req = self.requests.remove(i);
+            self.callback_made(&req, at);
+            return;
+        }
+        self.outbound.push_back(Outbound { at, callee });
+        if self.outbound.len() > OUTBOUND_MAX {
+            self.outbound.pop_front();
+        }
+    }
+
+    fn callback_made(&mut self, req: &CallbackRequest, at: Timestamp) {
+        self.stats.callbacks_made += 1;
+        self.events.push_back(CallEvent::CallbackMade {
+            seq: req.seq,
+            practice: req.practice.clone(),
+            requested: req.requested,
+            at,
+        });
+    }
+
+    pub fn snapshot(&self) -> CallSnapshot {
+        CallSnapshot {
+            next_seq: self.next_seq,
+            open: self.open.values().cloned().collect(),
+            requests: self.requests.clone(),
+            outbound: self.outbound.iter().cloned().collect(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    pub fn restore(&mut self, snap: CallSnapshot) {
+        self.next_seq = snap.next_seq;
+        self.open.clear();
+        self.by_trunk_call_id.clear();
+        self.leg_call.clear();
+        for c in snap.open {
+            self.by_trunk_call_id.insert(c.trunk_call_id.clone(), c.seq);
+            if c.trunk.ended.is_none() {
+                self.leg_call.insert(c.trunk.id, (c.seq, Role::TrunkIn));
+            }
+            for l in c.staff.iter().filter(|l| l.ended.is_none()) {
+                self.leg_call.insert(l.id, (c.seq, Role::Staff));
+            }
+            for (k, l) in c.auto.iter().filter(|(_, l)| l.ended.is_none()) {
+                self.leg_call.insert(l.id, (c.seq, Role::Automated(*k)));
+            }
+            self.open.insert(c.seq, c);
+        }
+        self.requests = snap.requests;
+        self.outbound = snap.outbound.into();
+        self.stats = snap.stats;
+    }
+
+    /// The next sequence number (the daemon continues it across restarts).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn set_next_seq(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq);
+    }
+}
+
+/// The outcome rules. Pure: a function of the call's legs.
+fn decide(call: &OpenCall) -> CallRecord {
+    let t = &call.trunk;
+    let trunk_end = t.ended.unwrap_or(t.started);
+    let staff = &call.staff;
+    let auto_of = |k: Auto| call.auto.iter().filter(move |(a, _)| *a == k).map(|(_, l)| l);
+
+    // a person answered while the trunk leg was up
+    let mut staff_answer = staff.iter().filter_map(|l| l.answered).filter(|a| *a <= trunk_end).min();
+    if call.direct_staff {
+        staff_answer = staff_answer.into_iter().chain(t.answered).min();
+    }
+    let first_staff = staff.iter().map(|l| l.started).min().or(call.direct_staff.then_some(t.started));
+    let queue_start = auto_of(Auto::Queue).map(|l| l.started).min().or((call.direct_auto == Some(Auto::Queue)).then_some(t.started));
+    let voicemail = auto_of(Auto::Voicemail).map(|l| l.started).filter(|v| *v <= trunk_end).min().or((call.direct_auto == Some(Auto::Voicemail)).then_some(t.started));
+    let callback = auto_of(Auto::Callback)
+        .map(|l| l.started)
+        .chain(
+            call.staff
+                .iter()
+                .chain(call.auto.iter().map(|(_, l)| l))
+                .chain([t])
+                .filter(|l| l.callback_header)
+                .map(|l| l.started),
+        )
+        .min()
+        .or((call.direct_auto == Some(Auto::Callback)).then_some(t.started));
+    let queue_joined = match (first_staff, queue_start) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let first_ring = staff
+        .iter()
+        .filter_map(|l| l.ringing)
+        .min()
+        .or(if call.direct_staff { t.ringing } else { None });
+
+    let answered_by_anything = t.answered.is_some() || call.auto.iter().any(|(_, l)| l.answered.is_some());
+    let outcome = if staff_answer.is_some() {
+        Outcome::Answered
+    } else if callback.is_some() {
+        Outcome::CallbackRequested
+    } else if queue_joined.is_some() || voicemail.is_some() || !answered_by_anything {
+        Outcome::Missed
+    } else {
+        Outcome::EndedInIvr
+    };
+
+    let ended_by = match (t.end, t.ended_by) {
+        (Some(EndReason::Bye), Some(Side::Caller)) | (Some(EndReason::Cancel), _) => EndedBy::Caller,
+        (Some(EndReason::Bye), _) | (Some(EndReason::Rejected), _) => EndedBy::Practice,
+        _ => EndedBy::Inferred,
+    };
+    let secs = |a: Timestamp, b: Timestamp| (b.since(a).max(0) as f64) / 1e6;
+    let (answered, wait_s, duration_s) = match outcome {
+        Outcome::Answered => {
+            let a = staff_answer.expect("answered");
+            let from = queue_joined.unwrap_or(t.started).min(a);
+            (Some(a), Some(secs(from, a)), Some(secs(a, trunk_end.max(a))))
+        }
+        Outcome::Missed => {
+            let stop = match voicemail {
+                Some(v) => v.min(trunk_end),
+                None => trunk_end,
+            };
+            let from = queue_joined.unwrap_or(t.started).min(stop);
+            (None, Some(secs(from, stop)), None)
+        }
+        Outcome::EndedInIvr | Outcome::CallbackRequested => (None, None, None),
+    };
+    let abandoned = ended_by == EndedBy::Caller
+        && matches!(outcome, Outcome::Missed | Outcome::EndedInIvr)
+        && voicemail.is_none();
+    let legs = 1 + staff.len() as u32 + call.auto.len() as u32;
+    let partial = t.partial
+        || t.end == Some(EndReason::Inferred)
+        || staff.iter().chain(call.auto.iter().map(|(_, l)| l)).any(|l| l.partial);
+    CallRecord {
+        seq: call.seq,
+        practice: call.practice.clone(),
+        started: t.started,
+        queue_joined,
+        first_ring,
+        answered,
+        ended: trunk_end,
+        ended_by,
+        outcome,
+        wait_s,
+        duration_s,
+        abandoned,
+        voicemail,
+        callback_requested: callback,
+        callback_made: None,
+        offered_to_staff: first_staff.is_some(),
+        legs,
+        correlation: call.correlation,
+        partial,
+        caller: call.caller.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,309 @@
+//! The outcome rules, driven through the whole engine: the worked examples
+//! of the requirements (cbt-metrics.md), topology by topology.
+
+use super::*;
+use crate::engine::{Engine, EngineConfig};
+use crate::number::Hasher;
+use crate::site::{AddrMatch, CallbackWindow, Endpoint, OrgCodes, Practice, UserMatch};
+use crate::synth::{frames, Call, Msg, Script};
+use crate::time::{MILLISECOND, SECOND};
+use crate::wire::link::LinkType;
+use std::net::SocketAddr;
+
+const KEY: [u8; 32] = [9; 32];
+const CARRIER: &str = "192.0.2.1:5060";
+const PBX: &str = "10.20.0.5:5060";
+const H1: &str = "10.20.1.11:5060";
+const H2: &str = "10.20.1.12:5060";
+const IVR: &str = "10.20.0.6:5060";
+const VM: &str = "10.20.0.9:5060";
+const CB: &str = "10.20.0.7:5060";
+const CALLER: &str = "07700900123";
+const DDI: &str = "01632960123";
+
+fn a(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn hasher() -> Hasher {
+    Hasher::new(KEY, "44")
+}
+
+pub(crate) fn test_site() -> Site {
+    let h = hasher();
+    let mut s = Site::single("B82005", &["01632 960123", "01632 960124"], &h);
+    s.practices.push(Practice {
+        ods: "B82099".into(),
+        name: None,
+        number_hashes: vec![h.hash("+44 1632 960777")],
+        codes: OrgCodes::default(),
+    });
+    s.carrier = vec![AddrMatch::parse("192.0.2.0/24").unwrap()];
+    s.pbx = vec![AddrMatch::parse("10.20.0.5").unwrap()];
+    s.staff = vec![AddrMatch::parse("10.20.1.0/24").unwrap()];
+    s.automated = vec![Endpoint::parse("10.20.0.6", &h)];
+    s.voicemail = vec![Endpoint::parse("10.20.0.9", &h)];
+    s.callback_request = vec![Endpoint::User(UserMatch::new("callback", &h))];
+    s.callback_window = CallbackWindow::SameDay;
+    s
+}
+
+/// A leg: `from` -> `to`, starting `start_ms` after 09:00 UTC on a Monday.
+fn leg(id: &str, from: &str, to: &str, caller: &str, callee: &str, start_ms: i64, script: Script) -> Call {
+    let mut c = Call::numbered(0, a(from), a(to), t0().add(start_ms * MILLISECOND), script);
+    c.call_id = format!("{id}@test");
+    c.from_tag = format!("ft-{id}");
+    c.to_tag = format!("tt-{id}-{}", to.replace(['.', ':'], ""));
+    c.branch = format!("br-{id}-{}", from.replace(['.', ':'], ""));
+    c.caller = caller.into();
+    c.callee = callee.into();
+    c
+}
+
+/// Another hop of the same dialog (a proxy forwarding the INVITE).
+fn hop(of: &Call, from: &str, to: &str, start_ms: i64, script: Script) -> Call {
+    let mut c = of.clone();
+    c.a = a(from);
+    c.b = a(to);
+    c.start = t0().add(start_ms * MILLISECOND);
+    c.script = script;
+    c.to_tag = format!("tt-{}", to.replace(['.', ':'], ""));
+    c.branch = format!("br-{}-{}", from.replace(['.', ':'], ""), to.replace(['.', ':'], ""));
+    c
+}
+
+fn t0() -> Timestamp {
+    Timestamp::from_secs_micros(1_730_710_800, 0) // Mon 4 Nov 2024 09:00 UTC (09:00 GMT)
+}
+
+/// Runs the legs through an engine with the test site; returns the calls
+/// (callback-made events applied).
+fn run(legs: &[Call]) -> Vec<CallRecord> {
+    run_with(test_site(), legs)
+}
+
+fn run_with(site: Site, legs: &[Call]) -> Vec<CallRecord> {
+    let mut msgs: Vec<Msg> = legs.iter().flat_map(|c| c.messages()).collect();
+    msgs.sort_by_key(|m| m.ts);
+    let mut e = Engine::new(EngineConfig {
+        hash_key: KEY,
+        site: Some(site),
+        ..EngineConfig::default()
+    });
+    for (i, m) in msgs.iter().enumerate() {
+        e.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
+    }
+    let last = msgs.last().map(|m| m.ts).unwrap_or(t0());
+    e.tick(last.add(6 * HOUR));
+    e.finish();
+    let mut calls: BTreeMap<u64, CallRecord> = BTreeMap::new();
+    while let Some(ev) = e.poll_call() {
+        match ev {
+            CallEvent::Finished(r) => {
+                calls.insert(r.seq, *r);
+            }
+            CallEvent::CallbackMade { seq, at, .. } => calls.get_mut(&seq).unwrap().callback_made = Some(at),
+        }
+    }
+    calls.into_values().collect()
+}
+
+fn secs(ms: i64) -> Option<f64> {
+    Some(ms as f64 / 1000.0)
+}
+
+fn close(x: Option<f64>, want: Option<f64>) -> bool {
+    match (x, want) {
+        (Some(a), Some(b)) => (a - b).abs() < 1e-6,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+macro_rules! assert_call {
+    ($c:expr, $outcome:expr, wait $w:expr, duration $d:expr, abandoned $ab:expr) => {{
+        let c = &$c;
+        assert_eq!(c.outcome, $outcome, "{c:#?}");
+        let (w, d): (Option<f64>, Option<f64>) = ($w, $d);
+        assert!(close(c.wait_s, w), "wait {:?} want {:?}: {c:#?}", c.wait_s, w);
+        assert!(close(c.duration_s, d), "duration {:?} want {:?}: {c:#?}", c.duration_s, d);
+        assert_eq!(c.abandoned, $ab, "{c:#?}");
+    }};
+}
+
+fn answered(ring: u32, answer: u32, talk: u32, caller_hangs_up: bool) -> Script {
+    Script::Answered {
+        ring,
+        answer,
+        talk,
+        caller_hangs_up,
+    }
+}
+
+#[test]
+fn example_1_forked_ring_group_answered() {
+    let trunk = leg("x1", CARRIER, PBX, CALLER, DDI, 0, answered(100, 4000, 60_000, true));
+    let calls = run(&[
+        trunk.clone(),
+        hop(&trunk, PBX, H1, 0, answered(100, 4000, 60_000, true)),
+        hop(&trunk, PBX, H2, 0, Script::Cancelled { ring: 100, cancel: 4002 }),
+    ]);
+    assert_eq!(calls.len(), 1);
+    assert_call!(calls[0], Outcome::Answered, wait secs(4000), duration secs(60_000), abandoned false);
+    assert_eq!(calls[0].practice, "B82005");
+    assert_eq!(calls[0].correlation.same_call_id, 2);
+    assert_eq!(calls[0].ended_by, EndedBy::Caller);
+    assert_eq!(calls[0].first_ring, Some(t0().add(100 * MILLISECOND)));
+}
+
+#[test]
+fn example_2_caller_cancels_while_both_ring() {
+    let trunk = leg("x2", CARRIER, PBX, CALLER, DDI, 0, Script::Cancelled { ring: 100, cancel: 9000 });
+    let calls = run(&[
+        trunk.clone(),
+        hop(&trunk, PBX, H1, 0, Script::Cancelled { ring: 100, cancel: 9001 }),
+        hop(&trunk, PBX, H2, 0, Script::Cancelled { ring: 100, cancel: 9001 }),
+    ]);
+    assert_call!(calls[0], Outcome::Missed, wait secs(9000), duration None, abandoned true);
+    assert!(calls[0].offered_to_staff);
+}
+
+#[test]
+fn example_3_busy() {
+    let calls = run(&[leg("x3", CARRIER, PBX, CALLER, DDI, 0, Script::Rejected { ring: None, at: 200, code: 486 })]);
+    assert_call!(calls[0], Outcome::Missed, wait secs(200), duration None, abandoned false);
+    assert_eq!(calls[0].ended_by, EndedBy::Practice);
+}
+
+#[test]
+fn example_4_ivr_message_then_caller_hangs_up() {
+    let calls = run(&[leg("x4", CARRIER, PBX, CALLER, DDI, 0, answered(50, 100, 11_900, true))]);
+    assert_call!(calls[0], Outcome::EndedInIvr, wait None, duration None, abandoned true);
+}
+
+#[test]
+fn example_5_b2bua_handset_answers() {
+    let calls = run(&[
+        leg("x5", CARRIER, PBX, CALLER, DDI, 0, answered(50, 100, 94_900, true)),
+        leg("x5h", PBX, H1, CALLER, "201", 20_000, answered(100, 15_000, 60_000, true)),
+    ]);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_call!(calls[0], Outcome::Answered, wait secs(15_000), duration secs(60_000), abandoned false);
+    assert_eq!(calls[0].correlation.b2bua, 1);
+    assert_eq!(calls[0].queue_joined, Some(t0().add(20 * SECOND)));
+}
+
+#[test]
+fn example_6_b2bua_handset_never_answers() {
+    let calls = run(&[
+        leg("x6", CARRIER, PBX, CALLER, DDI, 0, answered(50, 100, 49_900, true)),
+        leg("x6h", PBX, H1, CALLER, "201", 20_000, Script::Cancelled { ring: 100, cancel: 30_001 }),
+    ]);
+    assert_call!(calls[0], Outcome::Missed, wait secs(30_000), duration None, abandoned true);
+}
+
+#[test]
+fn example_7_voicemail_is_missed_not_abandoned() {
+    let calls = run(&[
+        leg("x7", CARRIER, PBX, CALLER, DDI, 0, answered(50, 100, 69_900, true)),
+        leg("x7h", PBX, H1, CALLER, "201", 20_000, Script::Cancelled { ring: 100, cancel: 20_000 }),
+        leg("x7v", PBX, VM, CALLER, "vm", 40_000, answered(10, 50, 29_000, false)),
+    ]);
+    assert_call!(calls[0], Outcome::Missed, wait secs(20_000), duration None, abandoned false);
+    assert_eq!(calls[0].voicemail, Some(t0().add(40 * SECOND)));
+}
+
+#[test]
+fn example_8_callback_requested_then_made() {
+    let calls = run(&[
+        leg("x8", CARRIER, PBX, CALLER, DDI, 0, answered(50, 100, 24_900, false)),
+        leg("x8c", PBX, CB, CALLER, "callback", 20_000, answered(10, 100, 4_800, false)),
+        // the callback: out through the carrier to the caller, written another way
+        leg("x8o", PBX, CARRIER, DDI, "+447700900123", 400_000, answered(500, 5_000, 60_000, true)),
+    ]);
+    assert_eq!(calls.len(), 1, "outbound calls are not inbound calls: {calls:#?}");
+    assert_call!(calls[0], Outcome::CallbackRequested, wait None, duration None, abandoned false);
+    assert_eq!(calls[0].callback_requested, Some(t0().add(20 * SECOND)));
+    assert_eq!(calls[0].callback_made, Some(t0().add(400 * SECOND)));
+}
+
+#[test]
+fn example_9_internal_and_outbound_calls_do_not_count() {
+    let calls = run(&[
+        leg("x9i", H1, H2, "201", "202", 0, answered(100, 2000, 10_000, true)),
+        leg("x9o", H1, PBX, "201", "901632960555", 0, answered(100, 2000, 10_000, true)),
+        leg("x9t", PBX, CARRIER, DDI, "01632960555", 10, answered(100, 2000, 10_000, true)),
+    ]);
+    assert!(calls.is_empty(), "{calls:#?}");
+}
+
+#[test]
+fn one_callback_per_request_and_only_within_the_window() {
+    let calls = run(&[
+        leg("r1", CARRIER, PBX, CALLER, DDI, 0, answered(50, 100, 24_900, false)),
+        leg("r1c", PBX, CB, CALLER, "callback", 20_000, answered(10, 100, 4_800, false)),
+        leg("o1", PBX, CARRIER, DDI, CALLER, 100_000, answered(100, 2000, 1000, true)),
+        leg("o2", PBX, CARRIER, DDI, CALLER, 200_000, answered(100, 2000, 1000, true)),
+    ]);
+    assert_eq!(calls[0].callback_made, Some(t0().add(100 * SECOND)));
+    // requested at 09:00:20 UTC = 09:00:20 local; the same day ends at midnight
+    let late = run(&[
+        leg("r2", CARRIER, PBX, CALLER, DDI, 0, answered(50, 100, 24_900, false)),
+        leg("r2c", PBX, CB, CALLER, "callback", 20_000, answered(10, 100, 4_800, false)),
+        leg("o3", PBX, CARRIER, DDI, CALLER, 15 * 3600 * 1000, answered(100, 2000, 1000, true)),
+    ]);
+    assert_eq!(late[0].callback_made, None, "15:00 later is the next day");
+}
+
+#[test]
+fn practices_by_number_and_unassigned() {
+    let calls = run(&[
+        leg("p1", CARRIER, PBX, CALLER, "+441632960124", 0, Script::Rejected { ring: None, at: 100, code: 486 }),
+        leg("p2", CARRIER, PBX, "07700900999", "441632960777", 10, Script::Rejected { ring: None, at: 100, code: 486 }),
+        leg("p3", CARRIER, PBX, "07700900888", "01632960555", 20, Script::Rejected { ring: None, at: 100, code: 486 }),
+    ]);
+    let p: Vec<&str> = calls.iter().map(|c| c.practice.as_str()).collect();
+    assert_eq!(p, ["B82005", "B82099", crate::site::UNASSIGNED]);
+}
+
+#[test]
+fn automated_only_is_ended_in_ivr_and_direct_staff_is_answered() {
+    let calls = run(&[
+        // the carrier reaches an IVR server that answers; the caller hangs up
+        leg("d1", CARRIER, IVR, CALLER, DDI, 0, answered(10, 200, 15_000, true)),
+        // a direct call to a handset: waits from the INVITE
+        leg("d2", CARRIER, H1, "07700900456", DDI, 10, answered(300, 7000, 20_000, false)),
+    ]);
+    assert_call!(calls[0], Outcome::EndedInIvr, wait None, duration None, abandoned true);
+    assert_call!(calls[1], Outcome::Answered, wait secs(7000), duration secs(20_000), abandoned false);
+    assert_eq!(calls[1].ended_by, EndedBy::Practice);
+}
+
+#[test]
+fn b2bua_ambiguity_goes_to_the_earliest_unanswered_call() {
+    // two concurrent calls from the same withheld caller: the first handset
+    // leg goes to the first call; once that is answered, the next to the second
+    let calls = run(&[
+        leg("w1", CARRIER, PBX, "anonymous", DDI, 0, answered(50, 100, 60_000, true)),
+        leg("w2", CARRIER, PBX, "anonymous", DDI, 1_000, answered(50, 100, 60_000, true)),
+        leg("w1h", PBX, H1, "anonymous", "201", 5_000, answered(100, 500, 30_000, true)),
+        leg("w2h", PBX, H2, "anonymous", "202", 6_000, answered(100, 3_000, 30_000, true)),
+    ]);
+    assert_call!(calls[0], Outcome::Answered, wait secs(500), duration secs(54_600), abandoned false);
+    assert_call!(calls[1], Outcome::Answered, wait secs(3_000), duration secs(52_100), abandoned false);
+}
+
+#[test]
+fn lost_bye_is_inferred_and_counted() {
+    let calls = run(&[leg("n1", CARRIER, PBX, CALLER, DDI, 0, Script::AnsweredNoBye { answer: 100 })]);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].ended_by, EndedBy::Inferred);
+    assert!(calls[0].partial);
+}
+
+#[test]
+fn records_never_serialise_a_raw_number() {
+    let calls = run(&[leg("s1", CARRIER, PBX, CALLER, DDI, 0, answered(100, 200, 1000, true))]);
+    let json = serde_json::to_string(&calls).unwrap();
+    assert!(!json.contains("7700900123") && !json.contains("1632960123"), "{json}");
+}
