@@ -16,6 +16,7 @@
 pub mod call;
 pub mod engine;
 pub mod leg;
+pub mod metrics;
 pub mod number;
 pub mod site;
 pub mod sip;

@@ -1,0 +1,595 @@
+//! The NHS "Cloud Based Telephony" indicators (CBT001-CBT007) and the nine
+//! Data Provision Notice metrics, from finished calls.
+//!
+//! Every call is counted on the local date (Europe/London by default) and in
+//! the time band of its start. Waits and durations go into whole-second
+//! buckets (truncated: 59.999 s is 59 s). Core hours are Monday to Friday,
+//! 08:00-18:30 local, not on bank holidays. The CSV column names of the
+//! published files live in [`export`], and nowhere else.
+
+use crate::call::{CallRecord, Outcome};
+use crate::site::{OrgCodes, Site, UNASSIGNED};
+use crate::time::Timestamp;
+use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike, Weekday};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// `Time_Category` labels, in order.
+pub const TIME_CATEGORIES: [&str; 9] = [
+    "00:00-05:59",
+    "06:00-07:59",
+    "08:00-09:59",
+    "10:00-11:59",
+    "12:00-13:59",
+    "14:00-15:59",
+    "16:00-17:59",
+    "18:00-18:29",
+    "18:30-23:59",
+];
+
+/// The band of a local time of day.
+pub fn time_category(t: NaiveDateTime) -> usize {
+    let m = t.hour() * 60 + t.minute();
+    match m {
+        0..=359 => 0,
+        360..=479 => 1,
+        480..=599 => 2,
+        600..=719 => 3,
+        720..=839 => 4,
+        840..=959 => 5,
+        960..=1079 => 6,
+        1080..=1109 => 7,
+        _ => 8,
+    }
+}
+
+/// `Core_Category` labels, in order.
+pub const CORE_CATEGORIES: [&str; 3] = ["Core_8_10", "Core_10_1830", "Non-Core"];
+
+/// Core hours: Monday to Friday, not a bank holiday, 08:00-10:00 and
+/// 10:00-18:30 local.
+pub fn core_category(t: NaiveDateTime, holidays: &BTreeSet<NaiveDate>) -> usize {
+    let weekday = !matches!(t.weekday(), Weekday::Sat | Weekday::Sun);
+    if !weekday || holidays.contains(&t.date()) {
+        return 2;
+    }
+    let m = t.hour() * 60 + t.minute();
+    match m {
+        480..=599 => 0,
+        600..=1109 => 1,
+        _ => 2,
+    }
+}
+
+/// Wait or duration buckets from their upper edges in seconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Buckets {
+    edges: Vec<u32>,
+    labels: Vec<String>,
+}
+
+impl Buckets {
+    /// `[0, 30, 60]` gives `0`, `1_30`, `31_60`, `>60`. Edges must increase.
+    pub fn new(edges: &[u32]) -> Result<Buckets, String> {
+        if edges.is_empty() {
+            return Err("at least one edge is needed".into());
+        }
+        if edges.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(format!("edges must increase: {edges:?}"));
+        }
+        let mut labels = Vec::with_capacity(edges.len() + 1);
+        for (i, e) in edges.iter().enumerate() {
+            let lo = if i == 0 { 0 } else { edges[i - 1] + 1 };
+            labels.push(if lo == *e { e.to_string() } else { format!("{lo}_{e}") });
+        }
+        labels.push(format!(">{}", edges[edges.len() - 1]));
+        Ok(Buckets {
+            edges: edges.to_vec(),
+            labels,
+        })
+    }
+
+    /// The bucket of a span in seconds (whole seconds, truncated).
+    pub fn index(&self, secs: f64) -> usize {
+        let whole = if secs.is_finite() && secs > 0.0 { secs.floor() as u64 } else { 0 };
+        self.edges
+            .iter()
+            .position(|e| whole <= *e as u64)
+            .unwrap_or(self.edges.len())
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// Indicator codes by index (0 = CBT001).
+pub const INDICATORS: [&str; 7] = ["CBT001", "CBT002", "CBT003", "CBT004", "CBT005", "CBT006", "CBT007"];
+
+/// One practice's figures for one local date.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Day {
+    /// CBT001-CBT006 counts by time band (CBT007 is CBT003 by duration).
+    pub bands: [[u64; 9]; 6],
+    /// CBT003 by wait bucket and core category.
+    pub answered_by_wait: Vec<[u64; 3]>,
+    /// CBT007 by duration bucket.
+    pub answered_by_duration: Vec<u64>,
+    pub answered_waits: Vec<f64>,
+    pub abandoned_waits: Vec<f64>,
+    pub durations: Vec<f64>,
+    pub abandoned_missed: u64,
+    pub abandoned_in_ivr: u64,
+    pub partial: u64,
+}
+
+impl Day {
+    fn new(wait: &Buckets, duration: &Buckets) -> Day {
+        Day {
+            answered_by_wait: vec![[0; 3]; wait.len()],
+            answered_by_duration: vec![0; duration.len()],
+            ..Day::default()
+        }
+    }
+
+    pub fn total(&self, indicator: usize) -> u64 {
+        match indicator {
+            0..=5 => self.bands[indicator].iter().sum(),
+            _ => self.answered_by_duration.iter().sum(),
+        }
+    }
+}
+
+/// Accumulates calls into per-practice, per-date figures.
+#[derive(Clone, Debug)]
+pub struct Aggregator {
+    tz: chrono_tz::Tz,
+    holidays: BTreeSet<NaiveDate>,
+    wait: Buckets,
+    duration: Buckets,
+    practices: Vec<(String, OrgCodes)>,
+    days: BTreeMap<(String, NaiveDate), Day>,
+}
+
+fn local(tz: chrono_tz::Tz, t: Timestamp) -> NaiveDateTime {
+    t.to_datetime()
+        .map(|d| d.with_timezone(&tz).naive_local())
+        .unwrap_or_default()
+}
+
+impl Aggregator {
+    pub fn new(site: &Site) -> Aggregator {
+        Aggregator {
+            tz: site.timezone,
+            holidays: site.bank_holidays.clone(),
+            wait: Buckets::new(&site.wait_edges).unwrap_or_else(|_| Buckets::new(&crate::site::DEFAULT_EDGES).expect("default edges")),
+            duration: Buckets::new(&site.duration_edges)
+                .unwrap_or_else(|_| Buckets::new(&crate::site::DEFAULT_EDGES).expect("default edges")),
+            practices: site.practices.iter().map(|p| (p.ods.clone(), p.codes.clone())).collect(),
+            days: BTreeMap::new(),
+        }
+    }
+
+    pub fn wait_buckets(&self) -> &Buckets {
+        &self.wait
+    }
+
+    pub fn duration_buckets(&self) -> &Buckets {
+        &self.duration
+    }
+
+    fn day(&mut self, practice: &str, date: NaiveDate) -> &mut Day {
+        let (w, d) = (&self.wait, &self.duration);
+        self.days
+            .entry((practice.to_string(), date))
+            .or_insert_with(|| Day::new(w, d))
+    }
+
+    /// Counts one finished inbound call.
+    pub fn add_call(&mut self, c: &CallRecord) {
+        let at = local(self.tz, c.started);
+        let band = time_category(at);
+        let core = core_category(at, &self.holidays);
+        let wait_b = c.wait_s.map(|w| self.wait.index(w));
+        let dur_b = c.duration_s.map(|d| self.duration.index(d));
+        let day = self.day(&c.practice, at.date());
+        day.bands[0][band] += 1;
+        if c.partial {
+            day.partial += 1;
+        }
+        match c.outcome {
+            Outcome::EndedInIvr => {
+                day.bands[1][band] += 1;
+                if c.abandoned {
+                    day.abandoned_in_ivr += 1;
+                }
+            }
+            Outcome::Answered => {
+                day.bands[2][band] += 1;
+                if let Some(b) = wait_b {
+                    day.answered_by_wait[b][core] += 1;
+                }
+                if let Some(b) = dur_b {
+                    day.answered_by_duration[b] += 1;
+                }
+                day.answered_waits.extend(c.wait_s);
+                day.durations.extend(c.duration_s);
+            }
+            Outcome::Missed => {
+                day.bands[3][band] += 1;
+                if c.abandoned {
+                    day.abandoned_missed += 1;
+                    day.abandoned_waits.extend(c.wait_s);
+                }
+            }
+            Outcome::CallbackRequested => day.bands[4][band] += 1,
+        }
+    }
+
+    /// Counts a callback made (CBT006), on the date and in the band it was made.
+    pub fn add_callback(&mut self, practice: &str, at: Timestamp) {
+        let t = local(self.tz, at);
+        let band = time_category(t);
+        self.day(practice, t.date()).bands[5][band] += 1;
+    }
+
+    pub fn days(&self) -> &BTreeMap<(String, NaiveDate), Day> {
+        &self.days
+    }
+
+    /// The local date of a timestamp in the site's timezone.
+    pub fn local_date(&self, t: Timestamp) -> NaiveDate {
+        local(self.tz, t).date()
+    }
+
+    /// Practices to report: every configured one, plus `Unassigned` if it
+    /// has calls, in configuration order.
+    pub fn practice_list(&self) -> Vec<(String, OrgCodes)> {
+        let mut out = self.practices.clone();
+        if self.days.keys().any(|(p, _)| p == UNASSIGNED) && !out.iter().any(|(p, _)| p == UNASSIGNED) {
+            out.push((UNASSIGNED.to_string(), OrgCodes::default()));
+        }
+        for (p, _) in self.days.keys() {
+            if !out.iter().any(|(q, _)| q == p) {
+                out.push((p.clone(), OrgCodes::default()));
+            }
+        }
+        out
+    }
+
+    /// The dates with any figures, as a span.
+    pub fn span(&self) -> Option<(NaiveDate, NaiveDate)> {
+        let min = self.days.keys().map(|(_, d)| *d).min()?;
+        let max = self.days.keys().map(|(_, d)| *d).max()?;
+        Some((min, max))
+    }
+
+    /// Builds the report for `from..=to` (default: the span of the data).
+    pub fn report(&self, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Report {
+        let span = self.span();
+        let from = from.or(span.map(|s| s.0));
+        let to = to.or(span.map(|s| s.1));
+        let mut practices = Vec::new();
+        for (ods, codes) in self.practice_list() {
+            let mut total = Day::new(&self.wait, &self.duration);
+            let mut months: BTreeMap<String, Day> = BTreeMap::new();
+            for ((p, date), day) in &self.days {
+                if *p != ods || from.is_some_and(|f| *date < f) || to.is_some_and(|t| *date > t) {
+                    continue;
+                }
+                merge(&mut total, day);
+                let m = months
+                    .entry(format!("{:04}-{:02}", date.year(), date.month()))
+                    .or_insert_with(|| Day::new(&self.wait, &self.duration));
+                merge(m, day);
+            }
+            practices.push(PracticeReport {
+                practice: ods.clone(),
+                region_code: codes.region.clone(),
+                icb_code: codes.icb.clone(),
+                sub_icb_location_code: codes.sub_icb.clone(),
+                pcn_code: codes.pcn.clone(),
+                totals: INDICATORS.iter().enumerate().map(|(i, n)| (n.to_string(), total.total(i))).collect(),
+                by_time_category: (0..6)
+                    .map(|i| {
+                        (
+                            INDICATORS[i].to_string(),
+                            TIME_CATEGORIES
+                                .iter()
+                                .enumerate()
+                                .map(|(b, l)| (l.to_string(), total.bands[i][b]))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+                cbt003_by_wait: self
+                    .wait
+                    .labels()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        (
+                            l.clone(),
+                            CORE_CATEGORIES
+                                .iter()
+                                .enumerate()
+                                .map(|(c, n)| (n.to_string(), total.answered_by_wait[i][c]))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+                cbt007_by_duration: self
+                    .duration
+                    .labels()
+                    .iter()
+                    .zip(&total.answered_by_duration)
+                    .map(|(l, n)| (l.clone(), *n))
+                    .collect(),
+                months: months
+                    .iter()
+                    .map(|(m, d)| MonthReport {
+                        month: m.clone(),
+                        dpn: Dpn::of(d),
+                    })
+                    .collect(),
+                dpn: Dpn::of(&total),
+                partial_calls: total.partial,
+            });
+        }
+        Report {
+            timezone: self.tz.name().to_string(),
+            from,
+            to,
+            wait_buckets: self.wait.labels().to_vec(),
+            duration_buckets: self.duration.labels().to_vec(),
+            practices,
+        }
+    }
+}
+
+fn merge(into: &mut Day, d: &Day) {
+    for i in 0..6 {
+        for b in 0..9 {
+            into.bands[i][b] += d.bands[i][b];
+        }
+    }
+    for (a, b) in into.answered_by_wait.iter_mut().zip(&d.answered_by_wait) {
+        for c in 0..3 {
+            a[c] += b[c];
+        }
+    }
+    for (a, b) in into.answered_by_duration.iter_mut().zip(&d.answered_by_duration) {
+        *a += b;
+    }
+    into.answered_waits.extend(&d.answered_waits);
+    into.abandoned_waits.extend(&d.abandoned_waits);
+    into.durations.extend(&d.durations);
+    into.abandoned_missed += d.abandoned_missed;
+    into.abandoned_in_ivr += d.abandoned_in_ivr;
+    into.partial += d.partial;
+}
+
+/// The nine Data Provision Notice metrics.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Dpn {
+    /// 1. Call volume (CBT001).
+    pub call_volume: u64,
+    /// 2. Calls abandoned: the caller hung up before a person answered,
+    /// before voicemail, without a callback request.
+    pub calls_abandoned: u64,
+    /// ... of which while waiting for a person (part of CBT004).
+    pub calls_abandoned_waiting: u64,
+    /// ... of which during the automated stage (part of CBT002).
+    pub calls_abandoned_in_ivr: u64,
+    /// 3. Time to answer (CBT003 waits), seconds.
+    pub mean_wait_to_answer_s: Option<f64>,
+    pub median_wait_to_answer_s: Option<f64>,
+    /// 4. Missed calls (CBT004).
+    pub missed_calls: u64,
+    /// 5. Wait before abandonment (abandoned while waiting), seconds.
+    pub mean_wait_before_abandonment_s: Option<f64>,
+    pub median_wait_before_abandonment_s: Option<f64>,
+    /// 6. Callbacks requested (CBT005).
+    pub callbacks_requested: u64,
+    /// 7. Callbacks made (CBT006).
+    pub callbacks_made: u64,
+    /// 8. Call length (CBT007 durations), seconds.
+    pub mean_call_length_s: Option<f64>,
+    pub median_call_length_s: Option<f64>,
+    /// 9. Inbound calls answered (CBT003 = CBT007).
+    pub answered_calls: u64,
+}
+
+impl Dpn {
+    fn of(d: &Day) -> Dpn {
+        Dpn {
+            call_volume: d.total(0),
+            calls_abandoned: d.abandoned_missed + d.abandoned_in_ivr,
+            calls_abandoned_waiting: d.abandoned_missed,
+            calls_abandoned_in_ivr: d.abandoned_in_ivr,
+            mean_wait_to_answer_s: mean(&d.answered_waits),
+            median_wait_to_answer_s: median(&d.answered_waits),
+            missed_calls: d.total(3),
+            mean_wait_before_abandonment_s: mean(&d.abandoned_waits),
+            median_wait_before_abandonment_s: median(&d.abandoned_waits),
+            callbacks_requested: d.total(4),
+            callbacks_made: d.total(5),
+            mean_call_length_s: mean(&d.durations),
+            median_call_length_s: median(&d.durations),
+            answered_calls: d.total(2),
+        }
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+pub fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| round3(v.iter().sum::<f64>() / v.len() as f64))
+}
+
+pub fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    Some(round3(if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }))
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    pub timezone: String,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    pub wait_buckets: Vec<String>,
+    pub duration_buckets: Vec<String>,
+    pub practices: Vec<PracticeReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PracticeReport {
+    pub practice: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icb_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_icb_location_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcn_code: Option<String>,
+    pub totals: BTreeMap<String, u64>,
+    pub by_time_category: BTreeMap<String, BTreeMap<String, u64>>,
+    pub cbt003_by_wait: Vec<(String, BTreeMap<String, u64>)>,
+    pub cbt007_by_duration: Vec<(String, u64)>,
+    pub dpn: Dpn,
+    pub months: Vec<MonthReport>,
+    /// Calls of which part was not seen (a leg partial, an inferred end).
+    pub partial_calls: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MonthReport {
+    pub month: String,
+    pub dpn: Dpn,
+}
+
+/// The three published file shapes. Column names live here and only here.
+pub mod export {
+    use super::*;
+
+    pub const DATE: &str = "Date";
+    pub const ORG_CODES: [&str; 4] = ["REGION_CODE", "ICB_CODE", "SUB_ICB_LOCATION_CODE", "PCN_CODE"];
+    pub const PRACTICE: &str = "PRACTICE_CODE";
+    pub const INDICATOR: &str = "Indicator";
+    pub const TIME_CATEGORY: &str = "Time_Category";
+    pub const DURATION: &str = "Duration";
+    pub const WAIT_TIME: &str = "Wait_Time";
+    pub const CORE_CATEGORY: &str = "Core_Category";
+    pub const VALUE: &str = "Value";
+    pub const TOTAL: &str = "TOTAL";
+
+    pub const BY_DAY_AND_TIME_FILE: &str = "by_day_and_time.csv";
+    pub const BY_DURATIONS_FILE: &str = "by_durations.csv";
+    pub const CALLS_ANSWERED_FILE: &str = "calls_answered_metric.csv";
+
+    /// RFC 4180 field quoting.
+    pub fn field(s: &str) -> String {
+        if s.contains([',', '"', '\r', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    }
+
+    fn line(fields: &[String]) -> String {
+        let mut l = fields.iter().map(|f| field(f)).collect::<Vec<_>>().join(",");
+        l.push_str("\r\n");
+        l
+    }
+
+    /// The three files, as (file name, CSV text). Every configured practice
+    /// gets a row for every date from `from` to `to`, zeros included.
+    pub fn files(agg: &Aggregator, from: NaiveDate, to: NaiveDate) -> Vec<(&'static str, String)> {
+        let practices = agg.practice_list();
+        let with_codes = practices.iter().any(|(_, c)| *c != OrgCodes::default());
+        let head = |rest: &[&str]| {
+            let mut h = vec![DATE.to_string()];
+            if with_codes {
+                h.extend(ORG_CODES.iter().map(|s| s.to_string()));
+            }
+            h.push(PRACTICE.to_string());
+            h.extend(rest.iter().map(|s| s.to_string()));
+            line(&h)
+        };
+        let lead = |date: NaiveDate, ods: &str, codes: &OrgCodes| {
+            let mut f = vec![date.format("%Y-%m-%d").to_string()];
+            if with_codes {
+                for c in [&codes.region, &codes.icb, &codes.sub_icb, &codes.pcn] {
+                    f.push(c.clone().unwrap_or_default());
+                }
+            }
+            f.push(ods.to_string());
+            f
+        };
+        let mut by_time = head(&[INDICATOR, TIME_CATEGORY, VALUE]);
+        let mut by_duration = head(&[INDICATOR, DURATION, VALUE]);
+        let mut answered = head(&[INDICATOR, WAIT_TIME, CORE_CATEGORY, VALUE]);
+        let empty = Day::new(agg.wait_buckets(), agg.duration_buckets());
+        let mut date = from;
+        while date <= to {
+            for (ods, codes) in &practices {
+                let day = agg.days().get(&(ods.clone(), date)).unwrap_or(&empty);
+                for (i, ind) in INDICATORS.iter().enumerate().take(6) {
+                    for (b, cat) in TIME_CATEGORIES.iter().enumerate() {
+                        let mut f = lead(date, ods, codes);
+                        f.extend([ind.to_string(), cat.to_string(), day.bands[i][b].to_string()]);
+                        by_time.push_str(&line(&f));
+                    }
+                }
+                let labels = agg.duration_buckets().labels();
+                for (label, n) in labels.iter().zip(&day.answered_by_duration) {
+                    let mut f = lead(date, ods, codes);
+                    f.extend(["CBT007".to_string(), label.clone(), n.to_string()]);
+                    by_duration.push_str(&line(&f));
+                }
+                let mut f = lead(date, ods, codes);
+                f.extend(["CBT007".to_string(), TOTAL.to_string(), day.total(6).to_string()]);
+                by_duration.push_str(&line(&f));
+                for (c, core) in CORE_CATEGORIES.iter().enumerate() {
+                    for (label, counts) in agg.wait_buckets().labels().iter().zip(&day.answered_by_wait) {
+                        let mut f = lead(date, ods, codes);
+                        f.extend(["CBT003".to_string(), label.clone(), core.to_string(), counts[c].to_string()]);
+                        answered.push_str(&line(&f));
+                    }
+                    let total: u64 = day.answered_by_wait.iter().map(|x| x[c]).sum();
+                    let mut f = lead(date, ods, codes);
+                    f.extend(["CBT003".to_string(), TOTAL.to_string(), core.to_string(), total.to_string()]);
+                    answered.push_str(&line(&f));
+                }
+            }
+            date = match date.succ_opt() {
+                Some(d) => d,
+                None => break,
+            };
+        }
+        vec![
+            (BY_DAY_AND_TIME_FILE, by_time),
+            (BY_DURATIONS_FILE, by_duration),
+            (CALLS_ANSWERED_FILE, answered),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests;
