@@ -1,7 +1,9 @@
 //! cbt-agent as a library: the pieces the binary is made of, also used by
 //! the end-to-end tests and benchmarks.
 
+pub mod book;
 pub mod capture;
+pub mod config;
 pub mod output;
 pub mod replay;
 pub mod secret;

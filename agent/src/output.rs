@@ -160,3 +160,151 @@ pub fn write_summary(w: &mut impl Write, tally: &LegTally, stats: &EngineStats, 
     }
     Ok(())
 }
+
+/// One inbound call as printed: no caller number, name or hash of one.
+#[derive(Serialize)]
+pub struct CallOut<'a> {
+    pub practice: &'a str,
+    pub started: String,
+    pub queue_joined: Option<String>,
+    pub first_ring: Option<String>,
+    pub answered: Option<String>,
+    pub ended: String,
+    pub ended_by: &'static str,
+    pub outcome: &'static str,
+    pub wait_s: Option<f64>,
+    pub duration_s: Option<f64>,
+    pub abandoned: bool,
+    pub voicemail: Option<String>,
+    pub callback_requested: Option<String>,
+    pub callback_made: Option<String>,
+    pub offered_to_staff: bool,
+    pub legs: u32,
+    pub partial: bool,
+}
+
+fn secs3(x: Option<f64>) -> Option<f64> {
+    x.map(|v| (v * 1000.0).round() / 1000.0)
+}
+
+pub fn call_json(r: &cbt_proto::call::CallRecord) -> String {
+    let t = |x: Option<cbt_proto::Timestamp>| x.map(|t| t.to_rfc3339());
+    serde_json::to_string(&CallOut {
+        practice: &r.practice,
+        started: r.started.to_rfc3339(),
+        queue_joined: t(r.queue_joined),
+        first_ring: t(r.first_ring),
+        answered: t(r.answered),
+        ended: r.ended.to_rfc3339(),
+        ended_by: r.ended_by.name(),
+        outcome: r.outcome.name(),
+        wait_s: secs3(r.wait_s),
+        duration_s: secs3(r.duration_s),
+        abandoned: r.abandoned,
+        voicemail: t(r.voicemail),
+        callback_requested: t(r.callback_requested),
+        callback_made: t(r.callback_made),
+        offered_to_staff: r.offered_to_staff,
+        legs: r.legs,
+        partial: r.partial,
+    })
+    .expect("call serialises")
+}
+
+/// The readable report of `--output report`.
+pub fn write_report(w: &mut impl Write, r: &cbt_proto::metrics::Report) -> std::io::Result<()> {
+    use cbt_proto::metrics::{CORE_CATEGORIES, INDICATORS, TIME_CATEGORIES};
+    let span = match (r.from, r.to) {
+        (Some(a), Some(b)) => format!("{a} to {b}"),
+        _ => "no calls".into(),
+    };
+    let names = [
+        "Inbound calls",
+        "Ended in IVR",
+        "Answered",
+        "Missed",
+        "Callback requested",
+        "Callback made",
+        "Answered (by duration)",
+    ];
+    let s = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1} s"));
+    for p in &r.practices {
+        writeln!(w, "Practice {}  ({span}, times in {})", p.practice, r.timezone)?;
+        writeln!(w, "  Indicators")?;
+        for (i, code) in INDICATORS.iter().enumerate() {
+            writeln!(w, "    {code} {:<24} {:>8}", names[i], p.totals[*code])?;
+        }
+        write!(w, "  By time band    ")?;
+        for code in &INDICATORS[..6] {
+            write!(w, " {code:>7}")?;
+        }
+        writeln!(w)?;
+        for band in TIME_CATEGORIES {
+            write!(w, "    {band:<13}")?;
+            for code in &INDICATORS[..6] {
+                write!(w, " {:>7}", p.by_time_category[*code][band])?;
+            }
+            writeln!(w)?;
+        }
+        write!(w, "  Answered by wait (CBT003)")?;
+        for c in CORE_CATEGORIES {
+            write!(w, " {c:>13}")?;
+        }
+        writeln!(w)?;
+        for (label, by_core) in &p.cbt003_by_wait {
+            write!(w, "    {label:<22}")?;
+            for c in CORE_CATEGORIES {
+                write!(w, " {:>13}", by_core[c])?;
+            }
+            writeln!(w)?;
+        }
+        writeln!(w, "  Answered by duration (CBT007)")?;
+        for (label, n) in &p.cbt007_by_duration {
+            writeln!(w, "    {label:<22} {n:>8}")?;
+        }
+        for m in &p.months {
+            let d = &m.dpn;
+            writeln!(w, "  Data Provision Notice metrics, {}", m.month)?;
+            writeln!(w, "    1 Call volume               {:>8}", d.call_volume)?;
+            writeln!(
+                w,
+                "    2 Calls abandoned           {:>8}   ({} while waiting, {} in the IVR)",
+                d.calls_abandoned, d.calls_abandoned_waiting, d.calls_abandoned_in_ivr
+            )?;
+            writeln!(w, "    3 Time to answer            mean {}, median {}", s(d.mean_wait_to_answer_s), s(d.median_wait_to_answer_s))?;
+            writeln!(w, "    4 Missed calls              {:>8}", d.missed_calls)?;
+            writeln!(
+                w,
+                "    5 Wait before abandonment   mean {}, median {}",
+                s(d.mean_wait_before_abandonment_s),
+                s(d.median_wait_before_abandonment_s)
+            )?;
+            writeln!(w, "    6 Callbacks requested       {:>8}", d.callbacks_requested)?;
+            writeln!(w, "    7 Callbacks made            {:>8}", d.callbacks_made)?;
+            writeln!(w, "    8 Call length               mean {}, median {}", s(d.mean_call_length_s), s(d.median_call_length_s))?;
+            writeln!(w, "    9 Inbound calls answered    {:>8}", d.answered_calls)?;
+        }
+        if p.partial_calls > 0 {
+            writeln!(w, "  Calls seen only in part (an end inferred, a leg missing): {}", p.partial_calls)?;
+        }
+        writeln!(w)?;
+    }
+    Ok(())
+}
+
+/// Writes the three published CSV files into `dir` (created if needed).
+pub fn write_nhs_csv(
+    dir: &std::path::Path,
+    agg: &cbt_proto::metrics::Aggregator,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in cbt_proto::metrics::export::files(agg, from, to) {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(())
+}

@@ -1,9 +1,13 @@
 //! `cbt-agent replay`: capture files through the engine.
 
+use crate::book::CallBook;
 use crate::capture::Merged;
-use crate::output::{leg_json, write_summary, LegTally};
-use anyhow::Result;
+use crate::config::Config;
+use crate::output::{self, leg_json, write_summary, LegTally};
+use anyhow::{bail, Context, Result};
+use cbt_proto::number::Hasher;
 use cbt_proto::{Engine, EngineConfig, LinkType};
+use chrono::NaiveDate;
 use clap::{Args, ValueEnum};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -15,38 +19,76 @@ pub enum Output {
     Legs,
     /// A readable table: legs by status, parse errors, packets by link type.
     Summary,
+    /// One JSON object per line per inbound call (needs --config).
+    Calls,
+    /// The CBT indicators and the nine DPN metrics per practice, as JSON (needs --config).
+    Metrics,
+    /// The same as a readable report (needs --config).
+    Report,
 }
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
     /// What to print.
     #[arg(long, value_enum, default_value_t = Output::Legs)]
-    output: Output,
-    /// Print caller and callee numbers as seen instead of keyed hashes.
-    #[arg(long)]
-    reveal_numbers: bool,
-    /// Secret keying the number hashes [default: the daemon's if readable,
-    /// else $XDG_STATE_HOME/cbt-agent/secret, created on first use].
+    pub output: Output,
+    /// The site configuration (practices, numbers, network roles).
     #[arg(long, value_name = "FILE")]
-    secret_file: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    /// Also write the three NHS England CSV files into this directory (needs --config).
+    #[arg(long, value_name = "DIR")]
+    pub nhs_csv: Option<PathBuf>,
+    /// First local date reported by metrics, report and --nhs-csv [default: first call].
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub from: Option<NaiveDate>,
+    /// Last local date reported [default: last call].
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub to: Option<NaiveDate>,
+    /// Print caller and callee numbers of legs as seen instead of keyed hashes.
+    #[arg(long)]
+    pub reveal_numbers: bool,
+    /// Secret keying the number hashes [default: the configuration's
+    /// privacy.secret_file, else the daemon's if readable, else
+    /// $XDG_STATE_HOME/cbt-agent/secret, created on first use].
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
     /// pcap or pcapng files; several are merged by timestamp.
     #[arg(required = true, value_name = "FILE")]
-    files: Vec<PathBuf>,
+    pub files: Vec<PathBuf>,
 }
 
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
-    let secret_path = args.secret_file.clone().unwrap_or_else(crate::secret::default_path);
+    let config = match &args.config {
+        Some(p) => Some(Config::load(p)?),
+        None => None,
+    };
+    let needs_site = matches!(args.output, Output::Calls | Output::Metrics | Output::Report) || args.nhs_csv.is_some();
+    if needs_site && config.is_none() {
+        bail!("--output calls, metrics, report and --nhs-csv need --config FILE: the practices, their numbers and the network roles (see docs/configuration.md)");
+    }
+    let secret_path = args
+        .secret_file
+        .clone()
+        .or_else(|| config.as_ref().and_then(|c| c.secret_file.clone()))
+        .unwrap_or_else(crate::secret::default_path);
     let key = crate::secret::load_or_create(&secret_path)?;
+    let country = config.as_ref().map_or("44".to_string(), |c| c.country_code.clone());
+    let hasher = Hasher::new(key, &country);
+    let site = config.as_ref().map(|c| c.site(&hasher));
     let mut engine = Engine::new(EngineConfig {
         hash_key: key,
+        country_code: country,
+        site: site.clone(),
+        emit_legs: matches!(args.output, Output::Legs | Output::Summary),
         ..EngineConfig::default()
     });
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut tally = LegTally::default();
+    let mut book = CallBook::default();
     let mut unsupported = 0u64;
     let mut write_err: Option<std::io::Error> = None;
-    let mut emit = |engine: &mut Engine, out: &mut BufWriter<_>, tally: &mut LegTally| {
+    let mut drain = |engine: &mut Engine, out: &mut BufWriter<_>, tally: &mut LegTally, book: &mut CallBook| {
         while let Some(leg) = engine.poll_leg() {
             tally.add(&leg);
             if args.output == Output::Legs && write_err.is_none() {
@@ -55,6 +97,9 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
                 }
             }
         }
+        while let Some(ev) = engine.poll_call() {
+            book.apply(ev);
+        }
     };
     let mut inputs = Merged::open(&args.files);
     inputs.for_each(|pkt| {
@@ -62,10 +107,37 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             Some(link) => engine.ingest(pkt.ts, link, &pkt.data),
             None => unsupported += 1,
         }
-        emit(&mut engine, &mut out, &mut tally);
+        drain(&mut engine, &mut out, &mut tally, &mut book);
     });
     engine.finish();
-    emit(&mut engine, &mut out, &mut tally);
+    drain(&mut engine, &mut out, &mut tally, &mut book);
+    if let Some(site) = &site {
+        let agg = book.aggregate(site);
+        match args.output {
+            Output::Calls => {
+                for r in book.records() {
+                    writeln!(out, "{}", output::call_json(r))?;
+                }
+            }
+            Output::Metrics => {
+                let report = agg.report(args.from, args.to);
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+            }
+            Output::Report => output::write_report(&mut out, &agg.report(args.from, args.to))?,
+            _ => {}
+        }
+        if let Some(dir) = &args.nhs_csv {
+            if let Some((first, last)) = agg.span() {
+                let from = args.from.unwrap_or(first);
+                let to = args.to.unwrap_or(last);
+                output::write_nhs_csv(dir, &agg, from, to).with_context(|| format!("cannot write the CSV files into {}", dir.display()))?;
+            } else if let (Some(from), Some(to)) = (args.from, args.to) {
+                output::write_nhs_csv(dir, &agg, from, to).with_context(|| format!("cannot write the CSV files into {}", dir.display()))?;
+            } else {
+                eprintln!("cbt-agent: no calls found, so no CSV files written (give --from and --to to write zero rows)");
+            }
+        }
+    }
     if args.output == Output::Summary {
         write_summary(&mut out, &tally, &engine.stats(), unsupported)?;
     }

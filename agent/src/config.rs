@@ -1,0 +1,595 @@
+//! The site configuration: one TOML file, validated with errors that name the
+//! file, the line, the key, and what to write instead.
+//!
+//! ```toml
+//! timezone = "Europe/London"        # default
+//! [[practice]]
+//! ods = "B82005"
+//! numbers = ["01632 960123", "01632 960124"]
+//! [network]
+//! carrier = ["192.0.2.1", "192.0.2.8/29"]
+//! pbx = ["10.20.0.5"]
+//! staff = ["10.20.1.0/24", "10.20.2.10-10.20.2.40"]
+//! automated = ["10.20.0.6"]
+//! ```
+//!
+//! See `docs/configuration.md` for every key.
+
+use cbt_proto::number::{self, Hasher};
+use cbt_proto::site::{self, AddrMatch, CallbackWindow, Endpoint, ExtPattern, OrgCodes, Practice, Site};
+use cbt_proto::time::{Micros, MINUTE, SECOND};
+use chrono::NaiveDate;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+type S<T> = Spanned<T>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    timezone: Option<S<String>>,
+    country_code: Option<S<String>>,
+    #[serde(default)]
+    practice: Vec<RawPractice>,
+    #[serde(default)]
+    network: RawNetwork,
+    #[serde(default)]
+    automated: RawAutomated,
+    #[serde(default)]
+    callbacks: RawCallbacks,
+    #[serde(default)]
+    correlation: RawCorrelation,
+    #[serde(default)]
+    calendar: RawCalendar,
+    #[serde(default)]
+    buckets: RawBuckets,
+    #[serde(default)]
+    privacy: RawPrivacy,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPractice {
+    ods: S<String>,
+    name: Option<String>,
+    #[serde(default)]
+    numbers: Vec<S<String>>,
+    region_code: Option<S<String>>,
+    icb_code: Option<S<String>>,
+    sub_icb_location_code: Option<S<String>>,
+    pcn_code: Option<S<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    #[serde(default)]
+    carrier: Vec<S<String>>,
+    #[serde(default)]
+    pbx: Vec<S<String>>,
+    #[serde(default)]
+    staff: Vec<S<String>>,
+    #[serde(default)]
+    automated: Vec<S<String>>,
+    #[serde(default)]
+    staff_extensions: Vec<S<String>>,
+    #[serde(default)]
+    automated_users: Vec<S<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAutomated {
+    #[serde(default)]
+    voicemail: Vec<S<String>>,
+    #[serde(default)]
+    queue: Vec<S<String>>,
+    #[serde(default)]
+    ivr: Vec<S<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCallbacks {
+    #[serde(default)]
+    request: Vec<S<String>>,
+    header: Option<S<String>>,
+    window: Option<S<String>>,
+    #[serde(default)]
+    originators: Vec<S<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCorrelation {
+    #[serde(default)]
+    headers: Vec<S<String>>,
+    b2bua: Option<bool>,
+    settle: Option<S<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCalendar {
+    bank_holidays: Option<Vec<S<String>>>,
+    #[serde(default)]
+    extra_bank_holidays: Vec<S<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBuckets {
+    wait: Option<S<Vec<u32>>>,
+    duration: Option<S<Vec<u32>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPrivacy {
+    secret_file: Option<S<String>>,
+}
+
+/// One problem in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+    pub fix: String,
+}
+
+/// Everything wrong with a configuration file.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}: {}: {}", self.path.display(), p.line, p.key, p.message)?;
+            if !p.fix.is_empty() {
+                write!(f, "; fix: {}", p.fix)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub timezone: chrono_tz::Tz,
+    pub country_code: String,
+    pub practices: Vec<PracticeConfig>,
+    pub carrier: Vec<AddrMatch>,
+    pub pbx: Vec<AddrMatch>,
+    pub staff: Vec<AddrMatch>,
+    pub staff_extensions: Vec<ExtPattern>,
+    /// Address or user specs, turned into endpoints with the hashing key.
+    pub automated: Vec<String>,
+    pub voicemail: Vec<String>,
+    pub queue: Vec<String>,
+    pub callback_request: Vec<String>,
+    pub callback_header: Option<String>,
+    pub callback_window: CallbackWindow,
+    pub callback_originators: Vec<AddrMatch>,
+    pub correlation_headers: Vec<String>,
+    pub b2bua: bool,
+    pub settle: Micros,
+    pub bank_holidays: BTreeSet<NaiveDate>,
+    pub wait_edges: Vec<u32>,
+    pub duration_edges: Vec<u32>,
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PracticeConfig {
+    pub ods: String,
+    pub name: Option<String>,
+    /// DDIs normalised to E.164.
+    pub numbers: Vec<String>,
+    pub codes: OrgCodes,
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn line(&self, span: std::ops::Range<usize>) -> usize {
+        self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    fn bad<T>(&mut self, v: &S<T>, key: &str, message: impl Into<String>, fix: impl Into<String>) {
+        let line = self.line(v.span());
+        self.problems.push(Problem {
+            line,
+            key: key.to_string(),
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+
+    fn addrs(&mut self, key: &str, list: &[S<String>]) -> Vec<AddrMatch> {
+        let mut out = Vec::new();
+        for v in list {
+            match AddrMatch::parse(v.get_ref()) {
+                Ok(a) => out.push(a),
+                Err(e) => self.bad(
+                    v,
+                    key,
+                    e,
+                    "write an address (10.20.0.5), address:port (10.20.0.5:5060), CIDR block (10.20.1.0/24) or range (10.20.2.10-10.20.2.40)",
+                ),
+            }
+        }
+        out
+    }
+
+    /// Endpoint specs: an address form or a SIP user part.
+    fn endpoints(&mut self, key: &str, list: &[S<String>]) -> Vec<String> {
+        let mut out = Vec::new();
+        for v in list {
+            let s = v.get_ref().trim();
+            if s.is_empty() {
+                self.bad(v, key, "an empty entry", "remove it, or write an address or a SIP user part (like \"voicemail\")");
+                continue;
+            }
+            let looks_addr = s.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '[') && (s.contains('.') || s.contains(':'));
+            if looks_addr {
+                if let Err(e) = AddrMatch::parse(s) {
+                    self.bad(v, key, e, "write an address, CIDR block or range; or a SIP user part like \"voicemail\"");
+                    continue;
+                }
+            }
+            out.push(s.to_string());
+        }
+        out
+    }
+
+    fn duration(&mut self, v: &S<String>, key: &str) -> Option<Micros> {
+        match parse_duration(v.get_ref()) {
+            Some(d) => Some(d),
+            None => {
+                self.bad(v, key, format!("`{}` is not a duration", v.get_ref()), "write a number with a unit: 30s, 10m, 2h");
+                None
+            }
+        }
+    }
+
+    fn dates(&mut self, key: &str, list: &[S<String>]) -> Vec<NaiveDate> {
+        let mut out = Vec::new();
+        for v in list {
+            match NaiveDate::parse_from_str(v.get_ref().trim(), "%Y-%m-%d") {
+                Ok(d) => out.push(d),
+                Err(_) => self.bad(v, key, format!("`{}` is not a date", v.get_ref()), "write dates as YYYY-MM-DD, like \"2025-12-25\""),
+            }
+        }
+        out
+    }
+
+    fn edges(&mut self, v: &Option<S<Vec<u32>>>, key: &str) -> Vec<u32> {
+        match v {
+            None => site::DEFAULT_EDGES.to_vec(),
+            Some(e) => match cbt_proto::metrics::Buckets::new(e.get_ref()) {
+                Ok(_) => e.get_ref().clone(),
+                Err(msg) => {
+                    self.bad(e, key, msg, "list increasing upper edges in seconds, like [0, 30, 60, 120, 180, 240, 300]");
+                    site::DEFAULT_EDGES.to_vec()
+                }
+            },
+        }
+    }
+}
+
+/// `30s`, `10m`, `2h`, `1h30m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Micros> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(n as i64 * SECOND);
+    }
+    let mut total: i64 = 0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+        } else {
+            let n: i64 = num.parse().ok()?;
+            num.clear();
+            total += n * match c {
+                's' => SECOND,
+                'm' => MINUTE,
+                'h' => 60 * MINUTE,
+                'd' => 24 * 60 * MINUTE,
+                _ => return None,
+            };
+        }
+    }
+    num.is_empty().then_some(total).filter(|t| *t > 0)
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                line: 0,
+                key: "(file)".into(),
+                message: format!("cannot read the file: {e}"),
+                fix: "check the path given with --config and that the file is readable".into(),
+            }],
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates configuration text (`path` is used in messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let err = |problems| ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let message = e.message().trim().replace('\n', " ");
+            let fix = if message.contains("unknown field") {
+                "remove or correct the key (see docs/configuration.md for the keys of each section)"
+            } else if message.contains("invalid type") {
+                "check the value's type: strings in quotes, lists in [ ], numbers bare"
+            } else if message.contains("missing field") {
+                "add the key"
+            } else {
+                "fix the TOML syntax"
+            };
+            err(vec![Problem {
+                line,
+                key: "(toml)".into(),
+                message,
+                fix: fix.into(),
+            }])
+        })?;
+        let mut c = Checker {
+            text,
+            problems: Vec::new(),
+        };
+        let timezone = match &raw.timezone {
+            None => chrono_tz::Europe::London,
+            Some(v) => match v.get_ref().parse::<chrono_tz::Tz>() {
+                Ok(tz) => tz,
+                Err(_) => {
+                    c.bad(v, "timezone", format!("`{}` is not a timezone", v.get_ref()), "use an IANA name like \"Europe/London\"");
+                    chrono_tz::Europe::London
+                }
+            },
+        };
+        let country_code = match &raw.country_code {
+            None => "44".to_string(),
+            Some(v) => {
+                let s = v.get_ref().trim().trim_start_matches('+').to_string();
+                if s.is_empty() || s.len() > 3 || !s.chars().all(|ch| ch.is_ascii_digit()) {
+                    c.bad(v, "country_code", format!("`{}` is not a country calling code", v.get_ref()), "write digits only, like \"44\"");
+                }
+                s
+            }
+        };
+        if raw.practice.is_empty() {
+            c.problems.push(Problem {
+                line: 1,
+                key: "practice".into(),
+                message: "no practice is configured".into(),
+                fix: "add a [[practice]] table with ods = \"B82005\" and numbers = [\"01632 960123\"]".into(),
+            });
+        }
+        let mut practices = Vec::new();
+        let mut seen_numbers: Vec<(String, String)> = Vec::new();
+        for (i, p) in raw.practice.iter().enumerate() {
+            let key = |k: &str| format!("practice[{}].{k}", i + 1);
+            let ods = p.ods.get_ref().trim().to_string();
+            if !is_ods(&ods) {
+                c.bad(&p.ods, &key("ods"), format!("`{ods}` is not an ODS practice code"), "write a letter and five digits, like \"B82005\"");
+            }
+            if practices.iter().any(|q: &PracticeConfig| q.ods == ods) {
+                c.bad(&p.ods, &key("ods"), format!("practice {ods} is configured twice"), "merge the two [[practice]] tables");
+            }
+            let mut numbers = Vec::new();
+            for n in &p.numbers {
+                match number::normalize(n.get_ref(), &country_code) {
+                    Some(e164) => {
+                        if let Some((other, _)) = seen_numbers.iter().find(|(_, e)| *e == e164) {
+                            c.bad(n, &key("numbers"), format!("{} is also a number of {other}", n.get_ref()), "give each number to one practice");
+                        }
+                        seen_numbers.push((ods.clone(), e164.clone()));
+                        numbers.push(e164);
+                    }
+                    None => c.bad(
+                        n,
+                        &key("numbers"),
+                        format!("`{}` is not a phone number", n.get_ref()),
+                        "write the practice's number in any UK form: \"01632 960123\", \"+44 1632 960123\" or \"441632960123\"",
+                    ),
+                }
+            }
+            let code = |c: &mut Checker, v: &Option<S<String>>, k: &str| -> Option<String> {
+                let v = v.as_ref()?;
+                let s = v.get_ref().trim().to_string();
+                if s.is_empty() || s.len() > 12 || !s.chars().all(|ch| ch.is_ascii_alphanumeric()) {
+                    c.bad(v, &key(k), format!("`{s}` is not an organisation code"), "write the code as published by NHS England (letters and digits)");
+                }
+                Some(s)
+            };
+            let codes = OrgCodes {
+                region: code(&mut c, &p.region_code, "region_code"),
+                icb: code(&mut c, &p.icb_code, "icb_code"),
+                sub_icb: code(&mut c, &p.sub_icb_location_code, "sub_icb_location_code"),
+                pcn: code(&mut c, &p.pcn_code, "pcn_code"),
+            };
+            practices.push(PracticeConfig {
+                ods,
+                name: p.name.clone(),
+                numbers,
+                codes,
+            });
+        }
+        if practices.len() > 1 {
+            for (i, p) in raw.practice.iter().enumerate() {
+                if p.numbers.is_empty() {
+                    c.bad(
+                        &p.ods,
+                        &format!("practice[{}].numbers", i + 1),
+                        "with several practices each needs its numbers (DDIs) to tell their calls apart",
+                        "add numbers = [\"...\"] to this practice",
+                    );
+                }
+            }
+        }
+        let n = &raw.network;
+        let carrier = c.addrs("network.carrier", &n.carrier);
+        let pbx = c.addrs("network.pbx", &n.pbx);
+        let staff = c.addrs("network.staff", &n.staff);
+        let mut automated = Vec::new();
+        for v in &n.automated {
+            if AddrMatch::parse(v.get_ref()).is_err() {
+                c.bad(v, "network.automated", format!("`{}` is not an address", v.get_ref()), "write addresses here; put SIP user parts like \"ivr\" in network.automated_users");
+            } else {
+                automated.push(v.get_ref().trim().to_string());
+            }
+        }
+        let mut staff_extensions = Vec::new();
+        for v in &n.staff_extensions {
+            match ExtPattern::parse(v.get_ref()) {
+                Ok(p) => staff_extensions.push(p),
+                Err(e) => c.bad(v, "network.staff_extensions", e, "write patterns like \"2XX\" (200-299) or \"3[0-4]X\""),
+            }
+        }
+        automated.extend(c.endpoints("network.automated_users", &n.automated_users));
+        automated.extend(c.endpoints("automated.ivr", &raw.automated.ivr));
+        let voicemail = c.endpoints("automated.voicemail", &raw.automated.voicemail);
+        let queue = c.endpoints("automated.queue", &raw.automated.queue);
+        let callback_request = c.endpoints("callbacks.request", &raw.callbacks.request);
+        let callback_window = match &raw.callbacks.window {
+            None => CallbackWindow::SameDay,
+            Some(v) if matches!(v.get_ref().trim(), "same-day" | "same_day" | "day") => CallbackWindow::SameDay,
+            Some(v) => match parse_duration(v.get_ref()) {
+                Some(d) => CallbackWindow::Within(d),
+                None => {
+                    c.bad(v, "callbacks.window", format!("`{}` is not a window", v.get_ref()), "write \"same-day\" or a duration like \"4h\"");
+                    CallbackWindow::SameDay
+                }
+            },
+        };
+        let callback_originators = c.addrs("callbacks.originators", &raw.callbacks.originators);
+        let callback_header = raw.callbacks.header.as_ref().map(|h| h.get_ref().trim().to_string());
+        if let Some(h) = &raw.callbacks.header {
+            check_header_name(&mut c, h, "callbacks.header");
+        }
+        let mut correlation_headers = Vec::new();
+        for h in &raw.correlation.headers {
+            check_header_name(&mut c, h, "correlation.headers");
+            correlation_headers.push(h.get_ref().trim().to_string());
+        }
+        let settle = match &raw.correlation.settle {
+            None => 10 * SECOND,
+            Some(v) => c.duration(v, "correlation.settle").unwrap_or(10 * SECOND),
+        };
+        let mut bank_holidays = match &raw.calendar.bank_holidays {
+            None => site::default_bank_holidays(),
+            Some(list) => c.dates("calendar.bank_holidays", list).into_iter().collect(),
+        };
+        bank_holidays.extend(c.dates("calendar.extra_bank_holidays", &raw.calendar.extra_bank_holidays));
+        let wait_edges = c.edges(&raw.buckets.wait, "buckets.wait");
+        let duration_edges = c.edges(&raw.buckets.duration, "buckets.duration");
+        let secret_file = raw.privacy.secret_file.as_ref().map(|v| PathBuf::from(v.get_ref()));
+        if !c.problems.is_empty() {
+            c.problems.sort_by_key(|p| p.line);
+            return Err(err(c.problems));
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            timezone,
+            country_code,
+            practices,
+            carrier,
+            pbx,
+            staff,
+            staff_extensions,
+            automated,
+            voicemail,
+            queue,
+            callback_request,
+            callback_header,
+            callback_window,
+            callback_originators,
+            correlation_headers,
+            b2bua: raw.correlation.b2bua.unwrap_or(true),
+            settle,
+            bank_holidays,
+            wait_edges,
+            duration_edges,
+            secret_file,
+        })
+    }
+
+    /// The engine's site rules, with numbers hashed by `hasher`.
+    pub fn site(&self, hasher: &Hasher) -> Site {
+        let eps = |l: &[String]| l.iter().map(|s| Endpoint::parse(s, hasher)).collect::<Vec<_>>();
+        Site {
+            practices: self
+                .practices
+                .iter()
+                .map(|p| Practice {
+                    ods: p.ods.clone(),
+                    name: p.name.clone(),
+                    number_hashes: p.numbers.iter().map(|n| hasher.hash(n)).collect(),
+                    codes: p.codes.clone(),
+                })
+                .collect(),
+            timezone: self.timezone,
+            country_code: self.country_code.clone(),
+            carrier: self.carrier.clone(),
+            pbx: self.pbx.clone(),
+            staff: self.staff.clone(),
+            staff_extensions: self.staff_extensions.clone(),
+            automated: eps(&self.automated),
+            voicemail: eps(&self.voicemail),
+            queue: eps(&self.queue),
+            callback_request: eps(&self.callback_request),
+            callback_header: self.callback_header.clone(),
+            callback_window: self.callback_window,
+            callback_originators: self.callback_originators.clone(),
+            correlation_headers: self.correlation_headers.clone(),
+            b2bua: self.b2bua,
+            bank_holidays: self.bank_holidays.clone(),
+            wait_edges: self.wait_edges.clone(),
+            duration_edges: self.duration_edges.clone(),
+            settle: self.settle,
+        }
+    }
+}
+
+fn check_header_name(c: &mut Checker, h: &S<String>, key: &str) {
+    let s = h.get_ref().trim();
+    if s.is_empty() || !s.bytes().all(cbt_proto::sip::frame::is_token_char) {
+        c.bad(h, key, format!("`{s}` is not a SIP header name"), "write the header's name without a colon, like \"X-CID\"");
+    }
+}
+
+/// ODS practice codes: a letter and five digits.
+pub fn is_ods(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 6 && b[0].is_ascii_uppercase() && b[1..].iter().all(u8::is_ascii_digit)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+use super::*;
+
+const EXAMPLE: &str = r#"
+[[practice]]
+ods = "B82005"
+numbers = ["01632 960123", "01632 960124"]
+[[practice]]
+ods = "B82099"
+numbers = ["+44 1632 960777"]
+[network]
+carrier = ["192.0.2.1", "192.0.2.8/29"]
+pbx = ["10.20.0.5"]
+staff = ["10.20.1.0/24", "10.20.2.10-10.20.2.40"]
+automated = ["10.20.0.6"]
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("site.toml"))
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    parse(text).expect_err("should be rejected").problems
+}
+
+#[test]
+fn the_documented_example_is_valid() {
+    let c = parse(EXAMPLE).unwrap();
+    assert_eq!(c.practices.len(), 2);
+    assert_eq!(c.practices[0].numbers, ["+441632960123", "+441632960124"]);
+    assert_eq!(c.practices[1].numbers, ["+441632960777"]);
+    assert_eq!(c.timezone, chrono_tz::Europe::London);
+    assert_eq!(c.carrier.len(), 2);
+    assert!(c.b2bua);
+    let h = Hasher::new([5; 32], "44");
+    let site = c.site(&h);
+    assert_eq!(site.practice_for(&[Some(&h.hash("441632960777"))]), "B82099");
+}
+
+#[test]
+fn errors_name_line_key_and_fix() {
+    let bad = EXAMPLE.replace("\"192.0.2.8/29\"", "\"192.0.2.8/33\"");
+    let p = problems(&bad);
+    assert_eq!(p.len(), 1);
+    assert_eq!((p[0].line, p[0].key.as_str()), (9, "network.carrier"));
+    assert!(p[0].message.contains("192.0.2.8/33") && p[0].fix.contains("CIDR"));
+    let shown = parse(&bad).unwrap_err().to_string();
+    assert!(shown.starts_with("site.toml:9: network.carrier: "), "{shown}");
+}
+
+#[test]
+fn several_problems_are_all_reported_in_line_order() {
+    let bad = EXAMPLE
+        .replace("B82099", "82099")
+        .replace("\"01632 960124\"", "\"ext 12\"")
+        .replace("\"10.20.0.6\"", "\"ivr\"");
+    let p = problems(&bad);
+    let keys: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(keys, [(4, "practice[1].numbers"), (6, "practice[2].ods"), (12, "network.automated")]);
+    assert!(p.iter().all(|p| !p.fix.is_empty()));
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_point_at_the_line() {
+    let p = problems(&EXAMPLE.replace("pbx = ", "pbxx = "));
+    assert_eq!(p[0].line, 10);
+    assert!(p[0].message.contains("unknown field") && p[0].message.contains("pbxx"), "{:?}", p[0]);
+    let p = problems(&EXAMPLE.replace("pbx = [\"10.20.0.5\"]", "pbx = 10"));
+    assert_eq!(p[0].line, 10);
+    assert!(p[0].fix.contains("type"));
+    let p = problems("[[practice]\nods = 1");
+    assert_eq!(p[0].key, "(toml)");
+}
+
+#[test]
+fn numbers_ods_timezone_and_windows() {
+    let p = problems(&format!("timezone = \"Europe/Londres\"\n{EXAMPLE}"));
+    assert_eq!((p[0].line, p[0].key.as_str()), (1, "timezone"));
+    let dup = EXAMPLE.replace("+44 1632 960777", "01632 960124");
+    assert!(problems(&dup)[0].message.contains("also a number of B82005"));
+    let p = problems(&format!("{EXAMPLE}[callbacks]\nwindow = \"soon\"\n"));
+    assert_eq!(p[0].key, "callbacks.window");
+    let c = parse(&format!("{EXAMPLE}[callbacks]\nwindow = \"4h\"\nrequest = [\"callback\", \"*99\"]\n")).unwrap();
+    assert_eq!(c.callback_window, CallbackWindow::Within(4 * 3600 * SECOND));
+    assert!(problems("").iter().any(|p| p.key == "practice"));
+}
+
+#[test]
+fn buckets_holidays_and_extensions() {
+    let c = parse(&format!(
+        "{EXAMPLE}staff_extensions = [\"2XX\"]\n[buckets]\nwait = [0, 20, 60]\n[calendar]\nextra_bank_holidays = [\"2025-06-02\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(c.wait_edges, [0, 20, 60]);
+    assert!(c.bank_holidays.contains(&NaiveDate::from_ymd_opt(2025, 6, 2).unwrap()));
+    assert!(c.bank_holidays.contains(&NaiveDate::from_ymd_opt(2025, 12, 25).unwrap()));
+    let p = problems(&format!("{EXAMPLE}[buckets]\nwait = [30, 10]\n"));
+    assert_eq!(p[0].key, "buckets.wait");
+    let p = problems(&format!("{EXAMPLE}staff_extensions = [\"2AX\"]\n"));
+    assert_eq!(p[0].key, "network.staff_extensions");
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("90"), Some(90 * SECOND));
+    assert_eq!(parse_duration("1h30m"), Some(90 * MINUTE));
+    assert_eq!(parse_duration("10s"), Some(10 * SECOND));
+    assert_eq!(parse_duration("soon"), None);
+    assert_eq!(parse_duration("5"), Some(5 * SECOND));
+    assert_eq!(parse_duration("5x"), None);
+}
