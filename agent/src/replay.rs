@@ -57,7 +57,15 @@ pub struct ReplayArgs {
     pub files: Vec<PathBuf>,
 }
 
+/// Runs with the process's stdout and stderr.
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    run_with(args, &mut stdout.lock(), &mut stderr.lock())
+}
+
+/// Runs, printing results to `out` and problems with the input to `err`.
+pub fn run_with(args: ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<ExitCode> {
     let config = match &args.config {
         Some(p) => Some(Config::load(p)?),
         None => None,
@@ -82,8 +90,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         emit_legs: matches!(args.output, Output::Legs | Output::Summary),
         ..EngineConfig::default()
     });
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut out = BufWriter::with_capacity(1 << 16, out);
     let mut tally = LegTally::default();
     let mut book = CallBook::default();
     let mut unsupported = 0u64;
@@ -134,7 +141,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             } else if let (Some(from), Some(to)) = (args.from, args.to) {
                 output::write_nhs_csv(dir, &agg, from, to).with_context(|| format!("cannot write the CSV files into {}", dir.display()))?;
             } else {
-                eprintln!("cbt-agent: no calls found, so no CSV files written (give --from and --to to write zero rows)");
+                writeln!(err, "cbt-agent: no calls found, so no CSV files written (give --from and --to to write zero rows)")?;
             }
         }
     }
@@ -154,7 +161,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         for e in &inputs.errors {
-            eprintln!("cbt-agent: {e}");
+            writeln!(err, "cbt-agent: {e}")?;
         }
         Ok(ExitCode::from(2))
     }
