@@ -108,3 +108,14 @@ fn durations() {
     assert_eq!(parse_duration("5"), Some(5 * SECOND));
     assert_eq!(parse_duration("5x"), None);
 }
+
+#[test]
+fn the_example_in_the_documentation_is_valid() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md")).unwrap();
+    let start = doc.find("```toml\n").expect("a toml block") + 8;
+    let end = start + doc[start..].find("```").unwrap();
+    let c = parse(&doc[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.practices[0].codes.pcn.as_deref(), Some("U12345"));
+    assert_eq!(c.voicemail, ["10.20.0.9", "vm*"]);
+    assert_eq!(c.callback_request, ["callback", "*99"]);
+}
