@@ -302,15 +302,15 @@ impl CallTracker {
     }
 
     fn dialled_user(leg: &Leg) -> Option<&str> {
-        leg.ruri.raw.as_deref().or(leg.to.raw.as_deref())
+        leg.ruri.user().or(leg.to.user())
     }
 
     fn endpoint_hit(&self, list: &[Endpoint], leg: &Leg) -> bool {
         list.iter().any(|e| match e {
             Endpoint::Addr(m) => m.matches(leg.dst),
             Endpoint::User(u) => {
-                u.matches(leg.ruri.raw.as_deref(), leg.ruri.hash.as_deref())
-                    || u.matches(leg.to.raw.as_deref(), leg.to.hash.as_deref())
+                u.matches(leg.ruri.user(), leg.ruri.hash.as_deref())
+                    || u.matches(leg.to.user(), leg.to.hash.as_deref())
             }
         })
     }

@@ -7,11 +7,11 @@
 //! ```
 
 use crate::call::{CallEvent, CallSnapshot, CallStats, CallTracker};
-use crate::leg::{Hop, Leg, LegConfig, LegEvent, LegSnapshot, LegStats, LegTracker};
+use crate::leg::{Hop, Leg, LegConfig, LegEvent, LegSnapshot, LegStats, LegTracker, UserHashes};
 use crate::site::Site;
 use crate::number::Hasher;
 use crate::sip::frame::{self, ContentLength, Framing};
-use crate::sip::{Method, Parsed, Parser};
+use crate::sip::{Method, Parsed, Parser, SipMessage};
 use crate::time::{Timestamp, SECOND};
 use crate::wire::link::LinkType;
 use crate::wire::{Datagram, Decoder, Flow, FlowKey, Sink, Source, Transport, WireConfig, WireStats};
@@ -34,6 +34,9 @@ pub struct EngineConfig {
     /// Keep finished legs for `poll_leg` (off in the daemon, which reads
     /// calls only).
     pub emit_legs: bool,
+    /// Keep every message that reached the legs, without its phone
+    /// numbers, for `poll_journal` (the daemon's write-ahead journal).
+    pub journal: bool,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +49,7 @@ impl Default for EngineConfig {
             country_code: "44".into(),
             site: None,
             emit_legs: true,
+            journal: false,
         }
     }
 }
@@ -90,6 +94,9 @@ pub struct EngineStats {
 /// The SIP side of the engine: framing, parsing, legs. It is the decoder's sink.
 struct SipStage {
     parser: Parser,
+    /// Keep every message that reached the legs, sealed, for `poll_journal`.
+    journal: bool,
+    journaled: VecDeque<JournalEntry>,
     legs: LegTracker,
     stats: SipStats,
     method_counts: [u64; 15],
@@ -97,6 +104,26 @@ struct SipStage {
 }
 
 impl SipStage {
+    /// Removes phone numbers from a message that will be stored, returning
+    /// their keyed hashes; drops the Contact (its user part is a number).
+    fn seal(&self, msg: &mut SipMessage) -> UserHashes {
+        let h = self.legs.hasher();
+        let mut out = UserHashes::default();
+        for (i, user) in [&mut msg.from.user, &mut msg.to.user, &mut msg.ruri_user, &mut msg.asserted_user]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(u) = user.as_deref() {
+                out.0[i] = Some(h.hash(u));
+                if h.is_number(u) {
+                    *user = None;
+                }
+            }
+        }
+        msg.contact = None;
+        out
+    }
+
     fn count_error(&mut self, reason: &str) {
         *self.stats.parse_errors.entry(reason.to_string()).or_default() += 1;
     }
@@ -108,7 +135,7 @@ impl SipStage {
         }
         match self.parser.parse(head) {
             Ok(Parsed::Message {
-                msg,
+                mut msg,
                 repairs,
                 rsip_rejected,
             }) => {
@@ -134,6 +161,18 @@ impl SipStage {
                     }
                 }
                 self.legs.on_message(ts, hop, &msg);
+                if self.journal {
+                    let hashes = self.seal(&mut msg);
+                    self.journaled.push_back(JournalEntry {
+                        ts,
+                        src: hop.src,
+                        dst: hop.dst,
+                        transport: hop.transport,
+                        source: hop.source,
+                        msg: *msg,
+                        hashes,
+                    });
+                }
             }
             Ok(Parsed::Ignored(m)) => {
                 self.stats.ignored += 1;
@@ -303,13 +342,21 @@ const TICK_EVERY: i64 = SECOND;
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
         let hasher = Hasher::new(cfg.hash_key, &cfg.country_code);
+        // the headers the site's rules read must survive the normaliser
+        let mut extra_headers = cfg.extra_headers.clone();
+        if let Some(site) = &cfg.site {
+            extra_headers.extend(site.correlation_headers.iter().cloned());
+            extra_headers.extend(site.callback_header.iter().cloned());
+        }
         Engine {
             calls: cfg.site.map(CallTracker::new),
             legs_out: VecDeque::new(),
             emit_legs: cfg.emit_legs,
             decoder: Decoder::new(cfg.wire),
             sip: SipStage {
-                parser: Parser::new(cfg.extra_headers),
+                parser: Parser::new(extra_headers),
+                journal: cfg.journal,
+                journaled: VecDeque::new(),
                 legs: LegTracker::new(cfg.legs, hasher),
                 stats: SipStats::default(),
                 method_counts: [0; 15],
@@ -402,6 +449,32 @@ impl Engine {
         }
     }
 
+    /// Next journal entry (with `journal` on): a message that reached the
+    /// legs, sealed. Replaying entries from a snapshot restores the state.
+    pub fn poll_journal(&mut self) -> Option<JournalEntry> {
+        self.sip.journaled.pop_front()
+    }
+
+    /// Applies a journal entry (after `restore`, to catch up).
+    pub fn replay_journal(&mut self, e: &JournalEntry) {
+        self.observe(e.ts);
+        let hop = Hop {
+            src: e.src,
+            dst: e.dst,
+            transport: e.transport,
+            source: e.source,
+        };
+        self.sip.legs.on_sealed(e.ts, hop, &e.msg, Some(&e.hashes));
+        self.pump();
+        self.maybe_tick();
+    }
+
+    /// Marks everything in progress as seen only in part: packets between
+    /// the last one kept and now were not seen (a restart, a capture gap).
+    pub fn mark_gap(&mut self) -> usize {
+        self.sip.legs.mark_gap()
+    }
+
     /// Next finished leg, in the order legs finished.
     pub fn poll_leg(&mut self) -> Option<Leg> {
         self.legs_out.pop_front()
@@ -470,6 +543,19 @@ impl Engine {
         self.last_ts = snap.last_packet;
         self.first_ts = self.first_ts.or(snap.last_packet);
     }
+}
+
+/// A message as the daemon's journal keeps it: phone numbers replaced by
+/// their keyed hashes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub ts: Timestamp,
+    pub src: std::net::SocketAddr,
+    pub dst: std::net::SocketAddr,
+    pub transport: Transport,
+    pub source: Source,
+    pub msg: SipMessage,
+    pub hashes: UserHashes,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

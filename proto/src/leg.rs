@@ -118,7 +118,8 @@ pub struct Leg {
     pub headers: Vec<(String, String)>,
     /// A REFER was seen in this dialog (transfer).
     pub referred: bool,
-    /// Something that should have been seen was not (a BYE without the 2xx).
+    /// Something that should have been seen was not (a BYE without the 2xx,
+    /// or the leg was in progress across a gap in the capture).
     pub partial: bool,
     pub retransmissions: u32,
     /// Challenges (401/407/422) answered by a retried INVITE on this leg.
@@ -208,7 +209,14 @@ pub struct LegTracker {
     timers: BTreeSet<(Timestamp, LegId)>,
     open: usize,
     pub stats: LegStats,
+    /// Hashes given with a sealed message, while it is applied.
+    hashes: Option<UserHashes>,
 }
+
+/// Keyed hashes of a message's From, To, Request-URI and asserted user
+/// parts, for messages stored without their phone numbers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserHashes(pub [Option<String>; 4]);
 
 /// What happened to a leg, in order. `Started` and `Finished` carry the
 /// whole leg (with raw user parts, in memory only).
@@ -241,6 +249,7 @@ impl LegTracker {
             timers: BTreeSet::new(),
             open: 0,
             stats: LegStats::default(),
+            hashes: None,
         }
     }
 
@@ -266,7 +275,15 @@ impl LegTracker {
     }
 
     pub fn on_message(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
+        self.on_sealed(ts, hop, m, None);
+    }
+
+    /// As `on_message`, for a message whose phone numbers were removed and
+    /// hashed beforehand (`hashes`: From, To, Request-URI, asserted identity).
+    pub fn on_sealed(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage, hashes: Option<&UserHashes>) {
+        self.hashes = hashes.cloned();
         self.apply(ts, hop, m);
+        self.hashes = None;
         // re-arm the timers of every leg the message could have touched
         let n = self.candidates(&m.call_id).len();
         for i in 0..n {
@@ -317,6 +334,21 @@ impl LegTracker {
                 _ => {}
             },
         }
+    }
+
+    fn party(&self, user: Option<&str>, i: usize) -> Party {
+        match self.hashes.as_ref().and_then(|h| h.0[i].clone()) {
+            Some(hash) if user.is_none() => Party {
+                hash: Some(hash),
+                raw: None,
+                text: None,
+            },
+            _ => self.hasher.party(user),
+        }
+    }
+
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
     }
 
     fn candidates(&self, call_id: &str) -> &[LegId] {
@@ -395,10 +427,10 @@ impl LegTracker {
             final_at: None,
             end: None,
             ended_by: None,
-            from: self.hasher.party(m.from.user.as_deref()),
-            to: self.hasher.party(m.to.user.as_deref()),
-            ruri: self.hasher.party(m.ruri_user.as_deref()),
-            asserted: self.hasher.party(m.asserted_user.as_deref()),
+            from: self.party(m.from.user.as_deref(), 0),
+            to: self.party(m.to.user.as_deref(), 1),
+            ruri: self.party(m.ruri_user.as_deref(), 2),
+            asserted: self.party(m.asserted_user.as_deref(), 3),
             session_expires: m.session_expires,
             reason: None,
             headers: m.headers.clone(),
@@ -781,6 +813,16 @@ impl LegTracker {
                 }
             }
         }
+    }
+
+    /// Marks every open leg as seen only in part (a gap in the capture).
+    pub fn mark_gap(&mut self) -> usize {
+        let mut n = 0;
+        for leg in self.legs.values_mut().filter(|l| l.is_open()) {
+            leg.partial = true;
+            n += 1;
+        }
+        n
     }
 
     /// Serialisable state: open and lingering legs, the id counter, counters.

@@ -119,10 +119,16 @@ impl Hasher {
         match user {
             Some(u) if !u.is_empty() => Party {
                 hash: Some(self.hash(u)),
+                text: (!self.is_number(u)).then(|| u.to_string()),
                 raw: Some(u.to_string()),
             },
             _ => Party::default(),
         }
+    }
+
+    /// Whether a user part is a phone number (and so must never be stored).
+    pub fn is_number(&self, user: &str) -> bool {
+        normalize(user, &self.country).is_some()
     }
 }
 
@@ -135,6 +141,18 @@ pub struct Party {
     /// never logged at default level.
     #[serde(skip)]
     pub raw: Option<String>,
+    /// The user part when it is not a phone number (an extension, `ivr`,
+    /// `anonymous`): safe to store, and needed to classify legs after a
+    /// restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl Party {
+    /// The user part, if known: as seen, or as stored when not a number.
+    pub fn user(&self) -> Option<&str> {
+        self.raw.as_deref().or(self.text.as_deref())
+    }
 }
 
 #[cfg(test)]
@@ -179,5 +197,8 @@ mod tests {
         let p = a.party(Some("01632960000"));
         let json = serde_json::to_string(&p).unwrap();
         assert!(!json.contains("1632"), "raw number serialised: {json}");
+        let ext = a.party(Some("201"));
+        let back: Party = serde_json::from_str(&serde_json::to_string(&ext).unwrap()).unwrap();
+        assert_eq!(back.user(), Some("201"), "extensions survive a snapshot");
     }
 }

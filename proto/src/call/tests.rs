@@ -307,3 +307,68 @@ fn records_never_serialise_a_raw_number() {
     let json = serde_json::to_string(&calls).unwrap();
     assert!(!json.contains("7700900123") && !json.contains("1632960123"), "{json}");
 }
+
+#[test]
+fn snapshot_plus_journal_gives_the_same_calls_and_stores_no_number() {
+    let legs = [
+        leg("j1", CARRIER, PBX, CALLER, DDI, 0, answered(50, 100, 94_900, true)),
+        leg("j1h", PBX, H1, CALLER, "201", 20_000, answered(100, 15_000, 60_000, true)),
+        leg("j2", CARRIER, PBX, "07700900999", DDI, 5_000, Script::Cancelled { ring: 100, cancel: 9_000 }),
+    ];
+    let mut msgs: Vec<Msg> = legs.iter().flat_map(|c| c.messages()).collect();
+    msgs.sort_by_key(|m| m.ts);
+    let engine = || {
+        Engine::new(EngineConfig {
+            hash_key: KEY,
+            site: Some(test_site()),
+            journal: true,
+            ..EngineConfig::default()
+        })
+    };
+    let frame = |i: usize, m: &Msg| frames::udp(m.src, m.dst, i as u16, &m.bytes);
+    let drain = |e: &mut Engine| {
+        let mut out = Vec::new();
+        while let Some(CallEvent::Finished(r)) = e.poll_call() {
+            out.push(*r);
+        }
+        out
+    };
+    // uninterrupted
+    let mut a = engine();
+    for (i, m) in msgs.iter().enumerate() {
+        a.ingest(m.ts, LinkType::Ethernet, &frame(i, m));
+    }
+    a.finish();
+    let want = drain(&mut a);
+    // snapshot half way, then journal the rest
+    let mut b = engine();
+    let half = msgs.len() / 2;
+    for (i, m) in msgs[..half].iter().enumerate() {
+        b.ingest(m.ts, LinkType::Ethernet, &frame(i, m));
+    }
+    let done_before = drain(&mut b);
+    while b.poll_journal().is_some() {}
+    let snap = serde_json::to_string(&b.snapshot()).unwrap();
+    let mut journal = Vec::new();
+    for (i, m) in msgs[half..].iter().enumerate() {
+        b.ingest(m.ts, LinkType::Ethernet, &frame(half + i, m));
+        while let Some(j) = b.poll_journal() {
+            journal.push(serde_json::to_string(&j).unwrap());
+        }
+    }
+    let stored = format!("{snap}{}", journal.concat());
+    for n in ["7700900123", "7700900999"] {
+        assert!(!stored.contains(n), "{n} stored");
+    }
+    // restart: restore and replay
+    let mut c = engine();
+    c.restore(serde_json::from_str(&snap).unwrap());
+    for j in &journal {
+        c.replay_journal(&serde_json::from_str(j).unwrap());
+    }
+    c.finish();
+    let mut got = done_before;
+    got.extend(drain(&mut c));
+    assert_eq!(got, want);
+    assert_eq!(got.len(), 2);
+}

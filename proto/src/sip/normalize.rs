@@ -58,13 +58,6 @@ pub const CORE_HEADERS: &[&str] = &[
     "Remote-Party-ID",
     "Reason",
     "Session-Expires",
-    "Refer-To",
-    "Referred-By",
-    "Replaces",
-    "Session-ID",
-    "P-Charging-Vector",
-    "Diversion",
-    "History-Info",
 ];
 
 /// Headers that may appear once in the output (the first wins).
