@@ -7,3 +7,4 @@ pub mod config;
 pub mod output;
 pub mod replay;
 pub mod secret;
+pub mod store;

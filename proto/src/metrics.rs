@@ -115,7 +115,7 @@ impl Buckets {
 pub const INDICATORS: [&str; 7] = ["CBT001", "CBT002", "CBT003", "CBT004", "CBT005", "CBT006", "CBT007"];
 
 /// One practice's figures for one local date.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, Serialize)]
 pub struct Day {
     /// CBT001-CBT006 counts by time band (CBT007 is CBT003 by duration).
     pub bands: [[u64; 9]; 6],
@@ -243,6 +243,12 @@ impl Aggregator {
 
     pub fn days(&self) -> &BTreeMap<(String, NaiveDate), Day> {
         &self.days
+    }
+
+    /// Adds a day's figures kept elsewhere (the daemon's store, for days
+    /// whose call records retention has pruned).
+    pub fn add_day(&mut self, practice: &str, date: NaiveDate, day: &Day) {
+        merge(self.day(practice, date), day);
     }
 
     /// The local date of a timestamp in the site's timezone.
