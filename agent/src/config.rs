@@ -48,6 +48,66 @@ struct Raw {
     buckets: RawBuckets,
     #[serde(default)]
     privacy: RawPrivacy,
+    #[serde(default)]
+    capture: RawCapture,
+    #[serde(default)]
+    hep: RawHep,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    status: RawStatus,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    diagnostics: RawDiagnostics,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    #[serde(default)]
+    interfaces: Vec<S<String>>,
+    filter: Option<S<String>>,
+    sip_ports: Option<S<Vec<u16>>>,
+    snaplen: Option<S<i64>>,
+    buffer_size: Option<S<String>>,
+    immediate: Option<bool>,
+    read_timeout: Option<S<String>>,
+    queue: Option<S<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHep {
+    listen: Option<S<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    dir: Option<S<String>>,
+    retention: Option<S<String>>,
+    cache: Option<S<String>>,
+    memory_calls: Option<S<i64>>,
+    snapshot_every: Option<S<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    listen: Option<S<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<S<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDiagnostics {
+    quiet: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -191,6 +251,99 @@ pub struct Config {
     pub wait_edges: Vec<u32>,
     pub duration_edges: Vec<u32>,
     pub secret_file: Option<PathBuf>,
+    pub agent: AgentConfig,
+}
+
+/// Where the local status API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// The daemon's own settings (sections capture, hep, store, status, log,
+/// diagnostics). Everything has a default.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub interfaces: Vec<String>,
+    /// The configured BPF filter; `None`: the default (see `default_filter`).
+    pub filter: Option<String>,
+    pub sip_ports: Vec<u16>,
+    pub snaplen: i32,
+    pub buffer_bytes: i32,
+    pub immediate: bool,
+    pub read_timeout_ms: i32,
+    /// Packets queued between capture threads and the engine.
+    pub queue: usize,
+    pub hep_listen: Option<std::net::SocketAddr>,
+    pub store_dir: PathBuf,
+    pub retention: Micros,
+    pub cache_bytes: u64,
+    /// Finished calls kept in memory while the store cannot take them.
+    pub memory_calls: usize,
+    pub snapshot_every: Micros,
+    pub status_listen: Listen,
+    pub log_level: String,
+    /// No INVITE for this long during core hours is reported.
+    pub quiet: Micros,
+}
+
+impl AgentConfig {
+    /// The filter for a capture of this link type.
+    pub fn filter_for(&self, ethernet: bool) -> String {
+        match &self.filter {
+            Some(f) => f.clone(),
+            None => default_filter(&self.sip_ports, self.hep_listen.map(|a| a.port()), ethernet),
+        }
+    }
+}
+
+pub const DEFAULT_SIP_PORTS: [u16; 4] = [5060, 5061, 5062, 5080];
+pub const DEFAULT_STATUS: &str = "127.0.0.1:9465";
+pub const DEFAULT_STORE: &str = "/var/lib/cbt-agent";
+
+/// The default capture filter: SIP ports over UDP or TCP, and every IP
+/// fragment (non-first fragments carry no ports), also under a VLAN tag
+/// when `vlan` (Ethernet links only: libpcap has no `vlan` for Linux
+/// cooked captures); minus the HEP listener's own port.
+pub fn default_filter(ports: &[u16], hep_port: Option<u16>, vlan: bool) -> String {
+    let ports = ports.iter().map(|p| format!("port {p}")).collect::<Vec<_>>().join(" or ");
+    let sip = format!("((udp or tcp) and ({ports}))");
+    let frag = "((ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44))";
+    let base = format!("{sip} or {frag}");
+    let f = if vlan { format!("{base} or (vlan and ({base}))") } else { base };
+    match hep_port {
+        Some(p) => format!("({f}) and not (udp dst port {p})"),
+        None => f,
+    }
+}
+
+/// `16MiB`, `512KiB`, `2GB`, `1048576`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 #[derive(Debug, Clone)]
@@ -511,6 +664,7 @@ impl Config {
         let wait_edges = c.edges(&raw.buckets.wait, "buckets.wait");
         let duration_edges = c.edges(&raw.buckets.duration, "buckets.duration");
         let secret_file = raw.privacy.secret_file.as_ref().map(|v| PathBuf::from(v.get_ref()));
+        let agent = agent_config(&mut c, &raw);
         if !c.problems.is_empty() {
             c.problems.sort_by_key(|p| p.line);
             return Err(err(c.problems));
@@ -538,6 +692,7 @@ impl Config {
             wait_edges,
             duration_edges,
             secret_file,
+            agent,
         })
     }
 
@@ -575,6 +730,126 @@ impl Config {
             duration_edges: self.duration_edges.clone(),
             settle: self.settle,
         }
+    }
+}
+
+fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
+    let cap = &raw.capture;
+    let mut interfaces = Vec::new();
+    for v in &cap.interfaces {
+        let s = v.get_ref().trim();
+        if s.is_empty() || s.len() > 64 || s.contains(char::is_whitespace) {
+            c.bad(v, "capture.interfaces", format!("`{s}` is not an interface name"), "use names from `ip link`, or \"any\"");
+        } else {
+            interfaces.push(s.to_string());
+        }
+    }
+    let hep_listen = raw.hep.listen.as_ref().and_then(|v| match v.get_ref().trim().parse::<std::net::SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            c.bad(v, "hep.listen", format!("`{}` is not address:port", v.get_ref()), "write it like \"0.0.0.0:9060\"");
+            None
+        }
+    });
+    let ports = match &cap.sip_ports {
+        None => DEFAULT_SIP_PORTS.to_vec(),
+        Some(p) if p.get_ref().is_empty() || p.get_ref().contains(&0) => {
+            c.bad(p, "capture.sip_ports", "the list is empty or holds port 0", "list the SIP ports, like [5060, 5061]");
+            DEFAULT_SIP_PORTS.to_vec()
+        }
+        Some(p) => p.get_ref().clone(),
+    };
+    let filter = cap.filter.as_ref().map(|f| f.get_ref().trim().to_string());
+    let int = |c: &mut Checker, v: &Option<S<i64>>, key: &str, lo: i64, hi: i64, default: i64| -> i64 {
+        match v {
+            None => default,
+            Some(n) if (lo..=hi).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                c.bad(n, key, format!("{} is out of range", n.get_ref()), format!("use a value from {lo} to {hi}"));
+                default
+            }
+        }
+    };
+    let snaplen = int(c, &cap.snaplen, "capture.snaplen", 1500, 262_144, 65_535) as i32;
+    let queue = int(c, &cap.queue, "capture.queue", 1_000, 10_000_000, 100_000) as usize;
+    let size = |c: &mut Checker, v: &Option<S<String>>, key: &str, default: u64| -> u64 {
+        match v {
+            None => default,
+            Some(s) => match parse_size(s.get_ref()) {
+                Some(n) if n > 0 => n,
+                _ => {
+                    c.bad(s, key, format!("`{}` is not a size", s.get_ref()), "write a number with a unit: 16MiB, 512KiB");
+                    default
+                }
+            },
+        }
+    };
+    let buffer_bytes = size(c, &cap.buffer_size, "capture.buffer_size", 32 << 20).min(i32::MAX as u64) as i32;
+    let read_timeout_ms = match &cap.read_timeout {
+        None => 100,
+        Some(v) => (c.duration(v, "capture.read_timeout").unwrap_or(100_000) / 1000).clamp(1, 10_000) as i32,
+    };
+    let st = &raw.store;
+    let store_dir = st.dir.as_ref().map_or(PathBuf::from(DEFAULT_STORE), |v| PathBuf::from(v.get_ref()));
+    let retention = match &st.retention {
+        None => 400 * 24 * 3600 * SECOND,
+        Some(v) => c.duration(v, "store.retention").unwrap_or(400 * 24 * 3600 * SECOND),
+    };
+    let cache_bytes = size(c, &st.cache, "store.cache", 8 << 20);
+    let memory_calls = int(c, &st.memory_calls, "store.memory_calls", 100, 10_000_000, 200_000) as usize;
+    let snapshot_every = match &st.snapshot_every {
+        None => 30 * SECOND,
+        Some(v) => c.duration(v, "store.snapshot_every").unwrap_or(30 * SECOND),
+    };
+    let status_listen = match &raw.status.listen {
+        None => Listen::Tcp(DEFAULT_STATUS.parse().expect("default address")),
+        Some(v) => {
+            let s = v.get_ref().trim();
+            if let Some(p) = s.strip_prefix("unix:") {
+                Listen::Unix(PathBuf::from(p))
+            } else {
+                match s.parse() {
+                    Ok(a) => Listen::Tcp(a),
+                    Err(_) => {
+                        c.bad(v, "status.listen", format!("`{s}` is not address:port or unix:PATH"), "write \"127.0.0.1:9465\" or \"unix:/run/cbt-agent/status.sock\"");
+                        Listen::Tcp(DEFAULT_STATUS.parse().expect("default address"))
+                    }
+                }
+            }
+        }
+    };
+    let log_level = match &raw.log.level {
+        None => "info".to_string(),
+        Some(v) => {
+            let l = v.get_ref().trim().to_ascii_lowercase();
+            if !["error", "warn", "info", "debug", "trace"].contains(&l.as_str()) {
+                c.bad(v, "log.level", format!("`{l}` is not a log level"), "use error, warn, info, debug or trace");
+            }
+            l
+        }
+    };
+    let quiet = match &raw.diagnostics.quiet {
+        None => 30 * MINUTE,
+        Some(v) => c.duration(v, "diagnostics.quiet").unwrap_or(30 * MINUTE),
+    };
+    AgentConfig {
+        interfaces,
+        filter,
+        sip_ports: ports,
+        snaplen,
+        buffer_bytes,
+        immediate: cap.immediate.unwrap_or(true),
+        read_timeout_ms,
+        queue,
+        hep_listen,
+        store_dir,
+        retention,
+        cache_bytes,
+        memory_calls,
+        snapshot_every,
+        status_listen,
+        log_level,
+        quiet,
     }
 }
 

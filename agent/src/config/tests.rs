@@ -119,3 +119,47 @@ fn the_example_in_the_documentation_is_valid() {
     assert_eq!(c.voicemail, ["10.20.0.9", "vm*"]);
     assert_eq!(c.callback_request, ["callback", "*99"]);
 }
+
+#[test]
+fn agent_sections_from_the_issue_and_defaults() {
+    let c = parse(&format!(
+        "{EXAMPLE}[capture]\ninterfaces = [\"eth1\"]\n[store]\ndir = \"/var/lib/cbt-agent\"\n[status]\nlisten = \"127.0.0.1:9465\"\n"
+    ))
+    .unwrap();
+    let a = &c.agent;
+    assert_eq!(a.interfaces, ["eth1"]);
+    assert_eq!(a.store_dir, PathBuf::from("/var/lib/cbt-agent"));
+    assert_eq!(a.status_listen, Listen::Tcp("127.0.0.1:9465".parse().unwrap()));
+    assert_eq!((a.snaplen, a.immediate), (65_535, true));
+    assert_eq!(a.filter, None);
+    let u = parse(&format!("{EXAMPLE}[status]\nlisten = \"unix:/run/cbt-agent/status.sock\"\n[hep]\nlisten = \"127.0.0.1:9060\"\n")).unwrap();
+    assert_eq!(u.agent.status_listen, Listen::Unix(PathBuf::from("/run/cbt-agent/status.sock")));
+    assert!(u.agent.filter_for(true).ends_with("and not (udp dst port 9060)"), "{}", u.agent.filter_for(true));
+    let p = problems(&format!("{EXAMPLE}[capture]\nsnaplen = 100\nbuffer_size = \"lots\"\n"));
+    assert_eq!(p.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(), ["capture.snaplen", "capture.buffer_size"]);
+    assert_eq!(parse_size("16MiB"), Some(16 << 20));
+    assert_eq!(parse_size("2GB"), Some(2_000_000_000));
+    assert_eq!(parse_size("16 bananas"), None);
+}
+
+#[test]
+fn the_default_filter_passes_sip_and_fragments_and_not_rtp() {
+    use cbt_proto::synth::frames;
+    let f = default_filter(&DEFAULT_SIP_PORTS, Some(9060), true);
+    let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
+    let bpf = cap.compile(&f, true).unwrap_or_else(|e| panic!("{e}: {f}"));
+    let a = "192.0.2.1:5060".parse().unwrap();
+    let b = "10.20.0.5:5060".parse().unwrap();
+    let sip = vec![b'x'; 3000];
+    assert!(bpf.filter(&frames::udp(a, b, 1, b"INVITE")));
+    let frags = frames::udp_fragments_v4(a, b, 7, &sip, 1400);
+    assert!(frags.len() > 1 && frags.iter().all(|fr| bpf.filter(fr)), "every fragment passes");
+    let rtp = frames::udp("192.0.2.1:40000".parse().unwrap(), "10.20.0.5:30000".parse().unwrap(), 2, &[0x80; 172]);
+    assert!(!bpf.filter(&rtp), "RTP is filtered out");
+    let hep = frames::udp("10.20.0.5:40000".parse().unwrap(), "10.20.0.9:9060".parse().unwrap(), 3, b"HEP3");
+    assert!(!bpf.filter(&hep), "our own HEP input is not captured twice");
+    let cooked = default_filter(&DEFAULT_SIP_PORTS, Some(9060), false);
+    for link in [pcap::Linktype(113), pcap::Linktype(276)] {
+        pcap::Capture::dead(link).unwrap().compile(&cooked, true).unwrap();
+    }
+}
