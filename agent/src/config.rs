@@ -309,6 +309,7 @@ impl AgentConfig {
 
 pub const DEFAULT_SIP_PORTS: [u16; 4] = [5060, 5061, 5062, 5080];
 pub const DEFAULT_STATUS: &str = "127.0.0.1:9465";
+pub const DEFAULT_CONFIG: &str = "/etc/cbt-agent/cbt-agent.toml";
 pub const DEFAULT_STORE: &str = "/var/lib/cbt-agent";
 
 /// The default capture filter: SIP ports over UDP or TCP, and every IP

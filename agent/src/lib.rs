@@ -3,7 +3,10 @@
 
 pub mod book;
 pub mod capture;
+pub mod client;
+pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod output;
 pub mod replay;
 pub mod secret;

@@ -1,9 +1,8 @@
 //! cbt-agent: NHS Cloud Based Telephony figures from passively observed SIP.
 
-use cbt_agent::replay;
-
+use cbt_agent::{commands, daemon, replay};
 use clap::{Parser, Subcommand};
-
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -15,6 +14,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the service: capture, store, serve status (systemd runs this).
+    Run {
+        /// The configuration file.
+        #[arg(long, value_name = "FILE", default_value = cbt_agent::config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Show how the running service is doing.
+    Status(commands::StatusArgs),
+    /// Print what the store holds, as `replay` prints it (works while the service runs).
+    Report(commands::ReportArgs),
+    /// Validate a configuration file and say what the service would do with it.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(value_name = "FILE", default_value = cbt_agent::config::DEFAULT_CONFIG)]
+        file: PathBuf,
+    },
     /// Run capture files through the engine and print what it finds.
     Replay(replay::ReplayArgs),
 }
@@ -22,14 +37,21 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run { config } => daemon::run(config),
+        Command::Status(args) => commands::status(args),
+        Command::Report(args) => commands::report(args),
+        Command::CheckConfig { file } => commands::check_config(&file),
         Command::Replay(args) => replay::run(args),
     };
     match result {
         Ok(code) => code,
+        // the reader went away (`| head`): not an error
+        Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("cbt-agent: {e:#}");
             ExitCode::from(2)
         }
     }
 }
-

@@ -212,7 +212,7 @@ pub fn call_json(r: &cbt_proto::call::CallRecord) -> String {
 }
 
 /// The readable report of `--output report`.
-pub fn write_report(w: &mut impl Write, r: &cbt_proto::metrics::Report) -> std::io::Result<()> {
+pub fn write_report(w: &mut dyn Write, r: &cbt_proto::metrics::Report) -> std::io::Result<()> {
     use cbt_proto::metrics::{CORE_CATEGORIES, INDICATORS, TIME_CATEGORIES};
     let span = match (r.from, r.to) {
         (Some(a), Some(b)) => format!("{a} to {b}"),

@@ -1,10 +1,10 @@
 //! `cbt-agent replay`: capture files through the engine.
 
-use crate::book::CallBook;
+use crate::book::{CallBook, CallsOutput};
 use crate::capture::Merged;
 use crate::config::Config;
-use crate::output::{self, leg_json, write_summary, LegTally};
-use anyhow::{bail, Context, Result};
+use crate::output::{leg_json, write_summary, LegTally};
+use anyhow::{bail, Result};
 use cbt_proto::number::Hasher;
 use cbt_proto::{Engine, EngineConfig, LinkType};
 use chrono::NaiveDate;
@@ -119,31 +119,13 @@ pub fn run_with(args: ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> R
     engine.finish();
     drain(&mut engine, &mut out, &mut tally, &mut book);
     if let Some(site) = &site {
-        let agg = book.aggregate(site);
-        match args.output {
-            Output::Calls => {
-                for r in book.records() {
-                    writeln!(out, "{}", output::call_json(r))?;
-                }
-            }
-            Output::Metrics => {
-                let report = agg.report(args.from, args.to);
-                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-            }
-            Output::Report => output::write_report(&mut out, &agg.report(args.from, args.to))?,
-            _ => {}
-        }
-        if let Some(dir) = &args.nhs_csv {
-            if let Some((first, last)) = agg.span() {
-                let from = args.from.unwrap_or(first);
-                let to = args.to.unwrap_or(last);
-                output::write_nhs_csv(dir, &agg, from, to).with_context(|| format!("cannot write the CSV files into {}", dir.display()))?;
-            } else if let (Some(from), Some(to)) = (args.from, args.to) {
-                output::write_nhs_csv(dir, &agg, from, to).with_context(|| format!("cannot write the CSV files into {}", dir.display()))?;
-            } else {
-                writeln!(err, "cbt-agent: no calls found, so no CSV files written (give --from and --to to write zero rows)")?;
-            }
-        }
+        let what = match args.output {
+            Output::Calls => CallsOutput::Calls,
+            Output::Metrics => CallsOutput::Metrics,
+            Output::Report => CallsOutput::Report,
+            Output::Legs | Output::Summary => CallsOutput::Nothing,
+        };
+        book.emit(site, what, args.from, args.to, args.nhs_csv.as_deref(), &mut out, err)?;
     }
     if args.output == Output::Summary {
         write_summary(&mut out, &tally, &engine.stats(), unsupported)?;

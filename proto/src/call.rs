@@ -238,6 +238,10 @@ pub struct CallStats {
     pub b2bua_ambiguous: u64,
     pub callbacks_made: u64,
     pub partial_calls: u64,
+    /// Inbound calls whose trunk leg came from a configured carrier address.
+    pub from_configured_carrier: u64,
+    /// Inbound calls whose trunk leg went straight to a handset.
+    pub direct_to_staff: u64,
 }
 
 /// Serialisable state of the call layer (for restarts).
@@ -248,6 +252,12 @@ pub struct CallSnapshot {
     requests: Vec<CallbackRequest>,
     outbound: Vec<Outbound>,
     stats: CallStats,
+}
+
+impl CallSnapshot {
+    pub fn open_calls(&self) -> usize {
+        self.open.len()
+    }
 }
 
 pub struct CallTracker {
@@ -430,6 +440,12 @@ impl CallTracker {
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 let practice = self.site.practice_for(&[leg.ruri.hash.as_deref(), leg.to.hash.as_deref()]);
+                if self.site.carrier.iter().any(|m| m.matches(leg.src)) {
+                    self.stats.from_configured_carrier += 1;
+                }
+                if direct_staff {
+                    self.stats.direct_to_staff += 1;
+                }
                 let call = OpenCall {
                     seq,
                     practice,

@@ -332,7 +332,10 @@ pub struct Engine {
     legs_out: VecDeque<Leg>,
     emit_legs: bool,
     first_ts: Option<Timestamp>,
+    /// Packet time: the latest packet or tick (timers run on it).
     last_ts: Option<Timestamp>,
+    /// The latest packet actually seen.
+    last_frame: Option<Timestamp>,
     next_tick: Option<Timestamp>,
 }
 
@@ -364,6 +367,7 @@ impl Engine {
             },
             first_ts: None,
             last_ts: None,
+            last_frame: None,
             next_tick: None,
         }
     }
@@ -386,6 +390,7 @@ impl Engine {
 
     fn observe(&mut self, ts: Timestamp) {
         self.first_ts.get_or_insert(ts);
+        self.last_frame = Some(self.last_frame.map_or(ts, |l| l.max(ts)));
         // packet time never runs backwards for timers (merged interfaces can
         // interleave slightly out of order)
         self.last_ts = Some(self.last_ts.map_or(ts, |l| l.max(ts)));
@@ -514,7 +519,7 @@ impl Engine {
                 s
             }),
             first_packet: self.first_ts,
-            last_packet: self.last_ts,
+            last_packet: self.last_frame,
         }
     }
 
@@ -541,6 +546,7 @@ impl Engine {
             c.restore(s);
         }
         self.last_ts = snap.last_packet;
+        self.last_frame = snap.last_packet;
         self.first_ts = self.first_ts.or(snap.last_packet);
     }
 }

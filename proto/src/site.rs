@@ -20,6 +20,17 @@ pub enum AddrMatch {
     Range(IpAddr, IpAddr),
 }
 
+impl std::fmt::Display for AddrMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AddrMatch::Addr(ip, None) => write!(f, "{ip}"),
+            AddrMatch::Addr(ip, Some(p)) => write!(f, "{}", SocketAddr::new(*ip, *p)),
+            AddrMatch::Net(n) => write!(f, "{n}"),
+            AddrMatch::Range(a, b) => write!(f, "{a}-{b}"),
+        }
+    }
+}
+
 impl AddrMatch {
     /// Parses `10.0.0.5`, `10.0.0.5:5060`, `[2001:db8::1]:5060`,
     /// `10.0.0.0/24` or `10.0.0.10-10.0.0.40`.

@@ -125,6 +125,8 @@ pub struct WireStats {
     pub tcp_flows_expired: u64,
     pub hep_packets: u64,
     pub hep_errors: u64,
+    /// TLS records seen on TCP port 5061: encrypted SIP that cannot be read.
+    pub tls_records: u64,
 }
 
 pub struct Decoder {
@@ -400,6 +402,14 @@ impl Decoder {
             src: SocketAddr::new(src, tcp.source_port()),
             dst: SocketAddr::new(dst, tcp.destination_port()),
         };
+        let payload = tcp.payload();
+        if (key.src.port() == 5061 || key.dst.port() == 5061)
+            && payload.len() >= 3
+            && (0x14..=0x17).contains(&payload[0])
+            && payload[1] == 0x03
+        {
+            self.stats.tls_records += 1;
+        }
         let flags = tcp::TcpFlags {
             syn: tcp.syn(),
             fin: tcp.fin(),

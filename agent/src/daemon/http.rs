@@ -1,0 +1,180 @@
+//! The local HTTP API (axum on its own tokio runtime thread): `/status`
+//! (JSON), `/metrics` (Prometheus), `/healthz`, `/` (a page for the practice
+//! manager), and `/api/calls`, `/api/days` for `cbt-agent report`. It also
+//! turns SIGTERM/SIGINT and SIGHUP into messages for the engine thread.
+
+use super::{Input, Shared};
+use crate::config::Listen;
+use anyhow::{Context, Result};
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use cbt_proto::Timestamp;
+use chrono::NaiveDate;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+
+pub fn spawn(listen: Listen, shared: Arc<Shared>, tx: SyncSender<Input>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("http")
+        .build()
+        .context("cannot start the HTTP runtime")?;
+    // bind now, so a port in use is reported at start-up
+    let listener = rt.block_on(bind(&listen))?;
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                signals(tx);
+                let app = router(shared);
+                let r = match listener {
+                    Bound::Tcp(l) => axum::serve(l, app).await,
+                    Bound::Unix(l) => axum::serve(l, app).await,
+                };
+                if let Err(e) = r {
+                    tracing::error!("status API stopped: {e}");
+                }
+            })
+        })
+        .context("cannot start the HTTP thread")?;
+    Ok(())
+}
+
+enum Bound {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+async fn bind(listen: &Listen) -> Result<Bound> {
+    Ok(match listen {
+        Listen::Tcp(a) => Bound::Tcp(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} for the status API (status.listen): is another cbt-agent running?"))?,
+        ),
+        Listen::Unix(p) => {
+            let _ = std::fs::remove_file(p);
+            if let Some(dir) = p.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            Bound::Unix(tokio::net::UnixListener::bind(p).with_context(|| format!("cannot listen on {} for the status API", p.display()))?)
+        }
+    })
+}
+
+fn signals(tx: SyncSender<Input>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let send = |tx: SyncSender<Input>, input: fn() -> Input| {
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(input());
+        });
+    };
+    let t = tx.clone();
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stopping");
+        send(t, || Input::Shutdown);
+    });
+    tokio::spawn(async move {
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            send(tx.clone(), || Input::Reload);
+        }
+    });
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/api/calls", get(calls))
+        .route("/api/days", get(days))
+        .with_state(shared)
+}
+
+fn current(s: &Shared) -> super::status::Status {
+    s.status.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Response {
+    axum::Json(current(&s)).into_response()
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], super::status::prometheus(&current(&s))).into_response()
+}
+
+async fn page(State(s): State<Arc<Shared>>) -> Html<String> {
+    Html(super::status::page(&current(&s)))
+}
+
+/// 200 while the engine thread loops and the store takes writes.
+async fn healthz(State(s): State<Arc<Shared>>) -> Response {
+    let beat = s.heartbeat.load(Ordering::Relaxed) as i64;
+    let now = super::capture::now().micros() / 1_000_000;
+    let st = current(&s);
+    if now - beat > 10 {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("engine stalled: last loop {} s ago\n", now - beat)).into_response();
+    }
+    if !st.store.healthy {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {}\n", st.store.error.unwrap_or_default())).into_response();
+    }
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct Range {
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+}
+
+/// Stored calls whose local start date is within `from..=to`.
+async fn calls(State(s): State<Arc<Shared>>, Query(r): Query<Range>) -> Response {
+    let store = s.store.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(store) = store else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the store is not available\n").into_response();
+    };
+    let site = s.site.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let agg = cbt_proto::metrics::Aggregator::new(&site);
+    let result = tokio::task::spawn_blocking(move || store.calls_between(Timestamp::MIN, Timestamp::MAX)).await;
+    match result {
+        Ok(Ok(calls)) => {
+            let calls: Vec<_> = calls
+                .into_iter()
+                .filter(|c| {
+                    let d = agg.local_date(c.started);
+                    r.from.is_none_or(|f| d >= f) && r.to.is_none_or(|t| d <= t)
+                })
+                .collect();
+            axum::Json(calls).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Stored day aggregates, and the time before which call records were pruned.
+async fn days(State(s): State<Arc<Shared>>) -> Response {
+    let store = s.store.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(store) = store else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the store is not available\n").into_response();
+    };
+    let result = tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((store.days()?, store.pruned_before()?))).await;
+    match result {
+        Ok(Ok((days, pruned))) => axum::Json(serde_json::json!({ "pruned_before": pruned, "days": days })).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}

@@ -1,0 +1,779 @@
+//! `cbt-agent run`: the long-running service.
+//!
+//! ```text
+//! capture threads (libpcap, one per interface) ─┐
+//! HEP listener thread ──────────────────────────┼─▶ bounded queue ─▶ engine thread ─▶ sled store
+//! signals (tokio) ──────── Shutdown / Reload ───┘        │
+//!                                  shared status ◀───────┘ ─▶ HTTP (tokio, axum): /status /metrics /healthz / /api
+//! ```
+//!
+//! Durability: every SIP message that reaches the legs is journaled (its
+//! phone numbers replaced by keyed hashes); finished calls are written with
+//! their day aggregate in one transaction; the store is flushed before a
+//! call is counted anywhere, and at least every 50 ms while messages arrive;
+//! the engine state is snapshotted every 30 s (and on a clean stop), and the
+//! journal since the snapshot is replayed on start. A kill -9 therefore
+//! loses at most the last unflushed messages: a gap, recorded, and the calls
+//! in progress across it are flagged partial.
+
+pub mod capture;
+pub mod http;
+pub mod status;
+
+use crate::config::Config;
+use crate::store::{Gap, Store};
+use anyhow::Result;
+use capture::{now, SourceStats};
+use cbt_proto::call::CallEvent;
+use cbt_proto::metrics::{Aggregator, TIME_CATEGORIES};
+use cbt_proto::number::Hasher;
+use cbt_proto::site::Site;
+use cbt_proto::time::{Micros, SECOND};
+use cbt_proto::{Engine, EngineConfig, LinkType, Timestamp};
+use status::{Diagnostic, SourceStatus, Status};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// What the engine thread receives.
+pub enum Input {
+    Frame { ts: Timestamp, linktype: i32, data: Vec<u8> },
+    Hep { ts: Timestamp, data: Vec<u8> },
+    Reload,
+    Shutdown,
+}
+
+/// State shared with the HTTP side.
+pub struct Shared {
+    pub status: RwLock<Status>,
+    /// Unix seconds of the engine thread's last loop.
+    pub heartbeat: AtomicU64,
+    pub store: RwLock<Option<Arc<Store>>>,
+    pub site: RwLock<Site>,
+}
+
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+const STORE_RETRY: Duration = Duration::from_secs(10);
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("cbt_agent={level},warn")));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+pub fn run(config_path: PathBuf) -> Result<ExitCode> {
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    init_logging(&config.agent.log_level);
+    let a = config.agent.clone();
+    let secret_path = config.secret_file.clone().unwrap_or_else(|| a.store_dir.join("secret"));
+    let key = crate::secret::load_or_create(&secret_path)?;
+    let hasher = Hasher::new(key, &config.country_code);
+    let site = config.site(&hasher);
+    let mut engine = Engine::new(EngineConfig {
+        hash_key: key,
+        country_code: config.country_code.clone(),
+        site: Some(site.clone()),
+        emit_legs: false,
+        journal: true,
+        ..EngineConfig::default()
+    });
+    let shared = Arc::new(Shared {
+        status: RwLock::new(Status::default()),
+        heartbeat: AtomicU64::new(0),
+        store: RwLock::new(None),
+        site: RwLock::new(site.clone()),
+    });
+    let started = now();
+    let mut state = Daemon {
+        config,
+        config_path: config_path.clone(),
+        hasher,
+        site,
+        store: None,
+        store_error: None,
+        pending: VecDeque::new(),
+        lost_in_memory: 0,
+        journal_off: false,
+        today: None,
+        gaps: Vec::new(),
+        recovered: None,
+        sources: Vec::new(),
+        started,
+        last_snapshot: None,
+        last_flush: Instant::now(),
+        dirty: false,
+        shared: shared.clone(),
+        last_invite_at: started,
+        window: VecDeque::new(),
+        dropped_seen: 0,
+    };
+    state.open_store(&mut engine);
+    // sources
+    let (tx, rx) = sync_channel::<Input>(a.queue);
+    let stop = Arc::new(AtomicBool::new(false));
+    for iface in &a.interfaces {
+        let s = Arc::new(SourceStats {
+            name: iface.clone(),
+            ..SourceStats::default()
+        });
+        capture::spawn(iface.clone(), a.clone(), tx.clone(), s.clone(), stop.clone());
+        state.sources.push(("capture", s));
+    }
+    if let Some(addr) = a.hep_listen {
+        let s = Arc::new(SourceStats {
+            name: format!("hep {addr}"),
+            ..SourceStats::default()
+        });
+        match std::net::UdpSocket::bind(addr) {
+            Ok(sock) => capture::spawn_hep(sock, tx.clone(), s.clone(), stop.clone()),
+            Err(e) => {
+                tracing::error!("cannot listen for HEP on {addr}: {e}");
+                *s.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("cannot listen on {addr}: {e}"));
+            }
+        }
+        state.sources.push(("hep", s));
+    }
+    state.refresh_status(&engine);
+    http::spawn(a.status_listen.clone(), shared.clone(), tx.clone())?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        interfaces = ?a.interfaces,
+        status = %a.status_listen,
+        "cbt-agent running"
+    );
+    let code = state.main_loop(&mut engine, rx);
+    stop.store(true, Ordering::Relaxed);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    state.shutdown(&mut engine);
+    Ok(code)
+}
+
+struct Daemon {
+    config: Config,
+    config_path: PathBuf,
+    hasher: Hasher,
+    site: Site,
+    store: Option<Arc<Store>>,
+    store_error: Option<String>,
+    /// Finished call events the store could not take yet (bounded).
+    pending: VecDeque<CallEvent>,
+    lost_in_memory: u64,
+    /// The journal was off for a while (store down): snapshot as soon as
+    /// the store is back.
+    journal_off: bool,
+    today: Option<(chrono::NaiveDate, Aggregator)>,
+    gaps: Vec<Gap>,
+    recovered: Option<String>,
+    sources: Vec<(&'static str, Arc<SourceStats>)>,
+    started: Timestamp,
+    last_snapshot: Option<Timestamp>,
+    last_flush: Instant,
+    /// Written but not yet flushed.
+    dirty: bool,
+    shared: Arc<Shared>,
+    last_invite_at: Timestamp,
+    /// (time, invites, invite responses, messages, tls records) per second, last 10 minutes.
+    window: VecDeque<(Timestamp, u64, u64, u64, u64)>,
+    dropped_seen: u64,
+}
+
+impl Daemon {
+    fn open_store(&mut self, engine: &mut Engine) {
+        let a = self.config.agent.clone();
+        match Store::open(&a.store_dir, a.cache_bytes) {
+            Ok(store) => {
+                let store = Arc::new(store);
+                if let Err(e) = self.recover(engine, &store) {
+                    self.store_failed(format!("the store in {} could not be read: {e:#}", a.store_dir.display()));
+                    return;
+                }
+                tracing::info!(dir = %a.store_dir.display(), calls = store.call_count(), "store open");
+                *self.shared.store.write().unwrap_or_else(|e| e.into_inner()) = Some(store.clone());
+                self.store = Some(store);
+                self.store_error = None;
+            }
+            Err(e) => self.store_failed(format!("{e:#}")),
+        }
+    }
+
+    fn store_failed(&mut self, msg: String) {
+        if self.store_error.as_deref() != Some(msg.as_str()) {
+            tracing::error!("store unavailable, keeping finished calls in memory: {msg}");
+        }
+        self.store = None;
+        *self.shared.store.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.store_error = Some(msg);
+        self.journal_off = true;
+    }
+
+    /// Restores the snapshot, replays the journal, writes what it finishes.
+    fn recover(&mut self, engine: &mut Engine, store: &Arc<Store>) -> Result<()> {
+        let counts = store.verify()?;
+        self.gaps = store.gaps()?;
+        if engine.last_packet().is_some() {
+            // the store came back while running: keep the live engine
+            return Ok(());
+        }
+        let (snap, journal) = store.recovery()?;
+        let had_snapshot = snap.is_some();
+        let (mut legs, mut calls) = (0, 0);
+        if let Some(snap) = snap {
+            legs = snap.legs.legs.iter().filter(|l| l.is_open()).count();
+            calls = snap.calls.as_ref().map_or(0, |c| c.open_calls());
+            engine.restore(snap);
+        }
+        if let Some(c) = engine.calls_mut() {
+            c.set_next_seq(store.max_seq()? + 1);
+        }
+        for e in &journal {
+            engine.replay_journal(e);
+        }
+        while engine.poll_journal().is_some() {}
+        let mut written = 0;
+        while let Some(ev) = engine.poll_call() {
+            if self.write_event(store, &ev)? {
+                written += 1;
+            }
+        }
+        if had_snapshot || !journal.is_empty() {
+            let from = engine.last_packet().unwrap_or(self.started);
+            let partial = engine.mark_gap();
+            let gap = Gap {
+                from,
+                to: self.started,
+                reason: "agent stopped".into(),
+            };
+            store.add_gap(gap.clone())?;
+            self.gaps.push(gap);
+            store.flush()?;
+            let msg = format!(
+                "restored {legs} legs and {calls} calls in progress, replayed {} journal entries ({written} calls finished and stored), {} calls stored in all; {partial} legs in progress across the gap since {} are marked partial",
+                journal.len(),
+                counts.calls + written,
+                from
+            );
+            tracing::info!("{msg}");
+            self.recovered = Some(msg);
+        }
+        Ok(())
+    }
+
+    /// Writes one call event. Returns whether it changed the store.
+    fn write_event(&self, store: &Store, ev: &CallEvent) -> Result<bool> {
+        match ev {
+            CallEvent::Finished(r) => store.put_call(r, &self.site),
+            CallEvent::CallbackMade { seq, practice, at, .. } => store.callback_made(*seq, practice, *at, &self.site),
+        }
+    }
+
+    fn main_loop(&mut self, engine: &mut Engine, rx: Receiver<Input>) -> ExitCode {
+        let mut last_status = Instant::now();
+        let mut last_tick = Instant::now();
+        let mut last_maintenance: Option<Instant> = None;
+        let mut last_store_retry = Instant::now();
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut last_watchdog = Instant::now();
+        loop {
+            let mut got = 0usize;
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(input) => {
+                    if !self.feed(engine, input) {
+                        return ExitCode::SUCCESS;
+                    }
+                    got += 1;
+                    // take what is queued, in order, bounded per round
+                    while got < 4096 {
+                        match rx.try_recv() {
+                            Ok(input) => {
+                                if !self.feed(engine, input) {
+                                    return ExitCode::SUCCESS;
+                                }
+                                got += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return ExitCode::SUCCESS,
+            }
+            if last_tick.elapsed() >= Duration::from_millis(200) {
+                last_tick = Instant::now();
+                engine.tick(now());
+            }
+            self.persist(engine);
+            if self.store.is_none() && last_store_retry.elapsed() >= STORE_RETRY {
+                last_store_retry = Instant::now();
+                self.open_store(engine);
+                if self.store.is_some() {
+                    tracing::info!("store available again; writing {} calls held in memory", self.pending.len());
+                }
+            }
+            if last_status.elapsed() >= STATUS_EVERY {
+                last_status = Instant::now();
+                self.watch_drops(engine);
+                self.refresh_status(engine);
+            }
+            let snapshot_due = self.last_snapshot.is_none_or(|t| now().since(t) >= self.config.agent.snapshot_every) || self.journal_off;
+            if snapshot_due && self.store.is_some() {
+                self.snapshot(engine);
+            }
+            if last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY) {
+                last_maintenance = Some(Instant::now());
+                self.maintenance();
+            }
+            if let Some(us) = watchdog {
+                if last_watchdog.elapsed() >= us {
+                    last_watchdog = Instant::now();
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+            self.shared.heartbeat.store((now().micros() / SECOND) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Handles one input. Returns false to stop.
+    fn feed(&mut self, engine: &mut Engine, input: Input) -> bool {
+        match input {
+            Input::Frame { ts, linktype, data } => {
+                if let Some(l) = LinkType::from_linktype(linktype) {
+                    engine.ingest(ts, l, &data);
+                }
+            }
+            Input::Hep { ts, data } => engine.ingest_hep(ts, &data),
+            Input::Reload => self.reload(engine),
+            Input::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Journals messages and stores finished calls; flushes; acknowledges.
+    fn persist(&mut self, engine: &mut Engine) {
+        let mut journal = Vec::new();
+        while let Some(j) = engine.poll_journal() {
+            journal.push(j);
+        }
+        let mut events: Vec<CallEvent> = Vec::new();
+        while let Some(ev) = engine.poll_call() {
+            events.push(ev);
+        }
+        let Some(store) = self.store.clone() else {
+            // no store: hold finished calls in memory, within the bound
+            for ev in events {
+                if self.pending.len() >= self.config.agent.memory_calls {
+                    self.pending.pop_front();
+                    self.lost_in_memory += 1;
+                }
+                self.pending.push_back(ev);
+            }
+            return;
+        };
+        let mut acked = Vec::new();
+        let result = (|| -> Result<()> {
+            store.append_journal(&journal)?;
+            if !journal.is_empty() {
+                self.dirty = true;
+            }
+            while let Some(ev) = self.pending.front() {
+                if self.write_event(&store, ev)? {
+                    acked.push(ev.clone());
+                }
+                self.pending.pop_front();
+                self.dirty = true;
+            }
+            for ev in &events {
+                if self.write_event(&store, ev)? {
+                    acked.push(ev.clone());
+                }
+                self.dirty = true;
+            }
+            if self.dirty && (!acked.is_empty() || self.last_flush.elapsed() >= FLUSH_EVERY) {
+                store.flush()?;
+                self.dirty = false;
+                self.last_flush = Instant::now();
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                for ev in &acked {
+                    self.count_today(ev);
+                }
+            }
+            Err(e) => {
+                // keep every call not known to be stored; the store dedups by seq
+                for ev in acked.into_iter().chain(events) {
+                    if self.pending.len() >= self.config.agent.memory_calls {
+                        self.pending.pop_front();
+                        self.lost_in_memory += 1;
+                    }
+                    self.pending.push_back(ev);
+                }
+                self.store_failed(format!("{e:#}"));
+            }
+        }
+    }
+
+    fn snapshot(&mut self, engine: &Engine) {
+        let Some(store) = self.store.clone() else { return };
+        match store.save_snapshot(&engine.snapshot()) {
+            Ok(()) => {
+                self.last_snapshot = Some(now());
+                self.journal_off = false;
+            }
+            Err(e) => self.store_failed(format!("cannot save the engine snapshot: {e:#}")),
+        }
+    }
+
+    fn today_agg(&mut self) -> &mut Aggregator {
+        let today = Aggregator::new(&self.site).local_date(now());
+        if self.today.as_ref().is_none_or(|(d, _)| *d != today) {
+            let mut agg = Aggregator::new(&self.site);
+            if let Some(store) = &self.store {
+                for ((p, date), day) in store.days().unwrap_or_default() {
+                    if date == today {
+                        agg.add_day(&p, date, &day);
+                    }
+                }
+            }
+            self.today = Some((today, agg));
+        }
+        &mut self.today.as_mut().expect("set").1
+    }
+
+    fn count_today(&mut self, ev: &CallEvent) {
+        let today = Aggregator::new(&self.site).local_date(now());
+        let fresh = self.today.as_ref().is_none_or(|(d, _)| *d != today);
+        let agg = self.today_agg();
+        if fresh {
+            return; // seeded from the store, which holds this call already
+        }
+        match ev {
+            CallEvent::Finished(r) if agg.local_date(r.started) == today => agg.add_call(r),
+            CallEvent::CallbackMade { practice, at, .. } if agg.local_date(*at) == today => agg.add_callback(practice, *at),
+            _ => {}
+        }
+    }
+
+    /// Kernel or queue drops mean packets were missed: a gap.
+    fn watch_drops(&mut self, engine: &mut Engine) {
+        let dropped: u64 = self
+            .sources
+            .iter()
+            .map(|(_, s)| s.kernel_dropped.load(Ordering::Relaxed) + s.if_dropped.load(Ordering::Relaxed) + s.queue_dropped.load(Ordering::Relaxed))
+            .sum();
+        if dropped > self.dropped_seen {
+            let n = dropped - self.dropped_seen;
+            self.dropped_seen = dropped;
+            let partial = engine.mark_gap();
+            let t = now();
+            let gap = Gap {
+                from: t.add(-(STATUS_EVERY.as_micros() as Micros)),
+                to: t,
+                reason: format!("{n} packets dropped before the engine; {partial} legs in progress marked partial"),
+            };
+            tracing::warn!("{}", gap.reason);
+            if let Some(store) = &self.store {
+                let _ = store.add_gap(gap.clone());
+            }
+            self.gaps.push(gap);
+            if self.gaps.len() > 100 {
+                self.gaps.remove(0);
+            }
+        }
+    }
+
+    fn maintenance(&mut self) {
+        let Some(store) = self.store.clone() else { return };
+        let cut = now().add(-self.config.agent.retention);
+        match store.prune_calls(cut) {
+            Ok(n) if n > 0 => tracing::info!(pruned = n, "call records older than the retention removed (day figures kept)"),
+            Err(e) => tracing::warn!("pruning failed: {e:#}"),
+            _ => {}
+        }
+        let today = Aggregator::new(&self.site).local_date(now());
+        if let Err(e) = store.close_days(today) {
+            tracing::warn!("closing days failed: {e:#}");
+        }
+    }
+
+    fn reload(&mut self, engine: &mut Engine) {
+        let new = match Config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("configuration not reloaded, the running one stays:\n{e}");
+                return;
+            }
+        };
+        let (old_a, new_a) = (&self.config.agent, &new.agent);
+        let mut needs_restart = Vec::new();
+        if old_a.interfaces != new_a.interfaces {
+            needs_restart.push("capture.interfaces");
+        }
+        if old_a.filter != new_a.filter || old_a.sip_ports != new_a.sip_ports || old_a.snaplen != new_a.snaplen || old_a.buffer_bytes != new_a.buffer_bytes {
+            needs_restart.push("capture settings");
+        }
+        if old_a.hep_listen != new_a.hep_listen {
+            needs_restart.push("hep.listen");
+        }
+        if old_a.store_dir != new_a.store_dir || old_a.cache_bytes != new_a.cache_bytes {
+            needs_restart.push("store.dir / store.cache");
+        }
+        if old_a.status_listen != new_a.status_listen {
+            needs_restart.push("status.listen");
+        }
+        if new.secret_file != self.config.secret_file || new.country_code != self.config.country_code {
+            needs_restart.push("privacy.secret_file / country_code");
+        }
+        let site = new.site(&self.hasher);
+        if let Some(c) = engine.calls_mut() {
+            c.set_site(site.clone());
+        }
+        *self.shared.site.write().unwrap_or_else(|e| e.into_inner()) = site.clone();
+        self.site = site;
+        self.today = None;
+        let keep_agent = self.config.agent.clone();
+        self.config = new;
+        self.config.agent.retention = self.config.agent.retention.max(0);
+        if needs_restart.is_empty() {
+            tracing::info!("configuration reloaded");
+        } else {
+            // keep running with the old values of what cannot change live
+            let retention = self.config.agent.retention;
+            let quiet = self.config.agent.quiet;
+            let snapshot_every = self.config.agent.snapshot_every;
+            self.config.agent = keep_agent;
+            self.config.agent.retention = retention;
+            self.config.agent.quiet = quiet;
+            self.config.agent.snapshot_every = snapshot_every;
+            tracing::warn!(
+                "configuration reloaded (practices, network roles and rules apply now); these changed and need a restart to apply: {}",
+                needs_restart.join(", ")
+            );
+        }
+    }
+
+    fn shutdown(&mut self, engine: &mut Engine) {
+        self.persist(engine);
+        if let Some(store) = self.store.clone() {
+            self.snapshot(engine);
+            let _ = store.flush();
+            tracing::info!(held_in_memory = self.pending.len(), "stopped; engine state saved");
+        } else if !self.pending.is_empty() {
+            tracing::error!("stopping with {} finished calls that could not be stored: {}", self.pending.len(), self.store_error.clone().unwrap_or_default());
+        }
+    }
+
+    fn refresh_status(&mut self, engine: &Engine) {
+        let st = engine.stats();
+        let t = now();
+        let a = &self.config.agent;
+        // rates over the last status period, and the 10-minute window
+        let invites = st.sip.requests.get("INVITE").copied().unwrap_or(0);
+        let responses: u64 = st.sip.responses.values().sum();
+        let tls = st.wire.tls_records;
+        if self.window.back().is_some_and(|w| invites > w.1) {
+            self.last_invite_at = t;
+        }
+        self.window.push_back((t, invites, responses, st.sip.messages, tls));
+        while self.window.front().is_some_and(|w| t.since(w.0) > 600 * SECOND) {
+            self.window.pop_front();
+        }
+        let first = *self.window.front().expect("just pushed");
+        let prev = self.window.iter().rev().nth(1).copied().unwrap_or(first);
+        let secs = (t.since(prev.0) as f64 / 1e6).max(1e-3);
+        let frames: u64 = self.sources.iter().map(|(_, s)| s.packets.load(Ordering::Relaxed)).sum();
+        let mut s = Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: self.started.to_rfc3339(),
+            uptime_s: (t.since(self.started) / SECOND).max(0) as u64,
+            config: self.config_path.display().to_string(),
+            view: "unknown".into(),
+            ..Status::default()
+        };
+        for (kind, src) in &self.sources {
+            s.sources.push(SourceStatus {
+                name: src.name.clone(),
+                kind: kind.to_string(),
+                linktype: src.linktype.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                running: src.running.load(Ordering::Relaxed),
+                packets: src.packets.load(Ordering::Relaxed),
+                bytes: src.bytes.load(Ordering::Relaxed),
+                kernel_dropped: src.kernel_dropped.load(Ordering::Relaxed),
+                if_dropped: src.if_dropped.load(Ordering::Relaxed),
+                queue_dropped: src.queue_dropped.load(Ordering::Relaxed),
+                error: src.error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            });
+        }
+        s.rates.sip_messages_per_s = (st.sip.messages - prev.3) as f64 / secs;
+        s.rates.packets_per_s = {
+            let last_frames = self.shared.status.read().map(|x| x.sip.frames).unwrap_or(0);
+            frames.saturating_sub(last_frames) as f64 / STATUS_EVERY.as_secs_f64()
+        };
+        s.sip = status::SipCounters {
+            frames,
+            messages: st.sip.messages,
+            parse_errors: st.sip.parse_errors.clone(),
+            non_sip_datagrams: st.sip.non_sip_datagrams,
+            garbage_bytes: st.sip.garbage_bytes,
+            hep_messages: st.sip.hep_messages,
+            tls_records: tls,
+            invites,
+            invite_responses: responses,
+        };
+        let calls = st.calls.clone().unwrap_or_default();
+        s.engine = status::EngineStatus {
+            legs_in_progress: st.open_legs as u64,
+            calls_in_progress: calls.open_calls,
+            calls_finished: calls.calls,
+            uncorrelated_legs: calls.uncorrelated_legs,
+            b2bua_ambiguous: calls.b2bua_ambiguous,
+            last_packet: st.last_packet.map(|t| t.to_rfc3339()),
+            reassembly_bytes: engine.buffered_bytes() as u64,
+        };
+        s.store = status::StoreStatus {
+            healthy: self.store.is_some(),
+            error: self.store_error.clone(),
+            dir: a.store_dir.display().to_string(),
+            size_bytes: self.store.as_ref().map_or(0, |x| x.size_on_disk()),
+            calls_stored: self.store.as_ref().map_or(0, |x| x.call_count() as u64),
+            held_in_memory: self.pending.len() as u64,
+            lost_in_memory: self.lost_in_memory,
+            snapshot_age_s: self.last_snapshot.map(|l| (t.since(l) / SECOND).max(0) as u64),
+            outbox: self.store.as_ref().map_or(0, |x| x.outbox_len() as u64),
+            recovered: self.recovered.clone(),
+        };
+        // today
+        let practices: Vec<String> = self.site.practices.iter().map(|p| p.ods.clone()).collect();
+        let agg = self.today_agg();
+        let date = agg.local_date(t);
+        let mut today = status::Today {
+            date: date.to_string(),
+            practices: Vec::new(),
+        };
+        let mut names = practices;
+        for (p, d) in agg.days().keys() {
+            if *d == date && !names.contains(p) {
+                names.push(p.clone());
+            }
+        }
+        for p in names {
+            let day = agg.days().get(&(p.clone(), date)).cloned().unwrap_or_default();
+            let band = |i: usize, b: usize| day.bands[i][b];
+            let (abandoned, callbacks_made) = (day.abandoned_missed + day.abandoned_in_ivr, day.total(5));
+            today.practices.push(status::TodayPractice {
+                practice: p,
+                inbound: day.total(0),
+                answered: day.total(2),
+                missed: day.total(3),
+                ended_in_ivr: day.total(1),
+                callback_requested: day.total(4),
+                callbacks_made,
+                abandoned,
+                by_band: TIME_CATEGORIES
+                    .iter()
+                    .enumerate()
+                    .map(|(b, l)| (l.to_string(), [band(2, b), band(3, b), band(1, b), band(4, b)]))
+                    .collect(),
+            });
+        }
+        s.today = today;
+        s.gaps = self.gaps.iter().rev().take(20).cloned().collect();
+        s.diagnostics = self.diagnose(&s, &first, t);
+        s.view = if calls.calls >= 5 && !self.site.carrier.is_empty() && calls.from_configured_carrier == 0 {
+            "partial".into()
+        } else if calls.calls >= 5 {
+            "full".into()
+        } else {
+            "unknown".into()
+        };
+        if s.view == "partial" {
+            s.diagnostics.push(Diagnostic::warn(
+                "partial_view",
+                "no call has come from a configured carrier address: this looks like a handsets-only view (hosted PBX), so calls that end before ringing a handset are not seen and the figures are partial".into(),
+            ));
+        }
+        *self.shared.status.write().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    fn diagnose(&self, s: &Status, first: &(Timestamp, u64, u64, u64, u64), t: Timestamp) -> Vec<Diagnostic> {
+        let mut d = Vec::new();
+        if self.sources.is_empty() {
+            d.push(Diagnostic::error("no_source", "no capture interface and no HEP listener configured: nothing is observed; set capture.interfaces or hep.listen".into()));
+        }
+        for src in &s.sources {
+            if let Some(e) = &src.error {
+                d.push(Diagnostic::error("capture_error", format!("{}: {e}", src.name)));
+            }
+            if src.kernel_dropped + src.if_dropped > 0 {
+                d.push(Diagnostic::warn(
+                    "pcap_drops",
+                    format!("{}: {} packets dropped by the kernel and {} by the interface; raise capture.buffer_size", src.name, src.kernel_dropped, src.if_dropped),
+                ));
+            }
+            if src.queue_dropped > 0 {
+                d.push(Diagnostic::warn("queue_drops", format!("{}: {} packets dropped because the engine fell behind", src.name, src.queue_dropped)));
+            }
+        }
+        let (invites, responses, msgs, tls) = (s.sip.invites - first.1, s.sip.invite_responses - first.2, s.sip.messages - first.3, s.sip.tls_records - first.4);
+        if invites >= 10 && responses == 0 {
+            d.push(Diagnostic::warn(
+                "one_way",
+                format!("{invites} INVITEs and no responses in the last 10 minutes: only one direction of the signalling is seen; check the mirror port copies both directions"),
+            ));
+        }
+        if tls > 0 && msgs == 0 {
+            d.push(Diagnostic::warn(
+                "tls_only",
+                format!("{tls} TLS records on port 5061 and no readable SIP in the last 10 minutes: encrypted SIP cannot be read; have the PBX send HEP (hep.listen)"),
+            ));
+        }
+        let total: u64 = s.sip.parse_errors.values().sum();
+        if total > 20 && total * 10 > s.sip.messages {
+            d.push(Diagnostic::warn("parse_errors", format!("{total} of {} SIP messages could not be read (see sip.parse_errors)", s.sip.messages)));
+        }
+        if let Some(e) = &self.store_error {
+            d.push(Diagnostic::error(
+                "store_error",
+                format!("the store cannot take writes ({e}); {} finished calls held in memory (at most {}), retrying every {} s", self.pending.len(), self.config.agent.memory_calls, STORE_RETRY.as_secs()),
+            ));
+        }
+        if let Some(age) = s.store.snapshot_age_s {
+            if age as i64 * SECOND > 3 * self.config.agent.snapshot_every + 10 * SECOND {
+                d.push(Diagnostic::warn("snapshot_stale", format!("the engine state was last saved {age} s ago")));
+            }
+        }
+        // no INVITE for a while during core hours
+        let local = t.to_datetime().map(|x| x.with_timezone(&self.site.timezone).naive_local());
+        if let Some(local) = local {
+            let core = cbt_proto::metrics::core_category(local, &self.site.bank_holidays) < 2;
+            let quiet = self.config.agent.quiet;
+            if core && t.since(self.last_invite_at) >= quiet && t.since(self.started) >= quiet {
+                d.push(Diagnostic::warn(
+                    "quiet",
+                    format!("no INVITE seen for {} minutes during core hours (last: {})", t.since(self.last_invite_at) / 60 / SECOND, self.last_invite_at),
+                ));
+            }
+        }
+        d
+    }
+}

@@ -1,0 +1,300 @@
+//! What the daemon says about itself: the status document served at
+//! `/status`, its Prometheus rendering at `/metrics`, the small page at `/`,
+//! and the self-diagnosis rules.
+
+use crate::store::Gap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub started_at: String,
+    pub uptime_s: u64,
+    pub config: String,
+    pub sources: Vec<SourceStatus>,
+    pub rates: Rates,
+    pub sip: SipCounters,
+    pub engine: EngineStatus,
+    pub store: StoreStatus,
+    pub today: Today,
+    pub diagnostics: Vec<Diagnostic>,
+    pub gaps: Vec<Gap>,
+    /// `full`, `partial` (handsets only, no trunk side) or `unknown`.
+    pub view: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SourceStatus {
+    pub name: String,
+    pub kind: String,
+    pub linktype: Option<String>,
+    pub running: bool,
+    pub packets: u64,
+    pub bytes: u64,
+    pub kernel_dropped: u64,
+    pub if_dropped: u64,
+    pub queue_dropped: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Rates {
+    pub packets_per_s: f64,
+    pub sip_messages_per_s: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SipCounters {
+    pub frames: u64,
+    pub messages: u64,
+    pub parse_errors: BTreeMap<String, u64>,
+    pub non_sip_datagrams: u64,
+    pub garbage_bytes: u64,
+    pub hep_messages: u64,
+    pub tls_records: u64,
+    pub invites: u64,
+    pub invite_responses: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EngineStatus {
+    pub legs_in_progress: u64,
+    pub calls_in_progress: u64,
+    pub calls_finished: u64,
+    pub uncorrelated_legs: u64,
+    pub b2bua_ambiguous: u64,
+    pub last_packet: Option<String>,
+    pub reassembly_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StoreStatus {
+    pub healthy: bool,
+    pub error: Option<String>,
+    pub dir: String,
+    pub size_bytes: u64,
+    pub calls_stored: u64,
+    /// Finished calls held in memory because the store could not take them.
+    pub held_in_memory: u64,
+    /// Finished calls dropped because the memory bound was reached.
+    pub lost_in_memory: u64,
+    pub snapshot_age_s: Option<u64>,
+    pub outbox: u64,
+    pub recovered: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Today {
+    pub date: String,
+    pub practices: Vec<TodayPractice>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TodayPractice {
+    pub practice: String,
+    pub inbound: u64,
+    pub answered: u64,
+    pub missed: u64,
+    pub ended_in_ivr: u64,
+    pub callback_requested: u64,
+    pub callbacks_made: u64,
+    pub abandoned: u64,
+    /// Per time band: [answered, missed, ended_in_ivr, callback_requested].
+    pub by_band: Vec<(String, [u64; 4])>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnostic {
+    pub code: String,
+    /// `error` or `warning`.
+    pub severity: String,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn warn(code: &str, message: String) -> Diagnostic {
+        Diagnostic {
+            code: code.into(),
+            severity: "warning".into(),
+            message,
+        }
+    }
+
+    pub fn error(code: &str, message: String) -> Diagnostic {
+        Diagnostic {
+            code: code.into(),
+            severity: "error".into(),
+            message,
+        }
+    }
+}
+
+/// Every diagnostic code, so `/metrics` reports each as 0 or 1.
+pub const DIAGNOSTIC_CODES: &[&str] = &[
+    "capture_error",
+    "pcap_drops",
+    "queue_drops",
+    "one_way",
+    "tls_only",
+    "quiet",
+    "parse_errors",
+    "store_error",
+    "snapshot_stale",
+    "partial_view",
+    "no_source",
+];
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Prometheus text exposition format (version 0.0.4).
+pub fn prometheus(s: &Status) -> String {
+    let mut o = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+        for (labels, v) in rows {
+            if labels.is_empty() {
+                let _ = writeln!(o, "{name} {v}");
+            } else {
+                let _ = writeln!(o, "{name}{{{labels}}} {v}");
+            }
+        }
+    };
+    let src = |f: fn(&SourceStatus) -> u64| -> Vec<(String, f64)> {
+        s.sources
+            .iter()
+            .map(|x| (format!("source=\"{}\",kind=\"{}\"", esc(&x.name), x.kind), f(x) as f64))
+            .collect()
+    };
+    metric("cbt_up", "gauge", "1 while the agent runs.", vec![(String::new(), 1.0)]);
+    metric("cbt_uptime_seconds", "gauge", "Seconds since the agent started.", vec![(String::new(), s.uptime_s as f64)]);
+    metric("cbt_source_up", "gauge", "1 if the capture source is running.", src(|x| x.running as u64));
+    metric("cbt_packets_total", "counter", "Packets received by each source.", src(|x| x.packets));
+    metric("cbt_kernel_dropped_total", "counter", "Packets dropped by the kernel (pcap stats).", src(|x| x.kernel_dropped));
+    metric("cbt_interface_dropped_total", "counter", "Packets dropped by the interface (pcap stats).", src(|x| x.if_dropped));
+    metric("cbt_queue_dropped_total", "counter", "Packets dropped because the engine queue was full.", src(|x| x.queue_dropped));
+    metric("cbt_sip_messages_total", "counter", "SIP messages framed.", vec![(String::new(), s.sip.messages as f64)]);
+    metric(
+        "cbt_parse_errors_total",
+        "counter",
+        "SIP messages that could not be read, by reason.",
+        s.sip.parse_errors.iter().map(|(k, v)| (format!("reason=\"{}\"", esc(k)), *v as f64)).collect(),
+    );
+    metric("cbt_tls_records_total", "counter", "TLS records seen on port 5061 (unreadable SIP).", vec![(String::new(), s.sip.tls_records as f64)]);
+    metric("cbt_legs_in_progress", "gauge", "SIP INVITE legs in progress.", vec![(String::new(), s.engine.legs_in_progress as f64)]);
+    metric("cbt_calls_in_progress", "gauge", "Inbound calls in progress.", vec![(String::new(), s.engine.calls_in_progress as f64)]);
+    metric("cbt_store_healthy", "gauge", "1 if the store takes writes.", vec![(String::new(), s.store.healthy as u64 as f64)]);
+    metric("cbt_store_size_bytes", "gauge", "Size of the store on disk.", vec![(String::new(), s.store.size_bytes as f64)]);
+    metric("cbt_calls_held_in_memory", "gauge", "Finished calls waiting for the store.", vec![(String::new(), s.store.held_in_memory as f64)]);
+    metric(
+        "cbt_snapshot_age_seconds",
+        "gauge",
+        "Seconds since the engine state was last saved.",
+        s.store.snapshot_age_s.map(|a| vec![(String::new(), a as f64)]).unwrap_or_default(),
+    );
+    let mut today = Vec::new();
+    let mut indicators = Vec::new();
+    for p in &s.today.practices {
+        let l = |o: &str| format!("practice=\"{}\",outcome=\"{o}\"", esc(&p.practice));
+        today.push((l("answered"), p.answered as f64));
+        today.push((l("missed"), p.missed as f64));
+        today.push((l("ended_in_ivr"), p.ended_in_ivr as f64));
+        today.push((l("callback_requested"), p.callback_requested as f64));
+        let i = |c: &str| format!("practice=\"{}\",indicator=\"{c}\"", esc(&p.practice));
+        for (code, v) in [
+            ("CBT001", p.inbound),
+            ("CBT002", p.ended_in_ivr),
+            ("CBT003", p.answered),
+            ("CBT004", p.missed),
+            ("CBT005", p.callback_requested),
+            ("CBT006", p.callbacks_made),
+            ("CBT007", p.answered),
+        ] {
+            indicators.push((i(code), v as f64));
+        }
+    }
+    metric("cbt_calls_today", "gauge", "Today's inbound calls by outcome (local date).", today);
+    metric("cbt_indicator_today", "gauge", "Today's CBT indicators (local date).", indicators);
+    metric(
+        "cbt_diagnostic",
+        "gauge",
+        "1 while a diagnostic condition holds.",
+        DIAGNOSTIC_CODES
+            .iter()
+            .map(|c| (format!("code=\"{c}\""), s.diagnostics.iter().any(|d| d.code == *c) as u64 as f64))
+            .collect(),
+    );
+    metric("cbt_view_partial", "gauge", "1 if only part of the calls can be seen (handsets only).", vec![(String::new(), (s.view == "partial") as u64 as f64)]);
+    o
+}
+
+/// The practice manager's page: today's calls per time band by outcome.
+pub fn page(s: &Status) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>cbt-agent</title>\
+         <meta http-equiv=\"refresh\" content=\"30\">\
+         <style>body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}\
+         td,th{{padding:2px 8px;text-align:right}}.warn{{color:#a60}}.error{{color:#b00}}</style></head><body>\
+         <h1>Calls today ({})</h1>",
+        esc_html(&s.today.date)
+    );
+    const COLOURS: [(&str, &str); 4] = [("answered", "#2e7d32"), ("missed", "#c62828"), ("ended in IVR", "#757575"), ("callback requested", "#1565c0")];
+    for p in &s.today.practices {
+        let _ = write!(
+            h,
+            "<h2>{}</h2><p>{} inbound: {} answered, {} missed, {} ended in IVR, {} callbacks requested ({} made), {} abandoned.</p>",
+            esc_html(&p.practice),
+            p.inbound,
+            p.answered,
+            p.missed,
+            p.ended_in_ivr,
+            p.callback_requested,
+            p.callbacks_made,
+            p.abandoned
+        );
+        let max = p.by_band.iter().map(|(_, v)| v.iter().sum::<u64>()).max().unwrap_or(0).max(1);
+        let (w, bar, gap) = (640, 56, 14);
+        let height = 220;
+        let _ = write!(h, "<svg width=\"{w}\" height=\"{}\" role=\"img\" aria-label=\"calls per time band\">", height + 60);
+        for (i, (band, v)) in p.by_band.iter().enumerate() {
+            let x = 10 + i * (bar + gap);
+            let mut y = height;
+            for (k, (name, colour)) in COLOURS.iter().enumerate() {
+                let hgt = (v[k] as usize * height) / max as usize;
+                if hgt > 0 {
+                    y -= hgt;
+                    let _ = write!(h, "<rect x=\"{x}\" y=\"{y}\" width=\"{bar}\" height=\"{hgt}\" fill=\"{colour}\"><title>{band}: {} {name}</title></rect>", v[k]);
+                }
+            }
+            let total: u64 = v.iter().sum();
+            let _ = write!(h, "<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{total}</text>", x + bar / 2, y.saturating_sub(4).max(10));
+            let _ = write!(h, "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{}</text>", x + bar / 2, height + 16, esc_html(band));
+        }
+        for (k, (name, colour)) in COLOURS.iter().enumerate() {
+            let _ = write!(h, "<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"{}\" font-size=\"11\">{name}</text>", 10 + k * 150, height + 32, 24 + k * 150, height + 41);
+        }
+        h.push_str("</svg>");
+    }
+    if s.today.practices.is_empty() {
+        h.push_str("<p>No practice configured.</p>");
+    }
+    h.push_str("<h2>Agent</h2><ul>");
+    if s.diagnostics.is_empty() {
+        h.push_str("<li>No problems detected.</li>");
+    }
+    for d in &s.diagnostics {
+        let _ = write!(h, "<li class=\"{}\">{}</li>", if d.severity == "error" { "error" } else { "warn" }, esc_html(&d.message));
+    }
+    let _ = write!(h, "</ul><p>cbt-agent {} &middot; <a href=\"/status\">status</a> &middot; <a href=\"/metrics\">metrics</a></p></body></html>", esc_html(&s.version));
+    h
+}
+
+fn esc_html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
