@@ -84,6 +84,10 @@ pub struct Correlation {
 pub struct CallRecord {
     /// Sequence number, unique per engine (and per store, for the daemon).
     pub seq: u64,
+    /// The trunk leg's Call-ID: kept for troubleshooting and tests, never
+    /// printed with the call.
+    #[serde(default)]
+    pub call_id: String,
     pub practice: String,
     pub started: Timestamp,
     pub queue_joined: Option<Timestamp>,
@@ -800,6 +804,7 @@ fn decide(call: &OpenCall) -> CallRecord {
         || staff.iter().chain(call.auto.iter().map(|(_, l)| l)).any(|l| l.partial);
     CallRecord {
         seq: call.seq,
+        call_id: call.trunk_call_id.clone(),
         practice: call.practice.clone(),
         started: t.started,
         queue_joined,

@@ -162,6 +162,12 @@ pub struct LegConfig {
     pub linger: Micros,
     /// Open legs tracked at most; beyond, the oldest is closed as inferred.
     pub max_legs: usize,
+    /// Make a (partial) leg from a response to an INVITE that was not seen,
+    /// rather than ignore it: the daemon, whose gaps (restarts, drops)
+    /// would otherwise lose calls, sets this. Off for replays, which report
+    /// exactly what the capture holds.
+    #[serde(default)]
+    pub adopt_orphans: bool,
 }
 
 impl Default for LegConfig {
@@ -172,6 +178,7 @@ impl Default for LegConfig {
             ring_timeout: 30 * MINUTE,
             linger: 32 * SECOND,
             max_legs: 200_000,
+            adopt_orphans: false,
         }
     }
 }
@@ -192,6 +199,8 @@ pub struct LegStats {
     pub late_responses: u64,
     pub cancel_after_answer: u64,
     pub legs_evicted: u64,
+    /// Partial legs made from responses to unseen INVITEs.
+    pub adopted: u64,
     pub by_end: std::collections::BTreeMap<String, u64>,
 }
 
@@ -455,6 +464,27 @@ impl LegTracker {
         self.stats.legs_started += 1;
     }
 
+    /// A leg for a response to an INVITE that was not seen (sent during a
+    /// capture gap or a restart): it went the other way, it is partial, and
+    /// it starts when first seen.
+    fn adopt(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) -> LegId {
+        self.stats.adopted += 1;
+        let invite = Hop {
+            src: hop.dst,
+            dst: hop.src,
+            ..hop
+        };
+        let mut as_invite = m.clone();
+        as_invite.to.tag = None;
+        as_invite.kind = Kind::Request(Method::Invite);
+        self.initial_invite(ts, invite, &as_invite);
+        let id = LegId(self.next_id - 1);
+        if let Some(leg) = self.legs.get_mut(&id) {
+            leg.partial = true;
+        }
+        id
+    }
+
     /// The leg an INVITE response or CANCEL belongs to. The transaction
     /// (Call-ID and top Via branch, RFC 3261 17.1.3) decides; without a
     /// branch match, the From-tag must match and the hop decides.
@@ -523,6 +553,7 @@ impl LegTracker {
     fn invite_response(&mut self, ts: Timestamp, hop: Hop, code: u16, m: &SipMessage) {
         let id = match self.transaction_leg(hop, m) {
             Some(id) => id,
+            None if self.cfg.adopt_orphans && self.candidates(&m.call_id).is_empty() => self.adopt(ts, hop, m),
             None => {
                 self.stats.orphans += 1;
                 return;

@@ -93,6 +93,10 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
         site: Some(site.clone()),
         emit_legs: false,
         journal: true,
+        legs: cbt_proto::LegConfig {
+            adopt_orphans: true,
+            ..cbt_proto::LegConfig::default()
+        },
         ..EngineConfig::default()
     });
     let shared = Arc::new(Shared {

@@ -10,6 +10,7 @@ fn rec(seq: u64, started_s: i64, outcome: Outcome) -> CallRecord {
     let started = Timestamp::from_secs_micros(1_730_710_800 + started_s, 0);
     CallRecord {
         seq,
+        call_id: format!("c{seq}"),
         practice: "B82005".into(),
         started,
         queue_joined: Some(started),

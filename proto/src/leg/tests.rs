@@ -420,6 +420,35 @@ fn snapshot_restores_a_call_in_progress() {
 }
 
 #[test]
+fn a_response_to_an_unseen_invite_adopts_a_partial_leg_when_asked() {
+    let msgs = call(Script::Answered {
+        ring: 100,
+        answer: 2000,
+        talk: 30_000,
+        caller_hangs_up: true,
+    })
+    .messages();
+    // the INVITE and the 100 were lost (a restart)
+    let strict = run(&msgs[2..], ms(60_000));
+    assert!(strict.is_empty(), "replays report only what they saw");
+    let mut e = Engine::new(EngineConfig {
+        legs: LegConfig {
+            adopt_orphans: true,
+            ..LegConfig::default()
+        },
+        ..EngineConfig::default()
+    });
+    feed(&mut e, &msgs[2..]);
+    e.finish();
+    let legs = drain(&mut e);
+    assert_eq!(legs.len(), 1);
+    let l = &legs[0];
+    assert!(l.partial);
+    assert_eq!((l.src, l.dst), (addr(A), addr(B)), "the INVITE went the other way");
+    assert_eq!((l.started, l.ringing, l.answered, l.end), (ms(100), Some(ms(100)), Some(ms(2000)), Some(EndReason::Bye)));
+}
+
+#[test]
 fn tracked_legs_are_bounded() {
     let mut e = Engine::new(EngineConfig {
         legs: LegConfig {

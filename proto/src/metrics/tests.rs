@@ -23,6 +23,7 @@ fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Timestamp {
 fn call(practice: &str, started: Timestamp, outcome: Outcome, wait: Option<f64>, duration: Option<f64>, abandoned: bool) -> CallRecord {
     CallRecord {
         seq: 1,
+        call_id: String::new(),
         practice: practice.into(),
         started,
         queue_joined: None,
