@@ -60,6 +60,15 @@ struct Raw {
     log: RawLog,
     #[serde(default)]
     diagnostics: RawDiagnostics,
+    #[serde(default)]
+    calls: RawCalls,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCalls {
+    max_duration: Option<S<String>>,
+    ring_timeout: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -252,6 +261,8 @@ pub struct Config {
     pub duration_edges: Vec<u32>,
     pub secret_file: Option<PathBuf>,
     pub agent: AgentConfig,
+    /// Timers of legs never seen to end.
+    pub legs: cbt_proto::LegConfig,
 }
 
 /// Where the local status API listens.
@@ -666,6 +677,13 @@ impl Config {
         let duration_edges = c.edges(&raw.buckets.duration, "buckets.duration");
         let secret_file = raw.privacy.secret_file.as_ref().map(|v| PathBuf::from(v.get_ref()));
         let agent = agent_config(&mut c, &raw);
+        let mut legs = cbt_proto::LegConfig::default();
+        if let Some(v) = &raw.calls.max_duration {
+            legs.max_call = c.duration(v, "calls.max_duration").unwrap_or(legs.max_call);
+        }
+        if let Some(v) = &raw.calls.ring_timeout {
+            legs.ring_timeout = c.duration(v, "calls.ring_timeout").unwrap_or(legs.ring_timeout);
+        }
         if !c.problems.is_empty() {
             c.problems.sort_by_key(|p| p.line);
             return Err(err(c.problems));
@@ -694,6 +712,7 @@ impl Config {
             duration_edges,
             secret_file,
             agent,
+            legs,
         })
     }
 

@@ -88,6 +88,7 @@ pub fn run_with(args: ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> R
         country_code: country,
         site: site.clone(),
         emit_legs: matches!(args.output, Output::Legs | Output::Summary),
+        legs: config.as_ref().map(|c| c.legs.clone()).unwrap_or_default(),
         ..EngineConfig::default()
     });
     let mut out = BufWriter::with_capacity(1 << 16, out);

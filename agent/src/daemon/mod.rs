@@ -95,7 +95,7 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
         journal: true,
         legs: cbt_proto::LegConfig {
             adopt_orphans: true,
-            ..cbt_proto::LegConfig::default()
+            ..config.legs.clone()
         },
         ..EngineConfig::default()
     });
@@ -245,8 +245,13 @@ impl Daemon {
             calls = snap.calls.as_ref().map_or(0, |c| c.open_calls());
             engine.restore(snap);
         }
-        if let Some(c) = engine.calls_mut() {
-            c.set_next_seq(store.max_seq()? + 1);
+        if !had_snapshot {
+            // no snapshot (first start, or it was lost): continue the numbering
+            // of the stored calls. With a snapshot its own counter is right:
+            // replaying the journal must give calls the numbers they had.
+            if let Some(c) = engine.calls_mut() {
+                c.set_next_seq(store.max_seq()? + 1);
+            }
         }
         for e in &journal {
             engine.replay_journal(e);
@@ -294,6 +299,7 @@ impl Daemon {
         let mut last_tick = Instant::now();
         let mut last_maintenance: Option<Instant> = None;
         let mut last_store_retry = Instant::now();
+        let mut last_running = usize::MAX;
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut last_watchdog = Instant::now();
         loop {
@@ -332,7 +338,9 @@ impl Daemon {
                     tracing::info!("store available again; writing {} calls held in memory", self.pending.len());
                 }
             }
-            if last_status.elapsed() >= STATUS_EVERY {
+            let running = self.sources.iter().filter(|(_, s)| s.running.load(Ordering::Relaxed)).count();
+            if last_status.elapsed() >= STATUS_EVERY || running != last_running {
+                last_running = running;
                 last_status = Instant::now();
                 self.watch_drops(engine);
                 self.refresh_status(engine);
