@@ -514,7 +514,15 @@ impl CallTracker {
     }
 
     /// B2BUA heuristic: an open call from the same caller whose trunk leg is
-    /// up when this leg starts; several: earliest unanswered first (counted).
+    /// up when this leg starts. Several candidates (two calls from one
+    /// withheld number) are told apart by what a PBX does (counted):
+    /// 1. a call that started another leg within 100 ms (a ring group rings
+    ///    its handsets at once);
+    /// 2. a call whose previous leg ended unanswered within 2 s (a hunt
+    ///    group moving on);
+    /// 3. the earliest call not yet offered to anyone (still in the IVR or
+    ///    the queue);
+    /// 4. the earliest call not answered by staff; else the earliest.
     fn b2bua_match(&mut self, leg: &Leg) -> Option<u64> {
         let caller = Self::caller_of(leg)?;
         let candidates: Vec<u64> = self
@@ -532,11 +540,28 @@ impl CallTracker {
             1 => candidates[0],
             _ => {
                 self.stats.b2bua_ambiguous += 1;
-                // earliest unanswered first (BTreeMap order is start order)
-                candidates
+                let at = leg.started;
+                let legs = |c: &OpenCall| c.staff.iter().chain(c.auto.iter().map(|(_, l)| l)).cloned().collect::<Vec<LegInfo>>();
+                let ring_group = candidates
                     .iter()
                     .copied()
-                    .find(|s| !self.open[s].staff_answered())
+                    .filter(|s| legs(&self.open[s]).iter().any(|l| at.since(l.started) <= 100 * crate::time::MILLISECOND))
+                    .max_by_key(|s| legs(&self.open[s]).iter().map(|l| l.started).max());
+                let hunting = || {
+                    candidates.iter().copied().find(|s| {
+                        let c = &self.open[s];
+                        !c.staff_answered()
+                            && legs(c)
+                                .iter()
+                                .any(|l| l.answered.is_none() && l.ended.is_some_and(|e| e <= at && at.since(e) <= 2 * crate::time::SECOND))
+                    })
+                };
+                let unoffered = || candidates.iter().copied().find(|s| legs(&self.open[s]).is_empty());
+                let unanswered = || candidates.iter().copied().find(|s| !self.open[s].staff_answered());
+                ring_group
+                    .or_else(hunting)
+                    .or_else(unoffered)
+                    .or_else(unanswered)
                     .unwrap_or(candidates[0])
             }
         };
@@ -790,8 +815,10 @@ fn decide(call: &OpenCall) -> CallRecord {
                 Some(v) => v.min(trunk_end),
                 None => trunk_end,
             };
-            let from = queue_joined.unwrap_or(t.started).min(stop);
-            (None, Some(secs(from, stop)), None)
+            // a call nothing ever answered waited from its INVITE (the line
+            // rang from the start, even while a B2BUA was still dialling out)
+            let from = if answered_by_anything { queue_joined.unwrap_or(t.started) } else { t.started };
+            (None, Some(secs(from.min(stop), stop)), None)
         }
         Outcome::EndedInIvr | Outcome::CallbackRequested => (None, None, None),
     };

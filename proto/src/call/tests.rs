@@ -294,6 +294,50 @@ fn b2bua_ambiguity_goes_to_the_earliest_unanswered_call() {
 }
 
 #[test]
+fn b2bua_ambiguity_ring_groups_hunt_groups_and_a_second_caller() {
+    // a second call from the same number arrives while the first one's
+    // handset rings: its own handset leg is its own
+    let calls = run(&[
+        leg("c4", CARRIER, PBX, "anonymous", DDI, 0, Script::Answered { ring: 10, answer: 1_610, talk: 1_008, caller_hangs_up: true }),
+        leg("c4h", PBX, H1, "anonymous", "201", 100, answered(50, 1_510, 1_008, true)),
+        leg("c5", CARRIER, PBX, "anonymous", DDI, 300, Script::Answered { ring: 10, answer: 1_010, talk: 1_205, caller_hangs_up: true }),
+        leg("c5h", PBX, H2, "anonymous", "202", 310, answered(50, 1_000, 1_205, true)),
+    ]);
+    assert_eq!(calls.len(), 2);
+    assert_call!(calls[0], Outcome::Answered, wait secs(1_510), duration secs(1_008), abandoned false);
+    assert_call!(calls[1], Outcome::Answered, wait secs(1_000), duration secs(1_205), abandoned false);
+    // a ring group: both handsets of the first call ring at once, though a
+    // second call from the same number waits in the queue
+    let calls = run(&[
+        leg("g1", CARRIER, PBX, "anonymous", DDI, 0, answered(10, 100, 60_000, true)),
+        leg("g2", CARRIER, PBX, "anonymous", DDI, 1_000, answered(10, 100, 60_000, true)),
+        leg("g1a", PBX, H1, "anonymous", "201", 5_000, answered(50, 2_000, 30_000, true)),
+        leg("g1b", PBX, H2, "anonymous", "202", 5_003, Script::Cancelled { ring: 50, cancel: 2_000 }),
+    ]);
+    assert_eq!((calls[0].legs, calls[1].legs), (3, 1), "{calls:#?}");
+    // a hunt group: the next handset right after the first gave up
+    let calls = run(&[
+        leg("h1", CARRIER, PBX, "anonymous", DDI, 0, answered(10, 100, 60_000, true)),
+        leg("h2", CARRIER, PBX, "anonymous", DDI, 1_000, answered(10, 100, 60_000, true)),
+        leg("h1a", PBX, H1, "anonymous", "201", 2_000, Script::Cancelled { ring: 50, cancel: 15_000 }),
+        leg("h1b", PBX, H2, "anonymous", "202", 17_100, answered(50, 2_000, 30_000, true)),
+    ]);
+    assert_eq!((calls[0].legs, calls[1].legs), (3, 1), "{calls:#?}");
+    assert_eq!(calls[0].outcome, Outcome::Answered);
+}
+
+#[test]
+fn a_call_nothing_answered_waits_from_its_invite() {
+    // a B2BUA relaying: the carrier leg is never answered; the handset leg
+    // starts 30 ms later and the caller gives up while it rings
+    let calls = run(&[
+        leg("r1", CARRIER, PBX, CALLER, DDI, 0, Script::Cancelled { ring: 40, cancel: 5_000 }),
+        leg("r1h", PBX, H1, CALLER, "201", 30, Script::Cancelled { ring: 10, cancel: 4_971 }),
+    ]);
+    assert_call!(calls[0], Outcome::Missed, wait secs(5_000), duration None, abandoned true);
+}
+
+#[test]
 fn lost_bye_is_inferred_and_counted() {
     let calls = run(&[leg("n1", CARRIER, PBX, CALLER, DDI, 0, Script::AnsweredNoBye { answer: 100 })]);
     assert_eq!(calls.len(), 1);
