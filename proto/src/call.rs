@@ -147,6 +147,8 @@ enum Role {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct LegInfo {
     id: LegId,
+    /// Where the leg's INVITE went (tells ring-group legs apart).
+    dst: std::net::SocketAddr,
     started: Timestamp,
     ringing: Option<Timestamp>,
     answered: Option<Timestamp>,
@@ -162,6 +164,7 @@ impl LegInfo {
     fn new(leg: &Leg, callback_header: bool) -> LegInfo {
         LegInfo {
             id: leg.id,
+            dst: leg.dst,
             started: leg.started,
             ringing: leg.ringing,
             answered: leg.answered,
@@ -434,7 +437,7 @@ impl CallTracker {
                 if direct_staff && self.site.b2bua {
                     // handsets-only view: a ring group rings each handset with
                     // its own INVITE; one caller ringing several is one call
-                    if let Some(seq) = self.b2bua_match(leg) {
+                    if let Some(seq) = self.ring_group_match(leg) {
                         let call = self.open.get_mut(&seq).expect("open call");
                         call.staff.push(LegInfo::new(leg, false));
                         self.leg_call.insert(leg.id, (seq, Role::Staff));
@@ -511,6 +514,27 @@ impl CallTracker {
             return None;
         }
         self.b2bua_match(leg)
+    }
+
+    /// Handsets-only view: an open call from the same caller that rings
+    /// another handset, having started a leg there within 500 ms (a ring
+    /// group) or ended one unanswered within 2 s (a hunt group). Calls from
+    /// one number to the same handset are separate calls.
+    fn ring_group_match(&mut self, leg: &Leg) -> Option<u64> {
+        let caller = Self::caller_of(leg)?;
+        let at = leg.started;
+        let seq = self.open.values().find(|c| {
+            c.caller.as_deref() == Some(caller.as_str())
+                && c.trunk.ended.is_none()
+                && c.staff.iter().chain([&c.trunk]).any(|l| {
+                    l.dst != leg.dst
+                        && (at.since(l.started) <= 500 * crate::time::MILLISECOND
+                            || (l.answered.is_none() && l.ended.is_some_and(|e| e <= at && at.since(e) <= 2 * crate::time::SECOND)))
+                })
+        })?;
+        let seq = seq.seq;
+        self.open.get_mut(&seq).expect("open call").correlation.b2bua += 1;
+        Some(seq)
     }
 
     /// B2BUA heuristic: an open call from the same caller whose trunk leg is

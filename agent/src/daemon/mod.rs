@@ -400,16 +400,19 @@ impl Daemon {
             return;
         };
         let mut acked = Vec::new();
+        let mut written_pending = 0;
         let result = (|| -> Result<()> {
             store.append_journal(&journal)?;
             if !journal.is_empty() {
                 self.dirty = true;
             }
-            while let Some(ev) = self.pending.front() {
+            // calls held while the store was away go first; they leave
+            // memory only once flushed
+            for ev in self.pending.iter() {
                 if self.write_event(&store, ev)? {
                     acked.push(ev.clone());
                 }
-                self.pending.pop_front();
+                written_pending += 1;
                 self.dirty = true;
             }
             for ev in &events {
@@ -418,7 +421,7 @@ impl Daemon {
                 }
                 self.dirty = true;
             }
-            if self.dirty && (!acked.is_empty() || self.last_flush.elapsed() >= FLUSH_EVERY) {
+            if self.dirty && (!acked.is_empty() || written_pending > 0 || self.last_flush.elapsed() >= FLUSH_EVERY) {
                 store.flush()?;
                 self.dirty = false;
                 self.last_flush = Instant::now();
@@ -427,13 +430,15 @@ impl Daemon {
         })();
         match result {
             Ok(()) => {
+                self.pending.drain(..written_pending);
                 for ev in &acked {
                     self.count_today(ev);
                 }
             }
             Err(e) => {
-                // keep every call not known to be stored; the store dedups by seq
-                for ev in acked.into_iter().chain(events) {
+                // nothing is known to be on disk: keep every call (the store
+                // ignores a call it already has when it comes back)
+                for ev in events {
                     if self.pending.len() >= self.config.agent.memory_calls {
                         self.pending.pop_front();
                         self.lost_in_memory += 1;

@@ -327,6 +327,23 @@ fn b2bua_ambiguity_ring_groups_hunt_groups_and_a_second_caller() {
 }
 
 #[test]
+fn handsets_only_view_ring_group_is_one_call_but_repeat_callers_are_not() {
+    // a hosted PBX rings two handsets with their own INVITEs: one call
+    let calls = run(&[
+        leg("hg1", CARRIER, H1, CALLER, "201", 0, answered(100, 3_000, 20_000, true)),
+        leg("hg2", CARRIER, H2, CALLER, "202", 20, Script::Cancelled { ring: 100, cancel: 2_990 }),
+    ]);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0].legs, 2);
+    // one number calling the same handset twice in quick succession: two calls
+    let calls = run(&[
+        leg("rp1", CARRIER, H1, "anonymous", "201", 0, answered(100, 3_000, 20_000, true)),
+        leg("rp2", CARRIER, H1, "anonymous", "201", 5, answered(100, 3_000, 20_000, true)),
+    ]);
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+}
+
+#[test]
 fn a_call_nothing_answered_waits_from_its_invite() {
     // a B2BUA relaying: the carrier leg is never answered; the handset leg
     // starts 30 ms later and the caller gives up while it rings
