@@ -98,7 +98,16 @@ impl Store {
             .flush_every_ms(Some(1000))
             .mode(sled::Mode::LowSpace)
             .open()
-            .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                    anyhow!("the disk holding {} is full", dir.display())
+                }
+                sled::Error::Io(io) => anyhow!("cannot open the store in {}: {io}", dir.display()),
+                other => anyhow!(
+                    "the store in {} cannot be read ({other}): it may be damaged; stop the service, move the directory aside and start again (a new store is made; keep the old one for recovery)",
+                    dir.display()
+                ),
+            })?;
         let t = |name: &str| db.open_tree(name).with_context(|| format!("cannot open the store's {name} tree"));
         let store = Store {
             calls: t("calls")?,
@@ -133,7 +142,21 @@ impl Store {
 
     /// Makes everything written so far durable. Returns bytes flushed.
     pub fn flush(&self) -> Result<usize> {
-        self.db.flush().context("cannot write the store to disk")
+        self.db.flush().map_err(|e| self.write_error(e.into()))
+    }
+
+    /// Says "the disk is full" plainly when it is.
+    pub fn write_error(&self, e: anyhow::Error) -> anyhow::Error {
+        let full = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+                || c.downcast_ref::<sled::Error>().is_some_and(|s| matches!(s, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull))
+                || c.to_string().contains("No space left on device")
+        });
+        if full {
+            anyhow!("the disk holding {} is full (free some space: writing resumes by itself)", self.dir.display())
+        } else {
+            e.context(format!("cannot write the store in {}", self.dir.display()))
+        }
     }
 
     pub fn size_on_disk(&self) -> u64 {

@@ -436,6 +436,7 @@ impl Daemon {
                 }
             }
             Err(e) => {
+                let e = store.write_error(e);
                 // nothing is known to be on disk: keep every call (the store
                 // ignores a call it already has when it comes back)
                 for ev in events {
