@@ -791,7 +791,7 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
         }
     };
     let snaplen = int(c, &cap.snaplen, "capture.snaplen", 1500, 262_144, 65_535) as i32;
-    let queue = int(c, &cap.queue, "capture.queue", 1_000, 10_000_000, 100_000) as usize;
+    let queue = int(c, &cap.queue, "capture.queue", 1_000, 10_000_000, 20_000) as usize;
     let size = |c: &mut Checker, v: &Option<S<String>>, key: &str, default: u64| -> u64 {
         match v {
             None => default,
@@ -804,7 +804,9 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
             },
         }
     };
-    let buffer_bytes = size(c, &cap.buffer_size, "capture.buffer_size", 32 << 20).min(i32::MAX as u64) as i32;
+    // the kernel ring is mapped into the process (twice its size in RSS):
+    // 4 MiB holds seconds of SIP at hundreds of calls a second
+    let buffer_bytes = size(c, &cap.buffer_size, "capture.buffer_size", 4 << 20).min(i32::MAX as u64) as i32;
     let read_timeout_ms = match &cap.read_timeout {
         None => 100,
         Some(v) => (c.duration(v, "capture.read_timeout").unwrap_or(100_000) / 1000).clamp(1, 10_000) as i32,

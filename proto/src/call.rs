@@ -261,6 +261,16 @@ pub struct CallSnapshot {
     stats: CallStats,
 }
 
+/// A borrowed [`CallSnapshot`]: serialises the same.
+#[derive(Serialize)]
+pub struct CallSnapshotRef<'a> {
+    next_seq: u64,
+    open: Vec<&'a OpenCall>,
+    requests: &'a [CallbackRequest],
+    outbound: &'a VecDeque<Outbound>,
+    stats: &'a CallStats,
+}
+
 impl CallSnapshot {
     pub fn open_calls(&self) -> usize {
         self.open.len()
@@ -738,6 +748,17 @@ impl CallTracker {
             requests: self.requests.clone(),
             outbound: self.outbound.iter().cloned().collect(),
             stats: self.stats.clone(),
+        }
+    }
+
+    /// The same as [`snapshot`](Self::snapshot), borrowing.
+    pub fn snapshot_ref(&self) -> CallSnapshotRef<'_> {
+        CallSnapshotRef {
+            next_seq: self.next_seq,
+            open: self.open.values().collect(),
+            requests: &self.requests,
+            outbound: &self.outbound,
+            stats: &self.stats,
         }
     }
 

@@ -540,6 +540,17 @@ impl Engine {
         }
     }
 
+    /// The same as [`snapshot`](Self::snapshot), borrowing the state: what
+    /// the daemon writes, so a large state is not held twice.
+    pub fn snapshot_ref(&self) -> EngineSnapshotRef<'_> {
+        EngineSnapshotRef {
+            version: 1,
+            legs: self.sip.legs.snapshot_ref(),
+            calls: self.calls.as_ref().map(|c| c.snapshot_ref()),
+            last_packet: self.last_ts,
+        }
+    }
+
     pub fn restore(&mut self, snap: EngineSnapshot) {
         self.sip.legs.restore(snap.legs);
         if let (Some(c), Some(s)) = (self.calls.as_mut(), snap.calls) {
@@ -562,6 +573,15 @@ pub struct JournalEntry {
     pub source: Source,
     pub msg: SipMessage,
     pub hashes: UserHashes,
+}
+
+/// A borrowed [`EngineSnapshot`]: serialises the same.
+#[derive(Serialize)]
+pub struct EngineSnapshotRef<'a> {
+    pub version: u32,
+    pub legs: crate::leg::LegSnapshotRef<'a>,
+    pub calls: Option<crate::call::CallSnapshotRef<'a>>,
+    pub last_packet: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -714,6 +714,13 @@ impl LegTracker {
         self.stats.legs_finished += 1;
         *self.stats.by_end.entry(end.name().to_string()).or_default() += 1;
         self.events.push_back(LegEvent::Finished(Box::new(leg.clone())));
+        // while it lingers the leg only absorbs retransmissions: keep what
+        // matching needs, drop the rest
+        for p in [&mut leg.from, &mut leg.to, &mut leg.ruri, &mut leg.asserted] {
+            *p = Party::default();
+        }
+        leg.headers = Vec::new();
+        leg.reason = None;
         self.reschedule(id);
     }
 
@@ -867,6 +874,18 @@ impl LegTracker {
         }
     }
 
+    /// The same as [`snapshot`](Self::snapshot), borrowing instead of
+    /// copying the legs (for writing a large state without doubling memory).
+    pub fn snapshot_ref(&self) -> LegSnapshotRef<'_> {
+        let mut legs: Vec<&Leg> = self.legs.values().collect();
+        legs.sort_by_key(|l| l.id);
+        LegSnapshotRef {
+            next_id: self.next_id,
+            legs,
+            stats: &self.stats,
+        }
+    }
+
     /// Restores a snapshot taken by [`snapshot`](Self::snapshot).
     pub fn restore(&mut self, snap: LegSnapshot) {
         self.legs.clear();
@@ -885,6 +904,14 @@ impl LegTracker {
             self.reschedule(id);
         }
     }
+}
+
+/// A borrowed [`LegSnapshot`]: serialises the same.
+#[derive(Serialize)]
+pub struct LegSnapshotRef<'a> {
+    pub next_id: u64,
+    pub legs: Vec<&'a Leg>,
+    pub stats: &'a LegStats,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

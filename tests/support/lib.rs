@@ -58,5 +58,6 @@ pub fn replay_legs(files: &[PathBuf]) -> (Vec<cbt_proto::Leg>, cbt_proto::Engine
     (legs, engine.stats(), errors)
 }
 pub mod daemon;
+pub mod kamailio;
 pub mod sipp;
 pub mod sippy;

@@ -443,8 +443,20 @@ impl Sipp {
     /// in `NAME.messages`, errors in `NAME.errors` and its screen in
     /// `NAME.out`.
     pub fn start(sipp: &Path, spec: &SippSpec, dir: &Path) -> Result<Sipp, String> {
+        Self::start_with(sipp, spec, dir, &[])
+    }
+
+    /// [`Sipp::start`] with more command-line arguments for sipp, such as
+    /// `-set me h1` (a global variable of the scenario).
+    pub fn start_with(
+        sipp: &Path,
+        spec: &SippSpec,
+        dir: &Path,
+        extra: &[String],
+    ) -> Result<Sipp, String> {
         let f = |ext: &str| dir.join(format!("{}.{ext}", spec.name));
         let mut cmd = Command::new(sipp);
+        cmd.args(extra);
         if let Some(r) = spec.remote {
             cmd.arg(r.to_string());
         }
@@ -515,6 +527,25 @@ impl Sipp {
             self.spec.name,
             tail
         )
+    }
+
+    /// The cumulative "Successful call" and "Failed call" counts of the
+    /// last statistics screen sipp wrote (at exit), if any. sipp stopped by
+    /// a signal exits 0 when no call failed, however many were still up:
+    /// these tell a finished run from an interrupted one.
+    pub fn call_counts(&self) -> Option<(u64, u64)> {
+        let out = read_lossy(&self.dir.join(format!("{}.out", self.spec.name)));
+        let last = |label: &str| -> Option<u64> {
+            out.lines()
+                .rev()
+                .find(|l| l.trim_start().starts_with(label))?
+                .split('|')
+                .nth(2)?
+                .trim()
+                .parse()
+                .ok()
+        };
+        Some((last("Successful call")?, last("Failed call")?))
     }
 
     /// Waits until the UDP socket is bound (a UAS is ready for calls).

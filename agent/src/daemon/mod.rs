@@ -289,8 +289,8 @@ impl Daemon {
     /// Writes one call event. Returns whether it changed the store.
     fn write_event(&self, store: &Store, ev: &CallEvent) -> Result<bool> {
         match ev {
-            CallEvent::Finished(r) => store.put_call(r, &self.site),
-            CallEvent::CallbackMade { seq, practice, at, .. } => store.callback_made(*seq, practice, *at, &self.site),
+            CallEvent::Finished(r) => store.put_call(r),
+            CallEvent::CallbackMade { seq, at, .. } => store.callback_made(*seq, *at),
         }
     }
 
@@ -453,7 +453,7 @@ impl Daemon {
 
     fn snapshot(&mut self, engine: &Engine) {
         let Some(store) = self.store.clone() else { return };
-        match store.save_snapshot(&engine.snapshot()) {
+        match store.save_snapshot(&engine.snapshot_ref()) {
             Ok(()) => {
                 self.last_snapshot = Some(now());
                 self.journal_off = false;
@@ -467,9 +467,14 @@ impl Daemon {
         if self.today.as_ref().is_none_or(|(d, _)| *d != today) {
             let mut agg = Aggregator::new(&self.site);
             if let Some(store) = &self.store {
-                for ((p, date), day) in store.days().unwrap_or_default() {
-                    if date == today {
-                        agg.add_day(&p, date, &day);
+                // today's stored calls, and the callbacks made today
+                for r in store.calls_on(&self.site, today).unwrap_or_default() {
+                    agg.add_call(&r);
+                }
+                let since = now().add(-3 * 86_400_000_000);
+                for r in store.calls_between(since, Timestamp::MAX).unwrap_or_default() {
+                    if let Some(at) = r.callback_made.filter(|t| agg.local_date(*t) == today) {
+                        agg.add_callback(&r.practice, at);
                     }
                 }
             }
@@ -522,15 +527,17 @@ impl Daemon {
 
     fn maintenance(&mut self) {
         let Some(store) = self.store.clone() else { return };
+        let today = Aggregator::new(&self.site).local_date(now());
+        match store.close_days(&self.site, today) {
+            Ok(n) if n > 0 => tracing::info!(days = n, "day figures kept and queued for upload"),
+            Err(e) => tracing::warn!("closing days failed: {e:#}"),
+            _ => {}
+        }
         let cut = now().add(-self.config.agent.retention);
-        match store.prune_calls(cut) {
+        match store.prune_calls(&self.site, cut) {
             Ok(n) if n > 0 => tracing::info!(pruned = n, "call records older than the retention removed (day figures kept)"),
             Err(e) => tracing::warn!("pruning failed: {e:#}"),
             _ => {}
-        }
-        let today = Aggregator::new(&self.site).local_date(now());
-        if let Err(e) = store.close_days(today) {
-            tracing::warn!("closing days failed: {e:#}");
         }
     }
 

@@ -409,7 +409,8 @@ fn snapshot_plus_journal_gives_the_same_calls_and_stores_no_number() {
     }
     let done_before = drain(&mut b);
     while b.poll_journal().is_some() {}
-    let snap = serde_json::to_string(&b.snapshot()).unwrap();
+    let snap = serde_json::to_string(&b.snapshot_ref()).unwrap();
+    assert_eq!(snap, serde_json::to_string(&b.snapshot()).unwrap(), "borrowed and owned snapshots agree");
     let mut journal = Vec::new();
     for (i, m) in msgs[half..].iter().enumerate() {
         b.ingest(m.ts, LinkType::Ethernet, &frame(half + i, m));
