@@ -71,7 +71,9 @@ impl FileSource {
             path: path.to_path_buf(),
             kind,
         };
-        match pcap::Capture::from_file(path) {
+        // nanosecond precision, truncated to microseconds here: the same
+        // rounding as live capture, whatever resolution the file has
+        match pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano) {
             Ok(cap) => {
                 let dl = cap.get_datalink().0;
                 if cbt_proto::LinkType::from_linktype(dl).is_none() {
@@ -122,7 +124,7 @@ impl FileSource {
         match &mut self.reader {
             Reader::Libpcap(cap, dl) => match cap.next_packet() {
                 Ok(p) => {
-                    out.ts = Timestamp::from_secs_micros(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64);
+                    out.ts = Timestamp::from_secs_micros(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64 / 1000);
                     out.linktype = *dl;
                     out.data.clear();
                     out.data.extend_from_slice(p.data);

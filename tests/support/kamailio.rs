@@ -1118,3 +1118,251 @@ pub fn read_nhs_csv(dir: &Path) -> Result<BTreeMap<String, Vec<Vec<String>>>, St
     }
     Ok(out)
 }
+
+// The standard plan: one call of each kind (used by kamailio_e2e and daemon_live).
+
+/// Ringing before voicemail (Kamailio's no-answer timer).
+pub const NOANSWER_MS: u32 = 2500;
+
+pub fn answer(after_ms: u32) -> Reply {
+    Reply::Answer { after_ms }
+}
+
+pub fn inbound(outcome: Outcome, abandoned: bool) -> Intent {
+    Intent::Inbound { outcome, abandoned }
+}
+
+/// One call of each kind; the callers' calls 200 ms apart, so several are
+/// up at once.
+pub fn plan() -> Vec<PlannedCall> {
+    use Outcome::*;
+    use Reply::*;
+    let mut calls = Vec::new();
+    let mut n = 0;
+    let mut caller = |label: &str,
+                      dialled: &str,
+                      act: Act,
+                      replies: Vec<(&'static str, Reply)>,
+                      intent: Intent| {
+        n += 1;
+        calls.push(PlannedCall {
+            label: label.into(),
+            from: CALLER.into(),
+            caller: format!("+4477009001{n:02}"),
+            dialled: dialled.into(),
+            at_ms: 200 * (n - 1),
+            act,
+            replies,
+            intent,
+        });
+    };
+    let a_main_intl = format!("44{}", &A_MAIN[1..]);
+    let a_main_plus = format!("+44{}", &A_MAIN[1..]);
+    // practice A's reception: both handsets ring
+    caller(
+        "a-answered",
+        &a_main_intl,
+        Act::Talk { ms: 1500 },
+        vec![("h1", answer(1200)), ("h2", Ring)],
+        inbound(Answered, false),
+    );
+    caller(
+        "a-answered-by-h2",
+        &a_main_plus,
+        Act::Talk { ms: 1000 },
+        vec![("h1", Ring), ("h2", answer(800))],
+        inbound(Answered, false),
+    );
+    caller(
+        "a-abandoned",
+        A_MAIN,
+        Act::Cancel { ms: 1500 },
+        vec![("h1", Ring), ("h2", Ring)],
+        inbound(Missed, true),
+    );
+    caller(
+        "a-busy",
+        &a_main_intl,
+        Act::Busy,
+        vec![
+            ("h1", Busy { after_ms: 200 }),
+            ("h2", Busy { after_ms: 300 }),
+        ],
+        inbound(Missed, false),
+    );
+    caller(
+        "a-voicemail",
+        &a_main_intl,
+        Act::Talk { ms: 1500 },
+        vec![("h1", Ring), ("h2", Ring), ("vm", answer(200))],
+        inbound(Missed, false),
+    );
+    caller(
+        "a-staff-hangs-up",
+        &a_main_intl,
+        Act::FarEnd,
+        vec![
+            (
+                "h1",
+                AnswerThenHangUp {
+                    after_ms: 700,
+                    talk_ms: 1200,
+                },
+            ),
+            ("h2", Ring),
+        ],
+        inbound(Answered, false),
+    );
+    caller(
+        "a-ivr",
+        A_IVR,
+        Act::Talk { ms: 2000 },
+        vec![("ivr", answer(100))],
+        inbound(EndedInIvr, true),
+    );
+    caller(
+        "a-callback",
+        A_CALLBACK,
+        Act::FarEnd,
+        vec![(
+            "cb",
+            AnswerThenHangUp {
+                after_ms: 100,
+                talk_ms: 1000,
+            },
+        )],
+        inbound(CallbackRequested, false),
+    );
+    // practice B: one handset
+    caller(
+        "b-answered",
+        B_MAIN,
+        Act::Talk { ms: 1000 },
+        vec![("h3", answer(600))],
+        inbound(Answered, false),
+    );
+    caller(
+        "b-abandoned",
+        B_MAIN,
+        Act::Cancel { ms: 800 },
+        vec![("h3", Ring)],
+        inbound(Missed, true),
+    );
+    caller(
+        "b-voicemail",
+        B_MAIN,
+        Act::Talk { ms: 1000 },
+        vec![("h3", Ring), ("vm", answer(100))],
+        inbound(Missed, false),
+    );
+    caller(
+        "b-ivr",
+        B_IVR,
+        Act::Talk { ms: 800 },
+        vec![("ivr", answer(100))],
+        inbound(EndedInIvr, true),
+    );
+    caller(
+        "b-callback-never-made",
+        B_CALLBACK,
+        Act::FarEnd,
+        vec![(
+            "cb",
+            AnswerThenHangUp {
+                after_ms: 100,
+                talk_ms: 600,
+            },
+        )],
+        inbound(CallbackRequested, false),
+    );
+    // a number the PBX rings but the site file does not list
+    caller(
+        "unlisted",
+        UNLISTED,
+        Act::Talk { ms: 800 },
+        vec![("h1", answer(500)), ("h2", Ring)],
+        inbound(Answered, false),
+    );
+    // the handsets' own calls: never inbound calls
+    let a_callback_caller = calls
+        .iter()
+        .find(|c| c.label == "a-callback")
+        .expect("planned")
+        .caller
+        .clone();
+    let mut handset = |label: &str,
+                       from: &str,
+                       caller: &str,
+                       dialled: &str,
+                       at_ms: u32,
+                       act: Act,
+                       replies: Vec<(&'static str, Reply)>,
+                       intent: Intent| {
+        calls.push(PlannedCall {
+            label: label.into(),
+            from: from.into(),
+            caller: caller.into(),
+            dialled: dialled.into(),
+            at_ms,
+            act,
+            replies,
+            intent,
+        })
+    };
+    handset(
+        "out",
+        "d1",
+        "211",
+        "01134960000",
+        100,
+        Act::Talk { ms: 800 },
+        vec![("out", answer(300))],
+        Intent::NotInbound,
+    );
+    handset(
+        "internal",
+        "d2",
+        "212",
+        "211",
+        300,
+        Act::Talk { ms: 600 },
+        vec![("h1", answer(400))],
+        Intent::NotInbound,
+    );
+    handset(
+        "internal-busy",
+        "d3",
+        "221",
+        "212",
+        500,
+        Act::Busy,
+        vec![("h2", Busy { after_ms: 200 })],
+        Intent::NotInbound,
+    );
+    // the callback, in national form (the caller called from +44...), once
+    // the request has ended (dialled at 1.4 s, ended about 1.1 s later)
+    let national = format!("0{}", &a_callback_caller[3..]);
+    handset(
+        "callback",
+        "d1",
+        "211",
+        &national,
+        4500,
+        Act::Talk { ms: 500 },
+        vec![("out", answer(300))],
+        Intent::CallbackFor("a-callback".into()),
+    );
+    // another call to the same caller: one request, one callback made
+    handset(
+        "callback-again",
+        "d2",
+        "212",
+        &a_callback_caller,
+        5500,
+        Act::Talk { ms: 500 },
+        vec![("out", answer(200))],
+        Intent::NotInbound,
+    );
+    calls
+}
+
