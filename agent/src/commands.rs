@@ -278,7 +278,7 @@ pub fn check_config(path: &PathBuf) -> Result<ExitCode> {
     }
     writeln!(w, "  filter: {}", a.filter_for(true))?;
     writeln!(w, "  snap length {}, kernel buffer {}, immediate mode {}", a.snaplen, human_bytes(a.buffer_bytes as u64), if a.immediate { "on" } else { "off" })?;
-    writeln!(w, "HEP: {}", a.hep_listen.map_or("off".to_string(), |h| format!("listening on {h}")))?;
+    writeln!(w, "HEP: {}", a.hep_listen.map_or("off".to_string(), |h| format!("listening on {h}, receive queue {}", human_bytes(a.hep_receive_buffer as u64))))?;
     let writable = std::fs::create_dir_all(&a.store_dir).is_ok() && tempfile_in(&a.store_dir);
     if !writable {
         warnings.push(format!("the store directory {} is not writable by this user", a.store_dir.display()));

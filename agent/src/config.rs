@@ -89,6 +89,7 @@ struct RawCapture {
 #[serde(deny_unknown_fields)]
 struct RawHep {
     listen: Option<S<String>>,
+    receive_buffer: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -296,6 +297,9 @@ pub struct AgentConfig {
     /// Packets queued between capture threads and the engine.
     pub queue: usize,
     pub hep_listen: Option<std::net::SocketAddr>,
+    /// SO_RCVBUF asked for on the HEP socket (forced with CAP_NET_ADMIN,
+    /// otherwise capped by net.core.rmem_max).
+    pub hep_receive_buffer: usize,
     pub store_dir: PathBuf,
     pub retention: Micros,
     pub cache_bytes: u64,
@@ -807,6 +811,9 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
     // the kernel ring is mapped into the process (twice its size in RSS):
     // 4 MiB holds seconds of SIP at hundreds of calls a second
     let buffer_bytes = size(c, &cap.buffer_size, "capture.buffer_size", 4 << 20).min(i32::MAX as u64) as i32;
+    // HEP arrives in bursts from several agents; the socket's queue is the
+    // only buffer between them and the engine
+    let hep_receive_buffer = size(c, &raw.hep.receive_buffer, "hep.receive_buffer", 8 << 20).min(1 << 30) as usize;
     let read_timeout_ms = match &cap.read_timeout {
         None => 100,
         Some(v) => (c.duration(v, "capture.read_timeout").unwrap_or(100_000) / 1000).clamp(1, 10_000) as i32,
@@ -864,6 +871,7 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
         read_timeout_ms,
         queue,
         hep_listen,
+        hep_receive_buffer,
         store_dir,
         retention,
         cache_bytes,

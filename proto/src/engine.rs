@@ -283,8 +283,10 @@ impl Sink for SipStage {
         };
         flow.gap = false;
         let mut off = 0;
+        let mut partial = false;
         loop {
-            match frame::find(&flow.buf[off..]) {
+            let scanned = if off == 0 { flow.scanned } else { 0 };
+            match frame::find_from(&flow.buf[off..], scanned) {
                 Framing::Message {
                     start,
                     head_end,
@@ -310,6 +312,7 @@ impl Sink for SipStage {
                 Framing::Partial { start, garbage } => {
                     self.stats.garbage_bytes += garbage as u64;
                     off += start;
+                    partial = true;
                     break;
                 }
                 Framing::Garbage { discard, garbage } => {
@@ -322,6 +325,7 @@ impl Sink for SipStage {
             }
         }
         flow.buf.drain(..off);
+        flow.scanned = if partial { flow.buf.len() } else { 0 };
     }
 }
 

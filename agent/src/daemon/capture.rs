@@ -161,6 +161,71 @@ fn run(
     Ok(())
 }
 
+/// Opens the HEP socket with a large receive queue: HEP arrives in bursts,
+/// and the socket's queue is the only buffer before the engine's. Returns
+/// the socket and the queue size the kernel granted.
+pub fn bind_hep(addr: std::net::SocketAddr, want: usize) -> std::io::Result<(UdpSocket, usize)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // SO_RCVBUFFORCE passes net.core.rmem_max when the agent holds
+    // CAP_NET_ADMIN (the packaged unit grants it); otherwise the plain
+    // request, capped by the kernel. A refused size leaves the default.
+    if !force_recv_buffer(&sock, want) {
+        let _ = sock.set_recv_buffer_size(want);
+    }
+    sock.bind(&addr.into())?;
+    let got = sock.recv_buffer_size().unwrap_or(0);
+    Ok((sock.into(), got))
+}
+
+#[cfg(target_os = "linux")]
+fn force_recv_buffer(sock: &socket2::Socket, want: usize) -> bool {
+    use std::os::fd::AsRawFd;
+    let v: libc::c_int = want.min(libc::c_int::MAX as usize) as libc::c_int;
+    // SAFETY: a valid socket descriptor and a pointer to a c_int of the
+    // length given, which setsockopt only reads.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn force_recv_buffer(_: &socket2::Socket, _: usize) -> bool {
+    false
+}
+
+/// Datagrams the kernel dropped on one UDP socket because its queue was
+/// full: the `drops` column of /proc/net/udp{,6} for the socket's inode.
+/// `None` where that is not available (not Linux, /proc not mounted).
+pub fn udp_socket_drops(socket: &UdpSocket) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd())).ok()?.ino();
+    ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|table| {
+        let text = std::fs::read_to_string(table).ok()?;
+        udp_table_drops(&text, inode)
+    })
+}
+
+/// Finds the drops column of the row with this inode in a /proc/net/udp table.
+fn udp_table_drops(table: &str, inode: u64) -> Option<u32> {
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 13 && f[9].parse::<u64>().ok()? == inode {
+            f[12].parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
 /// Receives HEPv3 on UDP.
 pub fn spawn_hep(socket: UdpSocket, tx: SyncSender<Input>, stats: Arc<SourceStats>, stop: Arc<AtomicBool>) {
     std::thread::Builder::new()
@@ -169,7 +234,16 @@ pub fn spawn_hep(socket: UdpSocket, tx: SyncSender<Input>, stats: Arc<SourceStat
             let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
             stats.running.store(true, Ordering::Relaxed);
             let mut buf = vec![0u8; 65_536];
+            // the socket is new: every drop it shows is ours
+            let mut drops = Wrapping::default();
+            let mut last_drops = std::time::Instant::now();
             while !stop.load(Ordering::Relaxed) {
+                if last_drops.elapsed() >= Duration::from_secs(1) {
+                    last_drops = std::time::Instant::now();
+                    if let Some(n) = udp_socket_drops(&socket) {
+                        stats.kernel_dropped.fetch_add(drops.delta(n), Ordering::Relaxed);
+                    }
+                }
                 match socket.recv_from(&mut buf) {
                     Ok((n, _)) => {
                         stats.packets.fetch_add(1, Ordering::Relaxed);
@@ -198,7 +272,31 @@ pub fn spawn_hep(socket: UdpSocket, tx: SyncSender<Input>, stats: Arc<SourceStat
 
 #[cfg(test)]
 mod tests {
-    use super::Wrapping;
+    use super::{udp_socket_drops, udp_table_drops, Wrapping};
+
+    #[test]
+    fn reads_the_drops_column_of_a_udp_socket() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+          0: 0100007F:2384 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17\n\
+          1: 00000000:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000   107        0 99 2 0000000000000000 0\n";
+        assert_eq!(udp_table_drops(table, 4242), Some(17));
+        assert_eq!(udp_table_drops(table, 99), Some(0));
+        assert_eq!(udp_table_drops(table, 7), None);
+    }
+
+    #[test]
+    fn counts_datagrams_the_kernel_dropped_on_a_full_socket() {
+        // a tiny queue nobody reads, flooded from loopback
+        let (rx, _) = super::bind_hep("127.0.0.1:0".parse().unwrap(), 4096).unwrap();
+        let to = rx.local_addr().unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(udp_socket_drops(&rx), Some(0));
+        for _ in 0..200 {
+            tx.send_to(&[0u8; 1200], to).unwrap();
+        }
+        let dropped = udp_socket_drops(&rx).expect("/proc/net/udp lists the socket");
+        assert!(dropped > 100, "only {dropped} of 200 datagrams counted as dropped on a 4 KiB queue");
+    }
 
     #[test]
     fn u32_counters_wrap() {

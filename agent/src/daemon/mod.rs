@@ -146,8 +146,18 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
             name: format!("hep {addr}"),
             ..SourceStats::default()
         });
-        match std::net::UdpSocket::bind(addr) {
-            Ok(sock) => capture::spawn_hep(sock, tx.clone(), s.clone(), stop.clone()),
+        match capture::bind_hep(addr, a.hep_receive_buffer) {
+            Ok((sock, granted)) => {
+                // Linux reports twice the size asked for (it counts overhead)
+                if granted < a.hep_receive_buffer {
+                    tracing::warn!(
+                        "HEP socket queue is {} KiB, not the {} KiB asked for: raise net.core.rmem_max (sysctl) or lower hep.receive_buffer; bursts beyond it are dropped (and counted)",
+                        granted / 1024,
+                        a.hep_receive_buffer / 1024
+                    );
+                }
+                capture::spawn_hep(sock, tx.clone(), s.clone(), stop.clone())
+            }
             Err(e) => {
                 tracing::error!("cannot listen for HEP on {addr}: {e}");
                 *s.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("cannot listen on {addr}: {e}"));

@@ -44,6 +44,15 @@ pub enum Framing {
 
 /// Looks for the next message in `buf`.
 pub fn find(buf: &[u8]) -> Framing {
+    find_from(buf, 0)
+}
+
+/// Like [`find`], for a stream buffer that only grew since an earlier call
+/// returned `Partial { start: 0, .. }` when it held `scanned` bytes: the
+/// search for the end of the headers resumes near there instead of
+/// rescanning them, so a head arriving in many small segments costs linear
+/// time, not quadratic.
+pub fn find_from(buf: &[u8], scanned: usize) -> Framing {
     let mut p = 0;
     while p < buf.len() && (buf[p] == b'\r' || buf[p] == b'\n') {
         p += 1;
@@ -73,7 +82,13 @@ pub fn find(buf: &[u8]) -> Framing {
         Some(i) => start + i,
         None => return Framing::Partial { start, garbage },
     };
-    match head_end(buf, line_end) {
+    // a newline at i was fully checked earlier if i + 2 < scanned
+    let resume = if start == 0 && scanned > line_end + 2 {
+        line_end + memchr::memrchr(b'\n', &buf[line_end..scanned.min(buf.len()) - 2]).unwrap_or(0)
+    } else {
+        line_end
+    };
+    match head_end(buf, resume) {
         Some(end) => Framing::Message {
             start,
             head_end: end,
@@ -305,6 +320,27 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(find(b"\r\n\r\n"), Framing::Garbage { discard: 4, garbage: 0 });
+    }
+
+    #[test]
+    fn resumed_search_agrees_with_a_full_one() {
+        let crlf = msg("v=0\r\n");
+        let lf = crlf.replace("\r\n", "\n");
+        let mixed = crlf.replacen("\r\n", "\n", 3);
+        for m in [crlf, lf, mixed] {
+            let b = m.as_bytes();
+            // one byte at a time, then in uneven chunks
+            for step in [1, 2, 3, 7, 64] {
+                let mut scanned = 0;
+                let mut n = 0;
+                while n < b.len() {
+                    n = (n + step).min(b.len());
+                    let full = find(&b[..n]);
+                    assert_eq!(find_from(&b[..n], scanned), full, "at {n} of {} (step {step})", b.len());
+                    scanned = if matches!(full, Framing::Partial { start: 0, .. }) { n } else { 0 };
+                }
+            }
+        }
     }
 
     #[test]

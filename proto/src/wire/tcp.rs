@@ -64,6 +64,9 @@ pub struct Flow {
     /// Bytes the consumer wants discarded as they arrive (message bodies it
     /// does not need), so they are never buffered.
     pub skip: u64,
+    /// Bytes at the front of `buf` the consumer has searched for the end of
+    /// an unfinished message head (reset whenever `buf` is replaced).
+    pub scanned: usize,
     ooo: Vec<(u32, Vec<u8>)>,
     ooo_bytes: usize,
     fin_seq: Option<u32>,
@@ -147,6 +150,7 @@ impl Flow {
             stats.tcp_bytes_discarded += self.buf.len() as u64;
             self.buf.clear();
             self.skip = 0;
+            self.scanned = 0;
             self.gap = true;
             self.next_seq = Some(s);
             self.drain_ooo(stats);
