@@ -94,5 +94,37 @@ fn stages(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, stages);
+/// One large message head (60 KiB of headers, within MAX_HEAD) arriving over
+/// TCP in 100-byte segments: the framing must not rescan the head for every
+/// segment (it once did: quadratic in the head's length).
+fn tcp_head_in_small_segments(c: &mut Criterion) {
+    let mut head = b"INVITE sip:01632960123@10.20.0.5 SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK1\r\nCall-ID: big@x\r\nCSeq: 1 INVITE\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\n".to_vec();
+    let mut i = 0;
+    while head.len() < 60 * 1024 {
+        head.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(80)).as_bytes());
+        i += 1;
+    }
+    head.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    let (a, b) = ("192.0.2.1:5060".parse().unwrap(), "10.20.0.5:5060".parse().unwrap());
+    let mut segs = vec![frames::tcp(a, b, 0, true, false, b"")];
+    for (k, chunk) in head.chunks(100).enumerate() {
+        segs.push(frames::tcp(a, b, 1 + (k * 100) as u32, false, false, chunk));
+    }
+    let run = || {
+        let mut e = Engine::new(EngineConfig::default());
+        for (k, f) in segs.iter().enumerate() {
+            e.ingest(Timestamp(k as i64), LinkType::Ethernet, f);
+        }
+        e
+    };
+    assert_eq!(run().open_legs().count(), 1, "the big INVITE makes a leg");
+    let mut g = c.benchmark_group("tcp");
+    g.throughput(Throughput::Bytes(head.len() as u64));
+    g.bench_function("60KiB_head_in_100B_segments", |bch| {
+        bch.iter(|| black_box(run().stats()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages, tcp_head_in_small_segments);
 criterion_main!(benches);
