@@ -3,6 +3,7 @@
 //! two practices), `cbt-agent run` captures `lo`, and a separate capture
 //! records the same traffic. Then:
 //!
+//! - no caller number in what it serves, logs or stores;
 //! - `cbt-agent status --json` and `/metrics` report today's calls by
 //!   outcome per practice as sipp's logs say they went;
 //! - `cbt-agent report --output calls` (answered by the running daemon)
@@ -159,7 +160,47 @@ fn the_daemon_sees_what_sipp_and_kamailio_did() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("configuration not reloaded") && logged.contains("is not an ODS practice code"), "{logged}");
     assert!(daemon.proc.try_wait().is_none(), "still running after a bad reload");
+
+    // privacy: no caller's number in anything the agent serves, logs or keeps
+    let callers: Vec<String> = calls
+        .iter()
+        .filter(|c| matches!(c.intent, Intent::Inbound { .. }))
+        .filter_map(|c| c.caller.strip_prefix("+44").map(str::to_string))
+        .collect();
+    assert!(callers.len() > 5, "the plan's callers are +44 numbers");
+    let mut served = Vec::new();
+    for path in ["/status", "/metrics", "/", "/api/calls", "/api/days"] {
+        served.push((path.to_string(), daemon.get(path).unwrap().into_bytes()));
+    }
     daemon.stop().unwrap();
+    let mut kept = served;
+    kept.push(("daemon.log".into(), std::fs::read(&log).unwrap()));
+    files_under(&dir.join("store"), &mut kept);
+    assert!(kept.len() > 8, "the store has files: {:?}", kept.iter().map(|k| &k.0).collect::<Vec<_>>());
+    // the search does see what was kept: the practice's code is in the store
+    let store_files = kept.iter().filter(|(name, _)| name.contains("/store/"));
+    assert!(store_files.filter(|(_, b)| contains(b, kamailio::PRACTICE_A.as_bytes())).count() > 0, "no store file names the practice");
+    for (name, bytes) in &kept {
+        for n in &callers {
+            // the national significant number is inside every written form
+            assert!(!contains(bytes, n.as_bytes()), "{name} contains the caller number {n}");
+        }
+    }
+}
+
+fn files_under(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 #[test]
