@@ -47,12 +47,14 @@ impl Daemon {
     /// Starts `cbt-agent run --config CONFIG`, its output in `log`.
     pub fn start(bin: &Path, config: &Path, status: SocketAddr, log: &Path) -> Daemon {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-        let child = Command::new(bin)
-            .args(["run", "--config"])
+        let mut cmd = Command::new(bin);
+        cmd.args(["run", "--config"])
             .arg(config)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
-            .stderr(out)
+            .stderr(out);
+        crate::die_with_test(&mut cmd);
+        let child = cmd
             .spawn()
             .expect("start cbt-agent");
         Daemon {

@@ -61,3 +61,18 @@ pub mod daemon;
 pub mod kamailio;
 pub mod sipp;
 pub mod sippy;
+
+/// Makes a child process die with the test that started it, even when the
+/// test process itself is killed (a CI timeout, a SIGKILL): no sipp, capture
+/// or agent is left running on loopback. The signal follows the thread that
+/// spawned the child, so spawn from the test's own thread.
+pub fn die_with_test(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(2) is async-signal-safe; it only changes this child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}

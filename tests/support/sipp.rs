@@ -288,6 +288,7 @@ impl Capture {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
+        crate::die_with_test(&mut cmd);
         let child = cmd
             .spawn()
             .map_err(|e| CaptureError::Other(format!("cannot run {}: {e}", tool.name())))?;
@@ -492,6 +493,7 @@ impl Sipp {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
+        crate::die_with_test(&mut cmd);
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", sipp.display()))?;

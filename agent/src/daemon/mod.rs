@@ -314,7 +314,14 @@ impl Daemon {
         let mut last_watchdog = Instant::now();
         loop {
             let mut got = 0usize;
-            match rx.recv_timeout(Duration::from_millis(100)) {
+            // journaled messages wait at most FLUSH_EVERY for their flush,
+            // even when nothing else arrives
+            let wait = if self.dirty {
+                FLUSH_EVERY.saturating_sub(self.last_flush.elapsed()).max(Duration::from_millis(1))
+            } else {
+                Duration::from_millis(100)
+            };
+            match rx.recv_timeout(wait) {
                 Ok(input) => {
                     if !self.feed(engine, input) {
                         return ExitCode::SUCCESS;
