@@ -6,11 +6,12 @@
 //! are in the status.
 //!
 //! A message is lost for sure if it was sent after the kill and before the
-//! new process captured again (`ready`, less the 20 ms of polling). Around
+//! new process captured again (the `since` of its capture source). Around
 //! the kill it may or may not have been kept (the journal is flushed at
 //! least every 50 ms, and a flush takes time too): messages from 100 ms before
 //! a kill are "uncertain", and a call with one is only required to be
-//! stored exactly once.
+//! stored exactly once. A call of which only the BYE may have been seen
+//! may be missing: a BYE alone does not say who called whom.
 //!
 //! `CBT_DURABILITY_CALLS` (default 400) and `CBT_DURABILITY_KILLS` (default
 //! 20) make longer runs (`scripts/bench-daemon` uses them).
@@ -140,8 +141,10 @@ fn kill_minus_nine_loses_no_call_and_doubles_none() {
         daemon.kill9();
         daemon = Daemon::start(&bin, &config, status, &log);
         let took = daemon.wait_ready(Duration::from_secs(20)).unwrap();
-        let ready = cbt_agent::daemon::capture::now();
-        gaps.push((killed, ready));
+        // when the new process began capturing (its status says; it comes
+        // up to a status refresh before `ready` is seen)
+        let since = daemon.status().unwrap()["sources"][0]["since"].as_i64().expect("capture start in status");
+        gaps.push((killed, Timestamp(since)));
         restart_times.push(took);
     }
     uac_p.wait_success(timeout).unwrap();
@@ -177,7 +180,7 @@ fn kill_minus_nine_loses_no_call_and_doubles_none() {
     let mut unseen = 0;
     for (cid, call) in &made {
         let recs = by_id.remove(cid.as_str()).unwrap_or_default();
-        let lost_at = |t: &Timestamp| gaps.iter().any(|(k, r)| k.add(5_000) <= *t && *t <= r.add(-25_000));
+        let lost_at = |t: &Timestamp| gaps.iter().any(|(k, r)| k.add(5_000) <= *t && *t <= r.add(-5_000));
         let maybe_lost_at = |t: &Timestamp| gaps.iter().any(|(k, r)| k.add(-MAY_BE_UNFLUSHED) <= *t && *t <= r.add(5_000));
         if call.events.iter().all(|e| maybe_lost_at(&e.at)) {
             // every message of it may have been lost (sent while the daemon
@@ -187,6 +190,14 @@ fn kill_minus_nine_loses_no_call_and_doubles_none() {
             if recs.len() > 1 {
                 problems.push(format!("{cid}: never seen, yet stored {} times", recs.len()));
             }
+            continue;
+        }
+        // the INVITE, every response to it and the ACK may have been lost:
+        // only in-dialog requests (the BYE) remain, and a BYE alone does not
+        // say who called whom, so the agent does not make a call of it
+        let dialog_start = |w: &str| w == "INVITE" || w == "ACK" || w.ends_with("/INVITE");
+        if recs.is_empty() && call.events.iter().filter(|e| dialog_start(&e.what)).all(|e| maybe_lost_at(&e.at)) {
+            unseen += 1;
             continue;
         }
         if recs.len() != 1 {

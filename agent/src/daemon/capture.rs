@@ -26,6 +26,8 @@ pub struct SourceStats {
     pub queue_dropped: AtomicU64,
     pub error: Mutex<Option<String>>,
     pub running: AtomicBool,
+    /// When this source last started delivering packets (Unix µs; 0: never).
+    pub since: std::sync::atomic::AtomicI64,
 }
 
 /// Accumulates a wrapping u32 counter into a u64.
@@ -123,6 +125,7 @@ fn run(
     }
     *stats.linktype.lock().unwrap_or_else(|e| e.into_inner()) = Some(link_name);
     *stats.error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    stats.since.store(now().0, Ordering::Relaxed);
     stats.running.store(true, Ordering::Relaxed);
     tracing::info!(interface = %stats.name, filter = %filter, "capturing");
     let (mut kd, mut ifd) = (Wrapping::default(), Wrapping::default());
@@ -232,6 +235,7 @@ pub fn spawn_hep(socket: UdpSocket, tx: SyncSender<Input>, stats: Arc<SourceStat
         .name("hep".into())
         .spawn(move || {
             let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
+            stats.since.store(now().0, Ordering::Relaxed);
             stats.running.store(true, Ordering::Relaxed);
             let mut buf = vec![0u8; 65_536];
             // the socket is new: every drop it shows is ours

@@ -658,6 +658,7 @@ impl Daemon {
                 kind: kind.to_string(),
                 linktype: src.linktype.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                 running: src.running.load(Ordering::Relaxed),
+                since: Some(src.since.load(Ordering::Relaxed)).filter(|t| *t > 0).map(Timestamp),
                 packets: src.packets.load(Ordering::Relaxed),
                 bytes: src.bytes.load(Ordering::Relaxed),
                 kernel_dropped: src.kernel_dropped.load(Ordering::Relaxed),

@@ -31,6 +31,10 @@ pub struct SourceStatus {
     pub kind: String,
     pub linktype: Option<String>,
     pub running: bool,
+    /// When it last started delivering packets: after a restart, the end of
+    /// the gap.
+    #[serde(default)]
+    pub since: Option<cbt_proto::Timestamp>,
     pub packets: u64,
     pub bytes: u64,
     pub kernel_dropped: u64,
