@@ -252,7 +252,8 @@ pub mod frames {
     const ETH_SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
     const ETH_DST: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 
-    fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    /// An Ethernet II frame around `payload`.
+    pub fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
         let mut f = Vec::with_capacity(14 + payload.len());
         f.extend_from_slice(&ETH_DST);
         f.extend_from_slice(&ETH_SRC);
@@ -322,19 +323,41 @@ pub mod frames {
         let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
             panic!("IPv4 addresses expected");
         };
-        let l4 = udp_segment(src, dst, payload);
+        fragments(&udp_segment(src, dst, payload), chunk, |off, more, piece| {
+            let mut p = ipv4_header(s.octets(), d.octets(), 17, id, off as u16, more, piece.len()).to_vec();
+            p.extend_from_slice(piece);
+            ethernet(0x0800, &p)
+        })
+    }
+
+    /// Ethernet + IPv6 fragments (a Fragment extension header in each) of
+    /// one UDP datagram, each carrying at most `chunk` bytes of it (rounded
+    /// down to a multiple of 8).
+    pub fn udp_fragments_v6(src: SocketAddr, dst: SocketAddr, id: u32, payload: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+        let (IpAddr::V6(s), IpAddr::V6(d)) = (src.ip(), dst.ip()) else {
+            panic!("IPv6 addresses expected");
+        };
+        fragments(&udp_segment(src, dst, payload), chunk, |off, more, piece| {
+            let mut p = vec![0x60, 0, 0, 0];
+            p.extend_from_slice(&((piece.len() + 8) as u16).to_be_bytes());
+            p.push(44); // next header: Fragment
+            p.push(64);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+            p.push(17);
+            p.push(0);
+            p.extend_from_slice(&((off as u16) | more as u16).to_be_bytes());
+            p.extend_from_slice(&id.to_be_bytes());
+            p.extend_from_slice(piece);
+            ethernet(0x86DD, &p)
+        })
+    }
+
+    /// Cuts `l4` into pieces of `chunk` bytes (a multiple of 8) and frames
+    /// each with `frame(offset, more_fragments, piece)`.
+    fn fragments(l4: &[u8], chunk: usize, frame: impl Fn(usize, bool, &[u8]) -> Vec<u8>) -> Vec<Vec<u8>> {
         let chunk = (chunk / 8).max(1) * 8;
-        let mut out = Vec::new();
-        let mut off = 0;
-        while off < l4.len() {
-            let end = (off + chunk).min(l4.len());
-            let more = end < l4.len();
-            let mut p = ipv4_header(s.octets(), d.octets(), 17, id, off as u16, more, end - off).to_vec();
-            p.extend_from_slice(&l4[off..end]);
-            out.push(ethernet(0x0800, &p));
-            off = end;
-        }
-        out
+        l4.chunks(chunk).enumerate().map(|(i, piece)| frame(i * chunk, (i + 1) * chunk < l4.len(), piece)).collect()
     }
 
     /// Ethernet + IP + one TCP segment (flags: PSH|ACK, plus SYN/FIN if asked).

@@ -109,13 +109,6 @@ fn with_chunk(pkt: &[u8], vendor: u16, kind: u16, value: &[u8]) -> Vec<u8> {
 
 // --- link-layer wrappers around an IP packet --------------------------------
 
-fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
@@ -129,7 +122,7 @@ fn wrap_link(link: LinkType, ip: &[u8], v6: bool) -> Option<Vec<u8>> {
     let et: u16 = if v6 { 0x86DD } else { 0x0800 };
     let ppp: &[u8] = if v6 { &[0x00, 0x57] } else { &[0x00, 0x21] };
     Some(match link {
-        LinkType::Ethernet => eth(et, ip),
+        LinkType::Ethernet => frames::ethernet(et, ip),
         LinkType::Null => cat(&[&(if v6 { 10u32 } else { 2 }).to_le_bytes(), ip]),
         LinkType::Loop => cat(&[&(if v6 { 24u32 } else { 2 }).to_be_bytes(), ip]),
         LinkType::Raw => ip.to_vec(),
@@ -164,7 +157,7 @@ fn encapsulations(frame: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
     let et: u16 = if v6 { 0x86DD } else { 0x0800 };
     let o4s: IpAddr = "198.51.100.1".parse().unwrap();
     let o4d: IpAddr = "198.51.100.2".parse().unwrap();
-    let outer = |proto: u8, l4: &[u8]| eth(0x0800, &frames::ip(o4s, o4d, proto, 7, l4));
+    let outer = |proto: u8, l4: &[u8]| frames::ethernet(0x0800, &frames::ip(o4s, o4d, proto, 7, l4));
     let ppp: &[u8] = if v6 {
         &[0xFF, 0x03, 0x00, 0x57]
     } else {
@@ -173,25 +166,25 @@ fn encapsulations(frame: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
     let mut v = vec![
         (
             "vlan",
-            eth(0x8100, &cat(&[&[0x00, 0x64], &et.to_be_bytes(), ip])),
+            frames::ethernet(0x8100, &cat(&[&[0x00, 0x64], &et.to_be_bytes(), ip])),
         ),
         (
             "qinq",
-            eth(
+            frames::ethernet(
                 0x88A8,
                 &cat(&[&[0x00, 0x0A, 0x81, 0x00, 0x00, 0x64], &et.to_be_bytes(), ip]),
             ),
         ),
         (
             "mpls2",
-            eth(
+            frames::ethernet(
                 0x8847,
                 &cat(&[&[0x00, 0x01, 0x00, 0x40, 0x00, 0x02, 0x01, 0x40], ip]),
             ),
         ),
         (
             "pppoe",
-            eth(
+            frames::ethernet(
                 0x8864,
                 &cat(&[
                     &[0x11, 0, 0x12, 0x34],
@@ -286,41 +279,6 @@ fn encapsulations(frame: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
     v
 }
 
-/// IPv6 fragments (Fragment extension header) of one UDP datagram.
-fn udp_fragments_v6(
-    src: SocketAddr,
-    dst: SocketAddr,
-    id: u32,
-    payload: &[u8],
-    chunk: usize,
-) -> Vec<Vec<u8>> {
-    let (IpAddr::V6(s), IpAddr::V6(d)) = (src.ip(), dst.ip()) else {
-        panic!("IPv6 addresses expected");
-    };
-    let l4 = frames::udp_segment(src, dst, payload);
-    let chunk = (chunk / 8).max(1) * 8;
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off < l4.len() {
-        let end = (off + chunk).min(l4.len());
-        let more = end < l4.len();
-        let mut p = vec![0x60, 0, 0, 0];
-        p.extend_from_slice(&((end - off + 8) as u16).to_be_bytes());
-        p.push(44);
-        p.push(64);
-        p.extend_from_slice(&s.octets());
-        p.extend_from_slice(&d.octets());
-        p.push(17);
-        p.push(0);
-        p.extend_from_slice(&((off as u16) | more as u16).to_be_bytes());
-        p.extend_from_slice(&id.to_be_bytes());
-        p.extend_from_slice(&l4[off..end]);
-        out.push(eth(0x86DD, &p));
-        off = end;
-    }
-    out
-}
-
 /// A call as TCP segments (handshake, messages cut at `mss`, FIN both ways).
 fn tcp_frames(c: &Call, mss: usize) -> Vec<(Timestamp, Vec<u8>)> {
     let msgs = c.messages();
@@ -390,7 +348,7 @@ fn synthetic(out: &mut Out) {
             let mut frag: Vec<(Timestamp, Vec<u8>)> = Vec::new();
             for (i, m) in msgs.iter().enumerate() {
                 let pieces = if v6 {
-                    udp_fragments_v6(m.src, m.dst, 0x1000 + i as u32, &m.bytes, 400)
+                    frames::udp_fragments_v6(m.src, m.dst, 0x1000 + i as u32, &m.bytes, 400)
                 } else {
                     frames::udp_fragments_v4(m.src, m.dst, 0x1000 + i as u16, &m.bytes, 400)
                 };
