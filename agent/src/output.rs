@@ -213,36 +213,27 @@ pub fn call_json(r: &cbt_proto::call::CallRecord) -> String {
 
 /// The readable report of `--output report`.
 pub fn write_report(w: &mut dyn Write, r: &cbt_proto::metrics::Report) -> std::io::Result<()> {
-    use cbt_proto::metrics::{CORE_CATEGORIES, INDICATORS, TIME_CATEGORIES};
+    use cbt_proto::metrics::{Indicator, CORE_CATEGORIES, TIME_CATEGORIES};
     let span = match (r.from, r.to) {
         (Some(a), Some(b)) => format!("{a} to {b}"),
         _ => "no calls".into(),
     };
-    let names = [
-        "Inbound calls",
-        "Ended in IVR",
-        "Answered",
-        "Missed",
-        "Callback requested",
-        "Callback made",
-        "Answered (by duration)",
-    ];
     let s = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1} s"));
     for p in &r.practices {
         writeln!(w, "Practice {}  ({span}, times in {})", p.practice, r.timezone)?;
         writeln!(w, "  Indicators")?;
-        for (i, code) in INDICATORS.iter().enumerate() {
-            writeln!(w, "    {code} {:<24} {:>8}", names[i], p.totals[*code])?;
+        for i in Indicator::ALL {
+            writeln!(w, "    {} {:<24} {:>8}", i.code(), i.name(), p.totals[i.code()])?;
         }
         write!(w, "  By time band    ")?;
-        for code in &INDICATORS[..6] {
-            write!(w, " {code:>7}")?;
+        for i in Indicator::BY_TIME {
+            write!(w, " {:>7}", i.code())?;
         }
         writeln!(w)?;
         for band in TIME_CATEGORIES {
             write!(w, "    {band:<13}")?;
-            for code in &INDICATORS[..6] {
-                write!(w, " {:>7}", p.by_time_category[*code][band])?;
+            for i in Indicator::BY_TIME {
+                write!(w, " {:>7}", p.by_time_category[i.code()][band])?;
             }
             writeln!(w)?;
         }
@@ -300,7 +291,7 @@ pub fn write_nhs_csv(
     to: chrono::NaiveDate,
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    for (name, text) in cbt_proto::metrics::export::files(agg, from, to) {
+    for (name, text) in cbt_proto::metrics::export::files(&agg.figures(), from, to) {
         let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, text)?;

@@ -5,13 +5,19 @@
 //!
 //! | what | where | format |
 //! |---|---|---|
-//! | finished calls | sled tree `calls`: started (i64 as u64 + 2^63) ++ seq (u64), big-endian | `CallRecord` JSON, without the caller hash |
+//! | finished calls | sled tree `calls`: started (i64 as u64 + 2^63) ++ seq (u64), big-endian | `persist::v1::CallV1` JSON (no caller hash) |
 //! | seq index | sled tree `seqs`: seq (u64 BE) | the `calls` key |
-//! | closed days | sled tree `days`: practice ++ 0x00 ++ `YYYY-MM-DD` | `metrics::Day` JSON |
-//! | upload outbox | sled tree `outbox`: `YYYY-MM-DD` ++ 0x00 ++ practice | `metrics::Day` JSON |
+//! | closed days | sled tree `days`: practice ++ 0x00 ++ `YYYY-MM-DD` | `persist::v1::DayV1` JSON |
+//! | upload outbox | sled tree `outbox`: `YYYY-MM-DD` ++ 0x00 ++ practice | (schema 3: filled by the uploader) |
+//! | kept aside | sled tree `quarantine`: the original key | the original value, unreadable |
 //! | gaps, marks | sled tree `meta`: `schema`, `gaps`, `pruned_before`, `closed_through` | JSON |
-//! | engine snapshot | file `snapshot.json` (written to a temporary file, synced, renamed) | `{"journal": N, "snapshot": EngineSnapshot}` |
-//! | journal | files `journal-N.log`: the messages since snapshot N | records: u32 length, u32 CRC-32, `JournalEntry` JSON |
+//! | engine snapshot | file `snapshot.json` (written to a temporary file, synced, renamed) | `{"journal": N, "snapshot": persist::v1::SnapshotV1}` |
+//! | journal | files `journal-N.log`: the messages since snapshot N | `persist::journal` framing 2 (0.1.0: framing 1), records `JournalRecordV1` |
+//! | damaged bytes | directory `aside/` | what could not be read, as it was |
+//!
+//! Every value has a version ([`cbt_proto::persist`]); the store's layout
+//! has the `schema` mark: 2 was 0.1.0's, 3 is this one's. An older store is
+//! migrated when it is opened; a newer one is refused, untouched.
 //!
 //! Why two kinds of storage: sled is the design card's store and holds the
 //! records; the write-ahead journal and the snapshot are a stream and a blob
@@ -29,8 +35,9 @@
 
 use anyhow::{anyhow, Context, Result};
 use cbt_proto::call::CallRecord;
-use cbt_proto::engine::{EngineSnapshot, JournalEntry};
+use cbt_proto::engine::{EngineSnapshot, EngineSnapshotRef, JournalEntry};
 use cbt_proto::metrics::{Aggregator, Day};
+use cbt_proto::persist::{self, journal as framing, FormatError};
 use cbt_proto::site::Site;
 use cbt_proto::Timestamp;
 use chrono::{Duration, NaiveDate, NaiveTime, TimeZone};
@@ -38,11 +45,13 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionError;
 use sled::Transactional;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-pub const SCHEMA: u32 = 2;
+/// The store layout this build writes. 2: cbt-agent 0.1.0 (outbox of day
+/// figures); 3: the outbox holds upload documents.
+pub const SCHEMA: u32 = 3;
 
 pub struct Store {
     dir: PathBuf,
@@ -52,13 +61,29 @@ pub struct Store {
     days: sled::Tree,
     meta: sled::Tree,
     outbox: sled::Tree,
+    quarantine: sled::Tree,
     journal: Mutex<Journal>,
+    /// What could not be read, since the store was opened (for status,
+    /// the log and `report`'s exit status).
+    problems: Mutex<Vec<String>>,
 }
 
 struct Journal {
     generation: u64,
-    file: BufWriter<File>,
+    /// Opened at the first append: a store opened to read (`report`)
+    /// leaves no file behind.
+    file: Option<BufWriter<File>>,
     bytes: u64,
+}
+
+/// What recovery found: the state to restore and the messages to replay.
+pub struct Recovery {
+    pub snapshot: Option<EngineSnapshot>,
+    pub entries: Vec<JournalEntry>,
+    /// Journal files read, and bytes of a torn last record (a kill while
+    /// appending: expected, not damage).
+    pub files: usize,
+    pub torn_bytes: usize,
 }
 
 /// A stretch of time whose packets were not seen.
@@ -67,13 +92,6 @@ pub struct Gap {
     pub from: Timestamp,
     pub to: Timestamp,
     pub reason: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct SnapshotDoc {
-    /// The journal generation that continues from this snapshot.
-    journal: u64,
-    snapshot: EngineSnapshot,
 }
 
 fn call_key(started: Timestamp, seq: u64) -> [u8; 16] {
@@ -94,6 +112,14 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("serialisable")
 }
 
+fn gap_v1(g: &Gap) -> persist::v1::GapV1 {
+    persist::v1::GapV1 {
+        from: g.from,
+        to: g.to,
+        reason: g.reason.clone(),
+    }
+}
+
 fn journal_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("journal-{generation}.log"))
 }
@@ -111,6 +137,10 @@ fn journal_generations(dir: &Path) -> Result<Vec<u64>> {
     }
     out.sort_unstable();
     Ok(out)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn sync_dir(dir: &Path) {
@@ -153,62 +183,105 @@ impl Store {
             })?;
         let t = |name: &str| db.open_tree(name).with_context(|| format!("cannot open the store's {name} tree"));
         let meta = t("meta")?;
-        match meta.get("schema")? {
-            None => {
-                meta.insert("schema", json(&SCHEMA))?;
+        let found: Option<u32> = match meta.get("schema")? {
+            None => None,
+            Some(v) => Some(serde_json::from_slice(&v).context("the store's schema mark is unreadable")?),
+        };
+        match found {
+            Some(n) if n > SCHEMA => {
+                return Err(anyhow!(
+                    "the store in {} was written by a newer cbt-agent (store layout {n}; this one reads up to {SCHEMA}): install that version again, or move the directory aside to start a new store",
+                    dir.display()
+                ))
             }
-            Some(v) => {
-                let found: u32 = serde_json::from_slice(&v).context("the store's schema mark is unreadable")?;
-                if found != SCHEMA {
-                    return Err(anyhow!(
-                        "the store in {} has schema {found}, this cbt-agent reads schema {SCHEMA}: move the directory aside",
-                        dir.display()
-                    ));
-                }
-            }
+            Some(n) if n < 2 => return Err(anyhow!("the store in {} has an unknown layout ({n}): move the directory aside", dir.display())),
+            _ => {}
         }
-        // continue the newest journal generation (or the snapshot's)
-        let generation = journal_generations(dir)?.last().copied().unwrap_or(1).max(Self::snapshot_generation(dir)?.unwrap_or(1));
-        let path = journal_path(dir, generation);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open the journal {}", path.display()))?;
-        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(Store {
+        // continue after the newest journal generation (or the snapshot's)
+        let snap_gen = match std::fs::read(dir.join("snapshot.json")) {
+            Ok(b) => persist::snapshot_journal(&b).ok(),
+            Err(_) => None,
+        };
+        let generation = journal_generations(dir)?.last().copied().unwrap_or(0).max(snap_gen.unwrap_or(0)) + 1;
+        let store = Store {
             calls: t("calls")?,
             seqs: t("seqs")?,
             days: t("days")?,
             outbox: t("outbox")?,
+            quarantine: t("quarantine")?,
             meta,
             db,
             dir: dir.to_path_buf(),
             journal: Mutex::new(Journal {
                 generation,
-                file: BufWriter::with_capacity(1 << 16, file),
-                bytes,
+                file: None,
+                bytes: 0,
             }),
-        })
+            problems: Mutex::new(Vec::new()),
+        };
+        match found {
+            None => {
+                store.meta.insert("schema", json(&SCHEMA))?;
+            }
+            Some(2) => store.migrate_from_2()?,
+            _ => {}
+        }
+        Ok(store)
+    }
+
+    /// 0.1.0 (layout 2) queued closed days' figures in `outbox` for an
+    /// uploader it did not have; the figures are in `days`, from which the
+    /// uploader makes its documents. Values are read as version 1 as they
+    /// are (no rewrite needed).
+    fn migrate_from_2(&self) -> Result<()> {
+        let old = self.outbox.len();
+        self.outbox.clear()?;
+        self.meta.insert("schema", json(&SCHEMA))?;
+        self.db.flush()?;
+        tracing::info!(dir = %self.dir.display(), queued_days = old, "store migrated from layout 2 (cbt-agent 0.1.0) to {SCHEMA}");
+        Ok(())
+    }
+
+    fn problem(&self, msg: String) {
+        tracing::error!("{msg}");
+        self.problems.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+    }
+
+    /// What could not be read since the store was opened (each with what
+    /// was done with it).
+    pub fn problems(&self) -> Vec<String> {
+        self.problems.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records kept aside in the store (unreadable values), and files in
+    /// `aside/` (damaged journal bytes, an unreadable snapshot).
+    pub fn kept_aside(&self) -> (usize, usize) {
+        let files = std::fs::read_dir(self.dir.join("aside")).map(|d| d.count()).unwrap_or(0);
+        (self.quarantine.len(), files)
+    }
+
+    /// Keeps bytes that could not be read in `aside/NAME`.
+    fn keep_aside(&self, name: &str, bytes: &[u8]) -> String {
+        let dir = self.dir.join("aside");
+        let path = dir.join(name);
+        match std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, bytes)) {
+            Ok(()) => format!("kept in {}", path.display()),
+            Err(e) => format!("could not be kept aside ({e})"),
+        }
+    }
+
+    /// Moves an unreadable stored value to the `quarantine` tree.
+    fn quarantine(&self, tree: &sled::Tree, what: &str, key: &[u8], value: &[u8], e: &FormatError) {
+        let kept = self.quarantine.insert(key, value).is_ok() && tree.remove(key).is_ok();
+        self.problem(format!(
+            "{what} {}: {e}; {}",
+            String::from_utf8_lossy(&key.iter().flat_map(|b| std::ascii::escape_default(*b)).collect::<Vec<u8>>()),
+            if kept { "kept aside in the store's quarantine" } else { "left in place" }
+        ));
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    fn snapshot_generation(dir: &Path) -> Result<Option<u64>> {
-        #[derive(Deserialize)]
-        struct Head {
-            journal: u64,
-        }
-        match std::fs::read(dir.join("snapshot.json")) {
-            Ok(b) => {
-                let doc: Head = serde_json::from_slice(&b).context("the engine snapshot is unreadable")?;
-                Ok(Some(doc.journal))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Makes everything written so far durable: the journal file synced,
@@ -216,8 +289,10 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         {
             let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
-            j.file.flush().map_err(|e| self.write_error(e.into()))?;
-            j.file.get_ref().sync_data().map_err(|e| self.write_error(e.into()))?;
+            if let Some(f) = j.file.as_mut() {
+                f.flush().map_err(|e| self.write_error(e.into()))?;
+                f.get_ref().sync_data().map_err(|e| self.write_error(e.into()))?;
+            }
         }
         self.db.flush().map_err(|e| self.write_error(e.into()))?;
         Ok(())
@@ -244,12 +319,14 @@ impl Store {
         self.db.size_on_disk().unwrap_or(0) + files
     }
 
-    /// Checks every stored call can be read (on start).
+    /// Checks every stored call can be read (on start); unreadable ones are
+    /// kept aside (the `quarantine` tree) and reported.
     pub fn verify(&self) -> Result<StoreCounts> {
         let mut bad = 0;
         for r in self.calls.iter() {
-            let (_, v) = r?;
-            if serde_json::from_slice::<CallRecord>(&v).is_err() {
+            let (k, v) = r?;
+            if let Err(e) = persist::decode_call(&v) {
+                self.quarantine(&self.calls, "stored call", &k, &v, &e);
                 bad += 1;
             }
         }
@@ -262,73 +339,109 @@ impl Store {
         })
     }
 
-    /// The last snapshot and the journal entries written after it, in order.
-    /// A torn record at the end of the journal (a crash mid-write) ends it.
-    pub fn recovery(&self) -> Result<(Option<EngineSnapshot>, Vec<JournalEntry>)> {
-        let (snap, from_gen) = match std::fs::read(self.dir.join("snapshot.json")) {
-            Ok(b) => {
-                let doc: SnapshotDoc = serde_json::from_slice(&b).context("the engine snapshot is unreadable")?;
-                (Some(doc.snapshot), doc.journal)
-            }
+    /// The last snapshot and the journal records written after it, in
+    /// order. A torn record at the end of a file (a kill while appending)
+    /// ends that file quietly. Anything else that cannot be read (damaged
+    /// bytes, a record of unknown version, an unreadable snapshot) is kept
+    /// in `aside/`, reported, and the records after it are still replayed.
+    /// A snapshot or record written by a newer agent is an error: nothing
+    /// is replayed and nothing is touched.
+    pub fn recovery(&self) -> Result<Recovery> {
+        let path = self.dir.join("snapshot.json");
+        let (snapshot, from_gen) = match std::fs::read(&path) {
+            Ok(b) => match persist::read_snapshot(&b) {
+                Ok((g, snap)) => (Some(snap), g),
+                Err(e @ FormatError::Newer { .. }) => return Err(anyhow!("{e}")),
+                Err(e) => {
+                    let kept = self.keep_aside(&format!("snapshot-{}.json", unix_now()), &b);
+                    let _ = std::fs::remove_file(&path);
+                    self.problem(format!(
+                        "{e}; {kept}. The calls in progress when it was taken are lost; every journal file present is replayed"
+                    ));
+                    (None, 0)
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, 0),
             Err(e) => return Err(e.into()),
         };
-        let mut entries = Vec::new();
+        let mut out = Recovery {
+            snapshot,
+            entries: Vec::new(),
+            files: 0,
+            torn_bytes: 0,
+        };
         for g in journal_generations(&self.dir)?.into_iter().filter(|g| *g >= from_gen) {
-            let f = File::open(journal_path(&self.dir, g))?;
-            let mut r = BufReader::new(f);
-            loop {
-                let mut head = [0u8; 8];
-                if r.read_exact(&mut head).is_err() {
-                    break;
-                }
-                let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
-                let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-                let mut body = vec![0u8; len];
-                if len > 64 << 20 || r.read_exact(&mut body).is_err() || crc32fast::hash(&body) != crc {
-                    break;
-                }
-                match serde_json::from_slice(&body) {
-                    Ok(e) => entries.push(e),
-                    Err(_) => break,
+            let name = format!("journal-{g}.log");
+            let bytes = std::fs::read(self.dir.join(&name)).with_context(|| format!("cannot read {name}"))?;
+            let scan = framing::scan(&bytes);
+            out.files += 1;
+            out.torn_bytes += scan.torn_tail;
+            for d in &scan.damaged {
+                let kept = self.keep_aside(&format!("journal-{g}-at-{}.bin", d.offset), &bytes[d.offset..d.offset + d.len]);
+                self.problem(format!("{name}: {} bytes at {} are damaged ({}); {kept}; the records after them are replayed", d.len, d.offset, d.reason));
+            }
+            for f in scan.frames {
+                match persist::decode_journal_record(f.version, f.body) {
+                    Ok(e) => out.entries.push(e),
+                    Err(e @ FormatError::Newer { .. }) => return Err(anyhow!("{name}: {e}")),
+                    Err(e) => {
+                        let kept = self.keep_aside(&format!("journal-{g}-at-{}.bin", f.offset), f.body);
+                        self.problem(format!("{name}: the record at byte {}: {e}; {kept}", f.offset));
+                    }
                 }
             }
         }
-        Ok((snap, entries))
+        Ok(out)
     }
 
     /// Appends journal entries (durable at the next `flush`).
     pub fn append_journal(&self, entries: &[JournalEntry]) -> Result<()> {
-        let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
-        for e in entries {
-            let body = json(e);
-            j.file.write_all(&(body.len() as u32).to_le_bytes())?;
-            j.file.write_all(&crc32fast::hash(&body).to_le_bytes())?;
-            j.file.write_all(&body)?;
-            j.bytes += 8 + body.len() as u64;
+        if entries.is_empty() {
+            return Ok(());
         }
+        let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        if j.file.is_none() {
+            j.file = Some(self.new_journal_file(j.generation)?);
+            j.bytes = framing::FILE_HEADER.len() as u64;
+        }
+        let mut buf = Vec::with_capacity(512 * entries.len());
+        for e in entries {
+            let (version, body) = persist::encode_journal_record(e);
+            framing::frame(version, &body, &mut buf);
+        }
+        j.file.as_mut().expect("opened above").write_all(&buf)?;
+        j.bytes += buf.len() as u64;
         Ok(())
+    }
+
+    fn new_journal_file(&self, generation: u64) -> Result<BufWriter<File>> {
+        let path = journal_path(&self.dir, generation);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the journal {}", path.display()))?;
+        let mut w = BufWriter::with_capacity(1 << 16, file);
+        w.write_all(&framing::FILE_HEADER)?;
+        Ok(w)
     }
 
     /// Saves the engine state: the journal moves to a new generation, the
     /// snapshot (naming that generation) replaces the old one atomically,
     /// and the older journals go.
-    pub fn save_snapshot<S: Serialize>(&self, snap: &S) -> Result<()> {
+    pub fn save_snapshot(&self, snap: &EngineSnapshotRef<'_>) -> Result<()> {
         let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
-        j.file.flush()?;
-        j.file.get_ref().sync_data()?;
+        if let Some(f) = j.file.as_mut() {
+            f.flush()?;
+            f.get_ref().sync_data()?;
+        }
         let next = j.generation + 1;
-        let path = journal_path(&self.dir, next);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = self.new_journal_file(next)?;
         let tmp = self.dir.join("snapshot.json.tmp");
         {
             let mut w = BufWriter::new(File::create(&tmp)?);
-            #[derive(Serialize)]
-            struct Doc<'a, S> {
-                journal: u64,
-                snapshot: &'a S,
-            }
-            serde_json::to_writer(&mut w, &Doc { journal: next, snapshot: snap })?;
+            persist::write_snapshot(&mut w, next, snap)?;
             w.flush()?;
             w.get_ref().sync_all()?;
         }
@@ -336,8 +449,8 @@ impl Store {
         sync_dir(&self.dir);
         *j = Journal {
             generation: next,
-            file: BufWriter::with_capacity(1 << 16, file),
-            bytes: 0,
+            file: Some(file),
+            bytes: framing::FILE_HEADER.len() as u64,
         };
         for g in journal_generations(&self.dir)?.into_iter().filter(|g| *g < next) {
             let _ = std::fs::remove_file(journal_path(&self.dir, g));
@@ -348,11 +461,9 @@ impl Store {
     /// Stores a finished call unless one with its sequence number is
     /// stored already. Returns whether it was new.
     pub fn put_call(&self, rec: &CallRecord) -> Result<bool> {
-        let mut rec = rec.clone();
-        rec.caller = None;
         let key = call_key(rec.started, rec.seq);
         let seq = rec.seq.to_be_bytes();
-        let value = json(&rec);
+        let value = persist::encode_call(rec);
         (&self.calls, &self.seqs)
             .transaction(|(calls, seqs)| {
                 if seqs.get(seq)?.is_some() {
@@ -370,21 +481,26 @@ impl Store {
     pub fn callback_made(&self, seq: u64, at: Timestamp) -> Result<bool> {
         let Some(key) = self.seqs.get(seq.to_be_bytes())? else { return Ok(false) };
         let Some(v) = self.calls.get(&key)? else { return Ok(false) };
-        let mut rec: CallRecord = serde_json::from_slice(&v)?;
+        let mut rec = persist::decode_call(&v)?;
         if rec.callback_made.is_some() {
             return Ok(false);
         }
         rec.callback_made = Some(at);
-        self.calls.insert(key, json(&rec))?;
+        self.calls.insert(key, persist::encode_call(&rec))?;
         Ok(true)
     }
 
-    /// Calls that started in `[from, to)`, in start order.
+    /// Calls that started in `[from, to)`, in start order. One that cannot
+    /// be read (damaged since the store was opened) is kept aside and
+    /// reported, not returned.
     pub fn calls_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<CallRecord>> {
         let mut out = Vec::new();
         for r in self.calls.range(call_key(from, 0)..call_key(to, 0)) {
-            let (_, v) = r?;
-            out.push(serde_json::from_slice(&v).context("a stored call is unreadable")?);
+            let (k, v) = r?;
+            match persist::decode_call(&v) {
+                Ok(c) => out.push(c),
+                Err(e) => self.quarantine(&self.calls, "stored call", &k, &v, &e),
+            }
         }
         Ok(out)
     }
@@ -409,7 +525,10 @@ impl Store {
             let Ok(date) = NaiveDate::parse_from_str(&String::from_utf8_lossy(&k[sep + 1..]), "%Y-%m-%d") else {
                 continue;
             };
-            out.push(((practice, date), serde_json::from_slice(&v)?));
+            match persist::decode_day(&v) {
+                Ok(day) => out.push(((practice, date), day)),
+                Err(e) => self.quarantine(&self.days, "stored day", &k, &v, &e),
+            }
         }
         Ok(out)
     }
@@ -422,9 +541,9 @@ impl Store {
         let first = match self.meta.get("closed_through")? {
             Some(v) => serde_json::from_slice::<NaiveDate>(&v)? + Duration::days(1),
             None => match self.calls.first()? {
-                Some((_, v)) => {
-                    let r: CallRecord = serde_json::from_slice(&v)?;
-                    Aggregator::new(site).local_date(r.started)
+                Some((k, _)) => {
+                    let started = Timestamp((u64::from_be_bytes(k[..8].try_into().expect("8 bytes")) ^ (1 << 63)) as i64);
+                    Aggregator::new(site).local_date(started)
                 }
                 None => return Ok(0),
             },
@@ -447,11 +566,7 @@ impl Store {
                 if *d != date {
                     continue;
                 }
-                self.days.insert(day_key(practice, date), json(day))?;
-                let mut k = date.format("%Y-%m-%d").to_string().into_bytes();
-                k.push(0);
-                k.extend_from_slice(practice.as_bytes());
-                self.outbox.insert(k, json(day))?;
+                self.days.insert(day_key(practice, date), persist::encode_day(day))?;
                 n += 1;
             }
             self.meta.insert("closed_through", json(&date))?;
@@ -499,10 +614,21 @@ impl Store {
     }
 
     pub fn gaps(&self) -> Result<Vec<Gap>> {
-        Ok(match self.meta.get("gaps")? {
-            Some(v) => serde_json::from_slice(&v)?,
-            None => Vec::new(),
-        })
+        let Some(v) = self.meta.get("gaps")? else { return Ok(Vec::new()) };
+        match persist::decode_gaps(&v) {
+            Ok(list) => Ok(list
+                .into_iter()
+                .map(|g| Gap {
+                    from: g.from,
+                    to: g.to,
+                    reason: g.reason,
+                })
+                .collect()),
+            Err(e) => {
+                self.quarantine(&self.meta, "the list of gaps", b"gaps", &v, &e);
+                Ok(Vec::new())
+            }
+        }
     }
 
     /// Records a gap (the last 100 are kept).
@@ -510,7 +636,8 @@ impl Store {
         let mut gaps = self.gaps()?;
         gaps.push(gap);
         let keep = gaps.len().saturating_sub(100);
-        self.meta.insert("gaps", json(&gaps[keep..].to_vec()))?;
+        let list: Vec<_> = gaps[keep..].iter().map(gap_v1).collect();
+        self.meta.insert("gaps", persist::encode_gaps(&list))?;
         Ok(())
     }
 

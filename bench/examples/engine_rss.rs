@@ -15,6 +15,7 @@ fn main() {
         while e.poll_call().is_some() {}
     }
     println!("12k open legs {} open {}", rss(), e.stats().open_legs);
-    let snap = serde_json::to_vec(&e.snapshot()).unwrap();
+    let mut snap = Vec::new();
+    cbt_proto::persist::write_snapshot(&mut snap, 1, &e.snapshot_ref()).unwrap();
     println!("snapshot {} bytes; {}", snap.len(), rss());
 }

@@ -126,15 +126,15 @@ pub enum CallEvent {
     CallbackMade { seq: u64, practice: String, requested: Timestamp, at: Timestamp },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum Auto {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Auto {
     Ivr,
     Queue,
     Voicemail,
     Callback,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
     TrunkIn,
     TrunkOut,
@@ -144,20 +144,20 @@ enum Role {
 }
 
 /// What the call layer keeps of a leg.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct LegInfo {
-    id: LegId,
+#[derive(Clone, Debug)]
+pub(crate) struct LegInfo {
+    pub(crate) id: LegId,
     /// Where the leg's INVITE went (tells ring-group legs apart).
-    dst: std::net::SocketAddr,
-    started: Timestamp,
-    ringing: Option<Timestamp>,
-    answered: Option<Timestamp>,
-    ended: Option<Timestamp>,
-    end: Option<EndReason>,
-    ended_by: Option<Side>,
-    partial: bool,
+    pub(crate) dst: std::net::SocketAddr,
+    pub(crate) started: Timestamp,
+    pub(crate) ringing: Option<Timestamp>,
+    pub(crate) answered: Option<Timestamp>,
+    pub(crate) ended: Option<Timestamp>,
+    pub(crate) end: Option<EndReason>,
+    pub(crate) ended_by: Option<Side>,
+    pub(crate) partial: bool,
     /// A callback request header was on this leg.
-    callback_header: bool,
+    pub(crate) callback_header: bool,
 }
 
 impl LegInfo {
@@ -186,22 +186,22 @@ impl LegInfo {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct OpenCall {
-    seq: u64,
-    practice: String,
-    caller: Option<String>,
-    trunk_call_id: String,
-    trunk: LegInfo,
+#[derive(Clone, Debug)]
+pub(crate) struct OpenCall {
+    pub(crate) seq: u64,
+    pub(crate) practice: String,
+    pub(crate) caller: Option<String>,
+    pub(crate) trunk_call_id: String,
+    pub(crate) trunk: LegInfo,
     /// The trunk leg went straight to a staff endpoint (a direct call).
-    direct_staff: bool,
+    pub(crate) direct_staff: bool,
     /// The trunk leg went straight to an automated endpoint.
-    direct_auto: Option<Auto>,
-    staff: Vec<LegInfo>,
-    auto: Vec<(Auto, LegInfo)>,
-    correlation: Correlation,
+    pub(crate) direct_auto: Option<Auto>,
+    pub(crate) staff: Vec<LegInfo>,
+    pub(crate) auto: Vec<(Auto, LegInfo)>,
+    pub(crate) correlation: Correlation,
     /// Set when the trunk leg finished: finalise by then at the latest.
-    settle_until: Option<Timestamp>,
+    pub(crate) settle_until: Option<Timestamp>,
 }
 
 impl OpenCall {
@@ -216,19 +216,19 @@ impl OpenCall {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct CallbackRequest {
-    seq: u64,
-    practice: String,
-    caller: String,
-    requested: Timestamp,
-    until: Timestamp,
+#[derive(Clone, Debug)]
+pub(crate) struct CallbackRequest {
+    pub(crate) seq: u64,
+    pub(crate) practice: String,
+    pub(crate) caller: String,
+    pub(crate) requested: Timestamp,
+    pub(crate) until: Timestamp,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Outbound {
-    at: Timestamp,
-    callee: String,
+#[derive(Clone, Debug)]
+pub(crate) struct Outbound {
+    pub(crate) at: Timestamp,
+    pub(crate) callee: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,24 +251,24 @@ pub struct CallStats {
     pub direct_to_staff: u64,
 }
 
-/// Serialisable state of the call layer (for restarts).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// The state of the call layer that must survive a restart. Written to
+/// disk only through [`crate::persist`], which has its own versioned shape.
+#[derive(Clone, Debug)]
 pub struct CallSnapshot {
-    next_seq: u64,
-    open: Vec<OpenCall>,
-    requests: Vec<CallbackRequest>,
-    outbound: Vec<Outbound>,
-    stats: CallStats,
+    pub(crate) next_seq: u64,
+    pub(crate) open: Vec<OpenCall>,
+    pub(crate) requests: Vec<CallbackRequest>,
+    pub(crate) outbound: Vec<Outbound>,
+    pub(crate) stats: CallStats,
 }
 
-/// A borrowed [`CallSnapshot`]: serialises the same.
-#[derive(Serialize)]
+/// A borrowed [`CallSnapshot`], for writing a large state without copying it.
 pub struct CallSnapshotRef<'a> {
-    next_seq: u64,
-    open: Vec<&'a OpenCall>,
-    requests: &'a [CallbackRequest],
-    outbound: &'a VecDeque<Outbound>,
-    stats: &'a CallStats,
+    pub(crate) next_seq: u64,
+    pub(crate) open: Vec<&'a OpenCall>,
+    pub(crate) requests: &'a [CallbackRequest],
+    pub(crate) outbound: &'a VecDeque<Outbound>,
+    pub(crate) stats: &'a CallStats,
 }
 
 impl CallSnapshot {

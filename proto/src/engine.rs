@@ -537,7 +537,6 @@ impl Engine {
     /// across a restart is lost and counted by the wire layer.
     pub fn snapshot(&self) -> EngineSnapshot {
         EngineSnapshot {
-            version: 1,
             legs: self.sip.legs.snapshot(),
             calls: self.calls.as_ref().map(|c| c.snapshot()),
             last_packet: self.last_ts,
@@ -548,7 +547,6 @@ impl Engine {
     /// the daemon writes, so a large state is not held twice.
     pub fn snapshot_ref(&self) -> EngineSnapshotRef<'_> {
         EngineSnapshotRef {
-            version: 1,
             legs: self.sip.legs.snapshot_ref(),
             calls: self.calls.as_ref().map(|c| c.snapshot_ref()),
             last_packet: self.last_ts,
@@ -567,8 +565,8 @@ impl Engine {
 }
 
 /// A message as the daemon's journal keeps it: phone numbers replaced by
-/// their keyed hashes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// their keyed hashes. Written to disk only through [`crate::persist`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalEntry {
     pub ts: Timestamp,
     pub src: std::net::SocketAddr,
@@ -579,18 +577,17 @@ pub struct JournalEntry {
     pub hashes: UserHashes,
 }
 
-/// A borrowed [`EngineSnapshot`]: serialises the same.
-#[derive(Serialize)]
+/// A borrowed [`EngineSnapshot`], for writing a large state without copying it.
 pub struct EngineSnapshotRef<'a> {
-    pub version: u32,
     pub legs: crate::leg::LegSnapshotRef<'a>,
     pub calls: Option<crate::call::CallSnapshotRef<'a>>,
     pub last_packet: Option<Timestamp>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// What must survive a restart: legs and calls in progress, packet time.
+/// Written to disk only through [`crate::persist`] (versioned).
+#[derive(Clone, Debug)]
 pub struct EngineSnapshot {
-    pub version: u32,
     pub legs: LegSnapshot,
     pub calls: Option<CallSnapshot>,
     pub last_packet: Option<Timestamp>,

@@ -126,16 +126,16 @@ pub struct Leg {
     pub challenges: u32,
     pub state: State,
     /// Branches of the initial INVITE transactions (one per retry).
-    branches: Vec<String>,
-    initial_cseqs: Vec<u32>,
-    last_invite: Timestamp,
-    last_activity: Timestamp,
-    last_refresh: Option<Timestamp>,
-    challenged_at: Option<Timestamp>,
-    cancelled_at: Option<Timestamp>,
+    pub(crate) branches: Vec<String>,
+    pub(crate) initial_cseqs: Vec<u32>,
+    pub(crate) last_invite: Timestamp,
+    pub(crate) last_activity: Timestamp,
+    pub(crate) last_refresh: Option<Timestamp>,
+    pub(crate) challenged_at: Option<Timestamp>,
+    pub(crate) cancelled_at: Option<Timestamp>,
     /// When this leg's timer is due (its entry in `LegTracker::timers`).
     #[serde(skip)]
-    timer: Option<Timestamp>,
+    pub(crate) timer: Option<Timestamp>,
 }
 
 impl Leg {
@@ -906,15 +906,16 @@ impl LegTracker {
     }
 }
 
-/// A borrowed [`LegSnapshot`]: serialises the same.
-#[derive(Serialize)]
+/// A borrowed [`LegSnapshot`], for writing a large state without copying it.
 pub struct LegSnapshotRef<'a> {
     pub next_id: u64,
     pub legs: Vec<&'a Leg>,
     pub stats: &'a LegStats,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// The legs that must survive a restart. Written to disk only through
+/// [`crate::persist`], which has its own versioned shape.
+#[derive(Clone, Debug)]
 pub struct LegSnapshot {
     pub next_id: u64,
     pub legs: Vec<Leg>,

@@ -18,10 +18,12 @@ pub mod engine;
 pub mod leg;
 pub mod metrics;
 pub mod number;
+pub mod persist;
 pub mod site;
 pub mod sip;
 pub mod synth;
 pub mod time;
+pub mod upload;
 pub mod wire;
 
 pub use engine::{Engine, EngineConfig, EngineSnapshot, EngineStats};

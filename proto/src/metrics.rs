@@ -102,6 +102,11 @@ impl Buckets {
         &self.labels
     }
 
+    /// The upper edges the buckets were made from.
+    pub fn edges(&self) -> &[u32] {
+        &self.edges
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }
@@ -111,14 +116,104 @@ impl Buckets {
     }
 }
 
-/// Indicator codes by index (0 = CBT001).
-pub const INDICATORS: [&str; 7] = ["CBT001", "CBT002", "CBT003", "CBT004", "CBT005", "CBT006", "CBT007"];
+/// The published indicators. Adding one is a new variant here; the
+/// compiler then points at every place that must say what it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Indicator {
+    /// Inbound calls.
+    Cbt001,
+    /// Ended in IVR.
+    Cbt002,
+    /// Answered, by wait.
+    Cbt003,
+    /// Missed.
+    Cbt004,
+    /// Callback requested.
+    Cbt005,
+    /// Callback made.
+    Cbt006,
+    /// Answered, by duration.
+    Cbt007,
+}
+
+impl Indicator {
+    pub const ALL: [Indicator; 7] = [
+        Indicator::Cbt001,
+        Indicator::Cbt002,
+        Indicator::Cbt003,
+        Indicator::Cbt004,
+        Indicator::Cbt005,
+        Indicator::Cbt006,
+        Indicator::Cbt007,
+    ];
+
+    /// The indicators counted by `Time_Category` (the By Day and Time file).
+    pub const BY_TIME: [Indicator; 6] = [
+        Indicator::Cbt001,
+        Indicator::Cbt002,
+        Indicator::Cbt003,
+        Indicator::Cbt004,
+        Indicator::Cbt005,
+        Indicator::Cbt006,
+    ];
+
+    /// The code in NHS England's files.
+    pub fn code(self) -> &'static str {
+        match self {
+            Indicator::Cbt001 => "CBT001",
+            Indicator::Cbt002 => "CBT002",
+            Indicator::Cbt003 => "CBT003",
+            Indicator::Cbt004 => "CBT004",
+            Indicator::Cbt005 => "CBT005",
+            Indicator::Cbt006 => "CBT006",
+            Indicator::Cbt007 => "CBT007",
+        }
+    }
+
+    /// NHS England's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Indicator::Cbt001 => "Inbound calls",
+            Indicator::Cbt002 => "Ended in IVR",
+            Indicator::Cbt003 => "Answered",
+            Indicator::Cbt004 => "Missed",
+            Indicator::Cbt005 => "Callback requested",
+            Indicator::Cbt006 => "Callback made",
+            Indicator::Cbt007 => "Answered (by duration)",
+        }
+    }
+
+    /// The indicator a call with this outcome is counted in (besides CBT001).
+    pub fn of(o: Outcome) -> Indicator {
+        match o {
+            Outcome::EndedInIvr => Indicator::Cbt002,
+            Outcome::Answered => Indicator::Cbt003,
+            Outcome::Missed => Indicator::Cbt004,
+            Outcome::CallbackRequested => Indicator::Cbt005,
+        }
+    }
+
+    /// Its row in [`Day`]'s counts by band (CBT007 has none: it is CBT003
+    /// by duration).
+    fn row(self) -> Option<usize> {
+        match self {
+            Indicator::Cbt001 => Some(0),
+            Indicator::Cbt002 => Some(1),
+            Indicator::Cbt003 => Some(2),
+            Indicator::Cbt004 => Some(3),
+            Indicator::Cbt005 => Some(4),
+            Indicator::Cbt006 => Some(5),
+            Indicator::Cbt007 => None,
+        }
+    }
+}
 
 /// One practice's figures for one local date.
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, Serialize)]
 pub struct Day {
-    /// CBT001-CBT006 counts by time band (CBT007 is CBT003 by duration).
-    pub bands: [[u64; 9]; 6],
+    /// Counts by time band of the indicators in [`Indicator::BY_TIME`], by
+    /// their row (use [`Day::band`]).
+    pub(crate) bands: [[u64; 9]; 6],
     /// CBT003 by wait bucket and core category.
     pub answered_by_wait: Vec<[u64; 3]>,
     /// CBT007 by duration bucket.
@@ -132,7 +227,8 @@ pub struct Day {
 }
 
 impl Day {
-    fn new(wait: &Buckets, duration: &Buckets) -> Day {
+    /// No calls, with room for these buckets.
+    pub fn new(wait: &Buckets, duration: &Buckets) -> Day {
         Day {
             answered_by_wait: vec![[0; 3]; wait.len()],
             answered_by_duration: vec![0; duration.len()],
@@ -140,11 +236,45 @@ impl Day {
         }
     }
 
-    pub fn total(&self, indicator: usize) -> u64 {
-        match indicator {
-            0..=5 => self.bands[indicator].iter().sum(),
-            _ => self.answered_by_duration.iter().sum(),
+    /// The day's total of an indicator.
+    pub fn total(&self, i: Indicator) -> u64 {
+        match i.row() {
+            Some(r) => self.bands[r].iter().sum(),
+            None => self.answered_by_duration.iter().sum(),
         }
+    }
+
+    /// An indicator's count in time band `band` (index into
+    /// [`TIME_CATEGORIES`]); CBT007 is not counted by band (0).
+    pub fn band(&self, i: Indicator, band: usize) -> u64 {
+        i.row().map_or(0, |r| self.bands[r][band])
+    }
+
+    /// The count of an indicator in a band, to set it. Panics for CBT007,
+    /// which is not counted by band.
+    pub fn band_mut(&mut self, i: Indicator, band: usize) -> &mut u64 {
+        &mut self.bands[i.row().expect("an indicator counted by band")][band]
+    }
+
+    /// NHS England's checks: CBT001 = CBT002 + CBT003 + CBT004 + CBT005 in
+    /// every band, and CBT003 = CBT007 (= CBT003 by wait).
+    pub fn reconciles(&self) -> Result<(), String> {
+        use Indicator::*;
+        for (b, label) in TIME_CATEGORIES.iter().enumerate() {
+            let parts = self.band(Cbt002, b) + self.band(Cbt003, b) + self.band(Cbt004, b) + self.band(Cbt005, b);
+            if self.band(Cbt001, b) != parts {
+                return Err(format!("{label}: CBT001 is {} but CBT002+CBT003+CBT004+CBT005 is {parts}", self.band(Cbt001, b)));
+            }
+        }
+        let by_wait: u64 = self.answered_by_wait.iter().flatten().sum();
+        if self.total(Cbt003) != self.total(Cbt007) || by_wait != self.total(Cbt003) {
+            return Err(format!(
+                "CBT003 is {} by band and {by_wait} by wait, CBT007 is {}",
+                self.total(Cbt003),
+                self.total(Cbt007)
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -201,19 +331,18 @@ impl Aggregator {
         let wait_b = c.wait_s.map(|w| self.wait.index(w));
         let dur_b = c.duration_s.map(|d| self.duration.index(d));
         let day = self.day(&c.practice, at.date());
-        day.bands[0][band] += 1;
+        *day.band_mut(Indicator::Cbt001, band) += 1;
+        *day.band_mut(Indicator::of(c.outcome), band) += 1;
         if c.partial {
             day.partial += 1;
         }
         match c.outcome {
             Outcome::EndedInIvr => {
-                day.bands[1][band] += 1;
                 if c.abandoned {
                     day.abandoned_in_ivr += 1;
                 }
             }
             Outcome::Answered => {
-                day.bands[2][band] += 1;
                 if let Some(b) = wait_b {
                     day.answered_by_wait[b][core] += 1;
                 }
@@ -224,13 +353,12 @@ impl Aggregator {
                 day.durations.extend(c.duration_s);
             }
             Outcome::Missed => {
-                day.bands[3][band] += 1;
                 if c.abandoned {
                     day.abandoned_missed += 1;
                     day.abandoned_waits.extend(c.wait_s);
                 }
             }
-            Outcome::CallbackRequested => day.bands[4][band] += 1,
+            Outcome::CallbackRequested => {}
         }
     }
 
@@ -238,7 +366,7 @@ impl Aggregator {
     pub fn add_callback(&mut self, practice: &str, at: Timestamp) {
         let t = local(self.tz, at);
         let band = time_category(t);
-        self.day(practice, t.date()).bands[5][band] += 1;
+        *self.day(practice, t.date()).band_mut(Indicator::Cbt006, band) += 1;
     }
 
     pub fn days(&self) -> &BTreeMap<(String, NaiveDate), Day> {
@@ -269,6 +397,16 @@ impl Aggregator {
             }
         }
         out
+    }
+
+    /// What the NHS files of these figures are made from.
+    pub fn figures(&self) -> export::Figures<'_> {
+        export::Figures {
+            practices: self.practice_list(),
+            days: &self.days,
+            wait: &self.wait,
+            duration: &self.duration,
+        }
     }
 
     /// The dates with any figures, as a span.
@@ -303,15 +441,16 @@ impl Aggregator {
                 icb_code: codes.icb.clone(),
                 sub_icb_location_code: codes.sub_icb.clone(),
                 pcn_code: codes.pcn.clone(),
-                totals: INDICATORS.iter().enumerate().map(|(i, n)| (n.to_string(), total.total(i))).collect(),
-                by_time_category: (0..6)
+                totals: Indicator::ALL.iter().map(|i| (i.code().to_string(), total.total(*i))).collect(),
+                by_time_category: Indicator::BY_TIME
+                    .iter()
                     .map(|i| {
                         (
-                            INDICATORS[i].to_string(),
+                            i.code().to_string(),
                             TIME_CATEGORIES
                                 .iter()
                                 .enumerate()
-                                .map(|(b, l)| (l.to_string(), total.bands[i][b]))
+                                .map(|(b, l)| (l.to_string(), total.band(*i, b)))
                                 .collect(),
                         )
                     })
@@ -416,21 +555,22 @@ pub struct Dpn {
 
 impl Dpn {
     fn of(d: &Day) -> Dpn {
+        use Indicator::*;
         Dpn {
-            call_volume: d.total(0),
+            call_volume: d.total(Cbt001),
             calls_abandoned: d.abandoned_missed + d.abandoned_in_ivr,
             calls_abandoned_waiting: d.abandoned_missed,
             calls_abandoned_in_ivr: d.abandoned_in_ivr,
             mean_wait_to_answer_s: mean(&d.answered_waits),
             median_wait_to_answer_s: median(&d.answered_waits),
-            missed_calls: d.total(3),
+            missed_calls: d.total(Cbt004),
             mean_wait_before_abandonment_s: mean(&d.abandoned_waits),
             median_wait_before_abandonment_s: median(&d.abandoned_waits),
-            callbacks_requested: d.total(4),
-            callbacks_made: d.total(5),
+            callbacks_requested: d.total(Cbt005),
+            callbacks_made: d.total(Cbt006),
             mean_call_length_s: mean(&d.durations),
             median_call_length_s: median(&d.durations),
-            answered_calls: d.total(2),
+            answered_calls: d.total(Cbt003),
         }
     }
 }
@@ -524,10 +664,22 @@ pub mod export {
         l
     }
 
-    /// The three files, as (file name, CSV text). Every configured practice
+    /// What the three files are made from: the agent's aggregator
+    /// ([`Aggregator::figures`]) or the collector's documents, through this
+    /// one writer, so both always write the same rows for the same calls.
+    pub struct Figures<'a> {
+        /// Practices in the order of the rows, with their organisation codes.
+        pub practices: Vec<(String, OrgCodes)>,
+        /// Figures by (practice, local date); a missing day has zeros.
+        pub days: &'a BTreeMap<(String, NaiveDate), Day>,
+        pub wait: &'a Buckets,
+        pub duration: &'a Buckets,
+    }
+
+    /// The three files, as (file name, CSV text). Every listed practice
     /// gets a row for every date from `from` to `to`, zeros included.
-    pub fn files(agg: &Aggregator, from: NaiveDate, to: NaiveDate) -> Vec<(&'static str, String)> {
-        let practices = agg.practice_list();
+    pub fn files(fig: &Figures<'_>, from: NaiveDate, to: NaiveDate) -> Vec<(&'static str, String)> {
+        let practices = &fig.practices;
         let with_codes = practices.iter().any(|(_, c)| *c != OrgCodes::default());
         let head = |rest: &[&str]| {
             let mut h = vec![DATE.to_string()];
@@ -551,36 +703,36 @@ pub mod export {
         let mut by_time = head(&[INDICATOR, TIME_CATEGORY, VALUE]);
         let mut by_duration = head(&[INDICATOR, DURATION, VALUE]);
         let mut answered = head(&[INDICATOR, WAIT_TIME, CORE_CATEGORY, VALUE]);
-        let empty = Day::new(agg.wait_buckets(), agg.duration_buckets());
+        let empty = Day::new(fig.wait, fig.duration);
         let mut date = from;
         while date <= to {
-            for (ods, codes) in &practices {
-                let day = agg.days().get(&(ods.clone(), date)).unwrap_or(&empty);
-                for (i, ind) in INDICATORS.iter().enumerate().take(6) {
+            for (ods, codes) in practices {
+                let day = fig.days.get(&(ods.clone(), date)).unwrap_or(&empty);
+                for ind in Indicator::BY_TIME {
                     for (b, cat) in TIME_CATEGORIES.iter().enumerate() {
                         let mut f = lead(date, ods, codes);
-                        f.extend([ind.to_string(), cat.to_string(), day.bands[i][b].to_string()]);
+                        f.extend([ind.code().to_string(), cat.to_string(), day.band(ind, b).to_string()]);
                         by_time.push_str(&line(&f));
                     }
                 }
-                let labels = agg.duration_buckets().labels();
+                let labels = fig.duration.labels();
                 for (label, n) in labels.iter().zip(&day.answered_by_duration) {
                     let mut f = lead(date, ods, codes);
-                    f.extend(["CBT007".to_string(), label.clone(), n.to_string()]);
+                    f.extend([Indicator::Cbt007.code().to_string(), label.clone(), n.to_string()]);
                     by_duration.push_str(&line(&f));
                 }
                 let mut f = lead(date, ods, codes);
-                f.extend(["CBT007".to_string(), TOTAL.to_string(), day.total(6).to_string()]);
+                f.extend([Indicator::Cbt007.code().to_string(), TOTAL.to_string(), day.total(Indicator::Cbt007).to_string()]);
                 by_duration.push_str(&line(&f));
                 for (c, core) in CORE_CATEGORIES.iter().enumerate() {
-                    for (label, counts) in agg.wait_buckets().labels().iter().zip(&day.answered_by_wait) {
+                    for (label, counts) in fig.wait.labels().iter().zip(&day.answered_by_wait) {
                         let mut f = lead(date, ods, codes);
-                        f.extend(["CBT003".to_string(), label.clone(), core.to_string(), counts[c].to_string()]);
+                        f.extend([Indicator::Cbt003.code().to_string(), label.clone(), core.to_string(), counts[c].to_string()]);
                         answered.push_str(&line(&f));
                     }
                     let total: u64 = day.answered_by_wait.iter().map(|x| x[c]).sum();
                     let mut f = lead(date, ods, codes);
-                    f.extend(["CBT003".to_string(), TOTAL.to_string(), core.to_string(), total.to_string()]);
+                    f.extend([Indicator::Cbt003.code().to_string(), TOTAL.to_string(), core.to_string(), total.to_string()]);
                     answered.push_str(&line(&f));
                 }
             }

@@ -171,9 +171,9 @@ async fn days(State(s): State<Arc<Shared>>) -> Response {
     let Some(store) = store else {
         return (StatusCode::SERVICE_UNAVAILABLE, "the store is not available\n").into_response();
     };
-    let result = tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((store.days()?, store.pruned_before()?))).await;
+    let result = tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((store.days()?, store.pruned_before()?, store.problems()))).await;
     match result {
-        Ok(Ok((days, pruned))) => axum::Json(serde_json::json!({ "pruned_before": pruned, "days": days })).into_response(),
+        Ok(Ok((days, pruned, problems))) => axum::Json(serde_json::json!({ "pruned_before": pruned, "days": days, "problems": problems })).into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }

@@ -247,7 +247,8 @@ impl Daemon {
             // the store came back while running: keep the live engine
             return Ok(());
         }
-        let (snap, journal) = store.recovery()?;
+        let rec = store.recovery()?;
+        let (snap, journal) = (rec.snapshot, rec.entries);
         let had_snapshot = snap.is_some();
         let (mut legs, mut calls) = (0, 0);
         if let Some(snap) = snap {
@@ -284,11 +285,15 @@ impl Daemon {
             store.add_gap(gap.clone())?;
             self.gaps.push(gap);
             store.flush()?;
+            let problems = store.problems().len();
             let msg = format!(
-                "restored {legs} legs and {calls} calls in progress, replayed {} journal entries ({written} calls finished and stored), {} calls stored in all; {partial} legs in progress across the gap since {} are marked partial",
+                "restored {legs} legs and {calls} calls in progress, replayed {} journal entries from {} files ({written} calls finished and stored), {} calls stored in all; {partial} legs in progress across the gap since {} are marked partial{}{}",
                 journal.len(),
+                rec.files,
                 counts.calls + written,
-                from
+                from,
+                if rec.torn_bytes > 0 { format!("; a record cut short by the stop ({} bytes) was dropped", rec.torn_bytes) } else { String::new() },
+                if problems > 0 { format!("; {problems} problems reading the store (see store.problems)") } else { String::new() },
             );
             tracing::info!("{msg}");
             self.recovered = Some(msg);
@@ -704,6 +709,9 @@ impl Daemon {
             snapshot_age_s: self.last_snapshot.map(|l| (t.since(l) / SECOND).max(0) as u64),
             outbox: self.store.as_ref().map_or(0, |x| x.outbox_len() as u64),
             recovered: self.recovered.clone(),
+            problems: self.store.as_ref().map(|x| x.problems()).unwrap_or_default(),
+            kept_aside_records: self.store.as_ref().map_or(0, |x| x.kept_aside().0 as u64),
+            kept_aside_files: self.store.as_ref().map_or(0, |x| x.kept_aside().1 as u64),
         };
         // today
         let practices: Vec<String> = self.site.practices.iter().map(|p| p.ods.clone()).collect();
@@ -721,21 +729,22 @@ impl Daemon {
         }
         for p in names {
             let day = agg.days().get(&(p.clone(), date)).cloned().unwrap_or_default();
-            let band = |i: usize, b: usize| day.bands[i][b];
-            let (abandoned, callbacks_made) = (day.abandoned_missed + day.abandoned_in_ivr, day.total(5));
+            use cbt_proto::metrics::Indicator::*;
+            let band = |b: usize| [day.band(Cbt003, b), day.band(Cbt004, b), day.band(Cbt002, b), day.band(Cbt005, b)];
+            let (abandoned, callbacks_made) = (day.abandoned_missed + day.abandoned_in_ivr, day.total(Cbt006));
             today.practices.push(status::TodayPractice {
                 practice: p,
-                inbound: day.total(0),
-                answered: day.total(2),
-                missed: day.total(3),
-                ended_in_ivr: day.total(1),
-                callback_requested: day.total(4),
+                inbound: day.total(Cbt001),
+                answered: day.total(Cbt003),
+                missed: day.total(Cbt004),
+                ended_in_ivr: day.total(Cbt002),
+                callback_requested: day.total(Cbt005),
                 callbacks_made,
                 abandoned,
                 by_band: TIME_CATEGORIES
                     .iter()
                     .enumerate()
-                    .map(|(b, l)| (l.to_string(), [band(2, b), band(3, b), band(1, b), band(4, b)]))
+                    .map(|(b, l)| (l.to_string(), band(b)))
                     .collect(),
             });
         }
@@ -798,6 +807,24 @@ impl Daemon {
             d.push(Diagnostic::error(
                 "store_error",
                 format!("the store cannot take writes ({e}); {} finished calls held in memory (at most {}), retrying every {} s", self.pending.len(), self.config.agent.memory_calls, STORE_RETRY.as_secs()),
+            ));
+        }
+        if !s.store.problems.is_empty() {
+            d.push(Diagnostic::error(
+                "store_format",
+                format!(
+                    "{} things in the store could not be read and were kept aside in {}/aside or its quarantine (see store.problems); the rest was read and capture goes on",
+                    s.store.problems.len(),
+                    s.store.dir
+                ),
+            ));
+        } else if s.store.kept_aside_records + s.store.kept_aside_files > 0 {
+            d.push(Diagnostic::warn(
+                "store_kept_aside",
+                format!(
+                    "{} unreadable records and {} files from earlier runs are kept aside in the store ({}/aside); see docs/operations.md",
+                    s.store.kept_aside_records, s.store.kept_aside_files, s.store.dir
+                ),
             ));
         }
         if let Some(age) = s.store.snapshot_age_s {

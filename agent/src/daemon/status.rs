@@ -87,6 +87,16 @@ pub struct StoreStatus {
     pub snapshot_age_s: Option<u64>,
     pub outbox: u64,
     pub recovered: Option<String>,
+    /// What could not be read since the service started (damaged journal
+    /// bytes, unreadable records), each with where it was kept.
+    #[serde(default)]
+    pub problems: Vec<String>,
+    /// Unreadable values kept in the store's quarantine, and files in the
+    /// store's `aside/` directory, from this run or earlier ones.
+    #[serde(default)]
+    pub kept_aside_records: u64,
+    #[serde(default)]
+    pub kept_aside_files: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -107,6 +117,21 @@ pub struct TodayPractice {
     pub abandoned: u64,
     /// Per time band: [answered, missed, ended_in_ivr, callback_requested].
     pub by_band: Vec<(String, [u64; 4])>,
+}
+
+impl TodayPractice {
+    /// Today's total of an indicator.
+    pub fn total(&self, i: cbt_proto::metrics::Indicator) -> u64 {
+        use cbt_proto::metrics::Indicator::*;
+        match i {
+            Cbt001 => self.inbound,
+            Cbt002 => self.ended_in_ivr,
+            Cbt003 | Cbt007 => self.answered,
+            Cbt004 => self.missed,
+            Cbt005 => self.callback_requested,
+            Cbt006 => self.callbacks_made,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,16 +234,8 @@ pub fn prometheus(s: &Status) -> String {
         today.push((l("ended_in_ivr"), p.ended_in_ivr as f64));
         today.push((l("callback_requested"), p.callback_requested as f64));
         let i = |c: &str| format!("practice=\"{}\",indicator=\"{c}\"", esc(&p.practice));
-        for (code, v) in [
-            ("CBT001", p.inbound),
-            ("CBT002", p.ended_in_ivr),
-            ("CBT003", p.answered),
-            ("CBT004", p.missed),
-            ("CBT005", p.callback_requested),
-            ("CBT006", p.callbacks_made),
-            ("CBT007", p.answered),
-        ] {
-            indicators.push((i(code), v as f64));
+        for ind in cbt_proto::metrics::Indicator::ALL {
+            indicators.push((i(ind.code()), p.total(ind) as f64));
         }
     }
     metric("cbt_calls_today", "gauge", "Today's inbound calls by outcome (local date).", today);

@@ -93,7 +93,7 @@ fn the_journal_since_the_snapshot_is_replayed_and_a_torn_tail_ignored() {
         let st = Store::open(dir.path(), 1 << 20).unwrap();
         st.append_journal(&[entry(1), entry(2)]).unwrap();
         let engine = cbt_proto::Engine::new(cbt_proto::EngineConfig::default());
-        st.save_snapshot(&engine.snapshot()).unwrap();
+        st.save_snapshot(&engine.snapshot_ref()).unwrap();
         st.append_journal(&[entry(3), entry(4)]).unwrap();
         st.flush().unwrap();
     }
@@ -101,13 +101,91 @@ fn the_journal_since_the_snapshot_is_replayed_and_a_torn_tail_ignored() {
     let gens = journal_generations(dir.path()).unwrap();
     assert_eq!(gens, [2], "the journal before the snapshot is gone");
     let path = journal_path(dir.path(), 2);
+    assert!(std::fs::read(&path).unwrap().starts_with(&framing::FILE_HEADER));
     let len = std::fs::metadata(&path).unwrap().len();
     let f = OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(len - 10).unwrap();
     let st = Store::open(dir.path(), 1 << 20).unwrap();
-    let (snap, after) = st.recovery().unwrap();
-    assert!(snap.is_some());
-    assert_eq!(after, [entry(3)], "entry 4 was torn");
+    let rec = st.recovery().unwrap();
+    assert!(rec.snapshot.is_some());
+    assert_eq!(rec.entries, [entry(3)], "entry 4 was torn");
+    assert!(rec.torn_bytes > 0);
+    assert!(st.problems().is_empty(), "a torn tail is not damage: {:?}", st.problems());
+}
+
+#[test]
+fn a_damaged_record_in_the_middle_of_the_journal_is_kept_aside_and_the_rest_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let st = Store::open(dir.path(), 1 << 20).unwrap();
+        st.append_journal(&(1..=5).map(entry).collect::<Vec<_>>()).unwrap();
+        st.flush().unwrap();
+    }
+    let gens = journal_generations(dir.path()).unwrap();
+    let path = journal_path(dir.path(), gens[0]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // a byte inside the third record's body (its Call-ID "c3")
+    let at = bytes.windows(6).position(|w| w == b"\"c3\",\"").unwrap();
+    bytes[at + 2] = b'X';
+    std::fs::write(&path, &bytes).unwrap();
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    let rec = st.recovery().unwrap();
+    assert_eq!(rec.entries, [entry(1), entry(2), entry(4), entry(5)]);
+    let problems = st.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("damaged") && problems[0].contains("kept in"), "{}", problems[0]);
+    let aside: Vec<_> = std::fs::read_dir(dir.path().join("aside")).unwrap().flatten().collect();
+    assert_eq!(aside.len(), 1);
+    let kept = std::fs::read(aside[0].path()).unwrap();
+    assert!(kept.windows(4).any(|w| w == b"\"cX\""), "the damaged record is kept as it was");
+    assert_eq!(st.kept_aside(), (0, 1));
+}
+
+#[test]
+fn what_a_newer_agent_wrote_is_refused_untouched() {
+    // a newer store layout
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let st = Store::open(dir.path(), 1 << 20).unwrap();
+        st.put_call(&rec(1, 0, Outcome::Answered)).unwrap();
+        st.meta.insert("schema", json(&(SCHEMA + 1))).unwrap();
+        st.flush().unwrap();
+    }
+    let err = Store::open(dir.path(), 1 << 20).err().expect("refused").to_string();
+    assert!(err.contains("written by a newer cbt-agent"), "{err}");
+    // a newer snapshot in a store of this layout
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let st = Store::open(dir.path(), 1 << 20).unwrap();
+        let engine = cbt_proto::Engine::new(cbt_proto::EngineConfig::default());
+        st.save_snapshot(&engine.snapshot_ref()).unwrap();
+        st.append_journal(&[entry(1)]).unwrap();
+        st.flush().unwrap();
+    }
+    let snap = dir.path().join("snapshot.json");
+    let text = std::fs::read_to_string(&snap).unwrap().replace("\"version\":1", "\"version\":7");
+    std::fs::write(&snap, &text).unwrap();
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    let err = st.recovery().err().expect("refused").to_string();
+    assert!(err.contains("version 7") && err.contains("newer cbt-agent"), "{err}");
+    assert_eq!(std::fs::read_to_string(&snap).unwrap(), text, "left as it was");
+}
+
+#[test]
+fn an_unreadable_call_is_kept_aside_and_reported_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    st.put_call(&rec(1, 0, Outcome::Answered)).unwrap();
+    st.put_call(&rec(2, 60, Outcome::Missed)).unwrap();
+    let key = call_key(rec(2, 60, Outcome::Missed).started, 2);
+    st.calls.insert(key, &b"{\"v\":1,\"seq\":2,\"practice\":"[..]).unwrap();
+    let counts = st.verify().unwrap();
+    assert_eq!((counts.calls, counts.unreadable), (1, 1));
+    assert_eq!(st.calls_between(Timestamp(0), Timestamp::MAX).unwrap().len(), 1);
+    assert_eq!(st.problems().len(), 1);
+    assert!(st.problems()[0].contains("stored call"), "{:?}", st.problems());
+    assert_eq!(st.kept_aside(), (1, 0));
+    assert_eq!(st.quarantine.get(key).unwrap().as_deref(), Some(&b"{\"v\":1,\"seq\":2,\"practice\":"[..]));
 }
 
 #[test]
@@ -123,9 +201,8 @@ fn days_close_with_their_figures_and_pruning_keeps_them() {
     assert_eq!(st.close_days(&s, date(2024, 11, 5)).unwrap(), 0, "once");
     assert_eq!(st.close_days(&s, date(2024, 11, 6)).unwrap(), 1);
     let days = st.days().unwrap();
-    let totals: Vec<u64> = days.iter().map(|(_, d)| d.total(0)).collect();
+    let totals: Vec<u64> = days.iter().map(|(_, d)| d.total(cbt_proto::metrics::Indicator::Cbt001)).collect();
     assert_eq!(totals, [5, 5]);
-    assert_eq!(st.outbox_len(), 2);
     let cut = Timestamp::MAX;
     assert_eq!(st.prune_calls(&s, cut).unwrap(), 10, "all days closed: all prunable");
     assert_eq!(st.call_count(), 0);

@@ -409,13 +409,17 @@ fn snapshot_plus_journal_gives_the_same_calls_and_stores_no_number() {
     }
     let done_before = drain(&mut b);
     while b.poll_journal().is_some() {}
-    let snap = serde_json::to_string(&b.snapshot_ref()).unwrap();
-    assert_eq!(snap, serde_json::to_string(&b.snapshot()).unwrap(), "borrowed and owned snapshots agree");
+    let mut snap = Vec::new();
+    crate::persist::write_snapshot(&mut snap, 1, &b.snapshot_ref()).unwrap();
+    let snap = String::from_utf8(snap).unwrap();
+    let (_, read_back) = crate::persist::read_snapshot(snap.as_bytes()).unwrap();
+    let stored = |legs: &[crate::leg::Leg]| legs.iter().map(crate::persist::v1::LegV1::from).collect::<Vec<_>>();
+    assert_eq!(stored(&read_back.legs.legs), stored(&b.snapshot().legs.legs), "the borrowed snapshot writes the owned state");
     let mut journal = Vec::new();
     for (i, m) in msgs[half..].iter().enumerate() {
         b.ingest(m.ts, LinkType::Ethernet, &frame(half + i, m));
         while let Some(j) = b.poll_journal() {
-            journal.push(serde_json::to_string(&j).unwrap());
+            journal.push(String::from_utf8(crate::persist::encode_journal_record(&j).1).unwrap());
         }
     }
     let stored = format!("{snap}{}", journal.concat());
@@ -424,9 +428,9 @@ fn snapshot_plus_journal_gives_the_same_calls_and_stores_no_number() {
     }
     // restart: restore and replay
     let mut c = engine();
-    c.restore(serde_json::from_str(&snap).unwrap());
+    c.restore(crate::persist::read_snapshot(snap.as_bytes()).unwrap().1);
     for j in &journal {
-        c.replay_journal(&serde_json::from_str(j).unwrap());
+        c.replay_journal(&crate::persist::decode_journal_record(1, j.as_bytes()).unwrap());
     }
     c.finish();
     let mut got = done_before;

@@ -408,10 +408,12 @@ fn snapshot_restores_a_call_in_progress() {
     let (before, after) = msgs.split_at(4); // INVITE, 100, 180, 200
     let mut e = engine();
     feed(&mut e, before);
-    let snap = serde_json::to_string(&e.snapshot()).unwrap();
+    let mut snap = Vec::new();
+    crate::persist::write_snapshot(&mut snap, 1, &e.snapshot_ref()).unwrap();
+    let snap = String::from_utf8(snap).unwrap();
     assert!(!snap.contains("07700"), "raw numbers in the snapshot");
     let mut e2 = engine();
-    e2.restore(serde_json::from_str(&snap).unwrap());
+    e2.restore(crate::persist::read_snapshot(snap.as_bytes()).unwrap().1);
     feed(&mut e2, after);
     e2.finish();
     let legs = drain(&mut e2);

@@ -110,7 +110,7 @@ fn check_dst(cases: &[(Timestamp, &str, &str)]) {
         let d = NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap();
         assert_eq!(agg.local_date(*t), d, "{t}");
         let b = TIME_CATEGORIES.iter().position(|x| x == band).unwrap();
-        assert!(agg.days()[&("B82005".to_string(), d)].bands[0][b] > 0, "{t} not in {band}");
+        assert!(agg.days()[&("B82005".to_string(), d)].band(Indicator::Cbt001, b) > 0, "{t} not in {band}");
     }
 }
 
@@ -179,7 +179,7 @@ fn csv_headers_are_exact_and_zero_days_are_present() {
     agg.add_call(&call("B82005", utc(2024, 11, 4, 9, 0, 0), Outcome::Answered, Some(12.0), Some(75.0), false));
     let from = NaiveDate::from_ymd_opt(2024, 11, 4).unwrap();
     let to = NaiveDate::from_ymd_opt(2024, 11, 5).unwrap();
-    let files = export::files(&agg, from, to);
+    let files = export::files(&agg.figures(), from, to);
     let first = |i: usize| files[i].1.lines().next().unwrap().to_string();
     assert_eq!(files[0].0, "by_day_and_time.csv");
     assert_eq!(first(0), "Date,PRACTICE_CODE,Indicator,Time_Category,Value");
@@ -207,7 +207,7 @@ fn org_codes_add_their_columns() {
     };
     let agg = Aggregator::new(&s);
     let d = NaiveDate::from_ymd_opt(2024, 11, 4).unwrap();
-    let files = export::files(&agg, d, d);
+    let files = export::files(&agg.figures(), d, d);
     let mut lines = files[0].1.lines();
     assert_eq!(
         lines.next().unwrap(),
@@ -240,12 +240,13 @@ proptest! {
             agg.add_call(&call(practice, base.add(offset * 1_000_000), o, wait, dur, ab && o != Outcome::Answered));
         }
         for ((p, date), day) in agg.days() {
-            prop_assert_eq!(day.total(0), day.total(1) + day.total(2) + day.total(3) + day.total(4), "{} {}", p, date);
-            prop_assert_eq!(day.total(2), day.total(6));
+            prop_assert_eq!(day.total(Indicator::Cbt001), day.total(Indicator::Cbt002) + day.total(Indicator::Cbt003) + day.total(Indicator::Cbt004) + day.total(Indicator::Cbt005), "{} {}", p, date);
+            prop_assert_eq!(day.total(Indicator::Cbt003), day.total(Indicator::Cbt007));
             let by_wait: u64 = day.answered_by_wait.iter().flatten().sum();
-            prop_assert_eq!(by_wait, day.total(2));
+            prop_assert_eq!(by_wait, day.total(Indicator::Cbt003));
+            prop_assert!(day.reconciles().is_ok());
             for b in 0..9 {
-                prop_assert_eq!(day.bands[0][b], day.bands[1][b] + day.bands[2][b] + day.bands[3][b] + day.bands[4][b]);
+                prop_assert_eq!(day.band(Indicator::Cbt001, b), day.band(Indicator::Cbt002, b) + day.band(Indicator::Cbt003, b) + day.band(Indicator::Cbt004, b) + day.band(Indicator::Cbt005, b));
             }
         }
     }
