@@ -80,6 +80,7 @@ fn replay(dir: &Path, cap: &Path, output: Output, csv: Option<PathBuf>) -> (Stri
         output,
         config: Some(dir.join("site.toml")),
         nhs_csv: csv,
+        no_unassigned: false,
         from: None,
         to: None,
         reveal_numbers: false,

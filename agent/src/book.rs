@@ -84,6 +84,7 @@ impl CallBook {
         from: Option<NaiveDate>,
         to: Option<NaiveDate>,
         nhs_csv: Option<&Path>,
+        unassigned: bool,
         out: &mut dyn Write,
         err: &mut dyn Write,
     ) -> Result<()> {
@@ -104,7 +105,7 @@ impl CallBook {
         if let Some(dir) = nhs_csv {
             let span = agg.span();
             match (from.or(span.map(|s| s.0)), to.or(span.map(|s| s.1))) {
-                (Some(f), Some(t)) => output::write_nhs_csv(dir, &agg, f, t).with_context(|| format!("cannot write the CSV files into {}", dir.display()))?,
+                (Some(f), Some(t)) => output::write_nhs_csv(dir, agg.figures(), unassigned, f, t).with_context(|| format!("cannot write the CSV files into {}", dir.display()))?,
                 _ => writeln!(err, "cbt-agent: no calls found, so no CSV files written (give --from and --to to write zero rows)")?,
             }
         }

@@ -139,6 +139,27 @@ pub fn write_status(w: &mut dyn Write, s: &Status) -> std::io::Result<()> {
             p.practice, p.inbound, p.answered, p.missed, p.abandoned, p.ended_in_ivr, p.callback_requested, p.callbacks_made
         )?;
     }
+    let u = &s.upload;
+    if u.enabled {
+        writeln!(
+            w,
+            "Upload: to {} as {}; {} documents waiting{}{}; last delivered {}",
+            u.url,
+            u.agent_id,
+            u.outbox,
+            u.oldest_undelivered.as_ref().map_or(String::new(), |d| format!(" (oldest day {d})")),
+            if u.parked.is_empty() { String::new() } else { format!(", {} PARKED", u.parked.len()) },
+            u.last_success.as_ref().map_or("never".to_string(), |d| format!("{} ({} {} revision {}: {})", d.at, d.practice, d.date, d.revision, d.result))
+        )?;
+        if let Some(e) = &u.last_error {
+            writeln!(w, "  last error {}: {}", e.at, e.message)?;
+        }
+        for p in &u.parked {
+            writeln!(w, "  parked {} {} revision {}: {}", p.practice, p.date, p.revision, p.reason)?;
+        }
+    } else {
+        writeln!(w, "Upload: off (no [upload] in the configuration; figures stay on this machine)")?;
+    }
     if s.diagnostics.is_empty() {
         writeln!(w, "Problems: none")?;
     } else {
@@ -179,6 +200,9 @@ pub struct ReportArgs {
     /// Also write the three NHS England CSV files into this directory.
     #[arg(long, value_name = "DIR")]
     pub nhs_csv: Option<PathBuf>,
+    /// Leave the `Unassigned` rows out of the CSV files.
+    #[arg(long)]
+    pub no_unassigned: bool,
 }
 
 /// `cbt-agent report`: from the running service's API, else from the store.
@@ -224,7 +248,7 @@ pub fn report(args: ReportArgs) -> Result<ExitCode> {
         ReportOutput::Report => CallsOutput::Report,
     };
     let (out, err) = (std::io::stdout(), std::io::stderr());
-    book.emit(&site, what, args.from, args.to, args.nhs_csv.as_deref(), &mut out.lock(), &mut err.lock())?;
+    book.emit(&site, what, args.from, args.to, args.nhs_csv.as_deref(), !args.no_unassigned, &mut out.lock(), &mut err.lock())?;
     if problems.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -320,4 +344,129 @@ fn tempfile_in(dir: &std::path::Path) -> bool {
     let ok = std::fs::write(&p, b"").is_ok();
     let _ = std::fs::remove_file(&p);
     ok
+}
+
+/// Asks the running service's API for `path`, else opens the store itself
+/// (the service is stopped) and computes the same with `offline`.
+fn from_service_or_store<T: serde::de::DeserializeOwned>(
+    config: &Config,
+    path: &str,
+    offline: impl FnOnce(&Store, &cbt_proto::site::Site, &str) -> Result<T>,
+) -> Result<T> {
+    match client::get(&config.agent.status_listen, path) {
+        Ok(body) => serde_json::from_str(&body).with_context(|| format!("the service's answer to {path} is unreadable")),
+        Err(e) if client::is_not_running(&e) => {
+            let store = Store::open(&config.agent.store_dir, config.agent.cache_bytes)
+                .with_context(|| format!("the service is not running and its store in {} cannot be opened", config.agent.store_dir.display()))?;
+            let site = config.site(&Hasher::new([0; 32], &config.country_code));
+            offline(&store, &site, &crate::upload::agent_id(config.upload.as_ref()))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct UploadArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Print what waits in the outbox and today's documents as they would be
+    /// sent now, one JSON object per line; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `cbt-agent upload --dry-run`.
+pub fn upload(args: UploadArgs) -> Result<ExitCode> {
+    if !args.dry_run {
+        eprintln!("cbt-agent upload: the service sends documents by itself; give --dry-run to see what it would send (`systemctl reload cbt-agent` sends parked documents again)");
+        return Ok(ExitCode::from(2));
+    }
+    let config = Config::load(&args.config)?;
+    if config.upload.is_none() {
+        eprintln!("note: {} has no [upload] section: nothing is sent; these are the documents it would send", args.config.display());
+    }
+    #[derive(serde::Deserialize)]
+    struct View {
+        outbox: Vec<cbt_proto::persist::v1::OutboxItemV1>,
+        next: Vec<cbt_proto::upload::DayDocument>,
+    }
+    let view: View = from_service_or_store(&config, "/api/upload", |store, site, agent| {
+        let now = crate::daemon::capture::now();
+        let today = cbt_proto::metrics::Aggregator::new(site).local_date(now);
+        Ok(View {
+            outbox: store.outbox_items()?,
+            next: crate::upload::documents_between(store, site, agent, today, today, now)?,
+        })
+    })?;
+    let out = std::io::stdout();
+    let mut w = out.lock();
+    for i in &view.outbox {
+        let doc: serde_json::Value = serde_json::from_str(&i.body).unwrap_or(serde_json::Value::Null);
+        let line = serde_json::json!({
+            "queued": {"practice": i.practice, "date": i.date, "revision": i.revision, "final": i.is_final,
+                       "attempts": i.attempts, "next_attempt": i.next_attempt.to_rfc3339(), "last_error": i.last_error, "parked": i.parked},
+            "document": doc,
+        });
+        writeln!(w, "{line}")?;
+    }
+    for d in &view.next {
+        writeln!(w, "{}", serde_json::json!({ "next": {"practice": d.practice, "date": d.date}, "document": d }))?;
+    }
+    eprintln!("{} documents queued, {} made for today", view.outbox.len(), view.next.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// The month to export.
+    #[arg(long, value_name = "YYYY-MM")]
+    pub month: String,
+    /// Where to write the three NHS files and the day documents.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Leave the `Unassigned` rows out of the CSV files.
+    #[arg(long)]
+    pub no_unassigned: bool,
+}
+
+/// The first and last date of `YYYY-MM`.
+pub fn month_span(month: &str) -> Result<(NaiveDate, NaiveDate)> {
+    let first = NaiveDate::parse_from_str(&format!("{}-01", month.trim()), "%Y-%m-%d")
+        .with_context(|| format!("`{month}` is not a month: write it as YYYY-MM, like 2026-11"))?;
+    let next = first.checked_add_months(chrono::Months::new(1)).context("month out of range")?;
+    Ok((first, next.pred_opt().context("month out of range")?))
+}
+
+/// `cbt-agent export --month YYYY-MM --dir D`: for a supplier without a
+/// collector, the month's three NHS files (made from the day documents,
+/// exactly as a collector would) and the documents themselves.
+pub fn export(args: ExportArgs) -> Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let (from, to) = month_span(&args.month)?;
+    let docs: Vec<cbt_proto::upload::DayDocument> = from_service_or_store(&config, &format!("/api/documents?from={from}&to={to}"), |store, site, agent| {
+        crate::upload::documents_between(store, site, agent, from, to, crate::daemon::capture::now())
+    })?;
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let docs_dir = args.dir.join("documents");
+    std::fs::create_dir_all(&docs_dir)?;
+    for d in &docs {
+        let path = docs_dir.join(format!("{}-{}.json", d.date, d.practice));
+        std::fs::write(&path, serde_json::to_string_pretty(d)?).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let fig = cbt_proto::upload::DocFigures::from_documents(&docs).map_err(|e| anyhow::anyhow!(e))?;
+    let (first, last) = fig.span().unwrap_or((from, to));
+    crate::output::write_nhs_csv(&args.dir, fig.figures(), !args.no_unassigned, first, last)
+        .with_context(|| format!("cannot write the CSV files into {}", args.dir.display()))?;
+    let not_final = docs.iter().filter(|d| !d.is_final).count();
+    eprintln!(
+        "wrote {} day documents and the three NHS files for {first} to {last} into {}{}",
+        docs.len(),
+        args.dir.display(),
+        if not_final > 0 { format!(" ({not_final} documents are of days not over yet)") } else { String::new() }
+    );
+    Ok(ExitCode::SUCCESS)
 }

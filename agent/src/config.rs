@@ -62,6 +62,22 @@ struct Raw {
     diagnostics: RawDiagnostics,
     #[serde(default)]
     calls: RawCalls,
+    upload: Option<RawUpload>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpload {
+    url: Option<S<String>>,
+    token_file: Option<S<String>>,
+    ca_file: Option<S<String>>,
+    client_cert: Option<S<String>>,
+    client_key: Option<S<String>>,
+    proxy: Option<S<String>>,
+    interval: Option<S<String>>,
+    max_backoff: Option<S<String>>,
+    timeout: Option<S<String>>,
+    agent_id: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -264,6 +280,42 @@ pub struct Config {
     pub agent: AgentConfig,
     /// Timers of legs never seen to end.
     pub legs: cbt_proto::LegConfig,
+    /// Sending day documents to the supplier's collector (`[upload]`).
+    pub upload: Option<UploadConfig>,
+}
+
+/// `[upload]`: where and how day documents go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadConfig {
+    /// The collector's base URL; documents go to `{url}/v1/days`.
+    pub url: String,
+    /// File holding the bearer token (never in this file, never logged).
+    pub token_file: PathBuf,
+    /// Extra trusted CA certificates (PEM), besides the system's.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// HTTP(S) proxy URL; without it the usual environment variables apply.
+    pub proxy: Option<String>,
+    /// Today's documents are sent again this often.
+    pub interval: Micros,
+    /// Retries back off up to this.
+    pub max_backoff: Micros,
+    /// One request's limit (connection and answer).
+    pub timeout: Micros,
+    /// This agent's name at the collector (default: the host name).
+    pub agent_id: String,
+}
+
+impl UploadConfig {
+    /// Where documents are POSTed.
+    pub fn days_url(&self) -> String {
+        format!("{}/v1/days", self.url.trim_end_matches('/'))
+    }
+
+    pub fn ping_url(&self) -> String {
+        format!("{}/v1/ping", self.url.trim_end_matches('/'))
+    }
 }
 
 /// Where the local status API listens.
@@ -688,6 +740,7 @@ impl Config {
         if let Some(v) = &raw.calls.ring_timeout {
             legs.ring_timeout = c.duration(v, "calls.ring_timeout").unwrap_or(legs.ring_timeout);
         }
+        let upload = raw.upload.as_ref().and_then(|u| upload_config(&mut c, u));
         if !c.problems.is_empty() {
             c.problems.sort_by_key(|p| p.line);
             return Err(err(c.problems));
@@ -717,6 +770,7 @@ impl Config {
             secret_file,
             agent,
             legs,
+            upload,
         })
     }
 
@@ -881,6 +935,103 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
         log_level,
         quiet,
     }
+}
+
+fn upload_config(c: &mut Checker, u: &RawUpload) -> Option<UploadConfig> {
+    let url = match &u.url {
+        None => {
+            c.problems.push(Problem {
+                line: u.token_file.as_ref().map_or(1, |t| c.line(t.span())),
+                key: "upload.url".into(),
+                message: "[upload] has no url".into(),
+                fix: "add url = \"https://collector.example.net\" (the collector's address), or remove [upload] to keep figures on this machine".into(),
+            });
+            None
+        }
+        Some(v) => {
+            let s = v.get_ref().trim().trim_end_matches('/').to_string();
+            let lower = s.to_ascii_lowercase();
+            let local_http = ["http://127.", "http://localhost", "http://[::1]"].iter().any(|p| lower.starts_with(p));
+            if !(lower.starts_with("https://") || local_http) || s.contains(char::is_whitespace) || s.len() < 10 {
+                c.bad(v, "upload.url", format!("`{s}` is not an https:// URL"), "write the collector's address, like \"https://collector.example.net\" (plain http only to this machine)");
+                None
+            } else {
+                Some(s)
+            }
+        }
+    };
+    let path = |c: &mut Checker, v: &Option<S<String>>, key: &str| -> Option<PathBuf> {
+        let v = v.as_ref()?;
+        let s = v.get_ref().trim();
+        if s.is_empty() || !s.starts_with('/') {
+            c.bad(v, key, format!("`{s}` is not an absolute path"), "write the file's full path, like \"/etc/cbt-agent/upload-token\"");
+            return None;
+        }
+        Some(PathBuf::from(s))
+    };
+    let token_file = path(c, &u.token_file, "upload.token_file");
+    if u.token_file.is_none() {
+        c.problems.push(Problem {
+            line: u.url.as_ref().map_or(1, |t| c.line(t.span())),
+            key: "upload.token_file".into(),
+            message: "[upload] has no token_file".into(),
+            fix: "add token_file = \"/etc/cbt-agent/upload-token\" and put the token `cbt-collector token add` printed in that file (mode 0640, root:cbt-agent)".into(),
+        });
+    }
+    let ca_file = path(c, &u.ca_file, "upload.ca_file");
+    let client_cert = path(c, &u.client_cert, "upload.client_cert");
+    let client_key = path(c, &u.client_key, "upload.client_key");
+    if client_cert.is_some() != client_key.is_some() {
+        let v = u.client_cert.as_ref().or(u.client_key.as_ref()).expect("one is set");
+        c.bad(v, "upload.client_cert", "client_cert and client_key go together", "set both (PEM files), or neither");
+    }
+    let proxy = u.proxy.as_ref().and_then(|v| {
+        let s = v.get_ref().trim().to_string();
+        if ["http://", "https://", "socks5://"].iter().any(|p| s.to_ascii_lowercase().starts_with(p)) {
+            Some(s)
+        } else {
+            c.bad(v, "upload.proxy", format!("`{s}` is not a proxy URL"), "write it like \"http://proxy.example.nhs.uk:8080\"");
+            None
+        }
+    });
+    let dur = |c: &mut Checker, v: &Option<S<String>>, key: &str, default: Micros, min: Micros| -> Micros {
+        match v {
+            None => default,
+            Some(v) => match c.duration(v, key) {
+                Some(d) if d >= min => d,
+                Some(_) => {
+                    c.bad(v, key, format!("`{}` is too short", v.get_ref()), format!("use at least {} s", min / SECOND));
+                    default
+                }
+                None => default,
+            },
+        }
+    };
+    let interval = dur(c, &u.interval, "upload.interval", 15 * MINUTE, 10 * SECOND);
+    let max_backoff = dur(c, &u.max_backoff, "upload.max_backoff", 30 * MINUTE, SECOND);
+    let timeout = dur(c, &u.timeout, "upload.timeout", 30 * SECOND, SECOND);
+    let agent_id = match &u.agent_id {
+        Some(v) => {
+            let s = v.get_ref().trim().to_string();
+            if s.is_empty() || s.len() > 128 || !s.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
+                c.bad(v, "upload.agent_id", format!("`{s}` is not a usable name"), "use letters, digits, '-', '_' and '.', at most 128");
+            }
+            s
+        }
+        None => hostname::get().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty()).unwrap_or_else(|| "cbt-agent".into()),
+    };
+    Some(UploadConfig {
+        url: url?,
+        token_file: token_file?,
+        ca_file,
+        client_cert,
+        client_key,
+        proxy,
+        interval,
+        max_backoff,
+        timeout,
+        agent_id,
+    })
 }
 
 fn check_header_name(c: &mut Checker, h: &S<String>, key: &str) {

@@ -11,3 +11,4 @@ pub mod output;
 pub mod replay;
 pub mod secret;
 pub mod store;
+pub mod upload;

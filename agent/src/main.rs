@@ -32,6 +32,10 @@ enum Command {
     },
     /// Run capture files through the engine and print what it finds.
     Replay(replay::ReplayArgs),
+    /// Show what would be sent to the supplier's collector next (--dry-run).
+    Upload(commands::UploadArgs),
+    /// Write a month's NHS files and day documents into a directory (a supplier without a collector).
+    Export(commands::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,8 @@ fn main() -> ExitCode {
         Command::Report(args) => commands::report(args),
         Command::CheckConfig { file } => commands::check_config(&file),
         Command::Replay(args) => replay::run(args),
+        Command::Upload(args) => commands::upload(args),
+        Command::Export(args) => commands::export(args),
     };
     match result {
         Ok(code) => code,

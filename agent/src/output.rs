@@ -286,12 +286,16 @@ pub fn write_report(w: &mut dyn Write, r: &cbt_proto::metrics::Report) -> std::i
 /// Writes the three published CSV files into `dir` (created if needed).
 pub fn write_nhs_csv(
     dir: &std::path::Path,
-    agg: &cbt_proto::metrics::Aggregator,
+    mut fig: cbt_proto::metrics::export::Figures<'_>,
+    unassigned: bool,
     from: chrono::NaiveDate,
     to: chrono::NaiveDate,
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    for (name, text) in cbt_proto::metrics::export::files(&agg.figures(), from, to) {
+    if !unassigned {
+        fig.practices.retain(|(p, _)| p != cbt_proto::site::UNASSIGNED);
+    }
+    for (name, text) in cbt_proto::metrics::export::files(&fig, from, to) {
         let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, text)?;

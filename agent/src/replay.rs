@@ -38,6 +38,10 @@ pub struct ReplayArgs {
     /// Also write the three NHS England CSV files into this directory (needs --config).
     #[arg(long, value_name = "DIR")]
     pub nhs_csv: Option<PathBuf>,
+    /// Leave the `Unassigned` rows (calls to numbers of no configured
+    /// practice on a shared system) out of the CSV files.
+    #[arg(long)]
+    pub no_unassigned: bool,
     /// First local date reported by metrics, report and --nhs-csv [default: first call].
     #[arg(long, value_name = "YYYY-MM-DD")]
     pub from: Option<NaiveDate>,
@@ -126,7 +130,7 @@ pub fn run_with(args: ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> R
             Output::Report => CallsOutput::Report,
             Output::Legs | Output::Summary => CallsOutput::Nothing,
         };
-        book.emit(site, what, args.from, args.to, args.nhs_csv.as_deref(), &mut out, err)?;
+        book.emit(site, what, args.from, args.to, args.nhs_csv.as_deref(), !args.no_unassigned, &mut out, err)?;
     }
     if args.output == Output::Summary {
         write_summary(&mut out, &tally, &engine.stats(), unsupported)?;

@@ -8,9 +8,11 @@
 //! | finished calls | sled tree `calls`: started (i64 as u64 + 2^63) ++ seq (u64), big-endian | `persist::v1::CallV1` JSON (no caller hash) |
 //! | seq index | sled tree `seqs`: seq (u64 BE) | the `calls` key |
 //! | closed days | sled tree `days`: practice ++ 0x00 ++ `YYYY-MM-DD` | `persist::v1::DayV1` JSON |
-//! | upload outbox | sled tree `outbox`: `YYYY-MM-DD` ++ 0x00 ++ practice | (schema 3: filled by the uploader) |
+//! | upload outbox | sled tree `outbox`: `YYYY-MM-DD` ++ 0x00 ++ practice | `persist::v1::OutboxItemV1` JSON (the document to send) |
+//! | upload states | sled tree `uploads`: practice ++ 0x00 ++ `YYYY-MM-DD` | `persist::v1::UploadStateV1` JSON (revisions given, delivered) |
+//! | activity | sled tree `activity`: `YYYY-MM-DD` | `persist::v1::ActivityV1` JSON (capture by local hour) |
 //! | kept aside | sled tree `quarantine`: the original key | the original value, unreadable |
-//! | gaps, marks | sled tree `meta`: `schema`, `gaps`, `pruned_before`, `closed_through` | JSON |
+//! | gaps, marks | sled tree `meta`: `schema`, `gaps`, `pruned_before`, `closed_through`, `dirty_days` | JSON |
 //! | engine snapshot | file `snapshot.json` (written to a temporary file, synced, renamed) | `{"journal": N, "snapshot": persist::v1::SnapshotV1}` |
 //! | journal | files `journal-N.log`: the messages since snapshot N | `persist::journal` framing 2 (0.1.0: framing 1), records `JournalRecordV1` |
 //! | damaged bytes | directory `aside/` | what could not be read, as it was |
@@ -37,7 +39,9 @@ use anyhow::{anyhow, Context, Result};
 use cbt_proto::call::CallRecord;
 use cbt_proto::engine::{EngineSnapshot, EngineSnapshotRef, JournalEntry};
 use cbt_proto::metrics::{Aggregator, Day};
+use cbt_proto::persist::v1::{ActivityV1, HourV1, OutboxItemV1, UploadStateV1};
 use cbt_proto::persist::{self, journal as framing, FormatError};
+use std::collections::BTreeSet;
 use cbt_proto::site::Site;
 use cbt_proto::Timestamp;
 use chrono::{Duration, NaiveDate, NaiveTime, TimeZone};
@@ -61,6 +65,8 @@ pub struct Store {
     days: sled::Tree,
     meta: sled::Tree,
     outbox: sled::Tree,
+    uploads: sled::Tree,
+    activity: sled::Tree,
     quarantine: sled::Tree,
     journal: Mutex<Journal>,
     /// What could not be read, since the store was opened (for status,
@@ -98,6 +104,13 @@ fn call_key(started: Timestamp, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&((started.micros() as u64) ^ (1 << 63)).to_be_bytes());
     k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn outbox_key(date: NaiveDate, practice: &str) -> Vec<u8> {
+    let mut k = date.format("%Y-%m-%d").to_string().into_bytes();
+    k.push(0);
+    k.extend_from_slice(practice.as_bytes());
     k
 }
 
@@ -208,6 +221,8 @@ impl Store {
             seqs: t("seqs")?,
             days: t("days")?,
             outbox: t("outbox")?,
+            uploads: t("uploads")?,
+            activity: t("activity")?,
             quarantine: t("quarantine")?,
             meta,
             db,
@@ -533,46 +548,290 @@ impl Store {
         Ok(out)
     }
 
+    /// The figures of a local date from its stored calls: the calls that
+    /// started that day, and the callbacks made that day (of calls from up
+    /// to two days before).
+    pub fn figures_on(&self, site: &Site, date: NaiveDate) -> Result<Aggregator> {
+        let mut agg = Aggregator::new(site);
+        for r in self.calls_on(site, date)? {
+            agg.add_call(&r);
+        }
+        let (from, to) = local_day_span(site, date);
+        for r in self.calls_between(from.add(-2 * 86_400_000_000), to)? {
+            if let Some(at) = r.callback_made.filter(|t| *t >= from && *t < to) {
+                agg.add_callback(&r.practice, at);
+            }
+        }
+        Ok(agg)
+    }
+
     /// Computes and keeps the figures of every day before `today` not
-    /// closed yet (a call finishing later on such a day is not counted in
-    /// its closed figures, only in its record), and queues them for the
-    /// uploader. Returns the number of practice-days closed.
-    pub fn close_days(&self, site: &Site, today: NaiveDate) -> Result<usize> {
-        let first = match self.meta.get("closed_through")? {
-            Some(v) => serde_json::from_slice::<NaiveDate>(&v)? + Duration::days(1),
-            None => match self.calls.first()? {
-                Some((k, _)) => {
+    /// closed yet: every configured practice (zeros included) on a day the
+    /// agent was running or has calls for, and any other practice with
+    /// calls (`Unassigned`). A call finishing later on a closed day marks it
+    /// dirty (`mark_dirty`); `recompute_day` then updates it. Returns the
+    /// dates closed.
+    pub fn close_days(&self, site: &Site, today: NaiveDate) -> Result<Vec<NaiveDate>> {
+        let first = match self.closed_through()? {
+            Some(d) => d + Duration::days(1),
+            None => {
+                let first_call = self.calls.first()?.map(|(k, _)| {
                     let started = Timestamp((u64::from_be_bytes(k[..8].try_into().expect("8 bytes")) ^ (1 << 63)) as i64);
                     Aggregator::new(site).local_date(started)
+                });
+                let first_activity = self.activity.first()?.and_then(|(k, _)| NaiveDate::parse_from_str(&String::from_utf8_lossy(&k), "%Y-%m-%d").ok());
+                match (first_call, first_activity) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (Some(a), None) | (None, Some(a)) => a,
+                    (None, None) => return Ok(Vec::new()),
                 }
-                None => return Ok(0),
-            },
+            }
         };
-        let mut n = 0;
+        let mut closed = Vec::new();
         let mut date = first;
         while date < today {
-            let mut agg = Aggregator::new(site);
-            for r in self.calls_on(site, date)? {
-                agg.add_call(&r);
-            }
-            // callbacks made that day, of calls from any day up to it
-            let (from, to) = local_day_span(site, date);
-            for r in self.calls_between(from.add(-2 * 86_400_000_000), to)? {
-                if let Some(at) = r.callback_made.filter(|t| *t >= from && *t < to) {
-                    agg.add_callback(&r.practice, at);
-                }
-            }
-            for ((practice, d), day) in agg.days() {
-                if *d != date {
-                    continue;
-                }
-                self.days.insert(day_key(practice, date), persist::encode_day(day))?;
-                n += 1;
+            if self.write_day(site, date)? {
+                closed.push(date);
             }
             self.meta.insert("closed_through", json(&date))?;
             date += Duration::days(1);
         }
+        Ok(closed)
+    }
+
+    /// Computes a date's figures from its calls and keeps them. Returns
+    /// false for a date with neither calls nor activity (nothing is kept).
+    fn write_day(&self, site: &Site, date: NaiveDate) -> Result<bool> {
+        let agg = self.figures_on(site, date)?;
+        let active = self.activity_on(date)?.is_some_and(|a| a.hours.iter().any(|h| h.up_s > 0));
+        if !active && agg.days().is_empty() {
+            return Ok(false);
+        }
+        let empty = Day::new(agg.wait_buckets(), agg.duration_buckets());
+        for (practice, _) in agg.practice_list() {
+            let day = agg.days().get(&(practice.clone(), date)).unwrap_or(&empty);
+            self.days.insert(day_key(&practice, date), persist::encode_day(day))?;
+        }
+        Ok(true)
+    }
+
+    /// The last local date whose figures are closed.
+    pub fn closed_through(&self) -> Result<Option<NaiveDate>> {
+        Ok(match self.meta.get("closed_through")? {
+            Some(v) => Some(serde_json::from_slice(&v)?),
+            None => None,
+        })
+    }
+
+    /// A call on an already closed date was stored: its figures must be
+    /// computed again (and sent again, as a higher revision).
+    pub fn mark_dirty(&self, date: NaiveDate) -> Result<()> {
+        let mut dirty = self.dirty_days()?;
+        if dirty.insert(date) {
+            self.meta.insert("dirty_days", json(&dirty))?;
+        }
+        Ok(())
+    }
+
+    pub fn dirty_days(&self) -> Result<BTreeSet<NaiveDate>> {
+        Ok(match self.meta.get("dirty_days")? {
+            Some(v) => serde_json::from_slice(&v)?,
+            None => BTreeSet::new(),
+        })
+    }
+
+    /// Recomputes a dirty closed date from its calls (if they are still
+    /// kept) and clears its mark.
+    pub fn recompute_day(&self, site: &Site, date: NaiveDate) -> Result<()> {
+        let pruned = self.pruned_before()?.is_some_and(|p| local_day_span(site, date).0 < p);
+        if !pruned {
+            self.write_day(site, date)?;
+        }
+        let mut dirty = self.dirty_days()?;
+        dirty.remove(&date);
+        self.meta.insert("dirty_days", json(&dirty))?;
+        Ok(())
+    }
+
+    /// The kept figures of one date, by practice.
+    pub fn days_on(&self, date: NaiveDate) -> Result<Vec<(String, Day)>> {
+        Ok(self.days()?.into_iter().filter(|((_, d), _)| *d == date).map(|((p, _), day)| (p, day)).collect())
+    }
+
+    // ------------------------------------------------------------ activity
+
+    /// Adds to the activity of local hours of dates.
+    pub fn add_activity(&self, deltas: &std::collections::BTreeMap<(NaiveDate, u8), HourV1>) -> Result<()> {
+        let mut by_date: std::collections::BTreeMap<NaiveDate, Vec<(u8, HourV1)>> = Default::default();
+        for ((d, h), v) in deltas {
+            by_date.entry(*d).or_default().push((*h, *v));
+        }
+        for (date, hours) in by_date {
+            let mut a = self.activity_on(date)?.unwrap_or_default();
+            for (h, v) in hours {
+                if let Some(slot) = a.hours.get_mut(h as usize) {
+                    slot.add(&v);
+                }
+            }
+            self.activity.insert(date.format("%Y-%m-%d").to_string(), persist::encode(&a))?;
+        }
+        Ok(())
+    }
+
+    pub fn activity_on(&self, date: NaiveDate) -> Result<Option<ActivityV1>> {
+        let key = date.format("%Y-%m-%d").to_string();
+        let Some(v) = self.activity.get(&key)? else { return Ok(None) };
+        match persist::decode_activity(&v) {
+            Ok(a) => Ok(Some(a)),
+            Err(e) => {
+                self.quarantine(&self.activity, "activity record", key.as_bytes(), &v, &e);
+                Ok(None)
+            }
+        }
+    }
+
+    // -------------------------------------------------------------- upload
+
+    /// Offers a document for a practice-day. Unless the same content was
+    /// offered already (as final, when this one is final), it gets the next
+    /// revision, `make(revision)` builds its body, and it replaces any
+    /// undelivered older revision in the outbox. Returns the revision
+    /// given, if any. Revisions are never reused, across restarts too.
+    pub fn offer_document(
+        &self,
+        practice: &str,
+        date: NaiveDate,
+        content: &str,
+        is_final: bool,
+        now: Timestamp,
+        make: impl Fn(u64) -> String,
+    ) -> Result<Option<u64>> {
+        let skey = day_key(practice, date);
+        let okey = outbox_key(date, practice);
+        let r = (&self.uploads, &self.outbox).transaction(|(uploads, outbox)| {
+            let mut st = match uploads.get(&skey)? {
+                Some(v) => persist::decode_upload_state(&v).unwrap_or_default(),
+                None => UploadStateV1::default(),
+            };
+            if st.content == content && (st.is_final || !is_final) {
+                return Ok(None);
+            }
+            st.v = 1;
+            st.revision += 1;
+            st.content = content.to_string();
+            st.is_final = is_final;
+            let item = OutboxItemV1 {
+                v: 1,
+                practice: practice.to_string(),
+                date,
+                revision: st.revision,
+                is_final,
+                body: make(st.revision),
+                enqueued_at: now,
+                attempts: 0,
+                next_attempt: now,
+                last_error: None,
+                parked: None,
+            };
+            outbox.insert(okey.clone(), persist::encode(&item))?;
+            uploads.insert(skey.clone(), persist::encode(&st))?;
+            Ok(Some(st.revision))
+        });
+        r.map_err(|e: TransactionError<()>| anyhow!("{e:?}"))
+    }
+
+    /// Items to send now (not parked, due), oldest day first.
+    pub fn due_items(&self, now: Timestamp, limit: usize) -> Result<Vec<OutboxItemV1>> {
+        Ok(self.outbox_items()?.into_iter().filter(|i| i.parked.is_none() && i.next_attempt <= now).take(limit).collect())
+    }
+
+    /// Everything in the outbox, oldest day first.
+    pub fn outbox_items(&self) -> Result<Vec<OutboxItemV1>> {
+        let mut out = Vec::new();
+        for r in self.outbox.iter() {
+            let (k, v) = r?;
+            match persist::decode_outbox_item(&v) {
+                Ok(i) => out.push(i),
+                Err(e) => self.quarantine(&self.outbox, "outbox item", &k, &v, &e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The collector took `revision` of this practice-day: it leaves the
+    /// outbox (unless a newer revision replaced it meanwhile).
+    pub fn delivered(&self, practice: &str, date: NaiveDate, revision: u64, at: Timestamp) -> Result<()> {
+        let skey = day_key(practice, date);
+        let okey = outbox_key(date, practice);
+        (&self.uploads, &self.outbox)
+            .transaction(|(uploads, outbox)| {
+                if let Some(v) = outbox.get(&okey)? {
+                    if persist::decode_outbox_item(&v).is_ok_and(|i| i.revision == revision) {
+                        outbox.remove(okey.clone())?;
+                    }
+                }
+                if let Some(v) = uploads.get(&skey)? {
+                    let mut st = persist::decode_upload_state(&v).unwrap_or_default();
+                    if revision > st.delivered_revision {
+                        st.delivered_revision = revision;
+                        st.delivered_at = Some(at);
+                        uploads.insert(skey.clone(), persist::encode(&st))?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e: TransactionError<()>| anyhow!("{e:?}"))
+    }
+
+    /// Updates an item in place (attempts, next attempt, error, parking)
+    /// if it still holds `revision`.
+    pub fn update_item(&self, practice: &str, date: NaiveDate, revision: u64, f: impl Fn(&mut OutboxItemV1)) -> Result<()> {
+        let okey = outbox_key(date, practice);
+        self.outbox.fetch_and_update(&okey, |old| {
+            let old = old?;
+            match persist::decode_outbox_item(old) {
+                Ok(mut i) if i.revision == revision => {
+                    f(&mut i);
+                    Some(persist::encode(&i))
+                }
+                _ => Some(old.to_vec()),
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Sends parked items again (after a configuration reload). Returns how many.
+    pub fn unpark_all(&self, now: Timestamp) -> Result<usize> {
+        let mut n = 0;
+        for i in self.outbox_items()?.into_iter().filter(|i| i.parked.is_some()) {
+            self.update_item(&i.practice, i.date, i.revision, |x| {
+                x.parked = None;
+                x.attempts = 0;
+                x.next_attempt = now;
+            })?;
+            n += 1;
+        }
         Ok(n)
+    }
+
+    /// Dates whose documents are not all delivered: their calls are kept.
+    pub fn undelivered_dates(&self) -> Result<BTreeSet<NaiveDate>> {
+        Ok(self.outbox_items()?.into_iter().map(|i| i.date).collect())
+    }
+
+    /// The upload state of every practice-day.
+    pub fn upload_states(&self) -> Result<Vec<((String, NaiveDate), UploadStateV1)>> {
+        let mut out = Vec::new();
+        for r in self.uploads.iter() {
+            let (k, v) = r?;
+            let Some(sep) = k.iter().position(|b| *b == 0) else { continue };
+            let practice = String::from_utf8_lossy(&k[..sep]).to_string();
+            let Ok(date) = NaiveDate::parse_from_str(&String::from_utf8_lossy(&k[sep + 1..]), "%Y-%m-%d") else { continue };
+            if let Ok(st) = persist::decode_upload_state(&v) {
+                out.push(((practice, date), st));
+            }
+        }
+        Ok(out)
     }
 
     pub fn outbox_len(&self) -> usize {
@@ -580,14 +839,15 @@ impl Store {
     }
 
     /// Deletes call records that started before `before`, only on days
-    /// already closed (their figures stay). Returns how many were deleted.
+    /// already closed (their figures stay) and before the first day whose
+    /// documents are not all delivered. Returns how many were deleted.
     pub fn prune_calls(&self, site: &Site, before: Timestamp) -> Result<usize> {
-        let closed: Option<NaiveDate> = match self.meta.get("closed_through")? {
-            Some(v) => Some(serde_json::from_slice(&v)?),
-            None => None,
-        };
-        let Some(closed) = closed else { return Ok(0) };
-        let limit = before.min(local_day_span(site, closed).1);
+        let Some(closed) = self.closed_through()? else { return Ok(0) };
+        let mut limit = before.min(local_day_span(site, closed).1);
+        let keep = self.undelivered_dates()?.into_iter().chain(self.dirty_days()?).min();
+        if let Some(first) = keep {
+            limit = limit.min(local_day_span(site, first).0);
+        }
         let mut n = 0;
         let mut batch = sled::Batch::default();
         let mut seq_batch = sled::Batch::default();

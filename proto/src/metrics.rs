@@ -256,6 +256,12 @@ impl Day {
         &mut self.bands[i.row().expect("an indicator counted by band")][band]
     }
 
+    /// Adds another day's figures of the same buckets (several agents, or
+    /// a period).
+    pub fn merge(&mut self, other: &Day) {
+        merge(self, other);
+    }
+
     /// NHS England's checks: CBT001 = CBT002 + CBT003 + CBT004 + CBT005 in
     /// every band, and CBT003 = CBT007 (= CBT003 by wait).
     pub fn reconciles(&self) -> Result<(), String> {

@@ -115,6 +115,10 @@ pub struct GapDoc {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Quality {
+    /// The agent kept an hourly record of its capture this day. False for
+    /// days closed by an agent older than 0.2.0: the hour lists below are
+    /// then empty and say nothing.
+    pub activity_recorded: bool,
     /// Calls part of which was not seen (a restart or drop during the call,
     /// an end never seen).
     pub partial_calls: u64,
@@ -380,6 +384,76 @@ impl DayDocument {
         d.is_final = false;
         d.generated_at = String::new();
         serde_json::to_vec(&d).expect("a document serialises")
+    }
+}
+
+/// The NHS files' figures made from day documents: several agents'
+/// documents of one practice-day are summed (a supplier may split one
+/// practice's feed), practices are in code order with `Unassigned` last.
+pub struct DocFigures {
+    pub practices: Vec<(String, OrgCodes)>,
+    pub days: BTreeMap<(String, NaiveDate), Day>,
+    pub wait: Buckets,
+    pub duration: Buckets,
+}
+
+impl DocFigures {
+    /// `Err` when the documents count waits or durations in different
+    /// buckets (their rows could not share the files).
+    pub fn from_documents<'a>(docs: impl IntoIterator<Item = &'a DayDocument>) -> Result<DocFigures, String> {
+        let mut edges: Option<&BucketEdges> = None;
+        let mut days: BTreeMap<(String, NaiveDate), Day> = BTreeMap::new();
+        let mut codes: BTreeMap<String, OrgCodes> = BTreeMap::new();
+        for d in docs {
+            match edges {
+                None => edges = Some(&d.buckets),
+                Some(e) if *e != d.buckets => {
+                    return Err(format!(
+                        "documents use different buckets ({:?} and {:?}, e.g. {} {}): make the agents' [buckets] the same",
+                        e, d.buckets, d.practice, d.date
+                    ))
+                }
+                Some(_) => {}
+            }
+            let day = d.to_day();
+            match days.get_mut(&(d.practice.clone(), d.date)) {
+                Some(sum) => sum.merge(&day),
+                None => {
+                    days.insert((d.practice.clone(), d.date), day);
+                }
+            }
+            let c = codes.entry(d.practice.clone()).or_default();
+            if *c == OrgCodes::default() {
+                *c = (&d.org_codes).into();
+            }
+        }
+        let default_edges = crate::site::DEFAULT_EDGES.to_vec();
+        let (w, du) = edges.map_or((default_edges.clone(), default_edges), |e| (e.wait.clone(), e.duration.clone()));
+        let mut practices: Vec<(String, OrgCodes)> = codes.into_iter().filter(|(p, _)| p != UNASSIGNED).collect();
+        if days.keys().any(|(p, _)| p == UNASSIGNED) {
+            practices.push((UNASSIGNED.to_string(), OrgCodes::default()));
+        }
+        Ok(DocFigures {
+            practices,
+            days,
+            wait: Buckets::new(&w).map_err(|e| format!("wait buckets: {e}"))?,
+            duration: Buckets::new(&du).map_err(|e| format!("duration buckets: {e}"))?,
+        })
+    }
+
+    /// What [`crate::metrics::export::files`] writes from.
+    pub fn figures(&self) -> crate::metrics::export::Figures<'_> {
+        crate::metrics::export::Figures {
+            practices: self.practices.clone(),
+            days: &self.days,
+            wait: &self.wait,
+            duration: &self.duration,
+        }
+    }
+
+    /// The dates with figures, as a span.
+    pub fn span(&self) -> Option<(NaiveDate, NaiveDate)> {
+        Some((self.days.keys().map(|(_, d)| *d).min()?, self.days.keys().map(|(_, d)| *d).max()?))
     }
 }
 

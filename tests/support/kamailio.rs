@@ -1031,6 +1031,7 @@ pub fn replay(config: &Path, pcaps: &[PathBuf], dir: &Path) -> Replayed {
             output,
             config: Some(config.to_path_buf()),
             nhs_csv,
+            no_unassigned: false,
             from: None,
             to: None,
             reveal_numbers: false,

@@ -101,6 +101,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/calls", get(calls))
         .route("/api/days", get(days))
+        .route("/api/documents", get(documents))
+        .route("/api/upload", get(upload))
         .with_state(shared)
 }
 
@@ -177,4 +179,43 @@ async fn days(State(s): State<Arc<Shared>>) -> Response {
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
+}
+
+/// Runs a blocking read of the store, answering 503 without one.
+async fn with_store<T: serde::Serialize + Send + 'static>(
+    s: &Shared,
+    f: impl FnOnce(Arc<crate::store::Store>, cbt_proto::site::Site, String) -> anyhow::Result<T> + Send + 'static,
+) -> Response {
+    let store = s.store.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(store) = store else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the store is not available\n").into_response();
+    };
+    let site = s.site.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let agent = s.agent_id.read().unwrap_or_else(|e| e.into_inner()).clone();
+    match tokio::task::spawn_blocking(move || f(store, site, agent)).await {
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// The day documents of `from..=to` as they stand now (for `cbt-agent export`).
+async fn documents(State(s): State<Arc<Shared>>, Query(r): Query<Range>) -> Response {
+    let (Some(from), Some(to)) = (r.from, r.to) else {
+        return (StatusCode::BAD_REQUEST, "give from=YYYY-MM-DD and to=YYYY-MM-DD\n").into_response();
+    };
+    with_store(&s, move |store, site, agent| crate::upload::documents_between(&store, &site, &agent, from, to, super::capture::now())).await
+}
+
+/// The outbox, and today's documents as they would be made now (for `cbt-agent upload --dry-run`).
+async fn upload(State(s): State<Arc<Shared>>) -> Response {
+    with_store(&s, move |store, site, agent| {
+        let now = super::capture::now();
+        let today = cbt_proto::metrics::Aggregator::new(&site).local_date(now);
+        Ok(serde_json::json!({
+            "outbox": store.outbox_items()?,
+            "next": crate::upload::documents_between(&store, &site, &agent, today, today, now)?,
+        }))
+    })
+    .await
 }

@@ -31,12 +31,15 @@ use cbt_proto::site::Site;
 use cbt_proto::time::{Micros, SECOND};
 use cbt_proto::{Engine, EngineConfig, LinkType, Timestamp};
 use status::{Diagnostic, SourceStatus, Status};
-use std::collections::VecDeque;
+use crate::upload::deliver::{self, Control, UploadStatus};
+use crate::upload::Scheduler;
+use cbt_proto::persist::v1::HourV1;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
-use std::sync::{Arc, RwLock};
+use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// What the engine thread receives.
@@ -54,12 +57,50 @@ pub struct Shared {
     pub heartbeat: AtomicU64,
     pub store: RwLock<Option<Arc<Store>>>,
     pub site: RwLock<Site>,
+    pub upload: Arc<Mutex<UploadStatus>>,
+    /// The name day documents carry (`upload.agent_id` or the host name).
+    pub agent_id: RwLock<String>,
 }
 
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 const STORE_RETRY: Duration = Duration::from_secs(10);
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
+/// Days are closed, documents offered and the activity record written this often.
+const DAYS_EVERY: Duration = Duration::from_secs(60);
+
+/// What the supplier must know about uploading.
+fn upload_diagnostics(u: &UploadStatus, t: Timestamp) -> Vec<Diagnostic> {
+    let mut d = Vec::new();
+    if !u.enabled {
+        return d;
+    }
+    if !u.parked.is_empty() {
+        d.push(Diagnostic::error(
+            "upload_parked",
+            format!(
+                "{} documents refused by the collector and kept (first: {} {}: {}); fix the cause, then `systemctl reload cbt-agent` sends them again",
+                u.parked.len(),
+                u.parked[0].practice,
+                u.parked[0].date,
+                u.parked[0].reason
+            ),
+        ));
+    }
+    let since = |at: &str| chrono::DateTime::parse_from_rfc3339(at).map(|x| t.micros() / SECOND - x.timestamp()).unwrap_or(0);
+    let failing = u.last_error.as_ref().is_some_and(|e| u.last_success.as_ref().is_none_or(|s| s.at < e.at));
+    if failing && u.outbox > u.parked.len() as u64 {
+        let e = u.last_error.as_ref().expect("failing");
+        let stale = u.last_success.as_ref().map_or(i64::MAX, |s| since(&s.at));
+        let msg = format!("{} documents not delivered to {} (oldest {}): {}", u.outbox, u.url, u.oldest_undelivered.clone().unwrap_or_default(), e.message);
+        if stale > 24 * 3600 {
+            d.push(Diagnostic::error("upload_failing", msg));
+        } else {
+            d.push(Diagnostic::warn("upload_failing", msg));
+        }
+    }
+    d
+}
 
 fn init_logging(level: &str) {
     use tracing_subscriber::EnvFilter;
@@ -104,6 +145,8 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
         heartbeat: AtomicU64::new(0),
         store: RwLock::new(None),
         site: RwLock::new(site.clone()),
+        upload: Arc::new(Mutex::new(UploadStatus::default())),
+        agent_id: RwLock::new(crate::upload::agent_id(config.upload.as_ref())),
     });
     let started = now();
     let mut state = Daemon {
@@ -128,6 +171,11 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
         last_invite_at: started,
         window: VecDeque::new(),
         dropped_seen: 0,
+        scheduler: None,
+        upload_tx: None,
+        activity: BTreeMap::new(),
+        activity_seen: None,
+        closed_through: None,
     };
     state.open_store(&mut engine);
     // sources
@@ -165,6 +213,7 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
         }
         state.sources.push(("hep", s));
     }
+    state.start_upload();
     state.refresh_status(&engine);
     http::spawn(a.status_listen.clone(), shared.clone(), tx.clone())?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -208,6 +257,15 @@ struct Daemon {
     /// (time, invites, invite responses, messages, tls records) per second, last 10 minutes.
     window: VecDeque<(Timestamp, u64, u64, u64, u64)>,
     dropped_seen: u64,
+    /// Uploading (`[upload]`): what to send when, and the sending thread.
+    scheduler: Option<Scheduler>,
+    upload_tx: Option<Sender<Control>>,
+    /// Capture activity by (local date, hour) not yet written.
+    activity: BTreeMap<(chrono::NaiveDate, u8), HourV1>,
+    /// (time, messages, parse errors, drops, b2bua ambiguous) at the last status refresh.
+    activity_seen: Option<(Timestamp, u64, u64, u64, u64)>,
+    /// The store's last closed date (a call stored on or before it makes it dirty).
+    closed_through: Option<chrono::NaiveDate>,
 }
 
 impl Daemon {
@@ -313,6 +371,7 @@ impl Daemon {
         let mut last_status = Instant::now();
         let mut last_tick = Instant::now();
         let mut last_maintenance: Option<Instant> = None;
+        let mut last_days: Option<Instant> = None;
         let mut last_store_retry = Instant::now();
         let mut last_running = usize::MAX;
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
@@ -370,6 +429,10 @@ impl Daemon {
             let snapshot_due = self.last_snapshot.is_none_or(|t| now().since(t) >= self.config.agent.snapshot_every) || self.journal_off;
             if snapshot_due && self.store.is_some() {
                 self.snapshot(engine);
+            }
+            if last_days.is_none_or(|t| t.elapsed() >= DAYS_EVERY) {
+                last_days = Some(Instant::now());
+                self.days();
             }
             if last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY) {
                 last_maintenance = Some(Instant::now());
@@ -455,6 +518,7 @@ impl Daemon {
                 self.pending.drain(..written_pending);
                 for ev in &acked {
                     self.count_today(ev);
+                    self.late(&store, ev);
                 }
             }
             Err(e) => {
@@ -547,14 +611,112 @@ impl Daemon {
         }
     }
 
-    fn maintenance(&mut self) {
+    /// A call or callback stored for a date already closed: that date's
+    /// figures must be computed (and sent) again.
+    fn late(&self, store: &Store, ev: &CallEvent) {
+        let Some(closed) = self.closed_through else { return };
+        let agg = Aggregator::new(&self.site);
+        let date = match ev {
+            CallEvent::Finished(r) => agg.local_date(r.started),
+            CallEvent::CallbackMade { at, .. } => agg.local_date(*at),
+        };
+        if date <= closed {
+            if let Err(e) = store.mark_dirty(date) {
+                tracing::warn!("cannot mark {date} for recomputing: {e:#}");
+            }
+        }
+    }
+
+    /// Every minute: the activity record, days that closed, documents.
+    fn days(&mut self) {
         let Some(store) = self.store.clone() else { return };
-        let today = Aggregator::new(&self.site).local_date(now());
-        match store.close_days(&self.site, today) {
-            Ok(n) if n > 0 => tracing::info!(days = n, "day figures kept and queued for upload"),
-            Err(e) => tracing::warn!("closing days failed: {e:#}"),
+        if !self.activity.is_empty() {
+            match store.add_activity(&self.activity) {
+                Ok(()) => self.activity.clear(),
+                Err(e) => tracing::warn!("cannot write the activity record: {e:#}"),
+            }
+        }
+        let t = now();
+        let result = match self.scheduler.as_mut() {
+            Some(sch) => sch.run(&store, &self.site, t).map(|o| {
+                if o.documents > 0 {
+                    tracing::debug!(closed_days = o.closed_days, documents = o.documents, "documents queued for upload");
+                }
+                o.closed_days
+            }),
+            None => {
+                let today = Aggregator::new(&self.site).local_date(t.add(-self.site.settle.max(0)));
+                store.close_days(&self.site, today).map(|d| d.len())
+            }
+        };
+        match result {
+            Ok(n) if n > 0 => tracing::info!(days = n, "day figures closed and kept"),
+            Err(e) => tracing::warn!("closing days or making documents failed: {e:#}"),
             _ => {}
         }
+        self.closed_through = store.closed_through().ok().flatten();
+    }
+
+    /// Starts (or stops) the uploader to match the configuration.
+    fn start_upload(&mut self) {
+        let cfg = self.config.upload.clone();
+        *self.shared.agent_id.write().unwrap_or_else(|e| e.into_inner()) = crate::upload::agent_id(cfg.as_ref());
+        {
+            let mut st = self.shared.upload.lock().unwrap_or_else(|e| e.into_inner());
+            st.enabled = cfg.is_some();
+            st.url = cfg.as_ref().map(|c| c.url.clone()).unwrap_or_default();
+            st.agent_id = cfg.as_ref().map(|c| c.agent_id.clone()).unwrap_or_default();
+        }
+        match (cfg, self.upload_tx.as_ref()) {
+            (Some(cfg), Some(tx)) => {
+                match self.scheduler.as_mut() {
+                    Some(s) => s.reconfigure(&cfg),
+                    None => self.scheduler = Some(Scheduler::new(&cfg)),
+                }
+                let _ = tx.send(Control::Reload(Some(cfg)));
+            }
+            (Some(cfg), None) => {
+                self.scheduler = Some(Scheduler::new(&cfg));
+                let (tx, rx) = channel();
+                let shared = self.shared.clone();
+                let store = move || shared.store.read().unwrap_or_else(|e| e.into_inner()).clone();
+                match deliver::spawn(cfg.clone(), store, self.shared.upload.clone(), rx) {
+                    Ok(_) => {
+                        tracing::info!(url = %cfg.url, agent = %cfg.agent_id, "uploading day documents");
+                        self.upload_tx = Some(tx);
+                    }
+                    Err(e) => tracing::error!("cannot start the uploader: {e}"),
+                }
+            }
+            (None, Some(tx)) => {
+                let _ = tx.send(Control::Stop);
+                self.upload_tx = None;
+                self.scheduler = None;
+                tracing::info!("uploading stopped ([upload] removed)");
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Adds what the last status period saw to the activity record.
+    fn record_activity(&mut self, t: Timestamp, messages: u64, parse_errors: u64, dropped: u64, ambiguous: u64, capturing: bool, partial_view: bool) {
+        let prev = self.activity_seen.replace((t, messages, parse_errors, dropped, ambiguous));
+        let Some((t0, m0, p0, d0, a0)) = prev else { return };
+        let Some(local) = t.to_datetime().map(|x| x.with_timezone(&self.site.timezone).naive_local()) else { return };
+        let secs = (t.since(t0) / SECOND).clamp(0, 3600) as u32;
+        let h = self.activity.entry((local.date(), chrono::Timelike::hour(&local) as u8)).or_default();
+        h.add(&HourV1 {
+            up_s: if capturing { secs } else { 0 },
+            partial_view_s: if partial_view { secs } else { 0 },
+            messages: messages.saturating_sub(m0),
+            parse_errors: parse_errors.saturating_sub(p0),
+            dropped: dropped.saturating_sub(d0),
+            b2bua_ambiguous: ambiguous.saturating_sub(a0),
+        });
+    }
+
+    fn maintenance(&mut self) {
+        let Some(store) = self.store.clone() else { return };
         let cut = now().add(-self.config.agent.retention);
         match store.prune_calls(&self.site, cut) {
             Ok(n) if n > 0 => tracing::info!(pruned = n, "call records older than the retention removed (day figures kept)"),
@@ -600,6 +762,7 @@ impl Daemon {
         self.today = None;
         let keep_agent = self.config.agent.clone();
         self.config = new;
+        self.start_upload();
         self.config.agent.retention = self.config.agent.retention.max(0);
         if needs_restart.is_empty() {
             tracing::info!("configuration reloaded");
@@ -621,6 +784,14 @@ impl Daemon {
 
     fn shutdown(&mut self, engine: &mut Engine) {
         self.persist(engine);
+        if let Some(tx) = self.upload_tx.take() {
+            let _ = tx.send(Control::Stop);
+        }
+        if let Some(store) = &self.store {
+            if let Err(e) = store.add_activity(&self.activity) {
+                tracing::warn!("cannot write the activity record: {e:#}");
+            }
+        }
         if let Some(store) = self.store.clone() {
             self.snapshot(engine);
             let _ = store.flush();
@@ -764,7 +935,41 @@ impl Daemon {
                 "no call has come from a configured carrier address: this looks like a handsets-only view (hosted PBX), so calls that end before ringing a handset are not seen and the figures are partial".into(),
             ));
         }
+        let dropped: u64 = s.sources.iter().map(|x| x.kernel_dropped + x.if_dropped + x.queue_dropped).sum();
+        let parse_errors: u64 = s.sip.parse_errors.values().sum();
+        let capturing = s.sources.iter().any(|x| x.running);
+        let partial_view = s.view == "partial";
+        self.record_activity(t, s.sip.messages, parse_errors, dropped, calls.b2bua_ambiguous, capturing, partial_view);
+        s.upload = self.upload_status(t);
+        s.diagnostics.extend(upload_diagnostics(&s.upload, t));
         *self.shared.status.write().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    /// The uploader's state with the outbox's.
+    fn upload_status(&self, t: Timestamp) -> UploadStatus {
+        let mut u = self.shared.upload.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if !u.enabled {
+            return u;
+        }
+        let _ = t;
+        if let Some(store) = &self.store {
+            if let Ok(items) = store.outbox_items() {
+                u.outbox = items.len() as u64;
+                u.oldest_undelivered = items.iter().map(|i| i.date).min().map(|d| d.to_string());
+                u.parked = items
+                    .iter()
+                    .filter_map(|i| {
+                        i.parked.as_ref().map(|r| deliver::Parked {
+                            practice: i.practice.clone(),
+                            date: i.date.to_string(),
+                            revision: i.revision,
+                            reason: r.clone(),
+                        })
+                    })
+                    .collect();
+            }
+        }
+        u
     }
 
     fn diagnose(&self, s: &Status, first: &(Timestamp, u64, u64, u64, u64), t: Timestamp) -> Vec<Diagnostic> {

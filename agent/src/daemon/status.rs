@@ -23,6 +23,9 @@ pub struct Status {
     pub gaps: Vec<Gap>,
     /// `full`, `partial` (handsets only, no trunk side) or `unknown`.
     pub view: String,
+    /// Sending day documents to the supplier's collector.
+    #[serde(default)]
+    pub upload: crate::upload::deliver::UploadStatus,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -173,6 +176,10 @@ pub const DIAGNOSTIC_CODES: &[&str] = &[
     "snapshot_stale",
     "partial_view",
     "no_source",
+    "store_format",
+    "store_kept_aside",
+    "upload_parked",
+    "upload_failing",
 ];
 
 fn esc(v: &str) -> String {
@@ -250,6 +257,32 @@ pub fn prometheus(s: &Status) -> String {
             .collect(),
     );
     metric("cbt_view_partial", "gauge", "1 if only part of the calls can be seen (handsets only).", vec![(String::new(), (s.view == "partial") as u64 as f64)]);
+    let u = &s.upload;
+    if u.enabled {
+        let one = |v: u64| vec![(String::new(), v as f64)];
+        metric("cbt_upload_outbox", "gauge", "Day documents waiting to be delivered (parked included).", one(u.outbox));
+        metric("cbt_upload_parked", "gauge", "Day documents the collector refused, kept until a reload.", one(u.parked.len() as u64));
+        metric("cbt_upload_delivered_total", "counter", "Day documents the collector took since the agent started.", one(u.delivered));
+        metric("cbt_upload_duplicates_total", "counter", "Of which the collector already had.", one(u.duplicates));
+        metric("cbt_upload_retries_total", "counter", "Delivery attempts that failed and are retried.", one(u.retries));
+        let age = |at: &Option<String>| {
+            at.as_deref()
+                .and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok())
+                .map_or(-1.0, |a| (chrono::Utc::now().timestamp() - a.timestamp()) as f64)
+        };
+        metric(
+            "cbt_upload_last_success_age_seconds",
+            "gauge",
+            "Seconds since the last delivery (-1: none yet).",
+            vec![(String::new(), age(&u.last_success.as_ref().map(|d| d.at.clone())))],
+        );
+        let oldest = u
+            .oldest_undelivered
+            .as_deref()
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .map_or(0.0, |d| (chrono::Utc::now().date_naive() - d).num_days().max(0) as f64);
+        metric("cbt_upload_oldest_undelivered_days", "gauge", "Age in days of the oldest undelivered day (0: none or today).", vec![(String::new(), oldest)]);
+    }
     o
 }
 
@@ -306,6 +339,19 @@ pub fn page(s: &Status) -> String {
         h.push_str("<p>No practice configured.</p>");
     }
     h.push_str("<h2>Agent</h2><ul>");
+    let u = &s.upload;
+    if u.enabled {
+        let last = u.last_success.as_ref().map_or("never".to_string(), |d| format!("last at {}", d.at));
+        let _ = write!(
+            h,
+            "<li>Figures sent to the supplier ({}): {} days waiting{}, {last}.</li>",
+            esc_html(&u.url),
+            u.outbox,
+            u.oldest_undelivered.as_ref().map_or(String::new(), |d| format!(" (oldest {})", esc_html(d)))
+        );
+    } else {
+        h.push_str("<li>Figures are kept on this machine (no [upload] configured).</li>");
+    }
     if s.diagnostics.is_empty() {
         h.push_str("<li>No problems detected.</li>");
     }

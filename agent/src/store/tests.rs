@@ -197,9 +197,9 @@ fn days_close_with_their_figures_and_pruning_keeps_them() {
         // two days: 4 and 5 November
         st.put_call(&rec(i + 1, i as i64 * 3 * 3600, Outcome::Answered)).unwrap();
     }
-    assert_eq!(st.close_days(&s, date(2024, 11, 5)).unwrap(), 1, "only the 4th is over");
-    assert_eq!(st.close_days(&s, date(2024, 11, 5)).unwrap(), 0, "once");
-    assert_eq!(st.close_days(&s, date(2024, 11, 6)).unwrap(), 1);
+    assert_eq!(st.close_days(&s, date(2024, 11, 5)).unwrap(), [date(2024, 11, 4)], "only the 4th is over");
+    assert!(st.close_days(&s, date(2024, 11, 5)).unwrap().is_empty(), "once");
+    assert_eq!(st.close_days(&s, date(2024, 11, 6)).unwrap(), [date(2024, 11, 5)]);
     let days = st.days().unwrap();
     let totals: Vec<u64> = days.iter().map(|(_, d)| d.total(cbt_proto::metrics::Indicator::Cbt001)).collect();
     assert_eq!(totals, [5, 5]);

@@ -13,6 +13,7 @@
 //! | closed day | sled `days` | JSON member `v` (absent: 1) |
 //! | journal record | `journal-N.log` | record header (framing 2); framing 1 files (0.1.0) hold version-1 records |
 //! | engine snapshot | `snapshot.json` | `snapshot.version` |
+//! | outbox item, upload state, activity | sled `outbox`, `uploads`, `activity` | JSON member `v` |
 //!
 //! Adding a field to a stored shape: make `v2.rs` with the new shape, a
 //! `From<v1::X> for v2::X` migration, write v2, and keep reading v1 (see
@@ -165,6 +166,24 @@ pub fn decode_gaps(bytes: &[u8]) -> Result<Vec<v1::GapV1>, FormatError> {
         return Ok(list);
     }
     decode_v1::<v1::GapsV1>("the list of gaps", 1, bytes).map(|g| g.gaps)
+}
+
+/// Store-level records of the uploader and the activity log: stored as
+/// they are (they have no engine counterpart), tagged `v`.
+pub fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("a stored record serialises")
+}
+
+pub fn decode_outbox_item(bytes: &[u8]) -> Result<v1::OutboxItemV1, FormatError> {
+    decode_v1("an outbox item", 1, bytes)
+}
+
+pub fn decode_upload_state(bytes: &[u8]) -> Result<v1::UploadStateV1, FormatError> {
+    decode_v1("an upload state", 1, bytes)
+}
+
+pub fn decode_activity(bytes: &[u8]) -> Result<v1::ActivityV1, FormatError> {
+    decode_v1("an activity record", 1, bytes)
 }
 
 pub mod journal;

@@ -855,3 +855,79 @@ pub struct GapsV1 {
     pub v: u32,
     pub gaps: Vec<GapV1>,
 }
+
+// --------------------------------------------------------------- upload ---
+
+/// A day document waiting to be delivered (`outbox` tree, key
+/// `YYYY-MM-DD` 0x00 practice). A newer revision of the same practice-day
+/// replaces an undelivered older one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxItemV1 {
+    pub v: u32,
+    pub practice: String,
+    pub date: chrono::NaiveDate,
+    pub revision: u64,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// The document exactly as it is sent.
+    pub body: String,
+    pub enqueued_at: Timestamp,
+    pub attempts: u32,
+    pub next_attempt: Timestamp,
+    pub last_error: Option<String>,
+    /// Refused by the collector for a reason a retry cannot fix: kept, not
+    /// sent again until the configuration is reloaded.
+    pub parked: Option<String>,
+}
+
+/// What was offered and delivered for one practice-day (`uploads` tree, key
+/// practice 0x00 `YYYY-MM-DD`): revisions are never reused.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadStateV1 {
+    pub v: u32,
+    /// The last revision given to a document of this practice-day.
+    pub revision: u64,
+    /// Hash of that document's content (without revision and time).
+    pub content: String,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    pub delivered_revision: u64,
+    pub delivered_at: Option<Timestamp>,
+}
+
+/// The agent's view during one local hour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HourV1 {
+    /// Seconds during which a capture source was running.
+    pub up_s: u32,
+    /// Seconds during which the view was handsets-only (partial).
+    pub partial_view_s: u32,
+    pub messages: u64,
+    pub parse_errors: u64,
+    pub dropped: u64,
+    pub b2bua_ambiguous: u64,
+}
+
+impl HourV1 {
+    pub fn add(&mut self, o: &HourV1) {
+        self.up_s = self.up_s.saturating_add(o.up_s).min(3600 * 2);
+        self.partial_view_s = self.partial_view_s.saturating_add(o.partial_view_s).min(3600 * 2);
+        self.messages += o.messages;
+        self.parse_errors += o.parse_errors;
+        self.dropped += o.dropped;
+        self.b2bua_ambiguous += o.b2bua_ambiguous;
+    }
+}
+
+/// A local date's activity by hour (`activity` tree, key `YYYY-MM-DD`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityV1 {
+    pub v: u32,
+    pub hours: Vec<HourV1>,
+}
+
+impl Default for ActivityV1 {
+    fn default() -> Self {
+        ActivityV1 { v: 1, hours: vec![HourV1::default(); 24] }
+    }
+}
