@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::output::{leg_json, write_summary, LegTally};
 use anyhow::{bail, Result};
 use cbt_proto::number::Hasher;
+use cbt_proto::site::Site;
 use cbt_proto::{Engine, EngineConfig, LinkType};
 use chrono::NaiveDate;
 use clap::{Args, ValueEnum};
@@ -61,6 +62,42 @@ pub struct ReplayArgs {
     pub files: Vec<PathBuf>,
 }
 
+/// The engine a replay runs: with the site's rules when there is a
+/// configuration (calls), emitting legs when asked.
+fn new_engine(config: Option<&Config>, key: [u8; 32], emit_legs: bool) -> (Option<Site>, Engine) {
+    let country = config.map_or("44".to_string(), |c| c.country_code.clone());
+    let site = config.map(|c| c.site(&Hasher::new(key, &country)));
+    let engine = Engine::new(EngineConfig {
+        hash_key: key,
+        country_code: country,
+        site: site.clone(),
+        emit_legs,
+        legs: config.map(|c| c.legs.clone()).unwrap_or_default(),
+        ..EngineConfig::default()
+    });
+    (site, engine)
+}
+
+/// The calls of capture files under a configuration (what `replay
+/// --output calls` prints), for tests and tools that need them as values.
+pub fn calls_of(config: &Config, key: [u8; 32], files: &[PathBuf]) -> (Site, CallBook) {
+    let (site, mut engine) = new_engine(Some(config), key, false);
+    let mut book = CallBook::default();
+    Merged::open(files).for_each(|pkt| {
+        if let Some(link) = LinkType::from_linktype(pkt.linktype) {
+            engine.ingest(pkt.ts, link, &pkt.data);
+        }
+        while let Some(ev) = engine.poll_call() {
+            book.apply(ev);
+        }
+    });
+    engine.finish();
+    while let Some(ev) = engine.poll_call() {
+        book.apply(ev);
+    }
+    (site.expect("a configuration gives a site"), book)
+}
+
 /// Runs with the process's stdout and stderr.
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let stdout = std::io::stdout();
@@ -84,17 +121,7 @@ pub fn run_with(args: ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> R
         .or_else(|| config.as_ref().and_then(|c| c.secret_file.clone()))
         .unwrap_or_else(crate::secret::default_path);
     let key = crate::secret::load_or_create(&secret_path)?;
-    let country = config.as_ref().map_or("44".to_string(), |c| c.country_code.clone());
-    let hasher = Hasher::new(key, &country);
-    let site = config.as_ref().map(|c| c.site(&hasher));
-    let mut engine = Engine::new(EngineConfig {
-        hash_key: key,
-        country_code: country,
-        site: site.clone(),
-        emit_legs: matches!(args.output, Output::Legs | Output::Summary),
-        legs: config.as_ref().map(|c| c.legs.clone()).unwrap_or_default(),
-        ..EngineConfig::default()
-    });
+    let (site, mut engine) = new_engine(config.as_ref(), key, matches!(args.output, Output::Legs | Output::Summary));
     let mut out = BufWriter::with_capacity(1 << 16, out);
     let mut tally = LegTally::default();
     let mut book = CallBook::default();
