@@ -10,7 +10,7 @@ use cbt_proto::call::CallRecord;
 use cbt_proto::metrics::Day;
 use cbt_proto::number::Hasher;
 use cbt_proto::Timestamp;
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
@@ -502,7 +502,7 @@ pub struct ExportArgs {
     /// The configuration file.
     #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
     pub config: PathBuf,
-    /// The month to export.
+    /// The month to export: YYYY-MM, or `previous` (the month before this one).
     #[arg(long, value_name = "YYYY-MM")]
     pub month: String,
     /// Where to write the three NHS files and the day documents.
@@ -513,10 +513,18 @@ pub struct ExportArgs {
     pub no_unassigned: bool,
 }
 
-/// The first and last date of `YYYY-MM`.
+/// The first and last date of `YYYY-MM`, or of the month before this one
+/// (`previous`, in local time: what a timer on the 1st-5th exports).
 pub fn month_span(month: &str) -> Result<(NaiveDate, NaiveDate)> {
-    let first = NaiveDate::parse_from_str(&format!("{}-01", month.trim()), "%Y-%m-%d")
-        .with_context(|| format!("`{month}` is not a month: write it as YYYY-MM, like 2026-11"))?;
+    let first = if month.trim() == "previous" {
+        let today = chrono::Local::now().date_naive();
+        NaiveDate::from_ymd_opt(today.year(), today.month(), 1)
+            .and_then(|d| d.checked_sub_months(chrono::Months::new(1)))
+            .context("month out of range")?
+    } else {
+        NaiveDate::parse_from_str(&format!("{}-01", month.trim()), "%Y-%m-%d")
+            .with_context(|| format!("`{month}` is not a month: write it as YYYY-MM, like 2026-11, or `previous`"))?
+    };
     let next = first.checked_add_months(chrono::Months::new(1)).context("month out of range")?;
     Ok((first, next.pred_opt().context("month out of range")?))
 }
