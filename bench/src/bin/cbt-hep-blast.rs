@@ -1,5 +1,7 @@
 //! Sends synthetic calls to a HEPv3 listener, for the daemon's memory and
-//! throughput benchmarks. `cbt-hep-blast ADDR CALLS [CALLS_PER_SECOND]`:
+//! throughput benchmarks. `cbt-hep-blast ADDR CALLS [CALLS_PER_SECOND [FIRST]]`
+//! (FIRST: the number of the first call, so that a second run sends calls
+//! with other Call-IDs):
 //! each call is the seven messages of an answered call (INVITE, 100, 180,
 //! 200, ACK, BYE, 200) from one of 200 carrier addresses to the PBX, stamped
 //! with the current time; the rate is held by sleeping between batches.
@@ -17,15 +19,16 @@ fn now() -> Timestamp {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: cbt-hep-blast ADDR CALLS [CALLS_PER_SECOND]";
+    let usage = "usage: cbt-hep-blast ADDR CALLS [CALLS_PER_SECOND [FIRST]]";
     let to: SocketAddr = args.get(1).context(usage)?.parse().context(usage)?;
     let calls: u64 = args.get(2).context(usage)?.parse()?;
     let rate: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(2000);
+    let first: u64 = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(0);
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     let pbx: SocketAddr = "10.20.0.5:5060".parse()?;
     let t0 = Instant::now();
     let mut sent = 0u64;
-    for n in 0..calls {
+    for n in first..first + calls {
         let carrier: SocketAddr = format!("192.0.2.{}:5060", 1 + n % 200).parse()?;
         let c = Call::numbered(
             n,
