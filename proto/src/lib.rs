@@ -21,6 +21,7 @@ pub mod number;
 pub mod persist;
 pub mod site;
 pub mod sip;
+pub mod staffing;
 pub mod synth;
 pub mod time;
 pub mod upload;
