@@ -27,6 +27,9 @@ use toml::Spanned;
 
 type S<T> = Spanned<T>;
 
+mod page;
+pub use page::{LanConfig, PageConfig, StaffingConfig, DEFAULT_NATIONAL};
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Raw {
@@ -63,6 +66,10 @@ struct Raw {
     #[serde(default)]
     calls: RawCalls,
     upload: Option<RawUpload>,
+    #[serde(default)]
+    page: page::RawPage,
+    #[serde(default)]
+    staffing: page::RawStaffing,
 }
 
 #[derive(Deserialize, Default)]
@@ -282,6 +289,8 @@ pub struct Config {
     pub legs: cbt_proto::LegConfig,
     /// Sending day documents to the supplier's collector (`[upload]`).
     pub upload: Option<UploadConfig>,
+    /// The practice manager's page and staffing (`[page]`, `[staffing]`).
+    pub page: PageConfig,
 }
 
 /// `[upload]`: where and how day documents go.
@@ -741,6 +750,7 @@ impl Config {
             legs.ring_timeout = c.duration(v, "calls.ring_timeout").unwrap_or(legs.ring_timeout);
         }
         let upload = raw.upload.as_ref().and_then(|u| upload_config(&mut c, u));
+        let page_settings = page::page_config(&mut c, &raw.page, &raw.staffing, &agent.status_listen);
         if !c.problems.is_empty() {
             c.problems.sort_by_key(|p| p.line);
             return Err(err(c.problems));
@@ -771,6 +781,7 @@ impl Config {
             agent,
             legs,
             upload,
+            page: page_settings,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod output;
+pub mod page;
 pub mod replay;
 pub mod secret;
 pub mod store;

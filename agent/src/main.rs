@@ -36,6 +36,8 @@ enum Command {
     Upload(commands::UploadArgs),
     /// Write a month's NHS files and day documents into a directory (a supplier without a collector).
     Export(commands::ExportArgs),
+    /// Make the practice page's password hash (page.lan.password_hash) or, with --token, a token.
+    PagePassword(cbt_agent::page::access::PagePasswordArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args),
         Command::Upload(args) => commands::upload(args),
         Command::Export(args) => commands::export(args),
+        Command::PagePassword(args) => cbt_agent::page::access::page_password(args),
     };
     match result {
         Ok(code) => code,
