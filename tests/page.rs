@@ -180,6 +180,8 @@ fn every_period_in_a_real_browser() {
             }
         }
     }
+    // the picture in docs/operations.md
+    screenshot(&chrome, &profile, &format!("{base}/?period=last-month&practice=B82005&date={morning}"), &shots.join("overview.png"), 800, 1120);
     // a phone's view of the morning
     screenshot(&chrome, &profile, &format!("{base}/?period=today&practice=B82005&date={morning}"), &shots.join("phone-today.png"), 412, 2600);
 

@@ -335,6 +335,7 @@ pub fn check_config(path: &PathBuf) -> Result<ExitCode> {
         human_bytes(a.cache_bytes)
     )?;
     writeln!(w, "Status API: {}", a.status_listen)?;
+    crate::page::check_config_lines(&mut w, &c.page)?;
     writeln!(w, "Log level: {}", a.log_level)?;
     if warnings.is_empty() {
         Ok(ExitCode::SUCCESS)

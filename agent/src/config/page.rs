@@ -252,3 +252,58 @@ fn staffing_config(c: &mut Checker, s: &RawStaffing) -> StaffingConfig {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError, Problem};
+    use std::path::Path;
+
+    const SITE: &str = "[[practice]]\nods = \"B82005\"\n";
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("{SITE}{extra}"), Path::new("site.toml"))
+    }
+
+    fn problems(extra: &str) -> Vec<Problem> {
+        parse(extra).expect_err("should be rejected").problems
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.page.national, Path::new(super::DEFAULT_NATIONAL));
+        assert!(c.page.lan.is_none());
+        assert_eq!((c.page.staffing.weeks, c.page.staffing.target_s, c.page.staffing.target_share, c.page.staffing.wrap_up_s), (4, 120.0, 0.8, 30.0));
+    }
+
+    #[test]
+    fn staffing_and_lan() {
+        let hash = crate::page::access::hash_password("a long enough password").unwrap();
+        let c = parse(&format!(
+            "[staffing]\nweeks = 6\ntarget_wait = \"90s\"\ntarget_share = 0.9\nwrap_up = \"0s\"\n[page]\nnational = \"/etc/cbt-agent/national.toml\"\n[page.lan]\nlisten = \"192.168.10.5:9443\"\npassword_hash = \"{hash}\"\ncert = \"/etc/cbt-agent/page.crt\"\nkey = \"/etc/cbt-agent/page.key\"\n"
+        ))
+        .unwrap();
+        assert_eq!((c.page.staffing.weeks, c.page.staffing.target_s, c.page.staffing.target_share, c.page.staffing.wrap_up_s), (6, 90.0, 0.9, 0.0));
+        let lan = c.page.lan.unwrap();
+        assert_eq!(lan.listen.to_string(), "192.168.10.5:9443");
+        assert!(!lan.api && lan.token_file.is_none());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let p = problems("[staffing]\nweeks = 0\ntarget_share = 1.5\ntarget_wait = \"soon\"\n");
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["staffing.weeks", "staffing.target_share", "staffing.target_wait"]);
+        // a listener with nothing to protect it, and no certificate
+        let p = problems("[page.lan]\nlisten = \"192.168.10.5:9443\"\n");
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"page.lan") && keys.contains(&"page.lan.cert"), "{keys:?}");
+        let p = problems("[page.lan]\nlisten = \"192.168.10.5:9443\"\npassword_hash = \"hunter2\"\ncert = \"/c\"\nkey = \"/k\"\n");
+        assert_eq!(p[0].key, "page.lan.password_hash");
+        assert!(p[0].fix.contains("page-password"));
+        let p = problems("[status]\nlisten = \"127.0.0.1:9465\"\n[page.lan]\nlisten = \"127.0.0.1:9465\"\ntoken_file = \"/t\"\ncert = \"/c\"\nkey = \"/k\"\n");
+        assert_eq!(p[0].key, "page.lan.listen");
+        assert!(problems("[page]\nnational = \"national.toml\"\n")[0].key == "page.national");
+        assert!(problems("[page]\nfoo = 1\n")[0].message.contains("unknown field"));
+    }
+}

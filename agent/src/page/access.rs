@@ -247,8 +247,16 @@ fn read_token(cfg: &LanConfig) -> Result<Option<String>> {
     Ok(Some(t))
 }
 
+/// The certificate, key and token can be read and go together (what
+/// `check-config` checks; binding is left to the service).
+pub fn check_lan(cfg: &LanConfig) -> Result<()> {
+    tls_config(cfg)?;
+    read_token(cfg)?;
+    Ok(())
+}
+
 /// Everything that can fail before serving: certificate, key, token,
-/// binding. Checked by `check-config` too.
+/// binding.
 pub fn prepare_lan(cfg: &LanConfig) -> Result<Lan> {
     let tls = tls_config(cfg)?;
     let token = read_token(cfg)?;

@@ -131,7 +131,7 @@ pub fn wait_histogram(id: &str, caption: &str, labels: &[String], answered: &[u6
 /// A practice's outcome mix beside England's: 100% bars. `rows`: (label,
 /// shares in percent in outcome order).
 pub fn mix_bars(id: &str, caption: &str, rows: &[(String, [f64; 4])]) -> Markup {
-    let (w, left, bar_h, gap) = (640.0, 110.0, 26.0, 10.0);
+    let (w, left, bar_h, gap) = (520.0, 100.0, 26.0, 10.0);
     let h = 18.0 + rows.len() as f64 * (bar_h + gap) + 24.0;
     let plot_w = w - left - 10.0;
     html! {
@@ -267,12 +267,9 @@ mod tests {
 
     #[test]
     fn axis_maxima_are_round() {
-        assert_eq!(nice_max(0.0), 1.0);
-        assert_eq!(nice_max(7.0), 10.0);
-        assert_eq!(nice_max(13.0), 16.0);
-        assert_eq!(nice_max(45.0), 50.0);
-        assert_eq!(nice_max(1104.0), 1200.0);
-        assert_eq!(nice_max(100.0), 100.0);
+        for (v, max) in [(0.0, 1.0), (7.0, 8.0), (13.0, 16.0), (45.0, 50.0), (1104.0, 1200.0), (100.0, 100.0)] {
+            assert!((nice_max(v) - max).abs() < 1e-9, "{v}: {}", nice_max(v));
+        }
         assert_eq!(f(2.0), "2");
         assert_eq!(f(2.04), "2");
         assert_eq!(f(2.25), "2.3");

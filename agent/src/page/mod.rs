@@ -161,6 +161,46 @@ pub fn write_staffing(out: &mut dyn std::io::Write, records: &[&CallRecord], sit
     Ok(())
 }
 
+/// What `check-config` says about `[page]` and `[staffing]`: the national
+/// figures in use, the LAN listener and whether its files can be read.
+/// Their problems are warnings on standard error that leave the exit status
+/// alone: the service starts without them (capture matters more), and says
+/// so on the page and in its log.
+pub fn check_config_lines(w: &mut dyn std::io::Write, c: &PageConfig) -> std::io::Result<()> {
+    match load_national(&c.national) {
+        Ok((n, from)) => writeln!(w, "Practice page: national figures of {} ({}), from {from}", n.month, n.source)?,
+        Err(e) => {
+            writeln!(w, "Practice page: NO national figures")?;
+            eprintln!("warning: {e}; the page shows no comparison with England");
+        }
+    }
+    match &c.lan {
+        None => writeln!(w, "  on this machine only (no [page.lan])")?,
+        Some(l) => {
+            let how = match (&l.password_hash, &l.token_file) {
+                (Some(_), Some(t)) => format!("password or token ({})", t.display()),
+                (Some(_), None) => "password".to_string(),
+                (None, Some(t)) => format!("token ({})", t.display()),
+                (None, None) => "nothing".to_string(),
+            };
+            writeln!(w, "  also on https://{} behind a {how}; API and /metrics there: {}", l.listen, if l.api { "yes" } else { "no" })?;
+            if let Err(e) = access::check_lan(l) {
+                writeln!(w, "  LAN LISTENER WILL NOT START")?;
+                eprintln!("warning: {e:#}; the page stays on this machine only");
+            }
+        }
+    }
+    let s = &c.staffing;
+    writeln!(
+        w,
+        "Staffing: last {} weeks, {:.0}% answered within {} s, {} s wrap-up after each call",
+        s.weeks,
+        s.target_share * 100.0,
+        s.target_s,
+        s.wrap_up_s
+    )
+}
+
 /// Everything a page needs besides its calls.
 pub struct Ctx {
     pub site: Site,

@@ -199,8 +199,8 @@ fn tiles(f: &PeriodFigures) -> Markup {
             (tile("Answered", pct(f.answered_share), Some(format!("{} calls", d.answered_calls)), "answered_share", raw(f.answered_share)))
             (tile("Answered within 2 min", pct(f.answered_within_2_min_share), Some("of answered calls".into()), "answered_within_2_min_share", raw(f.answered_within_2_min_share)))
             (tile("Gave up", pct(f.abandonment_share), Some(format!("{} calls abandoned", d.calls_abandoned)), "abandonment_share", raw(f.abandonment_share)))
-            (tile("Median wait", secs(d.median_wait_to_answer_s), Some(format!("90% within {}", secs(f.p90_wait_s))), "median_wait_s", raw(d.median_wait_to_answer_s)))
-            (tile("90th percentile wait", secs(f.p90_wait_s), Some("of answered calls".into()), "p90_wait_s", raw(f.p90_wait_s)))
+            (tile("Median wait", secs(d.median_wait_to_answer_s), Some("of answered calls".into()), "median_wait_s", raw(d.median_wait_to_answer_s)))
+            (tile("90th percentile wait", secs(f.p90_wait_s), Some("9 in 10 answered within".into()), "p90_wait_s", raw(f.p90_wait_s)))
             (tile("Median call length", secs(d.median_call_length_s), None, "median_call_length_s", raw(d.median_call_length_s)))
             (tile("Callbacks", format!("{} / {}", d.callbacks_requested, d.callbacks_made), Some("requested / made".into()), "callbacks", format!("{}/{}", d.callbacks_requested, d.callbacks_made)))
         }
