@@ -174,7 +174,7 @@ fn pages_carry_no_number_hash_or_call_id() {
     let _ = replay(&dir, &cap, Output::Calls, None);
     let key = key_of(&dir);
     let config = cbt_agent::config::Config::load(&dir.join("site.toml")).unwrap();
-    let (_, book) = cbt_agent::replay::calls_of(&config, key, &[cap.clone()]);
+    let (_, book) = cbt_agent::replay::calls_of(&config, key, std::slice::from_ref(&cap));
     let records: Vec<_> = book.records().into_iter().cloned().collect();
     assert_eq!(records.len(), 6);
     assert!(records.iter().all(|r| r.caller.is_some() && !r.call_id.is_empty()), "the records hold what must not be shown");

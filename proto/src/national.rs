@@ -144,7 +144,7 @@ fn pct(v: Option<f64>) -> Option<f64> {
 }
 
 fn length_label(lo: u32, hi: Option<u32>) -> String {
-    let m = |s: u32| if s % 60 == 0 { format!("{} min", s / 60) } else { format!("{s} s") };
+    let m = |s: u32| if (s / 60) * 60 == s { format!("{} min", s / 60) } else { format!("{s} s") };
     match hi {
         Some(h) if lo == 0 => format!("up to {}", m(h)),
         Some(h) => format!("{} to {}", m(lo), m(h)),

@@ -171,7 +171,7 @@ pub fn row_cells(dom: &str, table: &str, row_attr: &str) -> Vec<String> {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> f64 {
+    pub fn uniform(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -179,7 +179,7 @@ impl Rng {
     }
 
     pub fn exp(&mut self, mean: f64) -> f64 {
-        -self.next().ln() * mean
+        -self.uniform().ln() * mean
     }
 }
 
@@ -227,15 +227,15 @@ pub fn synthetic_calls(site: &Site, from: NaiveDate, to: NaiveDate, first_seq: u
                     36 | 37 => 2.5,
                     _ => 0.6,
                 };
-                let n = (base * wd * pf * (0.7 + 0.6 * rng.next())).round() as usize;
+                let n = (base * wd * pf * (0.7 + 0.6 * rng.uniform())).round() as usize;
                 let rush = slot <= 18;
                 for _ in 0..n {
                     seq += 1;
-                    let start_s = slot as f64 * 1800.0 + rng.next() * 1800.0;
+                    let start_s = slot as f64 * 1800.0 + rng.uniform() * 1800.0;
                     let started = local_ts(site, d, start_s);
                     let at = |s: f64| local_ts(site, d, start_s + s);
-                    let u = rng.next();
-                    let ivr_s = 8.0 + rng.next() * 12.0;
+                    let u = rng.uniform();
+                    let ivr_s = 8.0 + rng.uniform() * 12.0;
                     let mut c = CallRecord {
                         seq,
                         call_id: format!("synth-{seq}-{:x}@pbx.test", rng.0),
@@ -260,21 +260,21 @@ pub fn synthetic_calls(site: &Site, from: NaiveDate, to: NaiveDate, first_seq: u
                         caller: Some(format!("c4113{:016x}", rng.0)),
                     };
                     if u < 0.2 {
-                        c.abandoned = rng.next() < 0.4;
+                        c.abandoned = rng.uniform() < 0.4;
                     } else if u < 0.27 {
                         c.outcome = Outcome::CallbackRequested;
                         c.callback_requested = Some(at(ivr_s + 15.0));
                         c.ended = at(ivr_s + 25.0);
                         c.ended_by = EndedBy::Practice;
-                        if rng.next() < 0.8 {
-                            c.callback_made = Some(at(7200.0 + rng.next() * 3600.0));
+                        if rng.uniform() < 0.8 {
+                            c.callback_made = Some(at(7200.0 + rng.uniform() * 3600.0));
                         }
                     } else {
                         c.queue_joined = Some(at(ivr_s));
                         c.offered_to_staff = true;
                         let wait = rng.exp(if rush { 150.0 } else { 45.0 });
                         let patience = rng.exp(200.0);
-                        if rng.next() < 0.03 {
+                        if rng.uniform() < 0.03 {
                             let w = wait.min(60.0);
                             c.outcome = Outcome::Missed;
                             c.wait_s = Some((w * 1000.0).round() / 1000.0);

@@ -36,14 +36,30 @@ fn nice_max(v: f64) -> f64 {
 }
 
 fn legend(x0: f64, y: f64, names: &[&str], colours: &[&str]) -> Markup {
-    let mut x = x0;
+    let xs: Vec<f64> = names
+        .iter()
+        .scan(x0, |x, name| {
+            let at = *x;
+            *x += 22.0 + name.len() as f64 * 6.0;
+            Some(at)
+        })
+        .collect();
     html! {
-        @for (name, colour) in names.iter().zip(colours) {
+        @for ((name, colour), x) in names.iter().zip(colours).zip(xs) {
             rect x=(f(x)) y=(f(y - 9.0)) width="10" height="10" fill=(colour) {}
             text x=(f(x + 14.0)) y=(f(y)) font-size="11" { (name) }
-            @let _ = { x += 22.0 + name.len() as f64 * 6.0; };
         }
     }
+}
+
+/// Stacked segments from a base upwards: (top, height) of each part.
+fn stack(base: f64, scale: f64, parts: &[u64; 4]) -> [(f64, f64); 4] {
+    let mut y = base;
+    parts.map(|v| {
+        let h = scale * v as f64;
+        y -= h;
+        (y, h)
+    })
 }
 
 /// Vertical bars, each stacked by outcome. `rows`: (label, counts in
@@ -66,13 +82,12 @@ pub fn stacked_bars(id: &str, caption: &str, rows: &[(String, [u64; 4])]) -> Mar
             }
             @for (i, (label, v)) in rows.iter().enumerate() {
                 @let x = left + slot * i as f64 + (slot - bar) / 2.0;
-                @let mut y = top + plot_h;
+                @let parts = stack(top + plot_h, plot_h / max, v);
+                @let y = parts[3].0;
                 g class="bar" data-label=(label) data-total=(total_label(v)) {
-                    @for k in 0..4 {
+                    @for (k, (py, hh)) in parts.iter().enumerate() {
                         @if v[k] > 0 {
-                            @let hh = plot_h * v[k] as f64 / max;
-                            @let _ = { y -= hh; };
-                            rect x=(f(x)) y=(f(y)) width=(f(bar)) height=(f(hh)) fill=(OUTCOME_COLOURS[k]) data-outcome=(cbt_proto::period::OUTCOMES[k]) data-value=(v[k]) {
+                            rect x=(f(x)) y=(f(*py)) width=(f(bar)) height=(f(*hh)) fill=(OUTCOME_COLOURS[k]) data-outcome=(cbt_proto::period::OUTCOMES[k]) data-value=(v[k]) {
                                 title { (label) ": " (v[k]) " " (OUTCOME_NAMES[k]) }
                             }
                         }
@@ -140,10 +155,11 @@ pub fn mix_bars(id: &str, caption: &str, rows: &[(String, [f64; 4])]) -> Markup 
             @for (i, (label, shares)) in rows.iter().enumerate() {
                 @let y = 10.0 + i as f64 * (bar_h + gap);
                 @let total: f64 = shares.iter().sum();
-                @let mut x = left;
+                @let widths = shares.map(|v| if total > 0.0 { plot_w * v / total } else { 0.0 });
                 text x=(f(left - 6.0)) y=(f(y + bar_h / 2.0 + 4.0)) font-size="11" text-anchor="end" { (label) }
                 @for k in 0..4 {
-                    @let ww = if total > 0.0 { plot_w * shares[k] / total } else { 0.0 };
+                    @let ww = widths[k];
+                    @let x = left + widths[..k].iter().sum::<f64>();
                     @if ww > 0.0 {
                         rect x=(f(x)) y=(f(y)) width=(f(ww)) height=(f(bar_h)) fill=(OUTCOME_COLOURS[k]) {
                             title { (label) ": " (format!("{:.1}", shares[k])) "% " (OUTCOME_NAMES[k]) }
@@ -152,7 +168,6 @@ pub fn mix_bars(id: &str, caption: &str, rows: &[(String, [f64; 4])]) -> Markup 
                             text x=(f(x + ww / 2.0)) y=(f(y + bar_h / 2.0 + 4.0)) font-size="10" text-anchor="middle" fill="#fff" { (format!("{:.0}%", shares[k])) }
                         }
                     }
-                    @let _ = { x += ww; };
                 }
             }
             (legend(left, h - 6.0, &OUTCOME_NAMES, &OUTCOME_COLOURS))
@@ -198,9 +213,13 @@ pub fn heatmap(id: &str, caption: &str, weekdays: &[&str; 7], values: &[[f64; 48
     }
 }
 
+/// One half-hour of a staffing curve: start, calls an hour, people by
+/// Erlang C and by Erlang A.
+pub type CurvePoint = (String, f64, u32, Option<u32>);
+
 /// A day's staffing curve: arrivals per hour as bars (right axis), people
 /// needed by Erlang C as a step line and by Erlang A dashed (left axis).
-pub fn staffing_curve(id: &str, caption: &str, slots: &[(String, f64, u32, Option<u32>)]) -> Markup {
+pub fn staffing_curve(id: &str, caption: &str, slots: &[CurvePoint]) -> Markup {
     let busy: Vec<usize> = slots.iter().enumerate().filter(|(_, s)| s.1 > 0.0).map(|(i, _)| i).collect();
     let (first, last) = match (busy.first(), busy.last()) {
         (Some(a), Some(b)) => (a.saturating_sub(1), (*b + 1).min(slots.len().saturating_sub(1))),
@@ -216,7 +235,7 @@ pub fn staffing_curve(id: &str, caption: &str, slots: &[(String, f64, u32, Optio
     let max_staff = view.iter().map(|s| s.2.max(s.3.unwrap_or(0))).max().unwrap_or(0).max(1) as f64;
     let max_staff = max_staff.ceil() + 1.0;
     let ys = |v: f64| top + plot_h * (1.0 - v / max_staff);
-    let step = |pick: &dyn Fn(&(String, f64, u32, Option<u32>)) -> Option<u32>| -> String {
+    let step = |pick: &dyn Fn(&CurvePoint) -> Option<u32>| -> String {
         let mut d = String::new();
         for (i, s) in view.iter().enumerate() {
             if let Some(v) = pick(s) {

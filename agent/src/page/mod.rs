@@ -322,10 +322,10 @@ pub fn routes() -> Router<Arc<Shared>> {
 /// `page.lan.api`).
 pub const PAGE_PATHS: [&str; 3] = ["/", "/staffing", "/report"];
 
-fn ctx(s: &Shared) -> std::result::Result<Ctx, Response> {
+fn ctx(s: &Shared) -> std::result::Result<Ctx, Box<Response>> {
     let store = s.store.read().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(store) = store else {
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "the store is not available; see `cbt-agent status`\n").into_response());
+        return Err(Box::new((StatusCode::SERVICE_UNAVAILABLE, "the store is not available; see `cbt-agent status`\n").into_response()));
     };
     Ok(Ctx {
         site: s.site.read().unwrap_or_else(|e| e.into_inner()).clone(),
@@ -343,7 +343,7 @@ where
 {
     let c = match ctx(s) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match tokio::task::spawn_blocking(move || f(c)).await {
         Ok(Ok(r)) => r,

@@ -463,7 +463,7 @@ pub fn staffing_page(c: &Ctx, sq: &StaffingQuery, p: &StaffingParams) -> Result<
         }
     }
     let names: [&str; 7] = WEEKDAYS.map(weekday_name);
-    let curve: Vec<(String, f64, u32, Option<u32>)> = (0..48)
+    let curve: Vec<charts::CurvePoint> = (0..48)
         .filter_map(|s| slot(wd, s))
         .map(|r| (r.start.clone(), r.arrivals_per_hour, r.staff_erlang_c, r.staff_erlang_a))
         .collect();
