@@ -269,6 +269,65 @@ mod tests {
         assert!((nat().answered_past_ivr().unwrap() - 77.24).abs() < 0.01);
     }
 
+    fn figures(outcomes: &[crate::call::Outcome]) -> (PeriodFigures, Site) {
+        use crate::call::{CallRecord, Correlation, EndedBy, Outcome};
+        let site = Site::single("B82005", &["01632 960123"], &crate::number::Hasher::new([1; 32], "44"));
+        let mut agg = crate::metrics::Aggregator::new(&site);
+        let t = crate::time::Timestamp(1_762_243_200_000_000); // 2025-11-04T08:00Z
+        for (i, o) in outcomes.iter().enumerate() {
+            agg.add_call(&CallRecord {
+                seq: i as u64,
+                call_id: String::new(),
+                practice: "B82005".into(),
+                started: t,
+                queue_joined: None,
+                first_ring: None,
+                answered: None,
+                ended: t,
+                ended_by: EndedBy::Caller,
+                outcome: *o,
+                wait_s: (*o == Outcome::Answered || *o == Outcome::Missed).then_some(30.0 + 100.0 * i as f64),
+                duration_s: (*o == Outcome::Answered).then_some(100.0),
+                abandoned: *o == Outcome::Missed,
+                voicemail: None,
+                callback_requested: None,
+                callback_made: None,
+                offered_to_staff: true,
+                legs: 1,
+                correlation: Correlation::default(),
+                partial: false,
+                caller: None,
+            });
+        }
+        let d = chrono::NaiveDate::from_ymd_opt(2025, 11, 4).unwrap();
+        (crate::period::period(&agg, "B82005", d, d), site)
+    }
+
+    #[test]
+    fn comparison_and_set_up_notes() {
+        use crate::call::Outcome::*;
+        let (f, mut site) = figures(&[Answered, Answered, Answered, Missed]);
+        assert_eq!(f.dpn.call_volume, 4);
+        let c = compare(&f, &nat(), Setup::of(&site), &[100.0, 100.0, 100.0]);
+        let row = |m: &str| c.rows.iter().find(|r| r.measure == m).unwrap().clone();
+        assert_eq!(row("Answered").practice, Some(75.0));
+        assert_eq!(row("Answered, of calls past the IVR").practice, Some(75.0));
+        assert_eq!(row("Answered, of calls past the IVR").england, Some(77.2));
+        // waits 30, 130, 230 s: one within 2 minutes
+        assert_eq!(row("Answered within 2 minutes, of answered calls").practice, Some(33.3));
+        assert!(c.notes[0].starts_with("No IVR"), "{:?}", c.notes);
+        assert!(c.notes[1].starts_with("No callback service"), "{:?}", c.notes);
+        // an IVR answering first and a callback line, as configured
+        let h = crate::number::Hasher::new([1; 32], "44");
+        site.automated.push(crate::site::Endpoint::parse("ivr", &h));
+        site.callback_request.push(crate::site::Endpoint::parse("callback", &h));
+        let (f, _) = figures(&[Answered, EndedInIvr, CallbackRequested, Missed]);
+        let c = compare(&f, &nat(), Setup::of(&site), &[100.0]);
+        assert!(c.notes[0].contains("ended in IVR (25.0% here, 25.3% in England)"), "{:?}", c.notes);
+        assert!(c.notes[1].contains("callback requested (25.0% here, 6.6% in England)"), "{:?}", c.notes);
+        assert_eq!(row("Answered").england, Some(57.7));
+    }
+
     #[test]
     fn labels() {
         assert_eq!(length_label(0, Some(60)), "up to 1 min");
