@@ -10,7 +10,7 @@ use cbt_proto::call::CallRecord;
 use cbt_proto::metrics::Day;
 use cbt_proto::number::Hasher;
 use cbt_proto::Timestamp;
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,17 +29,23 @@ pub struct StatusArgs {
     pub url: Option<String>,
 }
 
-fn listen_of(config: Option<&PathBuf>, url: Option<&str>) -> Result<Listen> {
+/// The status API's address, and where it came from (for messages).
+fn listen_of(config: Option<&PathBuf>, url: Option<&str>) -> Result<(Listen, String)> {
     if let Some(u) = url {
-        return Ok(match u.strip_prefix("unix:") {
+        let l = match u.strip_prefix("unix:") {
             Some(p) => Listen::Unix(PathBuf::from(p)),
             None => Listen::Tcp(u.trim_start_matches("http://").trim_end_matches('/').parse().with_context(|| format!("`{u}` is not address:port"))?),
-        });
+        };
+        return Ok((l, "given with --url".into()));
     }
     let path = config.cloned().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
     match Config::load(&path) {
-        Ok(c) => Ok(c.agent.status_listen),
-        Err(_) if config.is_none() => Ok(Listen::Tcp(DEFAULT_STATUS.parse().expect("default"))),
+        Ok(c) => Ok((c.agent.status_listen, format!("status.listen of {}", path.display()))),
+        Err(e) if config.is_none() => {
+            let why = e.problems.first().map_or_else(String::new, |p| format!("{}; {}", p.message, p.fix));
+            eprintln!("note: {} could not be read ({why}); trying the default address {DEFAULT_STATUS}", path.display());
+            Ok((Listen::Tcp(DEFAULT_STATUS.parse().expect("default")), format!("the default address, as {} could not be read", path.display())))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -47,11 +53,11 @@ fn listen_of(config: Option<&PathBuf>, url: Option<&str>) -> Result<Listen> {
 /// `cbt-agent status`: exit 0 when healthy, 1 when a diagnostic is an
 /// error, 3 when the service is not running.
 pub fn status(args: StatusArgs) -> Result<ExitCode> {
-    let listen = listen_of(args.config.as_ref(), args.url.as_deref())?;
+    let (listen, from) = listen_of(args.config.as_ref(), args.url.as_deref())?;
     let body = match client::get(&listen, "/status") {
         Ok(b) => b,
         Err(e) if client::is_not_running(&e) => {
-            eprintln!("cbt-agent is not running (nothing answers at {listen}); start it with `systemctl start cbt-agent`");
+            eprintln!("cbt-agent is not running (nothing answers at {listen}, {from}); start it with `sudo systemctl start cbt-agent`");
             return Ok(ExitCode::from(3));
         }
         Err(e) => return Err(e),
@@ -223,7 +229,8 @@ pub fn report(args: ReportArgs) -> Result<ExitCode> {
     let (records, days, pruned, problems): (Vec<CallRecord>, Days, Option<Timestamp>, Vec<String>) =
         match client::get(&config.agent.status_listen, &path) {
             Ok(body) => {
-                let records = serde_json::from_str(&body).context("the service's call list is unreadable")?;
+                let calls: Vec<crate::output::CallJson> = serde_json::from_str(&body).context("the service's call list is unreadable")?;
+                let records = calls.iter().map(|c| c.record()).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("the service's call list is unreadable: {e}"))?;
                 let d: serde_json::Value = serde_json::from_str(&client::get(&config.agent.status_listen, "/api/days")?)?;
                 let problems = serde_json::from_value(d["problems"].clone()).unwrap_or_default();
                 (records, serde_json::from_value(d["days"].clone())?, serde_json::from_value(d["pruned_before"].clone())?, problems)
@@ -267,9 +274,45 @@ pub fn report(args: ReportArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(1))
 }
 
-/// `cbt-agent check-config`: 0 valid, 1 valid but the machine does not
-/// match it (missing interface, store not writable), 2 invalid.
-pub fn check_config(path: &PathBuf) -> Result<ExitCode> {
+#[derive(Args, Debug)]
+pub struct CheckConfigArgs {
+    /// The configuration file.
+    #[arg(value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
+    pub file: PathBuf,
+    /// The service's own start-up check (systemd's ExecStartPre): fail only
+    /// for what makes running pointless (an invalid file, a store the
+    /// service can never write); what the service waits out or retries (a
+    /// missing interface, an unreachable collector) is only reported.
+    #[arg(long)]
+    pub service: bool,
+}
+
+/// Can this user write `dir` (or create it: the nearest existing ancestor)?
+/// Asks the kernel (access(2)), which also knows read-only mounts such as
+/// the service's sandbox; creates nothing.
+pub fn writable(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut p = dir.to_path_buf();
+    while !p.exists() {
+        if !p.pop() {
+            return Err("no part of the path exists".into());
+        }
+    }
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| "the path holds a NUL byte".to_string())?;
+    // SAFETY: access(2) reads a NUL-terminated path we own.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(format!("{} is not writable by this user ({})", p.display(), std::io::Error::last_os_error()))
+    }
+}
+
+/// `cbt-agent check-config FILE`: 0 valid (warnings printed), 1 valid but
+/// this machine does not match it (a missing interface, a store this user
+/// cannot write), 2 invalid. With `--service`: 2 only for what stops the
+/// service for good, else 0.
+pub fn check_config(args: CheckConfigArgs) -> Result<ExitCode> {
+    let path = &args.file;
     let c = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -279,8 +322,60 @@ pub fn check_config(path: &PathBuf) -> Result<ExitCode> {
     };
     let out = std::io::stdout();
     let mut w = out.lock();
-    let mut warnings = Vec::new();
-    writeln!(w, "{} is valid.", path.display())?;
+    let mut machine = Vec::new();
+    let mut fatal = Vec::new();
+    if !args.service {
+        writeln!(w, "{} is valid.", path.display())?;
+        describe(&mut w, &c)?;
+    }
+    let a = &c.agent;
+    let devices: Vec<String> = pcap::Device::list().map(|d| d.into_iter().map(|d| d.name).collect()).unwrap_or_default();
+    for i in a.interfaces.iter().filter(|i| *i != "any" && !devices.contains(i)) {
+        machine.push(format!("interface {i} does not exist on this machine (have: {}); the service waits for it", devices.join(", ")));
+    }
+    if let Err(e) = writable(&a.store_dir) {
+        let default = std::path::Path::new(crate::config::DEFAULT_STORE);
+        if args.service && !a.store_dir.starts_with(default) {
+            fatal.push(format!(
+                "store.dir {}: {e}. The service may write only {} (systemd ProtectSystem=strict): use that, or allow the directory with a drop-in (`systemctl edit cbt-agent`: [Service] ReadWritePaths={}), see docs/operations.md",
+                a.store_dir.display(),
+                default.display(),
+                a.store_dir.display()
+            ));
+        } else {
+            machine.push(format!("store.dir {}: {e}", a.store_dir.display()));
+        }
+    }
+    if let Some(u) = &c.upload {
+        if let Err(e) = std::fs::File::open(&u.token_file) {
+            machine.push(format!("upload.token_file {}: {e}; documents are not sent until it can be read", u.token_file.display()));
+        }
+        if let Some(ca) = &u.ca_file {
+            if let Err(e) = std::fs::File::open(ca) {
+                machine.push(format!("upload.ca_file {}: {e}", ca.display()));
+            }
+        }
+    }
+    for p in &c.warnings {
+        eprintln!("warning: {}:{}: {}: {}; fix: {}", path.display(), p.line, p.key, p.message, p.fix);
+    }
+    for m in &machine {
+        eprintln!("warning: {m}");
+    }
+    for f in &fatal {
+        eprintln!("error: {f}");
+    }
+    Ok(if !fatal.is_empty() {
+        ExitCode::from(2)
+    } else if !machine.is_empty() && !args.service {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// What the service would do with a configuration, for people.
+fn describe(w: &mut dyn Write, c: &Config) -> Result<()> {
     writeln!(w, "Practices (times in {})", c.timezone.name())?;
     for p in &c.practices {
         writeln!(w, "  {}{}: {}", p.ods, p.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default(), if p.numbers.is_empty() { "no numbers: every inbound call".into() } else { p.numbers.join(", ") })?;
@@ -295,6 +390,7 @@ pub fn check_config(path: &PathBuf) -> Result<ExitCode> {
     writeln!(w, "  pbx:       {}", addrs(&c.pbx))?;
     writeln!(w, "  staff:     {}; extensions {}", addrs(&c.staff), list(c.staff_extensions.iter().map(|p| p.as_str().to_string()).collect()))?;
     writeln!(w, "  automated: {}; voicemail {}; queue {}", list(c.automated.clone()), list(c.voicemail.clone()), list(c.queue.clone()))?;
+    let span = |d: cbt_proto::time::Micros| crate::config::format_duration(d);
     writeln!(
         w,
         "Callbacks: requested via {}{}, counted within {}",
@@ -302,57 +398,41 @@ pub fn check_config(path: &PathBuf) -> Result<ExitCode> {
         c.callback_header.as_ref().map(|h| format!(" or header {h}")).unwrap_or_default(),
         match c.callback_window {
             cbt_proto::site::CallbackWindow::SameDay => "the same day".to_string(),
-            cbt_proto::site::CallbackWindow::Within(d) => format!("{} minutes", d / 60_000_000),
+            cbt_proto::site::CallbackWindow::Within(d) => span(d),
         }
     )?;
-    writeln!(w, "Correlation: B2BUA heuristic {}, headers {}", if c.b2bua { "on" } else { "off" }, list(c.correlation_headers.clone()))?;
+    writeln!(w, "Correlation: B2BUA heuristic {}, headers {}, settle {}", if c.b2bua { "on" } else { "off" }, list(c.correlation_headers.clone()), span(c.settle))?;
+    writeln!(w, "Calls: ring timeout {}, longest call {}", span(c.legs.ring_timeout), span(c.legs.max_call))?;
     let a = &c.agent;
     writeln!(w, "Capture")?;
-    let devices: Vec<String> = pcap::Device::list().map(|d| d.into_iter().map(|d| d.name).collect()).unwrap_or_default();
     if a.interfaces.is_empty() {
         writeln!(w, "  no interfaces (HEP only)")?;
     }
     for i in &a.interfaces {
-        let found = i == "any" || devices.contains(i);
-        if !found {
-            warnings.push(format!("interface {i} does not exist on this machine (have: {})", devices.join(", ")));
-        }
-        writeln!(w, "  {i}{}", if found { "" } else { "  (NOT FOUND on this machine)" })?;
+        writeln!(w, "  {i}")?;
     }
     writeln!(w, "  filter: {}", a.filter_for(true))?;
     writeln!(w, "  snap length {}, kernel buffer {}, immediate mode {}", a.snaplen, human_bytes(a.buffer_bytes as u64), if a.immediate { "on" } else { "off" })?;
     writeln!(w, "HEP: {}", a.hep_listen.map_or("off".to_string(), |h| format!("listening on {h}, receive queue {}", human_bytes(a.hep_receive_buffer as u64))))?;
-    let writable = std::fs::create_dir_all(&a.store_dir).is_ok() && tempfile_in(&a.store_dir);
-    if !writable {
-        warnings.push(format!("the store directory {} is not writable by this user", a.store_dir.display()));
-    }
-    writeln!(
-        w,
-        "Store: {}{}, retention {} days, cache {}",
-        a.store_dir.display(),
-        if writable { "" } else { " (NOT WRITABLE)" },
-        a.retention / 86_400_000_000,
-        human_bytes(a.cache_bytes)
-    )?;
+    writeln!(w, "Store: {}, call records kept {}, snapshot every {}, cache {}", a.store_dir.display(), span(a.retention), span(a.snapshot_every), human_bytes(a.cache_bytes))?;
     writeln!(w, "Status API: {}", a.status_listen)?;
-    crate::page::check_config_lines(&mut w, &c.page)?;
-    writeln!(w, "Log level: {}", a.log_level)?;
-    if warnings.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for m in warnings {
-            eprintln!("warning: {m}");
-        }
-        Ok(ExitCode::from(1))
+    match &c.upload {
+        Some(u) => writeln!(
+            w,
+            "Upload: to {} as {}, today's figures every {}, retries back off to {}{}",
+            u.days_url(),
+            u.agent_id,
+            span(u.interval),
+            span(u.max_backoff),
+            u.proxy.as_ref().map(|p| format!(", through {p}")).unwrap_or_default()
+        )?,
+        None => writeln!(w, "Upload: off (figures stay on this machine; `cbt-agent export` writes them for a month)")?,
     }
+    crate::page::check_config_lines(w, &c.page)?;
+    writeln!(w, "Log level: {}", a.log_level)?;
+    Ok(())
 }
 
-fn tempfile_in(dir: &std::path::Path) -> bool {
-    let p = dir.join(format!(".cbt-agent-check-{}", std::process::id()));
-    let ok = std::fs::write(&p, b"").is_ok();
-    let _ = std::fs::remove_file(&p);
-    ok
-}
 
 /// Asks the running service's API for `path`, else opens the store itself
 /// (the service is stopped) and computes the same with `offline`.
@@ -430,7 +510,7 @@ pub struct ExportArgs {
     /// The configuration file.
     #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
     pub config: PathBuf,
-    /// The month to export.
+    /// The month to export: YYYY-MM, or `previous` (the month before this one).
     #[arg(long, value_name = "YYYY-MM")]
     pub month: String,
     /// Where to write the three NHS files and the day documents.
@@ -441,10 +521,18 @@ pub struct ExportArgs {
     pub no_unassigned: bool,
 }
 
-/// The first and last date of `YYYY-MM`.
+/// The first and last date of `YYYY-MM`, or of the month before this one
+/// (`previous`, in local time: what a timer on the 1st-5th exports).
 pub fn month_span(month: &str) -> Result<(NaiveDate, NaiveDate)> {
-    let first = NaiveDate::parse_from_str(&format!("{}-01", month.trim()), "%Y-%m-%d")
-        .with_context(|| format!("`{month}` is not a month: write it as YYYY-MM, like 2026-11"))?;
+    let first = if month.trim() == "previous" {
+        let today = chrono::Local::now().date_naive();
+        NaiveDate::from_ymd_opt(today.year(), today.month(), 1)
+            .and_then(|d| d.checked_sub_months(chrono::Months::new(1)))
+            .context("month out of range")?
+    } else {
+        NaiveDate::parse_from_str(&format!("{}-01", month.trim()), "%Y-%m-%d")
+            .with_context(|| format!("`{month}` is not a month: write it as YYYY-MM, like 2026-11, or `previous`"))?
+    };
     let next = first.checked_add_months(chrono::Months::new(1)).context("month out of range")?;
     Ok((first, next.pred_opt().context("month out of range")?))
 }

@@ -31,7 +31,6 @@ mod page;
 pub use page::{LanConfig, PageConfig, StaffingConfig, DEFAULT_NATIONAL};
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct Raw {
     timezone: Option<S<String>>,
     country_code: Option<S<String>>,
@@ -70,10 +69,12 @@ struct Raw {
     page: page::RawPage,
     #[serde(default)]
     staffing: page::RawStaffing,
+    /// The line of the `[network]` header, for messages about the section.
+    #[serde(skip)]
+    network_line: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawUpload {
     url: Option<S<String>>,
     token_file: Option<S<String>>,
@@ -88,14 +89,12 @@ struct RawUpload {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawCalls {
     max_duration: Option<S<String>>,
     ring_timeout: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawCapture {
     #[serde(default)]
     interfaces: Vec<S<String>>,
@@ -109,14 +108,12 @@ struct RawCapture {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawHep {
     listen: Option<S<String>>,
     receive_buffer: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawStore {
     dir: Option<S<String>>,
     retention: Option<S<String>>,
@@ -126,25 +123,21 @@ struct RawStore {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawStatus {
     listen: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawLog {
     level: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawDiagnostics {
     quiet: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawPractice {
     ods: S<String>,
     name: Option<String>,
@@ -157,7 +150,6 @@ struct RawPractice {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawNetwork {
     #[serde(default)]
     carrier: Vec<S<String>>,
@@ -174,7 +166,6 @@ struct RawNetwork {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawAutomated {
     #[serde(default)]
     voicemail: Vec<S<String>>,
@@ -185,7 +176,6 @@ struct RawAutomated {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawCallbacks {
     #[serde(default)]
     request: Vec<S<String>>,
@@ -196,7 +186,6 @@ struct RawCallbacks {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawCorrelation {
     #[serde(default)]
     headers: Vec<S<String>>,
@@ -205,7 +194,6 @@ struct RawCorrelation {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawCalendar {
     bank_holidays: Option<Vec<S<String>>>,
     #[serde(default)]
@@ -213,14 +201,12 @@ struct RawCalendar {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawBuckets {
     wait: Option<S<Vec<u32>>>,
     duration: Option<S<Vec<u32>>>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawPrivacy {
     secret_file: Option<S<String>>,
 }
@@ -291,6 +277,9 @@ pub struct Config {
     pub upload: Option<UploadConfig>,
     /// The practice manager's page and staffing (`[page]`, `[staffing]`).
     pub page: PageConfig,
+    /// Things that are allowed but probably not meant (a placeholder ODS
+    /// code, no network roles, a number given to two practices).
+    pub warnings: Vec<Problem>,
 }
 
 /// `[upload]`: where and how day documents go.
@@ -493,7 +482,7 @@ impl Checker<'_> {
         match parse_duration(v.get_ref()) {
             Some(d) => Some(d),
             None => {
-                self.bad(v, key, format!("`{}` is not a duration", v.get_ref()), "write a number with a unit: 30s, 10m, 2h");
+                self.bad(v, key, format!("`{}` is not a duration", v.get_ref()), "write a number with a unit: 30s, 10m, 2h, 1d (or 1h30m)");
                 None
             }
         }
@@ -524,7 +513,217 @@ impl Checker<'_> {
     }
 }
 
-/// `30s`, `10m`, `2h`, `1h30m`, or a bare number of seconds.
+/// The sections and keys of the file, for suggesting a key when an unknown
+/// one is met (finding unknown keys does not depend on this list).
+const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    ("", &["timezone", "country_code", "practice", "network", "automated", "callbacks", "correlation", "calendar", "buckets", "privacy", "capture", "hep", "store", "status", "log", "diagnostics", "calls", "upload", "page", "staffing"]),
+    ("practice", &["ods", "name", "numbers", "region_code", "icb_code", "sub_icb_location_code", "pcn_code"]),
+    ("network", &["carrier", "pbx", "staff", "automated", "staff_extensions", "automated_users"]),
+    ("automated", &["voicemail", "queue", "ivr"]),
+    ("callbacks", &["request", "header", "window", "originators"]),
+    ("correlation", &["headers", "b2bua", "settle"]),
+    ("calendar", &["bank_holidays", "extra_bank_holidays"]),
+    ("buckets", &["wait", "duration"]),
+    ("privacy", &["secret_file"]),
+    ("capture", &["interfaces", "filter", "sip_ports", "snaplen", "buffer_size", "immediate", "read_timeout", "queue"]),
+    ("hep", &["listen", "receive_buffer"]),
+    ("store", &["dir", "retention", "cache", "memory_calls", "snapshot_every"]),
+    ("status", &["listen"]),
+    ("log", &["level"]),
+    ("diagnostics", &["quiet"]),
+    ("calls", &["max_duration", "ring_timeout"]),
+    ("upload", &["url", "token_file", "ca_file", "client_cert", "client_key", "proxy", "interval", "max_backoff", "timeout", "agent_id"]),
+    ("page", &["national", "lan"]),
+    ("page.lan", &["listen", "password_hash", "token_file", "cert", "key", "api"]),
+    ("staffing", &["weeks", "target_wait", "target_share", "wrap_up"]),
+];
+
+fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())].matches('\n').count() + 1
+}
+
+/// Where every key of the document is: (path as messages name it, key
+/// span, value span). `practice[2].ods` for arrays of tables.
+fn layout(t: &toml::de::DeTable<'_>, prefix: &str, out: &mut Vec<(String, std::ops::Range<usize>, std::ops::Range<usize>)>) {
+    use toml::de::DeValue;
+    for (k, v) in t.iter() {
+        let path = if prefix.is_empty() { k.get_ref().to_string() } else { format!("{prefix}.{}", k.get_ref()) };
+        out.push((path.clone(), k.span(), v.span()));
+        match v.get_ref() {
+            DeValue::Table(inner) => layout(inner, &path, out),
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let DeValue::Table(inner) = item.get_ref() {
+                        layout(inner, &format!("{path}[{}]", i + 1), out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The closest known key of the same section, if one is close.
+fn suggestion(path: &str) -> Option<String> {
+    let (section, key) = match path.rsplit_once('.') {
+        Some((s, k)) => (s.split('[').next().unwrap_or(s), k),
+        None => ("", path),
+    };
+    let known = KNOWN_KEYS.iter().find(|(s, _)| *s == section)?.1;
+    let dist = |a: &str, b: &str| {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for i in 1..=a.len() {
+            let mut prev = row[0];
+            row[0] = i;
+            for j in 1..=b.len() {
+                let cur = row[j];
+                row[j] = (row[j] + 1).min(row[j - 1] + 1).min(prev + usize::from(a[i - 1] != b[j - 1]));
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    };
+    known.iter().map(|k| (dist(key, k), *k)).filter(|(d, k)| *d <= 2.max(k.len() / 3)).min().map(|(_, k)| k.to_string())
+}
+
+/// The fix for a TOML syntax error, from what the parser said.
+fn syntax_fix(message: &str) -> String {
+    let m = message.to_ascii_lowercase();
+    let fix = if m.contains("duplicate key") || m.contains("duplicate") {
+        "the key (or section) appears twice: keep one"
+    } else if m.contains("string") && (m.contains("unclosed") || m.contains("unterminated") || m.contains("closing")) {
+        "close the text with the same quote it opened with: key = \"value\""
+    } else if m.contains("table header") || m.contains("array of tables") || m.contains("`]`") {
+        "write a section as [name] (or [[practice]] for each practice), alone on its line"
+    } else if m.contains("string values must be quoted") || m.contains("unquoted") || m.contains("invalid string") {
+        "put text in double quotes: key = \"value\"; lists as [\"a\", \"b\"]"
+    } else if m.contains("`=`") || m.contains("key") {
+        "write each setting as key = value on its own line"
+    } else {
+        "correct the TOML on this line: key = value, text in double quotes, lists in [ ], sections as [name]"
+    };
+    fix.to_string()
+}
+
+/// The section a line is in (the last `[...]` header above it).
+fn section_at(text: &str, line: usize) -> String {
+    text.lines()
+        .take(line.saturating_sub(1))
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("[[").and_then(|r| r.strip_suffix("]]")).or_else(|| l.strip_prefix('[').and_then(|r| r.strip_suffix(']')))
+        })
+        .last()
+        .map_or_else(|| "(top)".to_string(), |s| format!("[{}]", s.trim()))
+}
+
+/// Reads the TOML into the raw sections: every syntax error, every unknown
+/// key (with a suggestion) and a value of the wrong type are problems,
+/// named by their line and key.
+fn read_toml(text: &str) -> Result<Raw, Vec<Problem>> {
+    let (doc, syntax) = toml::de::DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        return Err(syntax
+            .iter()
+            .map(|e| {
+                let line = e.span().map_or(0, |s| line_of(text, s.start));
+                let message = e.message().trim().replace('\n', " ");
+                Problem {
+                    line,
+                    key: format!("{} (syntax)", section_at(text, line)),
+                    fix: syntax_fix(&message),
+                    message,
+                }
+            })
+            .collect());
+    }
+    let mut places = Vec::new();
+    layout(doc.get_ref(), "", &mut places);
+    let mut problems = Vec::new();
+    let mut unknown = Vec::new();
+    let de = toml::de::Deserializer::from(doc);
+    let raw: Option<Raw> = match serde_ignored::deserialize(de, |p| unknown.push(p.to_string())) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let span = e.span();
+            // the innermost key whose value holds the error
+            let place = span.as_ref().and_then(|s| {
+                places.iter().filter(|(_, _, v)| v.start <= s.start && s.end <= v.end).min_by_key(|(_, _, v)| v.end - v.start)
+            });
+            let message = e.message().trim().replace('\n', " ");
+            let fix = if message.contains("invalid type") {
+                "check the value's type: text in double quotes, lists in [ ], numbers and true/false bare (see docs/configuration.md)"
+            } else if message.contains("missing field") {
+                "add the key"
+            } else {
+                "correct the value (see docs/configuration.md)"
+            };
+            problems.push(Problem {
+                line: span.map_or(0, |s| line_of(text, s.start)),
+                key: place.map_or_else(|| "(value)".to_string(), |(p, _, _)| p.clone()),
+                message,
+                fix: fix.into(),
+            });
+            None
+        }
+    };
+    for path in unknown {
+        // serde_ignored: `practice.0.odss`; messages: `practice[1].odss`
+        let mut shown = String::new();
+        // (`?` stands for the `Some` of an optional section like [upload])
+        for part in path.split('.').filter(|p| *p != "?") {
+            match part.parse::<usize>() {
+                Ok(i) => shown.push_str(&format!("[{}]", i + 1)),
+                Err(_) => {
+                    if !shown.is_empty() {
+                        shown.push('.');
+                    }
+                    shown.push_str(part);
+                }
+            }
+        }
+        let line = places.iter().find(|(p, _, _)| *p == shown).map_or(0, |(_, k, _)| line_of(text, k.start));
+        let fix = match suggestion(&shown) {
+            Some(k) => format!("did you mean `{k}`? (the keys of each section are in docs/configuration.md)"),
+            None => "remove it, or move it to the section it belongs to (the keys of each section are in docs/configuration.md)".into(),
+        };
+        problems.push(Problem {
+            line,
+            key: shown,
+            message: "unknown key".into(),
+            fix,
+        });
+    }
+    match raw {
+        Some(mut r) if problems.is_empty() => {
+            r.network_line = places.iter().find(|(p, _, _)| p == "network").map(|(_, k, _)| line_of(text, k.start));
+            Ok(r)
+        }
+        _ => {
+            problems.sort_by_key(|p| p.line);
+            Err(problems)
+        }
+    }
+}
+
+/// A duration as configuration writes them: `90s`, `10m`, `4h`, `2d`, `1h30m`.
+pub fn format_duration(d: Micros) -> String {
+    let s = d / SECOND;
+    if s == 0 {
+        return format!("{} ms", d / 1000);
+    }
+    let (days, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    let mut out = String::new();
+    for (n, u) in [(days, "d"), (h, "h"), (m, "m"), (sec, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{u}"));
+        }
+    }
+    out
+}
+
+/// `30s`, `10m`, `2h`, `1d`, `1h30m`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Option<Micros> {
     let s = s.trim();
     if let Ok(n) = s.parse::<u64>() {
@@ -559,7 +758,14 @@ impl Config {
                 line: 0,
                 key: "(file)".into(),
                 message: format!("cannot read the file: {e}"),
-                fix: "check the path given with --config and that the file is readable".into(),
+                fix: match e.kind() {
+                    std::io::ErrorKind::PermissionDenied => format!(
+                        "run the command with sudo, or as a member of the cbt-agent group (the file is mode 0640, owner root, group cbt-agent: `sudo adduser {} cbt-agent`, then log in again)",
+                        std::env::var("USER").unwrap_or_else(|_| "YOU".into())
+                    ),
+                    std::io::ErrorKind::NotFound => format!("check the path (the service reads {DEFAULT_CONFIG}; the package installs an example there)"),
+                    _ => "check the path, and that this user may read the file".into(),
+                },
             }],
         })?;
         Config::parse(&text, path)
@@ -571,25 +777,7 @@ impl Config {
             path: path.to_path_buf(),
             problems,
         };
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let message = e.message().trim().replace('\n', " ");
-            let fix = if message.contains("unknown field") {
-                "remove or correct the key (see docs/configuration.md for the keys of each section)"
-            } else if message.contains("invalid type") {
-                "check the value's type: strings in quotes, lists in [ ], numbers bare"
-            } else if message.contains("missing field") {
-                "add the key"
-            } else {
-                "fix the TOML syntax"
-            };
-            err(vec![Problem {
-                line,
-                key: "(toml)".into(),
-                message,
-                fix: fix.into(),
-            }])
-        })?;
+        let raw = read_toml(text).map_err(err)?;
         let mut c = Checker {
             text,
             problems: Vec::new(),
@@ -623,12 +811,20 @@ impl Config {
             });
         }
         let mut practices = Vec::new();
+        let mut warnings: Vec<Problem> = Vec::new();
         let mut seen_numbers: Vec<(String, String)> = Vec::new();
         for (i, p) in raw.practice.iter().enumerate() {
             let key = |k: &str| format!("practice[{}].{k}", i + 1);
             let ods = p.ods.get_ref().trim().to_string();
             if !is_ods(&ods) {
                 c.bad(&p.ods, &key("ods"), format!("`{ods}` is not an ODS practice code"), "write a letter and five digits, like \"B82005\"");
+            } else if PLACEHOLDER_ODS.contains(&ods.as_str()) {
+                warnings.push(Problem {
+                    line: c.line(p.ods.span()),
+                    key: key("ods"),
+                    message: format!("`{ods}` is the example code of the shipped configuration, not a practice"),
+                    fix: "write the practice's ODS code (NHS ODS Portal, or the practice's CQRS record)".into(),
+                });
             }
             if practices.iter().any(|q: &PracticeConfig| q.ods == ods) {
                 c.bad(&p.ods, &key("ods"), format!("practice {ods} is configured twice"), "merge the two [[practice]] tables");
@@ -638,7 +834,12 @@ impl Config {
                 match number::normalize(n.get_ref(), &country_code) {
                     Some(e164) => {
                         if let Some((other, _)) = seen_numbers.iter().find(|(_, e)| *e == e164) {
-                            c.bad(n, &key("numbers"), format!("{} is also a number of {other}", n.get_ref()), "give each number to one practice");
+                            warnings.push(Problem {
+                                line: c.line(n.span()),
+                                key: key("numbers"),
+                                message: format!("{} is also a number of {other}: its calls are counted for {other} only", n.get_ref()),
+                                fix: "give each number to one practice (a number the practices share belongs to none: leave it out and its calls are Unassigned)".into(),
+                            });
                         }
                         seen_numbers.push((ods.clone(), e164.clone()));
                         numbers.push(e164);
@@ -685,6 +886,14 @@ impl Config {
             }
         }
         let n = &raw.network;
+        if [&n.carrier, &n.pbx, &n.staff, &n.automated, &n.staff_extensions, &n.automated_users].iter().all(|l| l.is_empty()) {
+            warnings.push(Problem {
+                line: raw.network_line.unwrap_or(1),
+                key: "network".into(),
+                message: "no network role is set: every new Call-ID counts as an inbound call and nothing tells handsets, IVR and carrier apart".into(),
+                fix: "set at least network.pbx and network.staff (and network.carrier for a full view); see docs/operations.md, \"Worked configurations\"".into(),
+            });
+        }
         let carrier = c.addrs("network.carrier", &n.carrier);
         let pbx = c.addrs("network.pbx", &n.pbx);
         let staff = c.addrs("network.staff", &n.staff);
@@ -782,6 +991,7 @@ impl Config {
             legs,
             upload,
             page: page_settings,
+            warnings,
         })
     }
 
@@ -1051,6 +1261,9 @@ fn check_header_name(c: &mut Checker, h: &S<String>, key: &str) {
         c.bad(h, key, format!("`{s}` is not a SIP header name"), "write the header's name without a colon, like \"X-CID\"");
     }
 }
+
+/// Codes that are examples, not practices (the shipped configuration's).
+pub const PLACEHOLDER_ODS: [&str; 2] = ["A00000", "X00000"];
 
 /// ODS practice codes: a letter and five digits.
 pub fn is_ods(s: &str) -> bool {

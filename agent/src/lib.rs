@@ -3,10 +3,12 @@
 
 pub mod book;
 pub mod capture;
+pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod output;
 pub mod page;
 pub mod replay;

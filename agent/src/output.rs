@@ -161,17 +161,25 @@ pub fn write_summary(w: &mut impl Write, tally: &LegTally, stats: &EngineStats, 
     Ok(())
 }
 
-/// One inbound call as printed: no caller number, name or hash of one.
-#[derive(Serialize)]
-pub struct CallOut<'a> {
-    pub practice: &'a str,
+/// One inbound call as `replay --output calls` and `report --output calls`
+/// print it and `/api/calls` serves it: times in RFC 3339, no caller
+/// number, name or hash of one. The one JSON shape of a call outside the
+/// store (which has its own, versioned: `cbt_proto::persist`).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct CallJson {
+    /// The call's number in its store (the API only: `report` needs it to
+    /// attach callbacks made; printed output leaves it out, as it depends
+    /// on where the calls were counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    pub practice: String,
     pub started: String,
     pub queue_joined: Option<String>,
     pub first_ring: Option<String>,
     pub answered: Option<String>,
     pub ended: String,
-    pub ended_by: &'static str,
-    pub outcome: &'static str,
+    pub ended_by: String,
+    pub outcome: String,
     pub wait_s: Option<f64>,
     pub duration_s: Option<f64>,
     pub abandoned: bool,
@@ -187,28 +195,72 @@ fn secs3(x: Option<f64>) -> Option<f64> {
     x.map(|v| (v * 1000.0).round() / 1000.0)
 }
 
+impl CallJson {
+    /// As printed (`exact`: false; waits to the millisecond) or as the API
+    /// serves it (`exact`: true; with `seq`, waits unrounded).
+    pub fn of(r: &cbt_proto::call::CallRecord, exact: bool) -> CallJson {
+        let t = |x: Option<cbt_proto::Timestamp>| x.map(|t| t.to_rfc3339());
+        let round = |x: Option<f64>| if exact { x } else { secs3(x) };
+        CallJson {
+            seq: exact.then_some(r.seq),
+            practice: r.practice.clone(),
+            started: r.started.to_rfc3339(),
+            queue_joined: t(r.queue_joined),
+            first_ring: t(r.first_ring),
+            answered: t(r.answered),
+            ended: r.ended.to_rfc3339(),
+            ended_by: r.ended_by.name().into(),
+            outcome: r.outcome.name().into(),
+            wait_s: round(r.wait_s),
+            duration_s: round(r.duration_s),
+            abandoned: r.abandoned,
+            voicemail: t(r.voicemail),
+            callback_requested: t(r.callback_requested),
+            callback_made: t(r.callback_made),
+            offered_to_staff: r.offered_to_staff,
+            legs: r.legs,
+            partial: r.partial,
+        }
+    }
+
+    /// Back to a record (what `report` counts), or why not.
+    pub fn record(&self) -> Result<cbt_proto::call::CallRecord, String> {
+        use cbt_proto::call::{EndedBy, Outcome};
+        let ts = |s: &str| cbt_proto::Timestamp::parse_rfc3339(s).ok_or_else(|| format!("`{s}` is not an RFC 3339 time"));
+        let opt = |s: &Option<String>| s.as_deref().map(ts).transpose();
+        let outcome = *Outcome::ALL.iter().find(|o| o.name() == self.outcome).ok_or_else(|| format!("unknown outcome `{}`", self.outcome))?;
+        let ended_by = [EndedBy::Caller, EndedBy::Practice, EndedBy::Inferred]
+            .into_iter()
+            .find(|e| e.name() == self.ended_by)
+            .ok_or_else(|| format!("unknown ended_by `{}`", self.ended_by))?;
+        Ok(cbt_proto::call::CallRecord {
+            seq: self.seq.unwrap_or(0),
+            call_id: String::new(),
+            practice: self.practice.clone(),
+            started: ts(&self.started)?,
+            queue_joined: opt(&self.queue_joined)?,
+            first_ring: opt(&self.first_ring)?,
+            answered: opt(&self.answered)?,
+            ended: ts(&self.ended)?,
+            ended_by,
+            outcome,
+            wait_s: self.wait_s,
+            duration_s: self.duration_s,
+            abandoned: self.abandoned,
+            voicemail: opt(&self.voicemail)?,
+            callback_requested: opt(&self.callback_requested)?,
+            callback_made: opt(&self.callback_made)?,
+            offered_to_staff: self.offered_to_staff,
+            legs: self.legs,
+            correlation: Default::default(),
+            partial: self.partial,
+            caller: None,
+        })
+    }
+}
+
 pub fn call_json(r: &cbt_proto::call::CallRecord) -> String {
-    let t = |x: Option<cbt_proto::Timestamp>| x.map(|t| t.to_rfc3339());
-    serde_json::to_string(&CallOut {
-        practice: &r.practice,
-        started: r.started.to_rfc3339(),
-        queue_joined: t(r.queue_joined),
-        first_ring: t(r.first_ring),
-        answered: t(r.answered),
-        ended: r.ended.to_rfc3339(),
-        ended_by: r.ended_by.name(),
-        outcome: r.outcome.name(),
-        wait_s: secs3(r.wait_s),
-        duration_s: secs3(r.duration_s),
-        abandoned: r.abandoned,
-        voicemail: t(r.voicemail),
-        callback_requested: t(r.callback_requested),
-        callback_made: t(r.callback_made),
-        offered_to_staff: r.offered_to_staff,
-        legs: r.legs,
-        partial: r.partial,
-    })
-    .expect("call serialises")
+    serde_json::to_string(&CallJson::of(r, false)).expect("call serialises")
 }
 
 /// The readable report of `--output report`.

@@ -72,6 +72,8 @@ pub struct Store {
     /// What could not be read, since the store was opened (for status,
     /// the log and `report`'s exit status).
     problems: Mutex<Vec<String>>,
+    /// Held while the store is open: one process at a time.
+    _lock: File,
 }
 
 struct Journal {
@@ -152,6 +154,30 @@ fn journal_generations(dir: &Path) -> Result<Vec<u64>> {
     Ok(out)
 }
 
+/// Takes the store's lock file (`lock`, holding the pid of the process
+/// using it), so that a second agent on the same store gets a plain
+/// sentence instead of sled's error.
+fn lock_store(dir: &Path) -> Result<File> {
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join("lock");
+    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied { " (run with sudo: the store belongs to the service's user, cbt-agent)" } else { "" };
+        anyhow!("cannot open {}: {e}{hint}", path.display())
+    })?;
+    // SAFETY: flock(2) on a descriptor we own; released when the file closes.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let pid = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
+        return Err(anyhow!(
+            "another cbt-agent is using {}{}: stop it first (`sudo systemctl stop cbt-agent`), or give this one another store.dir",
+            dir.display(),
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+        ));
+    }
+    f.set_len(0)?;
+    writeln!(f, "{}", std::process::id())?;
+    Ok(f)
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -160,6 +186,14 @@ fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
+}
+
+/// The UTC span of local dates `from..=to` (open ends: all).
+pub fn local_span(site: &Site, from: Option<NaiveDate>, to: Option<NaiveDate>) -> (Timestamp, Timestamp) {
+    (
+        from.map_or(Timestamp::MIN, |d| local_day_span(site, d).0),
+        to.map_or(Timestamp::MAX, |d| local_day_span(site, d).1),
+    )
 }
 
 /// The UTC span of a local date.
@@ -177,7 +211,11 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`, with sled's page cache
     /// capped at `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the store directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied { " (run with sudo: the store belongs to the service's user, cbt-agent)" } else { "" };
+            anyhow!("cannot create the store directory {}: {e}{hint}", dir.display())
+        })?;
+        let lock = lock_store(dir)?;
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(cache_bytes)
@@ -233,6 +271,7 @@ impl Store {
                 bytes: 0,
             }),
             problems: Mutex::new(Vec::new()),
+            _lock: lock,
         };
         match found {
             None => {

@@ -23,7 +23,6 @@
 use crate::sipp::{self, Capture, CaptureError, ChildGuard, Dir, LogEvent, Sipp, SippSpec, Tools};
 use cbt_proto::call::Outcome;
 use cbt_proto::Timestamp;
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::File;
@@ -979,27 +978,9 @@ impl Differences {
     }
 }
 
-/// One inbound call as `cbt-agent replay --output calls` prints it.
-#[derive(Clone, Debug, Deserialize)]
-pub struct CallOut {
-    pub practice: String,
-    pub started: String,
-    pub queue_joined: Option<String>,
-    pub first_ring: Option<String>,
-    pub answered: Option<String>,
-    pub ended: String,
-    pub ended_by: String,
-    pub outcome: String,
-    pub wait_s: Option<f64>,
-    pub duration_s: Option<f64>,
-    pub abandoned: bool,
-    pub voicemail: Option<String>,
-    pub callback_requested: Option<String>,
-    pub callback_made: Option<String>,
-    pub offered_to_staff: bool,
-    pub legs: u32,
-    pub partial: bool,
-}
+/// One inbound call as `cbt-agent replay --output calls` prints it (the
+/// agent's own type: one JSON shape of a call).
+pub use cbt_agent::output::CallJson as CallOut;
 
 /// A time printed by cbt-agent (RFC 3339).
 pub fn ts(s: &str) -> Timestamp {

@@ -28,14 +28,12 @@ use std::path::PathBuf;
 pub const DEFAULT_NATIONAL: &str = "/usr/share/cbt-agent/national.toml";
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawPage {
     national: Option<S<String>>,
     lan: Option<RawLan>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawLan {
     listen: Option<S<String>>,
     password_hash: Option<S<String>>,
@@ -46,7 +44,6 @@ struct RawLan {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawStaffing {
     weeks: Option<S<i64>>,
     target_wait: Option<S<String>>,
@@ -304,6 +301,10 @@ mod tests {
         let p = problems("[status]\nlisten = \"127.0.0.1:9465\"\n[page.lan]\nlisten = \"127.0.0.1:9465\"\ntoken_file = \"/t\"\ncert = \"/c\"\nkey = \"/k\"\n");
         assert_eq!(p[0].key, "page.lan.listen");
         assert!(problems("[page]\nnational = \"national.toml\"\n")[0].key == "page.national");
-        assert!(problems("[page]\nfoo = 1\n")[0].message.contains("unknown field"));
+        let p = problems("[page.lan]\nlisten = \"192.168.10.5:9443\"\ntoken_fille = \"/t\"\n");
+        assert!(p.iter().any(|p| p.key == "page.lan.token_fille" && p.fix.contains("token_file")), "{p:?}");
+        // the same for the other optional section
+        let p = problems("[upload]\nurl = \"https://collector.example.net\"\ntoken_file = \"/t\"\nproxi = \"http://p:8080\"\n");
+        assert!(p.iter().any(|p| p.key == "upload.proxi" && p.fix.contains("proxy") && p.line == 6), "{p:?}");
     }
 }

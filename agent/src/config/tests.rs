@@ -62,21 +62,47 @@ fn several_problems_are_all_reported_in_line_order() {
 #[test]
 fn unknown_keys_and_wrong_types_point_at_the_line() {
     let p = problems(&EXAMPLE.replace("pbx = ", "pbxx = "));
-    assert_eq!(p[0].line, 10);
-    assert!(p[0].message.contains("unknown field") && p[0].message.contains("pbxx"), "{:?}", p[0]);
+    assert_eq!((p[0].line, p[0].key.as_str(), p[0].message.as_str()), (10, "network.pbxx", "unknown key"));
+    assert!(p[0].fix.contains("did you mean `pbx`"), "{:?}", p[0]);
     let p = problems(&EXAMPLE.replace("pbx = [\"10.20.0.5\"]", "pbx = 10"));
-    assert_eq!(p[0].line, 10);
+    assert_eq!((p[0].line, p[0].key.as_str()), (10, "network.pbx"));
     assert!(p[0].fix.contains("type"));
     let p = problems("[[practice]\nods = 1");
-    assert_eq!(p[0].key, "(toml)");
+    assert_eq!((p[0].line, p[0].key.as_str()), (1, "(top) (syntax)"));
+    assert!(p[0].fix.contains("[name]"), "{:?}", p[0]);
+}
+
+#[test]
+fn every_problem_is_reported_at_once_unknown_keys_included() {
+    let bad = EXAMPLE
+        .replace("ods = \"B82005\"", "ods = \"B82005\"\nodss = \"B82005\"")
+        .replace("pbx = ", "pbxx = ")
+        + "[store]\nretension = \"30d\"\n[nonsense]\nx = 1\n";
+    let p = problems(&bad);
+    let keys: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(keys, [(4, "practice[1].odss"), (11, "network.pbxx"), (15, "store.retension"), (16, "nonsense")], "{p:#?}");
+    assert!(p[2].fix.contains("`retention`"), "{:?}", p[2]);
+    // syntax errors: each, with the section it is in and a real fix
+    let p = problems(&format!("{EXAMPLE}[capture]\ninterfaces = [\"eth0\"\nfilter = \"udp\n"));
+    assert!(!p.is_empty());
+    assert!(p.iter().all(|x| x.key == "[capture] (syntax)"), "{p:#?}");
+    assert!(p.iter().all(|x| !x.fix.contains("fix the TOML syntax")), "{p:#?}");
+}
+
+#[test]
+fn warnings_do_not_fail_a_configuration() {
+    let c = parse("[[practice]]\nods = \"A00000\"\nnumbers = [\"01632 960000\"]\n[network]\n").unwrap();
+    let keys: Vec<&str> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(keys, ["practice[1].ods", "network"]);
+    assert_eq!(c.warnings[1].line, 4);
+    let shared = parse(&EXAMPLE.replace("+44 1632 960777", "01632 960124")).unwrap();
+    assert!(shared.warnings[0].message.contains("also a number of B82005"), "{:?}", shared.warnings);
 }
 
 #[test]
 fn numbers_ods_timezone_and_windows() {
     let p = problems(&format!("timezone = \"Europe/Londres\"\n{EXAMPLE}"));
     assert_eq!((p[0].line, p[0].key.as_str()), (1, "timezone"));
-    let dup = EXAMPLE.replace("+44 1632 960777", "01632 960124");
-    assert!(problems(&dup)[0].message.contains("also a number of B82005"));
     let p = problems(&format!("{EXAMPLE}[callbacks]\nwindow = \"soon\"\n"));
     assert_eq!(p[0].key, "callbacks.window");
     let c = parse(&format!("{EXAMPLE}[callbacks]\nwindow = \"4h\"\nrequest = [\"callback\", \"*99\"]\n")).unwrap();

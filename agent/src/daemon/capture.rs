@@ -55,7 +55,7 @@ pub fn now() -> Timestamp {
     Timestamp(d.as_micros() as i64)
 }
 
-fn open(iface: &str, cfg: &AgentConfig) -> Result<pcap::Capture<pcap::Active>, String> {
+pub(crate) fn open(iface: &str, cfg: &AgentConfig) -> Result<pcap::Capture<pcap::Active>, String> {
     let cap = pcap::Capture::from_device(iface)
         .map_err(|e| format!("no such interface `{iface}` ({e}); list them with `ip link`"))?
         .promisc(true)

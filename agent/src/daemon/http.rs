@@ -13,7 +13,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use cbt_proto::Timestamp;
 use chrono::NaiveDate;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
@@ -150,43 +149,34 @@ struct Range {
     to: Option<NaiveDate>,
 }
 
-/// Stored calls whose local start date is within `from..=to`.
+/// Stored calls whose local start date is within `from..=to`, in the one
+/// JSON shape of a call (RFC 3339 times), with their store number. Reads
+/// only the days asked for.
 async fn calls(State(s): State<Arc<Shared>>, Query(r): Query<Range>) -> Response {
-    let store = s.store.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let Some(store) = store else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the store is not available\n").into_response();
-    };
-    let site = s.site.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let agg = cbt_proto::metrics::Aggregator::new(&site);
-    let result = tokio::task::spawn_blocking(move || store.calls_between(Timestamp::MIN, Timestamp::MAX)).await;
-    match result {
-        Ok(Ok(calls)) => {
-            let calls: Vec<_> = calls
-                .into_iter()
-                .filter(|c| {
-                    let d = agg.local_date(c.started);
-                    r.from.is_none_or(|f| d >= f) && r.to.is_none_or(|t| d <= t)
-                })
-                .collect();
-            axum::Json(calls).into_response()
-        }
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    }
+    with_store(&s, move |store, site, _| {
+        let (from, to) = crate::store::local_span(&site, r.from, r.to);
+        Ok(store.calls_between(from, to)?.iter().map(|c| crate::output::CallJson::of(c, true)).collect::<Vec<_>>())
+    })
+    .await
 }
 
-/// Stored day aggregates, and the time before which call records were pruned.
+/// Stored day figures (closed days), today's figures so far (`today`,
+/// counted from the calls stored today), and the time before which call
+/// records were pruned.
 async fn days(State(s): State<Arc<Shared>>) -> Response {
-    let store = s.store.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let Some(store) = store else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the store is not available\n").into_response();
-    };
-    let result = tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((store.days()?, store.pruned_before()?, store.problems()))).await;
-    match result {
-        Ok(Ok((days, pruned, problems))) => axum::Json(serde_json::json!({ "pruned_before": pruned, "days": days, "problems": problems })).into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    }
+    with_store(&s, move |store, site, _| {
+        let now = super::capture::now();
+        let today_date = cbt_proto::metrics::Aggregator::new(&site).local_date(now);
+        let today: Vec<_> = store.figures_on(&site, today_date)?.days().iter().map(|(k, d)| (k.clone(), d.clone())).collect();
+        Ok(serde_json::json!({
+            "days": store.days()?,
+            "closed_through": store.closed_through()?,
+            "today": today,
+            "pruned_before": store.pruned_before()?,
+            "problems": store.problems(),
+        }))
+    })
+    .await
 }
 
 /// Runs a blocking read of the store, answering 503 without one.

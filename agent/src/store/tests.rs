@@ -209,3 +209,20 @@ fn days_close_with_their_figures_and_pruning_keeps_them() {
     assert!(st.pruned_before().unwrap().is_some());
     assert_eq!(st.days().unwrap().len(), 2, "figures stay");
 }
+
+#[test]
+fn a_second_process_on_the_same_store_is_told_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path(), 1 << 20).unwrap();
+    // flock locks are per open file description: a second open in this
+    // process conflicts as a second process would
+    let err = Store::open(dir.path(), 1 << 20).err().expect("refused").to_string();
+    assert_eq!(
+        err,
+        format!(
+            "another cbt-agent is using {} (pid {}): stop it first (`sudo systemctl stop cbt-agent`), or give this one another store.dir",
+            dir.path().display(),
+            std::process::id()
+        )
+    );
+}
