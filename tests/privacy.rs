@@ -93,10 +93,9 @@ fn replay(dir: &Path, cap: &Path, output: Output, csv: Option<PathBuf>) -> (Stri
     (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
 }
 
-#[test]
-fn no_output_carries_a_caller_number_or_its_hash() {
-    let dir = std::env::temp_dir().join(format!("cbt-privacy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// The capture of distinctive numbers, written into `dir` with the site.
+fn numbers_capture(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("site.toml"), SITE).unwrap();
     let (c, p, h, cb) = ("192.0.2.1:5060", "10.20.0.5:5060", "10.20.1.11:5060", "10.20.0.7:5060");
     let answered = |r, a, t| Script::Answered { ring: r, answer: a, talk: t, caller_hangs_up: true };
@@ -112,12 +111,30 @@ fn no_output_carries_a_caller_number_or_its_hash() {
     msgs.extend(leg(9, c, h, CALLERS[5], "01632960123", 5_000, answered(300, 4_000, 10_000)));
     let cap = dir.join("numbers.pcap");
     write_pcap(&cap, &mut msgs);
+    cap
+}
 
+/// The key the engine hashed numbers with (replay made it on first use).
+fn key_of(dir: &Path) -> [u8; 32] {
+    let key_hex = std::fs::read_to_string(dir.join("secret")).unwrap();
+    let mut key = [0u8; 32];
+    for (i, k) in key.iter_mut().enumerate() {
+        *k = u8::from_str_radix(&key_hex.trim()[2 * i..2 * i + 2], 16).unwrap();
+    }
+    key
+}
+
+#[test]
+fn no_output_carries_a_caller_number_or_its_hash() {
+    let dir = std::env::temp_dir().join(format!("cbt-privacy-{}", std::process::id()));
+    let cap = numbers_capture(&dir);
     let (calls, e1) = replay(&dir, &cap, Output::Calls, Some(dir.join("csv")));
     let (metrics, e2) = replay(&dir, &cap, Output::Metrics, None);
     let (report, e3) = replay(&dir, &cap, Output::Report, None);
     let (legs, e4) = replay(&dir, &cap, Output::Legs, None);
     let (summary, e5) = replay(&dir, &cap, Output::Summary, None);
+    let (staffing, e6) = replay(&dir, &cap, Output::Staffing, None);
+    assert!(staffing.lines().count() >= 7 * 48 && staffing.contains("\"staff_erlang_c\""), "{e6}");
     assert_eq!(calls.lines().count(), 6, "{calls}");
     assert!(calls.contains("\"callback_made\":\"20"), "the callback is matched: {calls}");
     let csv: String = ["by_day_and_time.csv", "by_durations.csv", "calls_answered_metric.csv"]
@@ -126,15 +143,10 @@ fn no_output_carries_a_caller_number_or_its_hash() {
         .collect();
 
     // the hashes the engine computed for these callers
-    let key_hex = std::fs::read_to_string(dir.join("secret")).unwrap();
-    let mut key = [0u8; 32];
-    for (i, k) in key.iter_mut().enumerate() {
-        *k = u8::from_str_radix(&key_hex.trim()[2 * i..2 * i + 2], 16).unwrap();
-    }
-    let hasher = Hasher::new(key, "44");
-    let about_calls = [("calls", &calls), ("metrics", &metrics), ("report", &report), ("csv", &csv)];
+    let hasher = Hasher::new(key_of(&dir), "44");
+    let about_calls = [("calls", &calls), ("metrics", &metrics), ("report", &report), ("csv", &csv), ("staffing", &staffing)];
     let everything = [about_calls.as_slice(), &[("legs", &legs), ("summary", &summary)]].concat();
-    let logs = [e1, e2, e3, e4, e5].concat();
+    let logs = [e1, e2, e3, e4, e5, e6].concat();
     for n in CALLERS {
         for f in forms(n) {
             for (name, text) in &everything {
@@ -148,5 +160,46 @@ fn no_output_carries_a_caller_number_or_its_hash() {
         }
         assert!(legs.contains(&h), "legs carry the keyed hash instead of the number");
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The practice manager's pages and the staffing JSON, served by the daemon
+/// from a store holding these calls: no caller number in any form, no hash
+/// of one, no Call-ID; nor the practice's own number.
+#[test]
+fn pages_carry_no_number_hash_or_call_id() {
+    let dir = std::env::temp_dir().join(format!("cbt-privacy-page-{}", std::process::id()));
+    let cap = numbers_capture(&dir);
+    // replay makes the secret; the calls as the daemon would store them
+    let _ = replay(&dir, &cap, Output::Calls, None);
+    let key = key_of(&dir);
+    let config = cbt_agent::config::Config::load(&dir.join("site.toml")).unwrap();
+    let (_, book) = cbt_agent::replay::calls_of(&config, key, std::slice::from_ref(&cap));
+    let records: Vec<_> = book.records().into_iter().cloned().collect();
+    assert_eq!(records.len(), 6);
+    assert!(records.iter().all(|r| r.caller.is_some() && !r.call_id.is_empty()), "the records hold what must not be shown");
+    cbt_tests::page::fill_store(&dir.join("store"), &records);
+    let (mut daemon, status) = cbt_tests::page::serve_store(SITE, &dir, "");
+    let date = "2024-11-04";
+    let mut paths: Vec<String> = ["today", "yesterday", "week", "month", "last-month"].iter().map(|p| format!("/?period={p}&date={date}")).collect();
+    paths.extend([format!("/staffing?to={date}"), format!("/staffing?to={date}&weekday=Monday"), "/report?month=2024-11".to_string(), format!("/api/staffing?to={date}"), "/".to_string()]);
+    let hasher = Hasher::new(key, "44");
+    let mut shown = 0;
+    for path in &paths {
+        let body = cbt_agent::client::get(&cbt_agent::config::Listen::Tcp(status), path).unwrap_or_else(|e| panic!("{path}: {e:#}"));
+        for n in CALLERS.iter().chain(&["01632960123"]) {
+            for f in forms(n) {
+                assert!(!body.contains(&f), "{path} contains {f}");
+            }
+            assert!(!body.contains(&hasher.hash(n)), "{path} contains the hash of {n}");
+        }
+        for r in &records {
+            assert!(!body.contains(&r.call_id), "{path} contains a Call-ID");
+            assert!(!body.contains(r.caller.as_deref().unwrap()), "{path} contains a caller hash");
+        }
+        shown += body.len();
+    }
+    assert!(shown > 50_000);
+    daemon.stop().unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }

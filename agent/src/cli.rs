@@ -40,6 +40,8 @@ pub enum Command {
     Upload(commands::UploadArgs),
     /// Write a month's NHS files and day documents into a directory (a supplier without a collector).
     Export(commands::ExportArgs),
+    /// Make the practice page's password hash (page.lan.password_hash) or, with --token, a token.
+    PagePassword(crate::page::access::PagePasswordArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]

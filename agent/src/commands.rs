@@ -188,6 +188,9 @@ pub enum ReportOutput {
     Calls,
     Metrics,
     Report,
+    /// People needed on the phones by weekday and half-hour, one JSON object
+    /// per line (from the weeks before --to, default the last date with calls; `[staffing]` settings).
+    Staffing,
 }
 
 #[derive(Args, Debug)]
@@ -253,9 +256,13 @@ pub fn report(args: ReportArgs) -> Result<ExitCode> {
         ReportOutput::Calls => CallsOutput::Calls,
         ReportOutput::Metrics => CallsOutput::Metrics,
         ReportOutput::Report => CallsOutput::Report,
+        ReportOutput::Staffing => CallsOutput::Nothing,
     };
     let (out, err) = (std::io::stdout(), std::io::stderr());
     book.emit(&site, what, args.from, args.to, args.nhs_csv.as_deref(), !args.no_unassigned, &mut out.lock(), &mut err.lock())?;
+    if args.output == ReportOutput::Staffing {
+        crate::page::write_staffing(&mut out.lock(), &book.records(), &site, &config.page.staffing.params(), args.to)?;
+    }
     if problems.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -421,6 +428,7 @@ fn describe(w: &mut dyn Write, c: &Config) -> Result<()> {
         )?,
         None => writeln!(w, "Upload: off (figures stay on this machine; `cbt-agent export` writes them for a month)")?,
     }
+    crate::page::check_config_lines(w, &c.page)?;
     writeln!(w, "Log level: {}", a.log_level)?;
     Ok(())
 }

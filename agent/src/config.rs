@@ -27,6 +27,9 @@ use toml::Spanned;
 
 type S<T> = Spanned<T>;
 
+mod page;
+pub use page::{LanConfig, PageConfig, StaffingConfig, DEFAULT_NATIONAL};
+
 #[derive(Deserialize, Default)]
 struct Raw {
     timezone: Option<S<String>>,
@@ -62,6 +65,10 @@ struct Raw {
     #[serde(default)]
     calls: RawCalls,
     upload: Option<RawUpload>,
+    #[serde(default)]
+    page: page::RawPage,
+    #[serde(default)]
+    staffing: page::RawStaffing,
     /// The line of the `[network]` header, for messages about the section.
     #[serde(skip)]
     network_line: Option<usize>,
@@ -268,6 +275,8 @@ pub struct Config {
     pub legs: cbt_proto::LegConfig,
     /// Sending day documents to the supplier's collector (`[upload]`).
     pub upload: Option<UploadConfig>,
+    /// The practice manager's page and staffing (`[page]`, `[staffing]`).
+    pub page: PageConfig,
     /// Things that are allowed but probably not meant (a placeholder ODS
     /// code, no network roles, a number given to two practices).
     pub warnings: Vec<Problem>,
@@ -507,7 +516,7 @@ impl Checker<'_> {
 /// The sections and keys of the file, for suggesting a key when an unknown
 /// one is met (finding unknown keys does not depend on this list).
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
-    ("", &["timezone", "country_code", "practice", "network", "automated", "callbacks", "correlation", "calendar", "buckets", "privacy", "capture", "hep", "store", "status", "log", "diagnostics", "calls", "upload"]),
+    ("", &["timezone", "country_code", "practice", "network", "automated", "callbacks", "correlation", "calendar", "buckets", "privacy", "capture", "hep", "store", "status", "log", "diagnostics", "calls", "upload", "page", "staffing"]),
     ("practice", &["ods", "name", "numbers", "region_code", "icb_code", "sub_icb_location_code", "pcn_code"]),
     ("network", &["carrier", "pbx", "staff", "automated", "staff_extensions", "automated_users"]),
     ("automated", &["voicemail", "queue", "ivr"]),
@@ -524,6 +533,9 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("diagnostics", &["quiet"]),
     ("calls", &["max_duration", "ring_timeout"]),
     ("upload", &["url", "token_file", "ca_file", "client_cert", "client_key", "proxy", "interval", "max_backoff", "timeout", "agent_id"]),
+    ("page", &["national", "lan"]),
+    ("page.lan", &["listen", "password_hash", "token_file", "cert", "key", "api"]),
+    ("staffing", &["weeks", "target_wait", "target_share", "wrap_up"]),
 ];
 
 fn line_of(text: &str, at: usize) -> usize {
@@ -659,7 +671,8 @@ fn read_toml(text: &str) -> Result<Raw, Vec<Problem>> {
     for path in unknown {
         // serde_ignored: `practice.0.odss`; messages: `practice[1].odss`
         let mut shown = String::new();
-        for part in path.split('.') {
+        // (`?` stands for the `Some` of an optional section like [upload])
+        for part in path.split('.').filter(|p| *p != "?") {
             match part.parse::<usize>() {
                 Ok(i) => shown.push_str(&format!("[{}]", i + 1)),
                 Err(_) => {
@@ -946,6 +959,7 @@ impl Config {
             legs.ring_timeout = c.duration(v, "calls.ring_timeout").unwrap_or(legs.ring_timeout);
         }
         let upload = raw.upload.as_ref().and_then(|u| upload_config(&mut c, u));
+        let page_settings = page::page_config(&mut c, &raw.page, &raw.staffing, &agent.status_listen);
         if !c.problems.is_empty() {
             c.problems.sort_by_key(|p| p.line);
             return Err(err(c.problems));
@@ -976,6 +990,7 @@ impl Config {
             agent,
             legs,
             upload,
+            page: page_settings,
             warnings,
         })
     }

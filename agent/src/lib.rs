@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod output;
+pub mod page;
 pub mod replay;
 pub mod secret;
 pub mod store;

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Man { dir } => cbt_agent::cli::write_man_pages(&dir).map(|_| ExitCode::SUCCESS).map_err(Into::into),
+        Command::PagePassword(args) => cbt_agent::page::access::page_password(args),
     };
     match result {
         Ok(code) => code,

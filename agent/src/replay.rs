@@ -26,6 +26,10 @@ pub enum Output {
     Metrics,
     /// The same as a readable report (needs --config).
     Report,
+    /// People needed on the phones by weekday and half-hour (Erlang C and A),
+    /// one JSON object per line, from the weeks before --to (default: the
+    /// last date with calls) as `[staffing]` says (needs --config).
+    Staffing,
 }
 
 #[derive(Args, Debug)]
@@ -111,9 +115,9 @@ pub fn run_with(args: ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> R
         Some(p) => Some(Config::load(p)?),
         None => None,
     };
-    let needs_site = matches!(args.output, Output::Calls | Output::Metrics | Output::Report) || args.nhs_csv.is_some();
+    let needs_site = matches!(args.output, Output::Calls | Output::Metrics | Output::Report | Output::Staffing) || args.nhs_csv.is_some();
     if needs_site && config.is_none() {
-        bail!("--output calls, metrics, report and --nhs-csv need --config FILE: the practices, their numbers and the network roles (see docs/configuration.md)");
+        bail!("--output calls, metrics, report, staffing and --nhs-csv need --config FILE: the practices, their numbers and the network roles (see docs/configuration.md)");
     }
     let secret_path = args
         .secret_file
@@ -155,9 +159,13 @@ pub fn run_with(args: ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> R
             Output::Calls => CallsOutput::Calls,
             Output::Metrics => CallsOutput::Metrics,
             Output::Report => CallsOutput::Report,
-            Output::Legs | Output::Summary => CallsOutput::Nothing,
+            Output::Legs | Output::Summary | Output::Staffing => CallsOutput::Nothing,
         };
         book.emit(site, what, args.from, args.to, args.nhs_csv.as_deref(), !args.no_unassigned, &mut out, err)?;
+        if args.output == Output::Staffing {
+            let params = config.as_ref().map(|c| c.page.staffing.params()).unwrap_or_default();
+            crate::page::write_staffing(&mut out, &book.records(), site, &params, args.to)?;
+        }
     }
     if args.output == Output::Summary {
         write_summary(&mut out, &tally, &engine.stats(), unsupported)?;

@@ -947,6 +947,15 @@ impl Store {
             None => 0,
         })
     }
+
+    /// When the earliest stored call started (`None`: no calls): where the
+    /// data begins, for the staffing window.
+    pub fn first_call_start(&self) -> Result<Option<Timestamp>> {
+        Ok(self.calls.first()?.and_then(|(k, _)| {
+            let b: [u8; 8] = k.get(..8)?.try_into().ok()?;
+            Some(Timestamp((u64::from_be_bytes(b) ^ (1 << 63)) as i64))
+        }))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -560,7 +560,8 @@ pub struct Dpn {
 }
 
 impl Dpn {
-    fn of(d: &Day) -> Dpn {
+    /// The nine metrics of a day's (or a period's merged) figures.
+    pub fn of(d: &Day) -> Dpn {
         use Indicator::*;
         Dpn {
             call_volume: d.total(Cbt001),

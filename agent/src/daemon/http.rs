@@ -1,14 +1,16 @@
 //! The local HTTP API (axum on its own tokio runtime thread): `/status`
-//! (JSON), `/metrics` (Prometheus), `/healthz`, `/` (a page for the practice
-//! manager), and `/api/calls`, `/api/days` for `cbt-agent report`. It also
-//! turns SIGTERM/SIGINT and SIGHUP into messages for the engine thread.
+//! (JSON), `/metrics` (Prometheus), `/healthz`, the practice manager's page
+//! (`crate::page`: `/`, `/staffing`, `/report`, `/api/staffing`, and its
+//! optional HTTPS LAN listener), and `/api/calls`, `/api/days` for
+//! `cbt-agent report`. It also turns SIGTERM/SIGINT and SIGHUP into
+//! messages for the engine thread.
 
 use super::{Input, Shared};
 use crate::config::Listen;
 use anyhow::{Context, Result};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::NaiveDate;
@@ -25,11 +27,21 @@ pub fn spawn(listen: Listen, shared: Arc<Shared>, tx: SyncSender<Input>) -> Resu
         .context("cannot start the HTTP runtime")?;
     // bind now, so a port in use is reported at start-up
     let listener = rt.block_on(bind(&listen))?;
+    // the practice page from the manager's desk (`[page.lan]`): its problems
+    // are logged and shown on the page, capture goes on
+    let lan = {
+        let page = shared.page.read().unwrap_or_else(|e| e.into_inner());
+        let _guard = rt.enter();
+        crate::page::access::bind(page.lan.as_ref())
+    };
     std::thread::Builder::new()
         .name("http".into())
         .spawn(move || {
             rt.block_on(async move {
                 signals(tx);
+                if let Some(lan) = lan {
+                    tokio::spawn(lan.serve(router(shared.clone())));
+                }
                 let app = router(shared);
                 let r = match listener {
                     Bound::Tcp(l) => axum::serve(l, app).await,
@@ -94,7 +106,7 @@ fn signals(tx: SyncSender<Input>) {
 
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/", get(page))
+        .merge(crate::page::routes())
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -115,10 +127,6 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], super::status::prometheus(&current(&s))).into_response()
-}
-
-async fn page(State(s): State<Arc<Shared>>) -> Html<String> {
-    Html(super::status::page(&current(&s)))
 }
 
 /// 200 while the engine thread loops and the store takes writes.

@@ -60,6 +60,8 @@ pub struct Shared {
     pub upload: Arc<Mutex<UploadStatus>>,
     /// The name day documents carry (`upload.agent_id` or the host name).
     pub agent_id: RwLock<String>,
+    /// The practice manager's page and staffing settings (`[page]`, `[staffing]`).
+    pub page: RwLock<crate::config::PageConfig>,
 }
 
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
@@ -147,6 +149,7 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
         site: RwLock::new(site.clone()),
         upload: Arc::new(Mutex::new(UploadStatus::default())),
         agent_id: RwLock::new(crate::upload::agent_id(config.upload.as_ref())),
+        page: RwLock::new(config.page.clone()),
     });
     let started = now();
     let mut state = Daemon {
@@ -750,6 +753,10 @@ impl Daemon {
         if old_a.status_listen != new_a.status_listen {
             needs_restart.push("status.listen");
         }
+        if self.config.page.lan != new.page.lan {
+            needs_restart.push("page.lan");
+        }
+        *self.shared.page.write().unwrap_or_else(|e| e.into_inner()) = new.page.clone();
         if new.secret_file != self.config.secret_file || new.country_code != self.config.country_code {
             needs_restart.push("privacy.secret_file / country_code");
         }

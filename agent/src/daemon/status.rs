@@ -1,6 +1,6 @@
 //! What the daemon says about itself: the status document served at
-//! `/status`, its Prometheus rendering at `/metrics`, the small page at `/`,
-//! and the self-diagnosis rules.
+//! `/status`, its Prometheus rendering at `/metrics`, and the self-diagnosis
+//! rules. (The page at `/` is `crate::page`.)
 
 use crate::store::Gap;
 use serde::{Deserialize, Serialize};
@@ -286,82 +286,3 @@ pub fn prometheus(s: &Status) -> String {
     o
 }
 
-/// The practice manager's page: today's calls per time band by outcome.
-pub fn page(s: &Status) -> String {
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>cbt-agent</title>\
-         <meta http-equiv=\"refresh\" content=\"30\">\
-         <style>body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}\
-         td,th{{padding:2px 8px;text-align:right}}.warn{{color:#a60}}.error{{color:#b00}}</style></head><body>\
-         <h1>Calls today ({})</h1>",
-        esc_html(&s.today.date)
-    );
-    const COLOURS: [(&str, &str); 4] = [("answered", "#2e7d32"), ("missed", "#c62828"), ("ended in IVR", "#757575"), ("callback requested", "#1565c0")];
-    for p in &s.today.practices {
-        let _ = write!(
-            h,
-            "<h2>{}</h2><p>{} inbound: {} answered, {} missed, {} ended in IVR, {} callbacks requested ({} made), {} abandoned.</p>",
-            esc_html(&p.practice),
-            p.inbound,
-            p.answered,
-            p.missed,
-            p.ended_in_ivr,
-            p.callback_requested,
-            p.callbacks_made,
-            p.abandoned
-        );
-        let max = p.by_band.iter().map(|(_, v)| v.iter().sum::<u64>()).max().unwrap_or(0).max(1);
-        let (w, bar, gap) = (640, 56, 14);
-        let height = 220;
-        let _ = write!(h, "<svg width=\"{w}\" height=\"{}\" role=\"img\" aria-label=\"calls per time band\">", height + 60);
-        for (i, (band, v)) in p.by_band.iter().enumerate() {
-            let x = 10 + i * (bar + gap);
-            let mut y = height;
-            for (k, (name, colour)) in COLOURS.iter().enumerate() {
-                let hgt = (v[k] as usize * height) / max as usize;
-                if hgt > 0 {
-                    y -= hgt;
-                    let _ = write!(h, "<rect x=\"{x}\" y=\"{y}\" width=\"{bar}\" height=\"{hgt}\" fill=\"{colour}\"><title>{band}: {} {name}</title></rect>", v[k]);
-                }
-            }
-            let total: u64 = v.iter().sum();
-            let _ = write!(h, "<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{total}</text>", x + bar / 2, y.saturating_sub(4).max(10));
-            let _ = write!(h, "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{}</text>", x + bar / 2, height + 16, esc_html(band));
-        }
-        for (k, (name, colour)) in COLOURS.iter().enumerate() {
-            let _ = write!(h, "<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"{}\" font-size=\"11\">{name}</text>", 10 + k * 150, height + 32, 24 + k * 150, height + 41);
-        }
-        h.push_str("</svg>");
-    }
-    if s.today.practices.is_empty() {
-        h.push_str("<p>No practice configured.</p>");
-    }
-    h.push_str("<h2>Agent</h2><ul>");
-    let u = &s.upload;
-    if u.enabled {
-        let last = u.last_success.as_ref().map_or("never".to_string(), |d| format!("last at {}", d.at));
-        let _ = write!(
-            h,
-            "<li>Figures sent to the supplier ({}): {} days waiting{}, {last}.</li>",
-            esc_html(&u.url),
-            u.outbox,
-            u.oldest_undelivered.as_ref().map_or(String::new(), |d| format!(" (oldest {})", esc_html(d)))
-        );
-    } else {
-        h.push_str("<li>Figures are kept on this machine (no [upload] configured).</li>");
-    }
-    if s.diagnostics.is_empty() {
-        h.push_str("<li>No problems detected.</li>");
-    }
-    for d in &s.diagnostics {
-        let _ = write!(h, "<li class=\"{}\">{}</li>", if d.severity == "error" { "error" } else { "warn" }, esc_html(&d.message));
-    }
-    let _ = write!(h, "</ul><p>cbt-agent {} &middot; <a href=\"/status\">status</a> &middot; <a href=\"/metrics\">metrics</a></p></body></html>", esc_html(&s.version));
-    h
-}
-
-fn esc_html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
