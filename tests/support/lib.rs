@@ -60,6 +60,7 @@ pub fn replay_legs(files: &[PathBuf]) -> (Vec<cbt_proto::Leg>, cbt_proto::Engine
 pub mod daemon;
 pub mod kamailio;
 pub mod page;
+pub mod relay;
 pub mod sipp;
 pub mod sippy;
 
