@@ -256,6 +256,12 @@ impl Day {
         &mut self.bands[i.row().expect("an indicator counted by band")][band]
     }
 
+    /// Adds another day's figures (another agent's, for the same practice
+    /// and date) to these; both must use the same buckets.
+    pub fn merge(&mut self, other: &Day) {
+        merge(self, other)
+    }
+
     /// NHS England's checks: CBT001 = CBT002 + CBT003 + CBT004 + CBT005 in
     /// every band, and CBT003 = CBT007 (= CBT003 by wait).
     pub fn reconciles(&self) -> Result<(), String> {
