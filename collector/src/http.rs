@@ -160,6 +160,51 @@ async fn authenticate(pool: &Pool, headers: &HeaderMap, audit: &mut AuditEntry) 
     }
 }
 
+/// Bodies a little over the limit are read to their end (and thrown away)
+/// so that the client, still sending, reads the 413 instead of a reset
+/// connection; beyond this the connection is closed at once.
+fn drain_cap(limit: usize) -> usize {
+    limit.saturating_mul(16).min(64 << 20)
+}
+
+/// Time allowed to receive a body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+enum BodyError {
+    TooLarge,
+    Failed(String),
+}
+
+async fn read_body(mut body: Body, limit: usize, cap: usize) -> Result<Vec<u8>, BodyError> {
+    use http_body_util::BodyExt;
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) if total > limit => return Err(BodyError::TooLarge),
+            Err(_) => return Err(BodyError::Failed(format!("not received within {} s", BODY_TIMEOUT.as_secs()))),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(BodyError::Failed(e.to_string())),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    total = total.saturating_add(data.len());
+                    if total <= limit {
+                        buf.extend_from_slice(&data);
+                    } else if total > cap {
+                        return Err(BodyError::TooLarge);
+                    }
+                }
+            }
+        }
+    }
+    if total > limit {
+        Err(BodyError::TooLarge)
+    } else {
+        Ok(buf)
+    }
+}
+
 /// Practice, date and revision as an Idempotency-Key names them (for the
 /// audit of documents that could not be read).
 fn key_parts(key: &str) -> (Option<String>, Option<NaiveDate>, Option<i64>) {
@@ -224,21 +269,17 @@ async fn post_day(State(st): State<Arc<AppState>>, ConnectInfo(remote): ConnectI
             format!("the body is larger than this collector accepts ({} bytes, `body_limit`)", st.body_limit),
         )
     };
+    let cap = drain_cap(st.body_limit);
     if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
-        if len > st.body_limit as u64 {
+        if len > cap as u64 {
             return finish(&st, audit, too_large(), None).await;
         }
     }
-    let bytes = match axum::body::to_bytes(body, st.body_limit).await {
+    let bytes = match read_body(body, st.body_limit, cap).await {
         Ok(b) => b,
-        Err(e) => {
-            let is_limit = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) || e.to_string().contains("length limit");
-            let r = if is_limit {
-                too_large()
-            } else {
-                Refusal::new(StatusCode::BAD_REQUEST, "bad_request", "the body could not be read to its end")
-            };
-            return finish(&st, audit, r, None).await;
+        Err(BodyError::TooLarge) => return finish(&st, audit, too_large(), None).await,
+        Err(BodyError::Failed(why)) => {
+            return finish(&st, audit, Refusal::new(StatusCode::BAD_REQUEST, "bad_request", format!("the body could not be read to its end: {why}")), None).await;
         }
     };
     let doc = match DayDocument::parse(&bytes) {
