@@ -15,6 +15,7 @@
 
 use cbt_agent::config::Config;
 use cbt_proto::call::{CallEvent, CallRecord, Outcome};
+use cbt_proto::metrics::Indicator;
 use cbt_proto::synth::{Call, Msg, Script};
 use cbt_proto::wire::hep::{encode, HepPacket};
 use cbt_proto::{Engine, EngineConfig, Timestamp};
@@ -197,7 +198,7 @@ fn the_engine_and_store_of_this_build_finish_what_0_1_0_left() {
     assert_eq!((practice.as_str(), date.to_string().as_str()), ("B82005", "2026-11-02"));
     let count = |o: Outcome| plan.calls.iter().filter(|p| p.start < Timestamp(1_793_664_000_000_000) && p.expect == o).count() as u64;
     assert_eq!(
-        (day.total(0), day.total(1), day.total(2), day.total(3)),
+        (day.total(Indicator::Cbt001), day.total(Indicator::Cbt002), day.total(Indicator::Cbt003), day.total(Indicator::Cbt004)),
         (10, count(Outcome::EndedInIvr), count(Outcome::Answered), count(Outcome::Missed)),
         "the closed day's figures"
     );
