@@ -340,3 +340,27 @@ fn a_database_migrated_by_a_newer_collector_is_refused_and_config_errors_name_th
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("cannot reach the database") && e.contains("check that PostgreSQL runs"), "{e}");
 }
+
+#[test]
+fn the_database_connection_is_encrypted_and_verified_when_the_url_asks_for_it() {
+    let mut pg = Postgres::start();
+    let dir = work("db-tls");
+    let _ = std::fs::remove_dir_all(&dir);
+    let ca = cbt_tests::tls::TestCa::new(&dir.join("pg-tls"));
+    pg.enable_tls(&ca);
+    let url = format!("{}?sslmode=require", pg.create_database("cbt"));
+    let setup = Setup::new(&dir.join("collector"), &url, &format!("database_ca = \"{}\"\n", ca.ca_cert.display()));
+    let c = setup.start();
+    let token = setup.add_token("pbx-01", &["B82005"]);
+    let d = doc("pbx-01", "B82005", today(), 1, 2);
+    assert_eq!(json(c.post_day(&token, &key(&d), body(&d))).0, 200);
+    let ssl = pg.psql("cbt", "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'cbt-collector'");
+    assert_eq!(ssl.trim(), "t", "the collector's connections use TLS");
+
+    // a certificate no trusted CA signed: refused, and said so
+    let untrusted = Setup::new(&dir.join("untrusted"), &url, "");
+    let out = untrusted.run(&["token", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("cannot reach the database") && e.to_lowercase().contains("certificate"), "{e}");
+}

@@ -36,6 +36,7 @@ struct Raw {
     tls_cert: Option<S<String>>,
     tls_key: Option<S<String>>,
     database: Option<S<String>>,
+    database_ca: Option<S<String>>,
     body_limit: Option<S<RawSize>>,
     pool_size: Option<S<i64>>,
     log_level: Option<S<String>>,
@@ -92,6 +93,8 @@ pub struct Config {
     pub database: tokio_postgres::Config,
     /// The URL as written, with its password masked (for messages).
     pub database_display: String,
+    /// Certificates (PEM) trusted for the database's TLS, besides the system's.
+    pub database_ca: Option<PathBuf>,
     pub body_limit: usize,
     pub pool_size: usize,
     pub log_level: String,
@@ -104,6 +107,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("tls", &self.tls)
             .field("database", &self.database_display)
+            .field("database_ca", &self.database_ca)
             .field("body_limit", &self.body_limit)
             .field("pool_size", &self.pool_size)
             .field("log_level", &self.log_level)
@@ -206,7 +210,7 @@ impl Config {
             let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             let message = e.message().trim().replace('\n', " ");
             let fix = if message.contains("unknown field") {
-                "remove or correct the key (the keys are listen, tls_cert, tls_key, database, body_limit, pool_size, log_level; see docs/collector.md)"
+                "remove or correct the key (the keys are listen, tls_cert, tls_key, database, database_ca, body_limit, pool_size, log_level; see docs/collector.md)"
             } else if message.contains("invalid type") || message.contains("did not match any variant") {
                 "check the value's type: strings in quotes, numbers bare"
             } else {
@@ -287,6 +291,13 @@ impl Config {
                 }
             },
         };
+        let database_ca = raw.database_ca.as_ref().map(|v| {
+            let p = PathBuf::from(v.get_ref());
+            if let Err(e) = std::fs::metadata(&p) {
+                c.bad(v, "database_ca", format!("cannot read {}: {e}", p.display()), "give the PEM file of the CA that signed the database's certificate, readable by the collector's user");
+            }
+            p
+        });
         let body_limit = match &raw.body_limit {
             None => DEFAULT_BODY_LIMIT,
             Some(v) => {
@@ -332,6 +343,7 @@ impl Config {
             tls,
             database: database.expect("checked"),
             database_display: mask_password(&url),
+            database_ca,
             body_limit,
             pool_size,
             log_level,

@@ -9,7 +9,9 @@
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use std::time::Duration;
-use tokio_postgres::NoTls;
+use std::path::Path;
+use std::sync::Arc;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Every migration, in order: (version, name, SQL).
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
@@ -86,9 +88,38 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     s
 }
 
+/// TLS for the database connection: the system's trusted roots plus the
+/// certificates of `ca` (PEM). Used as the URL's `sslmode` says: `prefer`
+/// (the default) encrypts when the server offers it, `require` insists,
+/// `disable` never; the server's certificate is always verified (its name
+/// against the URL's host) when TLS is used.
+pub fn tls(ca: Option<&Path>) -> anyhow::Result<MakeRustlsConnect> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    if let Some(p) = ca {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(p)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| anyhow::anyhow!("database_ca {}: cannot read PEM certificates: {e}", p.display()))?;
+        if certs.is_empty() {
+            anyhow::bail!("database_ca {}: no certificate in the file", p.display());
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| anyhow::anyhow!("database_ca {}: {e}", p.display()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
 /// A pool of up to `size` connections. Connecting is lazy: a database that
 /// is down makes requests fail with [`DbError::Unavailable`], not the start.
-pub fn pool(cfg: &tokio_postgres::Config, size: usize) -> anyhow::Result<Pool> {
+pub fn pool(cfg: &tokio_postgres::Config, size: usize, ca: Option<&Path>) -> anyhow::Result<Pool> {
     let mut cfg = cfg.clone();
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(5));
@@ -96,7 +127,7 @@ pub fn pool(cfg: &tokio_postgres::Config, size: usize) -> anyhow::Result<Pool> {
     if cfg.get_application_name().is_none() {
         cfg.application_name("cbt-collector");
     }
-    let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let mgr = Manager::from_config(cfg, tls(ca)?, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(mgr)
         .max_size(size)
         .runtime(Runtime::Tokio1)
@@ -156,7 +187,7 @@ pub enum MigrateError {
 
 /// Connects, migrates, and says what it did (used by every command).
 pub async fn open(cfg: &crate::config::Config) -> anyhow::Result<Pool> {
-    let pool = pool(&cfg.database, cfg.pool_size)?;
+    let pool = pool(&cfg.database, cfg.pool_size, cfg.database_ca.as_deref())?;
     match migrate(&pool).await {
         Ok((before, after)) => {
             if before != after {

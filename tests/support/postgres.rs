@@ -183,6 +183,26 @@ impl Postgres {
         }
     }
 
+    /// Restarts the server with TLS on (`ssl=on`), with the test CA's server
+    /// certificate (valid for 127.0.0.1); clients may then use `sslmode=require`.
+    pub fn enable_tls(&mut self, ca: &crate::tls::TestCa) {
+        self.stop();
+        let cert = self.root.join("server.crt");
+        let key = self.root.join("server.key");
+        std::fs::copy(&ca.server_cert, &cert).expect("copy certificate");
+        std::fs::copy(&ca.server_key, &key).expect("copy key");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+        if let Some((uid, gid)) = self.user {
+            chown_r(&cert, uid, gid);
+            chown_r(&key, uid, gid);
+        }
+        self.settings.push("ssl=on".into());
+        self.settings.push(format!("ssl_cert_file={}", cert.display()));
+        self.settings.push(format!("ssl_key_file={}", key.display()));
+        self.restart();
+    }
+
     pub fn is_running(&self) -> bool {
         self.server.is_some()
     }
