@@ -111,7 +111,8 @@ enum ParticipationCmd {
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CBT_COLLECTOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,cbt_collector={level}")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false).init();
 }
 
 fn load(p: &std::path::Path) -> Result<Config> {

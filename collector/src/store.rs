@@ -74,7 +74,7 @@ impl AuditEntry {
         // what came from the network is clipped: the audit is not a store
         let agent = clip(&self.agent, 128);
         let practice = clip(&self.practice, 16);
-        let key = clip(&self.idempotency_key, 256);
+        let key = clip(&self.idempotency_key, 256).map(|k| crate::http::redact(&k));
         let reason = clip(&self.reason, 1000);
         client
             .execute(

@@ -292,8 +292,13 @@ async fn load(a: &Args) -> Result<()> {
     if let Some(out) = a.get("out") {
         std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
     }
-    if lost > 0 || (audit_after - audit_before) as u64 != sent || stored.len() != agents {
-        bail!("LOST: {lost} agents' revisions, {} audit rows for {sent} requests, {} documents for {agents} agents", audit_after - audit_before, stored.len());
+    let acked_agents = acked.iter().filter(|a| **a > 0).count();
+    if lost > 0 || (audit_after - audit_before) as u64 != sent || stored.len() != acked_agents {
+        bail!(
+            "LOST: {lost} agents' revisions, {} audit rows for {sent} requests, {} documents for {acked_agents} agents acknowledged",
+            audit_after - audit_before,
+            stored.len()
+        );
     }
     Ok(())
 }
