@@ -4,14 +4,15 @@
 //! number of collectors may serve the same database:
 //!
 //! 1. `INSERT ... ON CONFLICT (agent, practice, day) DO UPDATE ... WHERE
-//!    excluded.revision > documents.revision`: a new day or a higher
-//!    revision is stored; the conflicting row is locked either way.
-//! 2. When nothing was written, the stored row (locked, so stable until
-//!    commit) says what the request was: the same revision with the same
-//!    content is a duplicate (counted; a final copy of a non-final one
-//!    marks it final), the same revision with other content a conflict,
-//!    a lower revision superseded.
-//! 3. The audit row is written in the same transaction.
+//!    excluded.revision > documents.revision RETURNING`, with the audit
+//!    row inserted from its result in the same statement: a new day or a
+//!    higher revision is stored and audited atomically, in one round trip.
+//! 2. When nothing was written, a transaction locks the stored row
+//!    (`SELECT ... FOR UPDATE`), which says what the request was: the same
+//!    revision with the same content is a duplicate (counted; a final copy
+//!    of a non-final one marks it final), the same revision with other
+//!    content a conflict, a lower revision superseded; the audit row is
+//!    written in that transaction.
 
 use crate::db::DbError;
 use crate::tokens::Auth;
@@ -107,7 +108,11 @@ pub struct Stored {
     pub stored_revision: i64,
 }
 
+/// The upload itself and, when it stored something, its audit row: one
+/// statement, so atomic without a transaction block (the common case costs
+/// one round trip).
 const UPSERT: &str = "
+WITH up AS (
 INSERT INTO documents (agent, practice, day, revision, is_final, content_hash, body, token_id, agent_version, timezone,
     generated_at, wait_edges, duration_edges, region_code, icb_code, sub_icb_location_code, pcn_code, calls,
     reconcile_error, partial_calls, gap_minutes, hours_without_capture, partial_view_hours, parse_error_share,
@@ -125,10 +130,14 @@ ON CONFLICT (agent, practice, day) DO UPDATE SET
     packets_dropped = excluded.packets_dropped, b2bua_ambiguous = excluded.b2bua_ambiguous,
     received_at = now()
 WHERE excluded.revision > documents.revision
-RETURNING revision";
+RETURNING revision),
+audited AS (
+INSERT INTO audit (remote, token_id, agent, practice, day, revision, idempotency_key, status, result, reason)
+SELECT $27, $8, $1, $2, $3, $4, $28, 200, 'stored', NULL FROM up)
+SELECT revision FROM up";
 
 /// Stores `doc` (already checked: parsed, authorised, its key matching) for
-/// the token's agent, and audits the request, in one transaction.
+/// the token's agent, and audits the request, atomically.
 pub async fn store(pool: &Pool, auth: &Auth, doc: &DayDocument, body: &str, mut audit: AuditEntry) -> Result<Stored, DbError> {
     let revision = i64::try_from(doc.revision).map_err(|_| DbError::Other("revision out of range".into()))?;
     let hash = content_hash(doc);
@@ -146,82 +155,89 @@ pub async fn store(pool: &Pool, auth: &Auth, doc: &DayDocument, body: &str, mut 
     let hours = q.hours_without_capture.iter().collect::<std::collections::BTreeSet<_>>().len() as i32;
     let partial_hours = q.partial_view_hours.iter().collect::<std::collections::BTreeSet<_>>().len() as i32;
     let codes = &doc.org_codes;
+    let key = clip(&audit.idempotency_key, 256).map(|k| crate::http::redact(&k));
 
     let mut client = pool.get().await?;
+    let upsert = client.prepare_cached(UPSERT).await?;
+    let (partial_calls, packets_dropped, b2bua_ambiguous) = (i(q.partial_calls), i(q.packets_dropped), i(q.b2bua_ambiguous));
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 28] = [
+        &auth.agent,
+        &doc.practice,
+        &doc.date,
+        &revision,
+        &doc.is_final,
+        &&hash[..],
+        &body,
+        &auth.token_id,
+        &doc.agent.version,
+        &doc.timezone,
+        &generated,
+        &wait,
+        &duration,
+        &codes.region_code,
+        &codes.icb_code,
+        &codes.sub_icb_location_code,
+        &codes.pcn_code,
+        &calls,
+        &reconcile_error,
+        &partial_calls,
+        &q.gap_minutes,
+        &hours,
+        &partial_hours,
+        &q.parse_error_share,
+        &packets_dropped,
+        &b2bua_ambiguous,
+        &audit.remote,
+        &key,
+    ];
+    if client.query_opt(&upsert, &params).await?.is_some() {
+        return Ok(Stored { outcome: Outcome::Stored, stored_revision: revision });
+    }
+    // A revision >= ours is stored. Decide under the row's lock: a
+    // duplicate, a conflict, or superseded (by then perhaps by a revision
+    // stored since, by another collector: still the right answer).
     let tx = client.transaction().await?;
-    let upsert = tx.prepare_cached(UPSERT).await?;
-    let row = tx
+    let Some(cur) = tx
         .query_opt(
-            &upsert,
-            &[
-                &auth.agent,
-                &doc.practice,
-                &doc.date,
-                &revision,
-                &doc.is_final,
-                &&hash[..],
-                &body,
-                &auth.token_id,
-                &doc.agent.version,
-                &doc.timezone,
-                &generated,
-                &wait,
-                &duration,
-                &codes.region_code,
-                &codes.icb_code,
-                &codes.sub_icb_location_code,
-                &codes.pcn_code,
-                &calls,
-                &reconcile_error,
-                &i(q.partial_calls),
-                &q.gap_minutes,
-                &hours,
-                &partial_hours,
-                &q.parse_error_share,
-                &i(q.packets_dropped),
-                &i(q.b2bua_ambiguous),
-            ],
+            "SELECT revision, content_hash, is_final FROM documents WHERE agent = $1 AND practice = $2 AND day = $3 FOR UPDATE",
+            &[&auth.agent, &doc.practice, &doc.date],
         )
-        .await?;
-    let stored = if row.is_some() {
-        Stored { outcome: Outcome::Stored, stored_revision: revision }
+        .await?
+    else {
+        // deleted in between (by hand): the caller may send it again
+        return Err(DbError::Unavailable("the stored document changed during the request".into()));
+    };
+    let stored_revision: i64 = cur.get(0);
+    let stored_hash: Vec<u8> = cur.get(1);
+    let stored_final: bool = cur.get(2);
+    let stored = if stored_revision > revision {
+        Stored { outcome: Outcome::Superseded, stored_revision }
+    } else if stored_hash != hash {
+        Stored { outcome: Outcome::Conflict, stored_revision }
     } else {
-        // the row exists with a revision >= ours, and ON CONFLICT locked it
-        let cur = tx
-            .query_one("SELECT revision, content_hash, is_final FROM documents WHERE agent = $1 AND practice = $2 AND day = $3", &[&auth.agent, &doc.practice, &doc.date])
+        if doc.is_final && !stored_final {
+            // the same figures, now declared final
+            tx.execute(
+                "UPDATE documents SET is_final = true, body = $4, generated_at = $5, duplicates = duplicates + 1, received_at = now()
+                 WHERE agent = $1 AND practice = $2 AND day = $3",
+                &[&auth.agent, &doc.practice, &doc.date, &body, &generated],
+            )
             .await?;
-        let stored_revision: i64 = cur.get(0);
-        let stored_hash: Vec<u8> = cur.get(1);
-        let stored_final: bool = cur.get(2);
-        if stored_revision > revision {
-            Stored { outcome: Outcome::Superseded, stored_revision }
-        } else if stored_hash != hash {
-            Stored { outcome: Outcome::Conflict, stored_revision }
         } else {
-            if doc.is_final && !stored_final {
-                // the same figures, now declared final
-                tx.execute(
-                    "UPDATE documents SET is_final = true, body = $4, generated_at = $5, duplicates = duplicates + 1, received_at = now()
-                     WHERE agent = $1 AND practice = $2 AND day = $3",
-                    &[&auth.agent, &doc.practice, &doc.date, &body, &generated],
-                )
-                .await?;
-            } else {
-                tx.execute(
-                    "UPDATE documents SET duplicates = duplicates + 1 WHERE agent = $1 AND practice = $2 AND day = $3",
-                    &[&auth.agent, &doc.practice, &doc.date],
-                )
-                .await?;
-            }
-            Stored { outcome: Outcome::Duplicate, stored_revision }
+            tx.execute(
+                "UPDATE documents SET duplicates = duplicates + 1 WHERE agent = $1 AND practice = $2 AND day = $3",
+                &[&auth.agent, &doc.practice, &doc.date],
+            )
+            .await?;
         }
+        Stored { outcome: Outcome::Duplicate, stored_revision }
     };
     audit.status = if stored.outcome == Outcome::Conflict { 409 } else { 200 };
     audit.result = stored.outcome.as_str().to_string();
     if stored.outcome == Outcome::Conflict {
         audit.reason = Some(format!("revision {revision} is already stored with other content"));
     } else if stored.outcome == Outcome::Superseded {
-        audit.reason = Some(format!("revision {stored_revision} is stored", stored_revision = stored.stored_revision));
+        audit.reason = Some(format!("revision {} is stored", stored.stored_revision));
     }
     audit.write(&tx).await?;
     tx.commit().await?;

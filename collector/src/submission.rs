@@ -522,9 +522,58 @@ async fn build(pool: &Pool, req: &Request, rep: &mut Report, today: NaiveDate) -
     Ok(())
 }
 
+/// A stored day document without its DPN inputs (every wait and call
+/// length of the day): the three files are counts only, and reading those
+/// numbers was most of a national submission's time.
+#[derive(serde::Deserialize)]
+struct Counts {
+    schema: String,
+    version: u32,
+    agent: cbt_proto::upload::AgentInfo,
+    practice: String,
+    #[serde(default)]
+    org_codes: cbt_proto::upload::OrgCodesDoc,
+    date: NaiveDate,
+    timezone: String,
+    revision: u64,
+    #[serde(rename = "final")]
+    is_final: bool,
+    generated_at: String,
+    buckets: cbt_proto::upload::BucketEdges,
+    by_time: BTreeMap<String, BTreeMap<String, u64>>,
+    cbt003_by_wait: BTreeMap<String, BTreeMap<String, u64>>,
+    cbt007_by_duration: BTreeMap<String, u64>,
+    #[allow(dead_code)]
+    dpn: serde::de::IgnoredAny,
+    quality: cbt_proto::upload::Quality,
+}
+
+impl From<Counts> for DayDocument {
+    fn from(c: Counts) -> DayDocument {
+        DayDocument {
+            schema: c.schema,
+            version: c.version,
+            agent: c.agent,
+            practice: c.practice,
+            org_codes: c.org_codes,
+            date: c.date,
+            timezone: c.timezone,
+            revision: c.revision,
+            is_final: c.is_final,
+            generated_at: c.generated_at,
+            buckets: c.buckets,
+            by_time: c.by_time,
+            cbt003_by_wait: c.cbt003_by_wait,
+            cbt007_by_duration: c.cbt007_by_duration,
+            dpn: cbt_proto::upload::DpnInputs::default(),
+            quality: c.quality,
+        }
+    }
+}
+
 /// The stored documents of one date, read on two threads. They passed
-/// `DayDocument::parse` when they arrived; here they are read once more
-/// without its second pass, and their schema, version and bucket edges
+/// `DayDocument::parse` when they arrived; here their counts are read once
+/// more (without the DPN inputs), and their schema, version and bucket edges
 /// checked against what the submission uses, so that a row edited by hand
 /// is refused rather than misread.
 fn read_documents(rows: &[tokio_postgres::Row], date: NaiveDate, wait: &[i32], duration: &[i32]) -> Result<Vec<(String, String, DayDocument)>> {
@@ -533,7 +582,7 @@ fn read_documents(rows: &[tokio_postgres::Row], date: NaiveDate, wait: &[i32], d
         let agent: String = row.get(1);
         let body: &str = row.get(2);
         let bad = |why: String| refuse(format!("the stored document of {practice} {date} from agent {agent} cannot be read: {why}"));
-        let doc: DayDocument = serde_json::from_str(body).map_err(|e| bad(e.to_string()))?;
+        let doc: DayDocument = serde_json::from_str::<Counts>(body).map_err(|e| bad(e.to_string()))?.into();
         let same = |a: &[u32], b: &[i32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| i64::from(*x) == i64::from(*y));
         if doc.schema != cbt_proto::upload::SCHEMA || doc.version != cbt_proto::upload::VERSION {
             return Err(bad(format!("schema {:?} version {}", doc.schema, doc.version)));
