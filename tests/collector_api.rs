@@ -364,3 +364,47 @@ fn the_database_connection_is_encrypted_and_verified_when_the_url_asks_for_it() 
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("cannot reach the database") && e.to_lowercase().contains("certificate"), "{e}");
 }
+
+#[test]
+fn two_collectors_on_one_database_keep_the_highest_revision_whatever_the_order() {
+    let pg = Postgres::start();
+    let url = pg.create_database("cbt");
+    let a = Setup::new(&work("two-a"), &url, "");
+    let b = Setup::new(&work("two-b"), &url, "");
+    let ca = a.start();
+    let cb = b.start();
+    let token = a.add_token("pbx-01", &["B82005"]);
+    let date = today() - chrono::Days::new(1);
+    // revisions 1..=30, each sent to both collectors, from 8 threads at once
+    let mut jobs: Vec<(u64, bool)> = (1..=30u64).flat_map(|r| [(r, true), (r, false)]).collect();
+    // a fixed shuffle: later revisions often arrive before earlier ones
+    for i in (1..jobs.len()).rev() {
+        jobs.swap(i, (i * 7919 + 13) % (i + 1));
+    }
+    let jobs = std::sync::Mutex::new(jobs);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| loop {
+                let Some((rev, to_a)) = jobs.lock().unwrap().pop() else { break };
+                let d = doc("pbx-01", "B82005", date, rev, rev);
+                let c = if to_a { &ca } else { &cb };
+                let (st, v, _) = json(c.post_day(&token, &key(&d), body(&d)));
+                results.lock().unwrap().push((rev, st, v["result"].as_str().unwrap_or("").to_string()));
+            });
+        }
+    });
+    let results = results.into_inner().unwrap();
+    assert_eq!(results.len(), 60);
+    for (rev, st, result) in &results {
+        assert_eq!(*st, 200, "revision {rev}: {result}");
+        assert!(["stored", "duplicate", "superseded"].contains(&result.as_str()), "revision {rev}: {result}");
+    }
+    for rev in 1..=30u64 {
+        let stored = results.iter().filter(|(r, _, res)| *r == rev && res == "stored").count();
+        assert!(stored <= 1, "revision {rev} stored {stored} times");
+    }
+    assert_eq!(results.iter().filter(|(r, _, res)| *r == 30 && res == "stored").count(), 1, "the highest revision is stored once");
+    assert_eq!(pg.psql("cbt", "SELECT revision || '|' || calls FROM documents").trim(), "30|30");
+    assert_eq!(count(&pg, "SELECT count(*) FROM audit"), 60, "every request audited once");
+}
