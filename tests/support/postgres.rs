@@ -85,7 +85,23 @@ pub struct Postgres {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// True when PostgreSQL's programs are installed.
+pub fn installed() -> bool {
+    std::env::var_os("CBT_PG_BIN").is_some()
+        || std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|rd| rd.flatten().any(|e| e.path().join("bin/postgres").exists()))
+}
+
 impl Postgres {
+    /// [`Postgres::start`], or `None` with a printed skip when PostgreSQL is
+    /// not installed outside CI (under CI its absence is a failure).
+    pub fn start_or_skip() -> Option<Postgres> {
+        if !installed() && !crate::in_ci() {
+            eprintln!("SKIP: PostgreSQL is not installed (scripts/setup-deps installs it)");
+            return None;
+        }
+        Some(Postgres::start())
+    }
+
     /// A new cluster, started. fsync is off: the tests never crash the
     /// machine, and it keeps them fast on a shared disk.
     pub fn start() -> Postgres {
