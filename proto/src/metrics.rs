@@ -665,6 +665,15 @@ pub mod export {
         }
     }
 
+    /// Appends a field with RFC 4180 quoting (as [`field`]).
+    fn push_field(out: &mut String, s: &str) {
+        if s.contains([',', '"', '\r', '\n']) {
+            out.push_str(&field(s));
+        } else {
+            out.push_str(s);
+        }
+    }
+
     fn line(fields: &[String]) -> String {
         let mut l = fields.iter().map(|f| field(f)).collect::<Vec<_>>().join(",");
         l.push_str("\r\n");
@@ -697,50 +706,66 @@ pub mod export {
             h.extend(rest.iter().map(|s| s.to_string()));
             line(&h)
         };
-        let lead = |date: NaiveDate, ods: &str, codes: &OrgCodes| {
-            let mut f = vec![date.format("%Y-%m-%d").to_string()];
+        // The fields every row starts with (date, codes, practice), quoted,
+        // each followed by its comma: made once per practice and date.
+        let lead = |date: &str, ods: &str, codes: &OrgCodes| {
+            let mut l = String::with_capacity(32);
+            push_field(&mut l, date);
+            l.push(',');
             if with_codes {
                 for c in [&codes.region, &codes.icb, &codes.sub_icb, &codes.pcn] {
-                    f.push(c.clone().unwrap_or_default());
+                    push_field(&mut l, c.as_deref().unwrap_or(""));
+                    l.push(',');
                 }
             }
-            f.push(ods.to_string());
-            f
+            push_field(&mut l, ods);
+            l.push(',');
+            l
+        };
+        // A row: the lead, then the fields joined by commas, then CRLF (the
+        // same bytes as `line` of all the fields, without its allocations).
+        let row = |out: &mut String, lead: &str, rest: &[&str], value: u64| {
+            use std::fmt::Write as _;
+            out.push_str(lead);
+            for f in rest {
+                push_field(out, f);
+                out.push(',');
+            }
+            let _ = write!(out, "{value}");
+            out.push_str("\r\n");
         };
         let mut by_time = head(&[INDICATOR, TIME_CATEGORY, VALUE]);
         let mut by_duration = head(&[INDICATOR, DURATION, VALUE]);
         let mut answered = head(&[INDICATOR, WAIT_TIME, CORE_CATEGORY, VALUE]);
         let empty = Day::new(fig.wait, fig.duration);
+        let cbt003 = Indicator::Cbt003.code();
+        let cbt007 = Indicator::Cbt007.code();
+        let mut key = (String::new(), from);
         let mut date = from;
         while date <= to {
+            let date_s = date.format("%Y-%m-%d").to_string();
+            key.1 = date;
             for (ods, codes) in practices {
-                let day = fig.days.get(&(ods.clone(), date)).unwrap_or(&empty);
+                key.0.clear();
+                key.0.push_str(ods);
+                let day = fig.days.get(&key).unwrap_or(&empty);
+                let lead = lead(&date_s, ods, codes);
                 for ind in Indicator::BY_TIME {
                     for (b, cat) in TIME_CATEGORIES.iter().enumerate() {
-                        let mut f = lead(date, ods, codes);
-                        f.extend([ind.code().to_string(), cat.to_string(), day.band(ind, b).to_string()]);
-                        by_time.push_str(&line(&f));
+                        row(&mut by_time, &lead, &[ind.code(), cat], day.band(ind, b));
                     }
                 }
                 let labels = fig.duration.labels();
                 for (label, n) in labels.iter().zip(&day.answered_by_duration) {
-                    let mut f = lead(date, ods, codes);
-                    f.extend([Indicator::Cbt007.code().to_string(), label.clone(), n.to_string()]);
-                    by_duration.push_str(&line(&f));
+                    row(&mut by_duration, &lead, &[cbt007, label], *n);
                 }
-                let mut f = lead(date, ods, codes);
-                f.extend([Indicator::Cbt007.code().to_string(), TOTAL.to_string(), day.total(Indicator::Cbt007).to_string()]);
-                by_duration.push_str(&line(&f));
+                row(&mut by_duration, &lead, &[cbt007, TOTAL], day.total(Indicator::Cbt007));
                 for (c, core) in CORE_CATEGORIES.iter().enumerate() {
                     for (label, counts) in fig.wait.labels().iter().zip(&day.answered_by_wait) {
-                        let mut f = lead(date, ods, codes);
-                        f.extend([Indicator::Cbt003.code().to_string(), label.clone(), core.to_string(), counts[c].to_string()]);
-                        answered.push_str(&line(&f));
+                        row(&mut answered, &lead, &[cbt003, label, core], counts[c]);
                     }
                     let total: u64 = day.answered_by_wait.iter().map(|x| x[c]).sum();
-                    let mut f = lead(date, ods, codes);
-                    f.extend([Indicator::Cbt003.code().to_string(), TOTAL.to_string(), core.to_string(), total.to_string()]);
-                    answered.push_str(&line(&f));
+                    row(&mut answered, &lead, &[cbt003, TOTAL, core], total);
                 }
             }
             date = match date.succ_opt() {

@@ -57,12 +57,15 @@ pub fn replay_legs(files: &[PathBuf]) -> (Vec<cbt_proto::Leg>, cbt_proto::Engine
     let errors = inputs.errors.iter().map(|e| e.to_string()).collect();
     (legs, engine.stats(), errors)
 }
+pub mod collector;
 pub mod daemon;
 pub mod kamailio;
 pub mod page;
+pub mod postgres;
 pub mod relay;
 pub mod sipp;
 pub mod sippy;
+pub mod tls;
 
 /// Makes a child process die with the test that started it, even when the
 /// test process itself is killed (a CI timeout, a SIGKILL): no sipp, capture

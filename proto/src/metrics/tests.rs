@@ -251,3 +251,101 @@ proptest! {
         }
     }
 }
+
+/// The CSV writer as it was first written (one `Vec<String>` and a join per
+/// row): `export::files` must write exactly its bytes, only faster.
+fn files_reference(fig: &export::Figures<'_>, from: NaiveDate, to: NaiveDate) -> Vec<String> {
+    use export::*;
+    let line = |fields: &[String]| {
+        let mut l = fields.iter().map(|f| field(f)).collect::<Vec<_>>().join(",");
+        l.push_str("\r\n");
+        l
+    };
+    let with_codes = fig.practices.iter().any(|(_, c)| *c != OrgCodes::default());
+    let head = |rest: &[&str]| {
+        let mut h = vec![DATE.to_string()];
+        if with_codes {
+            h.extend(ORG_CODES.iter().map(|s| s.to_string()));
+        }
+        h.push(PRACTICE.to_string());
+        h.extend(rest.iter().map(|s| s.to_string()));
+        line(&h)
+    };
+    let lead = |date: NaiveDate, ods: &str, codes: &OrgCodes| {
+        let mut f = vec![date.format("%Y-%m-%d").to_string()];
+        if with_codes {
+            for c in [&codes.region, &codes.icb, &codes.sub_icb, &codes.pcn] {
+                f.push(c.clone().unwrap_or_default());
+            }
+        }
+        f.push(ods.to_string());
+        f
+    };
+    let mut by_time = head(&[INDICATOR, TIME_CATEGORY, VALUE]);
+    let mut by_duration = head(&[INDICATOR, DURATION, VALUE]);
+    let mut answered = head(&[INDICATOR, WAIT_TIME, CORE_CATEGORY, VALUE]);
+    let empty = Day::new(fig.wait, fig.duration);
+    let mut date = from;
+    while date <= to {
+        for (ods, codes) in &fig.practices {
+            let day = fig.days.get(&(ods.clone(), date)).unwrap_or(&empty);
+            for ind in Indicator::BY_TIME {
+                for (b, cat) in TIME_CATEGORIES.iter().enumerate() {
+                    let mut f = lead(date, ods, codes);
+                    f.extend([ind.code().to_string(), cat.to_string(), day.band(ind, b).to_string()]);
+                    by_time.push_str(&line(&f));
+                }
+            }
+            for (label, n) in fig.duration.labels().iter().zip(&day.answered_by_duration) {
+                let mut f = lead(date, ods, codes);
+                f.extend([Indicator::Cbt007.code().to_string(), label.clone(), n.to_string()]);
+                by_duration.push_str(&line(&f));
+            }
+            let mut f = lead(date, ods, codes);
+            f.extend([Indicator::Cbt007.code().to_string(), TOTAL.to_string(), day.total(Indicator::Cbt007).to_string()]);
+            by_duration.push_str(&line(&f));
+            for (c, core) in CORE_CATEGORIES.iter().enumerate() {
+                for (label, counts) in fig.wait.labels().iter().zip(&day.answered_by_wait) {
+                    let mut f = lead(date, ods, codes);
+                    f.extend([Indicator::Cbt003.code().to_string(), label.clone(), core.to_string(), counts[c].to_string()]);
+                    answered.push_str(&line(&f));
+                }
+                let total: u64 = day.answered_by_wait.iter().map(|x| x[c]).sum();
+                let mut f = lead(date, ods, codes);
+                f.extend([Indicator::Cbt003.code().to_string(), TOTAL.to_string(), core.to_string(), total.to_string()]);
+                answered.push_str(&line(&f));
+            }
+        }
+        date = date.succ_opt().unwrap();
+    }
+    vec![by_time, by_duration, answered]
+}
+
+proptest! {
+    #[test]
+    fn the_csv_writer_writes_the_reference_bytes(
+        counts in proptest::collection::vec((0usize..3, 0u32..86_400, 0u8..4, 0u32..400, 0u32..700), 0..60),
+        codes in proptest::option::of(("[A-Z0-9,\" ]{0,5}", "[A-Z0-9]{0,4}")),
+        edges in proptest::sample::select(vec![vec![0u32, 30, 60, 120, 180, 240, 300], vec![10u32], vec![0u32, 20, 45]]),
+    ) {
+        let mut s = site();
+        if let Some((region, icb)) = codes {
+            s.practices[1].codes = OrgCodes { region: Some(region), icb: Some(icb), sub_icb: None, pcn: Some("U1".into()) };
+        }
+        s.wait_edges = edges.clone();
+        s.duration_edges = edges;
+        let mut agg = Aggregator::new(&s);
+        for (p, secs, o, wait, dur) in counts {
+            let practice = ["B82005", "B82099", UNASSIGNED][p];
+            let outcome = [Outcome::Answered, Outcome::Missed, Outcome::EndedInIvr, Outcome::CallbackRequested][o as usize];
+            let answered = outcome == Outcome::Answered;
+            let at = utc(2024, 11, 3, 0, 0, 0).add(secs as i64 * 1_000_000 * 2);
+            agg.add_call(&call(practice, at, outcome, answered.then_some(wait as f64 / 2.0), answered.then_some(dur as f64), false));
+        }
+        let from = NaiveDate::from_ymd_opt(2024, 11, 2).unwrap();
+        let to = NaiveDate::from_ymd_opt(2024, 11, 5).unwrap();
+        let fig = agg.figures();
+        let got: Vec<String> = export::files(&fig, from, to).into_iter().map(|f| f.1).collect();
+        prop_assert_eq!(got, files_reference(&fig, from, to));
+    }
+}
