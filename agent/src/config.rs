@@ -25,6 +25,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
+mod guard;
+pub use guard::GuardSettings;
+
 type S<T> = Spanned<T>;
 
 #[derive(Deserialize, Default)]
@@ -62,6 +65,10 @@ struct Raw {
     diagnostics: RawDiagnostics,
     #[serde(default)]
     calls: RawCalls,
+    #[serde(default)]
+    scanners: guard::RawScanners,
+    #[serde(default)]
+    limits: guard::RawLimits,
 }
 
 #[derive(Deserialize, Default)]
@@ -90,6 +97,8 @@ struct RawCapture {
 struct RawHep {
     listen: Option<S<String>>,
     receive_buffer: Option<S<String>>,
+    #[serde(default)]
+    allow: Vec<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -264,6 +273,8 @@ pub struct Config {
     pub agent: AgentConfig,
     /// Timers of legs never seen to end.
     pub legs: cbt_proto::LegConfig,
+    /// Hostile traffic: HEP senders, scanners, memory ceilings.
+    pub guard: GuardSettings,
 }
 
 /// Where the local status API listens.
@@ -681,6 +692,7 @@ impl Config {
         let duration_edges = c.edges(&raw.buckets.duration, "buckets.duration");
         let secret_file = raw.privacy.secret_file.as_ref().map(|v| PathBuf::from(v.get_ref()));
         let agent = agent_config(&mut c, &raw);
+        let guard = guard::settings(&mut c, &raw.hep.allow, &raw.scanners, &raw.limits);
         let mut legs = cbt_proto::LegConfig::default();
         if let Some(v) = &raw.calls.max_duration {
             legs.max_call = c.duration(v, "calls.max_duration").unwrap_or(legs.max_call);
@@ -717,6 +729,7 @@ impl Config {
             secret_file,
             agent,
             legs,
+            guard,
         })
     }
 

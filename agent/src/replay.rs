@@ -89,6 +89,8 @@ pub fn run_with(args: ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> R
         site: site.clone(),
         emit_legs: matches!(args.output, Output::Legs | Output::Summary),
         legs: config.as_ref().map(|c| c.legs.clone()).unwrap_or_default(),
+        // the same scanner rules and memory ceiling as the daemon
+        guard: config.as_ref().map(|c| c.guard.engine()).unwrap_or_default(),
         ..EngineConfig::default()
     });
     let mut out = BufWriter::with_capacity(1 << 16, out);

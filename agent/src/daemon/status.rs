@@ -23,6 +23,9 @@ pub struct Status {
     pub gaps: Vec<Gap>,
     /// `full`, `partial` (handsets only, no trunk side) or `unknown`.
     pub view: String,
+    /// Scanners, floods and the memory ceilings.
+    #[serde(default)]
+    pub hostile: super::hostile::HostileStatus,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -173,6 +176,9 @@ pub const DIAGNOSTIC_CODES: &[&str] = &[
     "snapshot_stale",
     "partial_view",
     "no_source",
+    "scanner",
+    "memory_shed",
+    "hep_rejected",
 ];
 
 fn esc(v: &str) -> String {
@@ -250,6 +256,7 @@ pub fn prometheus(s: &Status) -> String {
             .collect(),
     );
     metric("cbt_view_partial", "gauge", "1 if only part of the calls can be seen (handsets only).", vec![(String::new(), (s.view == "partial") as u64 as f64)]);
+    o.push_str(&super::hostile::prometheus(&s.hostile));
     o
 }
 
@@ -305,6 +312,7 @@ pub fn page(s: &Status) -> String {
     if s.today.practices.is_empty() {
         h.push_str("<p>No practice configured.</p>");
     }
+    h.push_str(&super::hostile::page(&s.hostile));
     h.push_str("<h2>Agent</h2><ul>");
     if s.diagnostics.is_empty() {
         h.push_str("<li>No problems detected.</li>");
