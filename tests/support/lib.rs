@@ -58,6 +58,7 @@ pub fn replay_legs(files: &[PathBuf]) -> (Vec<cbt_proto::Leg>, cbt_proto::Engine
     (legs, engine.stats(), errors)
 }
 pub mod daemon;
+pub mod flood;
 pub mod kamailio;
 pub mod sipp;
 pub mod sippy;
