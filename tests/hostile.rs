@@ -406,7 +406,8 @@ fn floods(test: &str, base: u8, carrier: bool, episodes: &[Vec<Kind>], secs: f64
                 assert!(got + row.drops >= sent && got <= sent, "{test}: {} flood: {got} of {sent} counted ({} dropped)", kind.name(), row.drops);
             }
             assert!(row.engine_peak <= limit as u64 + (64 << 10), "{test}: engine state {} over its {limit} ceiling", row.engine_peak);
-            assert!(peak_rss < 160 << 20, "{test}: {} MiB resident during the {} flood", peak_rss >> 20, kind.name());
+            // the packaged unit stops the agent at 256 MiB
+            assert!(peak_rss < 192 << 20, "{test}: {} MiB resident during the {} flood", peak_rss >> 20, kind.name());
             assert_eq!(daemon.get("/healthz").unwrap().trim(), "ok");
             rows.push(row);
         }
@@ -477,6 +478,14 @@ fn floods(test: &str, base: u8, carrier: bool, episodes: &[Vec<Kind>], secs: f64
             problems.push(format!("{cid}: {} stored calls that are not sipp's (the flood?)", recs.len()));
         }
         assert!(problems.is_empty(), "{test}: {} problems ({} packets dropped before the engine):\n{}", problems.len(), total_drops, problems.join("\n"));
+        let floods: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+        eprintln!(
+            "{test}: real calls: {} made by sipp during {}, every one stored once as scripted, {} calls stored in all; {} packets dropped before the engine",
+            made.len(),
+            floods.join(","),
+            stored.len(),
+            total_drops
+        );
     }
     rows
 }
