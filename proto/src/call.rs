@@ -568,7 +568,9 @@ impl CallTracker {
                 }
                 let direct_auto = self.automated_kind(leg);
                 let direct_staff = direct_auto.is_none() && self.is_staff(leg);
-                if direct_staff && self.site.b2bua {
+                // (not for a sender in a burst: a flood would make every
+                // INVITE search every call in progress)
+                if direct_staff && self.site.b2bua && !self.bursts.flagged(leg.src.ip(), leg.started) {
                     // handsets-only view: a ring group rings each handset with
                     // its own INVITE; one caller ringing several is one call
                     if let Some(seq) = self.ring_group_match(leg) {
