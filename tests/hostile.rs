@@ -405,7 +405,8 @@ fn floods(test: &str, base: u8, carrier: bool, episodes: &[Vec<Kind>], secs: f64
             if let Some(got) = got {
                 assert!(got + row.drops >= sent && got <= sent, "{test}: {} flood: {got} of {sent} counted ({} dropped)", kind.name(), row.drops);
             }
-            assert!(row.engine_peak <= limit as u64 + (64 << 10), "{test}: engine state {} over its {limit} ceiling", row.engine_peak);
+            // over by at most one packet's state and a table's growth
+            assert!(row.engine_peak <= limit as u64 + (1 << 20), "{test}: engine state {} over its {limit} ceiling", row.engine_peak);
             // the packaged unit stops the agent at 256 MiB
             assert!(peak_rss < 192 << 20, "{test}: {} MiB resident during the {} flood", peak_rss >> 20, kind.name());
             assert_eq!(daemon.get("/healthz").unwrap().trim(), "ok");

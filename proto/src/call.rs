@@ -339,7 +339,8 @@ pub struct CallTracker {
     bytes: usize,
     pub guard: CallGuardStats,
     next_seq: u64,
-    open: BTreeMap<u64, OpenCall>,
+    /// Boxed: a B-tree node then holds pointers, not calls.
+    open: BTreeMap<u64, Box<OpenCall>>,
     by_trunk_call_id: HashMap<String, u64>,
     /// Legs attached to open calls: leg -> (call, role).
     leg_call: HashMap<LegId, (u64, Role)>,
@@ -400,9 +401,13 @@ impl CallTracker {
         std::mem::take(&mut self.actions)
     }
 
-    /// Bytes held by open calls, their indexes and the burst tracker.
+    /// Bytes held by open calls, their indexes (with the maps' spare
+    /// capacity) and the burst tracker.
     pub fn bytes(&self) -> usize {
-        self.bytes + self.bursts.bytes()
+        self.bytes
+            + self.bursts.bytes()
+            + self.by_trunk_call_id.capacity() * (std::mem::size_of::<(String, u64)>() + 1)
+            + self.leg_call.capacity() * (std::mem::size_of::<(LegId, (u64, Role))>() + 1)
     }
 
     /// Whether the memory budget may shed this leg (with no response): a
@@ -618,7 +623,7 @@ impl CallTracker {
                 };
                 self.by_trunk_call_id.insert(leg.call_id.clone(), seq);
                 self.leg_call.insert(leg.id, (seq, Role::TrunkIn));
-                self.open.insert(seq, call);
+                self.open.insert(seq, Box::new(call));
                 self.account(seq);
             }
             Role::Staff | Role::Automated(_) => match self.correlate(leg) {
@@ -795,6 +800,8 @@ impl CallTracker {
     /// Finalises calls whose settle time has passed; forgets old outbound
     /// calls and expired callback requests.
     pub fn tick(&mut self, now: Timestamp) {
+        crate::leg::shrink(&mut self.by_trunk_call_id);
+        crate::leg::shrink(&mut self.leg_call);
         let due: Vec<u64> = self
             .open
             .values()
@@ -934,7 +941,7 @@ impl CallTracker {
     pub fn snapshot(&self) -> CallSnapshot {
         CallSnapshot {
             next_seq: self.next_seq,
-            open: self.open.values().cloned().collect(),
+            open: self.open.values().map(|c| (**c).clone()).collect(),
             requests: self.requests.clone(),
             outbound: self.outbound.iter().cloned().collect(),
             stats: self.stats.clone(),
@@ -945,7 +952,7 @@ impl CallTracker {
     pub fn snapshot_ref(&self) -> CallSnapshotRef<'_> {
         CallSnapshotRef {
             next_seq: self.next_seq,
-            open: self.open.values().collect(),
+            open: self.open.values().map(|c| &**c).collect(),
             requests: &self.requests,
             outbound: &self.outbound,
             stats: &self.stats,
@@ -970,7 +977,7 @@ impl CallTracker {
                 self.leg_call.insert(l.id, (c.seq, Role::Automated(*k)));
             }
             let seq = c.seq;
-            self.open.insert(seq, c);
+            self.open.insert(seq, Box::new(c));
             self.account(seq);
         }
         self.requests = snap.requests;

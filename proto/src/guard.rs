@@ -349,6 +349,10 @@ impl Tombstones {
     }
 
     fn expire(&mut self, now: Timestamp) {
+        if self.until.capacity() > 1024 && self.until.len() * 4 < self.until.capacity() {
+            self.until.shrink_to(self.until.len() * 2);
+            self.order.shrink_to(self.order.len() * 2);
+        }
         while let Some(&(t, k)) = self.order.front() {
             let over = self.order.len() > 2 * TOMBSTONES || self.until.len() > TOMBSTONES;
             if t > now && !over {

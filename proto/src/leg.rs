@@ -220,7 +220,8 @@ pub struct LegTracker {
     cfg: LegConfig,
     hasher: Hasher,
     next_id: u64,
-    legs: HashMap<LegId, Leg>,
+    /// Boxed: a map's spare capacity then costs a pointer, not a leg.
+    legs: HashMap<LegId, Box<Leg>>,
     by_call_id: HashMap<String, Vec<LegId>>,
     events: VecDeque<LegEvent>,
     /// Due times of every leg's timer (open legs: their deadline; ended
@@ -340,9 +341,12 @@ impl LegTracker {
         }
     }
 
-    /// Bytes held by the legs (open and lingering) and their indexes.
+    /// Bytes held by the legs (open and lingering) and their indexes,
+    /// with the maps' spare capacity.
     pub fn bytes(&self) -> usize {
         self.bytes
+            + self.legs.capacity() * (std::mem::size_of::<(LegId, Box<Leg>)>() + 1)
+            + self.by_call_id.capacity() * (std::mem::size_of::<(String, Vec<LegId>)>() + 1)
     }
 
     pub fn config(&self) -> &LegConfig {
@@ -356,7 +360,7 @@ impl LegTracker {
 
     /// Open legs, in id order (for status and snapshots).
     pub fn open_iter(&self) -> impl Iterator<Item = &Leg> {
-        let mut v: Vec<&Leg> = self.legs.values().filter(|l| l.is_open()).collect();
+        let mut v: Vec<&Leg> = self.legs.values().map(|l| &**l).filter(|l| l.is_open()).collect();
         v.sort_by_key(|l| l.id);
         v.into_iter()
     }
@@ -556,7 +560,7 @@ impl LegTracker {
             suspect: false,
         };
         self.events.push_back(LegEvent::Started(Box::new(leg.clone())));
-        self.legs.insert(id, leg);
+        self.legs.insert(id, Box::new(leg));
         self.by_call_id.entry(m.call_id.clone()).or_default().push(id);
         self.open += 1;
         self.stats.legs_started += 1;
@@ -811,7 +815,7 @@ impl LegTracker {
         self.open -= 1;
         self.stats.legs_finished += 1;
         *self.stats.by_end.entry(end.name().to_string()).or_default() += 1;
-        self.events.push_back(LegEvent::Finished(Box::new(leg.clone())));
+        self.events.push_back(LegEvent::Finished(leg.clone()));
         // while it lingers the leg only absorbs retransmissions: keep what
         // matching needs, drop the rest
         for p in [&mut leg.from, &mut leg.to, &mut leg.ruri, &mut leg.asserted] {
@@ -906,6 +910,9 @@ impl LegTracker {
 
     /// Runs timers up to `now` (packet time), earliest first.
     pub fn tick(&mut self, now: Timestamp) {
+        // tables a flood grew give their room back once mostly empty
+        shrink(&mut self.legs);
+        shrink(&mut self.by_call_id);
         while let Some(&(at, id)) = self.timers.first() {
             if at > now {
                 break;
@@ -972,7 +979,7 @@ impl LegTracker {
 
     /// Removes a leg and its index entries, without an event.
     fn remove_leg(&mut self, id: LegId) -> Option<Leg> {
-        let leg = self.legs.remove(&id)?;
+        let leg = *self.legs.remove(&id)?;
         if let Some(t) = leg.timer {
             self.timers.remove(&(t, id));
         }
@@ -1063,7 +1070,7 @@ impl LegTracker {
 
     /// Serialisable state: open and lingering legs, the id counter, counters.
     pub fn snapshot(&self) -> LegSnapshot {
-        let mut legs: Vec<Leg> = self.legs.values().cloned().collect();
+        let mut legs: Vec<Leg> = self.legs.values().map(|l| (**l).clone()).collect();
         legs.sort_by_key(|l| l.id);
         LegSnapshot {
             next_id: self.next_id,
@@ -1075,7 +1082,7 @@ impl LegTracker {
     /// The same as [`snapshot`](Self::snapshot), borrowing instead of
     /// copying the legs (for writing a large state without doubling memory).
     pub fn snapshot_ref(&self) -> LegSnapshotRef<'_> {
-        let mut legs: Vec<&Leg> = self.legs.values().collect();
+        let mut legs: Vec<&Leg> = self.legs.values().map(|l| &**l).collect();
         legs.sort_by_key(|l| l.id);
         LegSnapshotRef {
             next_id: self.next_id,
@@ -1101,7 +1108,7 @@ impl LegTracker {
             }
             let id = leg.id;
             self.by_call_id.entry(leg.call_id.clone()).or_default().push(id);
-            self.legs.insert(id, leg);
+            self.legs.insert(id, Box::new(leg));
             self.reschedule(id);
         }
     }
@@ -1121,6 +1128,13 @@ pub struct LegSnapshot {
     pub next_id: u64,
     pub legs: Vec<Leg>,
     pub stats: LegStats,
+}
+
+/// Shrinks a map that is less than a quarter full (and not small).
+pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > 1024 && m.len() * 4 < m.capacity() {
+        m.shrink_to(m.len() * 2);
+    }
 }
 
 fn same_hop(leg: &Leg, hop: &Hop) -> bool {
