@@ -123,6 +123,34 @@ pub fn write_status(w: &mut dyn Write, s: &Status) -> std::io::Result<()> {
         let list: Vec<String> = s.sip.parse_errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
         writeln!(w, "Parse errors: {} (of {} SIP messages)", list.join(", "), s.sip.messages)?;
     }
+    let (k, m) = (&s.hostile.kept_out, &s.hostile.memory);
+    writeln!(
+        w,
+        "Kept out: {} INVITEs ({} from unexpected senders, {} scanner User-Agents, {} scanner-like calls), {} other requests, {} HEP packets from unknown senders{}",
+        k.invites,
+        k.screen.unexpected_invites,
+        k.screen.scanner_agent_invites,
+        k.screen.scanner_calls,
+        k.screen.other_requests,
+        k.hep_rejected,
+        if k.sources.is_empty() {
+            String::new()
+        } else {
+            format!("; from {}", k.sources.iter().take(5).map(|x| format!("{} ({})", x.address, x.total())).collect::<Vec<_>>().join(", "))
+        }
+    )?;
+    writeln!(
+        w,
+        "Memory: {} resident; engine {} of {} (peak {}), {} unanswered INVITEs shed; queue {} of {}, {} packets dropped at the ceiling",
+        human_bytes(m.rss_bytes),
+        human_bytes(m.engine.used_bytes),
+        human_bytes(m.engine.limit_bytes),
+        human_bytes(m.engine.peak_bytes),
+        m.engine.legs_shed,
+        human_bytes(m.queue_bytes),
+        human_bytes(m.queue_limit_bytes),
+        m.queue_dropped
+    )?;
     let st = &s.store;
     writeln!(
         w,

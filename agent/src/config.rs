@@ -25,6 +25,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
+mod guard;
+pub use guard::GuardSettings;
+
 type S<T> = Spanned<T>;
 
 mod page;
@@ -69,6 +72,10 @@ struct Raw {
     page: page::RawPage,
     #[serde(default)]
     staffing: page::RawStaffing,
+    #[serde(default)]
+    scanners: guard::RawScanners,
+    #[serde(default)]
+    limits: guard::RawLimits,
     /// The line of the `[network]` header, for messages about the section.
     #[serde(skip)]
     network_line: Option<usize>,
@@ -111,6 +118,8 @@ struct RawCapture {
 struct RawHep {
     listen: Option<S<String>>,
     receive_buffer: Option<S<String>>,
+    #[serde(default)]
+    allow: Vec<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -277,6 +286,8 @@ pub struct Config {
     pub upload: Option<UploadConfig>,
     /// The practice manager's page and staffing (`[page]`, `[staffing]`).
     pub page: PageConfig,
+    /// Hostile traffic: HEP senders, scanners, memory ceilings.
+    pub guard: GuardSettings,
     /// Things that are allowed but probably not meant (a placeholder ODS
     /// code, no network roles, a number given to two practices).
     pub warnings: Vec<Problem>,
@@ -951,6 +962,7 @@ impl Config {
         let duration_edges = c.edges(&raw.buckets.duration, "buckets.duration");
         let secret_file = raw.privacy.secret_file.as_ref().map(|v| PathBuf::from(v.get_ref()));
         let agent = agent_config(&mut c, &raw);
+        let guard = guard::settings(&mut c, &raw.hep.allow, &raw.scanners, &raw.limits);
         let mut legs = cbt_proto::LegConfig::default();
         if let Some(v) = &raw.calls.max_duration {
             legs.max_call = c.duration(v, "calls.max_duration").unwrap_or(legs.max_call);
@@ -992,6 +1004,7 @@ impl Config {
             upload,
             page: page_settings,
             warnings,
+            guard,
         })
     }
 

@@ -158,6 +158,25 @@ pub fn write_summary(w: &mut impl Write, tally: &LegTally, stats: &EngineStats, 
     if !stats.sip.repairs.is_empty() {
         section(w, "Normalising repairs", &stats.sip.repairs)?;
     }
+    let (k, m) = (&stats.guard.screen, &stats.guard.memory);
+    let mut kept = BTreeMap::new();
+    for (name, v) in [
+        ("INVITEs, unexpected senders", k.unexpected_invites),
+        ("INVITEs, scanner User-Agent", k.scanner_agent_invites),
+        ("calls, scanner behaviour", k.scanner_calls),
+        ("other requests", k.other_requests),
+        ("messages absorbed", k.absorbed),
+        ("HEP from unknown senders", stats.wire.hep_rejected),
+        ("legs shed for memory", m.legs_shed),
+    ] {
+        if v > 0 {
+            kept.insert(name.to_string(), v);
+        }
+    }
+    section(w, "Kept out of the figures (scanners, floods)", &kept)?;
+    for src in &stats.guard.sources {
+        writeln!(w, "  {:<28} {:>10}  {}{}", src.address, src.total(), src.why, src.user_agent.as_deref().map(|a| format!(" ({a})")).unwrap_or_default())?;
+    }
     Ok(())
 }
 

@@ -77,6 +77,8 @@ fn new_engine(config: Option<&Config>, key: [u8; 32], emit_legs: bool) -> (Optio
         site: site.clone(),
         emit_legs,
         legs: config.map(|c| c.legs.clone()).unwrap_or_default(),
+        // the same scanner rules and memory ceiling as the daemon
+        guard: config.map(|c| c.guard.engine()).unwrap_or_default(),
         ..EngineConfig::default()
     });
     (site, engine)

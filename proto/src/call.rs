@@ -14,9 +14,11 @@
 //! outbound call to the same number (matched by keyed hash) within the
 //! configured window; one request counts at most one callback made.
 
+use crate::guard::{self, Bursts, Evidence, Why};
 use crate::leg::{EndReason, Leg, LegEvent, LegId, Side};
 use crate::site::{Endpoint, Site};
 use crate::time::{Micros, Timestamp, HOUR};
+use std::net::IpAddr;
 use ahash::HashMap;
 use chrono::{Duration, NaiveTime, TimeZone};
 use serde::{Deserialize, Serialize};
@@ -141,6 +143,8 @@ enum Role {
     Staff,
     Automated(Auto),
     Other,
+    /// From an unexpected sender (with `network.carrier` set): not a call.
+    Unexpected,
 }
 
 /// What the call layer keeps of a leg.
@@ -158,6 +162,8 @@ pub(crate) struct LegInfo {
     pub(crate) partial: bool,
     /// A callback request header was on this leg.
     pub(crate) callback_header: bool,
+    /// The final response to its INVITE (once it ended).
+    pub(crate) final_status: Option<u16>,
 }
 
 impl LegInfo {
@@ -173,6 +179,7 @@ impl LegInfo {
             ended_by: leg.ended_by,
             partial: leg.partial,
             callback_header,
+            final_status: leg.final_status,
         }
     }
 
@@ -183,6 +190,7 @@ impl LegInfo {
         self.end = leg.end;
         self.ended_by = leg.ended_by;
         self.partial = leg.partial;
+        self.final_status = leg.final_status;
     }
 }
 
@@ -202,6 +210,24 @@ pub(crate) struct OpenCall {
     pub(crate) correlation: Correlation,
     /// Set when the trunk leg finished: finalise by then at the latest.
     pub(crate) settle_until: Option<Timestamp>,
+    /// What the scanner rule needs (in memory only).
+    pub(crate) guard: CallGuard,
+}
+
+/// What the scanner rule and the memory budget keep of a call (not
+/// persisted: a restored call has none of it and is never set aside).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CallGuard {
+    /// Where the trunk INVITE came from (None for a restored call).
+    pub(crate) source: Option<IpAddr>,
+    /// Its sender was in a burst of new calls when it started.
+    pub(crate) burst: bool,
+    /// Whether it was for a practice's number (None: unknown).
+    pub(crate) for_practice: Option<bool>,
+    /// Held after it ended until the burst window passed.
+    pub(crate) held: bool,
+    /// Bytes counted against the memory budget.
+    pub(crate) acct: usize,
 }
 
 impl OpenCall {
@@ -277,10 +303,44 @@ impl CallSnapshot {
     }
 }
 
+/// What the engine must do to legs after a call-layer decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LegAction {
+    /// The leg's sender is in a burst of new calls: shed it first while it
+    /// has no response.
+    Suspect(LegId),
+    /// Not a patient's call: forget these legs, absorb the rest of the
+    /// dialog, and put the sender in the book.
+    SetAside {
+        legs: Vec<LegId>,
+        call_id: String,
+        source: IpAddr,
+        at: Timestamp,
+        why: Why,
+    },
+}
+
+/// Calls kept out of the figures (not persisted: counters since start).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallGuardStats {
+    /// Legs from unexpected senders, which never became calls.
+    pub unexpected_legs: u64,
+    /// Calls set aside by the scanner rule when they ended.
+    pub scanner_calls: u64,
+    /// Calls in progress whose trunk leg (with no response) was shed for memory.
+    pub calls_shed: u64,
+}
+
 pub struct CallTracker {
     site: Site,
+    bursts: Bursts,
+    actions: Vec<LegAction>,
+    /// Bytes held by open calls and their indexes.
+    bytes: usize,
+    pub guard: CallGuardStats,
     next_seq: u64,
-    open: BTreeMap<u64, OpenCall>,
+    /// Boxed: a B-tree node then holds pointers, not calls.
+    open: BTreeMap<u64, Box<OpenCall>>,
     by_trunk_call_id: HashMap<String, u64>,
     /// Legs attached to open calls: leg -> (call, role).
     leg_call: HashMap<LegId, (u64, Role)>,
@@ -297,8 +357,16 @@ const OUTBOUND_MAX: usize = 10_000;
 
 impl CallTracker {
     pub fn new(site: Site) -> CallTracker {
+        Self::with_guard(site, &guard::GuardConfig::default())
+    }
+
+    pub fn with_guard(site: Site, g: &guard::GuardConfig) -> CallTracker {
         CallTracker {
             site,
+            bursts: Bursts::new(g.burst, g.burst_window),
+            actions: Vec::new(),
+            bytes: 0,
+            guard: CallGuardStats::default(),
             next_seq: 1,
             open: BTreeMap::new(),
             by_trunk_call_id: HashMap::default(),
@@ -326,6 +394,61 @@ impl CallTracker {
 
     pub fn open_calls(&self) -> usize {
         self.open.len()
+    }
+
+    /// What the engine must do to legs after the last events (drained).
+    pub fn take_actions(&mut self) -> Vec<LegAction> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Bytes held by open calls, their indexes (with the maps' spare
+    /// capacity) and the burst tracker.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+            + self.bursts.bytes()
+            + self.by_trunk_call_id.capacity() * (std::mem::size_of::<(String, u64)>() + 1)
+            + self.leg_call.capacity() * (std::mem::size_of::<(LegId, (u64, Role))>() + 1)
+    }
+
+    /// Whether the memory budget may shed this leg (with no response): a
+    /// leg of no call, or the trunk leg of a call with no other legs.
+    pub fn may_shed(&self, id: LegId) -> bool {
+        match self.leg_call.get(&id) {
+            None => true,
+            Some((seq, Role::TrunkIn)) => self.open.get(seq).is_none_or(|c| c.staff.is_empty() && c.auto.is_empty()),
+            Some(_) => false,
+        }
+    }
+
+    /// The budget shed this leg: the call it started is forgotten, never counted.
+    pub fn leg_shed(&mut self, id: LegId) {
+        let Some(&(seq, role)) = self.leg_call.get(&id) else { return };
+        if role != Role::TrunkIn {
+            return;
+        }
+        if let Some(call) = self.open.remove(&seq) {
+            self.forget_call(&call);
+            self.guard.calls_shed += 1;
+        }
+    }
+
+    /// Removes a call's index entries and its bytes (the call itself is
+    /// already out of `open`).
+    fn forget_call(&mut self, call: &OpenCall) {
+        self.by_trunk_call_id.remove(&call.trunk_call_id);
+        for l in call.staff.iter().chain(call.auto.iter().map(|(_, l)| l)).chain([&call.trunk]) {
+            self.leg_call.remove(&l.id);
+        }
+        self.bytes -= call.guard.acct;
+    }
+
+    /// Re-counts a call's bytes after it changed.
+    fn account(&mut self, seq: u64) {
+        if let Some(c) = self.open.get_mut(&seq) {
+            let b = call_bytes(c);
+            self.bytes = self.bytes + b - c.guard.acct;
+            c.guard.acct = b;
+        }
     }
 
     fn dialled_user(leg: &Leg) -> Option<&str> {
@@ -376,7 +499,13 @@ impl CallTracker {
         let src_out = self.site.is_carrier(leg.src);
         let dst_out = self.site.is_carrier(leg.dst);
         if src_out {
-            return if dst_out { Role::Other } else { Role::TrunkIn };
+            return if dst_out {
+                Role::Other
+            } else if self.site.unexpected_source(leg.src, leg.dst) {
+                Role::Unexpected
+            } else {
+                Role::TrunkIn
+            };
         }
         // from the site: what it dials decides before where it goes (a
         // callback server or a remote worker's softphone can sit outside the
@@ -444,13 +573,16 @@ impl CallTracker {
                 }
                 let direct_auto = self.automated_kind(leg);
                 let direct_staff = direct_auto.is_none() && self.is_staff(leg);
-                if direct_staff && self.site.b2bua {
+                // (not for a sender in a burst: a flood would make every
+                // INVITE search every call in progress)
+                if direct_staff && self.site.b2bua && !self.bursts.flagged(leg.src.ip(), leg.started) {
                     // handsets-only view: a ring group rings each handset with
                     // its own INVITE; one caller ringing several is one call
                     if let Some(seq) = self.ring_group_match(leg) {
                         let call = self.open.get_mut(&seq).expect("open call");
                         call.staff.push(LegInfo::new(leg, false));
                         self.leg_call.insert(leg.id, (seq, Role::Staff));
+                        self.account(seq);
                         return;
                     }
                 }
@@ -462,6 +594,12 @@ impl CallTracker {
                 }
                 if direct_staff {
                     self.stats.direct_to_staff += 1;
+                }
+                // without a carrier list, who may call is unknown: note
+                // what the scanner rule needs (see `finalize`)
+                let burst = self.site.carrier.is_empty() && self.bursts.hit(leg.src.ip(), leg.started);
+                if burst {
+                    self.actions.push(LegAction::Suspect(leg.id));
                 }
                 let call = OpenCall {
                     seq,
@@ -475,10 +613,18 @@ impl CallTracker {
                     auto: Vec::new(),
                     correlation: Correlation::default(),
                     settle_until: None,
+                    guard: CallGuard {
+                        source: Some(leg.src.ip()),
+                        burst,
+                        for_practice: self.site.is_practice_number(&[leg.ruri.hash.as_deref(), leg.to.hash.as_deref()]),
+                        held: false,
+                        acct: 0,
+                    },
                 };
                 self.by_trunk_call_id.insert(leg.call_id.clone(), seq);
                 self.leg_call.insert(leg.id, (seq, Role::TrunkIn));
-                self.open.insert(seq, call);
+                self.open.insert(seq, Box::new(call));
+                self.account(seq);
             }
             Role::Staff | Role::Automated(_) => match self.correlate(leg) {
                 Some(seq) => {
@@ -489,6 +635,7 @@ impl CallTracker {
                         _ => call.staff.push(LegInfo::new(leg, cb)),
                     }
                     self.leg_call.insert(leg.id, (seq, role));
+                    self.account(seq);
                 }
                 None => self.stats.uncorrelated_legs += 1,
             },
@@ -500,6 +647,16 @@ impl CallTracker {
                 }
             }
             Role::Other => self.stats.other_legs += 1,
+            Role::Unexpected => {
+                self.guard.unexpected_legs += 1;
+                self.actions.push(LegAction::SetAside {
+                    legs: vec![leg.id],
+                    call_id: leg.call_id.clone(),
+                    source: leg.src.ip(),
+                    at: leg.started,
+                    why: Why::UnexpectedSource,
+                });
+            }
         }
     }
 
@@ -608,11 +765,19 @@ impl CallTracker {
     fn leg_finished(&mut self, leg: &Leg) {
         let Some((seq, role)) = self.leg_call.remove(&leg.id) else { return };
         let settle = self.site.settle;
+        let hold = self.hold_for_bursts();
         let Some(call) = self.open.get_mut(&seq) else { return };
         let is_trunk = role == Role::TrunkIn && call.trunk.id == leg.id;
         if is_trunk {
             call.trunk.update(leg);
-            call.settle_until = Some(leg.ended.unwrap_or(leg.started).add(settle));
+            let end = leg.ended.unwrap_or(leg.started);
+            call.settle_until = Some(end.add(settle));
+            if let Some(window) = hold.filter(|_| call.guard.source.is_some() && !guard::engaged(&evidence(call))) {
+                // it may be part of a burst that is still building up: the
+                // scanner rule decides once the burst window has passed
+                call.settle_until = Some(end.add(settle.max(window)));
+                call.guard.held = true;
+            }
         } else if let Some(info) = call
             .staff
             .iter_mut()
@@ -621,14 +786,22 @@ impl CallTracker {
         {
             info.update(leg);
         }
-        if call.settle_until.is_some() && call.all_legs_done() {
+        if call.settle_until.is_some() && call.all_legs_done() && !call.guard.held {
             self.finalize(seq);
         }
+    }
+
+    /// Without a carrier list, calls the phone system did not engage with
+    /// are held this long after they end before the scanner rule decides.
+    fn hold_for_bursts(&self) -> Option<Micros> {
+        self.site.carrier.is_empty().then(|| self.bursts.window())
     }
 
     /// Finalises calls whose settle time has passed; forgets old outbound
     /// calls and expired callback requests.
     pub fn tick(&mut self, now: Timestamp) {
+        crate::leg::shrink(&mut self.by_trunk_call_id);
+        crate::leg::shrink(&mut self.leg_call);
         let due: Vec<u64> = self
             .open
             .values()
@@ -654,9 +827,17 @@ impl CallTracker {
 
     fn finalize(&mut self, seq: u64) {
         let Some(call) = self.open.remove(&seq) else { return };
-        self.by_trunk_call_id.remove(&call.trunk_call_id);
-        for l in call.staff.iter().chain(call.auto.iter().map(|(_, l)| l)).chain([&call.trunk]) {
-            self.leg_call.remove(&l.id);
+        self.forget_call(&call);
+        if let (true, Some(source)) = (self.scanner(&call), call.guard.source) {
+            self.guard.scanner_calls += 1;
+            self.actions.push(LegAction::SetAside {
+                legs: call.staff.iter().chain(call.auto.iter().map(|(_, l)| l)).chain([&call.trunk]).map(|l| l.id).collect(),
+                call_id: call.trunk_call_id.clone(),
+                source,
+                at: call.trunk.ended.unwrap_or(call.trunk.started),
+                why: Why::ScannerBehaviour,
+            });
+            return;
         }
         let rec = decide(&call);
         self.stats.calls += 1;
@@ -679,6 +860,22 @@ impl CallTracker {
         } else {
             self.events.push_back(CallEvent::Finished(Box::new(rec)));
         }
+    }
+
+    /// The scanner rule (`guard::looks_like_scanner`), for sites without a
+    /// carrier list: with one, the carrier's calls are all real and
+    /// everything else never became a call.
+    fn scanner(&self, call: &OpenCall) -> bool {
+        let Some(source) = call.guard.source else { return false };
+        if !self.site.carrier.is_empty() {
+            return false;
+        }
+        let end = call.trunk.ended.unwrap_or(call.trunk.started);
+        let e = Evidence {
+            burst: call.guard.burst || self.bursts.flagged(source, end),
+            ..evidence(call)
+        };
+        guard::looks_like_scanner(&e)
     }
 
     fn window_end(&self, requested: Timestamp) -> Timestamp {
@@ -744,7 +941,7 @@ impl CallTracker {
     pub fn snapshot(&self) -> CallSnapshot {
         CallSnapshot {
             next_seq: self.next_seq,
-            open: self.open.values().cloned().collect(),
+            open: self.open.values().map(|c| (**c).clone()).collect(),
             requests: self.requests.clone(),
             outbound: self.outbound.iter().cloned().collect(),
             stats: self.stats.clone(),
@@ -755,7 +952,7 @@ impl CallTracker {
     pub fn snapshot_ref(&self) -> CallSnapshotRef<'_> {
         CallSnapshotRef {
             next_seq: self.next_seq,
-            open: self.open.values().collect(),
+            open: self.open.values().map(|c| &**c).collect(),
             requests: &self.requests,
             outbound: &self.outbound,
             stats: &self.stats,
@@ -767,6 +964,7 @@ impl CallTracker {
         self.open.clear();
         self.by_trunk_call_id.clear();
         self.leg_call.clear();
+        self.bytes = 0;
         for c in snap.open {
             self.by_trunk_call_id.insert(c.trunk_call_id.clone(), c.seq);
             if c.trunk.ended.is_none() {
@@ -778,7 +976,9 @@ impl CallTracker {
             for (k, l) in c.auto.iter().filter(|(_, l)| l.ended.is_none()) {
                 self.leg_call.insert(l.id, (c.seq, Role::Automated(*k)));
             }
-            self.open.insert(c.seq, c);
+            let seq = c.seq;
+            self.open.insert(seq, Box::new(c));
+            self.account(seq);
         }
         self.requests = snap.requests;
         self.outbound = snap.outbound.into();
@@ -793,6 +993,32 @@ impl CallTracker {
     pub fn set_next_seq(&mut self, seq: u64) {
         self.next_seq = self.next_seq.max(seq);
     }
+}
+
+/// What a call showed, for the scanner rule.
+fn evidence(call: &OpenCall) -> Evidence {
+    let t = &call.trunk;
+    Evidence {
+        rang: t.ringing.is_some(),
+        answered: t.answered.is_some(),
+        offered: !call.staff.is_empty() || !call.auto.is_empty(),
+        final_status: t.final_status,
+        burst: call.guard.burst,
+        for_practice: call.guard.for_practice,
+    }
+}
+
+/// Bytes an open call holds: the struct, its strings and leg lists, and
+/// its index entries (by trunk Call-ID, leg to call).
+fn call_bytes(c: &OpenCall) -> usize {
+    std::mem::size_of::<OpenCall>()
+        + c.practice.capacity()
+        + c.caller.as_ref().map_or(0, |x| x.capacity())
+        + 2 * c.trunk_call_id.capacity()
+        + c.staff.capacity() * std::mem::size_of::<LegInfo>()
+        + c.auto.capacity() * std::mem::size_of::<(Auto, LegInfo)>()
+        + (1 + c.staff.len() + c.auto.len()) * 64
+        + 96
 }
 
 /// The outcome rules. Pure: a function of the call's legs.

@@ -6,7 +6,8 @@
 //!                         poll_leg() ◀─ LegTracker ◀─ SipMessage ◀─────┘
 //! ```
 
-use crate::call::{CallEvent, CallSnapshot, CallStats, CallTracker};
+use crate::call::{CallEvent, CallSnapshot, CallStats, CallTracker, LegAction};
+use crate::guard::{GuardConfig, GuardStats, MemoryStats, Screen, BOOK_SHOWN};
 use crate::leg::{Hop, Leg, LegConfig, LegEvent, LegSnapshot, LegStats, LegTracker, UserHashes};
 use crate::site::Site;
 use crate::number::Hasher;
@@ -37,6 +38,8 @@ pub struct EngineConfig {
     /// Keep every message that reached the legs, without its phone
     /// numbers, for `poll_journal` (the daemon's write-ahead journal).
     pub journal: bool,
+    /// Hostile traffic: scanners, floods, the memory ceiling.
+    pub guard: GuardConfig,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +53,7 @@ impl Default for EngineConfig {
             site: None,
             emit_legs: true,
             journal: false,
+            guard: GuardConfig::default(),
         }
     }
 }
@@ -89,6 +93,9 @@ pub struct EngineStats {
     pub calls: Option<CallStats>,
     pub first_packet: Option<Timestamp>,
     pub last_packet: Option<Timestamp>,
+    /// What was kept out of the figures, and the memory budget.
+    #[serde(default)]
+    pub guard: GuardStats,
 }
 
 /// The SIP side of the engine: framing, parsing, legs. It is the decoder's sink.
@@ -98,6 +105,8 @@ struct SipStage {
     journal: bool,
     journaled: VecDeque<JournalEntry>,
     legs: LegTracker,
+    /// Sets traffic that is not a patient calling aside before the legs.
+    screen: Screen,
     stats: SipStats,
     method_counts: [u64; 15],
     class_counts: [u64; 7],
@@ -160,6 +169,9 @@ impl SipStage {
                         }
                     }
                 }
+                if !self.screen.admit(ts, &hop, &msg, head) {
+                    return;
+                }
                 self.legs.on_message(ts, hop, &msg);
                 if self.journal {
                     let hashes = self.seal(&mut msg);
@@ -181,6 +193,7 @@ impl SipStage {
                     self.class_counts[code.map_or(0, |c| (c / 100).min(6) as usize)] += 1;
                 } else {
                     self.method_counts[m as usize] += 1;
+                    self.screen.other_request(ts, &hop, m, head);
                 }
             }
             Err(e) => self.count_error(e.reason()),
@@ -341,6 +354,8 @@ pub struct Engine {
     /// The latest packet actually seen.
     last_frame: Option<Timestamp>,
     next_tick: Option<Timestamp>,
+    memory_limit: usize,
+    memory: MemoryStats,
 }
 
 /// Leg timers run at most this often in packet time.
@@ -355,8 +370,9 @@ impl Engine {
             extra_headers.extend(site.correlation_headers.iter().cloned());
             extra_headers.extend(site.callback_header.iter().cloned());
         }
+        let screen = Screen::new(cfg.site.clone(), &cfg.guard.scanner_agents);
         Engine {
-            calls: cfg.site.map(CallTracker::new),
+            calls: cfg.site.map(|s| CallTracker::with_guard(s, &cfg.guard)),
             legs_out: VecDeque::new(),
             emit_legs: cfg.emit_legs,
             decoder: Decoder::new(cfg.wire),
@@ -365,6 +381,7 @@ impl Engine {
                 journal: cfg.journal,
                 journaled: VecDeque::new(),
                 legs: LegTracker::new(cfg.legs, hasher),
+                screen,
                 stats: SipStats::default(),
                 method_counts: [0; 15],
                 class_counts: [0; 7],
@@ -373,6 +390,74 @@ impl Engine {
             last_ts: None,
             last_frame: None,
             next_tick: None,
+            memory_limit: cfg.guard.memory_limit,
+            memory: MemoryStats {
+                limit_bytes: cfg.guard.memory_limit as u64,
+                ..MemoryStats::default()
+            },
+        }
+    }
+
+    /// Replaces the site rules (configuration reload): the call layer and
+    /// the screen. Calls in progress keep the roles their legs were given.
+    pub fn set_site(&mut self, site: Site) {
+        self.sip.screen.set_site(Some(site.clone()));
+        if let Some(c) = self.calls.as_mut() {
+            c.set_site(site);
+        }
+    }
+
+    /// Bytes of engine state counted against the ceiling: legs, calls in
+    /// progress, reassembly buffers, the screen's tables.
+    pub fn state_bytes(&self) -> usize {
+        self.sip.legs.bytes() + self.calls.as_ref().map_or(0, |c| c.bytes()) + self.decoder.state_bytes() + self.sip.screen.bytes()
+    }
+
+    /// Keeps engine state under the ceiling: when it is over, removes open
+    /// legs that got no response at all (from senders in a burst first,
+    /// then the oldest), down to 90% of the ceiling, and forgets the calls
+    /// they started. Legs of calls that rang, were answered or were offered
+    /// to someone are never shed. Reassembly and the screen are bounded by
+    /// their own caps, inside the ceiling.
+    fn enforce_budget(&mut self) {
+        if self.memory_limit == 0 {
+            return;
+        }
+        let used = self.state_bytes();
+        self.memory.peak_bytes = self.memory.peak_bytes.max(used as u64);
+        if used <= self.memory_limit {
+            return;
+        }
+        self.memory.shed_rounds += 1;
+        self.memory.last_shed = self.last_ts;
+        let target = self.memory_limit - self.memory_limit / 10;
+        let calls = self.calls.as_ref();
+        let shed = self.sip.legs.shed(used - target, |id| calls.is_none_or(|c| c.may_shed(id)));
+        let now = self.last_ts.unwrap_or_default();
+        for l in &shed {
+            if let Some(c) = self.calls.as_mut() {
+                c.leg_shed(l.id);
+            }
+            self.sip.screen.bury(now, &l.call_id);
+        }
+        if self.state_bytes() > self.memory_limit {
+            self.memory.over_budget += 1;
+        }
+    }
+
+    /// Applies the call layer's decisions to the legs and the screen.
+    fn apply_actions(&mut self) {
+        let Some(c) = self.calls.as_mut() else { return };
+        for a in c.take_actions() {
+            match a {
+                LegAction::Suspect(id) => self.sip.legs.mark_suspect(id),
+                LegAction::SetAside { legs, call_id, source, at, why } => {
+                    for id in legs {
+                        self.sip.legs.set_aside(id);
+                    }
+                    self.sip.screen.set_aside(at, &call_id, source, why);
+                }
+            }
         }
     }
 
@@ -382,6 +467,7 @@ impl Engine {
         self.decoder.frame(ts, link, frame, &mut self.sip);
         self.pump();
         self.maybe_tick();
+        self.enforce_budget();
     }
 
     /// Feeds one HEPv3 packet received on a socket.
@@ -390,6 +476,7 @@ impl Engine {
         self.decoder.hep(ts, buf, &mut self.sip);
         self.pump();
         self.maybe_tick();
+        self.enforce_budget();
     }
 
     fn observe(&mut self, ts: Timestamp) {
@@ -414,6 +501,7 @@ impl Engine {
         if let Some(c) = self.calls.as_mut() {
             c.tick(now);
         }
+        self.apply_actions();
     }
 
     /// Moves leg events to the call layer and finished legs to `legs_out`.
@@ -427,6 +515,7 @@ impl Engine {
                     self.legs_out.push_back(*l);
                 }
             }
+            self.apply_actions();
         }
     }
 
@@ -440,6 +529,7 @@ impl Engine {
         if let Some(c) = self.calls.as_mut() {
             c.tick(now);
         }
+        self.apply_actions();
         self.next_tick = Some(now.add(TICK_EVERY));
     }
 
@@ -456,6 +546,7 @@ impl Engine {
             }
             c.finish_all();
         }
+        self.apply_actions();
     }
 
     /// Next journal entry (with `journal` on): a message that reached the
@@ -476,6 +567,7 @@ impl Engine {
         self.sip.legs.on_sealed(e.ts, hop, &e.msg, Some(&e.hashes));
         self.pump();
         self.maybe_tick();
+        self.enforce_budget();
     }
 
     /// Marks everything in progress as seen only in part: packets between
@@ -524,6 +616,36 @@ impl Engine {
             }),
             first_packet: self.first_ts,
             last_packet: self.last_frame,
+            guard: self.guard_stats(),
+        }
+    }
+
+    /// What was kept out of the figures, and the memory budget.
+    pub fn guard_stats(&self) -> GuardStats {
+        let mut screen = self.sip.screen.stats.clone();
+        if let Some(c) = &self.calls {
+            screen.scanner_calls = c.guard.scanner_calls;
+        }
+        let legs_bytes = self.sip.legs.bytes() as u64;
+        let calls_bytes = self.calls.as_ref().map_or(0, |c| c.bytes()) as u64;
+        let reassembly_bytes = self.decoder.state_bytes() as u64;
+        let screen_bytes = self.sip.screen.bytes() as u64;
+        let used = legs_bytes + calls_bytes + reassembly_bytes + screen_bytes;
+        let memory = MemoryStats {
+            used_bytes: used,
+            peak_bytes: self.memory.peak_bytes.max(used),
+            legs_bytes,
+            calls_bytes,
+            reassembly_bytes,
+            screen_bytes,
+            legs_shed: self.sip.legs.removed.shed,
+            calls_shed: self.calls.as_ref().map_or(0, |c| c.guard.calls_shed),
+            ..self.memory.clone()
+        };
+        GuardStats {
+            screen,
+            memory,
+            sources: self.sip.screen.book().report(BOOK_SHOWN),
         }
     }
 

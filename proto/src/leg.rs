@@ -136,6 +136,16 @@ pub struct Leg {
     /// When this leg's timer is due (its entry in `LegTracker::timers`).
     #[serde(skip)]
     pub(crate) timer: Option<Timestamp>,
+    /// The sender's T1 as its first INVITE retransmission showed it
+    /// (in memory only: a restored leg uses the configured T1).
+    #[serde(skip)]
+    pub(crate) t1_seen: Option<Micros>,
+    /// Bytes this leg holds, as counted against the memory budget.
+    #[serde(skip)]
+    pub(crate) acct: usize,
+    /// Its sender was in a burst of new calls: shed first.
+    #[serde(skip)]
+    pub(crate) suspect: bool,
 }
 
 impl Leg {
@@ -210,7 +220,8 @@ pub struct LegTracker {
     cfg: LegConfig,
     hasher: Hasher,
     next_id: u64,
-    legs: HashMap<LegId, Leg>,
+    /// Boxed: a map's spare capacity then costs a pointer, not a leg.
+    legs: HashMap<LegId, Box<Leg>>,
     by_call_id: HashMap<String, Vec<LegId>>,
     events: VecDeque<LegEvent>,
     /// Due times of every leg's timer (open legs: their deadline; ended
@@ -220,6 +231,70 @@ pub struct LegTracker {
     pub stats: LegStats,
     /// Hashes given with a sealed message, while it is applied.
     hashes: Option<UserHashes>,
+    /// Bytes held by all legs (open and lingering) and their indexes.
+    bytes: usize,
+    /// Open legs with no response at all yet (`State::Calling`), by start:
+    /// what the memory budget sheds, oldest first.
+    calling: BTreeSet<(Timestamp, LegId)>,
+    /// The subset of `calling` whose sender was in a burst: shed before the rest.
+    suspects: BTreeSet<(Timestamp, LegId)>,
+    /// Legs removed without finishing (not persisted).
+    pub removed: Removed,
+}
+
+/// Legs removed without a `Finished` event: set aside by the call layer
+/// (not a patient's call) or shed to stay under the memory budget.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    /// Open legs set aside (ended ones set aside are in `legs_finished`).
+    pub set_aside_open: u64,
+    /// Legs set aside in all (open or lingering).
+    pub set_aside: u64,
+    /// Open legs with no response shed for memory.
+    pub shed: u64,
+}
+
+/// What the engine needs to know of a leg it removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemovedLeg {
+    pub id: LegId,
+    pub call_id: String,
+    pub src: SocketAddr,
+}
+
+/// RFC 3261 Timer C: a proxy gives up a transaction that got no
+/// provisional response beyond `100 Trying` for this long.
+pub const TIMER_C: Micros = 3 * MINUTE;
+/// The T1 a sender's retransmissions show is believed within these bounds
+/// (Timer B is 64 times it: 6.4 s to 128 s).
+pub const T1_MIN: Micros = 100 * MILLISECOND;
+pub const T1_MAX: Micros = 2 * SECOND;
+/// Index entries per leg (by Call-ID, timers, the no-response sets).
+const LEG_INDEX_BYTES: usize = 192;
+
+/// Bytes a leg holds in memory: the struct, its strings and vectors, and
+/// its entries in the tracker's indexes.
+pub fn leg_bytes(l: &Leg) -> usize {
+    let s = |x: &String| x.capacity();
+    let o = |x: &Option<String>| x.as_ref().map_or(0, |x| x.capacity());
+    let p = |x: &Party| o(&x.hash) + o(&x.raw) + o(&x.text);
+    std::mem::size_of::<Leg>()
+        + LEG_INDEX_BYTES
+        + 2 * s(&l.call_id)
+        + s(&l.from_tag)
+        + o(&l.to_tag)
+        + l.forks.capacity() * std::mem::size_of::<String>()
+        + l.forks.iter().map(s).sum::<usize>()
+        + p(&l.from)
+        + p(&l.to)
+        + p(&l.ruri)
+        + p(&l.asserted)
+        + o(&l.reason)
+        + l.headers.capacity() * std::mem::size_of::<(String, String)>()
+        + l.headers.iter().map(|(a, b)| a.capacity() + b.capacity()).sum::<usize>()
+        + l.branches.capacity() * std::mem::size_of::<String>()
+        + l.branches.iter().map(s).sum::<usize>()
+        + l.initial_cseqs.capacity() * 4
 }
 
 /// Keyed hashes of a message's From, To, Request-URI and asserted user
@@ -259,7 +334,19 @@ impl LegTracker {
             open: 0,
             stats: LegStats::default(),
             hashes: None,
+            bytes: 0,
+            calling: BTreeSet::new(),
+            suspects: BTreeSet::new(),
+            removed: Removed::default(),
         }
+    }
+
+    /// Bytes held by the legs (open and lingering) and their indexes,
+    /// with the maps' spare capacity.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+            + self.legs.capacity() * (std::mem::size_of::<(LegId, Box<Leg>)>() + 1)
+            + self.by_call_id.capacity() * (std::mem::size_of::<(String, Vec<LegId>)>() + 1)
     }
 
     pub fn config(&self) -> &LegConfig {
@@ -273,7 +360,7 @@ impl LegTracker {
 
     /// Open legs, in id order (for status and snapshots).
     pub fn open_iter(&self) -> impl Iterator<Item = &Leg> {
-        let mut v: Vec<&Leg> = self.legs.values().filter(|l| l.is_open()).collect();
+        let mut v: Vec<&Leg> = self.legs.values().map(|l| &**l).filter(|l| l.is_open()).collect();
         v.sort_by_key(|l| l.id);
         v.into_iter()
     }
@@ -383,6 +470,17 @@ impl LegTracker {
                 let leg = self.legs.get_mut(id).expect("indexed leg");
                 leg.retransmissions += 1;
                 self.stats.retransmissions += 1;
+                // the first retransmission of the latest INVITE comes T1
+                // after it (RFC 3261 Timer A); a copy seen at a second
+                // capture point comes at once and says nothing
+                let latest = match branch {
+                    Some(b) => leg.branches.last().is_some_and(|x| x == b),
+                    None => leg.initial_cseqs.last() == Some(&m.cseq),
+                };
+                let gap = ts.since(leg.last_invite);
+                if leg.state == State::Calling && leg.t1_seen.is_none() && latest && gap >= T1_MIN {
+                    leg.t1_seen = Some(gap.min(T1_MAX));
+                }
                 return;
             }
             if leg.is_open()
@@ -401,6 +499,7 @@ impl LegTracker {
             leg.initial_cseqs.push(m.cseq);
             leg.last_invite = ts;
             leg.last_activity = ts;
+            leg.t1_seen = None;
             if leg.state == State::Challenged {
                 leg.state = State::Calling;
                 leg.final_status = None;
@@ -456,9 +555,12 @@ impl LegTracker {
             challenged_at: None,
             cancelled_at: None,
             timer: None,
+            t1_seen: None,
+            acct: 0,
+            suspect: false,
         };
         self.events.push_back(LegEvent::Started(Box::new(leg.clone())));
-        self.legs.insert(id, leg);
+        self.legs.insert(id, Box::new(leg));
         self.by_call_id.entry(m.call_id.clone()).or_default().push(id);
         self.open += 1;
         self.stats.legs_started += 1;
@@ -713,7 +815,7 @@ impl LegTracker {
         self.open -= 1;
         self.stats.legs_finished += 1;
         *self.stats.by_end.entry(end.name().to_string()).or_default() += 1;
-        self.events.push_back(LegEvent::Finished(Box::new(leg.clone())));
+        self.events.push_back(LegEvent::Finished(leg.clone()));
         // while it lingers the leg only absorbs retransmissions: keep what
         // matching needs, drop the rest
         for p in [&mut leg.from, &mut leg.to, &mut leg.ruri, &mut leg.asserted] {
@@ -724,23 +826,40 @@ impl LegTracker {
         self.reschedule(id);
     }
 
-    /// Moves the leg's entry in `timers` to its current due time.
+    /// Moves the leg's entry in `timers` to its current due time, and
+    /// brings its byte count and its place in the no-response sets up to
+    /// date (called after every change to a leg).
     fn reschedule(&mut self, id: LegId) {
         let Some(leg) = self.legs.get(&id) else { return };
         let due = match leg.state {
             State::Ended => Some(leg.ended.unwrap_or(leg.started).add(self.cfg.linger)),
             _ => self.deadline(leg).map(|(at, _, _)| at),
         };
-        if due == leg.timer {
+        let key = (leg.started, id);
+        if leg.state == State::Calling {
+            self.calling.insert(key);
+            if leg.suspect {
+                self.suspects.insert(key);
+            }
+        } else {
+            self.calling.remove(&key);
+            self.suspects.remove(&key);
+        }
+        let old = leg.timer;
+        let leg = self.legs.get_mut(&id).expect("leg");
+        let bytes = leg_bytes(leg);
+        self.bytes = self.bytes + bytes - leg.acct;
+        leg.acct = bytes;
+        if due == old {
             return;
         }
-        if let Some(old) = leg.timer {
+        leg.timer = due;
+        if let Some(old) = old {
             self.timers.remove(&(old, id));
         }
         if let Some(t) = due {
             self.timers.insert((t, id));
         }
-        self.legs.get_mut(&id).expect("leg").timer = due;
     }
 
     /// When an open leg's timer fires, and what it does then.
@@ -748,8 +867,20 @@ impl LegTracker {
         let tx = 64 * self.cfg.t1;
         match leg.state {
             State::Calling => {
-                let at = leg.last_invite.add(tx);
+                // Timer B: 64 times the sender's T1 (as its retransmissions
+                // showed it, else the configured one) after its last INVITE
+                let at = leg.last_invite.add(64 * leg.t1_seen.unwrap_or(self.cfg.t1));
                 Some((at, EndReason::Timeout, at))
+            }
+            State::Proceeding if leg.ringing.is_none() => {
+                // only `100 Trying`: the next hop has the INVITE, nothing
+                // rang; a proxy gives such a transaction up at Timer C, so
+                // the ring timeout applies only within it
+                Some((
+                    leg.last_activity.add(self.cfg.ring_timeout.min(TIMER_C)),
+                    EndReason::Timeout,
+                    leg.last_activity,
+                ))
             }
             State::Proceeding => Some((
                 leg.last_activity.add(self.cfg.ring_timeout),
@@ -779,6 +910,9 @@ impl LegTracker {
 
     /// Runs timers up to `now` (packet time), earliest first.
     pub fn tick(&mut self, now: Timestamp) {
+        // tables a flood grew give their room back once mostly empty
+        shrink(&mut self.legs);
+        shrink(&mut self.by_call_id);
         while let Some(&(at, id)) = self.timers.first() {
             if at > now {
                 break;
@@ -840,17 +974,88 @@ impl LegTracker {
     }
 
     fn forget(&mut self, id: LegId) {
-        if let Some(leg) = self.legs.remove(&id) {
-            if let Some(t) = leg.timer {
-                self.timers.remove(&(t, id));
+        self.remove_leg(id);
+    }
+
+    /// Removes a leg and its index entries, without an event.
+    fn remove_leg(&mut self, id: LegId) -> Option<Leg> {
+        let leg = *self.legs.remove(&id)?;
+        if let Some(t) = leg.timer {
+            self.timers.remove(&(t, id));
+        }
+        self.calling.remove(&(leg.started, id));
+        self.suspects.remove(&(leg.started, id));
+        self.bytes -= leg.acct;
+        if leg.is_open() {
+            self.open -= 1;
+        }
+        if let Some(v) = self.by_call_id.get_mut(&leg.call_id) {
+            v.retain(|x| *x != id);
+            if v.is_empty() {
+                self.by_call_id.remove(&leg.call_id);
             }
-            if let Some(v) = self.by_call_id.get_mut(&leg.call_id) {
-                v.retain(|x| *x != id);
-                if v.is_empty() {
-                    self.by_call_id.remove(&leg.call_id);
+        }
+        Some(leg)
+    }
+
+    /// Forgets a leg that is not a patient's call (set aside by the call
+    /// layer), open or lingering, without a `Finished` event.
+    pub fn set_aside(&mut self, id: LegId) -> Option<RemovedLeg> {
+        let leg = self.remove_leg(id)?;
+        self.removed.set_aside += 1;
+        if leg.is_open() {
+            self.removed.set_aside_open += 1;
+        }
+        Some(RemovedLeg {
+            id,
+            call_id: leg.call_id,
+            src: leg.src,
+        })
+    }
+
+    /// Marks an open leg as coming from a sender in a burst: the first to
+    /// be shed while it has no response.
+    pub fn mark_suspect(&mut self, id: LegId) {
+        if let Some(leg) = self.legs.get_mut(&id) {
+            leg.suspect = true;
+            self.reschedule(id);
+        }
+    }
+
+    /// Frees at least `need` bytes, if it can, by removing open legs that
+    /// got no response at all: those from senders in a burst first, then
+    /// the oldest. `may_shed` vetoes legs (those of calls with other legs).
+    /// The legs leave without a `Finished` event: they are not counted.
+    pub fn shed(&mut self, need: usize, mut may_shed: impl FnMut(LegId) -> bool) -> Vec<RemovedLeg> {
+        let mut victims = Vec::new();
+        let mut freed = 0;
+        for (pass, set) in [&self.suspects, &self.calling].into_iter().enumerate() {
+            for (_, id) in set.iter() {
+                if freed >= need {
+                    break;
+                }
+                let leg = &self.legs[id];
+                if pass == 1 && leg.suspect {
+                    continue; // considered in the first pass
+                }
+                if leg.state == State::Calling && may_shed(*id) {
+                    freed += leg.acct;
+                    victims.push(*id);
                 }
             }
         }
+        let mut out = Vec::with_capacity(victims.len());
+        for id in victims {
+            if let Some(leg) = self.remove_leg(id) {
+                self.removed.shed += 1;
+                out.push(RemovedLeg {
+                    id,
+                    call_id: leg.call_id,
+                    src: leg.src,
+                });
+            }
+        }
+        out
     }
 
     /// Marks every open leg as seen only in part (a gap in the capture).
@@ -865,7 +1070,7 @@ impl LegTracker {
 
     /// Serialisable state: open and lingering legs, the id counter, counters.
     pub fn snapshot(&self) -> LegSnapshot {
-        let mut legs: Vec<Leg> = self.legs.values().cloned().collect();
+        let mut legs: Vec<Leg> = self.legs.values().map(|l| (**l).clone()).collect();
         legs.sort_by_key(|l| l.id);
         LegSnapshot {
             next_id: self.next_id,
@@ -877,7 +1082,7 @@ impl LegTracker {
     /// The same as [`snapshot`](Self::snapshot), borrowing instead of
     /// copying the legs (for writing a large state without doubling memory).
     pub fn snapshot_ref(&self) -> LegSnapshotRef<'_> {
-        let mut legs: Vec<&Leg> = self.legs.values().collect();
+        let mut legs: Vec<&Leg> = self.legs.values().map(|l| &**l).collect();
         legs.sort_by_key(|l| l.id);
         LegSnapshotRef {
             next_id: self.next_id,
@@ -891,6 +1096,9 @@ impl LegTracker {
         self.legs.clear();
         self.by_call_id.clear();
         self.timers.clear();
+        self.calling.clear();
+        self.suspects.clear();
+        self.bytes = 0;
         self.next_id = snap.next_id;
         self.stats = snap.stats;
         self.open = 0;
@@ -900,7 +1108,7 @@ impl LegTracker {
             }
             let id = leg.id;
             self.by_call_id.entry(leg.call_id.clone()).or_default().push(id);
-            self.legs.insert(id, leg);
+            self.legs.insert(id, Box::new(leg));
             self.reschedule(id);
         }
     }
@@ -920,6 +1128,13 @@ pub struct LegSnapshot {
     pub next_id: u64,
     pub legs: Vec<Leg>,
     pub stats: LegStats,
+}
+
+/// Shrinks a map that is less than a quarter full (and not small).
+pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > 1024 && m.len() * 4 < m.capacity() {
+        m.shrink_to(m.len() * 2);
+    }
 }
 
 fn same_hop(leg: &Leg, hop: &Hop) -> bool {

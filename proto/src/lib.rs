@@ -11,10 +11,13 @@
 //! - [`sip`]: message framing, a tolerant normalising step, rsip, and the
 //!   owned [`sip::SipMessage`] summary;
 //! - [`leg`]: INVITE dialogs with their timestamps and timers;
+//! - [`guard`]: traffic that is not a patient calling (scanners, floods)
+//!   and the memory ceiling;
 //! - [`engine`]: the three wired together.
 
 pub mod call;
 pub mod engine;
+pub mod guard;
 pub mod leg;
 pub mod metrics;
 pub mod national;

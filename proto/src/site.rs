@@ -387,6 +387,35 @@ impl Site {
         self.carrier.iter().any(|m| m.matches(a)) || (self.has_network() && !self.is_site(a))
     }
 
+    /// Whether `ip` is in `network.carrier` (ports ignored: a carrier sends
+    /// from several ports, and from ephemeral ones over TCP).
+    pub fn is_configured_carrier(&self, ip: IpAddr) -> bool {
+        self.carrier.iter().any(|m| match m {
+            AddrMatch::Addr(a, _) => *a == ip,
+            other => other.matches(SocketAddr::new(ip, 0)),
+        })
+    }
+
+    /// With `network.carrier` configured, a message from an address that is
+    /// neither the carrier nor the site, to anywhere but the carrier, comes
+    /// from an unexpected sender: its INVITEs are never trunk legs.
+    pub fn unexpected_source(&self, src: SocketAddr, dst: SocketAddr) -> bool {
+        !self.carrier.is_empty() && !self.is_configured_carrier(src.ip()) && !self.is_site(src) && !self.is_configured_carrier(dst.ip())
+    }
+
+    /// Whether any of the dialled hashes is a practice's number. `None`
+    /// when no practice has numbers configured (nothing to compare with).
+    pub fn is_practice_number(&self, dialled_hashes: &[Option<&str>]) -> Option<bool> {
+        if self.practices.iter().all(|p| p.number_hashes.is_empty()) {
+            return None;
+        }
+        Some(
+            self.practices
+                .iter()
+                .any(|p| dialled_hashes.iter().flatten().any(|h| p.number_hashes.iter().any(|n| n == h))),
+        )
+    }
+
     /// Whether any address role is configured.
     pub fn has_network(&self) -> bool {
         !(self.carrier.is_empty() && self.pbx.is_empty() && self.staff.is_empty())

@@ -244,6 +244,80 @@ impl Call {
     }
 }
 
+/// A SIP scanner's probe, as sipvicious and its kin send them: one
+/// request to a guessed user (an extension, a number), no SDP, the tool's
+/// User-Agent; and the response a phone system gives it.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub method: &'static str,
+    pub n: u64,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub user: String,
+    pub agent: String,
+    pub at: Timestamp,
+}
+
+impl Probe {
+    pub fn new(method: &'static str, n: u64, src: SocketAddr, dst: SocketAddr, user: &str, at: Timestamp) -> Probe {
+        Probe {
+            method,
+            n,
+            src,
+            dst,
+            user: user.to_string(),
+            agent: "friendly-scanner".into(),
+            at,
+        }
+    }
+
+    fn headers(&self, to_tag: &str) -> String {
+        format!(
+            "Via: SIP/2.0/UDP {src};branch=z9hG4bK-scan-{n}\r\n\
+             From: \"{user}\" <sip:{user}@{dst}>;tag=scan{n}\r\n\
+             To: \"{user}\" <sip:{user}@{dst}>{to_tag}\r\n\
+             Call-ID: {n}-scan@{src_ip}\r\n\
+             CSeq: 1 {method}\r\n",
+            src = self.src,
+            src_ip = self.src.ip(),
+            dst = self.dst.ip(),
+            user = self.user,
+            n = self.n,
+            method = self.method,
+        )
+    }
+
+    pub fn request(&self) -> Msg {
+        let text = format!(
+            "{method} sip:{user}@{dst} SIP/2.0\r\n{h}Contact: <sip:{user}@{src}>\r\nMax-Forwards: 70\r\nUser-Agent: {agent}\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n",
+            method = self.method,
+            user = self.user,
+            dst = self.dst.ip(),
+            src = self.src,
+            agent = self.agent,
+            h = self.headers(""),
+        );
+        Msg {
+            ts: self.at,
+            src: self.src,
+            dst: self.dst,
+            bytes: text.into_bytes(),
+        }
+    }
+
+    /// The phone system's response `code`, `after` microseconds later.
+    pub fn response(&self, code: u16, reason: &str, after: Micros) -> Msg {
+        let tag = if code == 100 { String::new() } else { format!(";tag=pbx{}", self.n) };
+        let text = format!("SIP/2.0 {code} {reason}\r\n{}Content-Length: 0\r\n\r\n", self.headers(&tag));
+        Msg {
+            ts: self.at.add(after),
+            src: self.dst,
+            dst: self.src,
+            bytes: text.into_bytes(),
+        }
+    }
+}
+
 /// Link-layer frame builders (Ethernet II). Checksums are left zero: the
 /// engine, like most capture tools, does not verify them.
 pub mod frames {

@@ -59,6 +59,7 @@ pub fn replay_legs(files: &[PathBuf]) -> (Vec<cbt_proto::Leg>, cbt_proto::Engine
 }
 pub mod collector;
 pub mod daemon;
+pub mod flood;
 pub mod kamailio;
 pub mod page;
 pub mod postgres;

@@ -189,3 +189,37 @@ fn the_default_filter_passes_sip_and_fragments_and_not_rtp() {
         pcap::Capture::dead(link).unwrap().compile(&cooked, true).unwrap();
     }
 }
+
+#[test]
+fn hostile_traffic_settings_and_their_errors() {
+    let c = parse(EXAMPLE).unwrap();
+    assert_eq!(c.guard, GuardSettings::default());
+    assert_eq!(c.guard.hep_senders().len(), 2, "loopback only by default");
+    let c = parse(&format!(
+        "{EXAMPLE}[hep]\nlisten = \"0.0.0.0:9060\"\nallow = [\"10.20.0.5\", \"10.20.9.0/24\"]\n[scanners]\nuser_agents = [\"Friendly-Scanner\", \"evil\"]\nburst = 20\nburst_window = \"5s\"\n[limits]\nengine_memory = \"48MiB\"\nqueue_memory = \"16MiB\"\n"
+    ))
+    .unwrap();
+    let g = &c.guard;
+    assert_eq!(g.scanner_agents, ["friendly-scanner", "evil"]);
+    assert_eq!((g.burst, g.burst_window, g.engine_memory, g.queue_memory), (20, 5 * SECOND, 48 << 20, 16 << 20));
+    let senders = g.hep_senders();
+    let is = |a: &str| senders.iter().any(|m| m.matches(a.parse().unwrap()));
+    assert!(is("127.0.0.1:1") && is("[::1]:1") && is("10.20.0.5:40000") && is("10.20.9.77:1"));
+    assert!(!is("127.0.0.66:1") && !is("203.0.113.9:5060"));
+    assert_eq!(g.engine().memory_limit, 48 << 20);
+    let bad = format!(
+        "{EXAMPLE}[hep]\nallow = [\"10.20.0.5:9060\", \"pbx\"]\n[scanners]\nuser_agents = [\"\"]\nburst = 2\nburst_window = \"1h\"\n[limits]\nengine_memory = \"1MiB\"\nqueue_memory = \"lots\"\n"
+    );
+    let p = problems(&bad);
+    let keys: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(
+        keys,
+        [(14, "hep.allow"), (14, "hep.allow"), (16, "scanners.user_agents"), (17, "scanners.burst"), (18, "scanners.burst_window"), (20, "limits.engine_memory"), (21, "limits.queue_memory")]
+    );
+    assert!(p.iter().all(|p| !p.fix.is_empty()), "{p:?}");
+    assert!(p[0].message.contains("port") && p[5].fix.contains("64MiB"), "{p:?}");
+    let shown = parse(&bad).unwrap_err().to_string();
+    assert!(shown.contains("site.toml:20: limits.engine_memory: `1MiB` is out of range; fix: write a size from 8 MiB to 4096 MiB"), "{shown}");
+    let p = problems(&format!("{EXAMPLE}[limits]\nmemory = \"64MiB\"\n"));
+    assert!(p[0].message.contains("unknown field"), "{p:?}");
+}

@@ -3,6 +3,7 @@
 //! all feeding the engine's bounded queue. A full queue drops the packet and
 //! counts it: capture never blocks on the engine.
 
+use super::hostile::{HepGuard, QueueBudget};
 use super::Input;
 use crate::config::AgentConfig;
 use cbt_proto::Timestamp;
@@ -78,14 +79,14 @@ pub(crate) fn open(iface: &str, cfg: &AgentConfig) -> Result<pcap::Capture<pcap:
 
 /// Starts a capture thread. It retries opening the interface every 5 s
 /// until `stop` is set.
-pub fn spawn(iface: String, cfg: AgentConfig, tx: SyncSender<Input>, stats: Arc<SourceStats>, stop: Arc<AtomicBool>) {
+pub fn spawn(iface: String, cfg: AgentConfig, tx: SyncSender<Input>, stats: Arc<SourceStats>, stop: Arc<AtomicBool>, queue: Arc<QueueBudget>) {
     std::thread::Builder::new()
         .name(format!("capture-{iface}"))
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match open(&iface, &cfg) {
                     Ok(cap) => {
-                        if let Err(e) = run(cap, &cfg, &tx, &stats, &stop) {
+                        if let Err(e) = run(cap, &cfg, &tx, &stats, &stop, &queue) {
                             tracing::error!(interface = %iface, "capture stopped: {e}");
                             *stats.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                         }
@@ -113,6 +114,7 @@ fn run(
     tx: &SyncSender<Input>,
     stats: &SourceStats,
     stop: &AtomicBool,
+    queue: &QueueBudget,
 ) -> Result<(), String> {
     let dl = cap.get_datalink();
     let ethernet = dl == pcap::Linktype::ETHERNET;
@@ -137,6 +139,12 @@ fn run(
                 stats.bytes.fetch_add(p.data.len() as u64, Ordering::Relaxed);
                 // nanoseconds (asked for), truncated to microseconds as for files
                 let ts = Timestamp::from_secs_micros(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64 / 1000);
+                let n = p.data.len();
+                if !queue.reserve(n) {
+                    // the queue's bytes are at their ceiling (limits.queue_memory)
+                    stats.queue_dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let input = Input::Frame {
                     ts,
                     linktype: dl.0,
@@ -145,6 +153,7 @@ fn run(
                 match tx.try_send(input) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => {
+                        queue.release(n);
                         stats.queue_dropped.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(TrySendError::Disconnected(_)) => return Ok(()),
@@ -229,8 +238,8 @@ fn udp_table_drops(table: &str, inode: u64) -> Option<u32> {
     })
 }
 
-/// Receives HEPv3 on UDP.
-pub fn spawn_hep(socket: UdpSocket, tx: SyncSender<Input>, stats: Arc<SourceStats>, stop: Arc<AtomicBool>) {
+/// Receives HEPv3 on UDP, from the senders `guard` allows only.
+pub fn spawn_hep(socket: UdpSocket, tx: SyncSender<Input>, stats: Arc<SourceStats>, stop: Arc<AtomicBool>, queue: Arc<QueueBudget>, guard: Arc<HepGuard>) {
     std::thread::Builder::new()
         .name("hep".into())
         .spawn(move || {
@@ -249,15 +258,24 @@ pub fn spawn_hep(socket: UdpSocket, tx: SyncSender<Input>, stats: Arc<SourceStat
                     }
                 }
                 match socket.recv_from(&mut buf) {
-                    Ok((n, _)) => {
+                    Ok((n, from)) => {
+                        let ts = now();
+                        if !guard.admit(from.ip(), ts) {
+                            continue; // anyone could forge calls in HEP: only hep.allow is read
+                        }
                         stats.packets.fetch_add(1, Ordering::Relaxed);
                         stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        if !queue.reserve(n) {
+                            stats.queue_dropped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
                         match tx.try_send(Input::Hep {
-                            ts: now(),
+                            ts,
                             data: buf[..n].to_vec(),
                         }) {
                             Ok(()) => {}
                             Err(TrySendError::Full(_)) => {
+                                queue.release(n);
                                 stats.queue_dropped.fetch_add(1, Ordering::Relaxed);
                             }
                             Err(TrySendError::Disconnected(_)) => return,

@@ -17,6 +17,7 @@
 //! in progress across it are flagged partial.
 
 pub mod capture;
+pub mod hostile;
 pub mod http;
 pub mod status;
 
@@ -140,8 +141,15 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
             adopt_orphans: true,
             ..config.legs.clone()
         },
+        guard: config.guard.engine(),
+        wire: cbt_proto::wire::WireConfig {
+            // HEP inside captured traffic is believed from allowed senders only
+            hep_from: Some(config.guard.hep_senders()),
+            ..Default::default()
+        },
         ..EngineConfig::default()
     });
+    let queue = Arc::new(hostile::QueueBudget::new(config.guard.queue_memory));
     let shared = Arc::new(Shared {
         status: RwLock::new(Status::default()),
         heartbeat: AtomicU64::new(0),
@@ -179,6 +187,11 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
         activity: BTreeMap::new(),
         activity_seen: None,
         closed_through: None,
+        guard: Guard {
+            queue: queue.clone(),
+            hep: None,
+            watch: hostile::Watch::default(),
+        },
     };
     state.open_store(&mut engine);
     // sources
@@ -189,7 +202,7 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
             name: iface.clone(),
             ..SourceStats::default()
         });
-        capture::spawn(iface.clone(), a.clone(), tx.clone(), s.clone(), stop.clone());
+        capture::spawn(iface.clone(), a.clone(), tx.clone(), s.clone(), stop.clone(), queue.clone());
         state.sources.push(("capture", s));
     }
     if let Some(addr) = a.hep_listen {
@@ -207,7 +220,9 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
                         a.hep_receive_buffer / 1024
                     );
                 }
-                capture::spawn_hep(sock, tx.clone(), s.clone(), stop.clone())
+                let guard = Arc::new(hostile::HepGuard::new(state.config.guard.hep_senders()));
+                state.guard.hep = Some(guard.clone());
+                capture::spawn_hep(sock, tx.clone(), s.clone(), stop.clone(), queue.clone(), guard)
             }
             Err(e) => {
                 tracing::error!("cannot listen for HEP on {addr}: {e}");
@@ -269,6 +284,14 @@ struct Daemon {
     activity_seen: Option<(Timestamp, u64, u64, u64, u64)>,
     /// The store's last closed date (a call stored on or before it makes it dirty).
     closed_through: Option<chrono::NaiveDate>,
+    guard: Guard,
+}
+
+/// The daemon's defences against floods (see `hostile`).
+struct Guard {
+    queue: Arc<hostile::QueueBudget>,
+    hep: Option<Arc<hostile::HepGuard>>,
+    watch: hostile::Watch,
 }
 
 impl Daemon {
@@ -455,11 +478,15 @@ impl Daemon {
     fn feed(&mut self, engine: &mut Engine, input: Input) -> bool {
         match input {
             Input::Frame { ts, linktype, data } => {
+                self.guard.queue.release(data.len());
                 if let Some(l) = LinkType::from_linktype(linktype) {
                     engine.ingest(ts, l, &data);
                 }
             }
-            Input::Hep { ts, data } => engine.ingest_hep(ts, &data),
+            Input::Hep { ts, data } => {
+                self.guard.queue.release(data.len());
+                engine.ingest_hep(ts, &data)
+            }
             Input::Reload => self.reload(engine),
             Input::Shutdown => return false,
         }
@@ -760,14 +787,16 @@ impl Daemon {
         if new.secret_file != self.config.secret_file || new.country_code != self.config.country_code {
             needs_restart.push("privacy.secret_file / country_code");
         }
-        let site = new.site(&self.hasher);
-        if let Some(c) = engine.calls_mut() {
-            c.set_site(site.clone());
+        if new.guard != self.config.guard {
+            needs_restart.push("hep.allow / scanners / limits");
         }
+        let site = new.site(&self.hasher);
+        engine.set_site(site.clone());
         *self.shared.site.write().unwrap_or_else(|e| e.into_inner()) = site.clone();
         self.site = site;
         self.today = None;
         let keep_agent = self.config.agent.clone();
+        let keep_guard = self.config.guard.clone();
         self.config = new;
         self.start_upload();
         self.config.agent.retention = self.config.agent.retention.max(0);
@@ -779,6 +808,7 @@ impl Daemon {
             let quiet = self.config.agent.quiet;
             let snapshot_every = self.config.agent.snapshot_every;
             self.config.agent = keep_agent;
+            self.config.guard = keep_guard;
             self.config.agent.retention = retention;
             self.config.agent.quiet = quiet;
             self.config.agent.snapshot_every = snapshot_every;
@@ -929,6 +959,8 @@ impl Daemon {
         s.today = today;
         s.gaps = self.gaps.iter().rev().take(20).cloned().collect();
         s.diagnostics = self.diagnose(&s, &first, t);
+        s.hostile = hostile::HostileStatus::new(st.guard.clone(), st.wire.hep_rejected, self.guard.hep.as_deref(), &self.guard.queue);
+        s.diagnostics.extend(self.guard.watch.diagnostics(&s.hostile, t));
         s.view = if calls.calls >= 5 && !self.site.carrier.is_empty() && calls.from_configured_carrier == 0 {
             "partial".into()
         } else if calls.calls >= 5 {

@@ -26,6 +26,9 @@ pub struct Status {
     /// Sending day documents to the supplier's collector.
     #[serde(default)]
     pub upload: crate::upload::deliver::UploadStatus,
+    /// Scanners, floods and the memory ceilings.
+    #[serde(default)]
+    pub hostile: super::hostile::HostileStatus,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -180,6 +183,9 @@ pub const DIAGNOSTIC_CODES: &[&str] = &[
     "store_kept_aside",
     "upload_parked",
     "upload_failing",
+    "scanner",
+    "memory_shed",
+    "hep_rejected",
 ];
 
 fn esc(v: &str) -> String {
@@ -283,6 +289,7 @@ pub fn prometheus(s: &Status) -> String {
             .map_or(0.0, |d| (chrono::Utc::now().date_naive() - d).num_days().max(0) as f64);
         metric("cbt_upload_oldest_undelivered_days", "gauge", "Age in days of the oldest undelivered day (0: none or today).", vec![(String::new(), oldest)]);
     }
+    o.push_str(&super::hostile::prometheus(&s.hostile));
     o
 }
 

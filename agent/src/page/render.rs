@@ -356,6 +356,15 @@ fn agent_section(c: &Ctx) -> Markup {
                 } @else {
                     li { "Figures are kept on this machine (no upload configured)." }
                 }
+                @let k = &s.hostile.kept_out;
+                @let shed = s.hostile.memory.engine.legs_shed;
+                @if k.invites + k.screen.other_requests + k.hep_rejected > 0 || shed > 0 {
+                    li { "Not counted as calls since the agent started: " (k.invites) " attempts and " (k.screen.other_requests)
+                        " other requests from internet scanners or unexpected addresses"
+                        @if !k.sources.is_empty() { " (" (k.sources.iter().take(5).map(|x| x.address.as_str()).collect::<Vec<_>>().join(", ")) ")" }
+                        "."
+                        @if shed > 0 { " " (shed) " unanswered attempts were dropped to protect the agent's memory." } }
+                }
                 @if s.diagnostics.is_empty() { li { "No problems detected." } }
                 @for d in &s.diagnostics { li class=(if d.severity == "error" { "error" } else { "warn" }) { (d.message) } }
                 @if let Some(e) = super::access::lan_problem() { li.error { "The LAN listener is not running: " (e) } }

@@ -466,3 +466,94 @@ fn tracked_legs_are_bounded() {
     }
     assert_eq!(e.stats().legs.legs_evicted, 40);
 }
+
+#[test]
+fn timer_b_follows_the_senders_t1() {
+    // a sender whose T1 is 1 s retransmits at 1, 3, 7, 15, 31 s: its
+    // transaction is over at 64 s, not 32 s
+    let c = call(Script::NoResponse);
+    let invite = c.messages()[0].clone();
+    let mut msgs = vec![invite.clone()];
+    for t in [1000, 3000, 7000, 15_000, 31_000] {
+        msgs.push(Msg { ts: ms(t), ..invite.clone() });
+    }
+    let legs = run(&msgs, ms(200_000));
+    assert_eq!((legs[0].end, legs[0].ended), (Some(EndReason::Timeout), Some(ms(64_000))));
+    // the same packet seen twice at once (two capture points) says nothing
+    // of T1; the bounds hold a slow sender to 2 s (128 s)
+    let mut msgs = vec![invite.clone(), Msg { ts: ms(1), ..invite.clone() }];
+    let legs = run(&msgs, ms(200_000));
+    assert_eq!(legs[0].ended, Some(ms(32_000)));
+    msgs[1].ts = ms(10_000);
+    let legs = run(&msgs, ms(300_000));
+    assert_eq!(legs[0].ended, Some(ms(128_000)));
+}
+
+#[test]
+fn only_100_trying_ends_at_timer_c_and_ringing_at_the_ring_timeout() {
+    let c = call(Script::NoResponse);
+    let m = c.messages();
+    let trying = msg(
+        20,
+        B,
+        A,
+        &format!(
+            "SIP/2.0 100 Trying\nVia: SIP/2.0/UDP {A};branch=z9hG4bK{}-1\nFrom: \"Caller\" <sip:{}@192.0.2.1>;tag={}\nTo: <sip:{}@10.20.0.5>\nCall-ID: {}\nCSeq: 1 INVITE\nContent-Length: 0\n\n",
+            c.branch, c.caller, c.from_tag, c.callee, c.call_id
+        ),
+    );
+    let legs = run(&[m[0].clone(), trying.clone()], ms(3 * 3600 * 1000));
+    // nothing rang: the 30-minute ring timeout does not apply, Timer C does
+    assert_eq!((legs[0].end, legs[0].ended, legs[0].ringing), (Some(EndReason::Timeout), Some(ms(20)), None));
+    let mut e = engine();
+    feed(&mut e, &[m[0].clone(), trying.clone()]);
+    e.tick(ms(20 + TIMER_C / MILLISECOND - 1));
+    assert!(drain(&mut e).is_empty(), "over before Timer C");
+    e.tick(ms(20 + TIMER_C / MILLISECOND));
+    assert_eq!(drain(&mut e).len(), 1, "over at Timer C");
+    // a 180 makes it a ringing call: the ring timeout (30 min) applies
+    let ringing = msg(40, B, A, &String::from_utf8(trying.bytes.clone()).unwrap().replace("100 Trying", "180 Ringing").replace("To: <sip:01632960123@10.20.0.5>", "To: <sip:01632960123@10.20.0.5>;tag=x").replace('\r', ""));
+    let mut e = engine();
+    feed(&mut e, &[m[0].clone(), trying, ringing]);
+    e.tick(ms(40 + 30 * 60 * 1000 - 1));
+    assert!(drain(&mut e).is_empty(), "over before the ring timeout");
+    e.tick(ms(40 + 30 * 60 * 1000));
+    let legs = drain(&mut e);
+    assert_eq!((legs[0].end, legs[0].ringing), (Some(EndReason::Timeout), Some(ms(40))));
+}
+
+#[test]
+fn shedding_removes_unanswered_legs_oldest_and_suspects_first() {
+    let mut t = LegTracker::new(LegConfig::default(), crate::number::Hasher::new([1; 32], "44"));
+    let mut ids = Vec::new();
+    for n in 0..10u64 {
+        let c = Call::numbered(n, addr(A), addr(B), ms(n as i64 * 10), Script::NoResponse);
+        let m = &c.messages()[0];
+        let mut p = crate::sip::Parser::new(vec![]);
+        let crate::sip::Parsed::Message { msg, .. } = p.parse(&m.bytes).unwrap() else { panic!() };
+        let hop = Hop { src: m.src, dst: m.dst, transport: crate::wire::Transport::Udp, source: crate::wire::Source::Capture };
+        t.on_message(m.ts, hop, &msg);
+        while let Some(ev) = t.pop_event() {
+            if let LegEvent::Started(l) = ev {
+                ids.push(l.id);
+            }
+        }
+    }
+    let per_leg = t.bytes / 10;
+    assert_eq!(t.bytes, t.legs.values().map(|l| l.acct).sum::<usize>());
+    assert!(t.bytes() > t.bytes, "with the maps' room");
+    assert!(per_leg > 500 && per_leg < 4096, "{per_leg} bytes a leg");
+    t.mark_suspect(ids[7]);
+    // one leg's worth: the suspect goes first, even though it is younger
+    let gone = t.shed(1, |_| true);
+    assert_eq!(gone.iter().map(|g| g.id).collect::<Vec<_>>(), vec![ids[7]]);
+    // then the oldest, unless vetoed
+    let gone = t.shed(2 * per_leg, |id| id != ids[0]);
+    assert_eq!(gone.iter().map(|g| g.id).collect::<Vec<_>>(), vec![ids[1], ids[2]]);
+    assert_eq!((t.open_legs(), t.removed.shed), (7, 3));
+    assert_eq!(t.bytes, t.legs.values().map(|l| l.acct).sum::<usize>());
+    t.finish_all(ms(1000));
+    while t.pop_event().is_some() {}
+    t.tick(ms(100_000));
+    assert_eq!(t.bytes, 0, "every byte counted comes back");
+}

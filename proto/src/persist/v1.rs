@@ -486,6 +486,9 @@ impl From<LegV1> for Leg {
             challenged_at: l.challenged_at,
             cancelled_at: l.cancelled_at,
             timer: None,
+            t1_seen: None,
+            acct: 0,
+            suspect: false,
         }
     }
 }
@@ -586,6 +589,8 @@ impl From<LegInfoV1> for call::LegInfo {
             ended_by: opt(l.ended_by),
             partial: l.partial,
             callback_header: l.callback_header,
+            // not stored: a restored call's trunk leg brings it when it ends
+            final_status: None,
         }
     }
 }
@@ -638,6 +643,8 @@ impl From<OpenCallV1> for call::OpenCall {
             auto: c.auto.into_iter().map(|(k, l)| (k.into(), l.into())).collect(),
             correlation: c.correlation.into(),
             settle_until: c.settle_until,
+            // not stored: a restored call is never taken for a scanner's
+            guard: Default::default(),
         }
     }
 }

@@ -76,6 +76,10 @@ pub struct WireConfig {
     pub decode_hep: bool,
     /// UDP port carrying VXLAN-encapsulated Ethernet (0 disables).
     pub vxlan_port: u16,
+    /// Senders whose captured HEP is believed (its inner addresses say
+    /// who called whom, so anyone could forge calls); `None`: any (replay
+    /// of a file). HEP from anyone else is counted in `hep_rejected`.
+    pub hep_from: Option<Vec<crate::site::AddrMatch>>,
 }
 
 impl Default for WireConfig {
@@ -85,6 +89,7 @@ impl Default for WireConfig {
             tcp: TcpLimits::default(),
             decode_hep: true,
             vxlan_port: 4789,
+            hep_from: None,
         }
     }
 }
@@ -125,6 +130,9 @@ pub struct WireStats {
     pub tcp_flows_expired: u64,
     pub hep_packets: u64,
     pub hep_errors: u64,
+    /// HEP packets from a sender not in `WireConfig::hep_from`, ignored.
+    #[serde(default)]
+    pub hep_rejected: u64,
     /// TLS records seen on TCP port 5061: encrypted SIP that cannot be read.
     pub tls_records: u64,
 }
@@ -349,6 +357,12 @@ impl Decoder {
             }
         }
         if self.cfg.decode_hep && hep::is_hep(payload) {
+            if let Some(allow) = &self.cfg.hep_from {
+                if !allow.iter().any(|m| m.matches(src)) {
+                    self.stats.hep_rejected += 1;
+                    return;
+                }
+            }
             self.hep_payload(ts, payload, sink);
             return;
         }
@@ -427,6 +441,7 @@ impl Decoder {
                 }
             }
         }
+        self.tcp.account(&key, &mut self.stats);
         self.housekeeping(ts, sink);
     }
 
@@ -462,6 +477,13 @@ impl Decoder {
     /// Bytes held for reassembly (fragments and TCP).
     pub fn buffered_bytes(&self) -> usize {
         self.frags.bytes() + self.tcp.buffered_bytes()
+    }
+
+    /// Bytes of reassembly state as counted against the engine's memory
+    /// ceiling: fragment data and per-datagram overhead, TCP flows with
+    /// their buffers by capacity.
+    pub fn state_bytes(&self) -> usize {
+        self.frags.bytes() + self.frags.pending() * 160 + self.tcp.state_bytes()
     }
 
     pub fn tcp_flows(&self) -> usize {

@@ -5,11 +5,15 @@
 //! out-of-order segments within a window, and giving up on a hole (counted as
 //! a gap, the partial data before it discarded) when the window, the byte cap
 //! or the gap timeout is exceeded. Streams picked up mid-connection start at
-//! the first segment seen. Bounded in flows and bytes per flow.
+//! the first segment seen. Bounded in flows, in bytes per flow and in bytes
+//! over all flows (capacity counted, buffers shrunk once drained); flows
+//! that never carried a byte (a SYN flood, half-open connections) are
+//! bounded apart and forgotten sooner.
 
 use super::WireStats;
 use crate::time::{Micros, Timestamp, SECOND};
 use ahash::HashMap;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 #[derive(Clone, Debug)]
@@ -26,6 +30,13 @@ pub struct TcpLimits {
     pub gap_timeout: Micros,
     /// A flow with no segment for this long is forgotten.
     pub idle_timeout: Micros,
+    /// Bytes held over all flows (buffers by capacity, and per-flow
+    /// overhead); beyond, the flows holding most are dropped.
+    pub max_bytes: usize,
+    /// Flows that never carried a byte (SYN only) tracked at most, and how
+    /// long one is kept without data.
+    pub max_half_open: usize,
+    pub half_open_timeout: Micros,
 }
 
 impl Default for TcpLimits {
@@ -37,6 +48,9 @@ impl Default for TcpLimits {
             ooo_window: 1 << 20,
             gap_timeout: 5 * SECOND,
             idle_timeout: 3600 * SECOND,
+            max_bytes: 16 << 20,
+            max_half_open: 4096,
+            half_open_timeout: 30 * SECOND,
         }
     }
 }
@@ -76,6 +90,19 @@ pub struct Flow {
     /// Bytes were lost before `buf`'s current content: the consumer should
     /// resynchronise. Cleared by the consumer.
     pub gap: bool,
+    /// A segment with payload was seen (else the flow is half-open).
+    got_data: bool,
+    /// Bytes counted for this flow in `TcpTable::bytes`.
+    acct: usize,
+}
+
+/// Bytes a flow holds: the entry and its buffers by capacity.
+fn footprint(f: &Flow) -> usize {
+    std::mem::size_of::<(FlowKey, Flow)>()
+        + 32
+        + f.buf.capacity()
+        + f.ooo.capacity() * std::mem::size_of::<(u32, Vec<u8>)>()
+        + f.ooo.iter().map(|(_, d)| d.capacity()).sum::<usize>()
 }
 
 impl Flow {
@@ -162,6 +189,11 @@ impl Flow {
 pub struct TcpTable {
     limits: TcpLimits,
     flows: HashMap<FlowKey, Flow>,
+    /// Sum of the flows' `acct`.
+    bytes: usize,
+    /// Flows opened by a SYN, oldest first (some may have carried data or
+    /// gone since: checked when popped).
+    half_open: VecDeque<FlowKey>,
 }
 
 /// TCP header bits the reassembler looks at.
@@ -177,6 +209,49 @@ impl TcpTable {
         TcpTable {
             limits,
             flows: HashMap::default(),
+            bytes: 0,
+            half_open: VecDeque::new(),
+        }
+    }
+
+    /// Bytes held over all flows, as counted against `max_bytes`.
+    pub fn state_bytes(&self) -> usize {
+        self.bytes + self.half_open.capacity() * std::mem::size_of::<FlowKey>()
+    }
+
+    fn take(&mut self, key: &FlowKey) -> Option<Flow> {
+        let f = self.flows.remove(key)?;
+        self.bytes -= f.acct;
+        Some(f)
+    }
+
+    /// Brings a flow's byte count up to date after it changed (shrinking a
+    /// drained buffer), then holds the table to `max_bytes` by dropping
+    /// the flows that hold most (counted as evicted; a dropped flow that
+    /// goes on is picked up again mid-stream).
+    pub fn account(&mut self, key: &FlowKey, stats: &mut WireStats) {
+        if let Some(f) = self.flows.get_mut(key) {
+            if f.buf.capacity() > 16 << 10 && f.buf.len() * 4 < f.buf.capacity() {
+                f.buf.shrink_to((f.buf.len() * 2).max(4 << 10));
+            }
+            let b = footprint(f);
+            self.bytes = self.bytes + b - f.acct;
+            f.acct = b;
+        }
+        while self.bytes > self.limits.max_bytes && self.flows.len() > 1 {
+            let victim = self
+                .flows
+                .iter()
+                .filter(|(k, _)| *k != key)
+                .max_by_key(|(k, f)| (f.acct, **k))
+                .map(|(k, _)| *k);
+            match victim {
+                Some(k) => {
+                    self.take(&k);
+                    stats.tcp_flows_evicted += 1;
+                }
+                None => break,
+            }
         }
     }
 
@@ -197,7 +272,7 @@ impl TcpTable {
     }
 
     pub fn remove(&mut self, key: &FlowKey) {
-        self.flows.remove(key);
+        self.take(key);
     }
 
     /// Feeds one segment. Returns true when new in-order bytes reached the
@@ -213,10 +288,10 @@ impl TcpTable {
     ) -> bool {
         stats.tcp_segments += 1;
         if flags.rst {
-            if self.flows.remove(&key).is_some() {
+            if self.take(&key).is_some() {
                 stats.tcp_flows_closed += 1;
             }
-            self.flows.remove(&key.reverse());
+            self.take(&key.reverse());
             return false;
         }
         if payload.is_empty() && !flags.syn && !flags.fin {
@@ -231,13 +306,22 @@ impl TcpTable {
                 self.evict_idlest();
                 stats.tcp_flows_evicted += 1;
             }
-            self.flows.insert(
-                key,
-                Flow {
-                    last_seen: ts,
-                    ..Flow::default()
-                },
-            );
+            if payload.is_empty() {
+                // a SYN (or FIN) alone: half-open, bounded apart
+                while self.half_open.len() >= self.limits.max_half_open {
+                    if self.evict_half_open() {
+                        stats.tcp_flows_evicted += 1;
+                    }
+                }
+                self.half_open.push_back(key);
+            }
+            let f = Flow {
+                last_seen: ts,
+                ..Flow::default()
+            };
+            let acct = footprint(&f);
+            self.bytes += acct;
+            self.flows.insert(key, Flow { acct, ..f });
             stats.tcp_flows_opened += 1;
         }
         let limits = &self.limits;
@@ -259,6 +343,9 @@ impl TcpTable {
         }
         if flags.fin {
             flow.fin_seq = Some(seq.wrapping_add(payload.len() as u32));
+        }
+        if !payload.is_empty() {
+            flow.got_data = true;
         }
         let next = flow.next_seq.unwrap_or(seq);
         let delta = seq.wrapping_sub(next) as i32;
@@ -296,10 +383,21 @@ impl TcpTable {
     /// process the bytes that became available.
     pub fn expire(&mut self, now: Timestamp, stats: &mut WireStats, mut on_gap: impl FnMut(FlowKey, &mut Flow)) {
         let idle = self.limits.idle_timeout;
+        let half_open = self.limits.half_open_timeout;
         let gap_timeout = self.limits.gap_timeout;
         let before = self.flows.len();
-        self.flows.retain(|_, f| now.since(f.last_seen) <= idle);
+        let mut freed = 0;
+        self.flows.retain(|_, f| {
+            let keep = now.since(f.last_seen) <= if f.got_data { idle } else { half_open };
+            if !keep {
+                freed += f.acct;
+            }
+            keep
+        });
+        self.bytes -= freed;
         stats.tcp_flows_expired += (before - self.flows.len()) as u64;
+        let flows = &self.flows;
+        self.half_open.retain(|k| flows.get(k).is_some_and(|f| !f.got_data));
         let mut stuck: Vec<FlowKey> = self
             .flows
             .iter()
@@ -313,18 +411,36 @@ impl TcpTable {
                 f.hole_since = if f.ooo.is_empty() { None } else { Some(now) };
                 on_gap(k, f);
             }
+            self.account(&k, stats);
         }
     }
 
     fn evict_idlest(&mut self) {
+        // a half-open flow first (cheap: the oldest of the queue)
+        while !self.half_open.is_empty() {
+            if self.evict_half_open() {
+                return;
+            }
+        }
         let victim = self
             .flows
             .iter()
             .min_by_key(|(k, f)| (f.last_seen, **k))
             .map(|(k, _)| *k);
         if let Some(k) = victim {
-            self.flows.remove(&k);
+            self.take(&k);
         }
+    }
+
+    /// Drops the oldest flow of the half-open queue if it is still
+    /// half-open. Returns whether a flow was dropped.
+    fn evict_half_open(&mut self) -> bool {
+        let Some(k) = self.half_open.pop_front() else { return false };
+        if self.flows.get(&k).is_some_and(|f| !f.got_data) {
+            self.take(&k);
+            return true;
+        }
+        false
     }
 }
 
