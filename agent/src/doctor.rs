@@ -248,7 +248,15 @@ fn upload_check(u: &crate::config::UploadConfig, c: &Config) -> Check {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             let bound: Vec<String> = v["practices"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(str::to_string)).collect();
             let missing: Vec<&str> = c.practices.iter().map(|p| p.ods.as_str()).filter(|p| !bound.iter().any(|b| b == p)).collect();
-            if missing.is_empty() {
+            let name = v["agent"].as_str().unwrap_or_default();
+            if name != u.agent_id {
+                check(
+                    "collector",
+                    Verdict::Fail,
+                    format!("the token belongs to agent `{name}`, but this agent sends as `{}`: the collector would refuse every document", u.agent_id),
+                    Some("set upload.agent_id to the name given to `cbt-collector token add --agent`, or have a token made for this name"),
+                )
+            } else if missing.is_empty() {
                 check("collector", Verdict::Ok, format!("{} accepts the token (agent {})", u.url, v["agent"].as_str().unwrap_or("?")), None)
             } else {
                 check(

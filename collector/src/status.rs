@@ -176,7 +176,9 @@ pub async fn practices(pool: &Pool) -> Result<Overview, DbError> {
                 Some(s) if s > STALE_WARN_S => raise(Level::Warn, format!("last upload {} ago", human_age(s)), &mut flags),
                 Some(_) => {}
             }
-            let missing = if a.last_upload.is_some() || a.listed { (days_so_far - a.days_before_today).max(0) } else { 0 };
+            // a practice expected to report (it has a token, is listed, or
+            // has reported) misses every day of the month so far without data
+            let missing = if a.last_upload.is_some() || a.listed || a.token { (days_so_far - a.days_before_today).max(0) } else { 0 };
             if missing > 0 && !unassigned {
                 raise(Level::Bad, format!("{missing} day(s) of this month missing"), &mut flags);
             }
@@ -231,6 +233,8 @@ pub async fn practices(pool: &Pool) -> Result<Overview, DbError> {
     out.sort_by(|a, b| {
         b.level
             .cmp(&a.level)
+            // never heard from is worse than late
+            .then(a.last_upload.is_some().cmp(&b.last_upload.is_some()))
             .then(b.days_missing.cmp(&a.days_missing))
             .then(b.flags.len().cmp(&a.flags.len()))
             .then(b.last_upload_age_s.unwrap_or(f64::INFINITY).total_cmp(&a.last_upload_age_s.unwrap_or(f64::INFINITY)))

@@ -456,7 +456,9 @@ impl Daemon {
             if snapshot_due && self.store.is_some() {
                 self.snapshot(engine);
             }
-            if last_days.is_none_or(|t| t.elapsed() >= DAYS_EVERY) {
+            // at least as often as today's documents are due
+            let days_every = self.config.upload.as_ref().map_or(DAYS_EVERY, |u| DAYS_EVERY.min(Duration::from_micros(u.interval.max(0) as u64)));
+            if last_days.is_none_or(|t| t.elapsed() >= days_every) {
                 last_days = Some(Instant::now());
                 self.days();
             }
