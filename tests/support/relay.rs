@@ -20,8 +20,11 @@ pub struct Faults {
     pub reset_after_client_bytes: Option<u64>,
     /// Only every n-th connection is reset (0 or 1: every one).
     pub reset_every: u64,
-    /// Hold every chunk from the server this long before passing it on.
+    /// Hold every chunk from the server this long before passing it on...
     pub delay_response: Duration,
+    /// ...once the client has sent this many bytes (past the TLS handshake:
+    /// answers arrive late, but the requests got through).
+    pub delay_after_client_bytes: u64,
     /// Accept and close at once.
     pub refuse: bool,
 }
@@ -38,6 +41,9 @@ pub struct Relay {
     pub faults: Arc<Mutex<Faults>>,
     pub counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
+    /// Open client connections (closed when the faults change, so that a
+    /// client's pooled connection does not outlive the old settings).
+    live: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 fn reset(s: &TcpStream) {
@@ -55,12 +61,16 @@ impl Relay {
         let faults = Arc::new(Mutex::new(Faults::default()));
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let (f, c, s) = (faults.clone(), counters.clone(), stop.clone());
+        let live = Arc::new(Mutex::new(Vec::new()));
+        let (f, c, s, l) = (faults.clone(), counters.clone(), stop.clone(), live.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((client, _)) => {
                         let _ = client.set_nonblocking(false);
+                        if let Ok(k) = client.try_clone() {
+                            l.lock().unwrap().push(k);
+                        }
                         let n = c.connections.fetch_add(1, Ordering::Relaxed) + 1;
                         let faults = f.lock().unwrap().clone();
                         let c = c.clone();
@@ -71,11 +81,16 @@ impl Relay {
                 }
             }
         });
-        Relay { addr, faults, counters, stop }
+        Relay { addr, faults, counters, stop, live }
     }
 
+    /// New faults, for new connections; open ones are closed (a client
+    /// reconnects, and gets the new behaviour).
     pub fn set(&self, f: Faults) {
         *self.faults.lock().unwrap() = f;
+        for c in self.live.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
     }
 }
 
@@ -123,6 +138,8 @@ fn serve(client: TcpStream, target: SocketAddr, faults: Faults, n: u64, counters
         return;
     };
     let reset_this = faults.reset_after_client_bytes.filter(|_| faults.reset_every <= 1 || n % faults.reset_every == 0);
+    let client_bytes = Arc::new(AtomicU64::new(0));
+    let up_bytes = client_bytes.clone();
     let (mut c_read, mut s_write) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
     let (mut s_read, mut c_write) = (server, client);
     let up = std::thread::spawn(move || {
@@ -144,6 +161,7 @@ fn serve(client: TcpStream, target: SocketAddr, faults: Faults, n: u64, counters
                 }
             }
             sent += n as u64;
+            up_bytes.store(sent, Ordering::Relaxed);
             if s_write.write_all(&buf[..n]).is_err() {
                 break;
             }
@@ -156,7 +174,7 @@ fn serve(client: TcpStream, target: SocketAddr, faults: Faults, n: u64, counters
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if !faults.delay_response.is_zero() {
+        if !faults.delay_response.is_zero() && client_bytes.load(Ordering::Relaxed) > faults.delay_after_client_bytes {
             std::thread::sleep(faults.delay_response);
         }
         if c_write.write_all(&buf[..n]).is_err() {
