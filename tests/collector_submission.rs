@@ -10,14 +10,10 @@
 //! report must name the listed practice without data and the practice left
 //! out. No caller number of the capture may reach any table or the log.
 
-use cbt_agent::book::CallBook;
-use cbt_agent::capture::Merged;
 use cbt_agent::config::Config;
 use cbt_proto::metrics::{export, Aggregator, Day, Indicator};
-use cbt_proto::number::Hasher;
 use cbt_proto::site::UNASSIGNED;
 use cbt_proto::upload::{AgentInfo, DayDocument, Quality};
-use cbt_proto::{Engine, EngineConfig, LinkType};
 use cbt_tests::collector::Setup;
 use cbt_tests::postgres::Postgres;
 use cbt_tests::workspace_root;
@@ -32,32 +28,7 @@ const AGENT: &str = "morning-pbx";
 fn replay_morning() -> Aggregator {
     let f = workspace_root().join("tests/fixtures");
     let config = Config::load(&f.join("morning.toml")).expect("morning.toml");
-    let key = [7u8; 32];
-    let hasher = Hasher::new(key, &config.country_code);
-    let site = config.site(&hasher);
-    let mut engine = Engine::new(EngineConfig {
-        hash_key: key,
-        country_code: config.country_code.clone(),
-        site: Some(site.clone()),
-        emit_legs: false,
-        legs: config.legs.clone(),
-        ..EngineConfig::default()
-    });
-    let mut book = CallBook::default();
-    let mut inputs = Merged::open(&[f.join("morning.pcap")]);
-    inputs.for_each(|p| {
-        if let Some(l) = LinkType::from_linktype(p.linktype) {
-            engine.ingest(p.ts, l, &p.data);
-        }
-        while let Some(ev) = engine.poll_call() {
-            book.apply(ev);
-        }
-    });
-    engine.finish();
-    while let Some(ev) = engine.poll_call() {
-        book.apply(ev);
-    }
-    assert!(inputs.errors.is_empty(), "{:?}", inputs.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>());
+    let (site, book) = cbt_agent::replay::calls_of(&config, [7u8; 32], &[f.join("morning.pcap")]);
     book.aggregate(&site)
 }
 

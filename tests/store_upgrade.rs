@@ -182,7 +182,7 @@ fn the_engine_and_store_of_this_build_finish_what_0_1_0_left() {
     let root = workspace_root().join(FIXTURE);
     let config = Config::load(&root.join("site.toml")).unwrap();
     let key = cbt_agent::secret::load_or_create(&dir.join("store/secret")).unwrap();
-    let hasher = cbt_proto::number::Hasher::new(key, &config.country_code);
+    let hasher = cbt_proto::number::Hasher::new(key, &config.site.country_code);
     let site = config.site(&hasher);
     let store = cbt_agent::store::Store::open(&dir.join("store"), 1 << 20).unwrap();
 

@@ -273,7 +273,7 @@ pub fn report(args: ReportArgs) -> Result<ExitCode> {
             Err(e) => return Err(e),
         };
     // the numbers' hashes play no part in a report: no secret is needed
-    let site = config.site(&Hasher::new([0; 32], &config.country_code));
+    let site = config.site(&Hasher::new([0; 32], &config.site.country_code));
     let mut book = CallBook::from_records(records);
     if let Some(cut) = pruned {
         let agg = cbt_proto::metrics::Aggregator::new(&site);
@@ -404,32 +404,32 @@ pub fn check_config(args: CheckConfigArgs) -> Result<ExitCode> {
 
 /// What the service would do with a configuration, for people.
 fn describe(w: &mut dyn Write, c: &Config) -> Result<()> {
-    writeln!(w, "Practices (times in {})", c.timezone.name())?;
-    for p in &c.practices {
+    writeln!(w, "Practices (times in {})", c.site.timezone.name())?;
+    for p in &c.site.practices {
         writeln!(w, "  {}{}: {}", p.ods, p.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default(), if p.numbers.is_empty() { "no numbers: every inbound call".into() } else { p.numbers.join(", ") })?;
     }
-    if c.practices.len() > 1 {
+    if c.site.practices.len() > 1 {
         writeln!(w, "  calls to other numbers: Unassigned")?;
     }
     let list = |v: Vec<String>| if v.is_empty() { "-".to_string() } else { v.join(", ") };
     let addrs = |v: &[cbt_proto::site::AddrMatch]| list(v.iter().map(|a| a.to_string()).collect());
     writeln!(w, "Network roles")?;
-    writeln!(w, "  carrier:   {} (and anything outside the site)", addrs(&c.carrier))?;
-    writeln!(w, "  pbx:       {}", addrs(&c.pbx))?;
-    writeln!(w, "  staff:     {}; extensions {}", addrs(&c.staff), list(c.staff_extensions.iter().map(|p| p.as_str().to_string()).collect()))?;
-    writeln!(w, "  automated: {}; voicemail {}; queue {}", list(c.automated.clone()), list(c.voicemail.clone()), list(c.queue.clone()))?;
+    writeln!(w, "  carrier:   {} (and anything outside the site)", addrs(&c.site.carrier))?;
+    writeln!(w, "  pbx:       {}", addrs(&c.site.pbx))?;
+    writeln!(w, "  staff:     {}; extensions {}", addrs(&c.site.staff), list(c.site.staff_extensions.iter().map(|p| p.as_str().to_string()).collect()))?;
+    writeln!(w, "  automated: {}; voicemail {}; queue {}", list(c.site.automated.clone()), list(c.site.voicemail.clone()), list(c.site.queue.clone()))?;
     let span = |d: cbt_proto::time::Micros| crate::config::format_duration(d);
     writeln!(
         w,
         "Callbacks: requested via {}{}, counted within {}",
-        list(c.callback_request.clone()),
-        c.callback_header.as_ref().map(|h| format!(" or header {h}")).unwrap_or_default(),
-        match c.callback_window {
+        list(c.site.callback_request.clone()),
+        c.site.callback_header.as_ref().map(|h| format!(" or header {h}")).unwrap_or_default(),
+        match c.site.callback_window {
             cbt_proto::site::CallbackWindow::SameDay => "the same day".to_string(),
             cbt_proto::site::CallbackWindow::Within(d) => span(d),
         }
     )?;
-    writeln!(w, "Correlation: B2BUA heuristic {}, headers {}, settle {}", if c.b2bua { "on" } else { "off" }, list(c.correlation_headers.clone()), span(c.settle))?;
+    writeln!(w, "Correlation: B2BUA heuristic {}, headers {}, settle {}", if c.site.b2bua { "on" } else { "off" }, list(c.site.correlation_headers.clone()), span(c.site.settle))?;
     writeln!(w, "Calls: ring timeout {}, longest call {}", span(c.legs.ring_timeout), span(c.legs.max_call))?;
     let a = &c.agent;
     writeln!(w, "Capture")?;
@@ -474,7 +474,7 @@ fn from_service_or_store<T: serde::de::DeserializeOwned>(
         Err(e) if client::is_not_running(&e) => {
             let store = Store::open(&config.agent.store_dir, config.agent.cache_bytes)
                 .with_context(|| format!("the service is not running and its store in {} cannot be opened", config.agent.store_dir.display()))?;
-            let site = config.site(&Hasher::new([0; 32], &config.country_code));
+            let site = config.site(&Hasher::new([0; 32], &config.site.country_code));
             offline(&store, &site, &crate::upload::agent_id(config.upload.as_ref()))
         }
         Err(e) => Err(e),

@@ -16,11 +16,10 @@
 //! See `docs/configuration.md` for every key.
 
 use cbt_proto::number::{self, Hasher};
-use cbt_proto::site::{self, AddrMatch, CallbackWindow, Endpoint, ExtPattern, OrgCodes, Practice, Site};
+use cbt_proto::site::{self, AddrMatch, CallbackWindow, ExtPattern, OrgCodes, PracticeSpec, Site, SiteSpec};
 use cbt_proto::time::{Micros, MINUTE, SECOND};
 use chrono::NaiveDate;
 use serde::Deserialize;
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -257,27 +256,9 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
-    pub timezone: chrono_tz::Tz,
-    pub country_code: String,
-    pub practices: Vec<PracticeConfig>,
-    pub carrier: Vec<AddrMatch>,
-    pub pbx: Vec<AddrMatch>,
-    pub staff: Vec<AddrMatch>,
-    pub staff_extensions: Vec<ExtPattern>,
-    /// Address or user specs, turned into endpoints with the hashing key.
-    pub automated: Vec<String>,
-    pub voicemail: Vec<String>,
-    pub queue: Vec<String>,
-    pub callback_request: Vec<String>,
-    pub callback_header: Option<String>,
-    pub callback_window: CallbackWindow,
-    pub callback_originators: Vec<AddrMatch>,
-    pub correlation_headers: Vec<String>,
-    pub b2bua: bool,
-    pub settle: Micros,
-    pub bank_holidays: BTreeSet<NaiveDate>,
-    pub wait_edges: Vec<u32>,
-    pub duration_edges: Vec<u32>,
+    /// The site: practices, network roles, rules (the engine's own type:
+    /// `Config::site` hashes it into the engine's `Site`).
+    pub site: SiteSpec,
     pub secret_file: Option<PathBuf>,
     pub agent: AgentConfig,
     /// Timers of legs never seen to end.
@@ -423,14 +404,8 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-#[derive(Debug, Clone)]
-pub struct PracticeConfig {
-    pub ods: String,
-    pub name: Option<String>,
-    /// DDIs normalised to E.164.
-    pub numbers: Vec<String>,
-    pub codes: OrgCodes,
-}
+/// A practice as configured (the engine's type).
+pub type PracticeConfig = PracticeSpec;
 
 struct Checker<'a> {
     text: &'a str,
@@ -978,26 +953,28 @@ impl Config {
         }
         Ok(Config {
             path: path.to_path_buf(),
-            timezone,
-            country_code,
-            practices,
-            carrier,
-            pbx,
-            staff,
-            staff_extensions,
-            automated,
-            voicemail,
-            queue,
-            callback_request,
-            callback_header,
-            callback_window,
-            callback_originators,
-            correlation_headers,
-            b2bua: raw.correlation.b2bua.unwrap_or(true),
-            settle,
-            bank_holidays,
-            wait_edges,
-            duration_edges,
+            site: SiteSpec {
+                practices,
+                timezone,
+                country_code,
+                carrier,
+                pbx,
+                staff,
+                staff_extensions,
+                automated,
+                voicemail,
+                queue,
+                callback_request,
+                callback_header,
+                callback_window,
+                callback_originators,
+                correlation_headers,
+                b2bua: raw.correlation.b2bua.unwrap_or(true),
+                bank_holidays,
+                wait_edges,
+                duration_edges,
+                settle,
+            },
             secret_file,
             agent,
             legs,
@@ -1010,38 +987,7 @@ impl Config {
 
     /// The engine's site rules, with numbers hashed by `hasher`.
     pub fn site(&self, hasher: &Hasher) -> Site {
-        let eps = |l: &[String]| l.iter().map(|s| Endpoint::parse(s, hasher)).collect::<Vec<_>>();
-        Site {
-            practices: self
-                .practices
-                .iter()
-                .map(|p| Practice {
-                    ods: p.ods.clone(),
-                    name: p.name.clone(),
-                    number_hashes: p.numbers.iter().map(|n| hasher.hash(n)).collect(),
-                    codes: p.codes.clone(),
-                })
-                .collect(),
-            timezone: self.timezone,
-            country_code: self.country_code.clone(),
-            carrier: self.carrier.clone(),
-            pbx: self.pbx.clone(),
-            staff: self.staff.clone(),
-            staff_extensions: self.staff_extensions.clone(),
-            automated: eps(&self.automated),
-            voicemail: eps(&self.voicemail),
-            queue: eps(&self.queue),
-            callback_request: eps(&self.callback_request),
-            callback_header: self.callback_header.clone(),
-            callback_window: self.callback_window,
-            callback_originators: self.callback_originators.clone(),
-            correlation_headers: self.correlation_headers.clone(),
-            b2bua: self.b2bua,
-            bank_holidays: self.bank_holidays.clone(),
-            wait_edges: self.wait_edges.clone(),
-            duration_edges: self.duration_edges.clone(),
-            settle: self.settle,
-        }
+        Site::new(self.site.clone(), hasher)
     }
 }
 

@@ -126,7 +126,7 @@ fn clock_synchronised() -> Option<bool> {
 }
 
 fn roles(c: &Config) -> Vec<(&'static str, &Vec<AddrMatch>)> {
-    vec![("carrier", &c.carrier), ("pbx", &c.pbx), ("staff", &c.staff)]
+    vec![("carrier", &c.site.carrier), ("pbx", &c.site.pbx), ("staff", &c.site.staff)]
 }
 
 pub fn run(args: DoctorArgs) -> Result<ExitCode> {
@@ -247,7 +247,7 @@ fn upload_check(u: &crate::config::UploadConfig, c: &Config) -> Check {
         Ok((200, body)) => {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             let bound: Vec<String> = v["practices"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(str::to_string)).collect();
-            let missing: Vec<&str> = c.practices.iter().map(|p| p.ods.as_str()).filter(|p| !bound.iter().any(|b| b == p)).collect();
+            let missing: Vec<&str> = c.site.practices.iter().map(|p| p.ods.as_str()).filter(|p| !bound.iter().any(|b| b == p)).collect();
             let name = v["agent"].as_str().unwrap_or_default();
             if name != u.agent_id {
                 check(
@@ -369,10 +369,10 @@ fn capture_checks(c: &Config, secs: u64) -> Vec<Check> {
     }
     let known = |ip: &IpAddr| {
         let sa = std::net::SocketAddr::new(*ip, 0);
-        roles(c).iter().any(|(_, l)| l.iter().any(|m| m.matches(sa))) || c.callback_originators.iter().any(|m| m.matches(sa))
+        roles(c).iter().any(|(_, l)| l.iter().any(|m| m.matches(sa))) || c.site.callback_originators.iter().any(|m| m.matches(sa))
     };
     let stray: Vec<String> = all.addrs.iter().filter(|(ip, _)| !known(ip)).map(|(ip, n)| format!("{ip} ({n} messages)")).collect();
-    if !stray.is_empty() && !(c.carrier.is_empty() && c.pbx.is_empty() && c.staff.is_empty()) {
+    if !stray.is_empty() && !(c.site.carrier.is_empty() && c.site.pbx.is_empty() && c.site.staff.is_empty()) {
         out.push(check(
             "addresses in no role",
             Verdict::Warn,

@@ -69,7 +69,7 @@ pub struct ReplayArgs {
 /// The engine a replay runs: with the site's rules when there is a
 /// configuration (calls), emitting legs when asked.
 fn new_engine(config: Option<&Config>, key: [u8; 32], emit_legs: bool) -> (Option<Site>, Engine) {
-    let country = config.map_or("44".to_string(), |c| c.country_code.clone());
+    let country = config.map_or("44".to_string(), |c| c.site.country_code.clone());
     let site = config.map(|c| c.site(&Hasher::new(key, &country)));
     let engine = Engine::new(EngineConfig {
         hash_key: key,

@@ -259,22 +259,39 @@ pub enum CallbackWindow {
     Within(Micros),
 }
 
+/// A practice as configured: its ODS code, its numbers (E.164) and its
+/// organisation codes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PracticeSpec {
+    /// ODS code, `^[A-Z][0-9]{5}$`.
+    pub ods: String,
+    pub name: Option<String>,
+    /// The DDIs, normalised to E.164 (the practice's own public numbers).
+    pub numbers: Vec<String>,
+    pub codes: OrgCodes,
+}
+
+/// The site as configured: what `cbt-agent`'s configuration file says,
+/// validated, before any number is hashed. The configuration holds one
+/// ([`Site::new`] makes the engine's rules from it), so the two never
+/// disagree.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Site {
-    pub practices: Vec<Practice>,
+pub struct SiteSpec {
+    pub practices: Vec<PracticeSpec>,
     pub timezone: chrono_tz::Tz,
     pub country_code: String,
     pub carrier: Vec<AddrMatch>,
     pub pbx: Vec<AddrMatch>,
     pub staff: Vec<AddrMatch>,
     pub staff_extensions: Vec<ExtPattern>,
-    pub automated: Vec<Endpoint>,
+    /// Automated endpoints: addresses or SIP user parts (`10.20.0.6`, `ivr`).
+    pub automated: Vec<String>,
     /// Automated endpoints that are voicemail (reaching one: missed).
-    pub voicemail: Vec<Endpoint>,
+    pub voicemail: Vec<String>,
     /// Automated endpoints that are queues (joining one: queue_joined).
-    pub queue: Vec<Endpoint>,
+    pub queue: Vec<String>,
     /// Destinations that mean "the caller asked for a callback".
-    pub callback_request: Vec<Endpoint>,
+    pub callback_request: Vec<String>,
     /// A header whose presence on an inbound leg marks a callback request.
     pub callback_header: Option<String>,
     pub callback_window: CallbackWindow,
@@ -291,6 +308,70 @@ pub struct Site {
     pub duration_edges: Vec<u32>,
     /// After the trunk leg ends, how long to wait for its other legs to end.
     pub settle: Micros,
+}
+
+impl SiteSpec {
+    /// One practice and nothing else: every call from outside goes to it.
+    pub fn single(ods: &str, numbers: &[&str], country_code: &str) -> SiteSpec {
+        SiteSpec {
+            practices: vec![PracticeSpec {
+                ods: ods.to_string(),
+                name: None,
+                numbers: numbers.iter().map(|n| n.to_string()).collect(),
+                codes: OrgCodes::default(),
+            }],
+            timezone: chrono_tz::Europe::London,
+            country_code: country_code.to_string(),
+            carrier: vec![],
+            pbx: vec![],
+            staff: vec![],
+            staff_extensions: vec![],
+            automated: vec![],
+            voicemail: vec![],
+            queue: vec![],
+            callback_request: vec![],
+            callback_header: None,
+            callback_window: CallbackWindow::SameDay,
+            callback_originators: vec![],
+            correlation_headers: vec![],
+            b2bua: true,
+            bank_holidays: default_bank_holidays(),
+            wait_edges: DEFAULT_EDGES.to_vec(),
+            duration_edges: DEFAULT_EDGES.to_vec(),
+            settle: 10 * crate::time::SECOND,
+        }
+    }
+}
+
+/// The site's rules as the engine uses them: the [`SiteSpec`] (reached
+/// through `Deref`), with the practices' numbers and the endpoints' user
+/// parts as keyed hashes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Site {
+    spec: SiteSpec,
+    /// The practices, with the keyed hashes of their numbers.
+    pub practices: Vec<Practice>,
+    pub automated: Vec<Endpoint>,
+    pub voicemail: Vec<Endpoint>,
+    pub queue: Vec<Endpoint>,
+    pub callback_request: Vec<Endpoint>,
+}
+
+impl std::ops::Deref for Site {
+    type Target = SiteSpec;
+    fn deref(&self) -> &SiteSpec {
+        &self.spec
+    }
+}
+
+/// For tests and tools that adjust a site: the address lists, timers and
+/// edges apply at once; practices and endpoint lists are derived by
+/// [`Site::new`] (change the hashed ones, `practices` and the endpoint
+/// lists of `Site`, directly).
+impl std::ops::DerefMut for Site {
+    fn deref_mut(&mut self) -> &mut SiteSpec {
+        &mut self.spec
+    }
 }
 
 pub const DEFAULT_EDGES: [u32; 7] = [0, 30, 60, 120, 180, 240, 300];
@@ -315,36 +396,37 @@ pub fn default_bank_holidays() -> BTreeSet<NaiveDate> {
 }
 
 impl Site {
+    /// The engine's rules for a configured site, numbers hashed by `hasher`.
+    pub fn new(spec: SiteSpec, hasher: &Hasher) -> Site {
+        let eps = |l: &[String]| l.iter().map(|s| Endpoint::parse(s, hasher)).collect::<Vec<_>>();
+        Site {
+            practices: spec
+                .practices
+                .iter()
+                .map(|p| Practice {
+                    ods: p.ods.clone(),
+                    name: p.name.clone(),
+                    number_hashes: p.numbers.iter().map(|n| hasher.hash(n)).collect(),
+                    codes: p.codes.clone(),
+                })
+                .collect(),
+            automated: eps(&spec.automated),
+            voicemail: eps(&spec.voicemail),
+            queue: eps(&spec.queue),
+            callback_request: eps(&spec.callback_request),
+            spec,
+        }
+    }
+
+    /// What the site was made from.
+    pub fn spec(&self) -> &SiteSpec {
+        &self.spec
+    }
+
     /// A site with one practice and nothing else configured: every call from
     /// outside goes to that practice. Used by `replay` without `--config`.
     pub fn single(ods: &str, numbers: &[&str], hasher: &Hasher) -> Site {
-        Site {
-            practices: vec![Practice {
-                ods: ods.to_string(),
-                name: None,
-                number_hashes: numbers.iter().map(|n| hasher.hash(n)).collect(),
-                codes: OrgCodes::default(),
-            }],
-            timezone: chrono_tz::Europe::London,
-            country_code: hasher.country().to_string(),
-            carrier: vec![],
-            pbx: vec![],
-            staff: vec![],
-            staff_extensions: vec![],
-            automated: vec![],
-            voicemail: vec![],
-            queue: vec![],
-            callback_request: vec![],
-            callback_header: None,
-            callback_window: CallbackWindow::SameDay,
-            callback_originators: vec![],
-            correlation_headers: vec![],
-            b2bua: true,
-            bank_holidays: default_bank_holidays(),
-            wait_edges: DEFAULT_EDGES.to_vec(),
-            duration_edges: DEFAULT_EDGES.to_vec(),
-            settle: 10 * crate::time::SECOND,
-        }
+        Site::new(SiteSpec::single(ods, numbers, hasher.country()), hasher)
     }
 
     /// The practice a dialled number belongs to, by hash.

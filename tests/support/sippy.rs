@@ -506,10 +506,10 @@ pub fn replay_calls(files: &[PathBuf], config: &Path) -> Result<Replayed, String
     use cbt_proto::{Engine, EngineConfig, LinkType};
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     let key = [7u8; 32];
-    let site = cfg.site(&Hasher::new(key, &cfg.country_code));
+    let site = cfg.site(&Hasher::new(key, &cfg.site.country_code));
     let mut engine = Engine::new(EngineConfig {
         hash_key: key,
-        country_code: cfg.country_code.clone(),
+        country_code: cfg.site.country_code.clone(),
         site: Some(site),
         emit_legs: false,
         ..EngineConfig::default()

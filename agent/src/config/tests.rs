@@ -25,12 +25,12 @@ fn problems(text: &str) -> Vec<Problem> {
 #[test]
 fn the_documented_example_is_valid() {
     let c = parse(EXAMPLE).unwrap();
-    assert_eq!(c.practices.len(), 2);
-    assert_eq!(c.practices[0].numbers, ["+441632960123", "+441632960124"]);
-    assert_eq!(c.practices[1].numbers, ["+441632960777"]);
-    assert_eq!(c.timezone, chrono_tz::Europe::London);
-    assert_eq!(c.carrier.len(), 2);
-    assert!(c.b2bua);
+    assert_eq!(c.site.practices.len(), 2);
+    assert_eq!(c.site.practices[0].numbers, ["+441632960123", "+441632960124"]);
+    assert_eq!(c.site.practices[1].numbers, ["+441632960777"]);
+    assert_eq!(c.site.timezone, chrono_tz::Europe::London);
+    assert_eq!(c.site.carrier.len(), 2);
+    assert!(c.site.b2bua);
     let h = Hasher::new([5; 32], "44");
     let site = c.site(&h);
     assert_eq!(site.practice_for(&[Some(&h.hash("441632960777"))]), "B82099");
@@ -106,7 +106,7 @@ fn numbers_ods_timezone_and_windows() {
     let p = problems(&format!("{EXAMPLE}[callbacks]\nwindow = \"soon\"\n"));
     assert_eq!(p[0].key, "callbacks.window");
     let c = parse(&format!("{EXAMPLE}[callbacks]\nwindow = \"4h\"\nrequest = [\"callback\", \"*99\"]\n")).unwrap();
-    assert_eq!(c.callback_window, CallbackWindow::Within(4 * 3600 * SECOND));
+    assert_eq!(c.site.callback_window, CallbackWindow::Within(4 * 3600 * SECOND));
     assert!(problems("").iter().any(|p| p.key == "practice"));
 }
 
@@ -116,9 +116,9 @@ fn buckets_holidays_and_extensions() {
         "{EXAMPLE}staff_extensions = [\"2XX\"]\n[buckets]\nwait = [0, 20, 60]\n[calendar]\nextra_bank_holidays = [\"2025-06-02\"]\n"
     ))
     .unwrap();
-    assert_eq!(c.wait_edges, [0, 20, 60]);
-    assert!(c.bank_holidays.contains(&NaiveDate::from_ymd_opt(2025, 6, 2).unwrap()));
-    assert!(c.bank_holidays.contains(&NaiveDate::from_ymd_opt(2025, 12, 25).unwrap()));
+    assert_eq!(c.site.wait_edges, [0, 20, 60]);
+    assert!(c.site.bank_holidays.contains(&NaiveDate::from_ymd_opt(2025, 6, 2).unwrap()));
+    assert!(c.site.bank_holidays.contains(&NaiveDate::from_ymd_opt(2025, 12, 25).unwrap()));
     let p = problems(&format!("{EXAMPLE}[buckets]\nwait = [30, 10]\n"));
     assert_eq!(p[0].key, "buckets.wait");
     let p = problems(&format!("{EXAMPLE}staff_extensions = [\"2AX\"]\n"));
@@ -141,9 +141,9 @@ fn the_example_in_the_documentation_is_valid() {
     let start = doc.find("```toml\n").expect("a toml block") + 8;
     let end = start + doc[start..].find("```").unwrap();
     let c = parse(&doc[start..end]).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.practices[0].codes.pcn.as_deref(), Some("U12345"));
-    assert_eq!(c.voicemail, ["10.20.0.9", "vm*"]);
-    assert_eq!(c.callback_request, ["callback", "*99"]);
+    assert_eq!(c.site.practices[0].codes.pcn.as_deref(), Some("U12345"));
+    assert_eq!(c.site.voicemail, ["10.20.0.9", "vm*"]);
+    assert_eq!(c.site.callback_request, ["callback", "*99"]);
 }
 
 #[test]

@@ -129,11 +129,11 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
     let a = config.agent.clone();
     let secret_path = config.secret_file.clone().unwrap_or_else(|| a.store_dir.join("secret"));
     let key = crate::secret::load_or_create(&secret_path)?;
-    let hasher = Hasher::new(key, &config.country_code);
+    let hasher = Hasher::new(key, &config.site.country_code);
     let site = config.site(&hasher);
     let mut engine = Engine::new(EngineConfig {
         hash_key: key,
-        country_code: config.country_code.clone(),
+        country_code: config.site.country_code.clone(),
         site: Some(site.clone()),
         emit_legs: false,
         journal: true,
@@ -786,7 +786,7 @@ impl Daemon {
             needs_restart.push("page.lan");
         }
         *self.shared.page.write().unwrap_or_else(|e| e.into_inner()) = new.page.clone();
-        if new.secret_file != self.config.secret_file || new.country_code != self.config.country_code {
+        if new.secret_file != self.config.secret_file || new.site.country_code != self.config.site.country_code {
             needs_restart.push("privacy.secret_file / country_code");
         }
         if new.guard != self.config.guard {
