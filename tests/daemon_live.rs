@@ -238,7 +238,7 @@ fn calls_arrive_over_hep_too() {
         // the carrier straight to a handset
         let c = cbt_proto::synth::Call::numbered(n as u64, "192.0.2.7:5060".parse().unwrap(), "10.20.1.11:5060".parse().unwrap(), now, script.clone());
         for m in c.messages() {
-            let pkt = cbt_proto::wire::hep::encode(&cbt_proto::wire::hep::HepPacket {
+            let pkt = cbt_proto::wire::encode_hep(&cbt_proto::wire::HepPacket {
                 ts: Some(m.ts),
                 src: m.src,
                 dst: m.dst,

@@ -17,7 +17,7 @@ use cbt_agent::config::Config;
 use cbt_proto::call::{CallEvent, CallRecord, Outcome};
 use cbt_proto::metrics::Indicator;
 use cbt_proto::synth::{Call, Msg, Script};
-use cbt_proto::wire::hep::{encode, HepPacket};
+use cbt_proto::wire::{encode_hep as encode, HepPacket};
 use cbt_proto::{Engine, EngineConfig, Timestamp};
 use cbt_tests::daemon::{agent_bin, free_tcp_port, Daemon};
 use cbt_tests::workspace_root;
@@ -217,7 +217,7 @@ fn the_engine_and_store_of_this_build_finish_what_0_1_0_left() {
         ..EngineConfig::default()
     });
     engine.restore(rec.snapshot.unwrap());
-    let open_after_restore = engine.calls().unwrap().open_calls();
+    let open_after_restore = engine.open_calls();
     assert!(open_after_restore >= 3, "calls in progress restored: {open_after_restore}");
     for e in &rec.entries {
         engine.replay_journal(e);

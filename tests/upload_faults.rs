@@ -18,7 +18,7 @@
 //! practice the token is not bound to, and the way through `upload.proxy`.
 
 use cbt_proto::synth::{Call, Script};
-use cbt_proto::wire::hep::{encode, HepPacket};
+use cbt_proto::wire::{encode_hep as encode, HepPacket};
 use cbt_proto::Timestamp;
 use cbt_tests::collector::Setup;
 use cbt_tests::daemon::{agent_bin, free_tcp_port, Daemon};

@@ -1216,7 +1216,7 @@ fn upload_config(c: &mut Checker, u: &RawUpload) -> Option<UploadConfig> {
 
 fn check_header_name(c: &mut Checker, h: &S<String>, key: &str) {
     let s = h.get_ref().trim();
-    if s.is_empty() || !s.bytes().all(cbt_proto::sip::frame::is_token_char) {
+    if s.is_empty() || !s.bytes().all(cbt_proto::sip::is_token_char) {
         c.bad(h, key, format!("`{s}` is not a SIP header name"), "write the header's name without a colon, like \"X-CID\"");
     }
 }

@@ -13,11 +13,11 @@
 //! | [`hep`] | one or more concatenated HEPv3 packets |
 
 use arbitrary::{Arbitrary, Unstructured};
-use cbt_proto::sip::frame::{self, ContentLength, Framing, MAX_HEAD};
+use cbt_proto::sip::{self, ContentLength, Framing, MAX_HEAD};
 use cbt_proto::sip::Parser;
 use cbt_proto::synth::{frames, Call, Script};
 use cbt_proto::time::{Micros, HOUR, MILLISECOND, SECOND};
-use cbt_proto::wire::hep;
+use cbt_proto::wire;
 use cbt_proto::{Engine, EngineConfig, EngineStats, LinkType, Timestamp};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -438,7 +438,7 @@ impl TcpCase {
                 PieceKind::Bytes(b) => out.extend_from_slice(b),
                 PieceKind::Body { msg, len, sent } => {
                     let m = lib_msg(*msg);
-                    let head_end = match frame::find(m) {
+                    let head_end = match sip::find(m) {
                         Framing::Message { head_end, .. } => head_end,
                         _ => m.len(),
                     };
@@ -663,7 +663,7 @@ fn check_framing(buf: &[u8], f: Framing) {
                 .map(|i| start + i);
             let line_end = line_end.expect("framed message has a start line");
             assert!(
-                frame::is_start_line(&buf[start..line_end]),
+                sip::is_start_line(&buf[start..line_end]),
                 "{f:?}: not a start line"
             );
             let head = &buf[..head_end];
@@ -691,14 +691,14 @@ fn parse_checked(parser: &mut Parser, head: &[u8]) {
     assert_eq!(reused, fresh, "parser result depends on earlier messages");
 }
 
-/// `frame::find` over a whole buffer the way the engine walks a datagram.
+/// `sip::find` over a whole buffer the way the engine walks a datagram.
 fn datagram_walk(buf: &[u8], parser: &mut Parser) {
     let mut off = 0;
     let mut rounds = 0;
     while off < buf.len() {
         rounds += 1;
         assert!(rounds <= buf.len() + 1, "datagram walk does not advance");
-        let f = frame::find(&buf[off..]);
+        let f = sip::find(&buf[off..]);
         check_framing(&buf[off..], f);
         match f {
             Framing::Message {
@@ -741,7 +741,7 @@ fn stream_walk(data: &[u8], mut chunk_len: impl FnMut() -> usize) {
         buf.extend_from_slice(chunk);
         let mut off = 0;
         loop {
-            let f = frame::find(&buf[off..]);
+            let f = sip::find(&buf[off..]);
             check_framing(&buf[off..], f);
             match f {
                 Framing::Message {
@@ -863,18 +863,18 @@ pub fn sip_frame(data: &[u8]) {
 
 /// `decode(encode(p)) == p`, within what HEPv3 can carry. Two packets that
 /// `decode` accepts cannot be re-encoded as they are (known limits of
-/// `hep::encode`, a test helper, reported rather than changed):
+/// `wire::encode_hep`, a test helper, reported rather than changed):
 /// - a time whose seconds no longer fit the u32 chunk once the microseconds
 ///   chunk (which `decode` accepts above 999 999) is carried into them:
 ///   `encode` truncates the seconds, so only the other fields are compared;
 /// - a packet near 64 KiB whose re-encoding, with the default chunks
 ///   `encode` always writes, exceeds the u16 total length: not compared.
-fn hep_round_trip(pkt: &hep::HepPacket<'_>) {
-    let enc = hep::encode(pkt);
+fn hep_round_trip(pkt: &wire::HepPacket<'_>) {
+    let enc = wire::encode_hep(pkt);
     if enc.len() > u16::MAX as usize {
         return;
     }
-    let back = match hep::decode(&enc) {
+    let back = match wire::decode_hep(&enc) {
         Ok(b) => b,
         Err(err) => panic!("re-encoded HEP packet does not decode: {err}; packet {pkt:?}"),
     };
@@ -885,8 +885,8 @@ fn hep_round_trip(pkt: &hep::HepPacket<'_>) {
         assert_eq!(&back, pkt, "HEP round trip changed the packet");
     } else {
         let (b, p) = (
-            hep::HepPacket { ts: None, ..back },
-            hep::HepPacket {
+            wire::HepPacket { ts: None, ..back },
+            wire::HepPacket {
                 ts: None,
                 ..pkt.clone()
             },
@@ -902,7 +902,7 @@ pub fn hep(data: &[u8]) {
     let mut packets: Vec<&[u8]> = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
-        let n = if hep::is_hep(rest) {
+        let n = if wire::is_hep(rest) {
             let total = u16::from_be_bytes([rest[4], rest[5]]) as usize;
             if (6..=rest.len()).contains(&total) {
                 total
@@ -920,7 +920,7 @@ pub fn hep(data: &[u8]) {
     }
 
     for p in &packets {
-        if let Ok(pkt) = hep::decode(p) {
+        if let Ok(pkt) = wire::decode_hep(p) {
             hep_round_trip(&pkt);
         }
     }
@@ -966,7 +966,7 @@ mod tests {
 
     #[test]
     fn hep_round_trip_skips_what_hep_cannot_carry() {
-        let p = hep::HepPacket {
+        let p = wire::HepPacket {
             ts: None,
             src: "192.0.2.1:5060".parse().unwrap(),
             dst: "192.0.2.2:5060".parse().unwrap(),
@@ -977,7 +977,7 @@ mod tests {
             payload: b"x",
         };
         // seconds u32::MAX plus 4294 s carried in from the microseconds chunk
-        let mut b = hep::encode(&p);
+        let mut b = wire::encode_hep(&p);
         for (kind, v) in [(9u16, u32::MAX), (10, u32::MAX)] {
             b.extend_from_slice(&0u16.to_be_bytes());
             b.extend_from_slice(&kind.to_be_bytes());
@@ -986,7 +986,7 @@ mod tests {
         }
         let total = b.len() as u16;
         b[4..6].copy_from_slice(&total.to_be_bytes());
-        assert!(hep::decode(&b).unwrap().ts.unwrap().micros() > u32::MAX as i64 * SECOND);
+        assert!(wire::decode_hep(&b).unwrap().ts.unwrap().micros() > u32::MAX as i64 * SECOND);
         hep(&b);
     }
 
@@ -1004,7 +1004,7 @@ mod tests {
                 );
                 last = m.ts;
                 stream.extend_from_slice(&m.bytes);
-                hep_in.extend(hep::encode(&hep::HepPacket {
+                hep_in.extend(wire::encode_hep(&wire::HepPacket {
                     ts: Some(m.ts),
                     src: m.src,
                     dst: m.dst,

@@ -2,8 +2,8 @@
 //! framing, the normalising step, rsip, the whole parse, and the whole engine
 //! (frame in, legs out). `cargo bench -p cbt-proto` prints ns per message.
 
-use cbt_proto::sip::frame::{find, Framing};
-use cbt_proto::sip::normalize::normalize;
+use cbt_proto::sip::{find, Framing};
+use cbt_proto::sip::normalize;
 use cbt_proto::sip::Parser;
 use cbt_proto::synth::{frames, Call, Script};
 use cbt_proto::time::Timestamp;

@@ -331,7 +331,7 @@ pub struct CallGuardStats {
     pub calls_shed: u64,
 }
 
-pub struct CallTracker {
+pub(crate) struct CallTracker {
     site: Site,
     bursts: Bursts,
     actions: Vec<LegAction>,
@@ -356,10 +356,6 @@ const OUTBOUND_MEMORY: Micros = 6 * HOUR;
 const OUTBOUND_MAX: usize = 10_000;
 
 impl CallTracker {
-    pub fn new(site: Site) -> CallTracker {
-        Self::with_guard(site, &guard::GuardConfig::default())
-    }
-
     pub fn with_guard(site: Site, g: &guard::GuardConfig) -> CallTracker {
         CallTracker {
             site,
@@ -376,10 +372,6 @@ impl CallTracker {
             events: VecDeque::new(),
             stats: CallStats::default(),
         }
-    }
-
-    pub fn site(&self) -> &Site {
-        &self.site
     }
 
     /// Replaces the site rules (configuration reload). Calls in progress keep
@@ -983,11 +975,6 @@ impl CallTracker {
         self.requests = snap.requests;
         self.outbound = snap.outbound.into();
         self.stats = snap.stats;
-    }
-
-    /// The next sequence number (the daemon continues it across restarts).
-    pub fn next_seq(&self) -> u64 {
-        self.next_seq
     }
 
     pub fn set_next_seq(&mut self, seq: u64) {

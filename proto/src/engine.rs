@@ -11,10 +11,10 @@ use crate::guard::{GuardConfig, GuardStats, MemoryStats, Screen, BOOK_SHOWN};
 use crate::leg::{Hop, Leg, LegConfig, LegEvent, LegSnapshot, LegStats, LegTracker, UserHashes};
 use crate::site::Site;
 use crate::number::Hasher;
-use crate::sip::frame::{self, ContentLength, Framing};
+use crate::sip::{self, ContentLength, Framing};
 use crate::sip::{Method, Parsed, Parser, SipMessage};
 use crate::time::{Timestamp, SECOND};
-use crate::wire::link::LinkType;
+use crate::wire::LinkType;
 use crate::wire::{Datagram, Decoder, Flow, FlowKey, Sink, Source, Transport, WireConfig, WireStats};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -247,7 +247,7 @@ impl Sink for SipStage {
         let mut off = 0;
         let mut found = false;
         while off < buf.len() {
-            match frame::find(&buf[off..]) {
+            match sip::find(&buf[off..]) {
                 Framing::Message {
                     start,
                     head_end,
@@ -294,12 +294,12 @@ impl Sink for SipStage {
             transport: Transport::Tcp,
             source: Source::Capture,
         };
-        flow.gap = false;
+        flow.take_gap();
         let mut off = 0;
         let mut partial = false;
         loop {
-            let scanned = if off == 0 { flow.scanned } else { 0 };
-            match frame::find_from(&flow.buf[off..], scanned) {
+            let scanned = if off == 0 { flow.scanned() } else { 0 };
+            match sip::find_from(&flow.pending()[off..], scanned) {
                 Framing::Message {
                     start,
                     head_end,
@@ -307,18 +307,18 @@ impl Sink for SipStage {
                     garbage,
                 } => {
                     self.stats.garbage_bytes += garbage as u64;
-                    self.message(ts, hop, &flow.buf[off + start..off + head_end]);
+                    self.message(ts, hop, &flow.pending()[off + start..off + head_end]);
                     let body = match content_length {
                         ContentLength::Declared(n) => n,
                         ContentLength::Missing | ContentLength::Invalid => 0,
                     };
-                    let avail = flow.buf.len() - off - head_end;
+                    let avail = flow.pending().len() - off - head_end;
                     if body <= avail {
                         off += head_end + body;
                     } else {
                         // skip the rest of the body as it arrives, never buffering it
-                        flow.skip = (body - avail) as u64;
-                        off = flow.buf.len();
+                        flow.skip_next((body - avail) as u64);
+                        off = flow.pending().len();
                         break;
                     }
                 }
@@ -337,8 +337,8 @@ impl Sink for SipStage {
                 }
             }
         }
-        flow.buf.drain(..off);
-        flow.scanned = if partial { flow.buf.len() } else { 0 };
+        let left = flow.pending().len() - off;
+        flow.consume(off, if partial { left } else { 0 });
     }
 }
 
@@ -587,12 +587,17 @@ impl Engine {
         self.calls.as_mut()?.pop_event()
     }
 
-    pub fn calls(&self) -> Option<&CallTracker> {
-        self.calls.as_ref()
+    /// Calls in progress (0 without a site).
+    pub fn open_calls(&self) -> usize {
+        self.calls.as_ref().map_or(0, |c| c.open_calls())
     }
 
-    pub fn calls_mut(&mut self) -> Option<&mut CallTracker> {
-        self.calls.as_mut()
+    /// Numbers new calls from `next_seq` on, if that is higher than the
+    /// engine's own counter (the daemon continues its store's numbering).
+    pub fn continue_numbering(&mut self, next_seq: u64) {
+        if let Some(c) = self.calls.as_mut() {
+            c.set_next_seq(next_seq);
+        }
     }
 
     pub fn open_legs(&self) -> impl Iterator<Item = &Leg> {

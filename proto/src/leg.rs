@@ -216,7 +216,7 @@ pub struct LegStats {
 
 /// Tracks legs from parsed SIP messages.
 #[derive(Debug)]
-pub struct LegTracker {
+pub(crate) struct LegTracker {
     cfg: LegConfig,
     hasher: Hasher,
     next_id: u64,
@@ -347,10 +347,6 @@ impl LegTracker {
         self.bytes
             + self.legs.capacity() * (std::mem::size_of::<(LegId, Box<Leg>)>() + 1)
             + self.by_call_id.capacity() * (std::mem::size_of::<(String, Vec<LegId>)>() + 1)
-    }
-
-    pub fn config(&self) -> &LegConfig {
-        &self.cfg
     }
 
     /// Legs not yet finished.

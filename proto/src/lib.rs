@@ -15,6 +15,8 @@
 //!   and the memory ceiling;
 //! - [`engine`]: the three wired together.
 
+#![forbid(unsafe_code)]
+
 pub mod call;
 pub mod engine;
 pub mod guard;
@@ -27,6 +29,8 @@ pub mod persist;
 pub mod site;
 pub mod sip;
 pub mod staffing;
+/// Synthetic traffic for tests, fuzzing and benchmarks (feature `synth`).
+#[cfg(any(test, feature = "synth"))]
 pub mod synth;
 pub mod time;
 pub mod upload;
@@ -35,4 +39,4 @@ pub mod wire;
 pub use engine::{Engine, EngineConfig, EngineSnapshot, EngineStats};
 pub use leg::{EndReason, Leg, LegConfig, Side};
 pub use time::Timestamp;
-pub use wire::link::LinkType;
+pub use wire::LinkType;

@@ -480,8 +480,8 @@ mod tests {
         assert_eq!(msgs.len(), 7);
         let mut p = crate::sip::Parser::default();
         for m in &msgs {
-            match crate::sip::frame::find(&m.bytes) {
-                crate::sip::frame::Framing::Message { head_end, .. } => {
+            match crate::sip::find(&m.bytes) {
+                crate::sip::Framing::Message { head_end, .. } => {
                     match p.parse(&m.bytes[..head_end]) {
                         Ok(crate::sip::Parsed::Message { rsip_rejected: None, .. }) => {}
                         // the 200 to the BYE matters to no leg

@@ -19,7 +19,7 @@
 //! every call against the plan, not against anything the agent computed.
 
 use cbt_proto::synth::{Call, Script};
-use cbt_proto::wire::hep::{encode, HepPacket};
+use cbt_proto::wire::{encode_hep as encode, HepPacket};
 use cbt_proto::Timestamp;
 use cbt_tests::sipp::ChildGuard;
 use serde_json::{json, Value};

@@ -277,7 +277,7 @@ impl Sender {
             Kind::Hep => {
                 // a call "from the carrier" as a HEP agent would mirror it
                 let m = self.request("INVITE", n, &self.t.ddi.clone(), "Z 5.6.2");
-                let pkt = cbt_proto::wire::hep::encode(&cbt_proto::wire::hep::HepPacket {
+                let pkt = cbt_proto::wire::encode_hep(&cbt_proto::wire::HepPacket {
                     ts: None,
                     src: SocketAddr::V4(self.t.carrier),
                     dst: SocketAddr::V4(self.t.pbx),

@@ -529,7 +529,7 @@ pub fn replay_calls(files: &[PathBuf], config: &Path) -> Result<Replayed, String
     });
     engine.finish();
     drain(&mut engine, &mut book);
-    let stats = engine.calls().map(|c| c.stats.clone()).unwrap_or_default();
+    let stats = engine.stats().calls.unwrap_or_default();
     Ok(Replayed {
         calls: book.records().into_iter().cloned().collect(),
         stats,

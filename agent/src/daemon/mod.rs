@@ -344,9 +344,7 @@ impl Daemon {
             // no snapshot (first start, or it was lost): continue the numbering
             // of the stored calls. With a snapshot its own counter is right:
             // replaying the journal must give calls the numbers they had.
-            if let Some(c) = engine.calls_mut() {
-                c.set_next_seq(store.max_seq()? + 1);
-            }
+            engine.continue_numbering(store.max_seq()? + 1);
         }
         for e in &journal {
             engine.replay_journal(e);

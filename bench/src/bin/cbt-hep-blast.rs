@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result};
 use cbt_proto::synth::{Call, Script};
-use cbt_proto::wire::hep::{encode, HepPacket};
+use cbt_proto::wire::{encode_hep as encode, HepPacket};
 use cbt_proto::Timestamp;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

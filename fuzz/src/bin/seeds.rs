@@ -8,7 +8,7 @@
 //! Seeds: the SIP messages of `synth::Call::messages()` for every `Script`,
 //! their frames (UDP, IPv4 and IPv6 fragments, TCP segments, every link type
 //! and tunnel the engine decodes, HEP-in-UDP), HEPv3 packets made with
-//! `wire::hep::encode`, and the frames of the public captures in
+//! `wire::encode_hep`, and the frames of the public captures in
 //! `$CBT_CORPUS_DIR` (default `../shared/corpus` beside the repository), read
 //! here and never copied as files. Names are stable, so running this again
 //! overwrites its own seeds and leaves what the fuzzers found alone.
@@ -18,7 +18,7 @@ use cbt_fuzz::{
     calls, dt_code, message_library, LinkInput, PieceKind, TcpCase, BASE, ODD_MESSAGES,
 };
 use cbt_proto::synth::{frames, Call};
-use cbt_proto::wire::hep::{self, HepPacket};
+use cbt_proto::wire::{self, HepPacket};
 use cbt_proto::{LinkType, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufReader;
@@ -82,7 +82,7 @@ fn hep_of(
     ip_proto: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    hep::encode(&HepPacket {
+    wire::encode_hep(&HepPacket {
         ts,
         src,
         dst,
@@ -522,7 +522,7 @@ fn synthetic(out: &mut Out) {
     out.put(
         "hep",
         "correlation",
-        &hep::encode(&HepPacket {
+        &wire::encode_hep(&HepPacket {
             ts: Some(BASE),
             src: a,
             dst: "198.51.100.7:5060".parse().unwrap(),
@@ -536,7 +536,7 @@ fn synthetic(out: &mut Out) {
     out.put(
         "hep",
         "rtcp",
-        &hep::encode(&HepPacket {
+        &wire::encode_hep(&HepPacket {
             ts: None,
             src: a,
             dst: "198.51.100.7:5061".parse().unwrap(),

@@ -7,7 +7,7 @@ use crate::number::Hasher;
 use crate::site::{AddrMatch, CallbackWindow, Endpoint, OrgCodes, Practice, UserMatch};
 use crate::synth::{frames, Call, Msg, Script};
 use crate::time::{MILLISECOND, SECOND};
-use crate::wire::link::LinkType;
+use crate::wire::LinkType;
 use std::net::SocketAddr;
 
 const KEY: [u8; 32] = [9; 32];

@@ -8,7 +8,7 @@ use crate::number::Hasher;
 use crate::site::AddrMatch;
 use crate::synth::{frames, Call, Msg, Probe, Script};
 use crate::time::{HOUR, MILLISECOND};
-use crate::wire::link::LinkType;
+use crate::wire::LinkType;
 use std::net::SocketAddr;
 
 const KEY: [u8; 32] = [4; 32];
@@ -392,7 +392,7 @@ fn the_budget_sheds_unanswered_invites_and_keeps_counting_real_calls() {
 
 #[test]
 fn hep_from_an_unexpected_sender_is_ignored() {
-    use crate::wire::hep::{encode, HepPacket};
+    use crate::wire::{encode_hep as encode, HepPacket};
     let mut cfg = EngineConfig {
         hash_key: KEY,
         site: Some(site(true)),
@@ -447,7 +447,7 @@ fn tcp_floods_stay_bounded() {
         e.ingest(ms(30_000 + i / 10), LinkType::Ethernet, &frames::tcp(src, pbx, seq, false, false, &chunk));
         seq = seq.wrapping_add(chunk.len() as u32);
         chunk.iter_mut().for_each(|b| *b = b'a');
-        assert!(e.buffered_bytes() <= crate::sip::frame::MAX_HEAD + 2 * 1400, "{} bytes buffered", e.buffered_bytes());
+        assert!(e.buffered_bytes() <= crate::sip::MAX_HEAD + 2 * 1400, "{} bytes buffered", e.buffered_bytes());
     }
     // many streams, each holding a long unfinished head: the table's byte cap
     for i in 0..2000u32 {

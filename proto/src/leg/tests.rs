@@ -3,7 +3,7 @@
 use super::*;
 use crate::engine::{Engine, EngineConfig};
 use crate::synth::{frames, Call, Msg, Script};
-use crate::wire::link::LinkType;
+use crate::wire::LinkType;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()

@@ -1,10 +1,13 @@
 //! SIP: framing, the tolerant normalising step, rsip at the edge, and the
 //! small owned [`SipMessage`] summary everything past this module sees.
 
-pub mod frame;
-pub mod normalize;
+mod frame;
+mod normalize;
 
-use normalize::{normalize, Repairs};
+// the layer's public surface, in one place (framing and normalising are
+// public for the benchmarks and the fuzz targets of each step)
+pub use frame::{find, find_from, is_start_line, is_token_char, ContentLength, Framing, MAX_HEAD};
+pub use normalize::{normalize, Repairs};
 use rsip::headers::UntypedHeader;
 use rsip::message::HasHeaders;
 use serde::{Deserialize, Serialize};

@@ -5,17 +5,20 @@
 //! [`Sink`]: whole UDP (or HEP) datagrams, and TCP flows whose in-order
 //! buffer has grown.
 
-pub mod frag;
-pub mod hep;
-pub mod link;
-pub mod tcp;
+mod frag;
+mod hep;
+mod link;
+mod tcp;
 
 use crate::time::{Timestamp, SECOND};
-use link::{LinkSkip, LinkType, L3};
+use link::{LinkSkip, L3};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+// the layer's public surface, in one place
 pub use frag::FragLimits;
+pub use hep::{decode as decode_hep, encode as encode_hep, is_hep, HepError, HepPacket};
+pub use link::LinkType;
 pub use tcp::{Flow, FlowKey, TcpLimits};
 
 /// Transport a SIP message travelled on.

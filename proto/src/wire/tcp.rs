@@ -74,13 +74,13 @@ impl FlowKey {
 pub struct Flow {
     next_seq: Option<u32>,
     /// In-order bytes not yet consumed. The consumer drains from the front.
-    pub buf: Vec<u8>,
+    buf: Vec<u8>,
     /// Bytes the consumer wants discarded as they arrive (message bodies it
     /// does not need), so they are never buffered.
-    pub skip: u64,
+    skip: u64,
     /// Bytes at the front of `buf` the consumer has searched for the end of
     /// an unfinished message head (reset whenever `buf` is replaced).
-    pub scanned: usize,
+    scanned: usize,
     ooo: Vec<(u32, Vec<u8>)>,
     ooo_bytes: usize,
     fin_seq: Option<u32>,
@@ -89,7 +89,7 @@ pub struct Flow {
     hole_since: Option<Timestamp>,
     /// Bytes were lost before `buf`'s current content: the consumer should
     /// resynchronise. Cleared by the consumer.
-    pub gap: bool,
+    gap: bool,
     /// A segment with payload was seen (else the flow is half-open).
     got_data: bool,
     /// Bytes counted for this flow in `TcpTable::bytes`.
@@ -106,6 +106,36 @@ fn footprint(f: &Flow) -> usize {
 }
 
 impl Flow {
+    /// The in-order bytes not yet consumed.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// How far the consumer already searched an unfinished message head at
+    /// the front of [`pending`](Self::pending).
+    pub fn scanned(&self) -> usize {
+        self.scanned
+    }
+
+    /// Whether bytes were lost before the pending ones (the consumer
+    /// resynchronises); clears the mark.
+    pub fn take_gap(&mut self) -> bool {
+        std::mem::take(&mut self.gap)
+    }
+
+    /// The consumer is done with the first `n` pending bytes; `scanned`:
+    /// how far it searched the unfinished head now at the front (0: none).
+    pub fn consume(&mut self, n: usize, scanned: usize) {
+        self.buf.drain(..n.min(self.buf.len()));
+        self.scanned = scanned.min(self.buf.len());
+    }
+
+    /// The next `n` bytes to arrive are not wanted (a message body): they
+    /// are discarded as they come, never buffered.
+    pub fn skip_next(&mut self, n: u64) {
+        self.skip = n;
+    }
+
     /// All data up to the FIN has been delivered.
     pub fn finished(&self) -> bool {
         matches!((self.fin_seq, self.next_seq), (Some(f), Some(n)) if f == n)
@@ -257,10 +287,6 @@ impl TcpTable {
 
     pub fn len(&self) -> usize {
         self.flows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
     }
 
     pub fn buffered_bytes(&self) -> usize {
@@ -540,7 +566,7 @@ mod tests {
         assert!(t.segment(Timestamp(0), key(), 0, TcpFlags { fin: true, ..NONE }, b"x", &mut st));
         assert!(t.flow_mut(&key()).unwrap().finished());
         t.segment(Timestamp(0), key(), 1, TcpFlags { rst: true, ..NONE }, b"", &mut st);
-        assert!(t.is_empty());
+        assert!(t.len() == 0);
         for port in 0..5u16 {
             let k = FlowKey {
                 src: format!("10.0.0.9:{}", 1000 + port).parse().unwrap(),
