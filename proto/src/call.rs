@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use ahash::HashMap;
 use chrono::{Duration, NaiveTime, TimeZone};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The one outcome of an inbound call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -347,6 +347,11 @@ pub(crate) struct CallTracker {
     requests: Vec<CallbackRequest>,
     outbound: VecDeque<Outbound>,
     events: VecDeque<CallEvent>,
+    /// Calls whose trunk leg ended, by when they settle (their
+    /// `settle_until`), earliest first: `tick` finalises from the front
+    /// instead of scanning every open call. Entries of calls finalised
+    /// earlier are skipped.
+    settling: BTreeSet<(Timestamp, u64)>,
     pub stats: CallStats,
 }
 
@@ -370,6 +375,7 @@ impl CallTracker {
             requests: Vec::new(),
             outbound: VecDeque::new(),
             events: VecDeque::new(),
+            settling: BTreeSet::new(),
             stats: CallStats::default(),
         }
     }
@@ -778,7 +784,11 @@ impl CallTracker {
         {
             info.update(leg);
         }
-        if call.settle_until.is_some() && call.all_legs_done() && !call.guard.held {
+        let finish_now = call.settle_until.is_some() && call.all_legs_done() && !call.guard.held;
+        if let (true, Some(t)) = (is_trunk, call.settle_until) {
+            self.settling.insert((t, seq));
+        }
+        if finish_now {
             self.finalize(seq);
         }
     }
@@ -794,12 +804,18 @@ impl CallTracker {
     pub fn tick(&mut self, now: Timestamp) {
         crate::leg::shrink(&mut self.by_trunk_call_id);
         crate::leg::shrink(&mut self.leg_call);
-        let due: Vec<u64> = self
-            .open
-            .values()
-            .filter(|c| c.settle_until.is_some_and(|t| t <= now))
-            .map(|c| c.seq)
-            .collect();
+        let mut due = Vec::new();
+        while let Some(&(t, seq)) = self.settling.first() {
+            if t > now {
+                break;
+            }
+            self.settling.pop_first();
+            if self.open.get(&seq).is_some_and(|c| c.settle_until == Some(t)) {
+                due.push(seq);
+            }
+        }
+        // in the order of the calls, as a scan of the open calls gave them
+        due.sort_unstable();
         for seq in due {
             self.finalize(seq);
         }
@@ -807,6 +823,15 @@ impl CallTracker {
         while self.outbound.front().is_some_and(|o| now.since(o.at) > OUTBOUND_MEMORY) {
             self.outbound.pop_front();
         }
+    }
+
+    /// The earliest time `tick` has something to do: a call settling, a
+    /// callback request's window closing, an outbound call forgotten.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let settle = self.settling.first().map(|(t, _)| *t);
+        let request = self.requests.iter().map(|r| r.until.add(1)).min();
+        let outbound = self.outbound.front().map(|o| o.at.add(OUTBOUND_MEMORY + 1));
+        [settle, request, outbound].into_iter().flatten().min()
     }
 
     /// End of input: finalises every call still open, with what is known.
@@ -956,6 +981,7 @@ impl CallTracker {
         self.open.clear();
         self.by_trunk_call_id.clear();
         self.leg_call.clear();
+        self.settling.clear();
         self.bytes = 0;
         for c in snap.open {
             self.by_trunk_call_id.insert(c.trunk_call_id.clone(), c.seq);
@@ -969,6 +995,9 @@ impl CallTracker {
                 self.leg_call.insert(l.id, (c.seq, Role::Automated(*k)));
             }
             let seq = c.seq;
+            if let Some(t) = c.settle_until {
+                self.settling.insert((t, seq));
+            }
             self.open.insert(seq, Box::new(c));
             self.account(seq);
         }

@@ -519,6 +519,18 @@ impl Engine {
         }
     }
 
+    /// The earliest packet time at which [`tick`](Self::tick) has work: a
+    /// leg timer (a transaction timing out, a call never seen to end, a
+    /// finished leg leaving), a call settling, a callback window closing,
+    /// reassembly state to expire. `None`: nothing is pending. The daemon
+    /// sleeps until then instead of ticking on a fixed beat.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        [self.sip.legs.next_deadline(), self.calls.as_ref().and_then(|c| c.next_deadline()), self.decoder.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
     /// Advances timers to `now` without a packet (idle live capture).
     pub fn tick(&mut self, now: Timestamp) {
         let now = self.last_ts.map_or(now, |l| l.max(now));
@@ -718,4 +730,43 @@ pub struct EngineSnapshot {
     pub legs: LegSnapshot,
     pub calls: Option<CallSnapshot>,
     pub last_packet: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{frames, Call, Script};
+    use crate::time::MINUTE;
+
+    #[test]
+    fn poll_timeout_says_when_timers_are_due_and_nothing_when_idle() {
+        let mut site = crate::site::Site::single("B82005", &["441632960123"], &Hasher::new([1; 32], "44"));
+        site.settle = 10 * SECOND;
+        let mut e = Engine::new(EngineConfig { site: Some(site), emit_legs: false, ..EngineConfig::default() });
+        assert_eq!(e.poll_timeout(), None, "a new engine has nothing to do");
+        let t0 = Timestamp(1_793_610_000 * SECOND);
+        // ringing, never answered, never cancelled: the ring timeout (30 min
+        // after the last provisional response) is the deadline
+        let c = Call::numbered(1, "192.0.2.7:5060".parse().unwrap(), "10.20.1.11:5060".parse().unwrap(), t0, Script::Cancelled { ring: 100, cancel: 3_600_000 });
+        for (i, m) in c.messages().iter().filter(|m| m.ts < t0.add(MINUTE)).enumerate() {
+            e.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
+        }
+        let due = e.poll_timeout().expect("a timer is pending");
+        assert_eq!(due, t0.add(100 * crate::time::MILLISECOND + 30 * MINUTE), "the ring timeout");
+        // nothing happens before it...
+        e.tick(due.add(-SECOND));
+        assert_eq!(e.open_calls(), 1);
+        assert!(e.poll_call().is_none());
+        // ...from it on, following poll_timeout alone finishes the call
+        // (the leg times out, the call settles) and then there is nothing
+        let mut ticks = 0;
+        while let Some(t) = e.poll_timeout() {
+            assert!(t >= due && t <= due.add(MINUTE), "{t}: only the leg, its call and its linger are pending");
+            e.tick(t);
+            ticks += 1;
+            assert!(ticks < 10);
+        }
+        assert!(matches!(e.poll_call(), Some(crate::call::CallEvent::Finished(_))));
+        assert_eq!(e.open_calls(), 0);
+    }
 }

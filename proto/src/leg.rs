@@ -349,6 +349,12 @@ impl LegTracker {
             + self.by_call_id.capacity() * (std::mem::size_of::<(String, Vec<LegId>)>() + 1)
     }
 
+    /// When the earliest leg timer is due (a transaction timing out, a
+    /// call never seen to end, a finished leg leaving).
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
     /// Legs not yet finished.
     pub fn open_legs(&self) -> usize {
         self.open

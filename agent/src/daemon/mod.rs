@@ -71,6 +71,9 @@ const STORE_RETRY: Duration = Duration::from_secs(10);
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 /// Days are closed, documents offered and the activity record written this often.
 const DAYS_EVERY: Duration = Duration::from_secs(60);
+/// Packet time moves on this often without traffic, whatever is due (the
+/// engine's own timers are followed through `poll_timeout`).
+const IDLE_TICK: Duration = Duration::from_secs(5);
 
 /// What the supplier must know about uploading.
 fn upload_diagnostics(u: &UploadStatus, t: Timestamp) -> Vec<Diagnostic> {
@@ -431,9 +434,12 @@ impl Daemon {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return ExitCode::SUCCESS,
             }
-            if last_tick.elapsed() >= Duration::from_millis(200) {
+            // timers run when the engine says something is due (packet
+            // time is the wall clock's in a live capture)
+            let t = now();
+            if engine.poll_timeout().is_some_and(|due| due <= t) || last_tick.elapsed() >= IDLE_TICK {
                 last_tick = Instant::now();
-                engine.tick(now());
+                engine.tick(t);
             }
             self.persist(engine);
             if self.store.is_none() && last_store_retry.elapsed() >= STORE_RETRY {

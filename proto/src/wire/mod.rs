@@ -458,6 +458,15 @@ impl Decoder {
         self.expire(now, sink);
     }
 
+    /// When held reassembly state is next looked at for expiry (at the
+    /// housekeeping pace), if any is held.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        if self.frags.bytes() == 0 && self.tcp.len() == 0 {
+            return None;
+        }
+        self.next_housekeeping
+    }
+
     /// Expires reassembly state that is older than its timeout.
     pub fn expire(&mut self, now: Timestamp, sink: &mut impl Sink) {
         self.stats.fragments_expired += self.frags.expire(now);
