@@ -53,6 +53,88 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// Why the store cannot be used, by kind: what the daemon and the commands
+/// tell apart (a full disk clears by itself; a newer or damaged store needs
+/// a person; another agent holds it). Classified from the error's types,
+/// never its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The disk holding the store is full.
+    DiskFull { dir: PathBuf },
+    /// Another cbt-agent process has the store open.
+    Locked { dir: PathBuf, pid: Option<u32> },
+    /// Written by a newer cbt-agent: refused, left untouched.
+    Newer { dir: PathBuf, detail: String },
+    /// It cannot be read: damaged.
+    Corrupt { dir: PathBuf, detail: String },
+    /// Any other failure to read or write (rights, a missing directory).
+    Io { dir: PathBuf, detail: String },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::DiskFull { dir } => write!(f, "the disk holding {} is full (free some space: writing resumes by itself)", dir.display()),
+            StoreError::Locked { dir, pid } => write!(
+                f,
+                "another cbt-agent is using {}{}: stop it first (`sudo systemctl stop cbt-agent`), or give this one another store.dir",
+                dir.display(),
+                pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            ),
+            StoreError::Newer { detail, .. } => write!(f, "{detail}"),
+            StoreError::Corrupt { dir, detail } => write!(
+                f,
+                "the store in {} cannot be read ({detail}): it may be damaged; stop the service, move the directory aside and start again (a new store is made; keep the old one for recovery)",
+                dir.display()
+            ),
+            StoreError::Io { dir, detail } => write!(f, "cannot use the store in {}: {detail}", dir.display()),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl StoreError {
+    /// What kind of failure `e` is, from the types in its chain.
+    pub fn classify(dir: &Path, e: &anyhow::Error) -> StoreError {
+        let dir = dir.to_path_buf();
+        for c in e.chain() {
+            if let Some(s) = c.downcast_ref::<StoreError>() {
+                return s.clone();
+            }
+            if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::StorageFull {
+                    return StoreError::DiskFull { dir };
+                }
+            }
+            match c.downcast_ref::<sled::Error>() {
+                Some(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::StorageFull => return StoreError::DiskFull { dir },
+                Some(sled::Error::Corruption { .. }) | Some(sled::Error::ReportableBug(_)) => {
+                    return StoreError::Corrupt { dir, detail: format!("{c}") }
+                }
+                _ => {}
+            }
+            if let Some(FormatError::Newer { .. }) = c.downcast_ref::<FormatError>() {
+                return StoreError::Newer { dir, detail: format!("{c}") };
+            }
+        }
+        StoreError::Io { dir, detail: format!("{e:#}") }
+    }
+
+    /// Clears by itself once the cause goes (space freed): worth retrying.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::DiskFull { .. } | StoreError::Io { .. } | StoreError::Locked { .. })
+    }
+}
+
+/// A sled transaction's failure, keeping sled's error (and its I/O kind).
+fn tx_error(e: TransactionError<()>) -> anyhow::Error {
+    match e {
+        TransactionError::Storage(s) => s.into(),
+        TransactionError::Abort(()) => anyhow!("the store's transaction was aborted"),
+    }
+}
+
 /// The store layout this build writes. 2: cbt-agent 0.1.0 (outbox of day
 /// figures); 3: the outbox holds upload documents.
 pub const SCHEMA: u32 = 3;
@@ -167,15 +249,35 @@ fn lock_store(dir: &Path) -> Result<File> {
     // SAFETY: flock(2) on a descriptor we own; released when the file closes.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let pid = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
-        return Err(anyhow!(
-            "another cbt-agent is using {}{}: stop it first (`sudo systemctl stop cbt-agent`), or give this one another store.dir",
-            dir.display(),
-            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-        ));
+        return Err(StoreError::Locked { dir: dir.to_path_buf(), pid }.into());
     }
     f.set_len(0)?;
     writeln!(f, "{}", std::process::id())?;
     Ok(f)
+}
+
+/// Opens sled under our own lock. sled takes a lock of its own on its
+/// files, and a store closed by this process a moment ago can still hold
+/// it (sled's flusher thread lets go of the database up to a flush
+/// interval later). Holding `lock` means no other agent has the store, so
+/// a busy sled lock is our own lingering one: wait for it, a few seconds
+/// at most.
+fn open_sled(dir: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(1000))
+            .mode(sled::Mode::LowSpace)
+            .open();
+        match r {
+            Err(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn unix_now() -> u64 {
@@ -210,27 +312,20 @@ fn local_day_span(site: &Site, date: NaiveDate) -> (Timestamp, Timestamp) {
 impl Store {
     /// Opens (creating if needed) the store in `dir`, with sled's page cache
     /// capped at `cache_bytes`.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        Self::open_inner(dir, cache_bytes).map_err(|e| StoreError::classify(dir, &e))
+    }
+
+    fn open_inner(dir: &Path, cache_bytes: u64) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::PermissionDenied { " (run with sudo: the store belongs to the service's user, cbt-agent)" } else { "" };
             anyhow!("cannot create the store directory {}: {e}{hint}", dir.display())
         })?;
         let lock = lock_store(dir)?;
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(1000))
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
-                    anyhow!("the disk holding {} is full", dir.display())
-                }
-                sled::Error::Io(io) => anyhow!("cannot open the store in {}: {io}", dir.display()),
-                other => anyhow!(
-                    "the store in {} cannot be read ({other}): it may be damaged; stop the service, move the directory aside and start again (a new store is made; keep the old one for recovery)",
-                    dir.display()
-                ),
+        let db = open_sled(dir, cache_bytes).map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => StoreError::DiskFull { dir: dir.to_path_buf() },
+                sled::Error::Io(io) => StoreError::Io { dir: dir.to_path_buf(), detail: format!("cannot open it: {io}") },
+                other => StoreError::Corrupt { dir: dir.to_path_buf(), detail: other.to_string() },
             })?;
         let t = |name: &str| db.open_tree(name).with_context(|| format!("cannot open the store's {name} tree"));
         let meta = t("meta")?;
@@ -240,10 +335,14 @@ impl Store {
         };
         match found {
             Some(n) if n > SCHEMA => {
-                return Err(anyhow!(
-                    "the store in {} was written by a newer cbt-agent (store layout {n}; this one reads up to {SCHEMA}): install that version again, or move the directory aside to start a new store",
-                    dir.display()
-                ))
+                return Err(StoreError::Newer {
+                    dir: dir.to_path_buf(),
+                    detail: format!(
+                        "the store in {} was written by a newer cbt-agent (store layout {n}; this one reads up to {SCHEMA}): install that version again, or move the directory aside to start a new store",
+                        dir.display()
+                    ),
+                }
+                .into())
             }
             Some(n) if n < 2 => return Err(anyhow!("the store in {} has an unknown layout ({n}): move the directory aside", dir.display())),
             _ => {}
@@ -352,18 +451,9 @@ impl Store {
         Ok(())
     }
 
-    /// Says "the disk is full" plainly when it is.
-    pub fn write_error(&self, e: anyhow::Error) -> anyhow::Error {
-        let full = e.chain().any(|c| {
-            c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
-                || c.downcast_ref::<sled::Error>().is_some_and(|s| matches!(s, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull))
-                || c.to_string().contains("No space left on device")
-        });
-        if full {
-            anyhow!("the disk holding {} is full (free some space: writing resumes by itself)", self.dir.display())
-        } else {
-            e.context(format!("cannot write the store in {}", self.dir.display()))
-        }
+    /// What kind of failure a write error is (a full disk, damage, I/O).
+    pub fn write_error(&self, e: anyhow::Error) -> StoreError {
+        StoreError::classify(&self.dir, &e)
     }
 
     pub fn size_on_disk(&self) -> u64 {
@@ -405,7 +495,7 @@ impl Store {
         let (snapshot, from_gen) = match std::fs::read(&path) {
             Ok(b) => match persist::read_snapshot(&b) {
                 Ok((g, snap)) => (Some(snap), g),
-                Err(e @ FormatError::Newer { .. }) => return Err(anyhow!("{e}")),
+                Err(e @ FormatError::Newer { .. }) => return Err(e.into()),
                 Err(e) => {
                     let kept = self.keep_aside(&format!("snapshot-{}.json", unix_now()), &b);
                     let _ = std::fs::remove_file(&path);
@@ -437,7 +527,7 @@ impl Store {
             for f in scan.frames {
                 match persist::decode_journal_record(f.version, f.body) {
                     Ok(e) => out.entries.push(e),
-                    Err(e @ FormatError::Newer { .. }) => return Err(anyhow!("{name}: {e}")),
+                    Err(e @ FormatError::Newer { .. }) => return Err(anyhow::Error::new(e).context(name)),
                     Err(e) => {
                         let kept = self.keep_aside(&format!("journal-{g}-at-{}.bin", f.offset), f.body);
                         self.problem(format!("{name}: the record at byte {}: {e}; {kept}", f.offset));
@@ -527,7 +617,7 @@ impl Store {
                 seqs.insert(&seq[..], &key[..])?;
                 Ok(true)
             })
-            .map_err(|e: TransactionError<()>| anyhow!("{e:?}"))
+            .map_err(tx_error)
     }
 
     /// Records that a stored call's callback was made. Returns false if it
@@ -776,7 +866,7 @@ impl Store {
             uploads.insert(skey.clone(), persist::encode(&st))?;
             Ok(Some(st.revision))
         });
-        r.map_err(|e: TransactionError<()>| anyhow!("{e:?}"))
+        r.map_err(tx_error)
     }
 
     /// Items to send now (not parked, due), oldest day first.
@@ -819,7 +909,7 @@ impl Store {
                 }
                 Ok(())
             })
-            .map_err(|e: TransactionError<()>| anyhow!("{e:?}"))
+            .map_err(tx_error)
     }
 
     /// Updates an item in place (attempts, next attempt, error, parking)

@@ -19,12 +19,13 @@
 pub mod capture;
 pub mod hostile;
 pub mod http;
+pub mod persister;
 pub mod status;
 
 use crate::config::Config;
 use crate::store::{Gap, Store};
 use anyhow::Result;
-use capture::{now, SourceStats};
+use capture::SourceStats;
 use cbt_proto::call::CallEvent;
 use cbt_proto::metrics::{Aggregator, TIME_CATEGORIES};
 use cbt_proto::number::Hasher;
@@ -42,6 +43,40 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+/// Where the daemon's time comes from: the wall clock, or a test's own.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// The system's clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        capture::now()
+    }
+}
+
+/// A clock moved by hand (tests).
+#[derive(Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn at(t: Timestamp) -> ManualClock {
+        ManualClock(std::sync::atomic::AtomicI64::new(t.micros()))
+    }
+
+    pub fn advance(&self, d: Micros) {
+        self.0.fetch_add(d, Ordering::Relaxed);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::Relaxed))
+    }
+}
 
 /// What the engine thread receives.
 pub enum Input {
@@ -65,9 +100,7 @@ pub struct Shared {
     pub page: RwLock<crate::config::PageConfig>,
 }
 
-const FLUSH_EVERY: Duration = Duration::from_millis(50);
 const STATUS_EVERY: Duration = Duration::from_secs(1);
-const STORE_RETRY: Duration = Duration::from_secs(10);
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 /// Days are closed, documents offered and the activity record written this often.
 const DAYS_EVERY: Duration = Duration::from_secs(60);
@@ -162,25 +195,27 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
         agent_id: RwLock::new(crate::upload::agent_id(config.upload.as_ref())),
         page: RwLock::new(config.page.clone()),
     });
-    let started = now();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let started = clock.now();
+    let published = shared.clone();
+    let persister = persister::Persister::new(
+        a.store_dir.clone(),
+        a.cache_bytes,
+        a.memory_calls,
+        a.snapshot_every,
+        clock.clone(),
+        Box::new(move |store| *published.store.write().unwrap_or_else(|e| e.into_inner()) = store),
+    );
     let mut state = Daemon {
         config,
         config_path: config_path.clone(),
         hasher,
         site,
-        store: None,
-        store_error: None,
-        pending: VecDeque::new(),
-        lost_in_memory: 0,
-        journal_off: false,
+        persister,
+        clock,
         today: None,
-        gaps: Vec::new(),
-        recovered: None,
         sources: Vec::new(),
         started,
-        last_snapshot: None,
-        last_flush: Instant::now(),
-        dirty: false,
         shared: shared.clone(),
         last_invite_at: started,
         window: VecDeque::new(),
@@ -196,7 +231,7 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
             watch: hostile::Watch::default(),
         },
     };
-    state.open_store(&mut engine);
+    state.persister.open(&mut engine);
     // sources
     let (tx, rx) = sync_channel::<Input>(a.queue);
     let stop = Arc::new(AtomicBool::new(false));
@@ -256,23 +291,12 @@ struct Daemon {
     config_path: PathBuf,
     hasher: Hasher,
     site: Site,
-    store: Option<Arc<Store>>,
-    store_error: Option<String>,
-    /// Finished call events the store could not take yet (bounded).
-    pending: VecDeque<CallEvent>,
-    lost_in_memory: u64,
-    /// The journal was off for a while (store down): snapshot as soon as
-    /// the store is back.
-    journal_off: bool,
+    /// The store, the journal, calls held in memory, snapshots.
+    persister: persister::Persister,
+    clock: Arc<dyn Clock>,
     today: Option<(chrono::NaiveDate, Aggregator)>,
-    gaps: Vec<Gap>,
-    recovered: Option<String>,
     sources: Vec<(&'static str, Arc<SourceStats>)>,
     started: Timestamp,
-    last_snapshot: Option<Timestamp>,
-    last_flush: Instant,
-    /// Written but not yet flushed.
-    dirty: bool,
     shared: Arc<Shared>,
     last_invite_at: Timestamp,
     /// (time, invites, invite responses, messages, tls records) per second, last 10 minutes.
@@ -298,108 +322,11 @@ struct Guard {
 }
 
 impl Daemon {
-    fn open_store(&mut self, engine: &mut Engine) {
-        let a = self.config.agent.clone();
-        match Store::open(&a.store_dir, a.cache_bytes) {
-            Ok(store) => {
-                let store = Arc::new(store);
-                if let Err(e) = self.recover(engine, &store) {
-                    self.store_failed(format!("the store in {} could not be read: {e:#}", a.store_dir.display()));
-                    return;
-                }
-                tracing::info!(dir = %a.store_dir.display(), calls = store.call_count(), "store open");
-                *self.shared.store.write().unwrap_or_else(|e| e.into_inner()) = Some(store.clone());
-                self.store = Some(store);
-                self.store_error = None;
-            }
-            Err(e) => self.store_failed(format!("{e:#}")),
-        }
-    }
-
-    fn store_failed(&mut self, msg: String) {
-        if self.store_error.as_deref() != Some(msg.as_str()) {
-            tracing::error!("store unavailable, keeping finished calls in memory: {msg}");
-        }
-        self.store = None;
-        *self.shared.store.write().unwrap_or_else(|e| e.into_inner()) = None;
-        self.store_error = Some(msg);
-        self.journal_off = true;
-    }
-
-    /// Restores the snapshot, replays the journal, writes what it finishes.
-    fn recover(&mut self, engine: &mut Engine, store: &Arc<Store>) -> Result<()> {
-        let counts = store.verify()?;
-        self.gaps = store.gaps()?;
-        if engine.last_packet().is_some() {
-            // the store came back while running: keep the live engine
-            return Ok(());
-        }
-        let rec = store.recovery()?;
-        let (snap, journal) = (rec.snapshot, rec.entries);
-        let had_snapshot = snap.is_some();
-        let (mut legs, mut calls) = (0, 0);
-        if let Some(snap) = snap {
-            legs = snap.legs.legs.iter().filter(|l| l.is_open()).count();
-            calls = snap.calls.as_ref().map_or(0, |c| c.open_calls());
-            engine.restore(snap);
-        }
-        if !had_snapshot {
-            // no snapshot (first start, or it was lost): continue the numbering
-            // of the stored calls. With a snapshot its own counter is right:
-            // replaying the journal must give calls the numbers they had.
-            engine.continue_numbering(store.max_seq()? + 1);
-        }
-        for e in &journal {
-            engine.replay_journal(e);
-        }
-        while engine.poll_journal().is_some() {}
-        let mut written = 0;
-        while let Some(ev) = engine.poll_call() {
-            if self.write_event(store, &ev)? {
-                written += 1;
-            }
-        }
-        if had_snapshot || !journal.is_empty() {
-            let from = engine.last_packet().unwrap_or(self.started);
-            let partial = engine.mark_gap();
-            let gap = Gap {
-                from,
-                to: self.started,
-                reason: "agent stopped".into(),
-            };
-            store.add_gap(gap.clone())?;
-            self.gaps.push(gap);
-            store.flush()?;
-            let problems = store.problems().len();
-            let msg = format!(
-                "restored {legs} legs and {calls} calls in progress, replayed {} journal entries from {} files ({written} calls finished and stored), {} calls stored in all; {partial} legs in progress across the gap since {} are marked partial{}{}",
-                journal.len(),
-                rec.files,
-                counts.calls + written,
-                from,
-                if rec.torn_bytes > 0 { format!("; a record cut short by the stop ({} bytes) was dropped", rec.torn_bytes) } else { String::new() },
-                if problems > 0 { format!("; {problems} problems reading the store (see store.problems)") } else { String::new() },
-            );
-            tracing::info!("{msg}");
-            self.recovered = Some(msg);
-        }
-        Ok(())
-    }
-
-    /// Writes one call event. Returns whether it changed the store.
-    fn write_event(&self, store: &Store, ev: &CallEvent) -> Result<bool> {
-        match ev {
-            CallEvent::Finished(r) => store.put_call(r),
-            CallEvent::CallbackMade { seq, at, .. } => store.callback_made(*seq, *at),
-        }
-    }
-
     fn main_loop(&mut self, engine: &mut Engine, rx: Receiver<Input>) -> ExitCode {
         let mut last_status = Instant::now();
         let mut last_tick = Instant::now();
         let mut last_maintenance: Option<Instant> = None;
         let mut last_days: Option<Instant> = None;
-        let mut last_store_retry = Instant::now();
         let mut last_running = usize::MAX;
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut last_watchdog = Instant::now();
@@ -407,11 +334,7 @@ impl Daemon {
             let mut got = 0usize;
             // journaled messages wait at most FLUSH_EVERY for their flush,
             // even when nothing else arrives
-            let wait = if self.dirty {
-                FLUSH_EVERY.saturating_sub(self.last_flush.elapsed()).max(Duration::from_millis(1))
-            } else {
-                Duration::from_millis(100)
-            };
+            let wait = self.persister.wait();
             match rx.recv_timeout(wait) {
                 Ok(input) => {
                     if !self.feed(engine, input) {
@@ -436,19 +359,13 @@ impl Daemon {
             }
             // timers run when the engine says something is due (packet
             // time is the wall clock's in a live capture)
-            let t = now();
+            let t = self.clock.now();
             if engine.poll_timeout().is_some_and(|due| due <= t) || last_tick.elapsed() >= IDLE_TICK {
                 last_tick = Instant::now();
                 engine.tick(t);
             }
             self.persist(engine);
-            if self.store.is_none() && last_store_retry.elapsed() >= STORE_RETRY {
-                last_store_retry = Instant::now();
-                self.open_store(engine);
-                if self.store.is_some() {
-                    tracing::info!("store available again; writing {} calls held in memory", self.pending.len());
-                }
-            }
+            self.persister.retry(engine);
             let running = self.sources.iter().filter(|(_, s)| s.running.load(Ordering::Relaxed)).count();
             if last_status.elapsed() >= STATUS_EVERY || running != last_running {
                 last_running = running;
@@ -456,10 +373,7 @@ impl Daemon {
                 self.watch_drops(engine);
                 self.refresh_status(engine);
             }
-            let snapshot_due = self.last_snapshot.is_none_or(|t| now().since(t) >= self.config.agent.snapshot_every) || self.journal_off;
-            if snapshot_due && self.store.is_some() {
-                self.snapshot(engine);
-            }
+            self.persister.snapshot_if_due(engine);
             // at least as often as today's documents are due
             let days_every = self.config.upload.as_ref().map_or(DAYS_EVERY, |u| DAYS_EVERY.min(Duration::from_micros(u.interval.max(0) as u64)));
             if last_days.is_none_or(|t| t.elapsed() >= days_every) {
@@ -476,7 +390,7 @@ impl Daemon {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
             }
-            self.shared.heartbeat.store((now().micros() / SECOND) as u64, Ordering::Relaxed);
+            self.shared.heartbeat.store((self.clock.now().micros() / SECOND) as u64, Ordering::Relaxed);
         }
     }
 
@@ -499,101 +413,31 @@ impl Daemon {
         true
     }
 
-    /// Journals messages and stores finished calls; flushes; acknowledges.
+    /// Journals messages and stores finished calls (the persister), then
+    /// counts what is durable.
     fn persist(&mut self, engine: &mut Engine) {
-        let mut journal = Vec::new();
-        while let Some(j) = engine.poll_journal() {
-            journal.push(j);
-        }
-        let mut events: Vec<CallEvent> = Vec::new();
-        while let Some(ev) = engine.poll_call() {
-            events.push(ev);
-        }
-        let Some(store) = self.store.clone() else {
-            // no store: hold finished calls in memory, within the bound
-            for ev in events {
-                if self.pending.len() >= self.config.agent.memory_calls {
-                    self.pending.pop_front();
-                    self.lost_in_memory += 1;
-                }
-                self.pending.push_back(ev);
-            }
-            return;
-        };
-        let mut acked = Vec::new();
-        let mut written_pending = 0;
-        let result = (|| -> Result<()> {
-            store.append_journal(&journal)?;
-            if !journal.is_empty() {
-                self.dirty = true;
-            }
-            // calls held while the store was away go first; they leave
-            // memory only once flushed
-            for ev in self.pending.iter() {
-                if self.write_event(&store, ev)? {
-                    acked.push(ev.clone());
-                }
-                written_pending += 1;
-                self.dirty = true;
-            }
-            for ev in &events {
-                if self.write_event(&store, ev)? {
-                    acked.push(ev.clone());
-                }
-                self.dirty = true;
-            }
-            if self.dirty && (!acked.is_empty() || written_pending > 0 || self.last_flush.elapsed() >= FLUSH_EVERY) {
-                store.flush()?;
-                self.dirty = false;
-                self.last_flush = Instant::now();
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                self.pending.drain(..written_pending);
-                for ev in &acked {
-                    self.count_today(ev);
-                    self.late(&store, ev);
-                }
-            }
-            Err(e) => {
-                let e = store.write_error(e);
-                // nothing is known to be on disk: keep every call (the store
-                // ignores a call it already has when it comes back)
-                for ev in events {
-                    if self.pending.len() >= self.config.agent.memory_calls {
-                        self.pending.pop_front();
-                        self.lost_in_memory += 1;
-                    }
-                    self.pending.push_back(ev);
-                }
-                self.store_failed(format!("{e:#}"));
-            }
-        }
+        let acked = self.persister.persist(engine);
+        self.acknowledge(&acked);
     }
 
-    fn snapshot(&mut self, engine: &Engine) {
-        let Some(store) = self.store.clone() else { return };
-        match store.save_snapshot(&engine.snapshot_ref()) {
-            Ok(()) => {
-                self.last_snapshot = Some(now());
-                self.journal_off = false;
-            }
-            Err(e) => self.store_failed(format!("cannot save the engine snapshot: {e:#}")),
+    fn acknowledge(&mut self, acked: &[CallEvent]) {
+        let Some(store) = self.persister.store().cloned() else { return };
+        for ev in acked {
+            self.count_today(ev);
+            self.late(&store, ev);
         }
     }
 
     fn today_agg(&mut self) -> &mut Aggregator {
-        let today = Aggregator::new(&self.site).local_date(now());
+        let today = Aggregator::new(&self.site).local_date(self.clock.now());
         if self.today.as_ref().is_none_or(|(d, _)| *d != today) {
             let mut agg = Aggregator::new(&self.site);
-            if let Some(store) = &self.store {
+            if let Some(store) = self.persister.store() {
                 // today's stored calls, and the callbacks made today
                 for r in store.calls_on(&self.site, today).unwrap_or_default() {
                     agg.add_call(&r);
                 }
-                let since = now().add(-3 * 86_400_000_000);
+                let since = self.clock.now().add(-3 * 86_400_000_000);
                 for r in store.calls_between(since, Timestamp::MAX).unwrap_or_default() {
                     if let Some(at) = r.callback_made.filter(|t| agg.local_date(*t) == today) {
                         agg.add_callback(&r.practice, at);
@@ -606,7 +450,7 @@ impl Daemon {
     }
 
     fn count_today(&mut self, ev: &CallEvent) {
-        let today = Aggregator::new(&self.site).local_date(now());
+        let today = Aggregator::new(&self.site).local_date(self.clock.now());
         let fresh = self.today.as_ref().is_none_or(|(d, _)| *d != today);
         let agg = self.today_agg();
         if fresh {
@@ -630,20 +474,14 @@ impl Daemon {
             let n = dropped - self.dropped_seen;
             self.dropped_seen = dropped;
             let partial = engine.mark_gap();
-            let t = now();
+            let t = self.clock.now();
             let gap = Gap {
                 from: t.add(-(STATUS_EVERY.as_micros() as Micros)),
                 to: t,
                 reason: format!("{n} packets dropped before the engine; {partial} legs in progress marked partial"),
             };
             tracing::warn!("{}", gap.reason);
-            if let Some(store) = &self.store {
-                let _ = store.add_gap(gap.clone());
-            }
-            self.gaps.push(gap);
-            if self.gaps.len() > 100 {
-                self.gaps.remove(0);
-            }
+            self.persister.add_gap(gap);
         }
     }
 
@@ -665,14 +503,14 @@ impl Daemon {
 
     /// Every minute: the activity record, days that closed, documents.
     fn days(&mut self) {
-        let Some(store) = self.store.clone() else { return };
+        let Some(store) = self.persister.store().cloned() else { return };
         if !self.activity.is_empty() {
             match store.add_activity(&self.activity) {
                 Ok(()) => self.activity.clear(),
                 Err(e) => tracing::warn!("cannot write the activity record: {e:#}"),
             }
         }
-        let t = now();
+        let t = self.clock.now();
         let result = match self.scheduler.as_mut() {
             Some(sch) => sch.run(&store, &self.site, t).map(|o| {
                 if o.documents > 0 {
@@ -752,8 +590,8 @@ impl Daemon {
     }
 
     fn maintenance(&mut self) {
-        let Some(store) = self.store.clone() else { return };
-        let cut = now().add(-self.config.agent.retention);
+        let Some(store) = self.persister.store().cloned() else { return };
+        let cut = self.clock.now().add(-self.config.agent.retention);
         match store.prune_calls(&self.site, cut) {
             Ok(n) if n > 0 => tracing::info!(pruned = n, "call records older than the retention removed (day figures kept)"),
             Err(e) => tracing::warn!("pruning failed: {e:#}"),
@@ -823,6 +661,8 @@ impl Daemon {
                 needs_restart.join(", ")
             );
         }
+        self.persister.set_memory_calls(self.config.agent.memory_calls);
+        self.persister.set_snapshot_every(self.config.agent.snapshot_every);
     }
 
     fn shutdown(&mut self, engine: &mut Engine) {
@@ -830,23 +670,18 @@ impl Daemon {
         if let Some(tx) = self.upload_tx.take() {
             let _ = tx.send(Control::Stop);
         }
-        if let Some(store) = &self.store {
+        if let Some(store) = self.persister.store() {
             if let Err(e) = store.add_activity(&self.activity) {
                 tracing::warn!("cannot write the activity record: {e:#}");
             }
         }
-        if let Some(store) = self.store.clone() {
-            self.snapshot(engine);
-            let _ = store.flush();
-            tracing::info!(held_in_memory = self.pending.len(), "stopped; engine state saved");
-        } else if !self.pending.is_empty() {
-            tracing::error!("stopping with {} finished calls that could not be stored: {}", self.pending.len(), self.store_error.clone().unwrap_or_default());
-        }
+        let acked = self.persister.shutdown(engine);
+        self.acknowledge(&acked);
     }
 
     fn refresh_status(&mut self, engine: &Engine) {
         let st = engine.stats();
-        let t = now();
+        let t = self.clock.now();
         let a = &self.config.agent;
         // rates over the last status period, and the 10-minute window
         let invites = st.sip.requests.get("INVITE").copied().unwrap_or(0);
@@ -912,20 +747,22 @@ impl Daemon {
             last_packet: st.last_packet.map(|t| t.to_rfc3339()),
             reassembly_bytes: engine.buffered_bytes() as u64,
         };
+        let p = &self.persister;
+        let store = p.store();
         s.store = status::StoreStatus {
-            healthy: self.store.is_some(),
-            error: self.store_error.clone(),
+            healthy: store.is_some(),
+            error: p.error().map(|e| e.to_string()),
             dir: a.store_dir.display().to_string(),
-            size_bytes: self.store.as_ref().map_or(0, |x| x.size_on_disk()),
-            calls_stored: self.store.as_ref().map_or(0, |x| x.call_count() as u64),
-            held_in_memory: self.pending.len() as u64,
-            lost_in_memory: self.lost_in_memory,
-            snapshot_age_s: self.last_snapshot.map(|l| (t.since(l) / SECOND).max(0) as u64),
-            outbox: self.store.as_ref().map_or(0, |x| x.outbox_len() as u64),
-            recovered: self.recovered.clone(),
-            problems: self.store.as_ref().map(|x| x.problems()).unwrap_or_default(),
-            kept_aside_records: self.store.as_ref().map_or(0, |x| x.kept_aside().0 as u64),
-            kept_aside_files: self.store.as_ref().map_or(0, |x| x.kept_aside().1 as u64),
+            size_bytes: store.map_or(0, |x| x.size_on_disk()),
+            calls_stored: store.map_or(0, |x| x.call_count() as u64),
+            held_in_memory: p.held_in_memory() as u64,
+            lost_in_memory: p.lost_in_memory(),
+            snapshot_age_s: p.last_snapshot().map(|l| (t.since(l) / SECOND).max(0) as u64),
+            outbox: store.map_or(0, |x| x.outbox_len() as u64),
+            recovered: p.recovered().map(str::to_string),
+            problems: store.map(|x| x.problems()).unwrap_or_default(),
+            kept_aside_records: store.map_or(0, |x| x.kept_aside().0 as u64),
+            kept_aside_files: store.map_or(0, |x| x.kept_aside().1 as u64),
         };
         // today
         let practices: Vec<String> = self.site.practices.iter().map(|p| p.ods.clone()).collect();
@@ -963,7 +800,7 @@ impl Daemon {
             });
         }
         s.today = today;
-        s.gaps = self.gaps.iter().rev().take(20).cloned().collect();
+        s.gaps = self.persister.gaps().iter().rev().take(20).cloned().collect();
         s.diagnostics = self.diagnose(&s, &first, t);
         s.hostile = hostile::HostileStatus::new(st.guard.clone(), st.wire.hep_rejected, self.guard.hep.as_deref(), &self.guard.queue);
         s.diagnostics.extend(self.guard.watch.diagnostics(&s.hostile, t));
@@ -997,7 +834,7 @@ impl Daemon {
             return u;
         }
         let _ = t;
-        if let Some(store) = &self.store {
+        if let Some(store) = self.persister.store() {
             if let Ok(items) = store.outbox_items() {
                 u.outbox = items.len() as u64;
                 u.oldest_undelivered = items.iter().map(|i| i.date).min().map(|d| d.to_string());
@@ -1053,10 +890,15 @@ impl Daemon {
         if total > 20 && total * 10 > s.sip.messages {
             d.push(Diagnostic::warn("parse_errors", format!("{total} of {} SIP messages could not be read (see sip.parse_errors)", s.sip.messages)));
         }
-        if let Some(e) = &self.store_error {
+        if let Some(e) = self.persister.error() {
             d.push(Diagnostic::error(
                 "store_error",
-                format!("the store cannot take writes ({e}); {} finished calls held in memory (at most {}), retrying every {} s", self.pending.len(), self.config.agent.memory_calls, STORE_RETRY.as_secs()),
+                format!(
+                    "the store cannot take writes ({e}); {} finished calls held in memory (at most {}), retrying every {} s",
+                    self.persister.held_in_memory(),
+                    self.config.agent.memory_calls,
+                    persister::STORE_RETRY / SECOND
+                ),
             ));
         }
         if !s.store.problems.is_empty() {
