@@ -32,11 +32,11 @@ use cbt_proto::number::Hasher;
 use cbt_proto::site::Site;
 use cbt_proto::time::{Micros, SECOND};
 use cbt_proto::{Engine, EngineConfig, LinkType, Timestamp};
-use status::{Diagnostic, SourceStatus, Status};
+use status::{SourceStatus, Status};
 use crate::upload::deliver::{self, Control, UploadStatus};
 use crate::upload::Scheduler;
 use cbt_proto::persist::v1::HourV1;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -107,39 +107,6 @@ const DAYS_EVERY: Duration = Duration::from_secs(60);
 /// Packet time moves on this often without traffic, whatever is due (the
 /// engine's own timers are followed through `poll_timeout`).
 const IDLE_TICK: Duration = Duration::from_secs(5);
-
-/// What the supplier must know about uploading.
-fn upload_diagnostics(u: &UploadStatus, t: Timestamp) -> Vec<Diagnostic> {
-    let mut d = Vec::new();
-    if !u.enabled {
-        return d;
-    }
-    if !u.parked.is_empty() {
-        d.push(Diagnostic::error(
-            "upload_parked",
-            format!(
-                "{} documents refused by the collector and kept (first: {} {}: {}); fix the cause, then `systemctl reload cbt-agent` sends them again",
-                u.parked.len(),
-                u.parked[0].practice,
-                u.parked[0].date,
-                u.parked[0].reason
-            ),
-        ));
-    }
-    let since = |at: &str| chrono::DateTime::parse_from_rfc3339(at).map(|x| t.micros() / SECOND - x.timestamp()).unwrap_or(0);
-    let failing = u.last_error.as_ref().is_some_and(|e| u.last_success.as_ref().is_none_or(|s| s.at < e.at));
-    if failing && u.outbox > u.parked.len() as u64 {
-        let e = u.last_error.as_ref().expect("failing");
-        let stale = u.last_success.as_ref().map_or(i64::MAX, |s| since(&s.at));
-        let msg = format!("{} documents not delivered to {} (oldest {}): {}", u.outbox, u.url, u.oldest_undelivered.clone().unwrap_or_default(), e.message);
-        if stale > 24 * 3600 {
-            d.push(Diagnostic::error("upload_failing", msg));
-        } else {
-            d.push(Diagnostic::warn("upload_failing", msg));
-        }
-    }
-    d
-}
 
 fn init_logging(level: &str) {
     use tracing_subscriber::EnvFilter;
@@ -215,10 +182,8 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
         clock,
         today: None,
         sources: Vec::new(),
-        started,
+        status: status::StatusBuilder::new(started),
         shared: shared.clone(),
-        last_invite_at: started,
-        window: VecDeque::new(),
         dropped_seen: 0,
         scheduler: None,
         upload_tx: None,
@@ -296,11 +261,9 @@ struct Daemon {
     clock: Arc<dyn Clock>,
     today: Option<(chrono::NaiveDate, Aggregator)>,
     sources: Vec<(&'static str, Arc<SourceStats>)>,
-    started: Timestamp,
+    /// Rates, the 10-minute window and the diagnosis rules.
+    status: status::StatusBuilder,
     shared: Arc<Shared>,
-    last_invite_at: Timestamp,
-    /// (time, invites, invite responses, messages, tls records) per second, last 10 minutes.
-    window: VecDeque<(Timestamp, u64, u64, u64, u64)>,
     dropped_seen: u64,
     /// Uploading (`[upload]`): what to send when, and the sending thread.
     scheduler: Option<Scheduler>,
@@ -683,31 +646,10 @@ impl Daemon {
         let st = engine.stats();
         let t = self.clock.now();
         let a = &self.config.agent;
-        // rates over the last status period, and the 10-minute window
-        let invites = st.sip.requests.get("INVITE").copied().unwrap_or(0);
-        let responses: u64 = st.sip.responses.values().sum();
-        let tls = st.wire.tls_records;
-        if self.window.back().is_some_and(|w| invites > w.1) {
-            self.last_invite_at = t;
-        }
-        self.window.push_back((t, invites, responses, st.sip.messages, tls));
-        while self.window.front().is_some_and(|w| t.since(w.0) > 600 * SECOND) {
-            self.window.pop_front();
-        }
-        let first = *self.window.front().expect("just pushed");
-        let prev = self.window.iter().rev().nth(1).copied().unwrap_or(first);
-        let secs = (t.since(prev.0) as f64 / 1e6).max(1e-3);
-        let frames: u64 = self.sources.iter().map(|(_, s)| s.packets.load(Ordering::Relaxed)).sum();
-        let mut s = Status {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            started_at: self.started.to_rfc3339(),
-            uptime_s: (t.since(self.started) / SECOND).max(0) as u64,
-            config: self.config_path.display().to_string(),
-            view: "unknown".into(),
-            ..Status::default()
-        };
-        for (kind, src) in &self.sources {
-            s.sources.push(SourceStatus {
+        let sources = self
+            .sources
+            .iter()
+            .map(|(kind, src)| SourceStatus {
                 name: src.name.clone(),
                 kind: kind.to_string(),
                 linktype: src.linktype.lock().unwrap_or_else(|e| e.into_inner()).clone(),
@@ -719,37 +661,11 @@ impl Daemon {
                 if_dropped: src.if_dropped.load(Ordering::Relaxed),
                 queue_dropped: src.queue_dropped.load(Ordering::Relaxed),
                 error: src.error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            });
-        }
-        s.rates.sip_messages_per_s = (st.sip.messages - prev.3) as f64 / secs;
-        s.rates.packets_per_s = {
-            let last_frames = self.shared.status.read().map(|x| x.sip.frames).unwrap_or(0);
-            frames.saturating_sub(last_frames) as f64 / STATUS_EVERY.as_secs_f64()
-        };
-        s.sip = status::SipCounters {
-            frames,
-            messages: st.sip.messages,
-            parse_errors: st.sip.parse_errors.clone(),
-            non_sip_datagrams: st.sip.non_sip_datagrams,
-            garbage_bytes: st.sip.garbage_bytes,
-            hep_messages: st.sip.hep_messages,
-            tls_records: tls,
-            invites,
-            invite_responses: responses,
-        };
-        let calls = st.calls.clone().unwrap_or_default();
-        s.engine = status::EngineStatus {
-            legs_in_progress: st.open_legs as u64,
-            calls_in_progress: calls.open_calls,
-            calls_finished: calls.calls,
-            uncorrelated_legs: calls.uncorrelated_legs,
-            b2bua_ambiguous: calls.b2bua_ambiguous,
-            last_packet: st.last_packet.map(|t| t.to_rfc3339()),
-            reassembly_bytes: engine.buffered_bytes() as u64,
-        };
+            })
+            .collect();
         let p = &self.persister;
         let store = p.store();
-        s.store = status::StoreStatus {
+        let store_status = status::StoreStatus {
             healthy: store.is_some(),
             error: p.error().map(|e| e.to_string()),
             dir: a.store_dir.display().to_string(),
@@ -764,7 +680,43 @@ impl Daemon {
             kept_aside_records: store.map_or(0, |x| x.kept_aside().0 as u64),
             kept_aside_files: store.map_or(0, |x| x.kept_aside().1 as u64),
         };
-        // today
+        let gaps = self.persister.gaps().iter().rev().take(20).cloned().collect();
+        let hostile = hostile::HostileStatus::new(st.guard.clone(), st.wire.hep_rejected, self.guard.hep.as_deref(), &self.guard.queue);
+        let upload = self.upload_status();
+        let today = self.today_status(t);
+        let config_path = self.config_path.display().to_string();
+        let observed = status::Observed {
+            now: t,
+            config_path: &config_path,
+            stats: &st,
+            reassembly_bytes: engine.buffered_bytes() as u64,
+            sources,
+            store: store_status,
+            today,
+            gaps,
+            hostile,
+            upload,
+        };
+        let rules = status::Rules {
+            site: &self.site,
+            quiet: self.config.agent.quiet,
+            snapshot_every: self.config.agent.snapshot_every,
+            memory_calls: self.config.agent.memory_calls,
+            store_retry: persister::STORE_RETRY,
+        };
+        let mut s = self.status.build(observed, &rules);
+        let watched = self.guard.watch.diagnostics(&s.hostile, t);
+        s.diagnostics.extend(watched);
+        let dropped: u64 = s.sources.iter().map(|x| x.kernel_dropped + x.if_dropped + x.queue_dropped).sum();
+        let parse_errors: u64 = s.sip.parse_errors.values().sum();
+        let capturing = s.sources.iter().any(|x| x.running);
+        let partial_view = s.view == "partial";
+        self.record_activity(t, s.sip.messages, parse_errors, dropped, s.engine.b2bua_ambiguous, capturing, partial_view);
+        *self.shared.status.write().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    /// Today's figures per practice (configured ones first).
+    fn today_status(&mut self, t: Timestamp) -> status::Today {
         let practices: Vec<String> = self.site.practices.iter().map(|p| p.ods.clone()).collect();
         let agg = self.today_agg();
         let date = agg.local_date(t);
@@ -792,48 +744,18 @@ impl Daemon {
                 callback_requested: day.total(Cbt005),
                 callbacks_made,
                 abandoned,
-                by_band: TIME_CATEGORIES
-                    .iter()
-                    .enumerate()
-                    .map(|(b, l)| (l.to_string(), band(b)))
-                    .collect(),
+                by_band: TIME_CATEGORIES.iter().enumerate().map(|(b, l)| (l.to_string(), band(b))).collect(),
             });
         }
-        s.today = today;
-        s.gaps = self.persister.gaps().iter().rev().take(20).cloned().collect();
-        s.diagnostics = self.diagnose(&s, &first, t);
-        s.hostile = hostile::HostileStatus::new(st.guard.clone(), st.wire.hep_rejected, self.guard.hep.as_deref(), &self.guard.queue);
-        s.diagnostics.extend(self.guard.watch.diagnostics(&s.hostile, t));
-        s.view = if calls.calls >= 5 && !self.site.carrier.is_empty() && calls.from_configured_carrier == 0 {
-            "partial".into()
-        } else if calls.calls >= 5 {
-            "full".into()
-        } else {
-            "unknown".into()
-        };
-        if s.view == "partial" {
-            s.diagnostics.push(Diagnostic::warn(
-                "partial_view",
-                "no call has come from a configured carrier address: this looks like a handsets-only view (hosted PBX), so calls that end before ringing a handset are not seen and the figures are partial".into(),
-            ));
-        }
-        let dropped: u64 = s.sources.iter().map(|x| x.kernel_dropped + x.if_dropped + x.queue_dropped).sum();
-        let parse_errors: u64 = s.sip.parse_errors.values().sum();
-        let capturing = s.sources.iter().any(|x| x.running);
-        let partial_view = s.view == "partial";
-        self.record_activity(t, s.sip.messages, parse_errors, dropped, calls.b2bua_ambiguous, capturing, partial_view);
-        s.upload = self.upload_status(t);
-        s.diagnostics.extend(upload_diagnostics(&s.upload, t));
-        *self.shared.status.write().unwrap_or_else(|e| e.into_inner()) = s;
+        today
     }
 
     /// The uploader's state with the outbox's.
-    fn upload_status(&self, t: Timestamp) -> UploadStatus {
+    fn upload_status(&self) -> UploadStatus {
         let mut u = self.shared.upload.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if !u.enabled {
             return u;
         }
-        let _ = t;
         if let Some(store) = self.persister.store() {
             if let Ok(items) = store.outbox_items() {
                 u.outbox = items.len() as u64;
@@ -852,90 +774,5 @@ impl Daemon {
             }
         }
         u
-    }
-
-    fn diagnose(&self, s: &Status, first: &(Timestamp, u64, u64, u64, u64), t: Timestamp) -> Vec<Diagnostic> {
-        let mut d = Vec::new();
-        if self.sources.is_empty() {
-            d.push(Diagnostic::error("no_source", "no capture interface and no HEP listener configured: nothing is observed; set capture.interfaces or hep.listen".into()));
-        }
-        for src in &s.sources {
-            if let Some(e) = &src.error {
-                d.push(Diagnostic::error("capture_error", format!("{}: {e}", src.name)));
-            }
-            if src.kernel_dropped + src.if_dropped > 0 {
-                d.push(Diagnostic::warn(
-                    "pcap_drops",
-                    format!("{}: {} packets dropped by the kernel and {} by the interface; raise capture.buffer_size", src.name, src.kernel_dropped, src.if_dropped),
-                ));
-            }
-            if src.queue_dropped > 0 {
-                d.push(Diagnostic::warn("queue_drops", format!("{}: {} packets dropped because the engine fell behind", src.name, src.queue_dropped)));
-            }
-        }
-        let (invites, responses, msgs, tls) = (s.sip.invites - first.1, s.sip.invite_responses - first.2, s.sip.messages - first.3, s.sip.tls_records - first.4);
-        if invites >= 10 && responses == 0 {
-            d.push(Diagnostic::warn(
-                "one_way",
-                format!("{invites} INVITEs and no responses in the last 10 minutes: only one direction of the signalling is seen; check the mirror port copies both directions"),
-            ));
-        }
-        if tls > 0 && msgs == 0 {
-            d.push(Diagnostic::warn(
-                "tls_only",
-                format!("{tls} TLS records on port 5061 and no readable SIP in the last 10 minutes: encrypted SIP cannot be read; have the PBX send HEP (hep.listen)"),
-            ));
-        }
-        let total: u64 = s.sip.parse_errors.values().sum();
-        if total > 20 && total * 10 > s.sip.messages {
-            d.push(Diagnostic::warn("parse_errors", format!("{total} of {} SIP messages could not be read (see sip.parse_errors)", s.sip.messages)));
-        }
-        if let Some(e) = self.persister.error() {
-            d.push(Diagnostic::error(
-                "store_error",
-                format!(
-                    "the store cannot take writes ({e}); {} finished calls held in memory (at most {}), retrying every {} s",
-                    self.persister.held_in_memory(),
-                    self.config.agent.memory_calls,
-                    persister::STORE_RETRY / SECOND
-                ),
-            ));
-        }
-        if !s.store.problems.is_empty() {
-            d.push(Diagnostic::error(
-                "store_format",
-                format!(
-                    "{} things in the store could not be read and were kept aside in {}/aside or its quarantine (see store.problems); the rest was read and capture goes on",
-                    s.store.problems.len(),
-                    s.store.dir
-                ),
-            ));
-        } else if s.store.kept_aside_records + s.store.kept_aside_files > 0 {
-            d.push(Diagnostic::warn(
-                "store_kept_aside",
-                format!(
-                    "{} unreadable records and {} files from earlier runs are kept aside in the store ({}/aside); see docs/operations.md",
-                    s.store.kept_aside_records, s.store.kept_aside_files, s.store.dir
-                ),
-            ));
-        }
-        if let Some(age) = s.store.snapshot_age_s {
-            if age as i64 * SECOND > 3 * self.config.agent.snapshot_every + 10 * SECOND {
-                d.push(Diagnostic::warn("snapshot_stale", format!("the engine state was last saved {age} s ago")));
-            }
-        }
-        // no INVITE for a while during core hours
-        let local = t.to_datetime().map(|x| x.with_timezone(&self.site.timezone).naive_local());
-        if let Some(local) = local {
-            let core = cbt_proto::metrics::core_category(local, &self.site.bank_holidays) < 2;
-            let quiet = self.config.agent.quiet;
-            if core && t.since(self.last_invite_at) >= quiet && t.since(self.started) >= quiet {
-                d.push(Diagnostic::warn(
-                    "quiet",
-                    format!("no INVITE seen for {} minutes during core hours (last: {})", t.since(self.last_invite_at) / 60 / SECOND, self.last_invite_at),
-                ));
-            }
-        }
-        d
     }
 }

@@ -3,8 +3,12 @@
 //! rules. (The page at `/` is `crate::page`.)
 
 use crate::store::Gap;
+use crate::upload::deliver::UploadStatus;
+use cbt_proto::site::Site;
+use cbt_proto::time::{Micros, SECOND};
+use cbt_proto::{EngineStats, Timestamp};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -293,3 +297,477 @@ pub fn prometheus(s: &Status) -> String {
     o
 }
 
+
+/// What the daemon gathered for one status refresh: the engine's counters,
+/// the capture sources, the store, today's figures and the uploader.
+pub struct Observed<'a> {
+    pub now: Timestamp,
+    pub config_path: &'a str,
+    pub stats: &'a EngineStats,
+    pub reassembly_bytes: u64,
+    pub sources: Vec<SourceStatus>,
+    pub store: StoreStatus,
+    pub today: Today,
+    pub gaps: Vec<Gap>,
+    pub hostile: super::hostile::HostileStatus,
+    pub upload: UploadStatus,
+}
+
+/// The settings the diagnosis rules read.
+pub struct Rules<'a> {
+    pub site: &'a Site,
+    /// How long core hours may pass without an INVITE (`agent.quiet`).
+    pub quiet: Micros,
+    pub snapshot_every: Micros,
+    /// At most this many finished calls wait in memory for the store.
+    pub memory_calls: usize,
+    pub store_retry: Micros,
+}
+
+/// Counters at one refresh, for rates and the 10-minute window.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    at: Timestamp,
+    invites: u64,
+    responses: u64,
+    messages: u64,
+    tls: u64,
+    frames: u64,
+}
+
+/// Builds the status document from what the daemon observed: rates over the
+/// last refresh, the last 10 minutes for the signalling rules, the view
+/// (full, partial) and every diagnostic. Holds no I/O, so its rules are
+/// tested with made-up observations (see `tests` below).
+pub struct StatusBuilder {
+    started: Timestamp,
+    last_invite_at: Timestamp,
+    window: VecDeque<Sample>,
+}
+
+impl StatusBuilder {
+    pub fn new(started: Timestamp) -> StatusBuilder {
+        StatusBuilder {
+            started,
+            last_invite_at: started,
+            window: VecDeque::new(),
+        }
+    }
+
+    pub fn build(&mut self, o: Observed<'_>, rules: &Rules<'_>) -> Status {
+        let t = o.now;
+        let st = o.stats;
+        let invites = st.sip.requests.get("INVITE").copied().unwrap_or(0);
+        let now = Sample {
+            at: t,
+            invites,
+            responses: st.sip.responses.values().sum(),
+            messages: st.sip.messages,
+            tls: st.wire.tls_records,
+            frames: o.sources.iter().map(|s| s.packets).sum(),
+        };
+        if self.window.back().is_some_and(|w| invites > w.invites) {
+            self.last_invite_at = t;
+        }
+        let prev = self.window.back().copied().unwrap_or(now);
+        self.window.push_back(now);
+        while self.window.front().is_some_and(|w| t.since(w.at) > 600 * SECOND) {
+            self.window.pop_front();
+        }
+        let first = *self.window.front().expect("just pushed");
+        let secs = (t.since(prev.at) as f64 / 1e6).max(1e-3);
+        let calls = st.calls.clone().unwrap_or_default();
+        let mut s = Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: self.started.to_rfc3339(),
+            uptime_s: (t.since(self.started) / SECOND).max(0) as u64,
+            config: o.config_path.to_string(),
+            sources: o.sources,
+            rates: Rates {
+                packets_per_s: if prev.at == t { 0.0 } else { now.frames.saturating_sub(prev.frames) as f64 / secs },
+                sip_messages_per_s: if prev.at == t { 0.0 } else { now.messages.saturating_sub(prev.messages) as f64 / secs },
+            },
+            sip: SipCounters {
+                frames: now.frames,
+                messages: st.sip.messages,
+                parse_errors: st.sip.parse_errors.clone(),
+                non_sip_datagrams: st.sip.non_sip_datagrams,
+                garbage_bytes: st.sip.garbage_bytes,
+                hep_messages: st.sip.hep_messages,
+                tls_records: now.tls,
+                invites,
+                invite_responses: now.responses,
+            },
+            engine: EngineStatus {
+                legs_in_progress: st.open_legs as u64,
+                calls_in_progress: calls.open_calls,
+                calls_finished: calls.calls,
+                uncorrelated_legs: calls.uncorrelated_legs,
+                b2bua_ambiguous: calls.b2bua_ambiguous,
+                last_packet: st.last_packet.map(|t| t.to_rfc3339()),
+                reassembly_bytes: o.reassembly_bytes,
+            },
+            store: o.store,
+            today: o.today,
+            diagnostics: Vec::new(),
+            gaps: o.gaps,
+            view: if calls.calls >= 5 && !rules.site.carrier.is_empty() && calls.from_configured_carrier == 0 {
+                "partial".into()
+            } else if calls.calls >= 5 {
+                "full".into()
+            } else {
+                "unknown".into()
+            },
+            upload: o.upload,
+            hostile: o.hostile,
+        };
+        s.diagnostics = self.diagnose(&s, &first, t, rules);
+        s
+    }
+
+    fn diagnose(&self, s: &Status, first: &Sample, t: Timestamp, rules: &Rules<'_>) -> Vec<Diagnostic> {
+        let mut d = Vec::new();
+        if s.sources.is_empty() {
+            d.push(Diagnostic::error("no_source", "no capture interface and no HEP listener configured: nothing is observed; set capture.interfaces or hep.listen".into()));
+        }
+        for src in &s.sources {
+            if let Some(e) = &src.error {
+                d.push(Diagnostic::error("capture_error", format!("{}: {e}", src.name)));
+            }
+            if src.kernel_dropped + src.if_dropped > 0 {
+                d.push(Diagnostic::warn(
+                    "pcap_drops",
+                    format!("{}: {} packets dropped by the kernel and {} by the interface; raise capture.buffer_size", src.name, src.kernel_dropped, src.if_dropped),
+                ));
+            }
+            if src.queue_dropped > 0 {
+                d.push(Diagnostic::warn("queue_drops", format!("{}: {} packets dropped because the engine fell behind", src.name, src.queue_dropped)));
+            }
+        }
+        let (invites, responses, msgs, tls) = (s.sip.invites - first.invites, s.sip.invite_responses - first.responses, s.sip.messages - first.messages, s.sip.tls_records - first.tls);
+        if invites >= 10 && responses == 0 {
+            d.push(Diagnostic::warn(
+                "one_way",
+                format!("{invites} INVITEs and no responses in the last 10 minutes: only one direction of the signalling is seen; check the mirror port copies both directions"),
+            ));
+        }
+        if tls > 0 && msgs == 0 {
+            d.push(Diagnostic::warn(
+                "tls_only",
+                format!("{tls} TLS records on port 5061 and no readable SIP in the last 10 minutes: encrypted SIP cannot be read; have the PBX send HEP (hep.listen)"),
+            ));
+        }
+        let total: u64 = s.sip.parse_errors.values().sum();
+        if total > 20 && total * 10 > s.sip.messages {
+            d.push(Diagnostic::warn("parse_errors", format!("{total} of {} SIP messages could not be read (see sip.parse_errors)", s.sip.messages)));
+        }
+        if let Some(e) = &s.store.error {
+            d.push(Diagnostic::error(
+                "store_error",
+                format!(
+                    "the store cannot take writes ({e}); {} finished calls held in memory (at most {}), retrying every {} s",
+                    s.store.held_in_memory,
+                    rules.memory_calls,
+                    rules.store_retry / SECOND
+                ),
+            ));
+        }
+        if !s.store.problems.is_empty() {
+            d.push(Diagnostic::error(
+                "store_format",
+                format!(
+                    "{} things in the store could not be read and were kept aside in {}/aside or its quarantine (see store.problems); the rest was read and capture goes on",
+                    s.store.problems.len(),
+                    s.store.dir
+                ),
+            ));
+        } else if s.store.kept_aside_records + s.store.kept_aside_files > 0 {
+            d.push(Diagnostic::warn(
+                "store_kept_aside",
+                format!(
+                    "{} unreadable records and {} files from earlier runs are kept aside in the store ({}/aside); see docs/operations.md",
+                    s.store.kept_aside_records, s.store.kept_aside_files, s.store.dir
+                ),
+            ));
+        }
+        if let Some(age) = s.store.snapshot_age_s {
+            if age as i64 * SECOND > 3 * rules.snapshot_every + 10 * SECOND {
+                d.push(Diagnostic::warn("snapshot_stale", format!("the engine state was last saved {age} s ago")));
+            }
+        }
+        // no INVITE for a while during core hours
+        if let Some(local) = t.to_datetime().map(|x| x.with_timezone(&rules.site.timezone).naive_local()) {
+            let core = cbt_proto::metrics::core_category(local, &rules.site.bank_holidays) < 2;
+            if core && t.since(self.last_invite_at) >= rules.quiet && t.since(self.started) >= rules.quiet {
+                d.push(Diagnostic::warn(
+                    "quiet",
+                    format!("no INVITE seen for {} minutes during core hours (last: {})", t.since(self.last_invite_at) / 60 / SECOND, self.last_invite_at),
+                ));
+            }
+        }
+        if s.view == "partial" {
+            d.push(Diagnostic::warn(
+                "partial_view",
+                "no call has come from a configured carrier address: this looks like a handsets-only view (hosted PBX), so calls that end before ringing a handset are not seen and the figures are partial".into(),
+            ));
+        }
+        d.extend(upload_diagnostics(&s.upload, t));
+        d
+    }
+}
+
+/// What the supplier must know about uploading.
+fn upload_diagnostics(u: &UploadStatus, t: Timestamp) -> Vec<Diagnostic> {
+    let mut d = Vec::new();
+    if !u.enabled {
+        return d;
+    }
+    if !u.parked.is_empty() {
+        d.push(Diagnostic::error(
+            "upload_parked",
+            format!(
+                "{} documents refused by the collector and kept (first: {} {}: {}); fix the cause, then `systemctl reload cbt-agent` sends them again",
+                u.parked.len(),
+                u.parked[0].practice,
+                u.parked[0].date,
+                u.parked[0].reason
+            ),
+        ));
+    }
+    let since = |at: &str| chrono::DateTime::parse_from_rfc3339(at).map(|x| t.micros() / SECOND - x.timestamp()).unwrap_or(0);
+    let failing = u.last_error.as_ref().is_some_and(|e| u.last_success.as_ref().is_none_or(|s| s.at < e.at));
+    if failing && u.outbox > u.parked.len() as u64 {
+        let e = u.last_error.as_ref().expect("failing");
+        let stale = u.last_success.as_ref().map_or(i64::MAX, |s| since(&s.at));
+        let msg = format!("{} documents not delivered to {} (oldest {}): {}", u.outbox, u.url, u.oldest_undelivered.clone().unwrap_or_default(), e.message);
+        if stale > 24 * 3600 {
+            d.push(Diagnostic::error("upload_failing", msg));
+        } else {
+            d.push(Diagnostic::warn("upload_failing", msg));
+        }
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    //! The diagnosis rules on made-up observations: what a supplier is told
+    //! and when, without a capture or a store.
+
+    use super::*;
+    use cbt_proto::call::CallStats;
+    use cbt_proto::time::MINUTE;
+
+    const SITE: &str = r#"
+[[practice]]
+ods = "B82005"
+numbers = ["01632 960123"]
+[network]
+carrier = ["192.0.2.1"]
+pbx = ["10.20.0.5"]
+"#;
+
+    fn site() -> Site {
+        let c = crate::config::Config::parse(SITE, std::path::Path::new("site.toml")).unwrap();
+        c.site(&cbt_proto::number::Hasher::new([3; 32], "44"))
+    }
+
+    /// Tuesday 2026-11-03 10:00 in London (core hours).
+    fn tuesday_10am() -> Timestamp {
+        Timestamp::parse_rfc3339("2026-11-03T10:00:00Z").unwrap()
+    }
+
+    struct Feed {
+        site: Site,
+        builder: StatusBuilder,
+        stats: EngineStats,
+        store: StoreStatus,
+        upload: UploadStatus,
+    }
+
+    impl Feed {
+        fn new(started: Timestamp) -> Feed {
+            Feed {
+                site: site(),
+                builder: StatusBuilder::new(started),
+                stats: EngineStats::default(),
+                store: StoreStatus { healthy: true, dir: "/var/lib/cbt-agent".into(), ..StoreStatus::default() },
+                upload: UploadStatus::default(),
+            }
+        }
+
+        fn counts(&mut self, invites: u64, responses: u64, messages: u64) {
+            self.stats.sip.requests.insert("INVITE".into(), invites);
+            self.stats.sip.responses.insert("200".into(), responses);
+            self.stats.sip.messages = messages;
+        }
+
+        fn at(&mut self, now: Timestamp) -> Status {
+            let o = Observed {
+                now,
+                config_path: "/etc/cbt-agent/cbt-agent.toml",
+                stats: &self.stats,
+                reassembly_bytes: 0,
+                sources: vec![SourceStatus { name: "eth1".into(), kind: "pcap".into(), running: true, ..SourceStatus::default() }],
+                store: self.store.clone(),
+                today: Today::default(),
+                gaps: Vec::new(),
+                hostile: Default::default(),
+                upload: self.upload.clone(),
+            };
+            let rules = Rules { site: &self.site, quiet: 30 * MINUTE, snapshot_every: 30 * SECOND, memory_calls: 10_000, store_retry: 5 * SECOND };
+            self.builder.build(o, &rules)
+        }
+    }
+
+    fn codes(s: &Status) -> Vec<&str> {
+        s.diagnostics.iter().map(|d| d.code.as_str()).collect()
+    }
+
+    #[test]
+    fn rates_are_over_the_last_refresh() {
+        let t = tuesday_10am();
+        let mut f = Feed::new(t);
+        f.counts(0, 0, 1_000);
+        let s = f.at(t);
+        assert_eq!(s.rates.sip_messages_per_s, 0.0, "no rate from a single sample");
+        f.counts(0, 0, 1_100);
+        let s = f.at(t.add(2 * SECOND));
+        assert_eq!(s.rates.sip_messages_per_s, 50.0);
+        assert_eq!(s.uptime_s, 2);
+    }
+
+    #[test]
+    fn invites_without_responses_for_ten_minutes_mean_one_way_capture() {
+        let t = tuesday_10am();
+        let mut f = Feed::new(t);
+        f.counts(0, 0, 0);
+        f.at(t);
+        f.counts(12, 0, 12);
+        let s = f.at(t.add(MINUTE));
+        assert!(codes(&s).contains(&"one_way"), "{:?}", s.diagnostics);
+        assert!(s.diagnostics[0].message.starts_with("12 INVITEs"), "{}", s.diagnostics[0].message);
+        // nine invites are not enough evidence
+        let mut f = Feed::new(t);
+        f.counts(0, 0, 0);
+        f.at(t);
+        f.counts(9, 0, 9);
+        assert!(!codes(&f.at(t.add(MINUTE))).contains(&"one_way"));
+        // with responses, both directions are seen
+        let mut f = Feed::new(t);
+        f.counts(0, 0, 0);
+        f.at(t);
+        f.counts(12, 30, 42);
+        assert!(!codes(&f.at(t.add(MINUTE))).contains(&"one_way"));
+    }
+
+    #[test]
+    fn the_one_way_window_forgets_what_is_older_than_ten_minutes() {
+        let t = tuesday_10am();
+        let mut f = Feed::new(t);
+        f.counts(0, 0, 0);
+        f.at(t);
+        f.counts(12, 0, 12);
+        assert!(codes(&f.at(t.add(MINUTE))).contains(&"one_way"));
+        // responses resume; twelve minutes later the old INVITEs have left the window
+        f.counts(14, 2, 16);
+        f.at(t.add(2 * MINUTE));
+        f.counts(14, 2, 16);
+        assert!(!codes(&f.at(t.add(13 * MINUTE))).contains(&"one_way"));
+    }
+
+    #[test]
+    fn no_invite_in_core_hours_is_quiet_but_not_at_the_weekend() {
+        let t = tuesday_10am();
+        let mut f = Feed::new(t);
+        f.counts(3, 3, 6);
+        f.at(t);
+        assert!(!codes(&f.at(t.add(29 * MINUTE))).contains(&"quiet"));
+        let s = f.at(t.add(31 * MINUTE));
+        assert!(codes(&s).contains(&"quiet"), "{:?}", s.diagnostics);
+        // an INVITE resets it
+        f.counts(4, 4, 8);
+        assert!(!codes(&f.at(t.add(32 * MINUTE))).contains(&"quiet"));
+        // Sunday 10:00 is not core hours
+        let sunday = Timestamp::parse_rfc3339("2026-11-08T10:00:00Z").unwrap();
+        let mut f = Feed::new(sunday);
+        f.counts(3, 3, 6);
+        f.at(sunday);
+        assert!(!codes(&f.at(sunday.add(3 * 60 * MINUTE))).contains(&"quiet"));
+    }
+
+    #[test]
+    fn calls_never_from_the_carrier_mean_a_partial_view() {
+        let t = tuesday_10am();
+        let mut f = Feed::new(t);
+        f.stats.calls = Some(CallStats { calls: 4, ..CallStats::default() });
+        assert_eq!(f.at(t).view, "unknown", "four calls are not enough to judge");
+        f.stats.calls = Some(CallStats { calls: 5, ..CallStats::default() });
+        let s = f.at(t.add(SECOND));
+        assert_eq!(s.view, "partial");
+        assert!(codes(&s).contains(&"partial_view"));
+        f.stats.calls = Some(CallStats { calls: 6, from_configured_carrier: 1, ..CallStats::default() });
+        let s = f.at(t.add(2 * SECOND));
+        assert_eq!(s.view, "full");
+        assert!(!codes(&s).contains(&"partial_view"));
+    }
+
+    #[test]
+    fn a_failing_store_says_how_many_calls_wait_in_memory() {
+        let t = tuesday_10am();
+        let mut f = Feed::new(t);
+        f.store.healthy = false;
+        f.store.error = Some("the disk holding /var/lib/cbt-agent is full".into());
+        f.store.held_in_memory = 37;
+        let s = f.at(t);
+        let d = s.diagnostics.iter().find(|d| d.code == "store_error").expect("store_error");
+        assert_eq!(d.severity, "error");
+        assert!(d.message.contains("37 finished calls held in memory (at most 10000), retrying every 5 s"), "{}", d.message);
+    }
+
+    #[test]
+    fn an_upload_failing_for_a_day_is_an_error_and_before_that_a_warning() {
+        let t = tuesday_10am();
+        let mut f = Feed::new(t);
+        f.upload = UploadStatus {
+            enabled: true,
+            url: "https://collector.example/v1/days".into(),
+            outbox: 3,
+            oldest_undelivered: Some("2026-11-01".into()),
+            last_success: Some(crate::upload::deliver::Delivery { at: "2026-11-03T08:00:00Z".into(), ..Default::default() }),
+            last_error: Some(crate::upload::deliver::Failure { at: "2026-11-03T09:59:00Z".into(), message: "connection refused".into() }),
+            ..UploadStatus::default()
+        };
+        let s = f.at(t);
+        let d = s.diagnostics.iter().find(|d| d.code == "upload_failing").expect("upload_failing");
+        assert_eq!(d.severity, "warning");
+        assert_eq!(d.message, "3 documents not delivered to https://collector.example/v1/days (oldest 2026-11-01): connection refused");
+        f.upload.last_success.as_mut().unwrap().at = "2026-11-02T09:00:00Z".into();
+        let s = f.at(t.add(SECOND));
+        assert_eq!(s.diagnostics.iter().find(|d| d.code == "upload_failing").unwrap().severity, "error");
+        // delivered since the failure: nothing to say
+        f.upload.last_success.as_mut().unwrap().at = "2026-11-03T09:59:30Z".into();
+        assert!(!codes(&f.at(t.add(2 * SECOND))).contains(&"upload_failing"));
+    }
+
+    #[test]
+    fn every_diagnostic_code_is_listed_for_prometheus() {
+        // make as many as the builder can, and check /metrics knows them
+        let t = tuesday_10am();
+        let mut f = Feed::new(t);
+        f.store.error = Some("x".into());
+        f.store.problems = vec!["journal 3: 40 bytes".into()];
+        f.store.snapshot_age_s = Some(600);
+        f.stats.sip.parse_errors.insert("bad start line".into(), 50);
+        f.stats.calls = Some(CallStats { calls: 5, ..CallStats::default() });
+        f.stats.wire.tls_records = 3;
+        f.counts(0, 0, 0);
+        f.at(t);
+        f.counts(12, 0, 12);
+        let s = f.at(t.add(5 * MINUTE));
+        assert!(s.diagnostics.len() >= 6, "{:?}", s.diagnostics);
+        for d in &s.diagnostics {
+            assert!(DIAGNOSTIC_CODES.contains(&d.code.as_str()), "{} is not in DIAGNOSTIC_CODES", d.code);
+        }
+    }
+}
