@@ -7,7 +7,7 @@
 //! [`Postgres`] is dropped, even when the test fails.
 //!
 //! ```no_run
-//! let pg = cbt_tests::postgres::Postgres::start();
+//! let mut pg = cbt_tests::postgres::Postgres::start();
 //! let url = pg.create_database("cbt");
 //! pg.stop();      // the database is away: clients see connection errors
 //! pg.restart();   // same data, same port
