@@ -212,6 +212,31 @@ pub(crate) struct OpenCall {
     pub(crate) settle_until: Option<Timestamp>,
     /// What the scanner rule needs (in memory only).
     pub(crate) guard: CallGuard,
+    /// What the trunk leg carried that other legs of the call may repeat.
+    pub(crate) signals: CallSignals,
+}
+
+/// Headers the call layer reads besides the core ones (kept by the parser
+/// whatever the configuration).
+pub(crate) const SIGNAL_HEADERS: &[&str] = &["Session-ID"];
+
+/// What ties a call's other legs to it besides Call-ID and configured
+/// headers: values the trunk leg's INVITE carried that a B2BUA passes on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CallSignals {
+    /// The caller's UUID of an RFC 7989 `Session-ID` (lower case hex),
+    /// which a compliant B2BUA passes unchanged on every leg it makes.
+    pub(crate) session: Option<String>,
+}
+
+/// The caller's UUID of a leg's RFC 7989 `Session-ID` header (or of the
+/// older draft's bare UUID), if it has a usable one: 32 hex digits, not the
+/// null UUID a UAS answers with before it knows its own.
+pub(crate) fn session_of(leg: &Leg) -> Option<String> {
+    let v = leg.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("Session-ID"))?.1.as_str();
+    let local = v.split(';').next()?.trim();
+    let ok = local.len() == 32 && local.bytes().all(|b| b.is_ascii_hexdigit()) && local.bytes().any(|b| b != b'0');
+    ok.then(|| local.to_ascii_lowercase())
 }
 
 /// What the scanner rule and the memory budget keep of a call (not
@@ -342,6 +367,8 @@ pub(crate) struct CallTracker {
     /// Boxed: a B-tree node then holds pointers, not calls.
     open: BTreeMap<u64, Box<OpenCall>>,
     by_trunk_call_id: HashMap<String, u64>,
+    /// Open calls by their trunk leg's Session-ID UUID.
+    by_session: HashMap<String, u64>,
     /// Legs attached to open calls: leg -> (call, role).
     leg_call: HashMap<LegId, (u64, Role)>,
     requests: Vec<CallbackRequest>,
@@ -371,6 +398,7 @@ impl CallTracker {
             next_seq: 1,
             open: BTreeMap::new(),
             by_trunk_call_id: HashMap::default(),
+            by_session: HashMap::default(),
             leg_call: HashMap::default(),
             requests: Vec::new(),
             outbound: VecDeque::new(),
@@ -405,6 +433,7 @@ impl CallTracker {
         self.bytes
             + self.bursts.bytes()
             + self.by_trunk_call_id.capacity() * (std::mem::size_of::<(String, u64)>() + 1)
+            + self.by_session.capacity() * (std::mem::size_of::<(String, u64)>() + 1)
             + self.leg_call.capacity() * (std::mem::size_of::<(LegId, (u64, Role))>() + 1)
     }
 
@@ -434,6 +463,11 @@ impl CallTracker {
     /// already out of `open`).
     fn forget_call(&mut self, call: &OpenCall) {
         self.by_trunk_call_id.remove(&call.trunk_call_id);
+        if let Some(s) = &call.signals.session {
+            if self.by_session.get(s) == Some(&call.seq) {
+                self.by_session.remove(s);
+            }
+        }
         for l in call.staff.iter().chain(call.auto.iter().map(|(_, l)| l)).chain([&call.trunk]) {
             self.leg_call.remove(&l.id);
         }
@@ -611,6 +645,7 @@ impl CallTracker {
                     auto: Vec::new(),
                     correlation: Correlation::default(),
                     settle_until: None,
+                    signals: CallSignals { session: session_of(leg) },
                     guard: CallGuard {
                         source: Some(leg.src.ip()),
                         burst,
@@ -620,6 +655,9 @@ impl CallTracker {
                     },
                 };
                 self.by_trunk_call_id.insert(leg.call_id.clone(), seq);
+                if let Some(s) = &call.signals.session {
+                    self.by_session.insert(s.clone(), seq);
+                }
                 self.leg_call.insert(leg.id, (seq, Role::TrunkIn));
                 self.open.insert(seq, Box::new(call));
                 self.account(seq);
@@ -673,6 +711,14 @@ impl CallTracker {
                     c.correlation.header += 1;
                     return Some(seq);
                 }
+            }
+        }
+        // RFC 7989: a B2BUA that supports it passes the caller's Session-ID
+        // UUID on to every leg it makes for the call
+        if let Some(&seq) = session_of(leg).and_then(|s| self.by_session.get(&s)) {
+            if let Some(c) = self.open.get_mut(&seq) {
+                c.correlation.header += 1;
+                return Some(seq);
             }
         }
         if !self.site.b2bua {
@@ -803,6 +849,7 @@ impl CallTracker {
     /// calls and expired callback requests.
     pub fn tick(&mut self, now: Timestamp) {
         crate::leg::shrink(&mut self.by_trunk_call_id);
+        crate::leg::shrink(&mut self.by_session);
         crate::leg::shrink(&mut self.leg_call);
         let mut due = Vec::new();
         while let Some(&(t, seq)) = self.settling.first() {
@@ -980,11 +1027,15 @@ impl CallTracker {
         self.next_seq = snap.next_seq;
         self.open.clear();
         self.by_trunk_call_id.clear();
+        self.by_session.clear();
         self.leg_call.clear();
         self.settling.clear();
         self.bytes = 0;
         for c in snap.open {
             self.by_trunk_call_id.insert(c.trunk_call_id.clone(), c.seq);
+            if let Some(s) = &c.signals.session {
+                self.by_session.insert(s.clone(), c.seq);
+            }
             if c.trunk.ended.is_none() {
                 self.leg_call.insert(c.trunk.id, (c.seq, Role::TrunkIn));
             }
@@ -1031,6 +1082,7 @@ fn call_bytes(c: &OpenCall) -> usize {
         + c.practice.capacity()
         + c.caller.as_ref().map_or(0, |x| x.capacity())
         + 2 * c.trunk_call_id.capacity()
+        + 2 * c.signals.session.as_ref().map_or(0, |s| s.capacity())
         + c.staff.capacity() * std::mem::size_of::<LegInfo>()
         + c.auto.capacity() * std::mem::size_of::<(Auto, LegInfo)>()
         + (1 + c.staff.len() + c.auto.len()) * 64

@@ -369,6 +369,7 @@ impl Engine {
         if let Some(site) = &cfg.site {
             extra_headers.extend(site.correlation_headers.iter().cloned());
             extra_headers.extend(site.callback_header.iter().cloned());
+            extra_headers.extend(crate::call::SIGNAL_HEADERS.iter().map(|h| h.to_string()));
         }
         let screen = Screen::new(cfg.site.clone(), &cfg.guard.scanner_agents);
         Engine {

@@ -38,6 +38,9 @@ pub struct Call {
     pub script: Script,
     /// Prefix of the Via branches (a proxy forwarding an INVITE uses its own).
     pub branch: String,
+    /// Further header lines (without CRLF) of the caller's requests, such as
+    /// `Session-ID: ...` or `Diversion: ...`.
+    pub extra: Vec<String>,
 }
 
 /// One message on the wire.
@@ -65,6 +68,7 @@ impl Call {
             start,
             script,
             branch: format!("f{n:x}"),
+            extra: Vec::new(),
         }
     }
 
@@ -75,6 +79,7 @@ impl Call {
             format!("<sip:{}@{}>", self.callee, self.b.ip())
         };
         let body = if body { SDP } else { "" };
+        let extra: String = self.extra.iter().map(|h| format!("{h}\r\n")).collect();
         format!(
             "{method} sip:{callee}@{bhost} SIP/2.0\r\n\
              Via: SIP/2.0/UDP {a};branch=z9hG4bK{branch}\r\n\
@@ -86,6 +91,7 @@ impl Call {
              Contact: <sip:{caller}@{a}>\r\n\
              User-Agent: cbt-synth/1.0\r\n\
              Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE\r\n\
+             {extra}\
              Content-Type: application/sdp\r\n\
              Content-Length: {len}\r\n\r\n{body}",
             callee = self.callee,

@@ -293,6 +293,41 @@ fn b2bua_ambiguity_goes_to_the_earliest_unanswered_call() {
     assert_call!(calls[1], Outcome::Answered, wait secs(3_000), duration secs(52_100), abandoned false);
 }
 
+/// The leg with its caller's requests carrying `header`.
+fn with(mut c: Call, header: &str) -> Call {
+    c.extra.push(header.to_string());
+    c
+}
+
+#[test]
+fn a_b2bua_passing_session_id_ties_each_leg_to_its_own_call() {
+    // two withheld callers at once; the PBX rings the second caller's
+    // handset first. The heuristic alone would give that leg to the first
+    // call (the earliest not yet offered); the RFC 7989 Session-ID the
+    // PBX passes on says whose it is.
+    let s1 = "Session-ID: ab30317f1a784dc48ff824d0d3715d86;remote=00000000000000000000000000000000";
+    let s2 = "Session-ID: 47755A9DE7794BA387653F2099600EF2";
+    let calls = run(&[
+        with(leg("s1", CARRIER, PBX, "anonymous", DDI, 0, answered(50, 100, 60_000, true)), s1),
+        with(leg("s2", CARRIER, PBX, "anonymous", DDI, 1_000, answered(50, 100, 60_000, true)), s2),
+        with(leg("s2h", PBX, H2, "anonymous", "202", 5_000, answered(100, 500, 30_000, true)), s2),
+        with(leg("s1h", PBX, H1, "anonymous", "201", 6_000, answered(100, 3_000, 30_000, true)), s1),
+    ]);
+    assert_eq!(calls.len(), 2);
+    assert_call!(calls[0], Outcome::Answered, wait secs(3_000), duration secs(51_100), abandoned false);
+    assert_call!(calls[1], Outcome::Answered, wait secs(500), duration secs(55_600), abandoned false);
+    assert_eq!((calls[0].correlation.header, calls[0].correlation.b2bua), (1, 0));
+    // a null UUID or a malformed one says nothing: the heuristic decides
+    let calls = run(&[
+        with(leg("n1", CARRIER, PBX, "anonymous", DDI, 0, answered(50, 100, 60_000, true)), "Session-ID: 00000000000000000000000000000000"),
+        with(leg("n1h", PBX, H1, "anonymous", "201", 5_000, answered(100, 500, 30_000, true)), "Session-ID: 00000000000000000000000000000000"),
+        with(leg("n2", CARRIER, PBX, "anonymous", DDI, 100_000, answered(50, 100, 60_000, true)), "Session-ID: not-a-uuid"),
+        with(leg("n2h", PBX, H1, "anonymous", "201", 105_000, answered(100, 500, 30_000, true)), "Session-ID: not-a-uuid"),
+    ]);
+    assert_eq!(calls.len(), 2);
+    assert!(calls.iter().all(|c| c.correlation.header == 0 && c.correlation.b2bua == 1), "{calls:#?}");
+}
+
 #[test]
 fn b2bua_ambiguity_ring_groups_hunt_groups_and_a_second_caller() {
     // a second call from the same number arrives while the first one's

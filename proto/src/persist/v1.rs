@@ -645,6 +645,8 @@ impl From<OpenCallV1> for call::OpenCall {
             settle_until: c.settle_until,
             // not stored: a restored call is never taken for a scanner's
             guard: Default::default(),
+            // not in version 1: after a restart, legs are tied by the other signals
+            signals: Default::default(),
         }
     }
 }
