@@ -98,6 +98,7 @@ struct RawUpload {
 struct RawCalls {
     max_duration: Option<S<String>>,
     ring_timeout: Option<S<String>>,
+    gap_timeout: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -517,7 +518,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("status", &["listen"]),
     ("log", &["level"]),
     ("diagnostics", &["quiet"]),
-    ("calls", &["max_duration", "ring_timeout"]),
+    ("calls", &["max_duration", "ring_timeout", "gap_timeout"]),
     ("upload", &["url", "token_file", "ca_file", "client_cert", "client_key", "proxy", "interval", "max_backoff", "timeout", "agent_id"]),
     ("page", &["national", "lan"]),
     ("page.lan", &["listen", "password_hash", "token_file", "cert", "key", "api"]),
@@ -944,6 +945,9 @@ impl Config {
         }
         if let Some(v) = &raw.calls.ring_timeout {
             legs.ring_timeout = c.duration(v, "calls.ring_timeout").unwrap_or(legs.ring_timeout);
+        }
+        if let Some(v) = &raw.calls.gap_timeout {
+            legs.gap_timeout = c.duration(v, "calls.gap_timeout").unwrap_or(legs.gap_timeout);
         }
         let upload = raw.upload.as_ref().and_then(|u| upload_config(&mut c, u));
         let page_settings = page::page_config(&mut c, &raw.page, &raw.staffing, &agent.status_listen);

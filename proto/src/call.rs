@@ -143,6 +143,8 @@ enum Role {
     Staff,
     Automated(Auto),
     Other,
+    /// The caller's new leg after a transfer (see [`Transfer`]).
+    Continued,
     /// From an unexpected sender (with `network.carrier` set): not a call.
     Unexpected,
 }
@@ -214,11 +216,29 @@ pub(crate) struct OpenCall {
     pub(crate) guard: CallGuard,
     /// What the trunk leg carried that other legs of the call may repeat.
     pub(crate) signals: CallSignals,
+    /// The caller's later legs that carry this call after a transfer.
+    pub(crate) transfer: Transfer,
+}
+
+/// A call transferred in a proxy topology: the caller, told by a REFER,
+/// places a new INVITE (with `Referred-By`, a new Call-ID) to the target.
+/// That leg and its hops are this call's, not a new call. In memory only:
+/// after a restart in the middle of a transfer the new leg is not tied
+/// back (the call then ends at its first leg's end).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Transfer {
+    /// The caller's new trunk legs, in order.
+    pub(crate) legs: Vec<LegInfo>,
+    /// Their Call-IDs (indexed like the trunk's, for their further hops).
+    pub(crate) call_ids: Vec<String>,
+    /// A REFER was seen on one of the call's legs: when its legs are done
+    /// it still waits out the settle time, for the caller's new INVITE.
+    pub(crate) referred: bool,
 }
 
 /// Headers the call layer reads besides the core ones (kept by the parser
 /// whatever the configuration).
-pub(crate) const SIGNAL_HEADERS: &[&str] = &["Session-ID"];
+pub(crate) const SIGNAL_HEADERS: &[&str] = &["Session-ID", "Referred-By"];
 
 /// What ties a call's other legs to it besides Call-ID and configured
 /// headers: values the trunk leg's INVITE carried that a B2BUA passes on.
@@ -258,6 +278,7 @@ pub(crate) struct CallGuard {
 impl OpenCall {
     fn all_legs_done(&self) -> bool {
         self.trunk.ended.is_some()
+            && self.transfer.legs.iter().all(|l| l.ended.is_some())
             && self.staff.iter().all(|l| l.ended.is_some())
             && self.auto.iter().all(|(_, l)| l.ended.is_some())
     }
@@ -300,6 +321,9 @@ pub struct CallStats {
     pub from_configured_carrier: u64,
     /// Inbound calls whose trunk leg went straight to a handset.
     pub direct_to_staff: u64,
+    /// New inbound legs (with `Referred-By`) tied to the call they continue.
+    #[serde(default)]
+    pub transfers: u64,
 }
 
 /// The state of the call layer that must survive a restart. Written to
@@ -463,12 +487,17 @@ impl CallTracker {
     /// already out of `open`).
     fn forget_call(&mut self, call: &OpenCall) {
         self.by_trunk_call_id.remove(&call.trunk_call_id);
+        for id in &call.transfer.call_ids {
+            if self.by_trunk_call_id.get(id) == Some(&call.seq) {
+                self.by_trunk_call_id.remove(id);
+            }
+        }
         if let Some(s) = &call.signals.session {
             if self.by_session.get(s) == Some(&call.seq) {
                 self.by_session.remove(s);
             }
         }
-        for l in call.staff.iter().chain(call.auto.iter().map(|(_, l)| l)).chain([&call.trunk]) {
+        for l in call.staff.iter().chain(call.auto.iter().map(|(_, l)| l)).chain([&call.trunk]).chain(&call.transfer.legs) {
             self.leg_call.remove(&l.id);
         }
         self.bytes -= call.guard.acct;
@@ -578,6 +607,11 @@ impl CallTracker {
                     info.answered.get_or_insert(*at);
                 }
             }
+            LegEvent::Referred { id, .. } => {
+                if let Some(call) = self.leg_call.get(id).and_then(|(seq, _)| self.open.get_mut(seq)) {
+                    call.transfer.referred = true;
+                }
+            }
             LegEvent::Finished(leg) => self.leg_finished(leg),
         }
     }
@@ -587,6 +621,7 @@ impl CallTracker {
         let call = self.open.get_mut(&seq)?;
         match role {
             Role::TrunkIn => Some(&mut call.trunk),
+            Role::Continued => call.transfer.legs.iter_mut().find(|l| l.id == id),
             Role::Staff => call.staff.iter_mut().find(|l| l.id == id),
             Role::Automated(_) => call.auto.iter_mut().map(|(_, l)| l).find(|l| l.id == id),
             _ => None,
@@ -601,6 +636,18 @@ impl CallTracker {
                     // another INVITE of the same call from the carrier side (a
                     // retry to a second address): not a second call
                     self.stats.other_legs += 1;
+                    return;
+                }
+                if let Some(seq) = self.transferred_call(leg) {
+                    let call = self.open.get_mut(&seq).expect("open call");
+                    call.transfer.legs.push(LegInfo::new(leg, false));
+                    call.transfer.call_ids.push(leg.call_id.clone());
+                    // it settles once the new leg ends too
+                    call.settle_until = None;
+                    self.stats.transfers += 1;
+                    self.by_trunk_call_id.insert(leg.call_id.clone(), seq);
+                    self.leg_call.insert(leg.id, (seq, Role::Continued));
+                    self.account(seq);
                     return;
                 }
                 let direct_auto = self.automated_kind(leg);
@@ -646,6 +693,7 @@ impl CallTracker {
                     correlation: Correlation::default(),
                     settle_until: None,
                     signals: CallSignals { session: session_of(leg) },
+                    transfer: Transfer::default(),
                     guard: CallGuard {
                         source: Some(leg.src.ip()),
                         burst,
@@ -682,7 +730,7 @@ impl CallTracker {
                     self.outbound_call(leg.started, callee);
                 }
             }
-            Role::Other => self.stats.other_legs += 1,
+            Role::Other | Role::Continued => self.stats.other_legs += 1,
             Role::Unexpected => {
                 self.guard.unexpected_legs += 1;
                 self.actions.push(LegAction::SetAside {
@@ -694,6 +742,26 @@ impl CallTracker {
                 });
             }
         }
+    }
+
+    /// The call a new inbound leg continues: it comes from the caller of a
+    /// call a person answered, in progress or just ended (still settling),
+    /// and either carries `Referred-By` (the caller was told to call the
+    /// transfer target by a REFER) or follows a REFER seen in that call
+    /// (phones such as baresip send no `Referred-By`). The latest such call.
+    fn transferred_call(&self, leg: &Leg) -> Option<u64> {
+        let referred_by = leg.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("Referred-By"));
+        let caller = Self::caller_of(leg)?;
+        self.open
+            .values()
+            .rev()
+            .find(|c| {
+                c.caller.as_deref() == Some(caller.as_str())
+                    && c.trunk.started <= leg.started
+                    && c.staff_answered()
+                    && (referred_by || c.transfer.referred)
+            })
+            .map(|c| c.seq)
     }
 
     /// Finds the open call a staff or automated leg belongs to.
@@ -812,10 +880,25 @@ impl CallTracker {
         let hold = self.hold_for_bursts();
         let Some(call) = self.open.get_mut(&seq) else { return };
         let is_trunk = role == Role::TrunkIn && call.trunk.id == leg.id;
+        let is_continued = role == Role::Continued;
+        call.transfer.referred |= leg.referred;
+        if is_continued {
+            if let Some(info) = call.transfer.legs.iter_mut().find(|l| l.id == leg.id) {
+                info.update(leg);
+            }
+        }
+        let carried = call.trunk.ended.is_some() || is_trunk;
+        let carrying_done = call.transfer.legs.iter().all(|l| l.ended.is_some());
+        if is_continued && carried && carrying_done {
+            // the last leg carrying the caller ended
+            call.settle_until = Some(call_end(call).add(settle));
+            self.settling.insert((call.settle_until.expect("set"), seq));
+        }
         if is_trunk {
             call.trunk.update(leg);
             let end = leg.ended.unwrap_or(leg.started);
-            call.settle_until = Some(end.add(settle));
+            // (while a transferred leg carries the caller, it is not over)
+            call.settle_until = carrying_done.then(|| end.add(settle));
             if let Some(window) = hold.filter(|_| call.guard.source.is_some() && !guard::engaged(&evidence(call))) {
                 // it may be part of a burst that is still building up: the
                 // scanner rule decides once the burst window has passed
@@ -830,8 +913,8 @@ impl CallTracker {
         {
             info.update(leg);
         }
-        let finish_now = call.settle_until.is_some() && call.all_legs_done() && !call.guard.held;
-        if let (true, Some(t)) = (is_trunk, call.settle_until) {
+        let finish_now = call.settle_until.is_some() && call.all_legs_done() && !call.guard.held && !call.transfer.referred;
+        if let (true, Some(t)) = (is_trunk && carrying_done, call.settle_until) {
             self.settling.insert((t, seq));
         }
         if finish_now {
@@ -1089,10 +1172,19 @@ fn call_bytes(c: &OpenCall) -> usize {
         + 96
 }
 
+/// When the last leg carrying the caller ended (the trunk leg, or a leg a
+/// transfer made).
+fn call_end(call: &OpenCall) -> Timestamp {
+    let t = &call.trunk;
+    call.transfer.legs.iter().filter_map(|l| l.ended).fold(t.ended.unwrap_or(t.started), Timestamp::max)
+}
+
 /// The outcome rules. Pure: a function of the call's legs.
 fn decide(call: &OpenCall) -> CallRecord {
     let t = &call.trunk;
-    let trunk_end = t.ended.unwrap_or(t.started);
+    // the caller's last leg: the trunk leg, or the leg a transfer made
+    let last = call.transfer.legs.iter().filter(|l| l.ended.is_some()).max_by_key(|l| l.ended).filter(|l| l.ended > t.ended).unwrap_or(t);
+    let trunk_end = call_end(call);
     let staff = &call.staff;
     let auto_of = |k: Auto| call.auto.iter().filter(move |(a, _)| *a == k).map(|(_, l)| l);
 
@@ -1137,7 +1229,7 @@ fn decide(call: &OpenCall) -> CallRecord {
         Outcome::EndedInIvr
     };
 
-    let ended_by = match (t.end, t.ended_by) {
+    let ended_by = match (last.end, last.ended_by) {
         (Some(EndReason::Bye), Some(Side::Caller)) | (Some(EndReason::Cancel), _) => EndedBy::Caller,
         (Some(EndReason::Bye), _) | (Some(EndReason::Rejected), _) => EndedBy::Practice,
         _ => EndedBy::Inferred,
@@ -1164,9 +1256,10 @@ fn decide(call: &OpenCall) -> CallRecord {
     let abandoned = ended_by == EndedBy::Caller
         && matches!(outcome, Outcome::Missed | Outcome::EndedInIvr)
         && voicemail.is_none();
-    let legs = 1 + staff.len() as u32 + call.auto.len() as u32;
+    let legs = 1 + staff.len() as u32 + call.auto.len() as u32 + call.transfer.legs.len() as u32;
     let partial = t.partial
-        || t.end == Some(EndReason::Inferred)
+        || last.end == Some(EndReason::Inferred)
+        || call.transfer.legs.iter().any(|l| l.partial)
         || staff.iter().chain(call.auto.iter().map(|(_, l)| l)).any(|l| l.partial);
     CallRecord {
         seq: call.seq,

@@ -583,10 +583,21 @@ impl Engine {
         self.enforce_budget();
     }
 
-    /// Marks everything in progress as seen only in part: packets between
-    /// the last one kept and now were not seen (a restart, a capture gap).
-    pub fn mark_gap(&mut self) -> usize {
-        self.sip.legs.mark_gap()
+    /// Packets between `from` (the last one kept) and `to` (now) were not
+    /// seen: a restart, or drops. Everything in progress is marked partial;
+    /// a leg not yet answered that shows nothing after the gap closes
+    /// `legs.gap_timeout` after it, ending at its start; dialogs the gap
+    /// hid are adopted from their later messages (with `adopt_orphans`),
+    /// starting at its start. Returns how many legs were in progress.
+    pub fn mark_gap(&mut self, from: Timestamp, to: Timestamp) -> usize {
+        self.sip.legs.mark_gap(from, to)
+    }
+
+    /// Remembers a gap recorded before a restart (the daemon gives back
+    /// its stored gaps after restoring a snapshot), without marking
+    /// anything: legs restored from before it end no later than its start.
+    pub fn note_gap(&mut self, from: Timestamp, to: Timestamp) {
+        self.sip.legs.note_gap(from, to)
     }
 
     /// Next finished leg, in the order legs finished.

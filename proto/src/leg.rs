@@ -178,7 +178,19 @@ pub struct LegConfig {
     /// exactly what the capture holds.
     #[serde(default)]
     pub adopt_orphans: bool,
+    /// A leg not yet answered that was open across a capture gap and has
+    /// shown nothing since is closed this long after the gap, its end at
+    /// the gap's start (its CANCEL or final response fell in the gap).
+    #[serde(default = "default_gap_timeout")]
+    pub gap_timeout: Micros,
 }
+
+fn default_gap_timeout() -> Micros {
+    2 * MINUTE
+}
+
+/// Capture gaps the tracker remembers (the latest ones).
+const GAPS_KEPT: usize = 32;
 
 impl Default for LegConfig {
     fn default() -> Self {
@@ -189,6 +201,7 @@ impl Default for LegConfig {
             linger: 32 * SECOND,
             max_legs: 200_000,
             adopt_orphans: false,
+            gap_timeout: default_gap_timeout(),
         }
     }
 }
@@ -240,6 +253,10 @@ pub(crate) struct LegTracker {
     suspects: BTreeSet<(Timestamp, LegId)>,
     /// Legs removed without finishing (not persisted).
     pub removed: Removed,
+    /// Capture gaps (from, to), oldest first: packets between were not
+    /// seen. Given by the daemon (`mark_gap`, `note_gap`), not persisted
+    /// here (the daemon's store keeps them).
+    gaps: VecDeque<(Timestamp, Timestamp)>,
 }
 
 /// Legs removed without a `Finished` event: set aside by the call layer
@@ -309,6 +326,8 @@ pub enum LegEvent {
     Started(Box<Leg>),
     Ringing { id: LegId, at: Timestamp },
     Answered { id: LegId, at: Timestamp },
+    /// A REFER in the leg's dialog (first one): a transfer is under way.
+    Referred { id: LegId, at: Timestamp },
     Finished(Box<Leg>),
 }
 
@@ -338,6 +357,7 @@ impl LegTracker {
             calling: BTreeSet::new(),
             suspects: BTreeSet::new(),
             removed: Removed::default(),
+            gaps: VecDeque::new(),
         }
     }
 
@@ -395,6 +415,8 @@ impl LegTracker {
             Kind::Request(Method::Invite) if m.to.tag.is_none() => self.initial_invite(ts, hop, m),
             Kind::Request(Method::Invite) | Kind::Request(Method::Update) => {
                 if let Some(id) = self.dialog_leg(hop, m, true) {
+                    // a re-INVITE or UPDATE in a dialog: it was established
+                    self.answered_in_gap(id, ts);
                     let leg = self.legs.get_mut(&id).expect("indexed leg");
                     leg.last_activity = ts;
                     leg.last_refresh = Some(ts);
@@ -408,11 +430,15 @@ impl LegTracker {
             Kind::Request(Method::Refer) => {
                 if let Some(id) = self.dialog_leg(hop, m, true) {
                     let leg = self.legs.get_mut(&id).expect("indexed leg");
+                    if !leg.referred {
+                        self.events.push_back(LegEvent::Referred { id, at: ts });
+                    }
                     leg.referred = true;
                     leg.last_activity = ts;
                 }
             }
-            Kind::Request(Method::Ack) | Kind::Request(Method::Prack) | Kind::Request(Method::Info) => {
+            Kind::Request(Method::Ack) => self.ack(ts, hop, m),
+            Kind::Request(Method::Prack) | Kind::Request(Method::Info) => {
                 if let Some(id) = self.dialog_leg(hop, m, false) {
                     self.legs.get_mut(&id).expect("indexed leg").last_activity = ts;
                 }
@@ -571,20 +597,37 @@ impl LegTracker {
     /// A leg for a response to an INVITE that was not seen (sent during a
     /// capture gap or a restart): it went the other way, it is partial, and
     /// it starts when first seen.
-    fn adopt(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) -> LegId {
+    /// `towards_callee`: the message went the INVITE's way (CANCEL, ACK),
+    /// not back (responses). The leg starts at the start of the gap the
+    /// INVITE fell in, if there was one lately, else when first seen.
+    fn adopt(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage, towards_callee: bool) -> LegId {
         self.stats.adopted += 1;
-        let invite = Hop {
-            src: hop.dst,
-            dst: hop.src,
-            ..hop
+        let invite = if towards_callee {
+            hop
+        } else {
+            Hop {
+                src: hop.dst,
+                dst: hop.src,
+                ..hop
+            }
         };
         let mut as_invite = m.clone();
         as_invite.to.tag = None;
         as_invite.kind = Kind::Request(Method::Invite);
-        self.initial_invite(ts, invite, &as_invite);
+        as_invite.cseq_method = Method::Invite;
+        let gap = self.gap_before(ts);
+        let started = gap.map_or(ts, |g| g.0);
+        self.initial_invite(started, invite, &as_invite);
         let id = LegId(self.next_id - 1);
         if let Some(leg) = self.legs.get_mut(&id) {
             leg.partial = true;
+            leg.last_invite = ts;
+            leg.last_activity = ts;
+        }
+        if let Some(LegEvent::Started(l)) = self.events.back_mut() {
+            if l.id == id {
+                l.partial = true;
+            }
         }
         id
     }
@@ -657,7 +700,7 @@ impl LegTracker {
     fn invite_response(&mut self, ts: Timestamp, hop: Hop, code: u16, m: &SipMessage) {
         let id = match self.transaction_leg(hop, m) {
             Some(id) => id,
-            None if self.cfg.adopt_orphans && self.candidates(&m.call_id).is_empty() => self.adopt(ts, hop, m),
+            None if self.cfg.adopt_orphans && self.candidates(&m.call_id).is_empty() => self.adopt(ts, hop, m, false),
             None => {
                 self.stats.orphans += 1;
                 return;
@@ -755,6 +798,13 @@ impl LegTracker {
     fn cancel(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
         let id = match self.transaction_leg(hop, m) {
             Some(id) => id,
+            // its INVITE fell in a gap: the call rang, and the caller gave up
+            None if self.cfg.adopt_orphans && self.candidates(&m.call_id).is_empty() => {
+                let id = self.adopt(ts, hop, m, true);
+                let leg = self.legs.get_mut(&id).expect("adopted leg");
+                leg.state = State::Proceeding;
+                id
+            }
             None => {
                 self.stats.orphans += 1;
                 return;
@@ -777,6 +827,68 @@ impl LegTracker {
         leg.state = State::Cancelling;
     }
 
+    /// An ACK: for a 2xx it shows the dialog was established; for an error
+    /// (the INVITE's own branch) that the call was turned down. Either
+    /// tells the outcome of a leg whose response fell in a capture gap. An
+    /// ACK naming no leg, after a gap, adopts the answered dialog.
+    fn ack(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
+        let Some(id) = self.dialog_leg(hop, m, false) else {
+            if self.cfg.adopt_orphans && m.to.tag.is_some() && self.candidates(&m.call_id).is_empty() {
+                if let Some(g) = self.gap_before(ts) {
+                    let id = self.adopt(ts, hop, m, true);
+                    let leg = self.legs.get_mut(&id).expect("adopted leg");
+                    leg.to_tag = m.to.tag.clone();
+                    leg.forks.extend(m.to.tag.clone());
+                    leg.state = State::Proceeding;
+                    leg.last_activity = g.0;
+                    self.answered_in_gap(id, ts);
+                    self.legs.get_mut(&id).expect("adopted leg").last_activity = ts;
+                }
+            }
+            return;
+        };
+        let leg = self.legs.get_mut(&id).expect("indexed leg");
+        let error_ack = leg.answered.is_none() && m.via_branch.as_ref().is_some_and(|b| leg.branches.contains(b));
+        if !error_ack {
+            self.answered_in_gap(id, ts);
+            self.legs.get_mut(&id).expect("indexed leg").last_activity = ts;
+            return;
+        }
+        // the final error response was not seen: only its ACK was
+        let last = leg.last_activity;
+        let Some(g) = self.gap_after(last).filter(|g| g.1 <= ts) else { return };
+        let leg = self.legs.get_mut(&id).expect("indexed leg");
+        leg.partial = true;
+        let (end, at, by) = match leg.cancelled_at {
+            Some(c) => (EndReason::Cancel, c, Side::Caller),
+            None => (EndReason::Rejected, g.0, Side::Callee),
+        };
+        self.finish(id, end, at, Some(by));
+    }
+
+    /// A message in an established dialog seen on a leg whose answer was
+    /// not: the answer fell in a capture gap after the leg's last message.
+    /// The leg is answered when the gap ended (at the latest), partial.
+    /// Without such a gap nothing changes (the answer was missed some
+    /// other way, and the leg stays as its messages show).
+    fn answered_in_gap(&mut self, id: LegId, ts: Timestamp) {
+        let Some(leg) = self.legs.get(&id) else { return };
+        if leg.answered.is_some() || !leg.is_open() {
+            return;
+        }
+        let Some(g) = self.gap_after(leg.last_activity).filter(|g| g.1 <= ts) else { return };
+        let leg = self.legs.get_mut(&id).expect("leg");
+        let at = g.1.max(leg.started);
+        leg.answered = Some(at);
+        leg.final_status = Some(200);
+        leg.final_at = Some(at);
+        leg.state = State::Confirmed;
+        leg.partial = true;
+        leg.cancelled_at = None;
+        leg.challenged_at = None;
+        self.events.push_back(LegEvent::Answered { id, at });
+    }
+
     fn bye(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
         let ids = self.dialog_legs(hop, m);
         let open: Vec<LegId> = ids.into_iter().filter(|id| self.legs[id].is_open()).collect();
@@ -788,6 +900,7 @@ impl LegTracker {
             return;
         }
         for id in open {
+            self.answered_in_gap(id, ts);
             let leg = self.legs.get_mut(&id).expect("indexed leg");
             if leg.answered.is_none() {
                 // BYE implies an established dialog whose 2xx we did not see
@@ -864,8 +977,27 @@ impl LegTracker {
         }
     }
 
-    /// When an open leg's timer fires, and what it does then.
+    /// When an open leg's timer fires, and what it does then. A leg open
+    /// across a capture gap that has shown nothing since: not answered, it
+    /// closes `gap_timeout` after the gap (if that is sooner); answered,
+    /// its silence is normal and it keeps its timers, but an end it was
+    /// never seen to reach is put at the gap's start, never later.
     fn deadline(&self, leg: &Leg) -> Option<(Timestamp, EndReason, Timestamp)> {
+        let normal = self.timer_deadline(leg)?;
+        let last = leg.last_activity.max(leg.last_refresh.unwrap_or(leg.last_activity));
+        let Some(g) = leg.partial.then(|| self.gap_after(last)).flatten() else { return Some(normal) };
+        let (at, end, ended) = normal;
+        match leg.state {
+            State::Calling | State::Proceeding => {
+                let gap_at = g.1.add(self.cfg.gap_timeout);
+                Some(if gap_at < at { (gap_at, EndReason::Timeout, g.0) } else { (at, end, ended.min(g.0)) })
+            }
+            State::Confirmed => Some((at, end, ended.min(g.0))),
+            _ => Some(normal),
+        }
+    }
+
+    fn timer_deadline(&self, leg: &Leg) -> Option<(Timestamp, EndReason, Timestamp)> {
         let tx = 64 * self.cfg.t1;
         match leg.state {
             State::Calling => {
@@ -1061,13 +1193,47 @@ impl LegTracker {
     }
 
     /// Marks every open leg as seen only in part (a gap in the capture).
-    pub fn mark_gap(&mut self) -> usize {
-        let mut n = 0;
-        for leg in self.legs.values_mut().filter(|l| l.is_open()) {
-            leg.partial = true;
-            n += 1;
+    pub fn mark_gap(&mut self, from: Timestamp, to: Timestamp) -> usize {
+        self.note_gap(from, to);
+        let ids: Vec<LegId> = self.legs.values().filter(|l| l.is_open()).map(|l| l.id).collect();
+        for id in &ids {
+            self.legs.get_mut(id).expect("leg").partial = true;
+            // its timer may now be the gap's
+            self.reschedule(*id);
         }
-        n
+        ids.len()
+    }
+
+    /// Remembers a capture gap without marking anything (gaps recorded
+    /// before a restart, given back by the daemon after restoring).
+    pub fn note_gap(&mut self, from: Timestamp, to: Timestamp) {
+        let gap = (from.min(to), to);
+        if self.gaps.contains(&gap) {
+            return;
+        }
+        let at = self.gaps.iter().position(|g| g.0 > gap.0).unwrap_or(self.gaps.len());
+        self.gaps.insert(at, gap);
+        while self.gaps.len() > GAPS_KEPT {
+            self.gaps.pop_front();
+        }
+    }
+
+    /// The first capture gap that began at or after `t` and ended by
+    /// `now`: for a leg whose last message was at `t`, the gap its unseen
+    /// end may have fallen in.
+    fn gap_after(&self, t: Timestamp) -> Option<(Timestamp, Timestamp)> {
+        self.gaps.iter().copied().find(|g| g.0 >= t)
+    }
+
+    /// The gap an unseen INVITE answered at `ts` was sent in: the latest
+    /// gap that ended before `ts`, no longer ago than an INVITE
+    /// transaction can ring.
+    fn gap_before(&self, ts: Timestamp) -> Option<(Timestamp, Timestamp)> {
+        self.gaps
+            .iter()
+            .rev()
+            .copied()
+            .find(|g| g.1 <= ts && ts.since(g.1) <= self.cfg.ring_timeout)
     }
 
     /// Serialisable state: open and lingering legs, the id counter, counters.

@@ -436,10 +436,11 @@ impl Daemon {
         if dropped > self.dropped_seen {
             let n = dropped - self.dropped_seen;
             self.dropped_seen = dropped;
-            let partial = engine.mark_gap();
             let t = self.clock.now();
+            let from = t.add(-(STATUS_EVERY.as_micros() as Micros));
+            let partial = engine.mark_gap(from, t);
             let gap = Gap {
-                from: t.add(-(STATUS_EVERY.as_micros() as Micros)),
+                from,
                 to: t,
                 reason: format!("{n} packets dropped before the engine; {partial} legs in progress marked partial"),
             };

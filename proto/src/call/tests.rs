@@ -473,3 +473,83 @@ fn snapshot_plus_journal_gives_the_same_calls_and_stores_no_number() {
     assert_eq!(got, want);
     assert_eq!(got.len(), 2);
 }
+
+/// A REFER from the site to the caller in `trunk`'s dialog, at `at_ms`.
+fn refer(trunk: &Call, at_ms: i64, target: &str) -> Msg {
+    let text = format!(
+        "REFER sip:{caller}@{chost} SIP/2.0\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bKrefer{at_ms}\nMax-Forwards: 70\nFrom: <sip:{callee}@{phost}>;tag={tt}\nTo: \"Caller\" <sip:{caller}@{chost}>;tag={ft}\nCall-ID: {cid}\nCSeq: 7 REFER\nRefer-To: <sip:{target}@{phost}>\nReferred-By: <sip:201@{phost}>\nContent-Length: 0\n\n",
+        caller = trunk.caller,
+        chost = trunk.a.ip(),
+        pbx = trunk.b,
+        callee = trunk.callee,
+        phost = trunk.b.ip(),
+        tt = trunk.to_tag,
+        ft = trunk.from_tag,
+        cid = trunk.call_id,
+    );
+    Msg {
+        ts: t0().add(at_ms * MILLISECOND),
+        src: trunk.b,
+        dst: trunk.a,
+        bytes: text.replace('\n', "\r\n").into_bytes(),
+    }
+}
+
+fn run_msgs(site: Site, legs: &[Call], more: &[Msg]) -> Vec<CallRecord> {
+    let mut msgs: Vec<Msg> = legs.iter().flat_map(|c| c.messages()).chain(more.iter().cloned()).collect();
+    msgs.sort_by_key(|m| m.ts);
+    let mut e = Engine::new(EngineConfig {
+        hash_key: KEY,
+        site: Some(site),
+        ..EngineConfig::default()
+    });
+    for (i, m) in msgs.iter().enumerate() {
+        e.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
+    }
+    e.tick(msgs.last().map_or(t0(), |m| m.ts).add(6 * HOUR));
+    e.finish();
+    std::iter::from_fn(|| e.poll_call())
+        .filter_map(|ev| match ev {
+            CallEvent::Finished(r) => Some(*r),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A blind transfer through a proxy: the handset that answered (H1) sends
+/// a REFER to the caller, who calls the target (H2) with a new Call-ID and
+/// `Referred-By`; H1's dialog ends by its BYE, before or after the new
+/// INVITE. One call, answered by H1, lasting to the caller's hang-up on H2.
+#[test]
+fn a_blind_transfer_through_a_proxy_stays_one_call_to_the_end_of_the_last_leg() {
+    // (baresip, for one, sends no Referred-By: the REFER seen in the call ties the new INVITE)
+    for (bye_first, referred_by) in [(false, true), (true, true), (false, false), (true, false)] {
+        // X: answered by H1 at 4 s; H1 hangs up at 24 s (or 20.5 s, before the new INVITE)
+        let talk = if bye_first { 16_500 } else { 20_000 };
+        let x = leg("x", CARRIER, PBX, CALLER, DDI, 0, answered(100, 4_000, talk, false));
+        let x1 = hop(&x, PBX, H1, 0, answered(100, 4_000, talk, false));
+        // Y: the caller's new INVITE to 202 at 21 s; H2 answers 5 s later; the caller hangs up at 88 s
+        let mut y = leg("y", CARRIER, PBX, CALLER, "202", 21_000, answered(100, 5_000, 62_000, true));
+        if referred_by {
+            y = with(y, "Referred-By: <sip:201@10.20.0.5>");
+        }
+        let y2 = hop(&y, PBX, H2, 21_000, answered(100, 5_000, 62_000, true));
+        let calls = run_msgs(test_site(), &[x, x1, y, y2], &[refer(&leg("x", CARRIER, PBX, CALLER, DDI, 0, answered(100, 4_000, talk, false)), 20_000, "202")]);
+        assert_eq!(calls.len(), 1, "bye_first {bye_first} referred_by {referred_by}: {calls:#?}");
+        assert_call!(calls[0], Outcome::Answered, wait secs(4_000), duration secs(84_000), abandoned false);
+        assert_eq!((calls[0].ended_by, calls[0].practice.as_str(), calls[0].legs), (EndedBy::Caller, "B82005", 4));
+        assert_eq!(calls[0].ended, t0().add(88_000 * MILLISECOND));
+    }
+}
+
+#[test]
+fn a_new_call_from_the_same_caller_without_referred_by_is_a_new_call() {
+    let x = leg("x", CARRIER, PBX, CALLER, DDI, 0, answered(100, 4_000, 20_000, false));
+    let x1 = hop(&x, PBX, H1, 0, answered(100, 4_000, 20_000, false));
+    let y = leg("y", CARRIER, PBX, CALLER, DDI, 21_000, answered(100, 5_000, 62_000, true));
+    let y2 = hop(&y, PBX, H2, 21_000, answered(100, 5_000, 62_000, true));
+    let calls = run(&[x, x1, y, y2]);
+    assert_eq!(calls.len(), 2);
+    assert_call!(calls[0], Outcome::Answered, wait secs(4_000), duration secs(20_000), abandoned false);
+    assert_call!(calls[1], Outcome::Answered, wait secs(5_000), duration secs(62_000), abandoned false);
+}

@@ -557,3 +557,107 @@ fn shedding_removes_unanswered_legs_oldest_and_suspects_first() {
     t.tick(ms(100_000));
     assert_eq!(t.bytes, 0, "every byte counted comes back");
 }
+
+/// An engine as the daemon runs it: dialogs a gap hid are adopted.
+fn daemon_engine() -> Engine {
+    Engine::new(EngineConfig {
+        legs: LegConfig {
+            adopt_orphans: true,
+            ..LegConfig::default()
+        },
+        ..EngineConfig::default()
+    })
+}
+
+/// Feeds what a capture saw around a gap `from..to` (ms): the messages
+/// before it, the gap, the messages after it; then time runs to `until`.
+fn across_gap(e: &mut Engine, msgs: &[Msg], from: i64, to: i64, until: i64) -> Vec<Leg> {
+    let before: Vec<Msg> = msgs.iter().filter(|m| m.ts < ms(from)).cloned().collect();
+    let after: Vec<Msg> = msgs.iter().filter(|m| m.ts > ms(to)).cloned().collect();
+    feed(e, &before);
+    e.mark_gap(ms(from), ms(to));
+    feed(e, &after);
+    e.tick(ms(until));
+    drain(e)
+}
+
+#[test]
+fn a_ringing_leg_whose_end_fell_in_a_gap_closes_gap_timeout_after_it_ending_at_its_start() {
+    let msgs = call(Script::Cancelled { ring: 1000, cancel: 20_000 }).messages();
+    let mut e = engine();
+    // the CANCEL and the 487 fell in the gap; capture resumed at 30 s
+    assert!(across_gap(&mut e, &msgs, 5_000, 30_000, 30_000 + 119_000).is_empty(), "still open within gap_timeout");
+    e.tick(ms(30_000 + 121_000));
+    let legs = drain(&mut e);
+    assert_eq!(legs.len(), 1, "closed 2 min after the gap, not at the 30-min ring timeout");
+    let l = &legs[0];
+    assert_eq!((l.end, l.ended, l.answered), (Some(EndReason::Timeout), Some(ms(5_000)), None));
+    assert!(l.partial);
+}
+
+#[test]
+fn a_leg_that_rings_on_after_the_gap_keeps_ringing() {
+    // a 180 retransmitted (100rel) after the gap shows the call still rings
+    let mut msgs = call(Script::Cancelled { ring: 1000, cancel: 200_000 }).messages();
+    let mut again = msgs[2].clone();
+    again.ts = ms(40_000);
+    msgs.insert(3, again);
+    let legs = across_gap(&mut engine(), &msgs, 5_000, 30_000, 210_000);
+    let l = &legs[0];
+    assert_eq!((l.end, l.ended), (Some(EndReason::Cancel), Some(ms(200_000))), "its own CANCEL ends it, 170 s after the gap");
+}
+
+#[test]
+fn a_cancel_after_a_gap_adopts_the_call_from_the_gap_start() {
+    let msgs = call(Script::Cancelled { ring: 1000, cancel: 20_000 }).messages();
+    // the INVITE, 100 and 180 fell in the gap (the agent restarted)
+    let legs = across_gap(&mut daemon_engine(), &msgs, -100, 15_000, 60_000);
+    assert_eq!(legs.len(), 1);
+    let l = &legs[0];
+    assert_eq!((l.src, l.dst), (addr(A), addr(B)), "a CANCEL goes the INVITE's way");
+    assert_eq!((l.started, l.end, l.ended, l.answered), (ms(-100), Some(EndReason::Cancel), Some(ms(20_000)), None));
+    assert!(l.partial);
+    // a replay reports only what it saw
+    assert!(across_gap(&mut engine(), &msgs, -100, 15_000, 60_000).is_empty());
+}
+
+#[test]
+fn an_answer_that_fell_in_a_gap_is_put_at_the_gaps_end() {
+    let msgs = call(Script::Answered { ring: 100, answer: 3_000, talk: 30_000, caller_hangs_up: true }).messages();
+    // the 200 and its ACK fell in the gap; the BYE shows the call was answered
+    let legs = across_gap(&mut engine(), &msgs, 1_000, 5_000, 60_000);
+    let l = &legs[0];
+    assert_eq!((l.started, l.answered, l.end, l.ended), (ms(0), Some(ms(5_000)), Some(EndReason::Bye), Some(ms(33_000))));
+    assert!(l.partial);
+}
+
+#[test]
+fn an_ack_after_a_gap_adopts_the_answered_call() {
+    let msgs = call(Script::Answered { ring: 100, answer: 3_000, talk: 30_000, caller_hangs_up: true }).messages();
+    // all but the ACK and the BYE fell in the gap
+    let legs = across_gap(&mut daemon_engine(), &msgs, -100, 3_001, 60_000);
+    assert_eq!(legs.len(), 1);
+    let l = &legs[0];
+    assert_eq!((l.src, l.dst), (addr(A), addr(B)));
+    assert_eq!((l.started, l.answered, l.end, l.ended), (ms(-100), Some(ms(3_001)), Some(EndReason::Bye), Some(ms(33_000))));
+}
+
+#[test]
+fn an_ack_of_an_error_that_fell_in_a_gap_ends_the_leg_at_the_gap() {
+    let msgs = call(Script::Rejected { ring: Some(100), at: 3_000, code: 486 }).messages();
+    let legs = across_gap(&mut engine(), &msgs, 1_000, 3_001, 10_000);
+    let l = &legs[0];
+    assert_eq!((l.end, l.ended, l.answered), (Some(EndReason::Rejected), Some(ms(1_000)), None), "not answered: the ACK is the INVITE's own");
+}
+
+#[test]
+fn an_answered_call_whose_bye_fell_in_a_gap_never_lasts_past_the_gap() {
+    let msgs = call(Script::AnsweredNoBye { answer: 2_000 }).messages();
+    let mut e = engine();
+    // silence after the gap is normal in a conversation: not closed at gap_timeout
+    assert!(across_gap(&mut e, &msgs, 10_000, 12_000, 600_000).is_empty());
+    // closed at the longest call, its end put at the gap's start, not 4 h on
+    e.tick(ms(5 * 3_600_000));
+    let l = &drain(&mut e)[0];
+    assert_eq!((l.end, l.answered, l.ended), (Some(EndReason::Inferred), Some(ms(2_000)), Some(ms(10_000))));
+}

@@ -647,6 +647,7 @@ impl From<OpenCallV1> for call::OpenCall {
             guard: Default::default(),
             // not in version 1: after a restart, legs are tied by the other signals
             signals: Default::default(),
+            transfer: Default::default(),
         }
     }
 }
@@ -713,6 +714,8 @@ impl From<CallStatsV1> for CallStats {
             partial_calls: s.partial_calls,
             from_configured_carrier: s.from_configured_carrier,
             direct_to_staff: s.direct_to_staff,
+            // not in version 1: counted since the process started
+            transfers: 0,
         }
     }
 }

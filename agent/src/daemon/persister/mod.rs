@@ -183,6 +183,11 @@ impl Persister {
             calls = snap.calls.as_ref().map_or(0, |c| c.open_calls());
             engine.restore(snap);
         }
+        // the gaps the restored legs may have straddled (their ends are
+        // put no later than a gap's start)
+        for g in &self.gaps {
+            engine.note_gap(g.from, g.to);
+        }
         if !had_snapshot {
             // no snapshot (first start, or it was lost): continue the numbering
             // of the stored calls. With a snapshot its own counter is right:
@@ -201,7 +206,7 @@ impl Persister {
         }
         if had_snapshot || !journal.is_empty() {
             let from = engine.last_packet().unwrap_or(self.started);
-            let partial = engine.mark_gap();
+            let partial = engine.mark_gap(from, self.started);
             let gap = Gap {
                 from,
                 to: self.started,
