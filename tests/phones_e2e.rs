@@ -190,6 +190,17 @@ impl Rig {
         let pcap = cap.file.clone();
         cap.stop()
             .unwrap_or_else(|e| panic!("{test}: the capture: {e}"));
+        // the handsets' registrations are in what cbt-agent reads (and must
+        // not count)
+        let bytes = std::fs::read(&pcap).expect("capture");
+        let has = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
+        for h in ["211", "212"] {
+            assert!(
+                has(&format!("REGISTER sip:{}", kam.addr)) && has(&format!("To: <sip:{h}@")),
+                "{test}: no REGISTER of {h} in the capture {}",
+                pcap.display()
+            );
+        }
         let mut all: Vec<(String, PhoneEvent)> = Vec::new();
         for p in [&caller, &h1, &h2] {
             all.extend(p.events().into_iter().map(|e| (p.spec.name.clone(), e)));
@@ -263,7 +274,8 @@ struct Expected {
     ended_by_caller: bool,
     /// The caller's INVITE (its `dial` done).
     started: Timestamp,
-    /// The first handset's INVITE (its `CALL_INCOMING`).
+    /// The first handset's INVITE, and its 180 (its `CALL_INCOMING`,
+    /// which baresip reports once it has sent the 180).
     queue_joined: Timestamp,
     /// The handset's 200 (its `accept` done).
     answered: Option<Timestamp>,
@@ -384,6 +396,12 @@ fn differences(want: &Expected, calls: &[CallOut]) -> String {
     );
     d.time(
         who,
+        "first_ring",
+        Some(want.queue_joined.micros()),
+        at(&c.first_ring),
+    );
+    d.time(
+        who,
         "answered",
         want.answered.map(|t| t.micros()),
         at(&c.answered),
@@ -397,6 +415,8 @@ fn differences(want: &Expected, calls: &[CallOut]) -> String {
     let us = |s: Option<f64>| s.map(|s| (s * 1e6).round() as i64);
     d.span(who, "wait", Some(want.wait_us()), us(c.wait_s));
     d.span(who, "duration", want.duration_us(), us(c.duration_s));
+    // (Differences prints "sipp's log": here, the phones' events)
+    eprintln!("the phones' events minus cbt-agent's times:");
     d.print();
     report.push_str(&d.problems);
     report
