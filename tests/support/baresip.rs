@@ -26,6 +26,14 @@
 //!   sent;
 //! - `CALL_CLOSED`: after the BYE or CANCEL arrived (or was sent).
 //!
+//! baresip stops a call's audio (joining its source and player threads)
+//! before it reports `CALL_CLOSED` and answers `hangup`, and starts it
+//! before it answers `accept`: those reports can trail their packet by a
+//! few tens of milliseconds even on an idle machine (seen: 27 ms for a
+//! `hangup` answered after the CANCEL). The other party's report of the
+//! same message (`CALL_CLOSED`, `CALL_ESTABLISHED`) is then often the
+//! tighter bound: take the earliest of both.
+//!
 //! Media: no sound card. The source is `ausine` (a tone, so RTP flows),
 //! the player `aubridge` (a null sink); SDP offers the phone's own
 //! loopback address (`net_interface`), so RTP stays on 127.0.0.0/8 too.
