@@ -57,6 +57,7 @@ pub fn replay_legs(files: &[PathBuf]) -> (Vec<cbt_proto::Leg>, cbt_proto::Engine
     let errors = inputs.errors.iter().map(|e| e.to_string()).collect();
     (legs, engine.stats(), errors)
 }
+pub mod baresip;
 pub mod collector;
 pub mod daemon;
 pub mod flood;
