@@ -324,6 +324,10 @@ pub struct CallStats {
     /// New inbound legs (with `Referred-By`) tied to the call they continue.
     #[serde(default)]
     pub transfers: u64,
+    /// Outbound legs that forwarded a ringing inbound call to an outside
+    /// number (counted as that call's staff legs, not as outbound calls).
+    #[serde(default)]
+    pub forwarded_out: u64,
 }
 
 /// The state of the call layer that must survive a restart. Written to
@@ -724,6 +728,17 @@ impl CallTracker {
                 None => self.stats.uncorrelated_legs += 1,
             },
             Role::TrunkOut => {
+                if let Some(seq) = self.overflow_match(leg) {
+                    // the site forwarding a call it is ringing to an
+                    // outside number (a hunt group's last member, a
+                    // mobile): that person answering is the call answered
+                    let call = self.open.get_mut(&seq).expect("open call");
+                    call.staff.push(LegInfo::new(leg, false));
+                    self.leg_call.insert(leg.id, (seq, Role::Staff));
+                    self.stats.forwarded_out += 1;
+                    self.account(seq);
+                    return;
+                }
                 self.stats.outbound_legs += 1;
                 let callee = leg.ruri.hash.clone().or_else(|| leg.to.hash.clone());
                 if let Some(callee) = callee {
@@ -762,6 +777,31 @@ impl CallTracker {
                     && (referred_by || c.transfer.referred)
             })
             .map(|c| c.seq)
+    }
+
+    /// The inbound call an outbound leg forwards: a hop of its own dialog
+    /// (a proxy forwarding the INVITE out: same Call-ID), or, at a B2BUA,
+    /// a leg from the caller of a call still ringing (its trunk leg up, no
+    /// person has answered), which the PBX passes on as the caller's
+    /// identity. A callback comes from the practice's number, later.
+    fn overflow_match(&mut self, leg: &Leg) -> Option<u64> {
+        if let Some(&seq) = self.by_trunk_call_id.get(&leg.call_id) {
+            let c = self.open.get_mut(&seq)?;
+            c.correlation.same_call_id += 1;
+            return Some(seq);
+        }
+        if !self.site.b2bua {
+            return None;
+        }
+        let caller = Self::caller_of(leg)?;
+        let seq = self
+            .open
+            .values()
+            .filter(|c| c.caller.as_deref() == Some(caller.as_str()) && c.trunk.ended.is_none() && c.trunk.started <= leg.started && !c.staff_answered())
+            .map(|c| c.seq)
+            .next()?;
+        self.open.get_mut(&seq)?.correlation.b2bua += 1;
+        Some(seq)
     }
 
     /// Finds the open call a staff or automated leg belongs to.

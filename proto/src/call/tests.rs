@@ -553,3 +553,35 @@ fn a_new_call_from_the_same_caller_without_referred_by_is_a_new_call() {
     assert_call!(calls[0], Outcome::Answered, wait secs(4_000), duration secs(20_000), abandoned false);
     assert_call!(calls[1], Outcome::Answered, wait secs(5_000), duration secs(62_000), abandoned false);
 }
+
+/// A hunt group whose last member is a mobile: the PBX rings a handset,
+/// then forwards the call out through the carrier; the mobile answering is
+/// the call answered, and the forward is not an outbound call.
+#[test]
+fn a_call_forwarded_out_to_a_mobile_is_answered_when_the_mobile_answers() {
+    // through a B2BUA: a new leg to the carrier, from the caller's identity
+    let calls = run(&[
+        leg("x", CARRIER, PBX, CALLER, DDI, 0, answered(50, 100, 60_000, true)),
+        leg("h", PBX, H1, CALLER, "201", 1_000, Script::Cancelled { ring: 100, cancel: 14_000 }),
+        leg("m", PBX, CARRIER, CALLER, "07700900999", 15_500, answered(200, 5_000, 40_000, true)),
+    ]);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_call!(calls[0], Outcome::Answered, wait secs(19_500), duration secs(39_600), abandoned false);
+    assert_eq!(calls[0].legs, 3);
+    // through a proxy: the same dialog forwarded out
+    let x = leg("y", CARRIER, PBX, CALLER, DDI, 0, answered(100, 12_000, 30_000, true));
+    let calls = run(&[
+        x.clone(),
+        hop(&x, PBX, H1, 0, Script::Cancelled { ring: 100, cancel: 8_000 }),
+        hop(&x, PBX, CARRIER, 8_010, answered(100, 12_000 - 8_010, 30_000, true)),
+    ]);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_call!(calls[0], Outcome::Answered, wait secs(12_000), duration secs(30_000), abandoned false);
+    // a callback later, from the practice's number, stays an outbound call
+    let calls = run(&[
+        leg("z", CARRIER, PBX, CALLER, DDI, 0, Script::Cancelled { ring: 100, cancel: 9_000 }),
+        leg("cb", PBX, CARRIER, DDI, CALLER, 60_000, answered(200, 5_000, 40_000, true)),
+    ]);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].outcome, Outcome::Missed);
+}

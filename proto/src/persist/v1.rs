@@ -716,6 +716,7 @@ impl From<CallStatsV1> for CallStats {
             direct_to_staff: s.direct_to_staff,
             // not in version 1: counted since the process started
             transfers: 0,
+            forwarded_out: 0,
         }
     }
 }
