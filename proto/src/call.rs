@@ -861,8 +861,8 @@ impl CallTracker {
     /// withheld number) are told apart by what a PBX does (counted):
     /// 1. a call that started another leg within 100 ms (a ring group rings
     ///    its handsets at once);
-    /// 2. a call whose previous leg ended unanswered within 2 s (a hunt
-    ///    group moving on);
+    /// 2. a call whose previous leg ended within 2 s, the latest (a hunt
+    ///    group moving on, or the IVR handing the caller to the queue);
     /// 3. the earliest call not yet offered to anyone (still in the IVR or
     ///    the queue);
     /// 4. the earliest call not answered by staff; else the earliest.
@@ -890,14 +890,20 @@ impl CallTracker {
                     .copied()
                     .filter(|s| legs(&self.open[s]).iter().any(|l| at.since(l.started) <= 100 * crate::time::MILLISECOND))
                     .max_by_key(|s| legs(&self.open[s]).iter().map(|l| l.started).max());
+                // the call whose previous leg ended last, within 2 s: a hunt
+                // group moving on, or the IVR handing the caller to the
+                // queue or voicemail (a PBX does that at once)
                 let hunting = || {
-                    candidates.iter().copied().find(|s| {
-                        let c = &self.open[s];
-                        !c.staff_answered()
-                            && legs(c)
-                                .iter()
-                                .any(|l| l.answered.is_none() && l.ended.is_some_and(|e| e <= at && at.since(e) <= 2 * crate::time::SECOND))
-                    })
+                    candidates
+                        .iter()
+                        .copied()
+                        .filter_map(|s| {
+                            let c = &self.open[&s];
+                            let last = legs(c).iter().filter_map(|l| l.ended).filter(|e| *e <= at && at.since(*e) <= 2 * crate::time::SECOND).max();
+                            last.filter(|_| !c.staff_answered()).map(|e| (e, s))
+                        })
+                        .max()
+                        .map(|(_, s)| s)
                 };
                 let unoffered = || candidates.iter().copied().find(|s| legs(&self.open[s]).is_empty());
                 let unanswered = || candidates.iter().copied().find(|s| !self.open[s].staff_answered());

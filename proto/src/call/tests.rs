@@ -585,3 +585,39 @@ fn a_call_forwarded_out_to_a_mobile_is_answered_when_the_mobile_answers() {
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].outcome, Outcome::Missed);
 }
+
+/// Four callers with the same withheld identity ring four numbers at once
+/// through a B2BUA that answers with its IVR, then hands each caller on:
+/// one hangs up in the IVR, one is answered in the queue, one gives up in
+/// the queue, one leaves a voicemail. Nothing on the PBX's legs names the
+/// call; the IVR's hand-over (its leg ends as the next one starts) does.
+#[test]
+fn four_withheld_callers_at_once_each_get_their_own_legs() {
+    let anon = "anonymous";
+    let ivr = |id: &str, start: i64, len: u32| leg(id, PBX, IVR, anon, "ivr", start, answered(20, 50, len, false));
+    let calls = run(&[
+        // c1: 01632 960123, hangs up in the IVR at 10 s
+        leg("c1", CARRIER, PBX, anon, DDI, 0, answered(20, 50, 10_000, true)),
+        ivr("c1i", 60, 9_900),
+        // c2: 01632 960124, IVR to 5 s, then H1 rings and answers at 8 s; hangs up at 30 s
+        leg("c2", CARRIER, PBX, anon, "01632960124", 500, answered(20, 50, 29_450, true)),
+        ivr("c2i", 560, 4_390),
+        leg("c2h", PBX, H1, anon, "201", 5_000, answered(100, 3_000, 22_000, false)),
+        // c3: 01632 960777 (B82099), IVR to 5.5 s, then H2 rings; gives up at 12 s
+        leg("c3", CARRIER, PBX, anon, "01632960777", 1_000, answered(20, 50, 10_950, true)),
+        ivr("c3i", 1_060, 4_390),
+        leg("c3h", PBX, H2, anon, "202", 5_500, Script::Cancelled { ring: 100, cancel: 6_500 }),
+        // c4: 01632 960123 again, IVR to 6 s, then voicemail; hangs up at 20 s
+        leg("c4", CARRIER, PBX, anon, DDI, 1_500, answered(20, 50, 18_450, true)),
+        ivr("c4i", 1_560, 4_390),
+        leg("c4v", PBX, VM, anon, "vm", 6_000, answered(20, 50, 13_900, false)),
+    ]);
+    assert_eq!(calls.len(), 4, "{calls:#?}");
+    assert_eq!((calls[0].outcome, calls[0].abandoned), (Outcome::EndedInIvr, true), "{:#?}", calls[0]);
+    assert_call!(calls[1], Outcome::Answered, wait secs(3_000), duration secs(22_000), abandoned false);
+    assert_eq!(calls[1].practice, "B82005");
+    assert_call!(calls[2], Outcome::Missed, wait secs(6_500), duration None, abandoned true);
+    assert_eq!(calls[2].practice, "B82099");
+    assert_eq!((calls[3].outcome, calls[3].abandoned, calls[3].voicemail.is_some()), (Outcome::Missed, false, true), "{:#?}", calls[3]);
+    assert!(calls.iter().all(|c| c.legs == 2 || c.legs == 3));
+}
