@@ -1020,6 +1020,16 @@ impl Store {
         }
     }
 
+    /// Moves the end of the recorded gap that began at `from` to `to`.
+    pub fn extend_gap(&self, from: Timestamp, to: Timestamp) -> Result<()> {
+        let mut gaps = self.gaps()?;
+        let Some(g) = gaps.iter_mut().rev().find(|g| g.from == from) else { return Ok(()) };
+        g.to = g.to.max(to);
+        let list: Vec<_> = gaps.iter().map(gap_v1).collect();
+        self.meta.insert("gaps", persist::encode_gaps(&list))?;
+        Ok(())
+    }
+
     /// Records a gap (the last 100 are kept).
     pub fn add_gap(&self, gap: Gap) -> Result<()> {
         let mut gaps = self.gaps()?;

@@ -596,6 +596,8 @@ impl Engine {
     /// Remembers a gap recorded before a restart (the daemon gives back
     /// its stored gaps after restoring a snapshot), without marking
     /// anything: legs restored from before it end no later than its start.
+    /// A gap with the same start is extended to `to` (the daemon learns when
+    /// capture began again only after it marked the gap).
     pub fn note_gap(&mut self, from: Timestamp, to: Timestamp) {
         self.sip.legs.note_gap(from, to)
     }

@@ -1206,9 +1206,11 @@ impl LegTracker {
 
     /// Remembers a capture gap without marking anything (gaps recorded
     /// before a restart, given back by the daemon after restoring).
+    /// A gap already known (same start) is extended to `to`.
     pub fn note_gap(&mut self, from: Timestamp, to: Timestamp) {
         let gap = (from.min(to), to);
-        if self.gaps.contains(&gap) {
+        if let Some(g) = self.gaps.iter_mut().find(|g| g.0 == gap.0) {
+            g.1 = g.1.max(gap.1);
             return;
         }
         let at = self.gaps.iter().position(|g| g.0 > gap.0).unwrap_or(self.gaps.len());

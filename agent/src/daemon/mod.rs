@@ -333,6 +333,11 @@ impl Daemon {
             if last_status.elapsed() >= STATUS_EVERY || running != last_running {
                 last_running = running;
                 last_status = Instant::now();
+                // a restart's gap ends when the first source captured again
+                let since = self.sources.iter().map(|(_, s)| s.since.load(Ordering::Relaxed)).filter(|t| *t > 0).min();
+                if let Some(since) = since {
+                    self.persister.capture_began(engine, Timestamp(since));
+                }
                 self.watch_drops(engine);
                 self.refresh_status(engine);
             }

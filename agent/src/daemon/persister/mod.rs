@@ -50,6 +50,8 @@ pub struct Persister {
     last_snapshot: Option<Timestamp>,
     last_retry: Timestamp,
     gaps: Vec<Gap>,
+    /// The gap this start recorded, until capture began (its true end).
+    restart_gap: Option<Timestamp>,
     /// What the recovery at start did, for the status.
     recovered: Option<String>,
     started: Timestamp,
@@ -82,6 +84,7 @@ impl Persister {
             last_snapshot: None,
             last_retry: t,
             gaps: Vec::new(),
+            restart_gap: None,
             recovered: None,
             started: t,
         }
@@ -213,6 +216,7 @@ impl Persister {
                 reason: "agent stopped".into(),
             };
             store.add_gap(gap.clone())?;
+            self.restart_gap = Some(gap.from);
             self.gaps.push(gap);
             store.flush()?;
             let problems = store.problems().len();
@@ -334,6 +338,24 @@ impl Persister {
             Err(e) => {
                 let e = store.write_error(e);
                 self.failed(e);
+            }
+        }
+    }
+
+    /// Capture began at `since`: the gap this start recorded (from the last
+    /// packet kept to the process start) really ended then, after the store
+    /// was recovered. Extends it, in the store, in memory and in the engine.
+    pub fn capture_began(&mut self, engine: &mut Engine, since: Timestamp) {
+        let Some(from) = self.restart_gap.take() else { return };
+        let Some(gap) = self.gaps.iter_mut().rev().find(|g| g.from == from) else { return };
+        if since <= gap.to {
+            return;
+        }
+        gap.to = since;
+        engine.note_gap(from, since);
+        if let Some(store) = &self.store {
+            if let Err(e) = store.extend_gap(from, since) {
+                tracing::warn!("cannot record when capture began again: {e:#}");
             }
         }
     }

@@ -110,6 +110,18 @@ fn a_restart_restores_calls_in_progress_and_records_the_gap() {
     assert_eq!(e.open_calls(), 1, "the call in progress came back");
     assert!(p.recovered().is_some_and(|r| r.contains("1 calls in progress")), "{:?}", p.recovered());
     assert_eq!(p.gaps().last().map(|g| g.reason.as_str()), Some("agent stopped"));
+    let gap = p.gaps().last().cloned().unwrap();
+    assert_eq!(gap.to, Timestamp(T0 + 60 * SECOND), "until capture began, the gap ends at the process start");
+    // capture began 3 s later (the store took that long to recover): the
+    // gap really ended then, in memory, in the store and for the engine
+    let since = Timestamp(T0 + 63 * SECOND);
+    p.capture_began(&mut e, since);
+    assert_eq!(p.gaps().last().map(|g| (g.from, g.to)), Some((gap.from, since)));
+    p.capture_began(&mut e, Timestamp(T0 + 99 * SECOND));
+    assert_eq!(p.gaps().last().map(|g| g.to), Some(since), "only the restart's own gap, once");
+    drop(p);
+    let store = Store::open(&dir.path().join("store"), 1 << 20).unwrap();
+    assert_eq!(store.gaps().unwrap().last().map(|g| (g.from, g.to)), Some((gap.from, since)));
 }
 
 #[test]
