@@ -11,7 +11,7 @@
 //! | upload states | sled tree `uploads`: `YYYY-MM-DD` ++ 0x00 ++ practice | `persist::v1::UploadStateV1` JSON (revisions given, delivered) |
 //! | activity | sled tree `activity`: `YYYY-MM-DD` | `persist::v1::ActivityV1` JSON (capture by local hour) |
 //! | kept aside | sled tree `quarantine`: the original key | the original value, unreadable |
-//! | gaps, marks | sled tree `meta`: `schema`, `gaps`, `pruned_before`, `days_pruned_before`, `closed_through`, `dirty_days` | JSON |
+//! | gaps, marks | sled tree `meta`: `schema`, `call_totals`, `gaps`, `pruned_before`, `days_pruned_before`, `closed_through`, `dirty_days` | JSON |
 //! | engine snapshot | file `snapshot.json` (written to a temporary file, synced, renamed) | `{"journal": N, "snapshot": persist::v1::SnapshotV1}` |
 //! | journal | files `journal-N.log`: the messages since snapshot N | `persist::journal` framing 2 (0.1.0: framing 1), records `JournalRecordV1` |
 //! | damaged bytes | directory `aside/` | what could not be read, as it was |
@@ -23,8 +23,9 @@
 //!
 //! Every key starts with its date (or start time), so a read of some days
 //! is a range scan of those days, whatever the store holds; nothing is
-//! counted by iterating a tree (sled's `len` does): the number of calls is
-//! kept in memory. Call records are kept for `store.call_retention`, day
+//! counted by iterating a tree (sled's `len` does): the number of calls and
+//! the highest call number are written with each call (`call_totals`, in
+//! the same transaction), so opening the store reads no call. Call records are kept for `store.call_retention`, day
 //! figures, upload states and the activity record for `store.retention`;
 //! neither is pruned on a day not closed, not delivered, or marked dirty.
 //!
@@ -152,10 +153,10 @@ pub struct Store {
     dir: PathBuf,
     db: sled::Db,
     calls: sled::Tree,
-    /// How many calls `calls` holds (counted at open, kept up to date):
-    /// sled counts a tree by reading all of it.
+    /// How many calls `calls` holds, and the highest sequence number
+    /// stored: kept in `meta` (`call_totals`), written with every call in
+    /// one transaction (sled counts a tree by reading all of it), and here.
     call_count: AtomicUsize,
-    /// The highest sequence number stored (read at open, kept up to date).
     max_seq: AtomicU64,
     /// Stored records read (calls, days, upload states, activity) since
     /// the store was opened: what a read costs, whatever the store holds.
@@ -352,6 +353,22 @@ fn local_day_span(site: &Site, date: NaiveDate) -> (Timestamp, Timestamp) {
     (at(date), at(date + Duration::days(1)))
 }
 
+/// The `meta` key of [`CallTotals`].
+const TOTALS: &str = "call_totals";
+
+/// How many calls are stored and the highest sequence number stored (or
+/// ever stored: pruning leaves it), in `meta`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct CallTotals {
+    count: u64,
+    max_seq: u64,
+}
+
+/// Reads the totals inside a transaction.
+fn tx_totals(meta: &sled::transaction::TransactionalTree) -> std::result::Result<CallTotals, sled::transaction::ConflictableTransactionError<()>> {
+    Ok(meta.get(TOTALS)?.and_then(|v| serde_json::from_slice(&v).ok()).unwrap_or_default())
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `dir`, with sled's page cache
     /// capped at `cache_bytes`.
@@ -432,15 +449,23 @@ impl Store {
         if store.db.tree_names().iter().any(|n| n.as_ref() == b"seqs") {
             store.db.drop_tree("seqs")?;
         }
-        // one pass over the keys (not the values) counts the calls and
-        // finds the highest number, where numbering continues
-        let (mut count, mut max) = (0, 0);
-        for k in store.calls.iter().keys() {
-            count += 1;
-            max = max.max(key_seq(&k?).unwrap_or(0));
-        }
-        store.call_count.store(count, Ordering::Relaxed);
-        store.max_seq.store(max, Ordering::Relaxed);
+        let totals = match store.meta.get(TOTALS)? {
+            Some(v) => serde_json::from_slice::<CallTotals>(&v).context("the store's call totals are unreadable")?,
+            None => {
+                // a store of an older layout (once): one pass over the keys
+                // counts the calls and finds the highest number
+                let mut t = CallTotals::default();
+                for k in store.calls.iter().keys() {
+                    t.count += 1;
+                    t.max_seq = t.max_seq.max(key_seq(&k?).unwrap_or(0));
+                }
+                store.meta.insert(TOTALS, json(&t))?;
+                store.db.flush()?;
+                t
+            }
+        };
+        store.call_count.store(totals.count as usize, Ordering::Relaxed);
+        store.max_seq.store(totals.max_seq, Ordering::Relaxed);
         Ok(store)
     }
 
@@ -514,22 +539,23 @@ impl Store {
 
     /// Moves an unreadable stored call to the `quarantine` tree.
     fn quarantine_call(&self, key: &[u8], value: &[u8], e: &FormatError) {
-        if self.quarantine(&self.calls, "stored call", key, value, e) {
-            let _ = self.call_count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        }
+        let kept = self.quarantine.insert(key, value).is_ok() && self.remove_calls(vec![key.into()]).is_ok();
+        self.problem(format!(
+            "stored call {}: {e}; {}",
+            String::from_utf8_lossy(&key.iter().flat_map(|b| std::ascii::escape_default(*b)).collect::<Vec<u8>>()),
+            if kept { "kept aside in the store's quarantine" } else { "left in place" }
+        ));
     }
 
-    /// Moves an unreadable stored value to the `quarantine` tree. Returns
-    /// whether it was moved.
-    fn quarantine(&self, tree: &sled::Tree, what: &str, key: &[u8], value: &[u8], e: &FormatError) -> bool {
-        let removed = if self.quarantine.insert(key, value).is_ok() { tree.remove(key).ok() } else { None };
-        let kept = removed.is_some();
+    /// Moves an unreadable stored value to the `quarantine` tree (a call:
+    /// `quarantine_call`).
+    fn quarantine(&self, tree: &sled::Tree, what: &str, key: &[u8], value: &[u8], e: &FormatError) {
+        let kept = self.quarantine.insert(key, value).is_ok() && tree.remove(key).is_ok();
         self.problem(format!(
             "{what} {}: {e}; {}",
             String::from_utf8_lossy(&key.iter().flat_map(|b| std::ascii::escape_default(*b)).collect::<Vec<u8>>()),
             if kept { "kept aside in the store's quarantine" } else { "left in place" }
         ));
-        removed.flatten().is_some()
     }
 
     pub fn dir(&self) -> &Path {
@@ -704,15 +730,54 @@ impl Store {
     /// Stores a finished call unless it is stored already (its key, start
     /// and sequence number, is there: the same call replayed from the
     /// journal, or held in memory and written again). Returns whether it
-    /// was new. One key, written only if absent: no transaction, no index.
+    /// was new. One key per call (no index), written only if absent, with
+    /// the totals, in one transaction: a crash keeps both or neither.
     pub fn put_call(&self, rec: &CallRecord) -> Result<bool> {
         let key = call_key(rec.started, rec.seq);
-        let new = self.calls.compare_and_swap(&key[..], None as Option<&[u8]>, Some(persist::encode_call(rec)))?.is_ok();
-        if new {
-            self.call_count.fetch_add(1, Ordering::Relaxed);
-            self.max_seq.fetch_max(rec.seq, Ordering::Relaxed);
+        let value = persist::encode_call(rec);
+        let totals = (&self.calls, &self.meta)
+            .transaction(|(calls, meta)| {
+                if calls.get(key)?.is_some() {
+                    return Ok(None);
+                }
+                let mut t = tx_totals(meta)?;
+                t.count += 1;
+                t.max_seq = t.max_seq.max(rec.seq);
+                calls.insert(&key[..], value.clone())?;
+                meta.insert(TOTALS, json(&t))?;
+                Ok(Some(t))
+            })
+            .map_err(tx_error)?;
+        if let Some(t) = totals {
+            self.call_count.store(t.count as usize, Ordering::Relaxed);
+            self.max_seq.store(t.max_seq, Ordering::Relaxed);
         }
-        Ok(new)
+        Ok(totals.is_some())
+    }
+
+    /// Removes stored calls with the totals, in transactions of at most
+    /// 10,000 calls. Returns how many were removed.
+    fn remove_calls(&self, keys: Vec<sled::IVec>) -> Result<usize> {
+        let mut n = 0;
+        for chunk in keys.chunks(10_000) {
+            let t = (&self.calls, &self.meta)
+                .transaction(|(calls, meta)| {
+                    let mut t = tx_totals(meta)?;
+                    let mut gone = 0;
+                    for k in chunk {
+                        if calls.remove(k)?.is_some() {
+                            gone += 1;
+                        }
+                    }
+                    t.count = t.count.saturating_sub(gone);
+                    meta.insert(TOTALS, json(&t))?;
+                    Ok((t, gone))
+                })
+                .map_err(tx_error)?;
+            self.call_count.store(t.0.count as usize, Ordering::Relaxed);
+            n += t.1 as usize;
+        }
+        Ok(n)
     }
 
     /// The key of the stored call `seq` whose callback was requested at
@@ -1136,15 +1201,8 @@ impl Store {
             self.meta.insert("pruned_before", json(&limit))?;
             self.db.flush()?;
         }
-        let mut n = 0;
-        let mut batch = sled::Batch::default();
-        for r in self.calls.range(..call_key(limit, 0)).keys() {
-            batch.remove(r?);
-            n += 1;
-        }
-        self.calls.apply_batch(batch)?;
-        let _ = self.call_count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some(c.saturating_sub(n)));
-        Ok(n)
+        let keys = self.calls.range(..call_key(limit, 0)).keys().collect::<Result<Vec<_>, _>>()?;
+        self.remove_calls(keys)
     }
 
     /// Deletes the day figures, upload states and activity records of dates

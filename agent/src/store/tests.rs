@@ -58,6 +58,7 @@ fn calls_are_stored_once_and_survive_reopening() {
     assert!(calls[1].callback_made.is_some());
     assert_eq!(st.calls_on(&site(), date(2024, 11, 4)).unwrap().len(), 2);
     assert_eq!(st.max_seq().unwrap(), 2);
+    assert_eq!(st.call_count(), 2, "the count is kept with the calls");
     assert_eq!(st.verify().unwrap().unreadable, 0);
 }
 
@@ -298,6 +299,13 @@ fn a_call_past_call_retention_goes_and_its_days_figures_stay() {
     st.offer_document("B82005", date(2024, 11, 7), "b", true, cut, |r| format!("doc {r}")).unwrap();
     assert_eq!(st.prune_days(date(2024, 11, 30)).unwrap(), practices + 2, "only the 6th goes");
     assert_eq!(st.days().unwrap().first().map(|((_, d), _)| *d), Some(date(2024, 11, 7)));
+    // the count of calls kept with them survives reopening
+    st.flush().unwrap();
+    drop(st);
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(st.call_count(), 4);
+    assert_eq!(st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().len(), 4);
+    assert_eq!(st.max_seq().unwrap(), 24, "numbering goes on after the pruned calls");
 }
 
 #[test]
@@ -347,6 +355,7 @@ fn as_layout_3(dir: &Path, cut_short: bool) {
         seqs.insert(&k[8..16], &k[..]).unwrap();
     }
     st.meta.insert("schema", json(&3u32)).unwrap();
+    st.meta.remove(TOTALS).unwrap();
     st.flush().unwrap();
 }
 
