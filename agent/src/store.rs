@@ -24,8 +24,10 @@
 //! Every key starts with its date (or start time), so a read of some days
 //! is a range scan of those days, whatever the store holds; nothing is
 //! counted by iterating a tree (sled's `len` does): the number of calls and
-//! the highest call number are written with each call (`call_totals`, in
-//! the same transaction), so opening the store reads no call. Call records are kept for `store.call_retention`, day
+//! the highest call number are kept in memory, written to `meta`
+//! (`call_totals`) when the store is closed and taken out when it is
+//! opened, so opening a store closed cleanly reads no call (after a crash,
+//! one pass over the keys counts them). Call records are kept for `store.call_retention`, day
 //! figures, upload states and the activity record for `store.retention`;
 //! neither is pruned on a day not closed, not delivered, or marked dirty.
 //!
@@ -154,10 +156,12 @@ pub struct Store {
     db: sled::Db,
     calls: sled::Tree,
     /// How many calls `calls` holds, and the highest sequence number
-    /// stored: kept in `meta` (`call_totals`), written with every call in
-    /// one transaction (sled counts a tree by reading all of it), and here.
+    /// stored (sled counts a tree by reading all of it): kept up to date
+    /// here, and in `meta` (`call_totals`) only while the store is closed.
     call_count: AtomicUsize,
     max_seq: AtomicU64,
+    /// The two above are known (the store opened): written when it closes.
+    counted: bool,
     /// Stored records read (calls, days, upload states, activity) since
     /// the store was opened: what a read costs, whatever the store holds.
     reads: AtomicUsize,
@@ -357,16 +361,27 @@ fn local_day_span(site: &Site, date: NaiveDate) -> (Timestamp, Timestamp) {
 const TOTALS: &str = "call_totals";
 
 /// How many calls are stored and the highest sequence number stored (or
-/// ever stored: pruning leaves it), in `meta`.
+/// ever stored: pruning leaves it), in `meta` while the store is closed.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct CallTotals {
     count: u64,
     max_seq: u64,
 }
 
-/// Reads the totals inside a transaction.
-fn tx_totals(meta: &sled::transaction::TransactionalTree) -> std::result::Result<CallTotals, sled::transaction::ConflictableTransactionError<()>> {
-    Ok(meta.get(TOTALS)?.and_then(|v| serde_json::from_slice(&v).ok()).unwrap_or_default())
+impl Drop for Store {
+    /// Closing: the totals are kept for the next open (none after a crash).
+    fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
+        let t = CallTotals {
+            count: self.call_count.load(Ordering::Relaxed) as u64,
+            max_seq: self.max_seq.load(Ordering::Relaxed),
+        };
+        if self.meta.insert(TOTALS, json(&t)).is_ok() {
+            let _ = self.db.flush();
+        }
+    }
 }
 
 impl Store {
@@ -413,10 +428,11 @@ impl Store {
             Err(_) => None,
         };
         let generation = journal_generations(dir)?.last().copied().unwrap_or(0).max(snap_gen.unwrap_or(0)) + 1;
-        let store = Store {
+        let mut store = Store {
             calls: t("calls")?,
             call_count: AtomicUsize::new(0),
             max_seq: AtomicU64::new(0),
+            counted: false,
             reads: AtomicUsize::new(0),
             days: t("days")?,
             outbox: t("outbox")?,
@@ -449,23 +465,26 @@ impl Store {
         if store.db.tree_names().iter().any(|n| n.as_ref() == b"seqs") {
             store.db.drop_tree("seqs")?;
         }
-        let totals = match store.meta.get(TOTALS)? {
-            Some(v) => serde_json::from_slice::<CallTotals>(&v).context("the store's call totals are unreadable")?,
+        // the totals written when the store was closed, taken out while it
+        // is open: a store left by a crash (or of an older layout) has none,
+        // and one pass over the keys counts its calls
+        let totals = match store.meta.remove(TOTALS)?.and_then(|v| serde_json::from_slice::<CallTotals>(&v).ok()) {
+            Some(t) => {
+                store.db.flush()?;
+                t
+            }
             None => {
-                // a store of an older layout (once): one pass over the keys
-                // counts the calls and finds the highest number
                 let mut t = CallTotals::default();
                 for k in store.calls.iter().keys() {
                     t.count += 1;
                     t.max_seq = t.max_seq.max(key_seq(&k?).unwrap_or(0));
                 }
-                store.meta.insert(TOTALS, json(&t))?;
-                store.db.flush()?;
                 t
             }
         };
         store.call_count.store(totals.count as usize, Ordering::Relaxed);
         store.max_seq.store(totals.max_seq, Ordering::Relaxed);
+        store.counted = true;
         Ok(store)
     }
 
@@ -539,7 +558,11 @@ impl Store {
 
     /// Moves an unreadable stored call to the `quarantine` tree.
     fn quarantine_call(&self, key: &[u8], value: &[u8], e: &FormatError) {
-        let kept = self.quarantine.insert(key, value).is_ok() && self.remove_calls(vec![key.into()]).is_ok();
+        let removed = if self.quarantine.insert(key, value).is_ok() { self.calls.remove(key).ok() } else { None };
+        let kept = removed.is_some();
+        if removed.flatten().is_some() {
+            let _ = self.call_count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+        }
         self.problem(format!(
             "stored call {}: {e}; {}",
             String::from_utf8_lossy(&key.iter().flat_map(|b| std::ascii::escape_default(*b)).collect::<Vec<u8>>()),
@@ -730,53 +753,27 @@ impl Store {
     /// Stores a finished call unless it is stored already (its key, start
     /// and sequence number, is there: the same call replayed from the
     /// journal, or held in memory and written again). Returns whether it
-    /// was new. One key per call (no index), written only if absent, with
-    /// the totals, in one transaction: a crash keeps both or neither.
+    /// was new. One key per call, written only if absent (compare and
+    /// swap): no transaction, no index.
     pub fn put_call(&self, rec: &CallRecord) -> Result<bool> {
         let key = call_key(rec.started, rec.seq);
-        let value = persist::encode_call(rec);
-        let totals = (&self.calls, &self.meta)
-            .transaction(|(calls, meta)| {
-                if calls.get(key)?.is_some() {
-                    return Ok(None);
-                }
-                let mut t = tx_totals(meta)?;
-                t.count += 1;
-                t.max_seq = t.max_seq.max(rec.seq);
-                calls.insert(&key[..], value.clone())?;
-                meta.insert(TOTALS, json(&t))?;
-                Ok(Some(t))
-            })
-            .map_err(tx_error)?;
-        if let Some(t) = totals {
-            self.call_count.store(t.count as usize, Ordering::Relaxed);
-            self.max_seq.store(t.max_seq, Ordering::Relaxed);
+        let new = self.calls.compare_and_swap(&key[..], None as Option<&[u8]>, Some(persist::encode_call(rec)))?.is_ok();
+        if new {
+            self.call_count.fetch_add(1, Ordering::Relaxed);
+            self.max_seq.fetch_max(rec.seq, Ordering::Relaxed);
         }
-        Ok(totals.is_some())
+        Ok(new)
     }
 
-    /// Removes stored calls with the totals, in transactions of at most
-    /// 10,000 calls. Returns how many were removed.
+    /// Removes stored calls (one atomic batch). Returns how many there were.
     fn remove_calls(&self, keys: Vec<sled::IVec>) -> Result<usize> {
-        let mut n = 0;
-        for chunk in keys.chunks(10_000) {
-            let t = (&self.calls, &self.meta)
-                .transaction(|(calls, meta)| {
-                    let mut t = tx_totals(meta)?;
-                    let mut gone = 0;
-                    for k in chunk {
-                        if calls.remove(k)?.is_some() {
-                            gone += 1;
-                        }
-                    }
-                    t.count = t.count.saturating_sub(gone);
-                    meta.insert(TOTALS, json(&t))?;
-                    Ok((t, gone))
-                })
-                .map_err(tx_error)?;
-            self.call_count.store(t.0.count as usize, Ordering::Relaxed);
-            n += t.1 as usize;
+        let n = keys.len();
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(k);
         }
+        self.calls.apply_batch(batch)?;
+        let _ = self.call_count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some(c.saturating_sub(n)));
         Ok(n)
     }
 
