@@ -1,15 +1,19 @@
 //! An upgraded agent reads what the released one wrote, and loses no call.
 //!
 //! `tests/fixtures/store-0.1.0/` is a store written by cbt-agent 0.1.0 itself
-//! (`scripts/make-store-fixture`: finished calls, a closed day, an engine
-//! snapshot with calls in progress, journal records after it, then kill -9).
+//! (store layout 2), `tests/fixtures/store-layout3/` one written by the
+//! agent of store layout 3 (the first with an uploader, here offering its
+//! documents to a collector that is not there), both made by
+//! `scripts/make-store-fixture`: finished calls, a closed day, an engine
+//! snapshot with calls in progress, journal records after it, then kill -9.
 //! `plan.json` there says what was sent; every expectation below comes from
 //! the plan, not from anything an agent computed.
 //!
-//! 1. The engine and store of this build open it (migrating the layout),
-//!    read every call and the closed day, restore the calls in progress from
-//!    the snapshot and the journal, and with the rest of their messages
-//!    finish them with exactly the outcomes, waits and durations planned.
+//! 1. The engine and store of this build open each (migrating the layout),
+//!    read every call, the closed day and the upload states, restore the
+//!    calls in progress from the snapshot and the journal, and with the rest
+//!    of their messages finish them with exactly the outcomes, waits and
+//!    durations planned.
 //! 2. The daemon of this build starts on a copy, recovers, stores every
 //!    planned call exactly once, and `cbt-agent report` reads the store.
 
@@ -27,7 +31,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const FIXTURE: &str = "tests/fixtures/store-0.1.0";
+const FIXTURE_0_1_0: &str = "tests/fixtures/store-0.1.0";
+const FIXTURE_LAYOUT3: &str = "tests/fixtures/store-layout3";
 
 struct Planned {
     n: u64,
@@ -41,14 +46,16 @@ struct Plan {
     carrier: SocketAddr,
     calls: Vec<Planned>,
     b2_until: Timestamp,
+    /// The agent offered documents to a collector (none was there).
+    upload: bool,
 }
 
 fn u32_of(v: &Value, k: &str) -> u32 {
     v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}")) as u32
 }
 
-fn plan() -> Plan {
-    let d: Value = serde_json::from_slice(&std::fs::read(workspace_root().join(FIXTURE).join("plan.json")).unwrap()).unwrap();
+fn plan(fixture: &str) -> Plan {
+    let d: Value = serde_json::from_slice(&std::fs::read(workspace_root().join(fixture).join("plan.json")).unwrap()).unwrap();
     let calls = d["calls"]
         .as_array()
         .unwrap()
@@ -88,6 +95,7 @@ fn plan() -> Plan {
         carrier: d["carrier"].as_str().unwrap().parse().unwrap(),
         calls,
         b2_until: Timestamp(d["phase_b2_until_us"].as_i64().unwrap()),
+        upload: d["upload"].as_bool().unwrap_or(false),
     }
 }
 
@@ -142,10 +150,10 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str, fixture: &str) -> PathBuf {
     let dir = workspace_root().join("target/tmp").join(name);
     let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(&workspace_root().join(FIXTURE).join("store"), &dir.join("store"));
+    copy_dir(&workspace_root().join(fixture).join("store"), &dir.join("store"));
     dir
 }
 
@@ -177,9 +185,18 @@ fn check_against_plan(plan: &Plan, calls: &[CallRecord], exact_times_for: impl F
 
 #[test]
 fn the_engine_and_store_of_this_build_finish_what_0_1_0_left() {
-    let plan = plan();
-    let dir = scratch("store_upgrade_engine");
-    let root = workspace_root().join(FIXTURE);
+    engine_and_store_finish(FIXTURE_0_1_0, "store_upgrade_engine");
+}
+
+#[test]
+fn the_engine_and_store_of_this_build_finish_what_layout_3_left() {
+    engine_and_store_finish(FIXTURE_LAYOUT3, "store_upgrade_engine_layout3");
+}
+
+fn engine_and_store_finish(fixture: &str, scratch_name: &str) {
+    let plan = plan(fixture);
+    let dir = scratch(scratch_name, fixture);
+    let root = workspace_root().join(fixture);
     let config = Config::load(&root.join("site.toml")).unwrap();
     let key = cbt_agent::secret::load_or_create(&dir.join("store/secret")).unwrap();
     let hasher = cbt_proto::number::Hasher::new(key, &config.site.country_code);
@@ -202,6 +219,23 @@ fn the_engine_and_store_of_this_build_finish_what_0_1_0_left() {
         (10, count(Outcome::EndedInIvr), count(Outcome::Answered), count(Outcome::Missed)),
         "the closed day's figures"
     );
+    // the day is found by its date, as pages and reports read it
+    let nov = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+    assert_eq!(store.days_between(Some(nov(2)), Some(nov(2))).unwrap(), days);
+    assert!(store.days_between(Some(nov(3)), None).unwrap().is_empty());
+    assert_eq!(store.calls_on(&site, nov(2)).unwrap().len(), 10, "the closed day's calls, by date");
+    if plan.upload {
+        // the closed day was offered as final, and today's figures as they
+        // were; nothing was delivered
+        let states = store.upload_states().unwrap();
+        let final_2nd = states.iter().find(|((p, d), _)| p == "B82005" && *d == nov(2)).map(|(_, s)| s);
+        assert!(final_2nd.is_some_and(|s| s.is_final && s.revision >= 1), "{states:?}");
+        assert!(states.iter().any(|((p, d), s)| p == "B82005" && *d == nov(3) && !s.is_final), "{states:?}");
+        assert_eq!(store.upload_states_between(Some(nov(2)), Some(nov(2))).unwrap().len(), 1);
+        let outbox = store.outbox_items().unwrap();
+        assert!(outbox.iter().any(|i| i.date == nov(2) && i.is_final && Some(i.revision) == final_2nd.map(|s| s.revision)), "{outbox:?}");
+        assert!(store.undelivered_dates().unwrap().contains(&nov(2)));
+    }
 
     // the calls in progress: snapshot + journal, then what the agent never saw
     let rec = store.recovery().unwrap();
@@ -240,15 +274,29 @@ fn the_engine_and_store_of_this_build_finish_what_0_1_0_left() {
 
 #[test]
 fn the_daemon_of_this_build_recovers_a_0_1_0_store_and_loses_no_call() {
-    let plan = plan();
-    let dir = scratch("store_upgrade_daemon");
+    daemon_recovers(FIXTURE_0_1_0, "store_upgrade_daemon");
+}
+
+#[test]
+fn the_daemon_of_this_build_recovers_a_layout_3_store_and_loses_no_call() {
+    daemon_recovers(FIXTURE_LAYOUT3, "store_upgrade_daemon_layout3");
+}
+
+fn daemon_recovers(fixture: &str, scratch_name: &str) {
+    let plan = plan(fixture);
+    let dir = scratch(scratch_name, fixture);
     let status: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
     let hep_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-    let site = std::fs::read_to_string(workspace_root().join(FIXTURE).join("site.toml")).unwrap();
+    let site = std::fs::read_to_string(workspace_root().join(fixture).join("site.toml")).unwrap();
     let config = dir.join("site.toml");
+    // the fixtures' calls are of November 2026: kept whatever today's date
+    // (the default call retention would prune them as the days go by)
     std::fs::write(
         &config,
-        format!("{site}\n[hep]\nlisten = \"{hep_addr}\"\n\n[store]\ndir = \"{}\"\n\n[status]\nlisten = \"{status}\"\n", dir.join("store").display()),
+        format!(
+            "{site}\n[hep]\nlisten = \"{hep_addr}\"\n\n[store]\ndir = \"{}\"\nretention = \"36500d\"\ncall_retention = \"36500d\"\n\n[status]\nlisten = \"{status}\"\n",
+            dir.join("store").display()
+        ),
     )
     .unwrap();
     let bin = agent_bin();

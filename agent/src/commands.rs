@@ -245,35 +245,40 @@ pub struct ReportArgs {
 /// `cbt-agent report`: from the running service's API, else from the store.
 pub fn report(args: ReportArgs) -> Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    let mut q = Vec::new();
-    if let Some(f) = args.from {
-        q.push(format!("from={f}"));
-    }
-    if let Some(t) = args.to {
-        q.push(format!("to={t}"));
-    }
-    let path = format!("/api/calls?{}", q.join("&"));
+    // callbacks made in the period may be of calls up to 3 days before it
+    // (as the page reads it); only the days asked for are read
+    let calls_from = args.from.map(|f| f - chrono::Duration::days(3));
+    let range = |from: Option<NaiveDate>| {
+        let q: Vec<String> = [from.map(|f| format!("from={f}")), args.to.map(|t| format!("to={t}"))].into_iter().flatten().collect();
+        q.join("&")
+    };
     type Days = Vec<((String, NaiveDate), Day)>;
     let (records, days, pruned, problems): (Vec<CallRecord>, Days, Option<Timestamp>, Vec<String>) =
-        match client::get(&config.agent.status_listen, &path) {
+        match client::get(&config.agent.status_listen, &format!("/api/calls?{}", range(calls_from))) {
             Ok(body) => {
                 let calls: Vec<crate::output::CallJson> = serde_json::from_str(&body).context("the service's call list is unreadable")?;
                 let records = calls.iter().map(|c| c.record()).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("the service's call list is unreadable: {e}"))?;
-                let d: serde_json::Value = serde_json::from_str(&client::get(&config.agent.status_listen, "/api/days")?)?;
+                let d: serde_json::Value = serde_json::from_str(&client::get(&config.agent.status_listen, &format!("/api/days?{}", range(args.from)))?)?;
                 let problems = serde_json::from_value(d["problems"].clone()).unwrap_or_default();
                 (records, serde_json::from_value(d["days"].clone())?, serde_json::from_value(d["pruned_before"].clone())?, problems)
             }
             Err(e) if client::is_not_running(&e) => {
                 let store = Store::open(&config.agent.store_dir, config.agent.cache_bytes)
                     .with_context(|| format!("the service is not running and its store in {} cannot be opened", config.agent.store_dir.display()))?;
-                store.verify()?;
-                let r = (store.calls_between(Timestamp::MIN, Timestamp::MAX)?, store.days()?, store.pruned_before()?);
+                // only the period is read (what it holds that cannot be
+                // read is reported below), not every stored call
+                let site = config.site(&Hasher::new([0; 32], &config.site.country_code));
+                let (from, to) = crate::store::local_span(&site, calls_from, args.to);
+                let r = (store.calls_between(from, to)?, store.days_between(args.from, args.to)?, store.pruned_before()?);
                 (r.0, r.1, r.2, store.problems())
             }
             Err(e) => return Err(e),
         };
     // the numbers' hashes play no part in a report: no secret is needed
     let site = config.site(&Hasher::new([0; 32], &config.site.country_code));
+    // calls before the cut that a prune cut short left count from the
+    // stored figures of their days, as every other call before it
+    let records = records.into_iter().filter(|r| pruned.is_none_or(|cut| r.started >= cut)).collect();
     let mut book = CallBook::from_records(records);
     if let Some(cut) = pruned {
         let agg = cbt_proto::metrics::Aggregator::new(&site);
@@ -442,7 +447,15 @@ fn describe(w: &mut dyn Write, c: &Config) -> Result<()> {
     writeln!(w, "  filter: {}", a.filter_for(true))?;
     writeln!(w, "  snap length {}, kernel buffer {}, immediate mode {}", a.snaplen, human_bytes(a.buffer_bytes as u64), if a.immediate { "on" } else { "off" })?;
     writeln!(w, "HEP: {}", a.hep_listen.map_or("off".to_string(), |h| format!("listening on {h}, receive queue {}", human_bytes(a.hep_receive_buffer as u64))))?;
-    writeln!(w, "Store: {}, call records kept {}, snapshot every {}, cache {}", a.store_dir.display(), span(a.retention), span(a.snapshot_every), human_bytes(a.cache_bytes))?;
+    writeln!(
+        w,
+        "Store: {}, call records kept {}, day figures {}, snapshot every {}, cache {}",
+        a.store_dir.display(),
+        span(a.call_retention),
+        span(a.retention),
+        span(a.snapshot_every),
+        human_bytes(a.cache_bytes)
+    )?;
     writeln!(w, "Status API: {}", a.status_listen)?;
     match &c.upload {
         Some(u) => writeln!(

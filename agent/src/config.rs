@@ -126,6 +126,7 @@ struct RawHep {
 struct RawStore {
     dir: Option<S<String>>,
     retention: Option<S<String>>,
+    call_retention: Option<S<String>>,
     cache: Option<S<String>>,
     memory_calls: Option<S<i64>>,
     snapshot_every: Option<S<String>>,
@@ -344,7 +345,10 @@ pub struct AgentConfig {
     /// otherwise capped by net.core.rmem_max).
     pub hep_receive_buffer: usize,
     pub store_dir: PathBuf,
+    /// How long day figures (and upload states, activity) are kept.
     pub retention: Micros,
+    /// How long call records are kept (at most `retention`).
+    pub call_retention: Micros,
     pub cache_bytes: u64,
     /// Finished calls kept in memory while the store cannot take them.
     pub memory_calls: usize,
@@ -514,7 +518,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("privacy", &["secret_file"]),
     ("capture", &["interfaces", "filter", "sip_ports", "snaplen", "buffer_size", "immediate", "read_timeout", "queue"]),
     ("hep", &["listen", "receive_buffer"]),
-    ("store", &["dir", "retention", "cache", "memory_calls", "snapshot_every"]),
+    ("store", &["dir", "retention", "call_retention", "cache", "memory_calls", "snapshot_every"]),
     ("status", &["listen"]),
     ("log", &["level"]),
     ("diagnostics", &["quiet"]),
@@ -1058,9 +1062,38 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
     };
     let st = &raw.store;
     let store_dir = st.dir.as_ref().map_or(PathBuf::from(DEFAULT_STORE), |v| PathBuf::from(v.get_ref()));
+    const DAY: Micros = 24 * 3600 * SECOND;
     let retention = match &st.retention {
-        None => 400 * 24 * 3600 * SECOND,
-        Some(v) => c.duration(v, "store.retention").unwrap_or(400 * 24 * 3600 * SECOND),
+        None => 800 * DAY,
+        Some(v) => match c.duration(v, "store.retention") {
+            Some(d) if d < DAY => {
+                c.bad(v, "store.retention", format!("`{}` is less than a day: day figures would go before they are sent", v.get_ref()), "write at least \"1d\" (the default is \"800d\")");
+                800 * DAY
+            }
+            Some(d) => d,
+            None => 800 * DAY,
+        },
+    };
+    let call_retention = match &st.call_retention {
+        // an old file's short `retention` (it was the calls' then) still bounds them
+        None => retention.min(62 * DAY),
+        Some(v) => match c.duration(v, "store.call_retention") {
+            Some(d) if d < DAY => {
+                c.bad(v, "store.call_retention", format!("`{}` is less than a day", v.get_ref()), "write at least \"1d\" (the default is \"62d\": a month's submission plus corrections)");
+                retention.min(62 * DAY)
+            }
+            Some(d) if d > retention => {
+                c.bad(
+                    v,
+                    "store.call_retention",
+                    format!("`{}` is longer than store.retention: call records cannot outlive their day figures", v.get_ref()),
+                    "make store.call_retention at most store.retention (defaults: \"62d\" and \"800d\")",
+                );
+                retention
+            }
+            Some(d) => d,
+            None => retention.min(62 * DAY),
+        },
     };
     let cache_bytes = size(c, &st.cache, "store.cache", 8 << 20);
     let memory_calls = int(c, &st.memory_calls, "store.memory_calls", 100, 10_000_000, 200_000) as usize;
@@ -1112,6 +1145,7 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
         hep_receive_buffer,
         store_dir,
         retention,
+        call_retention,
         cache_bytes,
         memory_calls,
         snapshot_every,

@@ -5,21 +5,31 @@
 //!
 //! | what | where | format |
 //! |---|---|---|
-//! | finished calls | sled tree `calls`: started (i64 as u64 + 2^63) ++ seq (u64), big-endian | `persist::v1::CallV1` JSON (no caller hash) |
-//! | seq index | sled tree `seqs`: seq (u64 BE) | the `calls` key |
-//! | closed days | sled tree `days`: practice ++ 0x00 ++ `YYYY-MM-DD` | `persist::v1::DayV1` JSON |
+//! | finished calls | sled tree `calls`: started (i64 as u64 + 2^63) ++ seq (u64), big-endian: one key per call, in start order | `persist::v1::CallV1` JSON (no caller hash) |
+//! | closed days | sled tree `days`: `YYYY-MM-DD` ++ 0x00 ++ practice | `persist::v1::DayV1` JSON |
 //! | upload outbox | sled tree `outbox`: `YYYY-MM-DD` ++ 0x00 ++ practice | `persist::v1::OutboxItemV1` JSON (the document to send) |
-//! | upload states | sled tree `uploads`: practice ++ 0x00 ++ `YYYY-MM-DD` | `persist::v1::UploadStateV1` JSON (revisions given, delivered) |
+//! | upload states | sled tree `uploads`: `YYYY-MM-DD` ++ 0x00 ++ practice | `persist::v1::UploadStateV1` JSON (revisions given, delivered) |
 //! | activity | sled tree `activity`: `YYYY-MM-DD` | `persist::v1::ActivityV1` JSON (capture by local hour) |
 //! | kept aside | sled tree `quarantine`: the original key | the original value, unreadable |
-//! | gaps, marks | sled tree `meta`: `schema`, `gaps`, `pruned_before`, `closed_through`, `dirty_days` | JSON |
+//! | gaps, marks | sled tree `meta`: `schema`, `call_totals`, `gaps`, `pruned_before`, `days_pruned_before`, `closed_through`, `dirty_days` | JSON |
 //! | engine snapshot | file `snapshot.json` (written to a temporary file, synced, renamed) | `{"journal": N, "snapshot": persist::v1::SnapshotV1}` |
 //! | journal | files `journal-N.log`: the messages since snapshot N | `persist::journal` framing 2 (0.1.0: framing 1), records `JournalRecordV1` |
 //! | damaged bytes | directory `aside/` | what could not be read, as it was |
 //!
 //! Every value has a version ([`cbt_proto::persist`]); the store's layout
-//! has the `schema` mark: 2 was 0.1.0's, 3 is this one's. An older store is
-//! migrated when it is opened; a newer one is refused, untouched.
+//! has the `schema` mark: 2 was 0.1.0's, 3 the first uploader's, 4 this
+//! one's. An older store is migrated when it is opened; a newer one is
+//! refused, untouched.
+//!
+//! Every key starts with its date (or start time), so a read of some days
+//! is a range scan of those days, whatever the store holds; nothing is
+//! counted by iterating a tree (sled's `len` does): the number of calls and
+//! the highest call number are kept in memory, written to `meta`
+//! (`call_totals`) when the store is closed and taken out when it is
+//! opened, so opening a store closed cleanly reads no call (after a crash,
+//! one pass over the keys counts them). Call records are kept for `store.call_retention`, day
+//! figures, upload states and the activity record for `store.retention`;
+//! neither is pruned on a day not closed, not delivered, or marked dirty.
 //!
 //! Why two kinds of storage: sled is the design card's store and holds the
 //! records; the write-ahead journal and the snapshot are a stream and a blob
@@ -33,7 +43,7 @@
 //! before it counts a call anywhere. A call is written only if its sequence
 //! number is not stored yet, so replaying the journal after a crash never
 //! counts a call twice. Day figures are computed from the calls when the
-//! day is over, and kept for good (call records are pruned by retention).
+//! day is over, and kept longer than the calls (`store.retention`).
 
 use anyhow::{anyhow, Context, Result};
 use cbt_proto::call::CallRecord;
@@ -51,6 +61,7 @@ use sled::Transactional;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Why the store cannot be used, by kind: what the daemon and the commands
@@ -136,14 +147,24 @@ fn tx_error(e: TransactionError<()>) -> anyhow::Error {
 }
 
 /// The store layout this build writes. 2: cbt-agent 0.1.0 (outbox of day
-/// figures); 3: the outbox holds upload documents.
-pub const SCHEMA: u32 = 3;
+/// figures); 3: the outbox holds upload documents; 4: one key per call (no
+/// `seqs` index), days and upload states keyed by date first.
+pub const SCHEMA: u32 = 4;
 
 pub struct Store {
     dir: PathBuf,
     db: sled::Db,
     calls: sled::Tree,
-    seqs: sled::Tree,
+    /// How many calls `calls` holds, and the highest sequence number
+    /// stored (sled counts a tree by reading all of it): kept up to date
+    /// here, and in `meta` (`call_totals`) only while the store is closed.
+    call_count: AtomicUsize,
+    max_seq: AtomicU64,
+    /// The two above are known (the store opened): written when it closes.
+    counted: bool,
+    /// Stored records read (calls, days, upload states, activity) since
+    /// the store was opened: what a read costs, whatever the store holds.
+    reads: AtomicUsize,
     days: sled::Tree,
     meta: sled::Tree,
     outbox: sled::Tree,
@@ -191,18 +212,45 @@ fn call_key(started: Timestamp, seq: u64) -> [u8; 16] {
     k
 }
 
-fn outbox_key(date: NaiveDate, practice: &str) -> Vec<u8> {
+/// The sequence number in a `calls` key.
+fn key_seq(k: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(k.get(8..16)?.try_into().ok()?))
+}
+
+/// The key of a practice-day (`days`, `uploads`, `outbox`): the date
+/// first, so that the days of a period are one range.
+fn day_key(date: NaiveDate, practice: &str) -> Vec<u8> {
     let mut k = date.format("%Y-%m-%d").to_string().into_bytes();
     k.push(0);
     k.extend_from_slice(practice.as_bytes());
     k
 }
 
-fn day_key(practice: &str, date: NaiveDate) -> Vec<u8> {
-    let mut k = practice.as_bytes().to_vec();
-    k.push(0);
-    k.extend_from_slice(date.format("%Y-%m-%d").to_string().as_bytes());
-    k
+/// The date and practice of a `day_key`.
+fn parse_day_key(k: &[u8]) -> Option<(NaiveDate, String)> {
+    if k.get(10) != Some(&0) {
+        return None;
+    }
+    let date = NaiveDate::parse_from_str(std::str::from_utf8(&k[..10]).ok()?, "%Y-%m-%d").ok()?;
+    Some((date, String::from_utf8_lossy(&k[11..]).to_string()))
+}
+
+/// The date and practice of a layout 2-3 key of `days` and `uploads`
+/// (practice ++ 0x00 ++ date).
+fn parse_old_day_key(k: &[u8]) -> Option<(NaiveDate, String)> {
+    let sep = k.iter().position(|b| *b == 0)?;
+    let date = NaiveDate::parse_from_str(std::str::from_utf8(&k[sep + 1..]).ok()?, "%Y-%m-%d").ok()?;
+    Some((date, String::from_utf8_lossy(&k[..sep]).to_string()))
+}
+
+/// The keys of dates `from..=to` (open ends: all) in a date-first tree.
+fn date_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+    use std::ops::Bound;
+    let at = |d: NaiveDate| d.format("%Y-%m-%d").to_string().into_bytes();
+    (
+        from.map_or(Bound::Unbounded, |d| Bound::Included(at(d))),
+        to.and_then(|d| d.succ_opt()).map_or(Bound::Unbounded, |d| Bound::Excluded(at(d))),
+    )
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -309,6 +357,33 @@ fn local_day_span(site: &Site, date: NaiveDate) -> (Timestamp, Timestamp) {
     (at(date), at(date + Duration::days(1)))
 }
 
+/// The `meta` key of [`CallTotals`].
+const TOTALS: &str = "call_totals";
+
+/// How many calls are stored and the highest sequence number stored (or
+/// ever stored: pruning leaves it), in `meta` while the store is closed.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct CallTotals {
+    count: u64,
+    max_seq: u64,
+}
+
+impl Drop for Store {
+    /// Closing: the totals are kept for the next open (none after a crash).
+    fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
+        let t = CallTotals {
+            count: self.call_count.load(Ordering::Relaxed) as u64,
+            max_seq: self.max_seq.load(Ordering::Relaxed),
+        };
+        if self.meta.insert(TOTALS, json(&t)).is_ok() {
+            let _ = self.db.flush();
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `dir`, with sled's page cache
     /// capped at `cache_bytes`.
@@ -353,9 +428,12 @@ impl Store {
             Err(_) => None,
         };
         let generation = journal_generations(dir)?.last().copied().unwrap_or(0).max(snap_gen.unwrap_or(0)) + 1;
-        let store = Store {
+        let mut store = Store {
             calls: t("calls")?,
-            seqs: t("seqs")?,
+            call_count: AtomicUsize::new(0),
+            max_seq: AtomicU64::new(0),
+            counted: false,
+            reads: AtomicUsize::new(0),
             days: t("days")?,
             outbox: t("outbox")?,
             uploads: t("uploads")?,
@@ -376,9 +454,37 @@ impl Store {
             None => {
                 store.meta.insert("schema", json(&SCHEMA))?;
             }
-            Some(2) => store.migrate_from_2()?,
+            Some(2) => {
+                store.migrate_from_2()?;
+                store.migrate_from_3(2)?;
+            }
+            Some(3) => store.migrate_from_3(3)?,
             _ => {}
         }
+        // a migration cut short after its mark leaves the old index behind
+        if store.db.tree_names().iter().any(|n| n.as_ref() == b"seqs") {
+            store.db.drop_tree("seqs")?;
+        }
+        // the totals written when the store was closed, taken out while it
+        // is open: a store left by a crash (or of an older layout) has none,
+        // and one pass over the keys counts its calls
+        let totals = match store.meta.remove(TOTALS)?.and_then(|v| serde_json::from_slice::<CallTotals>(&v).ok()) {
+            Some(t) => {
+                store.db.flush()?;
+                t
+            }
+            None => {
+                let mut t = CallTotals::default();
+                for k in store.calls.iter().keys() {
+                    t.count += 1;
+                    t.max_seq = t.max_seq.max(key_seq(&k?).unwrap_or(0));
+                }
+                t
+            }
+        };
+        store.call_count.store(totals.count as usize, Ordering::Relaxed);
+        store.max_seq.store(totals.max_seq, Ordering::Relaxed);
+        store.counted = true;
         Ok(store)
     }
 
@@ -389,9 +495,36 @@ impl Store {
     fn migrate_from_2(&self) -> Result<()> {
         let old = self.outbox.len();
         self.outbox.clear()?;
+        self.db.flush()?;
+        tracing::info!(dir = %self.dir.display(), queued_days = old, "store migrating from layout 2 (cbt-agent 0.1.0): the old outbox of day figures emptied");
+        Ok(())
+    }
+
+    /// Layout 3 (and 2) kept `days` and `uploads` by practice first, and a
+    /// second key per call (`seqs`, sequence number to call key). Each tree
+    /// is rewritten by date first in one atomic batch (a tree already
+    /// rewritten by a migration cut short is left as it is); calls keep
+    /// their keys, so none can be lost; the index goes once the mark says 4.
+    fn migrate_from_3(&self, from: u32) -> Result<()> {
+        let mut moved = 0;
+        for tree in [&self.days, &self.uploads] {
+            let mut batch = sled::Batch::default();
+            for r in tree.iter() {
+                let (k, v) = r?;
+                if parse_day_key(&k).is_some() {
+                    continue;
+                }
+                if let Some((date, practice)) = parse_old_day_key(&k) {
+                    batch.remove(k);
+                    batch.insert(day_key(date, &practice), v);
+                    moved += 1;
+                }
+            }
+            tree.apply_batch(batch)?;
+        }
         self.meta.insert("schema", json(&SCHEMA))?;
         self.db.flush()?;
-        tracing::info!(dir = %self.dir.display(), queued_days = old, "store migrated from layout 2 (cbt-agent 0.1.0) to {SCHEMA}");
+        tracing::info!(dir = %self.dir.display(), moved, "store migrated from layout {from} to {SCHEMA}: day figures and upload states keyed by date, one key per call");
         Ok(())
     }
 
@@ -423,7 +556,22 @@ impl Store {
         }
     }
 
-    /// Moves an unreadable stored value to the `quarantine` tree.
+    /// Moves an unreadable stored call to the `quarantine` tree.
+    fn quarantine_call(&self, key: &[u8], value: &[u8], e: &FormatError) {
+        let removed = if self.quarantine.insert(key, value).is_ok() { self.calls.remove(key).ok() } else { None };
+        let kept = removed.is_some();
+        if removed.flatten().is_some() {
+            let _ = self.call_count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+        }
+        self.problem(format!(
+            "stored call {}: {e}; {}",
+            String::from_utf8_lossy(&key.iter().flat_map(|b| std::ascii::escape_default(*b)).collect::<Vec<u8>>()),
+            if kept { "kept aside in the store's quarantine" } else { "left in place" }
+        ));
+    }
+
+    /// Moves an unreadable stored value to the `quarantine` tree (a call:
+    /// `quarantine_call`).
     fn quarantine(&self, tree: &sled::Tree, what: &str, key: &[u8], value: &[u8], e: &FormatError) {
         let kept = self.quarantine.insert(key, value).is_ok() && tree.remove(key).is_ok();
         self.problem(format!(
@@ -470,12 +618,12 @@ impl Store {
         for r in self.calls.iter() {
             let (k, v) = r?;
             if let Err(e) = persist::decode_call(&v) {
-                self.quarantine(&self.calls, "stored call", &k, &v, &e);
+                self.quarantine_call(&k, &v, &e);
                 bad += 1;
             }
         }
         Ok(StoreCounts {
-            calls: self.calls.len(),
+            calls: self.call_count(),
             days: self.days.len(),
             journal_bytes: self.journal.lock().unwrap_or_else(|e| e.into_inner()).bytes,
             outbox: self.outbox.len(),
@@ -602,28 +750,60 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a finished call unless one with its sequence number is
-    /// stored already. Returns whether it was new.
+    /// Stores a finished call unless it is stored already (its key, start
+    /// and sequence number, is there: the same call replayed from the
+    /// journal, or held in memory and written again). Returns whether it
+    /// was new. One key per call, written only if absent (compare and
+    /// swap): no transaction, no index.
     pub fn put_call(&self, rec: &CallRecord) -> Result<bool> {
         let key = call_key(rec.started, rec.seq);
-        let seq = rec.seq.to_be_bytes();
-        let value = persist::encode_call(rec);
-        (&self.calls, &self.seqs)
-            .transaction(|(calls, seqs)| {
-                if seqs.get(seq)?.is_some() {
-                    return Ok(false);
-                }
-                calls.insert(&key[..], value.clone())?;
-                seqs.insert(&seq[..], &key[..])?;
-                Ok(true)
-            })
-            .map_err(tx_error)
+        let new = self.calls.compare_and_swap(&key[..], None as Option<&[u8]>, Some(persist::encode_call(rec)))?.is_ok();
+        if new {
+            self.call_count.fetch_add(1, Ordering::Relaxed);
+            self.max_seq.fetch_max(rec.seq, Ordering::Relaxed);
+        }
+        Ok(new)
+    }
+
+    /// Removes stored calls (one atomic batch). Returns how many there were.
+    fn remove_calls(&self, keys: Vec<sled::IVec>) -> Result<usize> {
+        let n = keys.len();
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(k);
+        }
+        self.calls.apply_batch(batch)?;
+        let _ = self.call_count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some(c.saturating_sub(n)));
+        Ok(n)
+    }
+
+    /// The key of the stored call `seq` whose callback was requested at
+    /// `requested` (a call starts before it is asked for a callback): the
+    /// calls that started in the day before are searched, latest first,
+    /// then, if it is not there, the calls before them (a call pruned
+    /// meanwhile, or one that lasted over a day).
+    fn find_call(&self, seq: u64, requested: Timestamp) -> Result<Option<sled::IVec>> {
+        let near = call_key(requested.add(-86_400_000_000), 0)..call_key(requested.add(3_600_000_000), u64::MAX);
+        for r in self.calls.range(near.clone()).keys().rev() {
+            let k = r?;
+            if key_seq(&k) == Some(seq) {
+                return Ok(Some(k));
+            }
+        }
+        // a call older than a day: the calls before those, latest first
+        for r in self.calls.range(..near.start).keys().rev() {
+            let k = r?;
+            if key_seq(&k) == Some(seq) {
+                return Ok(Some(k));
+            }
+        }
+        Ok(None)
     }
 
     /// Records that a stored call's callback was made. Returns false if it
     /// was recorded already or the call is unknown.
-    pub fn callback_made(&self, seq: u64, at: Timestamp) -> Result<bool> {
-        let Some(key) = self.seqs.get(seq.to_be_bytes())? else { return Ok(false) };
+    pub fn callback_made(&self, seq: u64, requested: Timestamp, at: Timestamp) -> Result<bool> {
+        let Some(key) = self.find_call(seq, requested)? else { return Ok(false) };
         let Some(v) = self.calls.get(&key)? else { return Ok(false) };
         let mut rec = persist::decode_call(&v)?;
         if rec.callback_made.is_some() {
@@ -641,9 +821,10 @@ impl Store {
         let mut out = Vec::new();
         for r in self.calls.range(call_key(from, 0)..call_key(to, 0)) {
             let (k, v) = r?;
+            self.reads.fetch_add(1, Ordering::Relaxed);
             match persist::decode_call(&v) {
                 Ok(c) => out.push(c),
-                Err(e) => self.quarantine(&self.calls, "stored call", &k, &v, &e),
+                Err(e) => self.quarantine_call(&k, &v, &e),
             }
         }
         Ok(out)
@@ -655,23 +836,34 @@ impl Store {
         self.calls_between(from, to)
     }
 
-    pub fn call_count(&self) -> usize {
-        self.calls.len()
+    /// Stored records read since the store was opened.
+    pub fn records_read(&self) -> usize {
+        self.reads.load(Ordering::Relaxed)
     }
 
-    /// Every stored day: ((practice, date), day).
+    /// How many calls are stored (kept in memory: no read of the store).
+    pub fn call_count(&self) -> usize {
+        self.call_count.load(Ordering::Relaxed)
+    }
+
+    /// Every stored day: ((practice, date), day), by date.
     pub fn days(&self) -> Result<Vec<((String, NaiveDate), Day)>> {
+        self.days_between(None, None)
+    }
+
+    /// The stored days of dates `from..=to` (open ends: all), by date: a
+    /// range of the store, whatever it holds besides.
+    pub fn days_between(&self, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<Vec<((String, NaiveDate), Day)>> {
         let mut out = Vec::new();
-        for r in self.days.iter() {
+        for r in self.days.range(date_range(from, to)) {
             let (k, v) = r?;
-            let Some(sep) = k.iter().position(|b| *b == 0) else { continue };
-            let practice = String::from_utf8_lossy(&k[..sep]).to_string();
-            let Ok(date) = NaiveDate::parse_from_str(&String::from_utf8_lossy(&k[sep + 1..]), "%Y-%m-%d") else {
-                continue;
-            };
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let Some((date, practice)) = parse_day_key(&k) else { continue };
             match persist::decode_day(&v) {
                 Ok(day) => out.push(((practice, date), day)),
-                Err(e) => self.quarantine(&self.days, "stored day", &k, &v, &e),
+                Err(e) => {
+                    self.quarantine(&self.days, "stored day", &k, &v, &e);
+                }
             }
         }
         Ok(out)
@@ -739,7 +931,7 @@ impl Store {
         let empty = Day::new(agg.wait_buckets(), agg.duration_buckets());
         for (practice, _) in agg.practice_list() {
             let day = agg.days().get(&(practice.clone(), date)).unwrap_or(&empty);
-            self.days.insert(day_key(&practice, date), persist::encode_day(day))?;
+            self.days.insert(day_key(date, &practice), persist::encode_day(day))?;
         }
         Ok(true)
     }
@@ -784,7 +976,7 @@ impl Store {
 
     /// The kept figures of one date, by practice.
     pub fn days_on(&self, date: NaiveDate) -> Result<Vec<(String, Day)>> {
-        Ok(self.days()?.into_iter().filter(|((_, d), _)| *d == date).map(|((p, _), day)| (p, day)).collect())
+        Ok(self.days_between(Some(date), Some(date))?.into_iter().map(|((p, _), day)| (p, day)).collect())
     }
 
     // ------------------------------------------------------------ activity
@@ -810,6 +1002,7 @@ impl Store {
     pub fn activity_on(&self, date: NaiveDate) -> Result<Option<ActivityV1>> {
         let key = date.format("%Y-%m-%d").to_string();
         let Some(v) = self.activity.get(&key)? else { return Ok(None) };
+        self.reads.fetch_add(1, Ordering::Relaxed);
         match persist::decode_activity(&v) {
             Ok(a) => Ok(Some(a)),
             Err(e) => {
@@ -835,8 +1028,8 @@ impl Store {
         now: Timestamp,
         make: impl Fn(u64) -> String,
     ) -> Result<Option<u64>> {
-        let skey = day_key(practice, date);
-        let okey = outbox_key(date, practice);
+        let key = day_key(date, practice);
+        let (skey, okey) = (&key, &key);
         let r = (&self.uploads, &self.outbox).transaction(|(uploads, outbox)| {
             let mut st = match uploads.get(&skey)? {
                 Some(v) => persist::decode_upload_state(&v).unwrap_or_default(),
@@ -881,7 +1074,9 @@ impl Store {
             let (k, v) = r?;
             match persist::decode_outbox_item(&v) {
                 Ok(i) => out.push(i),
-                Err(e) => self.quarantine(&self.outbox, "outbox item", &k, &v, &e),
+                Err(e) => {
+                    self.quarantine(&self.outbox, "outbox item", &k, &v, &e);
+                }
             }
         }
         Ok(out)
@@ -890,8 +1085,8 @@ impl Store {
     /// The collector took `revision` of this practice-day: it leaves the
     /// outbox (unless a newer revision replaced it meanwhile).
     pub fn delivered(&self, practice: &str, date: NaiveDate, revision: u64, at: Timestamp) -> Result<()> {
-        let skey = day_key(practice, date);
-        let okey = outbox_key(date, practice);
+        let key = day_key(date, practice);
+        let (skey, okey) = (&key, &key);
         (&self.uploads, &self.outbox)
             .transaction(|(uploads, outbox)| {
                 if let Some(v) = outbox.get(&okey)? {
@@ -915,7 +1110,7 @@ impl Store {
     /// Updates an item in place (attempts, next attempt, error, parking)
     /// if it still holds `revision`.
     pub fn update_item(&self, practice: &str, date: NaiveDate, revision: u64, f: impl Fn(&mut OutboxItemV1)) -> Result<()> {
-        let okey = outbox_key(date, practice);
+        let okey = day_key(date, practice);
         self.outbox.fetch_and_update(&okey, |old| {
             let old = old?;
             match persist::decode_outbox_item(old) {
@@ -950,12 +1145,16 @@ impl Store {
 
     /// The upload state of every practice-day.
     pub fn upload_states(&self) -> Result<Vec<((String, NaiveDate), UploadStateV1)>> {
+        self.upload_states_between(None, None)
+    }
+
+    /// The upload states of the practice-days of `from..=to` (open ends: all).
+    pub fn upload_states_between(&self, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<Vec<((String, NaiveDate), UploadStateV1)>> {
         let mut out = Vec::new();
-        for r in self.uploads.iter() {
+        for r in self.uploads.range(date_range(from, to)) {
             let (k, v) = r?;
-            let Some(sep) = k.iter().position(|b| *b == 0) else { continue };
-            let practice = String::from_utf8_lossy(&k[..sep]).to_string();
-            let Ok(date) = NaiveDate::parse_from_str(&String::from_utf8_lossy(&k[sep + 1..]), "%Y-%m-%d") else { continue };
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let Some((date, practice)) = parse_day_key(&k) else { continue };
             if let Ok(st) = persist::decode_upload_state(&v) {
                 out.push(((practice, date), st));
             }
@@ -967,31 +1166,71 @@ impl Store {
         self.outbox.len()
     }
 
-    /// Deletes call records that started before `before`, only on days
-    /// already closed (their figures stay) and before the first day whose
-    /// documents are not all delivered. Returns how many were deleted.
+    /// The first date that must keep everything: the day after the last
+    /// closed one, and any day whose documents are not all delivered or
+    /// whose figures are to be recomputed (dirty). `None`: no day closed.
+    fn first_kept_date(&self) -> Result<Option<NaiveDate>> {
+        let Some(closed) = self.closed_through()? else { return Ok(None) };
+        let open = closed.succ_opt().unwrap_or(closed);
+        Ok(Some(self.undelivered_dates()?.into_iter().chain(self.dirty_days()?).chain([open]).min().unwrap_or(open)))
+    }
+
+    /// Deletes the call records of the local dates before the one holding
+    /// `before` (whole days: a day's figures come from its calls or from
+    /// its stored figures, never from part of each), only on days already
+    /// closed (their figures stay) and before the first day whose documents
+    /// are not all delivered or that is dirty. Returns how many were
+    /// deleted. The calls before the cut are one range of the store.
+    ///
+    /// The `pruned_before` mark is written (and flushed) before the calls
+    /// go: a prune cut short leaves calls that readers already ignore
+    /// (figures of those days come from `days`) and that the next prune
+    /// deletes, never a day with neither calls nor figures.
     pub fn prune_calls(&self, site: &Site, before: Timestamp) -> Result<usize> {
-        let Some(closed) = self.closed_through()? else { return Ok(0) };
-        let mut limit = before.min(local_day_span(site, closed).1);
-        let keep = self.undelivered_dates()?.into_iter().chain(self.dirty_days()?).min();
-        if let Some(first) = keep {
-            limit = limit.min(local_day_span(site, first).0);
+        let Some(first_kept) = self.first_kept_date()? else { return Ok(0) };
+        let kept_from = local_day_span(site, first_kept).0;
+        let limit = if before >= kept_from { kept_from } else { local_day_span(site, Aggregator::new(site).local_date(before)).0 };
+        let Some(first) = self.calls.first()? else { return Ok(0) };
+        if first.0[..] >= call_key(limit, 0)[..] {
+            return Ok(0);
         }
-        let mut n = 0;
-        let mut batch = sled::Batch::default();
-        let mut seq_batch = sled::Batch::default();
-        for r in self.calls.range(..call_key(limit, 0)) {
-            let (k, _) = r?;
-            seq_batch.remove(&k[8..16]);
-            batch.remove(k);
-            n += 1;
-        }
-        self.calls.apply_batch(batch)?;
-        self.seqs.apply_batch(seq_batch)?;
-        if n > 0 {
+        if self.pruned_before()?.is_none_or(|p| p < limit) {
             self.meta.insert("pruned_before", json(&limit))?;
+            self.db.flush()?;
+        }
+        let keys = self.calls.range(..call_key(limit, 0)).keys().collect::<Result<Vec<_>, _>>()?;
+        self.remove_calls(keys)
+    }
+
+    /// Deletes the day figures, upload states and activity records of dates
+    /// before `before`, never of a date not closed, not delivered or dirty
+    /// (nor after one): date ranges of those trees. Returns how many
+    /// records were deleted.
+    pub fn prune_days(&self, before: NaiveDate) -> Result<usize> {
+        let Some(first_kept) = self.first_kept_date()? else { return Ok(0) };
+        let limit = before.min(first_kept);
+        let Some(last_pruned) = limit.pred_opt() else { return Ok(0) };
+        let mut n = 0;
+        for tree in [&self.days, &self.uploads, &self.activity] {
+            let mut batch = sled::Batch::default();
+            for r in tree.range(date_range(None, Some(last_pruned))).keys() {
+                batch.remove(r?);
+                n += 1;
+            }
+            tree.apply_batch(batch)?;
+        }
+        if n > 0 && self.days_pruned_before()?.is_none_or(|p| p < limit) {
+            self.meta.insert("days_pruned_before", json(&limit))?;
         }
         Ok(n)
+    }
+
+    /// Day figures of dates before this one were pruned (`store.retention`).
+    pub fn days_pruned_before(&self) -> Result<Option<NaiveDate>> {
+        Ok(match self.meta.get("days_pruned_before")? {
+            Some(v) => Some(serde_json::from_slice(&v)?),
+            None => None,
+        })
     }
 
     /// Calls before this time were pruned: their figures come from `days`.
@@ -1040,12 +1279,10 @@ impl Store {
         Ok(())
     }
 
-    /// The highest call sequence number stored, so numbering continues.
+    /// The highest call sequence number stored (or ever stored since the
+    /// store was opened), so numbering continues.
     pub fn max_seq(&self) -> Result<u64> {
-        Ok(match self.seqs.last()? {
-            Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
-            None => 0,
-        })
+        Ok(self.max_seq.load(Ordering::Relaxed))
     }
 
     /// When the earliest stored call started (`None`: no calls): where the

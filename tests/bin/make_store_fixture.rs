@@ -149,8 +149,9 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 3 {
-        eprintln!("usage: make-store-fixture AGENT_BIN OUT_DIR");
+    let upload = args.get(3).map(String::as_str) == Some("--upload");
+    if args.len() != 3 && !upload {
+        eprintln!("usage: make-store-fixture AGENT_BIN OUT_DIR [--upload]");
         std::process::exit(2);
     }
     assert!(Path::new(FAKETIME_LIB).exists(), "libfaketime is needed (apt-get install faketime)");
@@ -163,10 +164,23 @@ fn main() {
     let status: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let site = "[[practice]]\nods = \"B82005\"\nnumbers = [\"01632 960123\"]\n\n[network]\ncarrier = [\"192.0.2.0/24\"]\npbx = [\"10.20.0.5\"]\nstaff = [\"10.20.1.0/24\"]\nautomated = [\"10.20.0.6\"]\n";
     let config = work.join("site.toml");
+    // --upload (an agent with an uploader, 0.2 on): documents offered to a
+    // collector that is not there, so the store holds upload states and an
+    // outbox of undelivered documents
+    let token = work.join("upload-token");
+    std::fs::write(&token, "fixture-token\n").unwrap();
+    let upload_section = if upload {
+        format!("\n[upload]\nurl = \"http://127.0.0.1:{}\"\ntoken_file = \"{}\"\nagent_id = \"fixture\"\n", free_port(), token.display())
+    } else {
+        String::new()
+    };
     let write_config = |store: &Path| {
         std::fs::write(
             &config,
-            format!("{site}\n[hep]\nlisten = \"{hep}\"\n\n[store]\ndir = \"{}\"\nsnapshot_every = \"2s\"\n\n[status]\nlisten = \"{status}\"\n", store.display()),
+            format!(
+                "{site}\n[hep]\nlisten = \"{hep}\"\n\n[store]\ndir = \"{}\"\nsnapshot_every = \"2s\"\n\n[status]\nlisten = \"{status}\"\n{upload_section}",
+                store.display()
+            ),
         )
         .unwrap();
     };
@@ -267,6 +281,7 @@ fn main() {
     let doc = json!({
         "agent": String::from_utf8_lossy(&version.stdout).trim(),
         "made_by": "scripts/make-store-fixture",
+        "upload": upload,
         "carrier": CARRIER,
         "calls": plan.iter().map(|p| json!({
             "n": p.n,

@@ -223,3 +223,24 @@ fn hostile_traffic_settings_and_their_errors() {
     let p = problems(&format!("{EXAMPLE}[limits]\nmemory = \"64MiB\"\n"));
     assert!(p[0].message.contains("unknown field"), "{p:?}");
 }
+
+#[test]
+fn call_records_and_day_figures_have_their_own_retentions() {
+    const DAY: Micros = 24 * 3600 * SECOND;
+    let c = parse(EXAMPLE).unwrap();
+    assert_eq!((c.agent.call_retention, c.agent.retention), (62 * DAY, 800 * DAY), "the defaults");
+    // a file of an earlier release: its `retention` was the calls'
+    let c = parse(&format!("{EXAMPLE}[store]\nretention = \"30d\"\n")).unwrap();
+    assert_eq!((c.agent.call_retention, c.agent.retention), (30 * DAY, 30 * DAY));
+    let c = parse(&format!("{EXAMPLE}[store]\nretention = \"400d\"\n")).unwrap();
+    assert_eq!((c.agent.call_retention, c.agent.retention), (62 * DAY, 400 * DAY));
+    let c = parse(&format!("{EXAMPLE}[store]\ncall_retention = \"120d\"\n")).unwrap();
+    assert_eq!(c.agent.call_retention, 120 * DAY);
+    let p = problems(&format!("{EXAMPLE}[store]\nretention = \"90d\"\ncall_retention = \"120d\"\n"));
+    assert_eq!((p.len(), p[0].key.as_str(), p[0].line), (1, "store.call_retention", EXAMPLE.lines().count() + 3), "{p:?}");
+    assert!(p[0].message.contains("longer than store.retention"), "{p:?}");
+    let p = problems(&format!("{EXAMPLE}[store]\ncall_retention = \"2h\"\n"));
+    assert_eq!(p[0].key, "store.call_retention", "{p:?}");
+    let p = problems(&format!("{EXAMPLE}[store]\nretention = \"12h\"\n"));
+    assert_eq!(p[0].key, "store.retention", "{p:?}");
+}

@@ -160,16 +160,16 @@ async fn calls(State(s): State<Arc<Shared>>, Query(r): Query<Range>) -> Response
     .await
 }
 
-/// Stored day figures (closed days), today's figures so far (`today`,
-/// counted from the calls stored today), and the time before which call
-/// records were pruned.
-async fn days(State(s): State<Arc<Shared>>) -> Response {
+/// Stored day figures (closed days of `from..=to`, both optional: a
+/// range of the store), today's figures so far (`today`, counted from the
+/// calls stored today), and the time before which call records were pruned.
+async fn days(State(s): State<Arc<Shared>>, Query(r): Query<Range>) -> Response {
     with_store(&s, move |store, site, _| {
         let now = super::capture::now();
         let today_date = cbt_proto::metrics::Aggregator::new(&site).local_date(now);
         let today: Vec<_> = store.figures_on(&site, today_date)?.days().iter().map(|(k, d)| (k.clone(), d.clone())).collect();
         Ok(serde_json::json!({
-            "days": store.days()?,
+            "days": store.days_between(r.from, r.to)?,
             "closed_through": store.closed_through()?,
             "today": today,
             "pruned_before": store.pruned_before()?,

@@ -560,10 +560,16 @@ impl Daemon {
 
     fn maintenance(&mut self) {
         let Some(store) = self.persister.store().cloned() else { return };
-        let cut = self.clock.now().add(-self.config.agent.retention);
-        match store.prune_calls(&self.site, cut) {
-            Ok(n) if n > 0 => tracing::info!(pruned = n, "call records older than the retention removed (day figures kept)"),
+        let now = self.clock.now();
+        match store.prune_calls(&self.site, now.add(-self.config.agent.call_retention)) {
+            Ok(n) if n > 0 => tracing::info!(pruned = n, "call records older than store.call_retention removed (day figures kept)"),
             Err(e) => tracing::warn!("pruning failed: {e:#}"),
+            _ => {}
+        }
+        let days_cut = Aggregator::new(&self.site).local_date(now.add(-self.config.agent.retention));
+        match store.prune_days(days_cut) {
+            Ok(n) if n > 0 => tracing::info!(pruned = n, "day figures older than store.retention removed"),
+            Err(e) => tracing::warn!("pruning day figures failed: {e:#}"),
             _ => {}
         }
     }
@@ -612,17 +618,17 @@ impl Daemon {
         let keep_guard = self.config.guard.clone();
         self.config = new;
         self.start_upload();
-        self.config.agent.retention = self.config.agent.retention.max(0);
         if needs_restart.is_empty() {
             tracing::info!("configuration reloaded");
         } else {
             // keep running with the old values of what cannot change live
-            let retention = self.config.agent.retention;
+            let (retention, call_retention) = (self.config.agent.retention, self.config.agent.call_retention);
             let quiet = self.config.agent.quiet;
             let snapshot_every = self.config.agent.snapshot_every;
             self.config.agent = keep_agent;
             self.config.guard = keep_guard;
             self.config.agent.retention = retention;
+            self.config.agent.call_retention = call_retention;
             self.config.agent.quiet = quiet;
             self.config.agent.snapshot_every = snapshot_every;
             tracing::warn!(

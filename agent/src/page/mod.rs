@@ -125,11 +125,15 @@ pub fn load_national(path: &Path) -> std::result::Result<(National, String), Str
 /// the period.
 pub fn book_between(store: &Store, site: &Site, from: NaiveDate, to: NaiveDate) -> Result<CallBook> {
     let (start, end) = local_span(site, from - Duration::days(3), to);
-    let mut book = CallBook::from_records(store.calls_between(start, end)?);
-    if let Some(cut) = store.pruned_before()? {
+    let cut = store.pruned_before()?;
+    // calls before the cut are being pruned (a prune cut short leaves
+    // some): their days count from the stored figures, as below
+    let start = cut.map_or(start, |c| start.max(c));
+    let mut book = CallBook::from_records(store.calls_between(start, end.max(start))?);
+    if let Some(cut) = cut {
         let first_kept = Aggregator::new(site).local_date(cut);
         if from < first_kept {
-            book.add_days(store.days()?.into_iter().filter(|((_, d), _)| *d >= from && *d <= to && *d < first_kept).collect());
+            book.add_days(store.days_between(Some(from), Some(to))?.into_iter().filter(|((_, d), _)| *d < first_kept).collect());
         }
     }
     Ok(book)

@@ -46,8 +46,9 @@ fn calls_are_stored_once_and_survive_reopening() {
         assert!(st.put_call(&rec(1, 0, Outcome::Answered)).unwrap());
         assert!(!st.put_call(&rec(1, 0, Outcome::Answered)).unwrap(), "second write of seq 1");
         assert!(st.put_call(&rec(2, 60, Outcome::Missed)).unwrap());
-        assert!(st.callback_made(2, Timestamp::from_secs_micros(1_730_711_000, 0)).unwrap());
-        assert!(!st.callback_made(2, Timestamp::from_secs_micros(1_730_711_001, 0)).unwrap());
+        assert!(st.callback_made(2, Timestamp::from_secs_micros(1_730_710_870, 0), Timestamp::from_secs_micros(1_730_711_000, 0)).unwrap());
+        assert!(!st.callback_made(2, Timestamp::from_secs_micros(1_730_710_870, 0), Timestamp::from_secs_micros(1_730_711_001, 0)).unwrap());
+        assert!(!st.callback_made(9, Timestamp::from_secs_micros(1_730_710_870, 0), Timestamp::from_secs_micros(1_730_711_001, 0)).unwrap(), "an unknown call");
         st.flush().unwrap();
     }
     let st = Store::open(dir.path(), 1 << 20).unwrap();
@@ -57,6 +58,7 @@ fn calls_are_stored_once_and_survive_reopening() {
     assert!(calls[1].callback_made.is_some());
     assert_eq!(st.calls_on(&site(), date(2024, 11, 4)).unwrap().len(), 2);
     assert_eq!(st.max_seq().unwrap(), 2);
+    assert_eq!(st.call_count(), 2, "the count is kept with the calls");
     assert_eq!(st.verify().unwrap().unreadable, 0);
 }
 
@@ -225,4 +227,167 @@ fn a_second_process_on_the_same_store_is_told_plainly() {
             std::process::id()
         )
     );
+}
+
+/// A store with `per_day` calls on each of `days` days from 4 Nov 2024,
+/// every day closed.
+fn store_of_days(dir: &Path, days: i64, per_day: i64) -> Store {
+    let st = Store::open(dir, 1 << 20).unwrap();
+    let mut seq = 0;
+    for d in 0..days {
+        for i in 0..per_day {
+            seq += 1;
+            st.put_call(&rec(seq, d * 86_400 + i * 60, if i % 3 == 0 { Outcome::Missed } else { Outcome::Answered })).unwrap();
+        }
+    }
+    let last = date(2024, 11, 4) + Duration::days(days);
+    st.close_days(&site(), last).unwrap();
+    st
+}
+
+#[test]
+fn a_call_past_call_retention_goes_and_its_days_figures_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = site();
+    let st = store_of_days(dir.path(), 6, 4);
+    let figures_before = st.days().unwrap();
+    assert_eq!(figures_before.iter().filter(|((p, _), _)| p == "B82005").count(), 6);
+    // the 7th is dirty (a late call): nothing from it on goes
+    st.mark_dirty(date(2024, 11, 7)).unwrap();
+    // call retention reaches 12:00 on the 9th: the 4th to the 6th go, the
+    // day holding the cut is kept whole
+    let cut = Timestamp::from_secs_micros(1_730_710_800 + 5 * 86_400 + 3 * 3600, 0);
+    assert_eq!(st.prune_calls(&s, cut).unwrap(), 12, "three days of four calls");
+    assert_eq!(st.call_count(), 12);
+    let left: Vec<NaiveDate> = st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().iter().map(|c| Aggregator::new(&s).local_date(c.started)).collect();
+    assert_eq!(left.first(), Some(&date(2024, 11, 7)), "the dirty day and after kept");
+    assert_eq!(st.pruned_before().unwrap(), Some(local_day_span(&s, date(2024, 11, 7)).0));
+    assert_eq!(st.days().unwrap(), figures_before, "every day's figures stay");
+    // the book of the first week: the pruned days from their figures,
+    // the rest from their calls, every call counted once
+    let book = crate::page::book_between(&st, &s, date(2024, 11, 4), date(2024, 11, 9)).unwrap();
+    let agg = book.aggregate(&s);
+    let cbt001 = |d: &Day| d.total(cbt_proto::metrics::Indicator::Cbt001);
+    let total: u64 = (4..=9).filter_map(|d| agg.days().get(&("B82005".to_string(), date(2024, 11, d)))).map(cbt001).sum();
+    let stored: u64 = figures_before.iter().filter(|((p, _), _)| p == "B82005").map(|(_, d)| cbt001(d)).sum();
+    assert!(stored > 0);
+    assert_eq!(total, stored);
+    // clean again: the next prune takes the calls up to the cut
+    st.recompute_day(&s, date(2024, 11, 7)).unwrap();
+    assert_eq!(st.prune_calls(&s, cut).unwrap(), 8);
+    assert_eq!(st.prune_calls(&s, cut).unwrap(), 0, "once");
+    assert_eq!(st.days().unwrap().len(), figures_before.len());
+
+    // day figures, upload states and activity go by store.retention
+    st.offer_document("B82005", date(2024, 11, 4), "a", true, cut, |r| format!("doc {r}")).unwrap();
+    st.offer_document("B82005", date(2024, 11, 6), "a", true, cut, |r| format!("doc {r}")).unwrap();
+    for d in [4, 6] {
+        st.delivered("B82005", date(2024, 11, d), 1, cut).unwrap();
+    }
+    let mut hours = std::collections::BTreeMap::new();
+    hours.insert((date(2024, 11, 4), 9), HourV1 { up_s: 3600, ..Default::default() });
+    hours.insert((date(2024, 11, 6), 9), HourV1 { up_s: 3600, ..Default::default() });
+    st.add_activity(&hours).unwrap();
+    let practices = figures_before.iter().filter(|((_, d), _)| *d == date(2024, 11, 4)).count();
+    assert_eq!(st.prune_days(date(2024, 11, 6)).unwrap(), 2 * practices + 2, "the 4th and 5th's figures, the 4th's upload state and activity");
+    assert_eq!(st.days().unwrap().first().map(|((_, d), _)| *d), Some(date(2024, 11, 6)));
+    assert_eq!(st.upload_states().unwrap().iter().map(|((_, d), _)| *d).collect::<Vec<_>>(), [date(2024, 11, 6)]);
+    assert!(st.activity_on(date(2024, 11, 4)).unwrap().is_none());
+    assert!(st.activity_on(date(2024, 11, 6)).unwrap().is_some());
+    assert_eq!(st.days_pruned_before().unwrap(), Some(date(2024, 11, 6)));
+    // an undelivered document holds its day's figures (and later days')
+    st.offer_document("B82005", date(2024, 11, 7), "b", true, cut, |r| format!("doc {r}")).unwrap();
+    assert_eq!(st.prune_days(date(2024, 11, 30)).unwrap(), practices + 2, "only the 6th goes");
+    assert_eq!(st.days().unwrap().first().map(|((_, d), _)| *d), Some(date(2024, 11, 7)));
+    // the count of calls kept with them survives reopening
+    st.flush().unwrap();
+    drop(st);
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(st.call_count(), 4);
+    assert_eq!(st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().len(), 4);
+    assert_eq!(st.max_seq().unwrap(), 24, "numbering goes on after the pruned calls");
+}
+
+#[test]
+fn reading_some_days_reads_only_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = site();
+    let st = store_of_days(dir.path(), 30, 20);
+    let before = st.records_read();
+    let calls = st.calls_on(&s, date(2024, 11, 20)).unwrap();
+    assert_eq!(calls.len(), 20);
+    assert_eq!(st.records_read() - before, 20, "one day of 30: its 20 calls read");
+    let before = st.records_read();
+    let days = st.days_between(Some(date(2024, 11, 10)), Some(date(2024, 11, 11))).unwrap();
+    assert!(!days.is_empty());
+    assert!(days.iter().all(|((_, d), _)| *d == date(2024, 11, 10) || *d == date(2024, 11, 11)), "{days:?}");
+    assert_eq!(days.iter().filter(|((p, _), _)| p == "B82005").count(), 2);
+    assert_eq!(st.records_read() - before, days.len(), "two days of 30: only their figures read");
+    let before = st.records_read();
+    assert_eq!(st.days_on(date(2024, 12, 25)).unwrap().len(), 0);
+    assert_eq!(st.records_read() - before, 0, "a day after the stored ones reads nothing");
+}
+
+/// Rewrites a store of this layout as layout 3 wrote it: `days` and
+/// `uploads` keyed practice first, the `seqs` index, the mark 3. With
+/// `cut_short`, the `days` tree is left as a migration cut short after
+/// rewriting it leaves it.
+fn as_layout_3(dir: &Path, cut_short: bool) {
+    let mut st = Store::open(dir, 1 << 20).unwrap();
+    let old_key = |k: &[u8]| {
+        let (date, practice) = parse_day_key(k).unwrap();
+        let mut o = practice.into_bytes();
+        o.push(0);
+        o.extend_from_slice(date.format("%Y-%m-%d").to_string().as_bytes());
+        o
+    };
+    let trees: &[&sled::Tree] = if cut_short { &[&st.uploads] } else { &[&st.days, &st.uploads] };
+    for tree in trees {
+        for r in tree.iter() {
+            let (k, v) = r.unwrap();
+            tree.remove(&k).unwrap();
+            tree.insert(old_key(&k), v).unwrap();
+        }
+    }
+    let seqs = st.db.open_tree("seqs").unwrap();
+    for k in st.calls.iter().keys() {
+        let k = k.unwrap();
+        seqs.insert(&k[8..16], &k[..]).unwrap();
+    }
+    st.meta.insert("schema", json(&3u32)).unwrap();
+    // the totals this layout writes when it closes, layout 3 did not (they
+    // were taken out when it opened)
+    assert!(st.meta.get(TOTALS).unwrap().is_none());
+    st.counted = false;
+    st.flush().unwrap();
+}
+
+#[test]
+fn a_layout_3_store_migrates_even_after_a_migration_cut_short() {
+    for cut_short in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (calls, days, states) = {
+            let st = store_of_days(dir.path(), 3, 5);
+            st.offer_document("B82005", date(2024, 11, 5), "a", true, Timestamp(0), |r| format!("doc {r}")).unwrap();
+            st.delivered("B82005", date(2024, 11, 5), 1, Timestamp(0)).unwrap();
+            st.offer_document("B82005", date(2024, 11, 6), "b", true, Timestamp(0), |r| format!("doc {r}")).unwrap();
+            st.flush().unwrap();
+            (st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap(), st.days().unwrap(), st.upload_states().unwrap())
+        };
+        as_layout_3(dir.path(), cut_short);
+        let st = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(st.meta.get("schema").unwrap().as_deref(), Some(&json(&SCHEMA)[..]));
+        assert!(!st.db.tree_names().iter().any(|n| n.as_ref() == b"seqs"), "the index is gone");
+        assert_eq!(st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap(), calls, "cut short: {cut_short}");
+        assert_eq!(st.call_count(), 15);
+        assert_eq!(st.max_seq().unwrap(), 15);
+        assert_eq!(st.days().unwrap(), days, "cut short: {cut_short}");
+        assert_eq!(st.days_on(date(2024, 11, 5)).unwrap().len(), days.iter().filter(|((_, d), _)| *d == date(2024, 11, 5)).count());
+        assert_eq!(st.upload_states().unwrap(), states, "cut short: {cut_short}");
+        assert_eq!(st.undelivered_dates().unwrap(), BTreeSet::from([date(2024, 11, 6)]));
+        // the journal replayed after the upgrade finds its calls stored
+        assert!(!st.put_call(&rec(7, 86_400 + 60, Outcome::Answered)).unwrap(), "stored once");
+        assert!(st.callback_made(7, rec(7, 86_400 + 60, Outcome::Answered).started.add(30_000_000), Timestamp::from_secs_micros(1_730_900_000, 0)).unwrap());
+        assert_eq!(st.call_count(), 15);
+    }
 }

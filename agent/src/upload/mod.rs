@@ -125,7 +125,7 @@ pub fn documents_for(store: &Store, site: &Site, agent_id: &str, date: NaiveDate
 /// --dry-run`): final for closed dates, numbered after what was offered.
 pub fn documents_between(store: &Store, site: &Site, agent_id: &str, from: NaiveDate, to: NaiveDate, now: Timestamp) -> Result<Vec<DayDocument>> {
     let states: std::collections::BTreeMap<(String, NaiveDate), u64> =
-        store.upload_states()?.into_iter().map(|(k, s)| (k, s.revision)).collect();
+        store.upload_states_between(Some(from), Some(to))?.into_iter().map(|(k, s)| (k, s.revision)).collect();
     let closed = store.closed_through()?;
     let mut out = Vec::new();
     let mut date = from;

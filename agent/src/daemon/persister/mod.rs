@@ -393,7 +393,7 @@ impl Persister {
 fn write_event(store: &Store, ev: &CallEvent) -> Result<bool> {
     match ev {
         CallEvent::Finished(r) => store.put_call(r),
-        CallEvent::CallbackMade { seq, at, .. } => store.callback_made(*seq, *at),
+        CallEvent::CallbackMade { seq, requested, at, .. } => store.callback_made(*seq, *requested, *at),
     }
 }
 
