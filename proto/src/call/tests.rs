@@ -621,3 +621,26 @@ fn four_withheld_callers_at_once_each_get_their_own_legs() {
     assert_eq!((calls[3].outcome, calls[3].abandoned, calls[3].voicemail.is_some()), (Outcome::Missed, false, true), "{:#?}", calls[3]);
     assert!(calls.iter().all(|c| c.legs == 2 || c.legs == 3));
 }
+
+/// An attended transfer through a proxy: H1 answers, puts the caller on
+/// hold and consults H2 (an internal call), then sends the caller a REFER
+/// whose Refer-To carries `Replaces`; the caller's new INVITE replaces the
+/// consultation and H2 answers it at once. The consultation is no call;
+/// the caller's call stays one, answered by H1, to its last leg's end.
+#[test]
+fn an_attended_transfer_through_a_proxy_stays_one_call() {
+    let x = leg("x", CARRIER, PBX, CALLER, DDI, 0, answered(100, 4_000, 16_500, false));
+    let x1 = hop(&x, PBX, H1, 0, answered(100, 4_000, 16_500, false));
+    // the consultation: 201 calls 202 through the proxy, ended when replaced
+    let z = leg("z", H1, PBX, "201", "202", 10_000, answered(100, 3_000, 7_100, false));
+    let z2 = hop(&z, PBX, H2, 10_000, answered(100, 3_000, 7_100, false));
+    let y = with(
+        leg("y", CARRIER, PBX, CALLER, "202", 20_000, answered(10, 50, 60_000, true)),
+        "Replaces: z@test;to-tag=tt-1020112;from-tag=ft-z",
+    );
+    let y2 = hop(&y, PBX, H2, 20_000, answered(10, 50, 60_000, true));
+    let calls = run_msgs(test_site(), &[x.clone(), x1, z, z2, y, y2], &[refer(&x, 19_900, "202%3FReplaces%3Dz%2540test")]);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_call!(calls[0], Outcome::Answered, wait secs(4_000), duration secs(76_050), abandoned false);
+    assert_eq!((calls[0].ended_by, calls[0].legs), (EndedBy::Caller, 4));
+}
