@@ -162,6 +162,10 @@ pub struct Store {
     max_seq: AtomicU64,
     /// The two above are known (the store opened): written when it closes.
     counted: bool,
+    /// The store was closed cleanly last time (its totals were there): every
+    /// call in it was written whole by an agent that read it back since or
+    /// wrote it itself, so the start need not read them all again.
+    closed_cleanly: bool,
     /// Stored records read (calls, days, upload states, activity) since
     /// the store was opened: what a read costs, whatever the store holds.
     reads: AtomicUsize,
@@ -433,6 +437,7 @@ impl Store {
             call_count: AtomicUsize::new(0),
             max_seq: AtomicU64::new(0),
             counted: false,
+            closed_cleanly: false,
             reads: AtomicUsize::new(0),
             days: t("days")?,
             outbox: t("outbox")?,
@@ -471,6 +476,7 @@ impl Store {
         let totals = match store.meta.remove(TOTALS)?.and_then(|v| serde_json::from_slice::<CallTotals>(&v).ok()) {
             Some(t) => {
                 store.db.flush()?;
+                store.closed_cleanly = true;
                 t
             }
             None => {
@@ -612,10 +618,14 @@ impl Store {
     }
 
     /// Checks every stored call can be read (on start); unreadable ones are
-    /// kept aside (the `quarantine` tree) and reported.
+    /// kept aside (the `quarantine` tree) and reported. Only after a crash,
+    /// a migration or on a new store: after a clean close the calls are not
+    /// read again (that pass is what made a large store's start take memory
+    /// in proportion to it); a damaged record is still kept aside and
+    /// reported when something reads it.
     pub fn verify(&self) -> Result<StoreCounts> {
         let mut bad = 0;
-        for r in self.calls.iter() {
+        for r in self.calls.iter().take(if self.closed_cleanly { 0 } else { usize::MAX }) {
             let (k, v) = r?;
             if let Err(e) = persist::decode_call(&v) {
                 self.quarantine_call(&k, &v, &e);

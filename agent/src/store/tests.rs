@@ -391,3 +391,32 @@ fn a_layout_3_store_migrates_even_after_a_migration_cut_short() {
         assert_eq!(st.call_count(), 15);
     }
 }
+
+#[test]
+fn after_a_clean_close_the_start_does_not_read_every_call_but_a_damaged_one_is_still_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = call_key(rec(2, 60, Outcome::Missed).started, 2);
+    {
+        let st = Store::open(dir.path(), 1 << 20).unwrap();
+        st.put_call(&rec(1, 0, Outcome::Answered)).unwrap();
+        st.put_call(&rec(2, 60, Outcome::Missed)).unwrap();
+        st.calls.insert(key, &b"{\"v\":1,\"seq\":2"[..]).unwrap();
+    } // closed cleanly
+    {
+        let st = Store::open(dir.path(), 1 << 20).unwrap();
+        let counts = st.verify().unwrap();
+        assert_eq!((counts.calls, counts.unreadable), (2, 0), "not read at start");
+        assert_eq!(st.records_read(), 0);
+        // read when asked for: kept aside and reported then
+        assert_eq!(st.calls_between(Timestamp(0), Timestamp::MAX).unwrap().len(), 1);
+        assert_eq!(st.kept_aside(), (1, 0));
+        assert!(st.problems()[0].contains("stored call"), "{:?}", st.problems());
+    }
+    // a crash (no clean close): the next start reads every call
+    let mut st = Store::open(dir.path(), 1 << 20).unwrap();
+    st.calls.insert(key, &b"{\"v\":1,\"seq\":2"[..]).unwrap();
+    st.counted = false; // as a kill leaves it: no totals written
+    drop(st);
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(st.verify().unwrap().unreadable, 1);
+}
