@@ -234,11 +234,14 @@ pub(crate) struct Transfer {
     /// A REFER was seen on one of the call's legs: when its legs are done
     /// it still waits out the settle time, for the caller's new INVITE.
     pub(crate) referred: bool,
+    /// Of `legs`, those a handset placed towards the caller to pick the
+    /// call up (INVITE with Replaces): the caller is their callee.
+    pub(crate) picked: Vec<LegId>,
 }
 
 /// Headers the call layer reads besides the core ones (kept by the parser
 /// whatever the configuration).
-pub(crate) const SIGNAL_HEADERS: &[&str] = &["Session-ID", "Referred-By"];
+pub(crate) const SIGNAL_HEADERS: &[&str] = &["Session-ID", "Referred-By", "Replaces"];
 
 /// What ties a call's other legs to it besides Call-ID and configured
 /// headers: values the trunk leg's INVITE carried that a B2BUA passes on.
@@ -328,6 +331,9 @@ pub struct CallStats {
     /// number (counted as that call's staff legs, not as outbound calls).
     #[serde(default)]
     pub forwarded_out: u64,
+    /// Legs from the site replacing a ringing call's dialog (pickups).
+    #[serde(default)]
+    pub pickups: u64,
 }
 
 /// The state of the call layer that must survive a restart. Written to
@@ -634,6 +640,23 @@ impl CallTracker {
 
     fn leg_started(&mut self, leg: &Leg) {
         let role = self.classify(leg);
+        if !matches!(role, Role::TrunkIn | Role::Unexpected) {
+            if let Some(seq) = self.picked_call(leg) {
+                // a handset picking up a ringing call: its INVITE with
+                // Replaces goes to the caller, and the call goes on in
+                // that new dialog
+                let call = self.open.get_mut(&seq).expect("open call");
+                call.transfer.legs.push(LegInfo::new(leg, false));
+                call.transfer.picked.push(leg.id);
+                call.transfer.call_ids.push(leg.call_id.clone());
+                call.settle_until = None;
+                self.stats.pickups += 1;
+                self.by_trunk_call_id.insert(leg.call_id.clone(), seq);
+                self.leg_call.insert(leg.id, (seq, Role::Continued));
+                self.account(seq);
+                return;
+            }
+        }
         match role {
             Role::TrunkIn => {
                 if self.by_trunk_call_id.contains_key(&leg.call_id) {
@@ -727,6 +750,7 @@ impl CallTracker {
                 }
                 None => self.stats.uncorrelated_legs += 1,
             },
+
             Role::TrunkOut => {
                 if let Some(seq) = self.overflow_match(leg) {
                     // the site forwarding a call it is ringing to an
@@ -777,6 +801,19 @@ impl CallTracker {
                     && (referred_by || c.transfer.referred)
             })
             .map(|c| c.seq)
+    }
+
+    /// The call a leg from the site replaces (RFC 3891 `Replaces` naming
+    /// the call's trunk dialog, as a handset's directed pickup does), if
+    /// no person has answered it yet.
+    fn picked_call(&self, leg: &Leg) -> Option<u64> {
+        let v = leg.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("Replaces"))?.1.as_str();
+        let call_id = v.split(';').next()?.trim();
+        let seq = *self.by_trunk_call_id.get(call_id)?;
+        let c = self.open.get(&seq)?;
+        // the first pickup of a call nobody answered, or a further hop of it
+        let ok = c.transfer.call_ids.iter().any(|id| id == &leg.call_id) || (!c.staff_answered() && c.transfer.picked.is_empty());
+        ok.then_some(seq)
     }
 
     /// The inbound call an outbound leg forwards: a hop of its own dialog
@@ -1235,7 +1272,9 @@ fn decide(call: &OpenCall) -> CallRecord {
     let auto_of = |k: Auto| call.auto.iter().filter(move |(a, _)| *a == k).map(|(_, l)| l);
 
     // a person answered while the trunk leg was up
-    let mut staff_answer = staff.iter().filter_map(|l| l.answered).filter(|a| *a <= trunk_end).min();
+    // a person answered while the caller was on the line: a staff leg, or
+    // a leg that carried the caller on (a transfer's, a pickup's)
+    let mut staff_answer = staff.iter().chain(&call.transfer.legs).filter_map(|l| l.answered).filter(|a| *a <= trunk_end).min();
     if call.direct_staff {
         staff_answer = staff_answer.into_iter().chain(t.answered).min();
     }
@@ -1275,7 +1314,13 @@ fn decide(call: &OpenCall) -> CallRecord {
         Outcome::EndedInIvr
     };
 
-    let ended_by = match (last.end, last.ended_by) {
+    // on a pickup's leg the caller is the callee
+    let by = match last.ended_by {
+        Some(Side::Callee) if call.transfer.picked.contains(&last.id) => Some(Side::Caller),
+        Some(Side::Caller) if call.transfer.picked.contains(&last.id) => Some(Side::Callee),
+        other => other,
+    };
+    let ended_by = match (last.end, by) {
         (Some(EndReason::Bye), Some(Side::Caller)) | (Some(EndReason::Cancel), _) => EndedBy::Caller,
         (Some(EndReason::Bye), _) | (Some(EndReason::Rejected), _) => EndedBy::Practice,
         _ => EndedBy::Inferred,

@@ -644,3 +644,23 @@ fn an_attended_transfer_through_a_proxy_stays_one_call() {
     assert_call!(calls[0], Outcome::Answered, wait secs(4_000), duration secs(76_050), abandoned false);
     assert_eq!((calls[0].ended_by, calls[0].legs), (EndedBy::Caller, 4));
 }
+
+/// A directed pickup through a proxy: H1 rings; H2 picks the call up with an
+/// INVITE carrying `Replaces` (naming the ringing dialog), which the proxy
+/// takes to the caller; the caller accepts it and cancels its first INVITE.
+/// Answered at the pickup, lasting until the conversation on the new dialog
+/// ends, ended by the caller.
+#[test]
+fn a_directed_pickup_is_answered_at_the_pickup() {
+    let x = leg("x", CARRIER, PBX, CALLER, DDI, 0, Script::Cancelled { ring: 100, cancel: 5_100 });
+    let x1 = hop(&x, PBX, H1, 0, Script::Cancelled { ring: 100, cancel: 5_100 });
+    let p = with(
+        leg("p", H2, PBX, "202", CALLER, 4_000, answered(10, 1_000, 30_000, false)),
+        "Replaces: x@test;to-tag=tt-1020111;from-tag=ft-x;early-only",
+    );
+    let p2 = hop(&p, PBX, CARRIER, 4_000, answered(10, 1_000, 30_000, false));
+    let calls = run(&[x, x1, p, p2]);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_call!(calls[0], Outcome::Answered, wait secs(5_000), duration secs(30_000), abandoned false);
+    assert_eq!((calls[0].ended_by, calls[0].legs), (EndedBy::Caller, 4));
+}

@@ -717,6 +717,7 @@ impl From<CallStatsV1> for CallStats {
             // not in version 1: counted since the process started
             transfers: 0,
             forwarded_out: 0,
+            pickups: 0,
         }
     }
 }
