@@ -258,3 +258,80 @@ fn calls_arrive_over_hep_too() {
     assert_eq!(s["sip"]["hep_messages"].as_u64(), Some(sent));
     daemon.stop().unwrap();
 }
+
+/// One HEP feed, two agents (a hosted-PBX supplier's SBCs mirror every
+/// practice's calls to both): each owns one practice's numbers and ignores
+/// calls to numbers it does not list (`calls.unlisted = "ignore"`), so
+/// between them every call is counted once, each by its own agent, and
+/// neither has an Unassigned row. No capture, no root.
+#[test]
+fn two_agents_share_one_hep_feed_each_counting_its_own_practice() {
+    const TEST: &str = "daemon_hep_split";
+    let dir = workspace_root().join("target/tmp").join(TEST);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = agent_bin();
+    let agents: Vec<(&str, &str, SocketAddr, SocketAddr, Daemon)> = [("a", "B82005", "01632 960123"), ("b", "B82099", "01632 960777")]
+        .into_iter()
+        .map(|(name, ods, number)| {
+            let status: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+            let hep_addr = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+            let config = dir.join(format!("{name}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "[[practice]]\nods = \"{ods}\"\nnumbers = [\"{number}\"]\n[calls]\nunlisted = \"ignore\"\n[network]\ncarrier = [\"192.0.2.0/24\"]\nstaff = [\"10.20.1.0/24\"]\n[hep]\nlisten = \"{hep_addr}\"\n[store]\ndir = \"{}\"\n[status]\nlisten = \"{status}\"\n",
+                    dir.join(format!("store-{name}")).display()
+                ),
+            )
+            .unwrap();
+            let d = Daemon::start(&bin, &config, status, &dir.join(format!("{name}.log")));
+            (name, ods, status, hep_addr, d)
+        })
+        .collect();
+    let mut agents = agents;
+    for a in &mut agents {
+        a.4.wait_ready(Duration::from_secs(20)).unwrap();
+    }
+    // practice A: answered, busy, cancelled; practice B: answered, answered, busy
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let now = cbt_agent::daemon::capture::now();
+    let answered = cbt_proto::synth::Script::Answered { ring: 100, answer: 2000, talk: 3000, caller_hangs_up: true };
+    let busy = cbt_proto::synth::Script::Rejected { ring: None, at: 300, code: 486 };
+    let cancelled = cbt_proto::synth::Script::Cancelled { ring: 100, cancel: 1500 };
+    let plan = [("01632960123", answered.clone()), ("01632960123", busy.clone()), ("01632960123", cancelled), ("01632960777", answered.clone()), ("01632960777", answered), ("01632960777", busy)];
+    for (n, (ddi, script)) in plan.iter().enumerate() {
+        let mut c = cbt_proto::synth::Call::numbered(n as u64, "192.0.2.7:5060".parse().unwrap(), "10.20.1.11:5060".parse().unwrap(), now, script.clone());
+        c.callee = ddi.to_string();
+        for m in c.messages() {
+            let pkt = cbt_proto::wire::encode_hep(&cbt_proto::wire::HepPacket {
+                ts: Some(m.ts),
+                src: m.src,
+                dst: m.dst,
+                ip_proto: 17,
+                proto_type: 1,
+                capture_id: Some(7),
+                correlation_id: None,
+                payload: &m.bytes,
+            });
+            for a in &agents {
+                sock.send_to(&pkt, a.3).unwrap();
+            }
+        }
+    }
+    for (name, ods, _, _, d) in &agents {
+        let s = wait_idle(d, 3);
+        let practices = s["today"]["practices"].as_array().cloned().unwrap_or_default();
+        let mine: Vec<&Value> = practices.iter().filter(|p| p["inbound"].as_u64().unwrap_or(0) > 0).collect();
+        assert_eq!(mine.len(), 1, "agent {name}: only its own practice has calls: {s:#}");
+        let p = mine[0];
+        assert_eq!(p["practice"].as_str(), Some(*ods), "agent {name}: {s:#}");
+        let want = if *name == "a" { (Some(3), Some(1), Some(2)) } else { (Some(3), Some(2), Some(1)) };
+        assert_eq!((p["inbound"].as_u64(), p["answered"].as_u64(), p["missed"].as_u64()), want, "agent {name}: {s:#}");
+        assert_eq!(s["engine"]["calls_finished"].as_u64(), Some(3), "agent {name}: the other practice's calls are not its calls");
+        assert_eq!(s["engine"]["not_ours"].as_u64(), Some(3), "agent {name}: {s:#}");
+    }
+    for (_, _, _, _, mut d) in agents {
+        d.stop().unwrap();
+    }
+}

@@ -99,6 +99,7 @@ struct RawCalls {
     max_duration: Option<S<String>>,
     ring_timeout: Option<S<String>>,
     gap_timeout: Option<S<String>>,
+    unlisted: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -522,7 +523,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("status", &["listen"]),
     ("log", &["level"]),
     ("diagnostics", &["quiet"]),
-    ("calls", &["max_duration", "ring_timeout", "gap_timeout"]),
+    ("calls", &["max_duration", "ring_timeout", "gap_timeout", "unlisted"]),
     ("upload", &["url", "token_file", "ca_file", "client_cert", "client_key", "proxy", "interval", "max_backoff", "timeout", "agent_id"]),
     ("page", &["national", "lan"]),
     ("page.lan", &["listen", "password_hash", "token_file", "cert", "key", "api"]),
@@ -953,6 +954,22 @@ impl Config {
         if let Some(v) = &raw.calls.gap_timeout {
             legs.gap_timeout = c.duration(v, "calls.gap_timeout").unwrap_or(legs.gap_timeout);
         }
+        let ignore_unlisted = match &raw.calls.unlisted {
+            None => false,
+            Some(v) => match v.get_ref().as_str() {
+                "unassigned" => false,
+                "ignore" => true,
+                other => {
+                    c.bad(v, "calls.unlisted", format!("`{other}` is not a choice"), "write \"unassigned\" (the default: calls to numbers no practice lists are Unassigned's) or \"ignore\" (another agent owns them)");
+                    false
+                }
+            },
+        };
+        if ignore_unlisted && practices.iter().all(|p| p.numbers.is_empty()) {
+            if let Some(v) = &raw.calls.unlisted {
+                c.bad(v, "calls.unlisted", "\"ignore\" with no practice numbers listed would ignore every call".to_string(), "list each practice's numbers (`numbers = [...]`) or remove calls.unlisted");
+            }
+        }
         let upload = raw.upload.as_ref().and_then(|u| upload_config(&mut c, u));
         let page_settings = page::page_config(&mut c, &raw.page, &raw.staffing, &agent.status_listen);
         if !c.problems.is_empty() {
@@ -982,6 +999,7 @@ impl Config {
                 wait_edges,
                 duration_edges,
                 settle,
+                ignore_unlisted,
             },
             secret_file,
             agent,

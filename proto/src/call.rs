@@ -334,6 +334,10 @@ pub struct CallStats {
     /// Legs from the site replacing a ringing call's dialog (pickups).
     #[serde(default)]
     pub pickups: u64,
+    /// Inbound legs to numbers no practice lists, with `calls.unlisted =
+    /// "ignore"`: another agent's calls.
+    #[serde(default)]
+    pub not_ours: u64,
 }
 
 /// The state of the call layer that must survive a restart. Written to
@@ -675,6 +679,12 @@ impl CallTracker {
                     self.by_trunk_call_id.insert(leg.call_id.clone(), seq);
                     self.leg_call.insert(leg.id, (seq, Role::Continued));
                     self.account(seq);
+                    return;
+                }
+                if self.site.ignore_unlisted && self.site.is_practice_number(&[leg.ruri.hash.as_deref(), leg.to.hash.as_deref()]) == Some(false) {
+                    // another agent's practice (a shared HEP feed); a transfer's
+                    // new INVITE (to an extension) was tied above
+                    self.stats.not_ours += 1;
                     return;
                 }
                 let direct_auto = self.automated_kind(leg);

@@ -308,6 +308,10 @@ pub struct SiteSpec {
     pub duration_edges: Vec<u32>,
     /// After the trunk leg ends, how long to wait for its other legs to end.
     pub settle: Micros,
+    /// Inbound calls to a number no practice lists are not this agent's
+    /// (several agents share one HEP feed, each owning some practices),
+    /// rather than the `Unassigned` practice's.
+    pub ignore_unlisted: bool,
 }
 
 impl SiteSpec {
@@ -339,6 +343,7 @@ impl SiteSpec {
             wait_edges: DEFAULT_EDGES.to_vec(),
             duration_edges: DEFAULT_EDGES.to_vec(),
             settle: 10 * crate::time::SECOND,
+            ignore_unlisted: false,
         }
     }
 }

@@ -244,3 +244,13 @@ fn call_records_and_day_figures_have_their_own_retentions() {
     let p = problems(&format!("{EXAMPLE}[store]\nretention = \"12h\"\n"));
     assert_eq!(p[0].key, "store.retention", "{p:?}");
 }
+
+#[test]
+fn calls_to_unlisted_numbers_are_unassigned_or_another_agents() {
+    assert!(!parse(EXAMPLE).unwrap().site.ignore_unlisted, "Unassigned's by default");
+    let c = parse(&format!("{EXAMPLE}[calls]\nunlisted = \"ignore\"\n")).unwrap();
+    assert!(c.site.ignore_unlisted);
+    let p = problems(&format!("{EXAMPLE}[calls]\nunlisted = \"drop\"\n"));
+    assert_eq!((p.len(), p[0].key.as_str()), (1, "calls.unlisted"), "{p:?}");
+    assert!(p[0].fix.contains("\"ignore\""), "{p:?}");
+}

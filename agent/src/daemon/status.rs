@@ -79,6 +79,16 @@ pub struct EngineStatus {
     pub calls_finished: u64,
     pub uncorrelated_legs: u64,
     pub b2bua_ambiguous: u64,
+    /// Legs tied to a call by the transfer, pickup and forwarding rules,
+    /// and inbound legs left to another agent (`calls.unlisted = "ignore"`).
+    #[serde(default)]
+    pub transfers: u64,
+    #[serde(default)]
+    pub pickups: u64,
+    #[serde(default)]
+    pub forwarded_out: u64,
+    #[serde(default)]
+    pub not_ours: u64,
     pub last_packet: Option<String>,
     pub reassembly_bytes: u64,
 }
@@ -404,6 +414,10 @@ impl StatusBuilder {
                 calls_finished: calls.calls,
                 uncorrelated_legs: calls.uncorrelated_legs,
                 b2bua_ambiguous: calls.b2bua_ambiguous,
+                transfers: calls.transfers,
+                pickups: calls.pickups,
+                forwarded_out: calls.forwarded_out,
+                not_ours: calls.not_ours,
                 last_packet: st.last_packet.map(|t| t.to_rfc3339()),
                 reassembly_bytes: o.reassembly_bytes,
             },

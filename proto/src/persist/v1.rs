@@ -718,6 +718,7 @@ impl From<CallStatsV1> for CallStats {
             transfers: 0,
             forwarded_out: 0,
             pickups: 0,
+            not_ours: 0,
         }
     }
 }
