@@ -27,7 +27,7 @@ pub fn fill_store(dir: &Path, records: &[CallRecord]) {
 pub fn serve_store(site_toml: &str, dir: &Path, extra: &str) -> (Daemon, SocketAddr) {
     let status: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
     let text = format!(
-        "{site_toml}\n[store]\ndir = \"{}\"\nretention = \"3650d\"\n[status]\nlisten = \"{status}\"\n[privacy]\nsecret_file = \"{}\"\n{extra}\n",
+        "{site_toml}\n[store]\ndir = \"{}\"\nretention = \"3650d\"\ncall_retention = \"3650d\"\n[status]\nlisten = \"{status}\"\n[privacy]\nsecret_file = \"{}\"\n{extra}\n",
         dir.join("store").display(),
         dir.join("secret").display()
     );
