@@ -201,7 +201,14 @@ fn engine_and_store_finish(fixture: &str, scratch_name: &str) {
     let key = cbt_agent::secret::load_or_create(&dir.join("store/secret")).unwrap();
     let hasher = cbt_proto::number::Hasher::new(key, &config.site.country_code);
     let site = config.site(&hasher);
+    let before_upgrade = cbt_agent::daemon::capture::now();
     let store = cbt_agent::store::Store::open(&dir.join("store"), 1 << 20).unwrap();
+    // the upgrade is recorded: what the earlier release stored keeps its
+    // retention (AgentConfig::call_cut)
+    let upgraded = store.upgraded_at().unwrap().expect("upgrade recorded");
+    assert!(upgraded >= before_upgrade && upgraded <= cbt_agent::daemon::capture::now());
+    let cut = config.agent.call_cut(cbt_agent::daemon::capture::now(), Some(upgraded));
+    assert!(store.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().iter().all(|c| c.started > cut), "none of its calls is due for pruning");
 
     // what 0.1.0 stored reads as it was
     let counts = store.verify().unwrap();

@@ -17,7 +17,7 @@
 
 use cbt_proto::number::{self, Hasher};
 use cbt_proto::site::{self, AddrMatch, CallbackWindow, ExtPattern, OrgCodes, PracticeSpec, Site, SiteSpec};
-use cbt_proto::time::{Micros, MINUTE, SECOND};
+use cbt_proto::time::{Micros, Timestamp, MINUTE, SECOND};
 use chrono::NaiveDate;
 use serde::Deserialize;
 use std::fmt;
@@ -350,6 +350,12 @@ pub struct AgentConfig {
     pub retention: Micros,
     /// How long call records are kept (at most `retention`).
     pub call_retention: Micros,
+    /// What an earlier release (store layout 2 or 3) kept call records for
+    /// under this file: `store.retention` if set (it was the calls' then),
+    /// else 0.1.0's 400 days. Applies to a store upgraded from it while
+    /// calls it stored may still be within it, unless `store.call_retention`
+    /// is set (see [`AgentConfig::call_cut`]).
+    pub legacy_call_retention: Option<Micros>,
     pub cache_bytes: u64,
     /// Finished calls kept in memory while the store cannot take them.
     pub memory_calls: usize,
@@ -358,6 +364,21 @@ pub struct AgentConfig {
     pub log_level: String,
     /// No INVITE for this long during core hours is reported.
     pub quiet: Micros,
+}
+
+impl AgentConfig {
+    /// Call records that started before the returned time are pruned. An
+    /// upgrade never deletes what the release before it would have kept: on
+    /// a store upgraded (at `upgraded_at`) from an earlier layout, while
+    /// calls that release stored may still be within its retention, that
+    /// retention applies (unless `store.call_retention` is set).
+    pub fn call_cut(&self, now: Timestamp, upgraded_at: Option<Timestamp>) -> Timestamp {
+        let keep = match (self.legacy_call_retention, upgraded_at) {
+            (Some(legacy), Some(u)) if now.add(-legacy) < u => self.call_retention.max(legacy),
+            _ => self.call_retention,
+        };
+        now.add(-keep)
+    }
 }
 
 impl AgentConfig {
@@ -1113,6 +1134,7 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
             None => retention.min(62 * DAY),
         },
     };
+    let legacy_call_retention = st.call_retention.is_none().then(|| if st.retention.is_some() { retention } else { 400 * DAY });
     let cache_bytes = size(c, &st.cache, "store.cache", 8 << 20);
     let memory_calls = int(c, &st.memory_calls, "store.memory_calls", 100, 10_000_000, 200_000) as usize;
     let snapshot_every = match &st.snapshot_every {
@@ -1164,6 +1186,7 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
         store_dir,
         retention,
         call_retention,
+        legacy_call_retention,
         cache_bytes,
         memory_calls,
         snapshot_every,

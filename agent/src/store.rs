@@ -528,6 +528,11 @@ impl Store {
             }
             tree.apply_batch(batch)?;
         }
+        // call records an earlier release stored are kept as it would have
+        // (see `AgentConfig::call_cut`)
+        if self.meta.get("upgraded_at")?.is_none() {
+            self.meta.insert("upgraded_at", json(&crate::daemon::capture::now()))?;
+        }
         self.meta.insert("schema", json(&SCHEMA))?;
         self.db.flush()?;
         tracing::info!(dir = %self.dir.display(), moved, "store migrated from layout {from} to {SCHEMA}: day figures and upload states keyed by date, one key per call");
@@ -1238,6 +1243,14 @@ impl Store {
     /// Day figures of dates before this one were pruned (`store.retention`).
     pub fn days_pruned_before(&self) -> Result<Option<NaiveDate>> {
         Ok(match self.meta.get("days_pruned_before")? {
+            Some(v) => Some(serde_json::from_slice(&v)?),
+            None => None,
+        })
+    }
+
+    /// When this store was upgraded from an earlier layout (2 or 3), if it was.
+    pub fn upgraded_at(&self) -> Result<Option<Timestamp>> {
+        Ok(match self.meta.get("upgraded_at")? {
             Some(v) => Some(serde_json::from_slice(&v)?),
             None => None,
         })

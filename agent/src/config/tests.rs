@@ -254,3 +254,21 @@ fn calls_to_unlisted_numbers_are_unassigned_or_another_agents() {
     assert_eq!((p.len(), p[0].key.as_str()), (1, "calls.unlisted"), "{p:?}");
     assert!(p[0].fix.contains("\"ignore\""), "{p:?}");
 }
+
+#[test]
+fn an_upgrade_never_prunes_a_call_the_release_before_would_have_kept() {
+    const DAY: Micros = 24 * 3600 * SECOND;
+    let now = cbt_proto::Timestamp(1_800_000_000 * SECOND);
+    // 0.1.0 kept call records 400 days by default
+    let c = parse(EXAMPLE).unwrap();
+    assert_eq!(c.agent.call_cut(now, None), now.add(-62 * DAY), "a new store: the new default");
+    let upgraded = now.add(-10 * DAY);
+    assert_eq!(c.agent.call_cut(now, Some(upgraded)), now.add(-400 * DAY), "upgraded 10 days ago: 0.1.0's 400 days");
+    assert_eq!(c.agent.call_cut(now, Some(now.add(-401 * DAY))), now.add(-62 * DAY), "nothing 0.1.0 stored is within its 400 days any more");
+    // an old file's own retention was the calls'
+    let c = parse(&format!("{EXAMPLE}[store]\nretention = \"500d\"\n")).unwrap();
+    assert_eq!(c.agent.call_cut(now, Some(upgraded)), now.add(-500 * DAY));
+    // a call_retention set by the supplier is theirs to choose
+    let c = parse(&format!("{EXAMPLE}[store]\ncall_retention = \"30d\"\n")).unwrap();
+    assert_eq!(c.agent.call_cut(now, Some(upgraded)), now.add(-30 * DAY));
+}

@@ -561,7 +561,8 @@ impl Daemon {
     fn maintenance(&mut self) {
         let Some(store) = self.persister.store().cloned() else { return };
         let now = self.clock.now();
-        match store.prune_calls(&self.site, now.add(-self.config.agent.call_retention)) {
+        let upgraded_at = store.upgraded_at().unwrap_or(None);
+        match store.prune_calls(&self.site, self.config.agent.call_cut(now, upgraded_at)) {
             Ok(n) if n > 0 => tracing::info!(pruned = n, "call records older than store.call_retention removed (day figures kept)"),
             Err(e) => tracing::warn!("pruning failed: {e:#}"),
             _ => {}
