@@ -417,6 +417,10 @@ pub(crate) struct CallTracker {
     /// instead of scanning every open call. Entries of calls finalised
     /// earlier are skipped.
     settling: BTreeSet<(Timestamp, u64)>,
+    /// Open calls in which a REFER was seen: the only ones a new inbound
+    /// leg without `Referred-By` can continue (so that a flood of INVITEs
+    /// does not search every call in progress).
+    referred: BTreeSet<u64>,
     pub stats: CallStats,
 }
 
@@ -442,6 +446,7 @@ impl CallTracker {
             outbound: VecDeque::new(),
             events: VecDeque::new(),
             settling: BTreeSet::new(),
+            referred: BTreeSet::new(),
             stats: CallStats::default(),
         }
     }
@@ -500,6 +505,7 @@ impl CallTracker {
     /// Removes a call's index entries and its bytes (the call itself is
     /// already out of `open`).
     fn forget_call(&mut self, call: &OpenCall) {
+        self.referred.remove(&call.seq);
         self.by_trunk_call_id.remove(&call.trunk_call_id);
         for id in &call.transfer.call_ids {
             if self.by_trunk_call_id.get(id) == Some(&call.seq) {
@@ -624,6 +630,7 @@ impl CallTracker {
             LegEvent::Referred { id, .. } => {
                 if let Some(call) = self.leg_call.get(id).and_then(|(seq, _)| self.open.get_mut(seq)) {
                     call.transfer.referred = true;
+                    self.referred.insert(call.seq);
                 }
             }
             LegEvent::Finished(leg) => self.leg_finished(leg),
@@ -800,17 +807,16 @@ impl CallTracker {
     /// (phones such as baresip send no `Referred-By`). The latest such call.
     fn transferred_call(&self, leg: &Leg) -> Option<u64> {
         let referred_by = leg.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("Referred-By"));
+        if !referred_by && self.referred.is_empty() {
+            return None;
+        }
         let caller = Self::caller_of(leg)?;
-        self.open
-            .values()
-            .rev()
-            .find(|c| {
-                c.caller.as_deref() == Some(caller.as_str())
-                    && c.trunk.started <= leg.started
-                    && c.staff_answered()
-                    && (referred_by || c.transfer.referred)
-            })
-            .map(|c| c.seq)
+        let fits = |c: &OpenCall| c.caller.as_deref() == Some(caller.as_str()) && c.trunk.started <= leg.started && c.staff_answered();
+        if referred_by {
+            self.open.values().rev().find(|c| fits(c)).map(|c| c.seq)
+        } else {
+            self.referred.iter().rev().filter_map(|s| self.open.get(s)).find(|c| fits(c)).map(|c| c.seq)
+        }
     }
 
     /// The call a leg from the site replaces (RFC 3891 `Replaces` naming
@@ -971,6 +977,9 @@ impl CallTracker {
         let Some((seq, role)) = self.leg_call.remove(&leg.id) else { return };
         let settle = self.site.settle;
         let hold = self.hold_for_bursts();
+        if leg.referred && self.open.contains_key(&seq) {
+            self.referred.insert(seq);
+        }
         let Some(call) = self.open.get_mut(&seq) else { return };
         let is_trunk = role == Role::TrunkIn && call.trunk.id == leg.id;
         let is_continued = role == Role::Continued;
@@ -1206,6 +1215,7 @@ impl CallTracker {
         self.by_session.clear();
         self.leg_call.clear();
         self.settling.clear();
+        self.referred.clear();
         self.bytes = 0;
         for c in snap.open {
             self.by_trunk_call_id.insert(c.trunk_call_id.clone(), c.seq);
