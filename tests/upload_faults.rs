@@ -244,10 +244,25 @@ fn nothing_is_lost_or_counted_twice_whatever_fails() {
     let s = agent.wait_delivered(&pg, DB, &caller.sent, Duration::from_secs(120), "after the kills");
 
     // every practice: today's document at the agent's last revision, with
-    // exactly the calls sent to it
-    let docs = at_collector(&pg, DB);
+    // exactly the calls sent to it. Today's document keeps changing (its
+    // capture hours, a restart's gap ending when capture began), so the
+    // agent may have made a revision since: wait until the collector holds
+    // the agent's latest of every practice (each delivered within the
+    // upload interval), then compare
+    let today = chrono::Utc::now().date_naive();
+    let agent_docs = || -> Vec<Value> { serde_json::from_str(&agent.daemon.get(&format!("/api/documents?from={today}&to={today}")).unwrap()).unwrap() };
+    let latest = |docs: &BTreeMap<String, (u64, u64)>, mine: &[Value]| {
+        mine.iter().all(|d| docs.get(d["practice"].as_str().unwrap_or_default()).is_some_and(|(r, _)| Some(*r) == d["revision"].as_u64()))
+    };
+    let t0 = Instant::now();
+    let (docs, agent_docs) = loop {
+        let (docs, mine) = (at_collector(&pg, DB), agent_docs());
+        if latest(&docs, &mine) || t0.elapsed() > Duration::from_secs(60) {
+            break (docs, mine);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     assert_eq!(docs.len(), PRACTICES as usize, "{docs:?}");
-    let agent_docs: Vec<Value> = serde_json::from_str(&agent.daemon.get(&format!("/api/documents?from={0}&to={0}", chrono::Utc::now().date_naive())).unwrap()).unwrap();
     for (practice, sent) in &caller.sent {
         let (revision, calls) = docs[practice];
         assert_eq!(calls, *sent, "{practice}: the collector counts {calls} calls, {sent} were made");
