@@ -238,16 +238,7 @@ fn calls_arrive_over_hep_too() {
         // the carrier straight to a handset
         let c = cbt_proto::synth::Call::numbered(n as u64, "192.0.2.7:5060".parse().unwrap(), "10.20.1.11:5060".parse().unwrap(), now, script.clone());
         for m in c.messages() {
-            let pkt = cbt_proto::wire::encode_hep(&cbt_proto::wire::HepPacket {
-                ts: Some(m.ts),
-                src: m.src,
-                dst: m.dst,
-                ip_proto: 17,
-                proto_type: 1,
-                capture_id: Some(7),
-                correlation_id: None,
-                payload: &m.bytes,
-            });
+            let pkt = cbt_tests::daemon::hep_of(&m, 7);
             sock.send_to(&pkt, hep_addr).unwrap();
             sent += 1;
         }
@@ -304,16 +295,7 @@ fn two_agents_share_one_hep_feed_each_counting_its_own_practice() {
         let mut c = cbt_proto::synth::Call::numbered(n as u64, "192.0.2.7:5060".parse().unwrap(), "10.20.1.11:5060".parse().unwrap(), now, script.clone());
         c.callee = ddi.to_string();
         for m in c.messages() {
-            let pkt = cbt_proto::wire::encode_hep(&cbt_proto::wire::HepPacket {
-                ts: Some(m.ts),
-                src: m.src,
-                dst: m.dst,
-                ip_proto: 17,
-                proto_type: 1,
-                capture_id: Some(7),
-                correlation_id: None,
-                payload: &m.bytes,
-            });
+            let pkt = cbt_tests::daemon::hep_of(&m, 7);
             for a in &agents {
                 sock.send_to(&pkt, a.3).unwrap();
             }

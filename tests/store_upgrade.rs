@@ -21,7 +21,6 @@ use cbt_agent::config::Config;
 use cbt_proto::call::{CallEvent, CallRecord, Outcome};
 use cbt_proto::metrics::Indicator;
 use cbt_proto::synth::{Call, Msg, Script};
-use cbt_proto::wire::{encode_hep as encode, HepPacket};
 use cbt_proto::{Engine, EngineConfig, Timestamp};
 use cbt_tests::daemon::{agent_bin, free_tcp_port, Daemon};
 use cbt_tests::workspace_root;
@@ -123,19 +122,6 @@ fn planned_times(p: &Planned) -> (Option<f64>, Option<f64>) {
         (Script::Rejected { at, .. }, _) => (s(*at), None),
         _ => (None, None),
     }
-}
-
-fn hep(m: &Msg) -> Vec<u8> {
-    encode(&HepPacket {
-        ts: Some(m.ts),
-        src: m.src,
-        dst: m.dst,
-        ip_proto: 17,
-        proto_type: 1,
-        capture_id: Some(1),
-        correlation_id: None,
-        payload: &m.bytes,
-    })
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -264,7 +250,7 @@ fn engine_and_store_finish(fixture: &str, scratch_name: &str) {
         engine.replay_journal(e);
     }
     for m in plan.rest() {
-        engine.ingest_hep(m.ts, &hep(&m));
+        engine.ingest_hep(m.ts, &cbt_tests::daemon::hep_of(&m, 1));
     }
     engine.finish();
     let mut all = stored;

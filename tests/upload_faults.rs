@@ -18,7 +18,6 @@
 //! practice the token is not bound to, and the way through `upload.proxy`.
 
 use cbt_proto::synth::{Call, Script};
-use cbt_proto::wire::{encode_hep as encode, HepPacket};
 use cbt_proto::Timestamp;
 use cbt_tests::collector::Setup;
 use cbt_tests::daemon::{agent_bin, free_tcp_port, Daemon};
@@ -71,7 +70,7 @@ impl Caller {
         let mut c = Call::numbered(n, format!("192.0.2.{}:5060", 1 + n % 200).parse().unwrap(), "10.20.0.5:5060".parse().unwrap(), now(), Script::Answered { ring: 0, answer: 1, talk: 2, caller_hangs_up: true });
         c.callee = ddi(practice);
         for m in c.messages() {
-            let pkt = encode(&HepPacket { ts: Some(m.ts), src: m.src, dst: m.dst, ip_proto: 17, proto_type: 1, capture_id: Some(1), correlation_id: None, payload: &m.bytes });
+            let pkt = cbt_tests::daemon::hep_of(&m, 1);
             self.sock.send_to(&pkt, self.hep).unwrap();
         }
         *self.sent.entry(ods(practice)).or_default() += 1;

@@ -138,3 +138,18 @@ listen = "{status}"
         store.display()
     )
 }
+
+/// A synthetic message as a PBX's HEP agent mirrors it (HEPv3, UDP/SIP),
+/// tagged with `capture_id`: what the tests send to `[hep] listen`.
+pub fn hep_of(m: &cbt_proto::synth::Msg, capture_id: u32) -> Vec<u8> {
+    cbt_proto::wire::encode_hep(&cbt_proto::wire::HepPacket {
+        ts: Some(m.ts),
+        src: m.src,
+        dst: m.dst,
+        ip_proto: 17,
+        proto_type: 1,
+        capture_id: Some(capture_id),
+        correlation_id: None,
+        payload: &m.bytes,
+    })
+}
