@@ -656,15 +656,8 @@ impl CallTracker {
                 // a handset picking up a ringing call: its INVITE with
                 // Replaces goes to the caller, and the call goes on in
                 // that new dialog
-                let call = self.open.get_mut(&seq).expect("open call");
-                call.transfer.legs.push(LegInfo::new(leg, false));
-                call.transfer.picked.push(leg.id);
-                call.transfer.call_ids.push(leg.call_id.clone());
-                call.settle_until = None;
+                self.continue_call(seq, leg, true);
                 self.stats.pickups += 1;
-                self.by_trunk_call_id.insert(leg.call_id.clone(), seq);
-                self.leg_call.insert(leg.id, (seq, Role::Continued));
-                self.account(seq);
                 return;
             }
         }
@@ -677,15 +670,8 @@ impl CallTracker {
                     return;
                 }
                 if let Some(seq) = self.transferred_call(leg) {
-                    let call = self.open.get_mut(&seq).expect("open call");
-                    call.transfer.legs.push(LegInfo::new(leg, false));
-                    call.transfer.call_ids.push(leg.call_id.clone());
-                    // it settles once the new leg ends too
-                    call.settle_until = None;
+                    self.continue_call(seq, leg, false);
                     self.stats.transfers += 1;
-                    self.by_trunk_call_id.insert(leg.call_id.clone(), seq);
-                    self.leg_call.insert(leg.id, (seq, Role::Continued));
-                    self.account(seq);
                     return;
                 }
                 if self.site.ignore_unlisted && self.site.is_practice_number(&[leg.ruri.hash.as_deref(), leg.to.hash.as_deref()]) == Some(false) {
@@ -798,6 +784,23 @@ impl CallTracker {
                 });
             }
         }
+    }
+
+    /// Ties a leg that carries the caller on (a transfer's new INVITE, or a
+    /// pickup's, `picked`, whose callee is the caller) to call `seq`: its
+    /// Call-ID is indexed like the trunk's (for its further hops), and the
+    /// call settles only once it ends too.
+    fn continue_call(&mut self, seq: u64, leg: &Leg, picked: bool) {
+        let call = self.open.get_mut(&seq).expect("open call");
+        call.transfer.legs.push(LegInfo::new(leg, false));
+        if picked {
+            call.transfer.picked.push(leg.id);
+        }
+        call.transfer.call_ids.push(leg.call_id.clone());
+        call.settle_until = None;
+        self.by_trunk_call_id.insert(leg.call_id.clone(), seq);
+        self.leg_call.insert(leg.id, (seq, Role::Continued));
+        self.account(seq);
     }
 
     /// The call a new inbound leg continues: it comes from the caller of a

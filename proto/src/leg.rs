@@ -840,9 +840,7 @@ impl LegTracker {
                     leg.to_tag = m.to.tag.clone();
                     leg.forks.extend(m.to.tag.clone());
                     leg.state = State::Proceeding;
-                    leg.last_activity = g.0;
-                    self.answered_in_gap(id, ts);
-                    self.legs.get_mut(&id).expect("adopted leg").last_activity = ts;
+                    self.answer_in(id, g);
                 }
             }
             return;
@@ -876,7 +874,14 @@ impl LegTracker {
         if leg.answered.is_some() || !leg.is_open() {
             return;
         }
-        let Some(g) = self.gap_after(leg.last_activity).filter(|g| g.1 <= ts) else { return };
+        if let Some(g) = self.gap_after(leg.last_activity).filter(|g| g.1 <= ts) {
+            self.answer_in(id, g);
+        }
+    }
+
+    /// The leg was answered during gap `g`: at its end, the latest the
+    /// answer can have been.
+    fn answer_in(&mut self, id: LegId, g: (Timestamp, Timestamp)) {
         let leg = self.legs.get_mut(&id).expect("leg");
         let at = g.1.max(leg.started);
         leg.answered = Some(at);
