@@ -169,7 +169,35 @@ struct Done {
     here: String,
 }
 
+/// One of the two handsets of practice A's ring group.
+#[derive(Clone, Copy)]
+enum Handset {
+    H1,
+    H2,
+}
+
 impl Rig {
+    fn handset(&mut self, h: Handset) -> &mut Phone {
+        match h {
+            Handset::H1 => &mut self.h1,
+            Handset::H2 => &mut self.h2,
+        }
+    }
+
+    /// `h` answers: the 200 is at the earlier of its `accept` done and the
+    /// caller's CALL_ESTABLISHED.
+    fn answer(&mut self, h: Handset) -> Timestamp {
+        let accepted = ok(self.handset(h).accept()).at;
+        accepted.min(ok(self.caller.wait_for("CALL_ESTABLISHED", PATIENCE)).at)
+    }
+
+    /// The caller hangs up on `h`: the BYE is at the earlier of the
+    /// caller's `hangup` done and the handset's CALL_CLOSED.
+    fn caller_hangs_up(&mut self, h: Handset) -> Timestamp {
+        let hung_up = ok(self.caller.hangup()).at;
+        hung_up.min(ok(self.handset(h).wait_for("CALL_CLOSED", PATIENCE)).at)
+    }
+
     fn uri(&self, user: &str) -> String {
         format!("sip:{user}@{}", self.pbx)
     }
@@ -461,13 +489,11 @@ fn ring_group_answered() {
     };
     let (started, queue_joined) = dial_ring_group(&mut rig);
     rig.sleep_until(started, 2000);
-    let accepted = ok(rig.h1.accept()).at;
-    let answered = accepted.min(ok(rig.caller.wait_for("CALL_ESTABLISHED", PATIENCE)).at);
+    let answered = rig.answer(Handset::H1);
     // H2 stops ringing (Kamailio CANCELs its branch)
     ok(rig.h2.wait_for("CALL_CLOSED", PATIENCE));
     rig.sleep_until(answered, 3000);
-    let hung_up = ok(rig.caller.hangup()).at;
-    let ended = hung_up.min(ok(rig.h1.wait_for("CALL_CLOSED", PATIENCE)).at);
+    let ended = rig.caller_hangs_up(Handset::H1);
     let done = rig.finish(test);
     check(
         test,
@@ -495,8 +521,7 @@ fn hold_and_resume() {
     };
     let (started, queue_joined) = dial_ring_group(&mut rig);
     rig.sleep_until(started, 1000);
-    let accepted = ok(rig.h1.accept()).at;
-    let answered = accepted.min(ok(rig.caller.wait_for("CALL_ESTABLISHED", PATIENCE)).at);
+    let answered = rig.answer(Handset::H1);
     rig.sleep_until(answered, 1000);
     // re-INVITE a=sendonly; the caller's phone answers a=recvonly
     ok(rig.h1.hold());
@@ -505,8 +530,7 @@ fn hold_and_resume() {
     ok(rig.h1.resume());
     ok(rig.caller.wait_for_nth("CALL_REMOTE_SDP", 3, PATIENCE));
     rig.sleep_until(answered, 3500);
-    let hung_up = ok(rig.caller.hangup()).at;
-    let ended = hung_up.min(ok(rig.h1.wait_for("CALL_CLOSED", PATIENCE)).at);
+    let ended = rig.caller_hangs_up(Handset::H1);
     let done = rig.finish(test);
     check(
         test,
@@ -539,11 +563,9 @@ fn withheld_caller() {
         incoming.peer
     );
     rig.sleep_until(started, 1000);
-    let accepted = ok(rig.h2.accept()).at;
-    let answered = accepted.min(ok(rig.caller.wait_for("CALL_ESTABLISHED", PATIENCE)).at);
+    let answered = rig.answer(Handset::H2);
     rig.sleep_until(answered, 1500);
-    let hung_up = ok(rig.caller.hangup()).at;
-    let ended = hung_up.min(ok(rig.h2.wait_for("CALL_CLOSED", PATIENCE)).at);
+    let ended = rig.caller_hangs_up(Handset::H2);
     let done = rig.finish(test);
     check(
         test,
@@ -642,8 +664,7 @@ fn blind_transfer() {
     };
     let (started, queue_joined) = dial_ring_group(&mut rig);
     rig.sleep_until(started, 2000);
-    let accepted = ok(rig.h1.accept()).at;
-    let answered = accepted.min(ok(rig.caller.wait_for("CALL_ESTABLISHED", PATIENCE)).at);
+    let answered = rig.answer(Handset::H1);
     ok(rig.h2.wait_for("CALL_CLOSED", PATIENCE));
     rig.sleep_until(answered, 1500);
     // REFER to the caller, Refer-To: sip:212@PBX; the caller's phone
