@@ -3,14 +3,13 @@
 //! `/metrics` page and the practice manager's page say about scanners and
 //! memory (the `scanner`, `memory_shed` and `hep_rejected` diagnostics).
 
-use super::status::Diagnostic;
+use super::status::{esc, write_metric, Diagnostic};
 use cbt_proto::guard::{GuardStats, MemoryStats, ScreenStats, SourceReport};
 use cbt_proto::site::AddrMatch;
 use cbt_proto::time::SECOND;
 use cbt_proto::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -260,24 +259,11 @@ impl Watch {
     }
 }
 
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
 
 /// Prometheus rows for hostile traffic and memory.
 pub fn prometheus(h: &HostileStatus) -> String {
     let mut o = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
-        let _ = writeln!(o, "# HELP {name} {help}");
-        let _ = writeln!(o, "# TYPE {name} {kind}");
-        for (labels, v) in rows {
-            if labels.is_empty() {
-                let _ = writeln!(o, "{name} {v}");
-            } else {
-                let _ = writeln!(o, "{name}{{{labels}}} {v}");
-            }
-        }
-    };
+    let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| write_metric(&mut o, name, kind, help, rows);
     let k = &h.kept_out;
     let one = |v: u64| vec![(String::new(), v as f64)];
     metric(

@@ -202,24 +202,29 @@ pub const DIAGNOSTIC_CODES: &[&str] = &[
     "hep_rejected",
 ];
 
-fn esc(v: &str) -> String {
+/// A label value escaped for the Prometheus text format.
+pub(crate) fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// One metric in the Prometheus text exposition format (version 0.0.4):
+/// its HELP and TYPE lines, then a line per row (labels, value).
+pub(crate) fn write_metric(o: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+    for (labels, v) in rows {
+        if labels.is_empty() {
+            let _ = writeln!(o, "{name} {v}");
+        } else {
+            let _ = writeln!(o, "{name}{{{labels}}} {v}");
+        }
+    }
 }
 
 /// Prometheus text exposition format (version 0.0.4).
 pub fn prometheus(s: &Status) -> String {
     let mut o = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
-        let _ = writeln!(o, "# HELP {name} {help}");
-        let _ = writeln!(o, "# TYPE {name} {kind}");
-        for (labels, v) in rows {
-            if labels.is_empty() {
-                let _ = writeln!(o, "{name} {v}");
-            } else {
-                let _ = writeln!(o, "{name}{{{labels}}} {v}");
-            }
-        }
-    };
+    let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| write_metric(&mut o, name, kind, help, rows);
     let src = |f: fn(&SourceStatus) -> u64| -> Vec<(String, f64)> {
         s.sources
             .iter()
