@@ -384,6 +384,31 @@ fn period_nav(practice: &str, date: Option<NaiveDate>, on: Period) -> Markup {
     }
 }
 
+/// A practice's figures over `from..=to` (what the period page and the
+/// month report draw): the figures, beside England's (or why not), and the
+/// outcomes by time band and by weekday.
+#[allow(clippy::type_complexity)]
+fn period_view(
+    c: &Ctx,
+    practice: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<(PeriodFigures, std::result::Result<(Comparison, String), String>, Vec<(String, [u64; 4])>, Vec<(String, [u64; 4])>)> {
+    let book = book_between(&c.store, &c.site, from, to)?;
+    let agg = book.aggregate(&c.site);
+    let f = period(&agg, practice, from, to);
+    let durations: Vec<f64> = agg
+        .days()
+        .iter()
+        .filter(|((p, d), _)| p == practice && *d >= from && *d <= to)
+        .flat_map(|(_, day)| day.durations.iter().copied())
+        .collect();
+    let cmp = load_national(&c.config.national).map(|(n, src)| (compare(&f, &n, Setup::of(&c.site), &durations), src));
+    let bands = f.by_band.iter().map(|b| (b.label.clone(), b.outcomes)).collect();
+    let weekdays = f.by_weekday.iter().map(|b| (b.label[..3].to_string(), b.outcomes)).collect();
+    Ok((f, cmp, bands, weekdays))
+}
+
 /// `/`: one practice over one period.
 pub fn period_page(c: &Ctx, pq: &PeriodQuery) -> Result<Markup> {
     let real_today = c.today();
@@ -392,18 +417,7 @@ pub fn period_page(c: &Ctx, pq: &PeriodQuery) -> Result<Markup> {
     let per = pq.period.as_deref().and_then(Period::parse).unwrap_or(Period::Today);
     let practice = c.practice_or_first(pq.practice.as_deref());
     let (from, to) = per.span(today);
-    let book = book_between(&c.store, &c.site, from, to)?;
-    let agg = book.aggregate(&c.site);
-    let f = period(&agg, &practice, from, to);
-    let durations: Vec<f64> = agg
-        .days()
-        .iter()
-        .filter(|((p, d), _)| *p == practice && *d >= from && *d <= to)
-        .flat_map(|(_, day)| day.durations.iter().copied())
-        .collect();
-    let cmp = load_national(&c.config.national).map(|(n, from)| (compare(&f, &n, Setup::of(&c.site), &durations), from));
-    let bands: Vec<(String, [u64; 4])> = f.by_band.iter().map(|b| (b.label.clone(), b.outcomes)).collect();
-    let weekdays: Vec<(String, [u64; 4])> = f.by_weekday.iter().map(|b| (b.label[..3].to_string(), b.outcomes)).collect();
+    let (f, cmp, bands, weekdays) = period_view(c, &practice, from, to)?;
     let dated: Vec<(String, [u64; 4])> = f.by_date.iter().map(|b| (b.label[8..].trim_start_matches('0').to_string(), b.outcomes)).collect();
     let month_like = matches!(per, Period::Month | Period::LastMonth);
     let title = format!("{}: {}", per.name(), dates(from, to));
@@ -574,18 +588,7 @@ pub fn staffing_page(c: &Ctx, sq: &StaffingQuery, p: &StaffingParams) -> Result<
 /// `/report`: the month on one printable page.
 pub fn month_report(c: &Ctx, practice: Option<&str>, from: NaiveDate, to: NaiveDate) -> Result<Markup> {
     let practice = c.practice_or_first(practice);
-    let book = book_between(&c.store, &c.site, from, to)?;
-    let agg = book.aggregate(&c.site);
-    let f = period(&agg, &practice, from, to);
-    let durations: Vec<f64> = agg
-        .days()
-        .iter()
-        .filter(|((p, d), _)| *p == practice && *d >= from && *d <= to)
-        .flat_map(|(_, day)| day.durations.iter().copied())
-        .collect();
-    let cmp = load_national(&c.config.national).map(|(n, src)| (compare(&f, &n, Setup::of(&c.site), &durations), src));
-    let bands: Vec<(String, [u64; 4])> = f.by_band.iter().map(|b| (b.label.clone(), b.outcomes)).collect();
-    let weekdays: Vec<(String, [u64; 4])> = f.by_weekday.iter().map(|b| (b.label[..3].to_string(), b.outcomes)).collect();
+    let (f, cmp, bands, weekdays) = period_view(c, &practice, from, to)?;
     let month = from.format("%B %Y").to_string();
     let prev = (from - chrono::Duration::days(1)).format("%Y-%m").to_string();
     let next = (to + chrono::Duration::days(1)).format("%Y-%m").to_string();
