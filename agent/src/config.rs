@@ -495,7 +495,7 @@ impl Checker<'_> {
         match parse_duration(v.get_ref()) {
             Some(d) => Some(d),
             None => {
-                self.bad(v, key, format!("`{}` is not a duration", v.get_ref()), "write a number with a unit: 30s, 10m, 2h, 1d (or 1h30m)");
+                self.bad(v, key, format!("`{}` is not a duration", v.get_ref()), "write a number with a unit: 100ms, 30s, 10m, 2h, 1d (or 1h30m)");
                 None
             }
         }
@@ -736,30 +736,31 @@ pub fn format_duration(d: Micros) -> String {
     out
 }
 
-/// `30s`, `10m`, `2h`, `1d`, `1h30m`, or a bare number of seconds.
+/// `30s`, `10m`, `2h`, `1d`, `1h30m`, `100ms`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Option<Micros> {
     let s = s.trim();
     if let Ok(n) = s.parse::<u64>() {
         return Some(n as i64 * SECOND);
     }
     let mut total: i64 = 0;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-        } else {
-            let n: i64 = num.parse().ok()?;
-            num.clear();
-            total += n * match c {
-                's' => SECOND,
-                'm' => MINUTE,
-                'h' => 60 * MINUTE,
-                'd' => 24 * 60 * MINUTE,
-                _ => return None,
-            };
-        }
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let letters = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_alphabetic()).len();
+        let unit = match &rest[..letters] {
+            "ms" => 1_000,
+            "s" => SECOND,
+            "m" => MINUTE,
+            "h" => 60 * MINUTE,
+            "d" => 24 * 60 * MINUTE,
+            _ => return None,
+        };
+        rest = &rest[letters..];
+        total = total.checked_add(n.checked_mul(unit)?)?;
     }
-    num.is_empty().then_some(total).filter(|t| *t > 0)
+    Some(total).filter(|t| *t > 0)
 }
 
 impl Config {
@@ -1095,9 +1096,11 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
     // HEP arrives in bursts from several agents; the socket's queue is the
     // only buffer between them and the engine
     let hep_receive_buffer = size(c, &raw.hep.receive_buffer, "hep.receive_buffer", 8 << 20).min(1 << 30) as usize;
+    // without immediate mode, how long the kernel holds a block of packets
+    // before it wakes the capture: a batch per wake-up (docs/configuration.md)
     let read_timeout_ms = match &cap.read_timeout {
-        None => 100,
-        Some(v) => (c.duration(v, "capture.read_timeout").unwrap_or(100_000) / 1000).clamp(1, 10_000) as i32,
+        None => 20,
+        Some(v) => (c.duration(v, "capture.read_timeout").unwrap_or(20_000) / 1000).clamp(1, 10_000) as i32,
     };
     let st = &raw.store;
     let store_dir = st.dir.as_ref().map_or(PathBuf::from(DEFAULT_STORE), |v| PathBuf::from(v.get_ref()));
@@ -1178,7 +1181,7 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
         sip_ports: ports,
         snaplen,
         buffer_bytes,
-        immediate: cap.immediate.unwrap_or(true),
+        immediate: cap.immediate.unwrap_or(false),
         read_timeout_ms,
         queue,
         hep_listen,

@@ -131,6 +131,12 @@ fn durations() {
     assert_eq!(parse_duration("1h30m"), Some(90 * MINUTE));
     assert_eq!(parse_duration("10s"), Some(10 * SECOND));
     assert_eq!(parse_duration("soon"), None);
+    // the documented capture.read_timeout default is in milliseconds
+    assert_eq!(parse_duration("100ms"), Some(100_000));
+    assert_eq!(parse_duration("1s500ms"), Some(1_500_000));
+    for bad in ["ms", "5 s", "3w", "1h30", "-5s", ""] {
+        assert!(parse_duration(bad).is_none(), "{bad}");
+    }
     assert_eq!(parse_duration("5"), Some(5 * SECOND));
     assert_eq!(parse_duration("5x"), None);
 }
@@ -156,7 +162,7 @@ fn agent_sections_from_the_issue_and_defaults() {
     assert_eq!(a.interfaces, ["eth1"]);
     assert_eq!(a.store_dir, PathBuf::from("/var/lib/cbt-agent"));
     assert_eq!(a.status_listen, Listen::Tcp("127.0.0.1:9465".parse().unwrap()));
-    assert_eq!((a.snaplen, a.immediate), (65_535, true));
+    assert_eq!((a.snaplen, a.immediate, a.read_timeout_ms), (65_535, false, 20));
     assert_eq!(a.filter, None);
     let u = parse(&format!("{EXAMPLE}[status]\nlisten = \"unix:/run/cbt-agent/status.sock\"\n[hep]\nlisten = \"127.0.0.1:9060\"\n")).unwrap();
     assert_eq!(u.agent.status_listen, Listen::Unix(PathBuf::from("/run/cbt-agent/status.sock")));

@@ -2,6 +2,16 @@
 //! crate, immediate mode, short read timeout) and one for the HEP listener,
 //! all feeding the engine's bounded queue. A full queue drops the packet and
 //! counts it: capture never blocks on the engine.
+//!
+//! Packets are handed over in batches: each thread takes everything the
+//! kernel holds without blocking, sends it as one [`Batch`] (one wake-up of
+//! the engine), and when nothing is left waits for the descriptor to become
+//! readable. libpcap's ring coalesces by itself when not in immediate mode
+//! (TPACKET_V3 blocks, readable when full or `read_timeout` after their
+//! first packet); the HEP socket has a deep queue, so its thread lets
+//! [`COALESCE`] pass after a quiet spell so that the datagrams arriving
+//! meanwhile travel together. Packet times are the kernel's (or the HEP
+//! header's), so these delays change no figure.
 
 use super::hostile::{HepGuard, QueueBudget};
 use super::Input;
@@ -12,6 +22,77 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How long a capture thread lets packets gather after a quiet spell
+/// before it takes them (a bound on the delay a batch adds).
+pub const COALESCE: Duration = Duration::from_millis(10);
+/// Packets in one batch at most (a busier source sends several).
+const BATCH_PACKETS: usize = 512;
+
+/// Packets handed to the engine together, each with its capture time;
+/// their bytes in one buffer.
+#[derive(Debug, Default)]
+pub struct Batch {
+    data: Vec<u8>,
+    /// (time, end of its bytes in `data`)
+    frames: Vec<(Timestamp, usize)>,
+}
+
+impl Batch {
+    pub fn push(&mut self, ts: Timestamp, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+        self.frames.push((ts, self.data.len()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// The bytes of every packet together.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Timestamp, &[u8])> {
+        let mut start = 0;
+        self.frames.iter().map(move |&(ts, end)| {
+            let b = &self.data[start..end];
+            start = end;
+            (ts, b)
+        })
+    }
+
+    fn full(&self) -> bool {
+        self.frames.len() >= BATCH_PACKETS
+    }
+}
+
+/// Sends a batch to the engine; a full queue drops it, counted. Returns
+/// false when the engine has gone.
+fn hand_over(batch: Batch, make: impl FnOnce(Batch) -> Input, tx: &SyncSender<Input>, stats: &SourceStats, queue: &QueueBudget) -> bool {
+    let (n, bytes) = (batch.len(), batch.bytes());
+    match tx.try_send(make(batch)) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            queue.release_many(n, bytes);
+            stats.queue_dropped.fetch_add(n as u64, Ordering::Relaxed);
+            true
+        }
+        Err(TrySendError::Disconnected(_)) => false,
+    }
+}
+
+/// Waits until `fd` has something to read, at most `timeout`.
+fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, alive for the duration of the call.
+    let rc = unsafe { libc::poll(&mut p, 1, timeout.as_millis().min(i32::MAX as u128) as i32) };
+    rc > 0
+}
 
 /// Counters of one capture source, shared with the status page.
 #[derive(Debug, Default)]
@@ -125,6 +206,9 @@ fn run(
     if cbt_proto::LinkType::from_linktype(dl.0).is_none() {
         return Err(format!("link type {} is not supported; capture on an Ethernet interface or on `any`", dl.0));
     }
+    // non-blocking reads and our own wait: see the module's note on batches
+    let mut cap = cap.setnonblock().map_err(|e| format!("cannot read the capture without blocking: {e}"))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&cap);
     *stats.linktype.lock().unwrap_or_else(|e| e.into_inner()) = Some(link_name);
     *stats.error.lock().unwrap_or_else(|e| e.into_inner()) = None;
     stats.since.store(now().0, Ordering::Relaxed);
@@ -132,35 +216,32 @@ fn run(
     tracing::info!(interface = %stats.name, filter = %filter, "capturing");
     let (mut kd, mut ifd) = (Wrapping::default(), Wrapping::default());
     let mut last_stats = std::time::Instant::now();
+    let frames = |batch| Input::Frames { linktype: dl.0, batch };
     while !stop.load(Ordering::Relaxed) {
-        match cap.next_packet() {
-            Ok(p) => {
-                stats.packets.fetch_add(1, Ordering::Relaxed);
-                stats.bytes.fetch_add(p.data.len() as u64, Ordering::Relaxed);
-                // nanoseconds (asked for), truncated to microseconds as for files
-                let ts = Timestamp::from_secs_micros(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64 / 1000);
-                let n = p.data.len();
-                if !queue.reserve(n) {
-                    // the queue's bytes are at their ceiling (limits.queue_memory)
-                    stats.queue_dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                let input = Input::Frame {
-                    ts,
-                    linktype: dl.0,
-                    data: p.data.to_vec(),
-                };
-                match tx.try_send(input) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
-                        queue.release(n);
+        // everything the kernel holds now, without blocking
+        let mut batch = Batch::default();
+        let more = loop {
+            match cap.next_packet() {
+                Ok(p) => {
+                    stats.packets.fetch_add(1, Ordering::Relaxed);
+                    stats.bytes.fetch_add(p.data.len() as u64, Ordering::Relaxed);
+                    if !queue.reserve(p.data.len()) {
+                        // the queue is at its ceiling (limits.queue_memory, capture.queue)
                         stats.queue_dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
                     }
-                    Err(TrySendError::Disconnected(_)) => return Ok(()),
+                    // nanoseconds (asked for), truncated to microseconds as for files
+                    batch.push(Timestamp::from_secs_micros(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64 / 1000), p.data);
+                    if batch.full() {
+                        break true;
+                    }
                 }
+                Err(pcap::Error::TimeoutExpired) => break false,
+                Err(e) => return Err(format!("capture failed: {e}")),
             }
-            Err(pcap::Error::TimeoutExpired) => {}
-            Err(e) => return Err(format!("capture failed: {e}")),
+        };
+        if !batch.is_empty() && !hand_over(batch, frames, tx, stats, queue) {
+            return Ok(());
         }
         if last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = std::time::Instant::now();
@@ -168,6 +249,13 @@ fn run(
                 stats.kernel_dropped.fetch_add(kd.delta(s.dropped), Ordering::Relaxed);
                 stats.if_dropped.fetch_add(ifd.delta(s.if_dropped), Ordering::Relaxed);
             }
+        }
+        if !more {
+            // the kernel coalesces: without immediate mode (TPACKET_V3) the
+            // descriptor becomes readable when a block fills or its
+            // read_timeout passes; in immediate mode at each packet (its
+            // ring has fixed slots, as few as 64 on loopback: no waiting)
+            wait_readable(fd, Duration::from_millis(100));
         }
     }
     Ok(())
@@ -243,7 +331,11 @@ pub fn spawn_hep(socket: UdpSocket, tx: SyncSender<Input>, stats: Arc<SourceStat
     std::thread::Builder::new()
         .name("hep".into())
         .spawn(move || {
-            let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
+            use std::os::fd::AsRawFd;
+            if let Err(e) = socket.set_nonblocking(true) {
+                *stats.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("cannot read the HEP socket without blocking: {e}"));
+                return;
+            }
             stats.since.store(now().0, Ordering::Relaxed);
             stats.running.store(true, Ordering::Relaxed);
             let mut buf = vec![0u8; 65_536];
@@ -257,35 +349,39 @@ pub fn spawn_hep(socket: UdpSocket, tx: SyncSender<Input>, stats: Arc<SourceStat
                         stats.kernel_dropped.fetch_add(drops.delta(n), Ordering::Relaxed);
                     }
                 }
-                match socket.recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        let ts = now();
-                        if !guard.admit(from.ip(), ts) {
-                            continue; // anyone could forge calls in HEP: only hep.allow is read
-                        }
-                        stats.packets.fetch_add(1, Ordering::Relaxed);
-                        stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                        if !queue.reserve(n) {
-                            stats.queue_dropped.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        match tx.try_send(Input::Hep {
-                            ts,
-                            data: buf[..n].to_vec(),
-                        }) {
-                            Ok(()) => {}
-                            Err(TrySendError::Full(_)) => {
-                                queue.release(n);
-                                stats.queue_dropped.fetch_add(1, Ordering::Relaxed);
+                // every datagram waiting, without blocking
+                let mut batch = Batch::default();
+                let more = loop {
+                    match socket.recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            let ts = now();
+                            if !guard.admit(from.ip(), ts) {
+                                continue; // anyone could forge calls in HEP: only hep.allow is read
                             }
-                            Err(TrySendError::Disconnected(_)) => return,
+                            stats.packets.fetch_add(1, Ordering::Relaxed);
+                            stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                            if !queue.reserve(n) {
+                                stats.queue_dropped.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            batch.push(ts, &buf[..n]);
+                            if batch.full() {
+                                break true;
+                            }
+                        }
+                        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break false,
+                        Err(e) => {
+                            *stats.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                            std::thread::sleep(Duration::from_millis(200));
+                            break false;
                         }
                     }
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                    Err(e) => {
-                        *stats.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
+                };
+                if !batch.is_empty() && !hand_over(batch, Input::Hep, &tx, &stats, &queue) {
+                    return;
+                }
+                if !more && wait_readable(socket.as_raw_fd(), Duration::from_millis(200)) {
+                    std::thread::sleep(COALESCE);
                 }
             }
         })

@@ -14,32 +14,45 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Bytes of packets waiting between the capture threads and the engine,
-/// held under a ceiling: a flood of large datagrams cannot fill memory
-/// through the queue (its packet count is bounded too, by `capture.queue`).
+/// Bytes and packets waiting between the capture threads and the engine,
+/// held under ceilings (`limits.queue_memory`, `capture.queue`): a flood of
+/// large datagrams cannot fill memory through the queue, and packets handed
+/// over in batches are still counted one by one.
 #[derive(Debug, Default)]
 pub struct QueueBudget {
     pub limit: usize,
+    /// At most this many packets (0: no count ceiling).
+    pub packet_limit: usize,
     used: AtomicUsize,
+    packets: AtomicUsize,
     peak: AtomicUsize,
     /// Packets dropped because the byte ceiling was reached.
     pub dropped: AtomicU64,
 }
 
 impl QueueBudget {
-    pub fn new(limit: usize) -> QueueBudget {
+    pub fn new(limit: usize, packet_limit: usize) -> QueueBudget {
         QueueBudget {
             limit,
+            packet_limit,
             ..QueueBudget::default()
         }
     }
 
     /// Takes room for a packet of `n` bytes; false (and counted) when full.
     pub fn reserve(&self, n: usize) -> bool {
+        if self.packet_limit > 0 && self.packets.fetch_add(1, Ordering::Relaxed) >= self.packet_limit {
+            self.packets.fetch_sub(1, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         let n = n + QUEUE_ENTRY_BYTES;
         let mut cur = self.used.load(Ordering::Relaxed);
         loop {
             if cur + n > self.limit {
+                if self.packet_limit > 0 {
+                    self.packets.fetch_sub(1, Ordering::Relaxed);
+                }
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
@@ -55,7 +68,15 @@ impl QueueBudget {
 
     /// Gives the room of a packet back (taken by the engine, or not sent).
     pub fn release(&self, n: usize) {
-        self.used.fetch_sub(n + QUEUE_ENTRY_BYTES, Ordering::Relaxed);
+        self.release_many(1, n);
+    }
+
+    /// Gives back the room of `packets` packets of `bytes` bytes in all.
+    pub fn release_many(&self, packets: usize, bytes: usize) {
+        self.used.fetch_sub(bytes + packets * QUEUE_ENTRY_BYTES, Ordering::Relaxed);
+        if self.packet_limit > 0 {
+            self.packets.fetch_sub(packets, Ordering::Relaxed);
+        }
     }
 
     pub fn used(&self) -> usize {
@@ -303,7 +324,7 @@ pub fn prometheus(h: &HostileStatus) -> String {
     metric("cbt_shed_calls_total", "counter", "Calls in progress (never answered by anything) shed with them.", one(m.engine.calls_shed));
     metric("cbt_queue_bytes", "gauge", "Bytes of packets waiting for the engine.", one(m.queue_bytes));
     metric("cbt_queue_memory_limit_bytes", "gauge", "Ceiling for the queue (limits.queue_memory).", one(m.queue_limit_bytes));
-    metric("cbt_queue_byte_dropped_total", "counter", "Packets dropped because the queue's byte ceiling was reached.", one(m.queue_dropped));
+    metric("cbt_queue_byte_dropped_total", "counter", "Packets dropped because the queue's byte or packet ceiling was reached.", one(m.queue_dropped));
     metric("cbt_resident_memory_bytes", "gauge", "Resident memory of the agent process.", one(m.rss_bytes));
     o
 }
@@ -314,7 +335,7 @@ mod tests {
 
     #[test]
     fn the_queue_holds_its_byte_ceiling() {
-        let q = QueueBudget::new(10_000);
+        let q = QueueBudget::new(10_000, 0);
         let mut taken = 0;
         while q.reserve(1000) {
             taken += 1;
@@ -326,6 +347,19 @@ mod tests {
         }
         assert_eq!(q.used(), 0);
         assert!(q.reserve(1000));
+    }
+
+    #[test]
+    fn the_queue_holds_its_packet_ceiling_whatever_the_batches() {
+        let q = QueueBudget::new(1 << 20, 3);
+        assert!(q.reserve(10) && q.reserve(10) && q.reserve(10));
+        assert!(!q.reserve(10), "a fourth packet is over capture.queue");
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 1);
+        // a batch of two taken by the engine gives room for two more
+        q.release_many(2, 20);
+        assert!(q.reserve(10) && q.reserve(10) && !q.reserve(10));
+        q.release_many(3, 30);
+        assert_eq!(q.used(), 0);
     }
 
     #[test]

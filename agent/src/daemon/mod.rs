@@ -80,8 +80,10 @@ impl Clock for ManualClock {
 
 /// What the engine thread receives.
 pub enum Input {
-    Frame { ts: Timestamp, linktype: i32, data: Vec<u8> },
-    Hep { ts: Timestamp, data: Vec<u8> },
+    /// Link-layer frames of one capture (`linktype` is pcap's).
+    Frames { linktype: i32, batch: capture::Batch },
+    /// HEP datagrams.
+    Hep(capture::Batch),
     Reload,
     Shutdown,
 }
@@ -152,7 +154,7 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
         },
         ..EngineConfig::default()
     });
-    let queue = Arc::new(hostile::QueueBudget::new(config.guard.queue_memory));
+    let queue = Arc::new(hostile::QueueBudget::new(config.guard.queue_memory, a.queue));
     let shared = Arc::new(Shared {
         status: RwLock::new(Status::default()),
         heartbeat: AtomicU64::new(0),
@@ -300,18 +302,14 @@ impl Daemon {
             let wait = self.persister.wait();
             match rx.recv_timeout(wait) {
                 Ok(input) => {
-                    if !self.feed(engine, input) {
-                        return ExitCode::SUCCESS;
-                    }
-                    got += 1;
+                    let Some(n) = self.feed(engine, input) else { return ExitCode::SUCCESS };
+                    got += n;
                     // take what is queued, in order, bounded per round
                     while got < 4096 {
                         match rx.try_recv() {
                             Ok(input) => {
-                                if !self.feed(engine, input) {
-                                    return ExitCode::SUCCESS;
-                                }
-                                got += 1;
+                                let Some(n) = self.feed(engine, input) else { return ExitCode::SUCCESS };
+                                got += n;
                             }
                             Err(_) => break,
                         }
@@ -362,23 +360,31 @@ impl Daemon {
         }
     }
 
-    /// Handles one input. Returns false to stop.
-    fn feed(&mut self, engine: &mut Engine, input: Input) -> bool {
+    /// Handles one input. Returns the packets it held (None: stop).
+    fn feed(&mut self, engine: &mut Engine, input: Input) -> Option<usize> {
+        let n = match &input {
+            Input::Frames { batch, .. } | Input::Hep(batch) => batch.len(),
+            _ => 1,
+        };
         match input {
-            Input::Frame { ts, linktype, data } => {
-                self.guard.queue.release(data.len());
+            Input::Frames { linktype, batch } => {
+                self.guard.queue.release_many(batch.len(), batch.bytes());
                 if let Some(l) = LinkType::from_linktype(linktype) {
-                    engine.ingest(ts, l, &data);
+                    for (ts, frame) in batch.iter() {
+                        engine.ingest(ts, l, frame);
+                    }
                 }
             }
-            Input::Hep { ts, data } => {
-                self.guard.queue.release(data.len());
-                engine.ingest_hep(ts, &data)
+            Input::Hep(batch) => {
+                self.guard.queue.release_many(batch.len(), batch.bytes());
+                for (ts, datagram) in batch.iter() {
+                    engine.ingest_hep(ts, datagram);
+                }
             }
             Input::Reload => self.reload(engine),
-            Input::Shutdown => return false,
+            Input::Shutdown => return None,
         }
-        true
+        Some(n)
     }
 
     /// Journals messages and stores finished calls (the persister), then

@@ -46,6 +46,11 @@ pub struct Persister {
     journal_off: bool,
     /// Written but not yet flushed.
     dirty: bool,
+    /// Calls written since the last flush (held again if the store fails
+    /// before it), and those of them that changed the store: acknowledged
+    /// at the flush.
+    unflushed: Vec<CallEvent>,
+    to_acknowledge: Vec<CallEvent>,
     last_flush: Timestamp,
     last_snapshot: Option<Timestamp>,
     last_retry: Timestamp,
@@ -80,6 +85,8 @@ impl Persister {
             lost_in_memory: 0,
             journal_off: false,
             dirty: false,
+            unflushed: Vec::new(),
+            to_acknowledge: Vec::new(),
             last_flush: t,
             last_snapshot: None,
             last_retry: t,
@@ -167,6 +174,10 @@ impl Persister {
         (self.publish)(None);
         self.error = Some(e);
         self.journal_off = true;
+        // calls written since the last flush may not be on disk: held again
+        let held = std::mem::take(&mut self.unflushed);
+        self.to_acknowledge.clear();
+        self.hold(held);
     }
 
     /// Restores the snapshot, replays the journal, writes what it finishes.
@@ -246,9 +257,14 @@ impl Persister {
     }
 
     /// Journals the engine's messages and stores its finished calls;
-    /// flushes when due. Returns the events now durable (to be counted),
-    /// and the store they are in.
+    /// flushes when due (at most every `FLUSH_EVERY`: one flush covers every
+    /// call finished meanwhile). Returns the events now durable (to be
+    /// counted): those written since the last flush, once it is done.
     pub fn persist(&mut self, engine: &mut Engine) -> Vec<CallEvent> {
+        self.write(engine, false)
+    }
+
+    fn write(&mut self, engine: &mut Engine, flush_now: bool) -> Vec<CallEvent> {
         let mut journal = Vec::new();
         while let Some(j) = engine.poll_journal() {
             journal.push(j);
@@ -262,46 +278,47 @@ impl Persister {
             self.hold(events);
             return Vec::new();
         };
-        let mut acked = Vec::new();
-        let mut written_pending = 0;
+        // calls held while the store was away go first
+        let mut batch: Vec<CallEvent> = self.pending.drain(..).collect();
+        batch.extend(events);
         let now = self.clock.now();
+        let mut flushed = false;
         let result = (|| -> Result<()> {
             store.append_journal(&journal)?;
             if !journal.is_empty() {
                 self.dirty = true;
             }
-            // calls held while the store was away go first; they leave
-            // memory only once flushed
-            for ev in self.pending.iter() {
+            for ev in &batch {
                 if write_event(&store, ev)? {
-                    acked.push(ev.clone());
-                }
-                written_pending += 1;
-                self.dirty = true;
-            }
-            for ev in &events {
-                if write_event(&store, ev)? {
-                    acked.push(ev.clone());
+                    self.to_acknowledge.push(ev.clone());
                 }
                 self.dirty = true;
             }
-            if self.dirty && (!acked.is_empty() || written_pending > 0 || now.since(self.last_flush) >= FLUSH_EVERY) {
+            if self.dirty && (flush_now || now.since(self.last_flush) >= FLUSH_EVERY) {
                 store.flush()?;
                 self.dirty = false;
                 self.last_flush = now;
+                flushed = true;
             }
             Ok(())
         })();
         match result {
             Ok(()) => {
-                self.pending.drain(..written_pending);
-                acked
+                if flushed {
+                    self.unflushed.clear();
+                    std::mem::take(&mut self.to_acknowledge)
+                } else {
+                    // written, not yet on disk: kept until the flush
+                    self.unflushed.extend(batch);
+                    Vec::new()
+                }
             }
             Err(e) => {
                 let e = store.write_error(e);
-                // nothing is known to be on disk: keep every call (the store
-                // ignores a call it already has when it comes back)
-                self.hold(events);
+                // nothing since the last flush is known to be on disk: keep
+                // every call (the store ignores a call it already has when
+                // it comes back)
+                self.unflushed.extend(batch);
                 self.failed(e);
                 Vec::new()
             }
@@ -373,7 +390,7 @@ impl Persister {
 
     /// A clean stop: everything written, the state saved.
     pub fn shutdown(&mut self, engine: &mut Engine) -> Vec<CallEvent> {
-        let acked = self.persist(engine);
+        let acked = self.write(engine, true);
         if let Some(store) = self.store.clone() {
             self.snapshot(engine);
             let _ = store.flush();

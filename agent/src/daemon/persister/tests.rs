@@ -42,12 +42,19 @@ fn calls_are_durable_before_they_are_acknowledged() {
     p.open(&mut e);
     assert_eq!(*published.lock().unwrap(), Some(true), "the store was published");
     calls(&mut e, 1, 3);
+    // written, but not acknowledged before the flush that is due
+    // FLUSH_EVERY after the last (one flush for every call meanwhile)
+    assert!(p.persist(&mut e).is_empty());
+    calls(&mut e, 4, 2);
+    assert!(p.persist(&mut e).is_empty());
+    clock.advance(FLUSH_EVERY);
     let acked = p.persist(&mut e);
-    assert_eq!(acked.len(), 3);
+    assert_eq!(acked.len(), 5);
+    assert!(p.persist(&mut e).is_empty(), "acknowledged once");
     // acknowledged means on disk: a second process sees them
     drop(p);
     let store = Store::open(&dir.path().join("store"), 1 << 20).unwrap();
-    assert_eq!(store.call_count(), 3);
+    assert_eq!(store.call_count(), 5);
 }
 
 #[test]
