@@ -257,6 +257,106 @@ pub(crate) struct LegTracker {
     /// seen. Given by the daemon (`mark_gap`, `note_gap`), not persisted
     /// here (the daemon's store keeps them).
     gaps: VecDeque<(Timestamp, Timestamp)>,
+    /// Finished legs alone in their Call-ID, reduced to what absorbing
+    /// their retransmissions needs (in memory only).
+    ended: Tombs,
+}
+
+/// What is left of a finished leg while it lingers: enough to recognise
+/// the rest of its dialog (absorbed) and a retransmission of its INVITE.
+/// About 70 bytes with its index entries, against 1-2 KiB for a leg.
+#[derive(Debug)]
+struct Tombs {
+    hasher: ahash::RandomState,
+    /// By the Call-ID's hash.
+    map: HashMap<u64, Tomb>,
+    /// (until, Call-ID hash), in the order they were made.
+    order: VecDeque<(Timestamp, u64)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Tomb {
+    until: Timestamp,
+    from_tag: u64,
+    /// The initial INVITE's transactions: Via branches (or CSeqs).
+    txs: [u64; 4],
+    n: u8,
+}
+
+impl Default for Tombs {
+    fn default() -> Self {
+        Tombs {
+            // fixed seeds: a Call-ID always hashes the same
+            hasher: ahash::RandomState::with_seeds(0x746f_6d62, 0x6c65_6773, 0x6362_7461, 0x656e_6465),
+            map: HashMap::default(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl Tombs {
+    fn key(&self, s: &str) -> u64 {
+        self.hasher.hash_one(s)
+    }
+
+    /// The key of an initial INVITE's transaction.
+    fn tx(&self, branch: Option<&str>, cseq: u32) -> u64 {
+        match branch {
+            Some(b) => self.key(b),
+            None => self.hasher.hash_one(cseq),
+        }
+    }
+
+    fn bury(&mut self, leg: &Leg, until: Timestamp) {
+        let k = self.key(&leg.call_id);
+        let mut t = Tomb {
+            until,
+            from_tag: self.key(&leg.from_tag),
+            txs: [0; 4],
+            n: 0,
+        };
+        let txs: Vec<u64> = if leg.branches.is_empty() {
+            leg.initial_cseqs.iter().map(|c| self.tx(None, *c)).collect()
+        } else {
+            leg.branches.iter().map(|b| self.tx(Some(b), 0)).collect()
+        };
+        // the latest transactions (a leg retried after challenges has several)
+        for tx in txs.iter().rev().take(4) {
+            t.txs[t.n as usize] = *tx;
+            t.n += 1;
+        }
+        self.map.insert(k, t);
+        self.order.push_back((until, k));
+    }
+
+    fn get(&self, call_id: &str, now: Timestamp) -> Option<&Tomb> {
+        self.map.get(&self.key(call_id)).filter(|t| t.until > now)
+    }
+
+    /// Forgets the tombs whose time is over.
+    fn expire(&mut self, now: Timestamp) {
+        while let Some(&(until, k)) = self.order.front() {
+            if until > now {
+                break;
+            }
+            self.order.pop_front();
+            if self.map.get(&k).is_some_and(|t| t.until <= now) {
+                self.map.remove(&k);
+            }
+        }
+        shrink(&mut self.map);
+        if self.order.capacity() > 64 && self.order.len() < self.order.capacity() / 4 {
+            self.order.shrink_to_fit();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn bytes(&self) -> usize {
+        self.map.capacity() * (std::mem::size_of::<(u64, Tomb)>() + 1) + self.order.capacity() * std::mem::size_of::<(Timestamp, u64)>()
+    }
 }
 
 /// Legs removed without a `Finished` event: set aside by the call layer
@@ -358,6 +458,7 @@ impl LegTracker {
             suspects: BTreeSet::new(),
             removed: Removed::default(),
             gaps: VecDeque::new(),
+            ended: Tombs::default(),
         }
     }
 
@@ -367,6 +468,7 @@ impl LegTracker {
         self.bytes
             + self.legs.capacity() * (std::mem::size_of::<(LegId, Box<Leg>)>() + 1)
             + self.by_call_id.capacity() * (std::mem::size_of::<(String, Vec<LegId>)>() + 1)
+            + self.ended.bytes()
     }
 
     /// When the earliest leg timer is due (a transaction timing out, a
@@ -411,6 +513,9 @@ impl LegTracker {
     }
 
     fn apply(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
+        if !self.ended.is_empty() && self.candidates(&m.call_id).is_empty() && self.absorbed(ts, m) {
+            return;
+        }
         match m.kind {
             Kind::Request(Method::Invite) if m.to.tag.is_none() => self.initial_invite(ts, hop, m),
             Kind::Request(Method::Invite) | Kind::Request(Method::Update) => {
@@ -457,6 +562,33 @@ impl LegTracker {
                 }
                 _ => {}
             },
+        }
+    }
+
+    /// Whether a message belongs to a finished leg reduced to its tomb:
+    /// the rest of its dialog, or a retransmission of its INVITE (counted
+    /// as the whole leg would have counted them). A new INVITE reusing the
+    /// Call-ID is not absorbed.
+    fn absorbed(&mut self, ts: Timestamp, m: &SipMessage) -> bool {
+        let Some(t) = self.ended.get(&m.call_id, ts) else { return false };
+        match m.kind {
+            Kind::Request(Method::Invite) if m.to.tag.is_none() => {
+                let from_tag = self.ended.key(m.from.tag.as_deref().unwrap_or_default());
+                let tx = self.ended.tx(m.via_branch.as_deref(), m.cseq);
+                if t.from_tag == from_tag && t.txs[..t.n as usize].contains(&tx) {
+                    self.stats.retransmissions += 1;
+                    true
+                } else {
+                    false
+                }
+            }
+            Kind::Response(code) => {
+                if m.cseq_method == Method::Invite && code >= 200 {
+                    self.stats.late_responses += 1;
+                }
+                true
+            }
+            _ => true,
         }
     }
 
@@ -952,7 +1084,8 @@ impl LegTracker {
     fn reschedule(&mut self, id: LegId) {
         let Some(leg) = self.legs.get(&id) else { return };
         let due = match leg.state {
-            State::Ended => Some(leg.ended.unwrap_or(leg.started).add(self.cfg.linger)),
+            // at the next tick: reduced to a tomb, or left to linger whole
+            State::Ended => Some(leg.ended.unwrap_or(leg.started)),
             _ => self.deadline(leg).map(|(at, _, _)| at),
         };
         let key = (leg.started, id);
@@ -1052,6 +1185,7 @@ impl LegTracker {
         // tables a flood grew give their room back once mostly empty
         shrink(&mut self.legs);
         shrink(&mut self.by_call_id);
+        self.ended.expire(now);
         while let Some(&(at, id)) = self.timers.first() {
             if at > now {
                 break;
@@ -1060,6 +1194,20 @@ impl LegTracker {
             let Some(leg) = self.legs.get_mut(&id) else { continue };
             leg.timer = None;
             if leg.state == State::Ended {
+                let until = leg.ended.unwrap_or(leg.started).add(self.cfg.linger);
+                if until > now {
+                    let leg = &self.legs[&id];
+                    if self.by_call_id.get(&leg.call_id).is_some_and(|v| v.len() == 1) {
+                        // alone in its Call-ID: a tomb absorbs the rest
+                        self.ended.bury(leg, until);
+                    } else {
+                        // another leg shares the Call-ID (a proxy's hops):
+                        // lingers whole, so that its messages go to the right one
+                        self.legs.get_mut(&id).expect("leg").timer = Some(until);
+                        self.timers.insert((until, id));
+                        continue;
+                    }
+                }
                 self.forget(id);
                 continue;
             }

@@ -57,7 +57,7 @@ fn main() -> Result<()> {
             sent += 1;
         }
         // hold the rate
-        let due = Duration::from_secs_f64((n + 1) as f64 / rate as f64);
+        let due = Duration::from_secs_f64((n - first + 1) as f64 / rate as f64);
         if let Some(wait) = due.checked_sub(t0.elapsed()) {
             std::thread::sleep(wait);
         }

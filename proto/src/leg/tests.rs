@@ -88,6 +88,51 @@ fn retransmissions_never_make_a_second_leg_and_silence_times_out() {
 }
 
 #[test]
+fn a_finished_leg_lingers_as_a_tomb_that_absorbs_its_retransmissions_and_little_memory() {
+    let many = 2000u64;
+    let calls: Vec<Call> = (0..many)
+        .map(|n| Call::numbered(n, addr(A), addr(B), ms(n as i64), Script::Answered { ring: 100, answer: 1000, talk: 20_000, caller_hangs_up: true }))
+        .collect();
+    let mut e = engine();
+    for c in &calls {
+        let msgs = c.messages();
+        feed(&mut e, &msgs[..msgs.len() - 2]); // all but the BYE and its 200
+    }
+    let open_bytes = e.guard_stats().memory.legs_bytes;
+    assert_eq!(e.stats().open_legs, many as usize);
+    for c in &calls {
+        let msgs = c.messages();
+        feed(&mut e, &msgs[msgs.len() - 2..]);
+    }
+    e.tick(ms(25_000)); // every call ended by 23 s; within the 32 s linger
+    assert_eq!(drain(&mut e).len(), many as usize);
+    let tomb_bytes = e.guard_stats().memory.legs_bytes;
+    eprintln!("{many} legs: {} bytes each open, {} bytes each as a tomb", open_bytes / many, tomb_bytes / many);
+    assert!(tomb_bytes * 8 < open_bytes, "{many} finished legs hold {tomb_bytes} bytes (open: {open_bytes})");
+    // every message of the first call again: absorbed, no new leg
+    let first = calls[0].messages();
+    let before = e.stats().legs;
+    for m in &first {
+        e.ingest(ms(26_000), LinkType::Ethernet, &frames::udp(m.src, m.dst, 1, &m.bytes));
+    }
+    let after = e.stats().legs;
+    assert_eq!(after.retransmissions, before.retransmissions + 1, "the INVITE");
+    assert_eq!(after.late_responses, before.late_responses + 1, "the INVITE's 200");
+    assert_eq!(e.stats().open_legs, 0);
+    // a new INVITE reusing the Call-ID (another branch) is a new leg
+    let mut again = Call::numbered(0, addr(A), addr(B), ms(27_000), Script::Answered { ring: 100, answer: 1000, talk: 2000, caller_hangs_up: true });
+    again.branch = "another".into();
+    feed(&mut e, &again.messages());
+    e.tick(ms(40_000));
+    let legs = drain(&mut e);
+    assert_eq!(legs.len(), 1);
+    assert_eq!(legs[0].started, ms(27_000));
+    // after the linger the tombs go
+    e.tick(ms(120_000));
+    assert!(e.guard_stats().memory.legs_bytes < tomb_bytes);
+}
+
+#[test]
 fn challenge_then_retry_is_one_leg() {
     let legs = run(&call(Script::ChallengedThenAnswered { answer: 1000, talk: 5000 }).messages(), ms(60_000));
     assert_eq!(legs.len(), 1, "{legs:#?}");
