@@ -241,7 +241,44 @@ pub(crate) struct Transfer {
 
 /// Headers the call layer reads besides the core ones (kept by the parser
 /// whatever the configuration).
-pub(crate) const SIGNAL_HEADERS: &[&str] = &["Session-ID", "Referred-By", "Replaces"];
+pub(crate) const SIGNAL_HEADERS: &[&str] = &["Session-ID", "Referred-By", "Replaces", "Diversion", "History-Info", "P-Called-Party-ID"];
+
+/// Headers in which a PBX's legs name the number the call was for (the
+/// dialled DDI): RFC 5806 `Diversion`, RFC 7044 `History-Info` (its first
+/// entry, the original target) and RFC 3455 `P-Called-Party-ID`. Their
+/// values are replaced by the keyed hash of that number as soon as a
+/// message is parsed (see [`hash_called`]), so no leg, journal or log holds it.
+pub(crate) const CALLED_HEADERS: &[&str] = &["Diversion", "History-Info", "P-Called-Party-ID"];
+
+/// Replaces the number in each of a message's [`CALLED_HEADERS`] by
+/// `#` and its keyed hash (removes the header when it names no user).
+pub(crate) fn hash_called(headers: &mut Vec<(String, String)>, hasher: &crate::number::Hasher) {
+    headers.retain_mut(|(n, v)| {
+        if !CALLED_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(n)) || v.starts_with('#') {
+            return true;
+        }
+        match crate::sip::uri_user(v) {
+            Some(user) => {
+                *v = format!("#{}", hasher.hash(&user));
+                true
+            }
+            None => false,
+        }
+    });
+}
+
+/// The hashed numbers a leg says it was placed for: its called-number
+/// headers, its Request-URI and its To.
+fn called_of(leg: &Leg) -> Vec<&str> {
+    let mut out: Vec<&str> = leg
+        .headers
+        .iter()
+        .filter(|(n, _)| CALLED_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(n)))
+        .filter_map(|(_, v)| v.strip_prefix('#'))
+        .collect();
+    out.extend([&leg.ruri, &leg.to].into_iter().filter_map(|p| p.hash.as_deref()));
+    out
+}
 
 /// What ties a call's other legs to it besides Call-ID and configured
 /// headers: values the trunk leg's INVITE carried that a B2BUA passes on.
@@ -250,6 +287,11 @@ pub(crate) struct CallSignals {
     /// The caller's UUID of an RFC 7989 `Session-ID` (lower case hex),
     /// which a compliant B2BUA passes unchanged on every leg it makes.
     pub(crate) session: Option<String>,
+    /// The hashed number the caller dialled (Request-URI, else To): a
+    /// PBX's legs may repeat it in `Diversion`, `History-Info`,
+    /// `P-Called-Party-ID` or `To`, which tells apart two calls from one
+    /// withheld number to different DDIs.
+    pub(crate) dialled: Option<String>,
 }
 
 /// The caller's UUID of a leg's RFC 7989 `Session-ID` header (or of the
@@ -722,7 +764,10 @@ impl CallTracker {
                     auto: Vec::new(),
                     correlation: Correlation::default(),
                     settle_until: None,
-                    signals: CallSignals { session: session_of(leg) },
+                    signals: CallSignals {
+                        session: session_of(leg),
+                        dialled: leg.ruri.hash.clone().or_else(|| leg.to.hash.clone()),
+                    },
                     transfer: Transfer::default(),
                     guard: CallGuard {
                         source: Some(leg.src.ip()),
@@ -934,6 +979,14 @@ impl CallTracker {
             })
             .map(|c| c.seq)
             .collect();
+        // the number each call was for, when this leg names one of them
+        let called = called_of(leg);
+        let for_ddi: Vec<u64> = candidates
+            .iter()
+            .copied()
+            .filter(|s| self.open[s].signals.dialled.as_deref().is_some_and(|d| called.contains(&d)))
+            .collect();
+        let candidates = if for_ddi.is_empty() { candidates } else { for_ddi };
         let pick = match candidates.len() {
             0 => return None,
             1 => candidates[0],

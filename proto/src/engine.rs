@@ -172,6 +172,8 @@ impl SipStage {
                 if !self.screen.admit(ts, &hop, &msg, head) {
                     return;
                 }
+                // the dialled number in a PBX leg's headers: hashed at once
+                crate::call::hash_called(&mut msg.headers, self.legs.hasher());
                 self.legs.on_message(ts, hop, &msg);
                 if self.journal {
                     let hashes = self.seal(&mut msg);

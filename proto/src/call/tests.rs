@@ -329,6 +329,58 @@ fn a_b2bua_passing_session_id_ties_each_leg_to_its_own_call() {
 }
 
 #[test]
+fn a_b2bua_naming_the_dialled_number_ties_each_leg_to_its_own_call() {
+    // two withheld callers at once to two of the practice's numbers; the
+    // PBX rings the second caller's handset first, straight from its queue
+    // (no leg ends before: the hand-over rule cannot help). The heuristic
+    // alone gives that leg to the first call; the number the PBX's legs say
+    // they were for (Diversion, History-Info, P-Called-Party-ID) tells.
+    let ddi2 = "01632960124";
+    let scenario = |h2: &str, h1: &str| {
+        run(&[
+            leg("d1", CARRIER, PBX, "anonymous", DDI, 0, answered(50, 100, 14_900, true)),
+            leg("d2", CARRIER, PBX, "anonymous", ddi2, 1_000, answered(50, 100, 60_000, true)),
+            with(leg("d2h", PBX, H2, "anonymous", "202", 5_000, answered(100, 500, 30_000, true)), h2),
+            with(leg("d1h", PBX, H1, "anonymous", "201", 6_000, Script::Cancelled { ring: 100, cancel: 9_000 }), h1),
+        ])
+    };
+    for (h2, h1) in [
+        ("Diversion: <sip:+441632960124@pbx.example;user=phone>;reason=unconditional;counter=1", "Diversion: \"Surgery\" <sip:01632960123@pbx.example>;reason=no-answer"),
+        ("History-Info: <sip:01632960124@carrier.example>;index=1, <sip:202@pbx.example>;index=1.1", "History-Info: <sip:01632960123@carrier.example>;index=1"),
+        ("P-Called-Party-ID: <tel:+44-1632-960124>", "P-Called-Party-ID: <sip:01632960123@pbx.example>"),
+    ] {
+        let calls = scenario(h2, h1);
+        assert_eq!(calls.len(), 2);
+        // the wait runs from the first offer to a person: d1 rang H1 from
+        // 6 s until the caller gave up at 15 s; d2 rang H2 from 5 s, answered
+        // at 5.5 s, and the caller stayed on the PBX to 61.1 s
+        assert_call!(calls[0], Outcome::Missed, wait secs(9_000), duration None, abandoned true);
+        assert_call!(calls[1], Outcome::Answered, wait secs(500), duration secs(55_600), abandoned false);
+    }
+    // without them the same traffic swaps the two calls' handset legs
+    // (the practice's counts stay right; each call's outcome does not)
+    let calls = scenario("Subject: nothing", "Subject: nothing");
+    assert_eq!((calls[0].outcome, calls[1].outcome), (Outcome::Answered, Outcome::Missed), "{calls:#?}");
+}
+
+/// The dialled number in a PBX leg's headers is hashed before anything
+/// holds it: legs, the journal (what is written to disk) and its replay.
+#[test]
+fn called_number_headers_are_hashed_before_the_journal() {
+    let mut e = Engine::new(EngineConfig { hash_key: KEY, site: Some(test_site()), journal: true, ..EngineConfig::default() });
+    let l = with(leg("j1", PBX, H1, "anonymous", "201", 0, answered(50, 100, 1_000, true)), "Diversion: <sip:01632960124@pbx.example>;reason=unconditional");
+    for (i, m) in l.messages().iter().enumerate() {
+        e.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
+    }
+    let journal: Vec<_> = std::iter::from_fn(|| e.poll_journal()).collect();
+    let invite = journal.iter().find(|j| j.msg.header("Diversion").is_some()).expect("the INVITE is journaled");
+    let v = invite.msg.header("Diversion").unwrap();
+    assert!(v.starts_with('#') && !v.contains("960124"), "{v}");
+    let text = format!("{journal:?}");
+    assert!(!text.contains("1632960124"), "the number reached the journal");
+}
+
+#[test]
 fn b2bua_ambiguity_ring_groups_hunt_groups_and_a_second_caller() {
     // a second call from the same number arrives while the first one's
     // handset rings: its own handset leg is its own
