@@ -5,6 +5,12 @@
 //! addresses to one PBX, with a realistic mix of outcomes: 60% answered, 12%
 //! busy/unavailable, 15% cancelled while ringing, 5% challenged then
 //! answered, 5% answered without BYE, 3% no response. Deterministic.
+//!
+//! `KEEPALIVES` (fourth argument, default 0): that many messages of the
+//! traffic that cannot touch a leg per call, as a PBX's signalling mostly
+//! is (OPTIONS pings and their 200s, REGISTER refreshes with their 401
+//! and 200, SUBSCRIBE and NOTIFY for presence), spread between the calls:
+//! 63 makes a capture that is 90% such messages.
 
 use anyhow::{Context, Result};
 use cbt_proto::synth::{frames, Call, Script};
@@ -15,9 +21,10 @@ use std::net::SocketAddr;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let out = args.get(1).context("usage: cbt-gen-capture OUT.pcap [CALLS] [CALLS_PER_SECOND]")?;
+    let out = args.get(1).context("usage: cbt-gen-capture OUT.pcap [CALLS] [CALLS_PER_SECOND] [KEEPALIVES]")?;
     let calls: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100_000);
     let rate: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(30);
+    let keepalives: u64 = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(0);
     let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET)?;
     let mut save = cap.savefile(out)?;
     let pbx: SocketAddr = "10.20.0.5:5060".parse()?;
@@ -97,6 +104,16 @@ fn main() -> Result<()> {
             heap.push(Reverse((m.ts, n, i)));
         }
         pending.insert(n, msgs);
+        if keepalives > 0 {
+            // spread over the time until the next call, as their own "call"
+            let gap = SECOND / rate as i64;
+            let ka: Vec<cbt_proto::synth::Msg> = (0..keepalives).map(|k| keepalive(n, k, start.add(gap * k as i64 / keepalives as i64), pbx)).collect();
+            let key = calls + n;
+            for (i, m) in ka.iter().enumerate() {
+                heap.push(Reverse((m.ts, key, i)));
+            }
+            pending.insert(key, ka);
+        }
         // everything before this call's start can be written now
         flush_until(&mut heap, &mut pending, start, &mut save)?;
     }
@@ -104,6 +121,24 @@ fn main() -> Result<()> {
     save.flush()?;
     eprintln!("{out}: {calls} calls, {written} SIP messages");
     Ok(())
+}
+
+/// The `k`th message of keepalive traffic after call `n`: an OPTIONS ping
+/// from the PBX to a handset and its 200, a REGISTER refresh with its 401
+/// and the retried REGISTER with its 200, a presence SUBSCRIBE, a NOTIFY.
+fn keepalive(n: u64, k: u64, ts: Timestamp, pbx: SocketAddr) -> cbt_proto::synth::Msg {
+    let phone: SocketAddr = format!("10.20.1.{}:5060", 10 + (n + k) % 40).parse().expect("address");
+    let tag = format!("{n:x}k{k:x}");
+    let (src, dst, text) = match k % 8 {
+        0 => (pbx, phone, format!("OPTIONS sip:{phone} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bKo{tag}\r\nFrom: <sip:pbx@{pbx}>;tag=o{tag}\r\nTo: <sip:{phone}>\r\nCall-ID: o{tag}@pbx\r\nCSeq: 102 OPTIONS\r\nMax-Forwards: 70\r\nUser-Agent: Asterisk PBX 20.5.0\r\nContent-Length: 0\r\n\r\n")),
+        1 => (phone, pbx, format!("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bKo{tag}\r\nFrom: <sip:pbx@{pbx}>;tag=o{tag}\r\nTo: <sip:{phone}>;tag=p{tag}\r\nCall-ID: o{tag}@pbx\r\nCSeq: 102 OPTIONS\r\nAllow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, OPTIONS\r\nContent-Length: 0\r\n\r\n")),
+        2 | 4 => (phone, pbx, format!("REGISTER sip:{pbx} SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKr{tag}\r\nFrom: <sip:2{:02}@{pbx}>;tag=r{tag}\r\nTo: <sip:2{:02}@{pbx}>\r\nCall-ID: r{n:x}@{phone}\r\nCSeq: {} REGISTER\r\nContact: <sip:2{:02}@{phone}>;expires=3600\r\nMax-Forwards: 70\r\nExpires: 3600\r\nUser-Agent: Yealink SIP-T46U 108.86.0.20\r\nContent-Length: 0\r\n\r\n", n % 40, n % 40, k, n % 40)),
+        3 => (pbx, phone, format!("SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKr{tag}\r\nFrom: <sip:2{:02}@{pbx}>;tag=r{tag}\r\nTo: <sip:2{:02}@{pbx}>;tag=a{tag}\r\nCall-ID: r{n:x}@{phone}\r\nCSeq: {} REGISTER\r\nWWW-Authenticate: Digest realm=\"pbx\", nonce=\"{tag}\", algorithm=MD5\r\nContent-Length: 0\r\n\r\n", n % 40, n % 40, k - 1)),
+        5 => (pbx, phone, format!("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKr{tag}\r\nFrom: <sip:2{:02}@{pbx}>;tag=r{tag}\r\nTo: <sip:2{:02}@{pbx}>;tag=a{tag}\r\nCall-ID: r{n:x}@{phone}\r\nCSeq: {} REGISTER\r\nContact: <sip:2{:02}@{phone}>;expires=3600\r\nContent-Length: 0\r\n\r\n", n % 40, n % 40, k - 1, n % 40)),
+        6 => (phone, pbx, format!("SUBSCRIBE sip:2{:02}@{pbx} SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKs{tag}\r\nFrom: <sip:2{:02}@{pbx}>;tag=s{tag}\r\nTo: <sip:2{:02}@{pbx}>\r\nCall-ID: s{n:x}@{phone}\r\nCSeq: 1 SUBSCRIBE\r\nEvent: dialog\r\nExpires: 1800\r\nContact: <sip:2{:02}@{phone}>\r\nContent-Length: 0\r\n\r\n", (n + 1) % 40, n % 40, (n + 1) % 40, n % 40)),
+        _ => (pbx, phone, format!("NOTIFY sip:2{:02}@{phone} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bKn{tag}\r\nFrom: <sip:2{:02}@{pbx}>;tag=n{tag}\r\nTo: <sip:2{:02}@{pbx}>;tag=s{tag}\r\nCall-ID: s{n:x}@{phone}\r\nCSeq: 2 NOTIFY\r\nEvent: dialog\r\nSubscription-State: active;expires=1800\r\nContent-Type: application/dialog-info+xml\r\nContent-Length: 0\r\n\r\n", n % 40, (n + 1) % 40, n % 40)),
+    };
+    cbt_proto::synth::Msg { ts, src, dst, bytes: text.into_bytes() }
 }
 
 fn libc_timeval(us: i64) -> libc::timeval {

@@ -113,15 +113,18 @@ fn non_ws(b: &[u8]) -> usize {
 /// Offset just past the empty line ending the headers, searching from the
 /// newline ending the start line.
 fn head_end(buf: &[u8], from_newline: usize) -> Option<usize> {
-    let mut i = from_newline;
-    loop {
-        match buf.get(i + 1) {
-            Some(b'\n') => return Some(i + 2),
-            Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some(i + 3),
-            Some(_) => {}
-            None => return None,
-        }
-        i = i + 1 + memchr::memchr(b'\n', &buf[i + 1..])?;
+    // the first newline followed by CRLF or by a bare LF: two vectorised
+    // searches instead of one per header line
+    static CRLF: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    static LF: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    let hay = buf.get(from_newline..)?;
+    let crlf = CRLF.get_or_init(|| memchr::memmem::Finder::new(b"\n\r\n")).find(hay);
+    // a bare-LF end counts only if it comes first
+    let lf = LF.get_or_init(|| memchr::memmem::Finder::new(b"\n\n")).find(&hay[..crlf.map_or(hay.len(), |j| j + 1)]);
+    match (lf, crlf) {
+        (Some(j), _) => Some(from_newline + j + 2),
+        (None, Some(j)) => Some(from_newline + j + 3),
+        (None, None) => None,
     }
 }
 
@@ -243,7 +246,12 @@ fn resync(buf: &[u8], from: usize) -> Option<usize> {
 
 /// Parses Content-Length (or compact `l`) from the header block.
 fn content_length(headers: &[u8]) -> ContentLength {
-    for line in headers.split(|c| *c == b'\n') {
+    // lines found with memchr (vectorised), not byte by byte
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', headers).chain(std::iter::once(headers.len()));
+    for end in ends {
+        let line = &headers[start..end];
+        start = (end + 1).min(headers.len());
         if line.first().is_some_and(|c| *c == b' ' || *c == b'\t') {
             continue;
         }

@@ -245,6 +245,15 @@ impl Parser {
 
     /// Parses a message head (start line and headers; the body is not needed).
     pub fn parse(&mut self, head: &[u8]) -> Result<Parsed, ParseError> {
+        // most of a PBX's signalling cannot touch a leg (OPTIONS pings,
+        // REGISTER refreshes, presence): the start line, or a response's
+        // CSeq line, says so before any rewriting
+        if let Some((request, m)) = quick_method(head) {
+            let matters = if request { m.affects_legs() } else { matches!(m, Method::Invite | Method::Update) };
+            if !matters && m != Method::Other {
+                return Ok(Parsed::Ignored(m));
+            }
+        }
         let prelude = normalize(head, &self.extra_headers, &mut self.scratch)
             .map_err(|_| ParseError::NoStartLine)?;
         let relevant = match (prelude.method, prelude.cseq_method) {
@@ -315,6 +324,31 @@ impl Parser {
             rsip_rejected,
         })
     }
+}
+
+/// What a message is, read from its start line (a request's method) or,
+/// for a response, its first `CSeq` line, without normalising the head.
+/// `None` when that is not plain to see (the full path then decides).
+fn quick_method(head: &[u8]) -> Option<(bool, Method)> {
+    let end = memchr::memchr(b'\n', head).unwrap_or(head.len());
+    let first = normalize::trim(&head[..end]);
+    let word = first.split(|c| *c == b' ' || *c == b'\t').find(|w| !w.is_empty())?;
+    if !word.eq_ignore_ascii_case(b"SIP/2.0") {
+        return Some((true, Method::from_token(word)));
+    }
+    for line in head.get(end + 1..)?.split(|c| *c == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.len() > 4 && line[..4].eq_ignore_ascii_case(b"CSeq") {
+            let rest = normalize::trim(&line[4..]).strip_prefix(b":")?;
+            let mut words = rest.split(|c| *c == b' ' || *c == b'\t').filter(|w| !w.is_empty());
+            let _number = words.next()?;
+            return Some((false, Method::from_token(words.next()?)));
+        }
+    }
+    None
 }
 
 fn rsip_error_kind(e: &rsip::Error) -> &'static str {

@@ -166,3 +166,30 @@ fn uri_user_forms() {
     assert_eq!(uri_user("tel:+441632960000;ext=1").as_deref(), Some("+441632960000"));
     assert_eq!(uri_user("<sip:host.example>").as_deref(), None);
 }
+
+#[test]
+fn keepalives_are_set_aside_from_their_start_line_or_cseq_whatever_their_form() {
+    let mut p = Parser::default();
+    let ignored = |p: &mut Parser, text: &str| match p.parse(text.as_bytes()) {
+        Ok(Parsed::Ignored(m)) => Some(m),
+        _ => None,
+    };
+    // requests that cannot touch a leg, in tidy and untidy forms
+    assert_eq!(ignored(&mut p, "OPTIONS sip:pbx SIP/2.0\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\n\r\n"), Some(Method::Options));
+    assert_eq!(ignored(&mut p, "  REGISTER   sip:pbx SIP/2.0\nCall-ID: r1\nCSeq: 7 REGISTER\n\n"), Some(Method::Register));
+    assert_eq!(ignored(&mut p, "NOTIFY sip:201@h SIP/2.0\r\n\r\n"), Some(Method::Notify), "no headers needed");
+    // responses to them, by their CSeq line (spaces before the colon, any case)
+    assert_eq!(ignored(&mut p, "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\ncseq : 102 options\r\n\r\n"), Some(Method::Options));
+    assert_eq!(ignored(&mut p, "SIP/2.0 401 Unauthorized\r\nCSeq:3 REGISTER\r\nCall-ID: r1\r\n\r\n"), Some(Method::Register));
+    assert_eq!(ignored(&mut p, "SIP/2.0 200 OK\r\nCall-ID: b\r\nCSeq: 2 BYE\r\n\r\n"), Some(Method::Bye), "a 200 to BYE changes nothing a leg records");
+    // a folded CSeq is left to the full path, which reads it the same way
+    assert_eq!(ignored(&mut p, "SIP/2.0 200 OK\r\nCall-ID: x\r\nCSeq:\r\n 5 SUBSCRIBE\r\n\r\n"), Some(Method::Subscribe));
+    // what can touch a leg is parsed in full
+    assert!(matches!(p.parse(CANONICAL.as_bytes()), Ok(Parsed::Message { .. })));
+    let ok = CANONICAL.replacen("INVITE sip:+441632960123@pbx.example SIP/2.0", "SIP/2.0 200 OK", 1);
+    assert!(ok.starts_with("SIP/2.0 200 OK"), "{ok}");
+    assert!(matches!(p.parse(ok.as_bytes()), Ok(Parsed::Message { .. })));
+    // and what is unknown still errs as before
+    assert_eq!(p.parse(b"FOO sip:x SIP/2.0\r\nCSeq: 1 FOO\r\n\r\n").unwrap_err(), ParseError::UnknownMethod);
+    assert_eq!(p.parse(b"SIP/2.0 200 OK\r\nCall-ID: x\r\n\r\n").unwrap_err(), ParseError::BadCSeq);
+}
