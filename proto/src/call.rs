@@ -250,21 +250,23 @@ pub(crate) const SIGNAL_HEADERS: &[&str] = &["Session-ID", "Referred-By", "Repla
 /// message is parsed (see [`hash_called`]), so no leg, journal or log holds it.
 pub(crate) const CALLED_HEADERS: &[&str] = &["Diversion", "History-Info", "P-Called-Party-ID"];
 
-/// Replaces the number in each of a message's [`CALLED_HEADERS`] by
-/// `#` and its keyed hash (removes the header when it names no user).
-pub(crate) fn hash_called(headers: &mut Vec<(String, String)>, hasher: &crate::number::Hasher) {
-    headers.retain_mut(|(n, v)| {
-        if !CALLED_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(n)) || v.starts_with('#') {
-            return true;
+/// Headers kept for what they say of a call whose values name a party:
+/// the called-number headers and `Referred-By` (the transferring party;
+/// only its presence is read).
+const HASHED_HEADERS: &[&str] = &["Diversion", "History-Info", "P-Called-Party-ID", "Referred-By"];
+
+/// Replaces the user part in each of a message's [`HASHED_HEADERS`] by
+/// `#` and its keyed hash (`#` alone when it names no user).
+pub(crate) fn hash_called(headers: &mut [(String, String)], hasher: &crate::number::Hasher) {
+    for (n, v) in headers.iter_mut() {
+        if !HASHED_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(n)) || v.starts_with('#') {
+            continue;
         }
-        match crate::sip::uri_user(v) {
-            Some(user) => {
-                *v = format!("#{}", hasher.hash(&user));
-                true
-            }
-            None => false,
-        }
-    });
+        *v = match crate::sip::uri_user(v) {
+            Some(user) => format!("#{}", hasher.hash(&user)),
+            None => "#".to_string(),
+        };
+    }
 }
 
 /// The hashed numbers a leg says it was placed for: its called-number
@@ -275,6 +277,7 @@ fn called_of(leg: &Leg) -> Vec<&str> {
         .iter()
         .filter(|(n, _)| CALLED_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(n)))
         .filter_map(|(_, v)| v.strip_prefix('#'))
+        .filter(|h| !h.is_empty())
         .collect();
     out.extend([&leg.ruri, &leg.to].into_iter().filter_map(|p| p.hash.as_deref()));
     out

@@ -368,7 +368,10 @@ fn a_b2bua_naming_the_dialled_number_ties_each_leg_to_its_own_call() {
 #[test]
 fn called_number_headers_are_hashed_before_the_journal() {
     let mut e = Engine::new(EngineConfig { hash_key: KEY, site: Some(test_site()), journal: true, ..EngineConfig::default() });
-    let l = with(leg("j1", PBX, H1, "anonymous", "201", 0, answered(50, 100, 1_000, true)), "Diversion: <sip:01632960124@pbx.example>;reason=unconditional");
+    let l = with(
+        with(leg("j1", PBX, H1, "anonymous", "201", 0, answered(50, 100, 1_000, true)), "Diversion: <sip:01632960124@pbx.example>;reason=unconditional"),
+        "Referred-By: <sip:07700900555@carrier.example>",
+    );
     for (i, m) in l.messages().iter().enumerate() {
         e.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
     }
@@ -376,8 +379,10 @@ fn called_number_headers_are_hashed_before_the_journal() {
     let invite = journal.iter().find(|j| j.msg.header("Diversion").is_some()).expect("the INVITE is journaled");
     let v = invite.msg.header("Diversion").unwrap();
     assert!(v.starts_with('#') && !v.contains("960124"), "{v}");
+    // the transferring party too: only the header's presence is read
+    assert!(invite.msg.header("Referred-By").is_some_and(|v| v.starts_with('#')));
     let text = format!("{journal:?}");
-    assert!(!text.contains("1632960124"), "the number reached the journal");
+    assert!(!text.contains("1632960124") && !text.contains("7700900555"), "a number reached the journal");
 }
 
 #[test]
