@@ -1,5 +1,5 @@
 //! Live capture: one OS thread per interface (libpcap through the `pcap`
-//! crate, immediate mode, short read timeout) and one for the HEP listener,
+//! crate, non-blocking reads) and one for the HEP listener,
 //! all feeding the engine's bounded queue. A full queue drops the packet and
 //! counts it: capture never blocks on the engine.
 //!
@@ -39,7 +39,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn push(&mut self, ts: Timestamp, bytes: &[u8]) {
+    fn push(&mut self, ts: Timestamp, bytes: &[u8]) {
         self.data.extend_from_slice(bytes);
         self.frames.push((ts, self.data.len()));
     }
@@ -66,7 +66,17 @@ impl Batch {
         })
     }
 
-    fn full(&self) -> bool {
+    /// Counts a packet for its source and adds it, if the queue's ceiling
+    /// allows (else counts it dropped). Returns whether the batch is full.
+    fn take(&mut self, ts: Timestamp, bytes: &[u8], stats: &SourceStats, queue: &QueueBudget) -> bool {
+        stats.packets.fetch_add(1, Ordering::Relaxed);
+        stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if queue.reserve(bytes.len()) {
+            self.push(ts, bytes);
+        } else {
+            // the queue is at its ceiling (limits.queue_memory, capture.queue)
+            stats.queue_dropped.fetch_add(1, Ordering::Relaxed);
+        }
         self.frames.len() >= BATCH_PACKETS
     }
 }
@@ -223,16 +233,9 @@ fn run(
         let more = loop {
             match cap.next_packet() {
                 Ok(p) => {
-                    stats.packets.fetch_add(1, Ordering::Relaxed);
-                    stats.bytes.fetch_add(p.data.len() as u64, Ordering::Relaxed);
-                    if !queue.reserve(p.data.len()) {
-                        // the queue is at its ceiling (limits.queue_memory, capture.queue)
-                        stats.queue_dropped.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
                     // nanoseconds (asked for), truncated to microseconds as for files
-                    batch.push(Timestamp::from_secs_micros(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64 / 1000), p.data);
-                    if batch.full() {
+                    let ts = Timestamp::from_secs_micros(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64 / 1000);
+                    if batch.take(ts, p.data, stats, queue) {
                         break true;
                     }
                 }
@@ -358,14 +361,7 @@ pub fn spawn_hep(socket: UdpSocket, tx: SyncSender<Input>, stats: Arc<SourceStat
                             if !guard.admit(from.ip(), ts) {
                                 continue; // anyone could forge calls in HEP: only hep.allow is read
                             }
-                            stats.packets.fetch_add(1, Ordering::Relaxed);
-                            stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                            if !queue.reserve(n) {
-                                stats.queue_dropped.fetch_add(1, Ordering::Relaxed);
-                                continue;
-                            }
-                            batch.push(ts, &buf[..n]);
-                            if batch.full() {
+                            if batch.take(ts, &buf[..n], &stats, &queue) {
                                 break true;
                             }
                         }

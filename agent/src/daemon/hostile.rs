@@ -66,12 +66,8 @@ impl QueueBudget {
         }
     }
 
-    /// Gives the room of a packet back (taken by the engine, or not sent).
-    pub fn release(&self, n: usize) {
-        self.release_many(1, n);
-    }
-
-    /// Gives back the room of `packets` packets of `bytes` bytes in all.
+    /// Gives back the room of `packets` packets of `bytes` bytes in all
+    /// (taken by the engine, or not sent).
     pub fn release_many(&self, packets: usize, bytes: usize) {
         self.used.fetch_sub(bytes + packets * QUEUE_ENTRY_BYTES, Ordering::Relaxed);
         if self.packet_limit > 0 {
@@ -343,7 +339,7 @@ mod tests {
         assert_eq!((taken, q.dropped.load(Ordering::Relaxed)), (9, 1));
         assert!(q.used() <= 10_000 && q.peak() == q.used());
         for _ in 0..taken {
-            q.release(1000);
+            q.release_many(1, 1000);
         }
         assert_eq!(q.used(), 0);
         assert!(q.reserve(1000));
