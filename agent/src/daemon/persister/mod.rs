@@ -47,10 +47,9 @@ pub struct Persister {
     /// Written but not yet flushed.
     dirty: bool,
     /// Calls written since the last flush (held again if the store fails
-    /// before it), and those of them that changed the store: acknowledged
-    /// at the flush.
-    unflushed: Vec<CallEvent>,
-    to_acknowledge: Vec<CallEvent>,
+    /// before it), each with whether it changed the store: those that did
+    /// are acknowledged at the flush.
+    unflushed: Vec<(CallEvent, bool)>,
     last_flush: Timestamp,
     last_snapshot: Option<Timestamp>,
     last_retry: Timestamp,
@@ -86,7 +85,6 @@ impl Persister {
             journal_off: false,
             dirty: false,
             unflushed: Vec::new(),
-            to_acknowledge: Vec::new(),
             last_flush: t,
             last_snapshot: None,
             last_retry: t,
@@ -175,8 +173,7 @@ impl Persister {
         self.error = Some(e);
         self.journal_off = true;
         // calls written since the last flush may not be on disk: held again
-        let held = std::mem::take(&mut self.unflushed);
-        self.to_acknowledge.clear();
+        let held = std::mem::take(&mut self.unflushed).into_iter().map(|(ev, _)| ev).collect();
         self.hold(held);
     }
 
@@ -279,8 +276,9 @@ impl Persister {
             return Vec::new();
         };
         // calls held while the store was away go first
-        let mut batch: Vec<CallEvent> = self.pending.drain(..).collect();
-        batch.extend(events);
+        let first = self.unflushed.len();
+        let held: Vec<CallEvent> = self.pending.drain(..).collect();
+        self.unflushed.extend(held.into_iter().chain(events).map(|ev| (ev, false)));
         let now = self.clock.now();
         let mut flushed = false;
         let result = (|| -> Result<()> {
@@ -288,10 +286,8 @@ impl Persister {
             if !journal.is_empty() {
                 self.dirty = true;
             }
-            for ev in &batch {
-                if write_event(&store, ev)? {
-                    self.to_acknowledge.push(ev.clone());
-                }
+            for (ev, changed) in &mut self.unflushed[first..] {
+                *changed = write_event(&store, ev)?;
                 self.dirty = true;
             }
             if self.dirty && (flush_now || now.since(self.last_flush) >= FLUSH_EVERY) {
@@ -303,22 +299,14 @@ impl Persister {
             Ok(())
         })();
         match result {
-            Ok(()) => {
-                if flushed {
-                    self.unflushed.clear();
-                    std::mem::take(&mut self.to_acknowledge)
-                } else {
-                    // written, not yet on disk: kept until the flush
-                    self.unflushed.extend(batch);
-                    Vec::new()
-                }
-            }
+            // written, not yet on disk: kept until the flush
+            Ok(()) if !flushed => Vec::new(),
+            Ok(()) => self.unflushed.drain(..).filter_map(|(ev, changed)| changed.then_some(ev)).collect(),
             Err(e) => {
                 let e = store.write_error(e);
                 // nothing since the last flush is known to be on disk: keep
                 // every call (the store ignores a call it already has when
                 // it comes back)
-                self.unflushed.extend(batch);
                 self.failed(e);
                 Vec::new()
             }
