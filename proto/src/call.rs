@@ -982,14 +982,18 @@ impl CallTracker {
             })
             .map(|c| c.seq)
             .collect();
-        // the number each call was for, when this leg names one of them
-        let called = called_of(leg);
-        let for_ddi: Vec<u64> = candidates
-            .iter()
-            .copied()
-            .filter(|s| self.open[s].signals.dialled.as_deref().is_some_and(|d| called.contains(&d)))
-            .collect();
-        let candidates = if for_ddi.is_empty() { candidates } else { for_ddi };
+        // several: the number each call was for, when this leg names one of them
+        let candidates = if candidates.len() > 1 {
+            let called = called_of(leg);
+            let for_ddi: Vec<u64> = candidates
+                .iter()
+                .copied()
+                .filter(|s| self.open[s].signals.dialled.as_deref().is_some_and(|d| called.contains(&d)))
+                .collect();
+            if for_ddi.is_empty() { candidates } else { for_ddi }
+        } else {
+            candidates
+        };
         let pick = match candidates.len() {
             0 => return None,
             1 => candidates[0],
