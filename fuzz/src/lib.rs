@@ -9,7 +9,7 @@
 //! |---|---|
 //! | [`link_ip`] | link-type byte, then `(dt, len u16 LE, frame)` records ([`LinkInput`]) |
 //! | [`tcp_reassembly`] | [`TcpCase`], decoded with `arbitrary` |
-//! | [`sip_frame`] | raw bytes: a UDP payload or a TCP byte stream |
+//! | [`sip_frame`] | raw bytes: a UDP payload or a TCP byte stream (framing, parsing, the SDP reader) |
 //! | [`hep`] | one or more concatenated HEPv3 packets |
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -803,6 +803,12 @@ impl XorShift {
 pub fn sip_frame(data: &[u8]) {
     let mut parser = Parser::default();
     datagram_walk(data, &mut parser);
+    // the body reader (an INVITE's SDP offer), on the raw input and on
+    // whatever follows the first head
+    let _ = sip::media_key(data);
+    if let Framing::Message { head_end, .. } = sip::find(data) {
+        let _ = sip::media_key(&data[head_end..]);
+    }
 
     // chunk sizes follow the input, so every mutation changes them too
     let seed = data.iter().fold(0x9E37_79B9_7F4A_7C15u64, |h, b| {

@@ -295,6 +295,10 @@ pub(crate) struct CallSignals {
     /// `P-Called-Party-ID` or `To`, which tells apart two calls from one
     /// withheld number to different DDIs.
     pub(crate) dialled: Option<String>,
+    /// Where the caller's SDP offer sent its audio: a PBX that does not
+    /// anchor media offers the same address and port on the legs it makes
+    /// for the call (in memory only, like the leg's).
+    pub(crate) media: Option<std::num::NonZeroU64>,
 }
 
 /// The caller's UUID of a leg's RFC 7989 `Session-ID` header (or of the
@@ -770,6 +774,7 @@ impl CallTracker {
                     signals: CallSignals {
                         session: session_of(leg),
                         dialled: leg.ruri.hash.clone().or_else(|| leg.to.hash.clone()),
+                        media: leg.media,
                     },
                     transfer: Transfer::default(),
                     guard: CallGuard {
@@ -962,7 +967,10 @@ impl CallTracker {
 
     /// B2BUA heuristic: an open call from the same caller whose trunk leg is
     /// up when this leg starts. Several candidates (two calls from one
-    /// withheld number) are told apart by what a PBX does (counted):
+    /// withheld number) are narrowed first by what the wire says: the
+    /// number each call was for, named in this leg's headers, then the
+    /// caller's media address offered again on this leg. Still several, they
+    /// are told apart by what a PBX does (counted):
     /// 1. a call that started another leg within 100 ms (a ring group rings
     ///    its handsets at once);
     /// 2. a call whose previous leg ended within 2 s, the latest (a hunt
@@ -993,6 +1001,15 @@ impl CallTracker {
             if for_ddi.is_empty() { candidates } else { for_ddi }
         } else {
             candidates
+        };
+        // still several: the caller's own media address, when the PBX
+        // offers it on this leg (it does not anchor the media)
+        let candidates = match leg.media {
+            Some(m) if candidates.len() > 1 => {
+                let same: Vec<u64> = candidates.iter().copied().filter(|s| self.open[s].signals.media == Some(m)).collect();
+                if same.is_empty() { candidates } else { same }
+            }
+            _ => candidates,
         };
         let pick = match candidates.len() {
             0 => return None,

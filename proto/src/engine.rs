@@ -114,7 +114,8 @@ struct SipStage {
 
 impl SipStage {
     /// Removes phone numbers from a message that will be stored, returning
-    /// their keyed hashes; drops the Contact (its user part is a number).
+    /// their keyed hashes; drops the Contact (its user part is a number)
+    /// and the media key (in memory only).
     fn seal(&self, msg: &mut SipMessage) -> UserHashes {
         let h = self.legs.hasher();
         let mut out = UserHashes::default();
@@ -130,6 +131,7 @@ impl SipStage {
             }
         }
         msg.contact = None;
+        msg.media = None; // not journalled (see sip::media_key)
         out
     }
 
@@ -137,7 +139,9 @@ impl SipStage {
         *self.stats.parse_errors.entry(reason.to_string()).or_default() += 1;
     }
 
-    fn message(&mut self, ts: Timestamp, hop: Hop, head: &[u8]) {
+    /// One framed message: its head, and as much of its body as is at
+    /// hand (an INVITE's SDP offer is read for where its audio goes).
+    fn message(&mut self, ts: Timestamp, hop: Hop, head: &[u8], body: &[u8]) {
         self.stats.messages += 1;
         if hop.source == Source::Hep {
             self.stats.hep_messages += 1;
@@ -174,6 +178,9 @@ impl SipStage {
                 }
                 // the dialled number in a PBX leg's headers: hashed at once
                 crate::call::hash_called(&mut msg.headers, self.legs.hasher());
+                if msg.kind == crate::sip::Kind::Request(Method::Invite) && !body.is_empty() {
+                    msg.media = crate::sip::media_key(body);
+                }
                 self.legs.on_message(ts, hop, &msg);
                 if self.journal {
                     let hashes = self.seal(&mut msg);
@@ -268,14 +275,14 @@ impl Sink for SipStage {
                         // no usable length in a datagram: the body is the rest
                         ContentLength::Missing | ContentLength::Invalid => rest,
                     };
-                    self.message(d.ts, hop, &buf[off + start..off + head_end]);
+                    self.message(d.ts, hop, &buf[off + start..off + head_end], &buf[off + head_end..off + head_end + body]);
                     off += head_end + body;
                 }
                 Framing::Partial { start, garbage } => {
                     // a datagram holds whole messages: headers run to its end
                     found = true;
                     self.stats.garbage_bytes += garbage as u64;
-                    self.message(d.ts, hop, &buf[off + start..]);
+                    self.message(d.ts, hop, &buf[off + start..], &[]);
                     break;
                 }
                 Framing::Garbage { garbage, .. } => {
@@ -309,12 +316,14 @@ impl Sink for SipStage {
                     garbage,
                 } => {
                     self.stats.garbage_bytes += garbage as u64;
-                    self.message(ts, hop, &flow.pending()[off + start..off + head_end]);
                     let body = match content_length {
                         ContentLength::Declared(n) => n,
                         ContentLength::Missing | ContentLength::Invalid => 0,
                     };
                     let avail = flow.pending().len() - off - head_end;
+                    let pending = flow.pending();
+                    let at_hand = &pending[off + head_end..off + head_end + body.min(avail)];
+                    self.message(ts, hop, &pending[off + start..off + head_end], at_hand);
                     if body <= avail {
                         off += head_end + body;
                     } else {

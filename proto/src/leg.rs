@@ -146,6 +146,10 @@ pub struct Leg {
     /// Its sender was in a burst of new calls: shed first.
     #[serde(skip)]
     pub(crate) suspect: bool,
+    /// Where its initial INVITE's SDP offer sent the audio
+    /// ([`crate::sip::media_key`]; in memory only).
+    #[serde(skip)]
+    pub(crate) media: Option<std::num::NonZeroU64>,
 }
 
 impl Leg {
@@ -660,6 +664,7 @@ impl LegTracker {
             leg.last_invite = ts;
             leg.last_activity = ts;
             leg.t1_seen = None;
+            leg.media = leg.media.or(m.media);
             if leg.state == State::Challenged {
                 leg.state = State::Calling;
                 leg.final_status = None;
@@ -718,6 +723,7 @@ impl LegTracker {
             t1_seen: None,
             acct: 0,
             suspect: false,
+            media: m.media,
         };
         self.events.push_back(LegEvent::Started(Box::new(leg.clone())));
         self.legs.insert(id, Box::new(leg));
@@ -747,6 +753,7 @@ impl LegTracker {
         as_invite.to.tag = None;
         as_invite.kind = Kind::Request(Method::Invite);
         as_invite.cseq_method = Method::Invite;
+        as_invite.media = None; // not the initial offer
         let gap = self.gap_before(ts);
         let started = gap.map_or(ts, |g| g.0);
         self.initial_invite(started, invite, &as_invite);

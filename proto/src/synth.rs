@@ -41,6 +41,9 @@ pub struct Call {
     /// Further header lines (without CRLF) of the caller's requests, such as
     /// `Session-ID: ...` or `Diversion: ...`.
     pub extra: Vec<String>,
+    /// Where the caller's SDP offer sends its audio (default 192.0.2.10:40000
+    /// for every call).
+    pub media: Option<SocketAddr>,
 }
 
 /// One message on the wire.
@@ -69,6 +72,7 @@ impl Call {
             script,
             branch: format!("f{n:x}"),
             extra: Vec::new(),
+            media: None,
         }
     }
 
@@ -78,7 +82,15 @@ impl Call {
         } else {
             format!("<sip:{}@{}>", self.callee, self.b.ip())
         };
-        let body = if body { SDP } else { "" };
+        let offer;
+        let body = match (body, self.media) {
+            (false, _) => "",
+            (true, None) => SDP,
+            (true, Some(m)) => {
+                offer = SDP.replace("c=IN IP4 192.0.2.10", &format!("c=IN IP4 {}", m.ip())).replace("m=audio 40000", &format!("m=audio {}", m.port()));
+                &offer
+            }
+        };
         let extra: String = self.extra.iter().map(|h| format!("{h}\r\n")).collect();
         format!(
             "{method} sip:{callee}@{bhost} SIP/2.0\r\n\

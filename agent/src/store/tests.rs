@@ -83,6 +83,7 @@ fn entry(n: u32) -> JournalEntry {
             reason: None,
             session_expires: None,
             headers: vec![],
+            media: None,
         },
         hashes: Default::default(),
     }

@@ -363,6 +363,37 @@ fn a_b2bua_naming_the_dialled_number_ties_each_leg_to_its_own_call() {
     assert_eq!((calls[0].outcome, calls[1].outcome), (Outcome::Answered, Outcome::Missed), "{calls:#?}");
 }
 
+fn media(mut c: Call, at: &str) -> Call {
+    c.media = Some(a(at));
+    c
+}
+
+#[test]
+fn a_b2bua_passing_the_callers_media_on_ties_each_leg_to_its_own_call() {
+    // two withheld callers at once to the same number (the dialled number
+    // cannot tell them apart); the PBX rings the second caller's handset
+    // first, straight from its queue. A PBX that does not anchor the media
+    // offers each handset its caller's own SDP: the address and port say
+    // whose leg it is.
+    let scenario = |h2: &str, h1: &str| {
+        run(&[
+            media(leg("m1", CARRIER, PBX, "anonymous", DDI, 0, answered(50, 100, 14_900, true)), "198.51.100.7:31000"),
+            media(leg("m2", CARRIER, PBX, "anonymous", DDI, 1_000, answered(50, 100, 60_000, true)), "198.51.100.7:31002"),
+            media(leg("m2h", PBX, H2, "anonymous", "202", 5_000, answered(100, 500, 30_000, true)), h2),
+            media(leg("m1h", PBX, H1, "anonymous", "201", 6_000, Script::Cancelled { ring: 100, cancel: 9_000 }), h1),
+        ])
+    };
+    let calls = scenario("198.51.100.7:31002", "198.51.100.7:31000");
+    assert_eq!(calls.len(), 2);
+    assert_call!(calls[0], Outcome::Missed, wait secs(9_000), duration None, abandoned true);
+    assert_call!(calls[1], Outcome::Answered, wait secs(500), duration secs(55_600), abandoned false);
+    assert!(calls.iter().all(|c| c.correlation.b2bua == 1), "{calls:#?}");
+    // a PBX that anchors the media offers its own address on every leg: the
+    // timing rules decide, and give the first handset leg to the first call
+    let calls = scenario("10.20.0.5:20002", "10.20.0.5:20000");
+    assert_eq!((calls[0].outcome, calls[1].outcome), (Outcome::Answered, Outcome::Missed), "{calls:#?}");
+}
+
 /// The dialled number in a PBX leg's headers is hashed before anything
 /// holds it: legs, the journal (what is written to disk) and its replay.
 #[test]

@@ -336,6 +336,9 @@ impl From<JournalRecordV1> for JournalEntry {
                 reason: m.reason,
                 session_expires: m.session_expires,
                 headers: m.headers,
+                // not journalled: a leg restored from the journal is tied
+                // to its call by the other signals
+                media: None,
             },
             hashes: UserHashes(r.hashes),
         }
@@ -489,6 +492,7 @@ impl From<LegV1> for Leg {
             t1_seen: None,
             acct: 0,
             suspect: false,
+            media: None,
         }
     }
 }

@@ -3,11 +3,13 @@
 
 mod frame;
 mod normalize;
+mod sdp;
 
 // the layer's public surface, in one place (framing and normalising are
 // public for the benchmarks and the fuzz targets of each step)
 pub use frame::{find, find_from, is_start_line, is_token_char, ContentLength, Framing, MAX_HEAD};
 pub use normalize::{normalize, Repairs};
+pub use sdp::media_key;
 use rsip::headers::UntypedHeader;
 use rsip::message::HasHeaders;
 use serde::{Deserialize, Serialize};
@@ -151,6 +153,10 @@ pub struct SipMessage {
     /// Other kept headers (correlation, transfer, configured extras), as
     /// (canonical name, value).
     pub headers: Vec<(String, String)>,
+    /// Where an INVITE's SDP offer sends its audio, as a key
+    /// ([`media_key`]); set by the engine from the body. In memory only.
+    #[serde(skip)]
+    pub media: Option<std::num::NonZeroU64>,
 }
 
 impl SipMessage {
@@ -401,6 +407,7 @@ fn read_headers<'a>(
         reason: None,
         session_expires: None,
         headers: Vec::new(),
+        media: None,
     };
     for (name, value) in headers {
         match name {
