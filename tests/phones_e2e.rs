@@ -39,10 +39,14 @@
 //! response and the handset's `CALL_CLOSED` (the BYE relayed), and the
 //! side that tears down its media first can be a few tens of
 //! milliseconds late (baresip stops its audio threads before it reports). Each time cbt-agent reports must be at or before the
-//! phone's, by 20 ms at most, and each wait and duration within 20 ms
-//! (`cbt_tests::kamailio::LAG_US`, as in `kamailio_e2e`; the median check
-//! of that test is not made: a handful of times go through a TCP socket
-//! and a thread here).
+//! phone's, by [`PHONE_LAG_US`] (50 ms) at most, and each wait and
+//! duration within 50 ms. `kamailio_e2e` allows 20 ms against sipp's own
+//! log times; the phones' events carry no time of their own, so they are
+//! timed when this test reads them from a TCP socket through a thread, and
+//! on a loaded 2-core machine one came 24 ms after its packet. The
+//! median check of that test is not made here either. (Wait and duration
+//! buckets are whole seconds: 50 ms still catches any wrong packet or
+//! rule: the phones act a second or more apart in these scenarios.)
 //!
 //! Needs baresip (`baresip-core`), kamailio, sipp, dumpcap or tcpdump and
 //! the right to capture on `lo`. Without them: `SKIP: ...`, except under CI
@@ -75,6 +79,9 @@ const WITHHELD: &str = "\"Anonymous\" <sip:anonymous@anonymous.invalid>";
 /// (5 s was not, once: a handset's CALL_INCOMING arrived later). Only a
 /// bound on waiting: times come from the events themselves.
 const PATIENCE: Duration = Duration::from_secs(20);
+/// How far a phone's event may trail cbt-agent's time of its packet (see
+/// the module's notes).
+const PHONE_LAG_US: i64 = 50_000;
 
 /// One test at a time: each runs a Kamailio, three phones and a capture
 /// on the same addresses, and their timing is what is measured.
@@ -366,7 +373,7 @@ fn differences(want: &Expected, calls: &[CallOut]) -> String {
     }
     // the call that started at the caller's INVITE
     let Some(c) = calls.iter().find(|c| {
-        (want.started.micros() - kamailio::ts(&c.started).micros()).abs() <= kamailio::LAG_US
+        (want.started.micros() - kamailio::ts(&c.started).micros()).abs() <= PHONE_LAG_US
     }) else {
         let _ = writeln!(
             report,
@@ -418,7 +425,7 @@ fn differences(want: &Expected, calls: &[CallOut]) -> String {
             );
         }
     }
-    let mut d = Differences::default();
+    let mut d = Differences::with_lag(PHONE_LAG_US);
     d.time(
         who,
         "started",

@@ -881,18 +881,31 @@ pub struct Differences {
     /// Times (not spans): their median is checked too.
     times: Vec<i64>,
     pub problems: String,
+    /// The tolerance when not [`LAG_US`] (see [`Differences::with_lag`]).
+    lag: Option<i64>,
 }
 
 impl Differences {
+    /// Differences checked against another tolerance than [`LAG_US`], for
+    /// reference times that trail their packets more than a log line does.
+    pub fn with_lag(lag_us: i64) -> Self {
+        Differences { lag: Some(lag_us), ..Default::default() }
+    }
+
+    fn lag(&self) -> i64 {
+        self.lag.unwrap_or(LAG_US)
+    }
+
     /// A time: both absent, or both present with the log at or after
     /// cbt-agent's time, by at most [`LAG_US`].
     pub fn time(&mut self, who: &str, field: &'static str, log: Option<i64>, got: Option<i64>) {
         if let Some(d) = self.pair(who, field, log, got) {
             self.times.push(d);
-            if !(0..=LAG_US).contains(&d) {
+            let lag = self.lag();
+            if !(0..=lag).contains(&d) {
                 let _ = writeln!(
                     self.problems,
-                    "{who}: {field} is {} us from sipp's log of its packet ({d:+} us; the log must be at or after it, by {LAG_US} us at most)",
+                    "{who}: {field} is {} us from sipp's log of its packet ({d:+} us; the log must be at or after it, by {lag} us at most)",
                     -d
                 );
             }
@@ -903,10 +916,11 @@ impl Differences {
     /// [`LAG_US`] of each other.
     pub fn span(&mut self, who: &str, field: &'static str, log: Option<i64>, got: Option<i64>) {
         if let Some(d) = self.pair(who, field, log, got) {
-            if d.abs() > LAG_US {
+            let lag = self.lag();
+            if d.abs() > lag {
                 let _ = writeln!(
                     self.problems,
-                    "{who}: {field} is {:?} us, sipp's logs give {:?} us ({d:+} us; tolerance {LAG_US} us)",
+                    "{who}: {field} is {:?} us, sipp's logs give {:?} us ({d:+} us; tolerance {lag} us)",
                     got.unwrap_or_default(),
                     log.unwrap_or_default()
                 );
