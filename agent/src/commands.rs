@@ -422,6 +422,9 @@ fn describe(w: &mut dyn Write, c: &Config) -> Result<()> {
     writeln!(w, "  carrier:   {} (and anything outside the site)", addrs(&c.site.carrier))?;
     writeln!(w, "  pbx:       {}", addrs(&c.site.pbx))?;
     writeln!(w, "  staff:     {}; extensions {}", addrs(&c.site.staff), list(c.site.staff_extensions.iter().map(|p| p.as_str().to_string()).collect()))?;
+    if !c.site.pickup_codes.is_empty() {
+        writeln!(w, "  pickup:    {}", list(c.site.pickup_codes.iter().map(|p| p.as_str().to_string()).collect()))?;
+    }
     writeln!(w, "  automated: {}; voicemail {}; queue {}", list(c.site.automated.clone()), list(c.site.voicemail.clone()), list(c.site.queue.clone()))?;
     let span = |d: cbt_proto::time::Micros| crate::config::format_duration(d);
     writeln!(

@@ -173,6 +173,8 @@ struct RawNetwork {
     #[serde(default)]
     staff_extensions: Vec<S<String>>,
     #[serde(default)]
+    pickup_codes: Vec<S<String>>,
+    #[serde(default)]
     automated_users: Vec<S<String>>,
 }
 
@@ -531,7 +533,7 @@ impl Checker<'_> {
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("", &["timezone", "country_code", "practice", "network", "automated", "callbacks", "correlation", "calendar", "buckets", "privacy", "capture", "hep", "store", "status", "log", "diagnostics", "calls", "upload", "page", "staffing"]),
     ("practice", &["ods", "name", "numbers", "region_code", "icb_code", "sub_icb_location_code", "pcn_code"]),
-    ("network", &["carrier", "pbx", "staff", "automated", "staff_extensions", "automated_users"]),
+    ("network", &["carrier", "pbx", "staff", "automated", "staff_extensions", "pickup_codes", "automated_users"]),
     ("automated", &["voicemail", "queue", "ivr"]),
     ("callbacks", &["request", "header", "window", "originators"]),
     ("correlation", &["headers", "b2bua", "settle"]),
@@ -926,6 +928,13 @@ impl Config {
                 Err(e) => c.bad(v, "network.staff_extensions", e, "write patterns like \"2XX\" (200-299) or \"3[0-4]X\""),
             }
         }
+        let mut pickup_codes = Vec::new();
+        for v in &n.pickup_codes {
+            match ExtPattern::parse(v.get_ref()) {
+                Ok(p) => pickup_codes.push(p),
+                Err(e) => c.bad(v, "network.pickup_codes", e, "write what a handset dials to pick up a call, like \"*8\" or \"**2XX\""),
+            }
+        }
         automated.extend(c.endpoints("network.automated_users", &n.automated_users));
         automated.extend(c.endpoints("automated.ivr", &raw.automated.ivr));
         let voicemail = c.endpoints("automated.voicemail", &raw.automated.voicemail);
@@ -1008,6 +1017,7 @@ impl Config {
                 pbx,
                 staff,
                 staff_extensions,
+                pickup_codes,
                 automated,
                 voicemail,
                 queue,

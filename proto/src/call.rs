@@ -147,7 +147,21 @@ enum Role {
     Continued,
     /// From an unexpected sender (with `network.carrier` set): not a call.
     Unexpected,
+    /// A handset dialling a pickup code (`network.pickup_codes`): the call
+    /// it picks up is known when the PBX answers it.
+    Pickup,
 }
+
+/// A leg dialling a pickup code that the PBX has not answered yet.
+#[derive(Clone, Debug)]
+struct PendingPickup {
+    info: LegInfo,
+    call_id: String,
+}
+
+/// Pickup legs awaiting their answer, at most (a handset redialling a code
+/// is a handful; beyond this they are counted as other legs).
+const PENDING_PICKUPS_MAX: usize = 256;
 
 /// What the call layer keeps of a leg.
 #[derive(Clone, Debug)]
@@ -380,7 +394,8 @@ pub struct CallStats {
     /// number (counted as that call's staff legs, not as outbound calls).
     #[serde(default)]
     pub forwarded_out: u64,
-    /// Legs from the site replacing a ringing call's dialog (pickups).
+    /// Legs from the site that picked up a ringing call: replacing its
+    /// dialog, or dialling a pickup code the PBX answered.
     #[serde(default)]
     pub pickups: u64,
     /// Inbound legs to numbers no practice lists, with `calls.unlisted =
@@ -470,6 +485,9 @@ pub(crate) struct CallTracker {
     /// leg without `Referred-By` can continue (so that a flood of INVITEs
     /// does not search every call in progress).
     referred: BTreeSet<u64>,
+    /// Legs dialling a pickup code, until the PBX answers them (then tied to
+    /// the call they picked up) or they end unanswered. In memory only.
+    pickups: HashMap<LegId, PendingPickup>,
     pub stats: CallStats,
 }
 
@@ -496,6 +514,7 @@ impl CallTracker {
             events: VecDeque::new(),
             settling: BTreeSet::new(),
             referred: BTreeSet::new(),
+            pickups: HashMap::default(),
             stats: CallStats::default(),
         }
     }
@@ -527,6 +546,7 @@ impl CallTracker {
             + self.by_trunk_call_id.capacity() * (std::mem::size_of::<(String, u64)>() + 1)
             + self.by_session.capacity() * (std::mem::size_of::<(String, u64)>() + 1)
             + self.leg_call.capacity() * (std::mem::size_of::<(LegId, (u64, Role))>() + 1)
+            + self.pickups.capacity() * (std::mem::size_of::<(LegId, PendingPickup)>() + 64)
     }
 
     /// Whether the memory budget may shed this leg (with no response): a
@@ -615,6 +635,13 @@ impl CallTracker {
     }
 
     fn classify(&self, leg: &Leg) -> Role {
+        // (from the site only: from outside, a leg is the carrier's or unexpected)
+        if !self.site.pickup_codes.is_empty()
+            && !self.site.is_carrier(leg.src)
+            && Self::dialled_user(leg).is_some_and(|u| self.site.pickup_codes.iter().any(|p| p.matches(u)))
+        {
+            return Role::Pickup;
+        }
         if !self.site.has_network() {
             // nothing configured: a new Call-ID is a caller reaching the
             // site, further hops of it are the site ringing someone
@@ -669,11 +696,15 @@ impl CallTracker {
             LegEvent::Ringing { id, at } => {
                 if let Some(info) = self.info_mut(*id) {
                     info.ringing.get_or_insert(*at);
+                } else if let Some(p) = self.pickups.get_mut(id) {
+                    p.info.ringing.get_or_insert(*at);
                 }
             }
             LegEvent::Answered { id, at } => {
                 if let Some(info) = self.info_mut(*id) {
                     info.answered.get_or_insert(*at);
+                } else if self.pickups.contains_key(id) {
+                    self.pickup_answered(*id, *at);
                 }
             }
             LegEvent::Referred { id, .. } => {
@@ -682,7 +713,11 @@ impl CallTracker {
                     self.referred.insert(call.seq);
                 }
             }
-            LegEvent::Finished(leg) => self.leg_finished(leg),
+            LegEvent::Finished(leg) => {
+                // a pickup the PBX refused (nothing ringing): no call's
+                self.pickups.remove(&leg.id);
+                self.leg_finished(leg)
+            }
         }
     }
 
@@ -825,7 +860,10 @@ impl CallTracker {
                     self.outbound_call(leg.started, callee);
                 }
             }
-            Role::Other | Role::Continued => self.stats.other_legs += 1,
+            Role::Pickup if self.pickups.len() < PENDING_PICKUPS_MAX => {
+                self.pickups.insert(leg.id, PendingPickup { info: LegInfo::new(leg, false), call_id: leg.call_id.clone() });
+            }
+            Role::Other | Role::Continued | Role::Pickup => self.stats.other_legs += 1,
             Role::Unexpected => {
                 self.guard.unexpected_legs += 1;
                 self.actions.push(LegAction::SetAside {
@@ -844,16 +882,55 @@ impl CallTracker {
     /// Call-ID is indexed like the trunk's (for its further hops), and the
     /// call settles only once it ends too.
     fn continue_call(&mut self, seq: u64, leg: &Leg, picked: bool) {
+        self.continue_with(seq, LegInfo::new(leg, false), leg.call_id.clone(), picked);
+    }
+
+    fn continue_with(&mut self, seq: u64, info: LegInfo, call_id: String, picked: bool) {
         let call = self.open.get_mut(&seq).expect("open call");
-        call.transfer.legs.push(LegInfo::new(leg, false));
+        let id = info.id;
+        call.transfer.legs.push(info);
         if picked {
-            call.transfer.picked.push(leg.id);
+            call.transfer.picked.push(id);
         }
-        call.transfer.call_ids.push(leg.call_id.clone());
+        call.transfer.call_ids.push(call_id.clone());
         call.settle_until = None;
-        self.by_trunk_call_id.insert(leg.call_id.clone(), seq);
-        self.leg_call.insert(leg.id, (seq, Role::Continued));
+        self.by_trunk_call_id.insert(call_id, seq);
+        self.leg_call.insert(id, (seq, Role::Continued));
         self.account(seq);
+    }
+
+    /// The PBX answered a handset's pickup code (`*8`): the call it picked
+    /// up is one ringing someone then (a staff leg not answered, in
+    /// progress or given up by the PBX within 2 s before, as it cancels the
+    /// others at the pickup), no person having answered it. Several: the
+    /// one ringing longest (what group pickup takes), counted as ambiguous.
+    /// The pickup's leg then carries the caller, as a Replaces pickup's does.
+    fn pickup_answered(&mut self, id: LegId, at: Timestamp) {
+        let Some(mut p) = self.pickups.remove(&id) else { return };
+        p.info.answered.get_or_insert(at);
+        let window = 2 * crate::time::SECOND;
+        let ringing_since = |c: &OpenCall| -> Option<Timestamp> {
+            if c.staff_answered() || !c.transfer.picked.is_empty() || c.trunk.ended.is_some_and(|e| e < at) || c.trunk.started > at {
+                return None;
+            }
+            let rung = c
+                .staff
+                .iter()
+                .filter(|l| l.answered.is_none() && l.started <= at && l.ended.is_none_or(|e| e.add(window) >= at))
+                .map(|l| l.started)
+                .min();
+            rung.or((c.direct_staff && c.trunk.answered.is_none()).then_some(c.trunk.started))
+        };
+        let candidates: Vec<(Timestamp, u64)> = self.open.values().filter_map(|c| ringing_since(c).map(|t| (t, c.seq))).collect();
+        if candidates.len() > 1 {
+            self.stats.b2bua_ambiguous += 1;
+        }
+        let Some(&(_, seq)) = candidates.iter().min() else {
+            self.stats.other_legs += 1;
+            return;
+        };
+        self.continue_with(seq, p.info, p.call_id, true);
+        self.stats.pickups += 1;
     }
 
     /// The call a new inbound leg continues: it comes from the caller of a

@@ -284,6 +284,10 @@ pub struct SiteSpec {
     pub pbx: Vec<AddrMatch>,
     pub staff: Vec<AddrMatch>,
     pub staff_extensions: Vec<ExtPattern>,
+    /// What a handset dials to pick up a call ringing another (`*8`, group
+    /// pickup; `**2XX`, directed): a PBX that bridges the call itself
+    /// answers that leg, and the call is answered then.
+    pub pickup_codes: Vec<ExtPattern>,
     /// Automated endpoints: addresses or SIP user parts (`10.20.0.6`, `ivr`).
     pub automated: Vec<String>,
     /// Automated endpoints that are voicemail (reaching one: missed).
@@ -330,6 +334,7 @@ impl SiteSpec {
             pbx: vec![],
             staff: vec![],
             staff_extensions: vec![],
+            pickup_codes: vec![],
             automated: vec![],
             voicemail: vec![],
             queue: vec![],

@@ -123,6 +123,11 @@ fn buckets_holidays_and_extensions() {
     assert_eq!(p[0].key, "buckets.wait");
     let p = problems(&format!("{EXAMPLE}staff_extensions = [\"2AX\"]\n"));
     assert_eq!(p[0].key, "network.staff_extensions");
+    let c = parse(&format!("{EXAMPLE}pickup_codes = [\"*8\", \"**2XX\"]\n")).unwrap();
+    assert_eq!(c.site.pickup_codes.iter().map(|p| p.as_str()).collect::<Vec<_>>(), ["*8", "**2XX"]);
+    let p = problems(&format!("{EXAMPLE}pickup_codes = [\"*8\", \"pickup\"]\n"));
+    assert_eq!(p[0].key, "network.pickup_codes");
+    assert!(p[0].fix.contains("\"*8\""), "{:?}", p[0]);
 }
 
 #[test]

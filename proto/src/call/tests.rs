@@ -4,7 +4,7 @@
 use super::*;
 use crate::engine::{Engine, EngineConfig};
 use crate::number::Hasher;
-use crate::site::{AddrMatch, CallbackWindow, Endpoint, OrgCodes, Practice, UserMatch};
+use crate::site::{AddrMatch, CallbackWindow, Endpoint, ExtPattern, OrgCodes, Practice, UserMatch};
 use crate::synth::{frames, Call, Msg, Script};
 use crate::time::{MILLISECOND, SECOND};
 use crate::wire::LinkType;
@@ -392,6 +392,71 @@ fn a_b2bua_passing_the_callers_media_on_ties_each_leg_to_its_own_call() {
     // timing rules decide, and give the first handset leg to the first call
     let calls = scenario("10.20.0.5:20002", "10.20.0.5:20000");
     assert_eq!((calls[0].outcome, calls[1].outcome), (Outcome::Answered, Outcome::Missed), "{calls:#?}");
+}
+
+#[test]
+fn a_pickup_code_answers_the_call_ringing_another_handset() {
+    // a B2BUA rings H1 for the caller; H2 dials *8 (group pickup) and the
+    // PBX bridges the call itself: it answers H2's leg at 7.8 s, answers
+    // the trunk leg then and cancels H1's leg. H2 hangs up at 27.8 s.
+    let traffic = [
+        leg("k1", CARRIER, PBX, CALLER, DDI, 0, answered(50, 7_850, 20_000, false)),
+        leg("k1h", PBX, H1, CALLER, "201", 200, Script::Cancelled { ring: 100, cancel: 7_700 }),
+        leg("k2p", H2, PBX, "202", "*8", 7_500, answered(0, 300, 20_000, true)),
+    ];
+    let mut site = test_site();
+    site.pickup_codes = vec![ExtPattern::parse("*8").unwrap(), ExtPattern::parse("**2XX").unwrap()];
+    let calls = run_with(site.clone(), &traffic);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    // answered at the pickup, 7.6 s after H1 began ringing; until the PBX
+    // ended the trunk leg after H2's hang-up
+    assert_call!(calls[0], Outcome::Answered, wait secs(7_600), duration secs(20_050), abandoned false);
+    assert_eq!(calls[0].ended_by, EndedBy::Practice, "{calls:#?}");
+    // a directed pickup (**201) reads the same; nothing ringing: no call's
+    let mut directed = traffic.clone();
+    directed[2].callee = "**201".into();
+    let calls = run_with(site.clone(), &directed);
+    assert_call!(calls[0], Outcome::Answered, wait secs(7_600), duration secs(20_050), abandoned false);
+    let mut late = traffic.clone();
+    late[2] = leg("k2p", H2, PBX, "202", "*8", 40_000, answered(0, 300, 2_000, true));
+    let calls = run_with(site.clone(), &late);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0].outcome, Outcome::Missed, "{calls:#?}");
+    // without the code configured, the pickup is invisible: missed
+    let calls = run(&traffic);
+    assert_eq!(calls[0].outcome, Outcome::Missed, "{calls:#?}");
+}
+
+#[test]
+fn two_calls_ringing_at_a_pickup_give_it_to_the_longest_ringing_and_count_the_doubt() {
+    let traffic = [
+        leg("q1", CARRIER, PBX, CALLER, DDI, 0, answered(50, 7_850, 20_000, false)),
+        leg("q1h", PBX, H1, CALLER, "201", 200, Script::Cancelled { ring: 100, cancel: 7_700 }),
+        leg("q2", CARRIER, PBX, "07700900456", DDI, 3_000, Script::Cancelled { ring: 50, cancel: 12_000 }),
+        leg("q2h", PBX, H1, "07700900456", "201", 3_100, Script::Cancelled { ring: 100, cancel: 11_900 }),
+        leg("q3p", H2, PBX, "202", "*8", 7_500, answered(0, 300, 20_000, true)),
+    ];
+    let mut site = test_site();
+    site.pickup_codes = vec![ExtPattern::parse("*8").unwrap()];
+    let mut e = Engine::new(EngineConfig { hash_key: KEY, site: Some(site), ..EngineConfig::default() });
+    let mut msgs: Vec<Msg> = traffic.iter().flat_map(|c| c.messages()).collect();
+    msgs.sort_by_key(|m| m.ts);
+    for (i, m) in msgs.iter().enumerate() {
+        e.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
+    }
+    e.tick(t0().add(6 * HOUR));
+    let stats = e.stats().calls.expect("a site");
+    assert_eq!((stats.pickups, stats.b2bua_ambiguous), (1, 1), "{stats:#?}");
+    let mut calls = Vec::new();
+    while let Some(ev) = e.poll_call() {
+        if let CallEvent::Finished(r) = ev {
+            calls.push(*r);
+        }
+    }
+    calls.sort_by_key(|c| c.seq);
+    // q1 has rung since 0.2 s, q2 since 3.1 s: q1 is picked up
+    assert_eq!((calls[0].outcome, calls[1].outcome), (Outcome::Answered, Outcome::Missed), "{calls:#?}");
+    assert_eq!(calls[0].call_id, "q1@test");
 }
 
 /// The dialled number in a PBX leg's headers is hashed before anything
