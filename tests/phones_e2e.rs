@@ -30,6 +30,12 @@
 //!   ends; H2 ringing for the transfer is not a new call. Its capture and
 //!   the phones' events are kept at `/work/phones-transfer.pcap` and
 //!   `/work/phones-transfer.events.txt` as well as in the work directory.
+//! - [`attended_transfer`]: the same three roles played by linphone's
+//!   console (`cbt_tests::linphone`; baresip 1.0 has no attended
+//!   transfer): H1 answers, holds the caller, calls H2, H2 answers, H1
+//!   transfers the caller to that call (REFER with `Replaces`; the caller's
+//!   INVITE with `Replaces` takes the consultation's place at H2): ONE
+//!   inbound call, answered by H1, lasting until the caller hangs up on H2.
 //!
 //! Expected values come from the phones alone (the times baresip reported
 //! its commands done and its calls' events over `ctrl_tcp`; see
@@ -229,71 +235,93 @@ impl Rig {
             h2,
             ..
         } = self;
-        let pcap = cap.file.clone();
-        cap.stop()
-            .unwrap_or_else(|e| panic!("{test}: the capture: {e}"));
-        // the handsets' registrations are in what cbt-agent reads (and must
-        // not count)
-        let bytes = std::fs::read(&pcap).expect("capture");
-        let has = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
-        for h in ["211", "212"] {
-            assert!(
-                has(&format!("REGISTER sip:{}", kam.addr)) && has(&format!("To: <sip:{h}@")),
-                "{test}: no REGISTER of {h} in the capture {}",
-                pcap.display()
-            );
-        }
         let mut all: Vec<(String, PhoneEvent)> = Vec::new();
         for p in [&caller, &h1, &h2] {
             all.extend(p.events().into_iter().map(|e| (p.spec.name.clone(), e)));
         }
         all.sort_by_key(|(_, e)| e.at);
-        let events_file = dir.join("events.txt");
-        let text: String = all
+        let events: Vec<(Timestamp, String)> = all
             .iter()
             .map(|(who, e)| {
-                format!(
-                    "{} {who} {} call={} peer={} param={:?}\n",
+                (
                     e.at,
-                    e.kind,
-                    e.call_id,
-                    e.peer,
-                    e.param.trim_end()
+                    format!(
+                        "{who} {} call={} peer={} param={:?}",
+                        e.kind,
+                        e.call_id,
+                        e.peer,
+                        e.param.trim_end()
+                    ),
                 )
             })
             .collect();
-        std::fs::write(&events_file, text).expect("events file");
-        for p in [caller, h1, h2] {
-            p.quit();
-        }
-        kam.stop()
-            .unwrap_or_else(|e| panic!("{test}: kamailio: {e}"));
-        let site = dir.join("site.toml");
-        std::fs::write(&site, kamailio::site_toml()).expect("site file");
-        let replayed = kamailio::replay(&site, std::slice::from_ref(&pcap), &dir);
-        std::fs::write(
-            dir.join("calls.jsonl"),
-            replayed
-                .calls
-                .iter()
-                .map(|c| format!("{}\n", serde_json::to_string(c).expect("JSON")))
-                .collect::<String>(),
-        )
-        .ok();
-        std::fs::write(dir.join("report.txt"), &replayed.report).ok();
-        let here = format!(
-            "(test {:.1} s; the capture, the phones' logs and events, kamailio's log and cbt-agent's outputs are in {})",
-            started.elapsed().as_secs_f64(),
-            dir.display()
+        let quit = move || {
+            for p in [caller, h1, h2] {
+                p.quit();
+            }
+        };
+        finish(test, dir, started, cap, kam, events, quit)
+    }
+}
+
+/// Stops the capture (once everything sent is in it), writes the phones'
+/// events (`events`, each with its time) to `events.txt`, quits the phones
+/// (`quit`) and Kamailio, and replays the capture.
+fn finish(
+    test: &str,
+    dir: PathBuf,
+    started: Instant,
+    cap: Capture,
+    kam: Kamailio,
+    mut events: Vec<(Timestamp, String)>,
+    quit: impl FnOnce(),
+) -> Done {
+    let pcap = cap.file.clone();
+    cap.stop()
+        .unwrap_or_else(|e| panic!("{test}: the capture: {e}"));
+    // the handsets' registrations are in what cbt-agent reads (and must
+    // not count)
+    let bytes = std::fs::read(&pcap).expect("capture");
+    let has = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
+    for h in ["211", "212"] {
+        assert!(
+            has(&format!("REGISTER sip:{}", kam.addr)) && has(&format!("To: <sip:{h}@")),
+            "{test}: no REGISTER of {h} in the capture {}",
+            pcap.display()
         );
-        eprintln!("{test}: {here}");
-        Done {
-            dir,
-            pcap,
-            events_file,
-            calls: replayed.calls,
-            here,
-        }
+    }
+    events.sort_by_key(|(at, _)| *at);
+    let events_file = dir.join("events.txt");
+    let text: String = events.iter().map(|(at, e)| format!("{at} {e}\n")).collect();
+    std::fs::write(&events_file, text).expect("events file");
+    quit();
+    kam.stop()
+        .unwrap_or_else(|e| panic!("{test}: kamailio: {e}"));
+    let site = dir.join("site.toml");
+    std::fs::write(&site, kamailio::site_toml()).expect("site file");
+    let replayed = kamailio::replay(&site, std::slice::from_ref(&pcap), &dir);
+    std::fs::write(
+        dir.join("calls.jsonl"),
+        replayed
+            .calls
+            .iter()
+            .map(|c| format!("{}\n", serde_json::to_string(c).expect("JSON")))
+            .collect::<String>(),
+    )
+    .ok();
+    std::fs::write(dir.join("report.txt"), &replayed.report).ok();
+    let here = format!(
+        "(test {:.1} s; the capture, the phones' logs and events, kamailio's log and cbt-agent's outputs are in {})",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    eprintln!("{test}: {here}");
+    Done {
+        dir,
+        pcap,
+        events_file,
+        calls: replayed.calls,
+        here,
     }
 }
 
@@ -703,6 +731,129 @@ fn blind_transfer() {
             // the end of the last leg carrying the caller
             ended,
             // how many legs the transfer adds is for issue 11 to decide
+            legs: None,
+        },
+        &done,
+    );
+}
+
+/// The attended transfer of issue 11, with linphone's console as all
+/// three phones (baresip 1.0 has no attended transfer): the caller rings
+/// practice A's group through Kamailio, H1 answers, puts the caller on
+/// hold and calls H2 (extension 212, an internal call), H2 answers, and H1
+/// transfers the caller to that call (`transfer 1 --to-call 2`: a REFER to
+/// the caller whose Refer-To carries `Replaces`). The caller's phone
+/// INVITEs 212 through Kamailio with `Replaces` (a new Call-ID), H2's
+/// phone takes it in place of H1's consultation call, and H1 hangs up on
+/// the caller once the caller's NOTIFY says the new call is up. Then the
+/// caller talks to H2 and hangs up.
+///
+/// One inbound call: answered by H1 (the first person who answered),
+/// lasting to the end of the caller's call with H2, ended by the caller;
+/// the consultation call is an internal call, not a second inbound call.
+#[test]
+fn attended_transfer() {
+    use cbt_tests::linphone::{self, Linphone, LinphoneSpec};
+    let test = "attended_transfer";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(bin) = linphone::linphonec_or_skip(test) else {
+        return;
+    };
+    let Some((tools, kamailio_bin)) = kamailio::tools_or_skip(test) else {
+        return;
+    };
+    let started_at = Instant::now();
+    let dir = work_dir(test);
+    let pbx = free(PBX_IP);
+    let (caller_at, h1_at, h2_at) = (free(CALLER_IP), free(H1_IP), free(H2_IP));
+    let pcap = dir.join("capture.pcap");
+    let cap = match Capture::start(&tools.capture, "lo", &[pbx, caller_at, h1_at, h2_at], &pcap) {
+        Ok(c) => c,
+        Err(CaptureError::Permission(m)) if !in_ci() => {
+            eprintln!("SKIP: {test}: cannot capture on lo: {m} (run as root, or give dumpcap its capabilities)");
+            return;
+        }
+        Err(e) => panic!("{test}: {e}"),
+    };
+    let defines = vec![
+        ("H1".to_string(), format!("\"{h1_at}\"")),
+        ("H2".to_string(), format!("\"{h2_at}\"")),
+        ("NOANSWER_MS".to_string(), "60000".to_string()),
+    ];
+    let kam = Kamailio::start(&kamailio_bin, pbx, &defines, &dir)
+        .unwrap_or_else(|e| panic!("{test}: {e} (work directory {})", dir.display()));
+    let phone = |name: &str, sip: SocketAddrV4, identity: String| {
+        let spec = LinphoneSpec { name: name.into(), sip, identity, proxy: pbx };
+        let mut p = Linphone::start(&bin, &spec, &dir)
+            .unwrap_or_else(|e| panic!("{test}: {e} (work directory {})", dir.display()));
+        ok(p.wait_registered(PATIENCE));
+        p
+    };
+    let mut caller = phone("caller", caller_at, format!("<sip:{CALLER_NUMBER}@{CALLER_IP}>"));
+    let mut h1 = phone("h1", h1_at, format!("<sip:211@{pbx}>"));
+    let mut h2 = phone("h2", h2_at, format!("<sip:212@{pbx}>"));
+    let sleep_until = |from: Timestamp, ms: i64| {
+        let left = from.add(ms * 1000).since(now());
+        if left > 0 {
+            std::thread::sleep(Duration::from_micros(left as u64));
+        }
+    };
+
+    ok(caller.command(&format!("call sip:{A_MAIN}@{pbx}")));
+    // "in progress": the INVITE is sent; "ringing": a handset's 180 came back
+    let started = ok(caller.wait_for_all(&["Call 1 to", "in progress"], 1, PATIENCE)).at;
+    let queue_joined = ok(caller.wait_for_all(&["Call 1 to", "ringing"], 1, PATIENCE)).at;
+    let (_, h1_first) = ok(h1.incoming_call(1, PATIENCE));
+    ok(h2.incoming_call(1, PATIENCE));
+    sleep_until(started, 2000);
+    ok(h1.command(&format!("answer {h1_first}")));
+    let connected = |p: &Linphone, call: u32, n: usize| ok(p.wait_for_all(&[&format!("Call {call} with"), "connected"], n, PATIENCE)).at;
+    let answered = connected(&h1, h1_first, 1).min(connected(&caller, 1, 1));
+    // the group's other leg is cancelled
+    ok(h2.wait_for_all(&["Call 1 with", "ended"], 1, PATIENCE));
+    sleep_until(answered, 1500);
+    // the consultation: the caller on hold, H1 calls extension 212
+    ok(h1.command(&format!("pause {h1_first}")));
+    ok(h1.wait_for("is now paused", 1, PATIENCE));
+    ok(h1.command(&format!("call sip:212@{pbx}")));
+    let consult = ok(h1.wait_for("Establishing call id to sip:212", 1, PATIENCE));
+    let consult: u32 = consult.text.rsplit("assigned id ").next().and_then(|s| s.trim().parse().ok()).expect("H1's call id");
+    let (rung, h2_consult) = ok(h2.incoming_call(2, PATIENCE));
+    sleep_until(rung.at, 1000);
+    ok(h2.command(&format!("answer {h2_consult}")));
+    let consulted = connected(&h1, consult, 1);
+    sleep_until(consulted, 1500);
+    ok(h1.command(&format!("transfer {h1_first} --to-call {consult}")));
+    // the caller's new call (id 2) replaces the consultation at H2
+    let transferred = connected(&caller, 2, 1);
+    ok(h1.wait_for_all(&[&format!("Call {h1_first} with"), "ended"], 1, PATIENCE));
+    sleep_until(transferred, 2000);
+    ok(caller.command("terminate all"));
+    let hung_up = ok(caller.wait_for_all(&["Call 2 with", "ended"], 1, PATIENCE)).at;
+    let (_, h2_replaced) = ok(h2.incoming_call(3, PATIENCE));
+    let closed = ok(h2.wait_for_all(&[&format!("Call {h2_replaced} with"), "ended"], 1, PATIENCE)).at;
+    let ended = hung_up.min(closed);
+
+    let mut events = Vec::new();
+    for p in [&caller, &h1, &h2] {
+        events.extend(p.lines().into_iter().map(|l| (l.at, format!("{} {}", p.spec.name, l.text))));
+    }
+    let quit = move || {
+        for p in [caller, h1, h2] {
+            p.quit();
+        }
+    };
+    let done = finish(test, dir, started_at, cap, kam, events, quit);
+    check(
+        test,
+        &Expected {
+            outcome: Outcome::Answered,
+            abandoned: false,
+            ended_by_caller: true,
+            started,
+            queue_joined,
+            answered: Some(answered),
+            ended,
             legs: None,
         },
         &done,

@@ -62,6 +62,7 @@ pub mod collector;
 pub mod daemon;
 pub mod flood;
 pub mod kamailio;
+pub mod linphone;
 pub mod page;
 pub mod postgres;
 pub mod relay;
