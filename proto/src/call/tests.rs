@@ -695,6 +695,55 @@ fn a_blind_transfer_through_a_proxy_stays_one_call_to_the_end_of_the_last_leg() 
     }
 }
 
+/// A transfer to voicemail after the answer, and to an external number
+/// (a mobile), in both topologies (docs/cbt-indicators.md, "Transfers").
+#[test]
+fn transfers_to_voicemail_and_to_a_mobile_keep_the_call_answered() {
+    // B2BUA: H1 answers at 3.1 s and hands the caller to voicemail at 10 s;
+    // the caller leaves a message and hangs up at 30.1 s. Still answered
+    // (the voicemail rule is for calls nobody answered), to the end.
+    let calls = run(&[
+        leg("v", CARRIER, PBX, CALLER, DDI, 0, answered(50, 100, 30_000, true)),
+        leg("vh", PBX, H1, CALLER, "201", 1_000, answered(100, 2_100, 6_900, false)),
+        leg("vv", PBX, VM, CALLER, "vm", 10_000, answered(10, 50, 20_050, false)),
+    ]);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_call!(calls[0], Outcome::Answered, wait secs(2_100), duration secs(27_000), abandoned false);
+    assert_eq!((calls[0].ended_by, calls[0].legs), (EndedBy::Caller, 3));
+
+    // B2BUA to a mobile: the PBX's new leg to the carrier (after a person
+    // answered) is an outbound leg, not the call's; the trunk leg carries
+    // the caller to the end, when the mobile hangs up (the PBX's BYE)
+    let calls = run(&[
+        leg("m", CARRIER, PBX, CALLER, DDI, 0, answered(50, 100, 60_000, false)),
+        leg("mh", PBX, H1, CALLER, "201", 1_000, answered(100, 2_100, 6_900, false)),
+        leg("mm", PBX, CARRIER, CALLER, "07700900999", 10_000, answered(100, 4_000, 46_000, false)),
+    ]);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_call!(calls[0], Outcome::Answered, wait secs(2_100), duration secs(57_000), abandoned false);
+    assert_eq!((calls[0].ended_by, calls[0].legs), (EndedBy::Practice, 2));
+
+    // proxy to voicemail: the caller's new INVITE (Referred-By) goes to the
+    // voicemail server; the call stays answered by H1 and lasts until the
+    // caller hangs up on voicemail
+    let x = leg("x", CARRIER, PBX, CALLER, DDI, 0, answered(100, 4_000, 16_500, false));
+    let x1 = hop(&x, PBX, H1, 0, answered(100, 4_000, 16_500, false));
+    let y = with(leg("y", CARRIER, PBX, CALLER, "vm", 21_000, answered(10, 50, 30_000, true)), "Referred-By: <sip:201@10.20.0.5>");
+    let y2 = hop(&y, PBX, VM, 21_000, answered(10, 50, 30_000, true));
+    let calls = run_msgs(test_site(), &[x.clone(), x1, y, y2], &[refer(&x, 20_000, "vm")]);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_call!(calls[0], Outcome::Answered, wait secs(4_000), duration secs(47_050), abandoned false);
+    assert_eq!(calls[0].ended_by, EndedBy::Caller);
+
+    // proxy to a mobile: the caller's phone calls the mobile through its
+    // own carrier, which the site never sees; the call ends with the
+    // caller's leg at the site, H1's BYE after the transfer
+    let calls = run_msgs(test_site(), &[x.clone(), hop(&x, PBX, H1, 0, answered(100, 4_000, 16_500, false))], &[refer(&x, 20_000, "07700900999")]);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_call!(calls[0], Outcome::Answered, wait secs(4_000), duration secs(16_500), abandoned false);
+    assert_eq!(calls[0].ended_by, EndedBy::Practice);
+}
+
 #[test]
 fn a_new_call_from_the_same_caller_without_referred_by_is_a_new_call() {
     let x = leg("x", CARRIER, PBX, CALLER, DDI, 0, answered(100, 4_000, 20_000, false));
