@@ -12,7 +12,7 @@
 //! | activity | sled tree `activity`: `YYYY-MM-DD` | `persist::v1::ActivityV1` JSON (capture by local hour) |
 //! | kept aside | sled tree `quarantine`: the original key | the original value, unreadable |
 //! | gaps, marks | sled tree `meta`: `schema`, `call_totals`, `gaps`, `pruned_before`, `days_pruned_before`, `closed_through`, `dirty_days` | JSON |
-//! | engine snapshot | file `snapshot.json` (written to a temporary file, synced, renamed) | `{"journal": N, "snapshot": persist::v1::SnapshotV1}` |
+//! | engine snapshot | file `snapshot.json` (written to a temporary file, synced, renamed) | `{"journal": N, "snapshot": persist::v2::SnapshotV2}` (version 1 read) |
 //! | journal | files `journal-N.log`: the messages since snapshot N | `persist::journal` framing 2 (0.1.0: framing 1), records `JournalRecordV1` |
 //! | damaged bytes | directory `aside/` | what could not be read, as it was |
 //!

@@ -236,9 +236,9 @@ pub(crate) struct OpenCall {
 
 /// A call transferred in a proxy topology: the caller, told by a REFER,
 /// places a new INVITE (with `Referred-By`, a new Call-ID) to the target.
-/// That leg and its hops are this call's, not a new call. In memory only:
-/// after a restart in the middle of a transfer the new leg is not tied
-/// back (the call then ends at its first leg's end).
+/// That leg and its hops are this call's, not a new call. In the snapshot
+/// since version 2 (`persist::v2`): a restart in the middle of a transfer
+/// keeps it.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Transfer {
     /// The caller's new trunk legs, in order.
@@ -1387,6 +1387,16 @@ impl CallTracker {
             }
             for (k, l) in c.auto.iter().filter(|(_, l)| l.ended.is_none()) {
                 self.leg_call.insert(l.id, (c.seq, Role::Automated(*k)));
+            }
+            // a transfer's or a pickup's legs (snapshots of version 2)
+            for l in c.transfer.legs.iter().filter(|l| l.ended.is_none()) {
+                self.leg_call.insert(l.id, (c.seq, Role::Continued));
+            }
+            for id in &c.transfer.call_ids {
+                self.by_trunk_call_id.insert(id.clone(), c.seq);
+            }
+            if c.transfer.referred {
+                self.referred.insert(c.seq);
             }
             let seq = c.seq;
             if let Some(t) = c.settle_until {

@@ -166,7 +166,10 @@ fn what_a_newer_agent_wrote_is_refused_untouched() {
         st.flush().unwrap();
     }
     let snap = dir.path().join("snapshot.json");
-    let text = std::fs::read_to_string(&snap).unwrap().replace("\"version\":1", "\"version\":7");
+    let written = format!("\"version\":{}", cbt_proto::persist::SNAPSHOT_VERSION);
+    let text = std::fs::read_to_string(&snap).unwrap();
+    assert!(text.contains(&written), "{text}");
+    let text = text.replace(&written, "\"version\":7");
     std::fs::write(&snap, &text).unwrap();
     let st = Store::open(dir.path(), 1 << 20).unwrap();
     let err = st.recovery().err().expect("refused").to_string();

@@ -744,6 +744,64 @@ fn transfers_to_voicemail_and_to_a_mobile_keep_the_call_answered() {
     assert_eq!(calls[0].ended_by, EndedBy::Practice);
 }
 
+/// The blind transfer above, with the agent restarting while the caller
+/// talks to the transfer target: the engine state goes through the
+/// snapshot (`persist::write_snapshot`, read back into a new engine) and
+/// the rest of the traffic comes after. Version 2 of the snapshot keeps the
+/// transfer: one call, answered by H1, to the caller's hang-up on H2.
+#[test]
+fn a_transfer_in_progress_across_a_restart_stays_one_call() {
+    let x = leg("x", CARRIER, PBX, CALLER, DDI, 0, answered(100, 4_000, 20_000, false));
+    let x1 = hop(&x, PBX, H1, 0, answered(100, 4_000, 20_000, false));
+    let y = with(leg("y", CARRIER, PBX, CALLER, "202", 21_000, answered(100, 5_000, 62_000, true)), "Referred-By: <sip:201@10.20.0.5>");
+    let y2 = hop(&y, PBX, H2, 21_000, answered(100, 5_000, 62_000, true));
+    let mut msgs: Vec<Msg> = [x.clone(), x1, y, y2].iter().flat_map(|c| c.messages()).chain([refer(&x, 20_000, "202")]).collect();
+    msgs.sort_by_key(|m| m.ts);
+    let restart = t0().add(55 * SECOND);
+    // `as_version`: the snapshot's version mark as written, or 1 (what a
+    // 0.1 agent would have read, without the transfer)
+    let run = |as_version: Option<u32>| {
+        let cfg = || EngineConfig { hash_key: KEY, site: Some(test_site()), ..EngineConfig::default() };
+        let mut before = Engine::new(cfg());
+        for (i, m) in msgs.iter().enumerate().filter(|(_, m)| m.ts < restart) {
+            before.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
+        }
+        before.tick(restart);
+        assert!(before.poll_call().is_none(), "the call is still in progress at the restart");
+        let mut bytes = Vec::new();
+        crate::persist::write_snapshot(&mut bytes, 1, &before.snapshot_ref()).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("\"version\":2"), "{text}");
+        let text = match as_version {
+            Some(v) => text.replacen("\"version\":2", &format!("\"version\":{v}"), 1),
+            None => text,
+        };
+        let (_, snap) = crate::persist::read_snapshot(text.as_bytes()).unwrap();
+        let mut after = Engine::new(cfg());
+        after.restore(snap);
+        for (i, m) in msgs.iter().enumerate().filter(|(_, m)| m.ts >= restart) {
+            after.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
+        }
+        after.tick(restart.add(6 * HOUR));
+        after.finish();
+        std::iter::from_fn(|| after.poll_call())
+            .filter_map(|ev| match ev {
+                CallEvent::Finished(r) => Some(*r),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let calls = run(None);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_call!(calls[0], Outcome::Answered, wait secs(4_000), duration secs(84_000), abandoned false);
+    assert_eq!((calls[0].ended_by, calls[0].legs), (EndedBy::Caller, 4));
+    // read as version 1, the same state loses the transfer: the call is
+    // cut short at its first leg's end
+    let calls = run(Some(1));
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!((calls[0].outcome, calls[0].duration_s, calls[0].ended_by), (Outcome::Answered, Some(20.0), EndedBy::Practice), "{calls:#?}");
+}
+
 #[test]
 fn a_new_call_from_the_same_caller_without_referred_by_is_a_new_call() {
     let x = leg("x", CARRIER, PBX, CALLER, DDI, 0, answered(100, 4_000, 20_000, false));

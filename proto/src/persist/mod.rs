@@ -12,7 +12,7 @@
 //! | finished call | sled `calls` | JSON member `v` (absent: 1, as 0.1.0 wrote) |
 //! | closed day | sled `days` | JSON member `v` (absent: 1) |
 //! | journal record | `journal-N.log` | record header (framing 2); framing 1 files (0.1.0) hold version-1 records |
-//! | engine snapshot | `snapshot.json` | `snapshot.version` |
+//! | engine snapshot | `snapshot.json` | `snapshot.version` (2 since 0.2: transfers and correlation signals of calls in progress; 1 is read) |
 //! | outbox item, upload state, activity | sled `outbox`, `uploads`, `activity` | JSON member `v` |
 //!
 //! Adding a field to a stored shape: make `v2.rs` with the new shape, a
@@ -20,6 +20,7 @@
 //! docs/architecture.md).
 
 pub mod v1;
+pub mod v2;
 
 use crate::call::CallRecord;
 use crate::engine::{EngineSnapshot, EngineSnapshotRef, JournalEntry};
@@ -30,7 +31,7 @@ use serde::Deserialize;
 pub const CALL_VERSION: u32 = 1;
 pub const DAY_VERSION: u32 = 1;
 pub const JOURNAL_RECORD_VERSION: u16 = 1;
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// Why something stored could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -112,9 +113,9 @@ pub fn write_snapshot<W: std::io::Write>(w: W, journal: u64, snap: &EngineSnapsh
     #[derive(serde::Serialize)]
     struct Doc<'a> {
         journal: u64,
-        snapshot: v1::SnapshotV1Writer<'a>,
+        snapshot: v2::SnapshotV2Writer<'a>,
     }
-    serde_json::to_writer(w, &Doc { journal, snapshot: v1::SnapshotV1Writer(snap) })
+    serde_json::to_writer(w, &Doc { journal, snapshot: v2::SnapshotV2Writer(snap) })
 }
 
 /// The journal generation a snapshot names (read without the state).
@@ -146,6 +147,15 @@ pub fn read_snapshot(bytes: &[u8]) -> Result<(u64, EngineSnapshot), FormatError>
             struct Doc {
                 journal: u64,
                 snapshot: v1::SnapshotV1,
+            }
+            let d: Doc = serde_json::from_slice(bytes).map_err(|e| FormatError::undecodable(WHAT, e))?;
+            Ok((d.journal, d.snapshot.into()))
+        }
+        2 => {
+            #[derive(Deserialize)]
+            struct Doc {
+                journal: u64,
+                snapshot: v2::SnapshotV2,
             }
             let d: Doc = serde_json::from_slice(bytes).map_err(|e| FormatError::undecodable(WHAT, e))?;
             Ok((d.journal, d.snapshot.into()))

@@ -8,15 +8,15 @@
 //! in the engine cannot change what is on disk (the compiler points at
 //! the conversion instead).
 
-use crate::call::{self, CallRecord, CallSnapshot, CallSnapshotRef, CallStats, Correlation, EndedBy, Outcome};
-use crate::engine::{EngineSnapshot, EngineSnapshotRef, JournalEntry};
-use crate::leg::{EndReason, Leg, LegId, LegSnapshot, LegSnapshotRef, LegStats, Side, State, UserHashes};
+use crate::call::{self, CallRecord, CallSnapshot, CallStats, Correlation, EndedBy, Outcome};
+use crate::engine::{EngineSnapshot, JournalEntry};
+use crate::leg::{EndReason, Leg, LegId, LegSnapshot, LegStats, Side, State, UserHashes};
 use crate::metrics::Day;
 use crate::number::Party;
 use crate::sip::{Kind, Method, NameAddr, SipMessage};
 use crate::time::Timestamp;
 use crate::wire::{Source, Transport};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -744,7 +744,7 @@ pub struct CallsV1 {
 }
 
 /// The engine state as 0.1.0 wrote it (the `snapshot` member of
-/// `snapshot.json`).
+/// `snapshot.json`). Read only: this build writes version 2 (`v2.rs`).
 #[derive(Clone, Debug, Deserialize)]
 pub struct SnapshotV1 {
     pub version: u32,
@@ -783,78 +783,21 @@ impl From<SnapshotV1> for EngineSnapshot {
     }
 }
 
-/// Writes [`SnapshotV1`] from the engine's borrowed state, converting one
-/// element at a time (a large state is never held twice).
-pub struct SnapshotV1Writer<'a>(pub &'a EngineSnapshotRef<'a>);
-
-struct Seq<I>(std::cell::RefCell<Option<I>>);
-
-impl<I: Iterator<Item = T>, T: Serialize> Serialize for Seq<I> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let it = self.0.borrow_mut().take().expect("serialised once");
-        s.collect_seq(it)
+impl From<&call::CallbackRequest> for CallbackRequestV1 {
+    fn from(q: &call::CallbackRequest) -> Self {
+        CallbackRequestV1 {
+            seq: q.seq,
+            practice: q.practice.clone(),
+            caller: q.caller.clone(),
+            requested: q.requested,
+            until: q.until,
+        }
     }
 }
 
-fn seq<I: Iterator>(it: I) -> Seq<I> {
-    Seq(std::cell::RefCell::new(Some(it)))
-}
-
-impl Serialize for SnapshotV1Writer<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        #[serde(bound(serialize = "Seq<I>: Serialize"))]
-        struct Legs<I> {
-            next_id: u64,
-            legs: Seq<I>,
-            stats: LegStatsV1,
-        }
-        #[derive(Serialize)]
-        #[serde(bound(serialize = "Seq<I>: Serialize"))]
-        struct Calls<I> {
-            next_seq: u64,
-            open: Seq<I>,
-            requests: Vec<CallbackRequestV1>,
-            outbound: Vec<OutboundV1>,
-            stats: CallStatsV1,
-        }
-        #[derive(Serialize)]
-        struct Doc<L, C> {
-            version: u32,
-            legs: L,
-            calls: Option<C>,
-            last_packet: Option<Timestamp>,
-        }
-        let r = self.0;
-        let legs: &LegSnapshotRef<'_> = &r.legs;
-        let calls: Option<&CallSnapshotRef<'_>> = r.calls.as_ref();
-        Doc {
-            version: 1,
-            legs: Legs {
-                next_id: legs.next_id,
-                legs: seq(legs.legs.iter().map(|l| LegV1::from(*l))),
-                stats: legs.stats.into(),
-            },
-            calls: calls.map(|c| Calls {
-                next_seq: c.next_seq,
-                open: seq(c.open.iter().map(|o| OpenCallV1::from(*o))),
-                requests: c
-                    .requests
-                    .iter()
-                    .map(|q| CallbackRequestV1 {
-                        seq: q.seq,
-                        practice: q.practice.clone(),
-                        caller: q.caller.clone(),
-                        requested: q.requested,
-                        until: q.until,
-                    })
-                    .collect(),
-                outbound: c.outbound.iter().map(|o| OutboundV1 { at: o.at, callee: o.callee.clone() }).collect(),
-                stats: c.stats.into(),
-            }),
-            last_packet: r.last_packet,
-        }
-        .serialize(s)
+impl From<&call::Outbound> for OutboundV1 {
+    fn from(o: &call::Outbound) -> Self {
+        OutboundV1 { at: o.at, callee: o.callee.clone() }
     }
 }
 
