@@ -62,6 +62,7 @@
 //! about 20 s for the four that run by default.
 
 use cbt_proto::call::Outcome;
+use cbt_agent::daemon::capture::now;
 use cbt_proto::Timestamp;
 use cbt_tests::baresip::{self, Phone, PhoneEvent, PhoneSpec};
 use cbt_tests::in_ci;
@@ -122,28 +123,7 @@ struct Rig {
 /// to capture is missing (outside CI). `caller_aor`: the caller's From.
 fn rig(test: &str, caller_aor: &str) -> Option<Rig> {
     let (bin, modules) = baresip::baresip_or_skip(test)?;
-    let (tools, kamailio_bin) = kamailio::tools_or_skip(test)?;
-    let started = Instant::now();
-    let dir = work_dir(test);
-    let pbx = free(PBX_IP);
-    let (caller_at, h1_at, h2_at) = (free(CALLER_IP), free(H1_IP), free(H2_IP));
-    let pcap = dir.join("capture.pcap");
-    let cap = match Capture::start(&tools.capture, "lo", &[pbx, caller_at, h1_at, h2_at], &pcap) {
-        Ok(c) => c,
-        Err(CaptureError::Permission(m)) if !in_ci() => {
-            eprintln!("SKIP: {test}: cannot capture on lo: {m} (run as root, or give dumpcap its capabilities)");
-            return None;
-        }
-        Err(e) => panic!("{test}: {e}"),
-    };
-    let defines = vec![
-        ("H1".to_string(), format!("\"{h1_at}\"")),
-        ("H2".to_string(), format!("\"{h2_at}\"")),
-        // no voicemail during these calls
-        ("NOANSWER_MS".to_string(), "60000".to_string()),
-    ];
-    let kam = Kamailio::start(&kamailio_bin, pbx, &defines, &dir)
-        .unwrap_or_else(|e| panic!("{test}: {e} (work directory {})", dir.display()));
+    let Pbx { started, dir, pbx, caller_at, h1_at, h2_at, cap, kam } = Pbx::start(test)?;
     let phone = |name: &str, sip: SocketAddrV4, aor: String, register: Option<u32>| {
         let spec = PhoneSpec {
             name: name.into(),
@@ -170,6 +150,49 @@ fn rig(test: &str, caller_aor: &str) -> Option<Rig> {
         h1,
         h2,
     })
+}
+
+/// The parts every test shares: its work directory, the capture on `lo`
+/// and Kamailio with the ring group H1 + H2, and the phones' addresses.
+struct Pbx {
+    started: Instant,
+    dir: PathBuf,
+    pbx: SocketAddrV4,
+    caller_at: SocketAddrV4,
+    h1_at: SocketAddrV4,
+    h2_at: SocketAddrV4,
+    cap: Capture,
+    kam: Kamailio,
+}
+
+impl Pbx {
+    /// Starts the capture and Kamailio, or `None` after `SKIP: ...` when
+    /// Kamailio or the right to capture is missing (outside CI).
+    fn start(test: &str) -> Option<Pbx> {
+        let (tools, kamailio_bin) = kamailio::tools_or_skip(test)?;
+        let started = Instant::now();
+        let dir = work_dir(test);
+        let pbx = free(PBX_IP);
+        let (caller_at, h1_at, h2_at) = (free(CALLER_IP), free(H1_IP), free(H2_IP));
+        let pcap = dir.join("capture.pcap");
+        let cap = match Capture::start(&tools.capture, "lo", &[pbx, caller_at, h1_at, h2_at], &pcap) {
+            Ok(c) => c,
+            Err(CaptureError::Permission(m)) if !in_ci() => {
+                eprintln!("SKIP: {test}: cannot capture on lo: {m} (run as root, or give dumpcap its capabilities)");
+                return None;
+            }
+            Err(e) => panic!("{test}: {e}"),
+        };
+        let defines = vec![
+            ("H1".to_string(), format!("\"{h1_at}\"")),
+            ("H2".to_string(), format!("\"{h2_at}\"")),
+            // no voicemail during these calls
+            ("NOANSWER_MS".to_string(), "60000".to_string()),
+        ];
+        let kam = Kamailio::start(&kamailio_bin, pbx, &defines, &dir)
+            .unwrap_or_else(|e| panic!("{test}: {e} (work directory {})", dir.display()));
+        Some(Pbx { started, dir, pbx, caller_at, h1_at, h2_at, cap, kam })
+    }
 }
 
 /// What the phones did, and what cbt-agent made of the capture.
@@ -323,13 +346,6 @@ fn finish(
         calls: replayed.calls,
         here,
     }
-}
-
-fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970");
-    Timestamp::from_micros(d.as_micros() as i64)
 }
 
 fn ok<T>(r: Result<T, String>) -> T {
@@ -759,29 +775,9 @@ fn attended_transfer() {
     let Some(bin) = linphone::linphonec_or_skip(test) else {
         return;
     };
-    let Some((tools, kamailio_bin)) = kamailio::tools_or_skip(test) else {
+    let Some(Pbx { started: started_at, dir, pbx, caller_at, h1_at, h2_at, cap, kam }) = Pbx::start(test) else {
         return;
     };
-    let started_at = Instant::now();
-    let dir = work_dir(test);
-    let pbx = free(PBX_IP);
-    let (caller_at, h1_at, h2_at) = (free(CALLER_IP), free(H1_IP), free(H2_IP));
-    let pcap = dir.join("capture.pcap");
-    let cap = match Capture::start(&tools.capture, "lo", &[pbx, caller_at, h1_at, h2_at], &pcap) {
-        Ok(c) => c,
-        Err(CaptureError::Permission(m)) if !in_ci() => {
-            eprintln!("SKIP: {test}: cannot capture on lo: {m} (run as root, or give dumpcap its capabilities)");
-            return;
-        }
-        Err(e) => panic!("{test}: {e}"),
-    };
-    let defines = vec![
-        ("H1".to_string(), format!("\"{h1_at}\"")),
-        ("H2".to_string(), format!("\"{h2_at}\"")),
-        ("NOANSWER_MS".to_string(), "60000".to_string()),
-    ];
-    let kam = Kamailio::start(&kamailio_bin, pbx, &defines, &dir)
-        .unwrap_or_else(|e| panic!("{test}: {e} (work directory {})", dir.display()));
     let phone = |name: &str, sip: SocketAddrV4, identity: String| {
         let spec = LinphoneSpec { name: name.into(), sip, identity, proxy: pbx };
         let mut p = Linphone::start(&bin, &spec, &dir)

@@ -50,7 +50,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use cbt_agent::daemon::capture::now;
 
 /// The baresip binary, if installed.
 pub fn find_baresip() -> Option<PathBuf> {
@@ -130,13 +132,6 @@ pub struct PhoneEvent {
     pub param: String,
     /// The line as received.
     pub raw: String,
-}
-
-fn now() -> Timestamp {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970");
-    Timestamp::from_micros(d.as_micros() as i64)
 }
 
 #[derive(Default)]

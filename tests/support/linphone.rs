@@ -33,7 +33,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use cbt_agent::daemon::capture::now;
 
 /// `linphonec`, if installed.
 pub fn find_linphonec() -> Option<PathBuf> {
@@ -73,13 +75,6 @@ pub struct LinphoneSpec {
 pub struct Line {
     pub at: Timestamp,
     pub text: String,
-}
-
-fn now() -> Timestamp {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970");
-    Timestamp::from_micros(d.as_micros() as i64)
 }
 
 #[derive(Default)]

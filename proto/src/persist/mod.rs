@@ -141,25 +141,20 @@ pub fn read_snapshot(bytes: &[u8]) -> Result<(u64, EngineSnapshot), FormatError>
         version: u32,
     }
     let version = serde_json::from_slice::<Head>(bytes).map_err(|e| FormatError::undecodable(WHAT, e))?.snapshot.version;
+    // `snapshot.json` as written with state of shape `T`
+    fn read<T: serde::de::DeserializeOwned + Into<EngineSnapshot>>(bytes: &[u8]) -> Result<(u64, EngineSnapshot), FormatError> {
+        #[derive(Deserialize)]
+        #[serde(bound = "T: serde::de::DeserializeOwned")]
+        struct Doc<T> {
+            journal: u64,
+            snapshot: T,
+        }
+        let d: Doc<T> = serde_json::from_slice(bytes).map_err(|e| FormatError::undecodable(WHAT, e))?;
+        Ok((d.journal, d.snapshot.into()))
+    }
     match version {
-        1 => {
-            #[derive(Deserialize)]
-            struct Doc {
-                journal: u64,
-                snapshot: v1::SnapshotV1,
-            }
-            let d: Doc = serde_json::from_slice(bytes).map_err(|e| FormatError::undecodable(WHAT, e))?;
-            Ok((d.journal, d.snapshot.into()))
-        }
-        2 => {
-            #[derive(Deserialize)]
-            struct Doc {
-                journal: u64,
-                snapshot: v2::SnapshotV2,
-            }
-            let d: Doc = serde_json::from_slice(bytes).map_err(|e| FormatError::undecodable(WHAT, e))?;
-            Ok((d.journal, d.snapshot.into()))
-        }
+        1 => read::<v1::SnapshotV1>(bytes),
+        2 => read::<v2::SnapshotV2>(bytes),
         v if v > SNAPSHOT_VERSION => Err(FormatError::Newer { what: WHAT, found: v, supported: SNAPSHOT_VERSION }),
         v => Err(FormatError::Undecodable { what: WHAT, detail: format!("unknown version {v}") }),
     }
