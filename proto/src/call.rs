@@ -561,6 +561,7 @@ impl CallTracker {
 
     /// The budget shed this leg: the call it started is forgotten, never counted.
     pub fn leg_shed(&mut self, id: LegId) {
+        self.pickups.remove(&id);
         let Some(&(seq, role)) = self.leg_call.get(&id) else { return };
         if role != Role::TrunkIn {
             return;
@@ -715,7 +716,9 @@ impl CallTracker {
             }
             LegEvent::Finished(leg) => {
                 // a pickup the PBX refused (nothing ringing): no call's
-                self.pickups.remove(&leg.id);
+                if self.pickups.remove(&leg.id).is_some() {
+                    self.stats.other_legs += 1;
+                }
                 self.leg_finished(leg)
             }
         }
@@ -908,6 +911,13 @@ impl CallTracker {
     fn pickup_answered(&mut self, id: LegId, at: Timestamp) {
         let Some(mut p) = self.pickups.remove(&id) else { return };
         p.info.answered.get_or_insert(at);
+        // another hop of a pickup already tied (a proxy in front of the PBX)
+        if let Some(&seq) = self.by_trunk_call_id.get(&p.call_id) {
+            if self.open.contains_key(&seq) {
+                self.continue_with(seq, p.info, p.call_id, true);
+                return;
+            }
+        }
         let window = 2 * crate::time::SECOND;
         let ringing_since = |c: &OpenCall| -> Option<Timestamp> {
             if c.staff_answered() || !c.transfer.picked.is_empty() || c.trunk.ended.is_some_and(|e| e < at) || c.trunk.started > at {

@@ -266,16 +266,18 @@ impl Sink for SipStage {
                     found = true;
                     self.stats.garbage_bytes += garbage as u64;
                     let rest = buf.len() - off - head_end;
-                    let body = match content_length {
-                        ContentLength::Declared(n) if n <= rest => n,
+                    let (body, whole) = match content_length {
+                        ContentLength::Declared(n) if n <= rest => (n, true),
                         ContentLength::Declared(_) => {
                             self.stats.truncated += 1;
-                            rest
+                            (rest, false)
                         }
                         // no usable length in a datagram: the body is the rest
-                        ContentLength::Missing | ContentLength::Invalid => rest,
+                        ContentLength::Missing | ContentLength::Invalid => (rest, true),
                     };
-                    self.message(d.ts, hop, &buf[off + start..off + head_end], &buf[off + head_end..off + head_end + body]);
+                    // (a body cut short is not read: its last line may be cut too)
+                    let at_hand = if whole { &buf[off + head_end..off + head_end + body] } else { &[] };
+                    self.message(d.ts, hop, &buf[off + start..off + head_end], at_hand);
                     off += head_end + body;
                 }
                 Framing::Partial { start, garbage } => {
@@ -322,7 +324,8 @@ impl Sink for SipStage {
                     };
                     let avail = flow.pending().len() - off - head_end;
                     let pending = flow.pending();
-                    let at_hand = &pending[off + head_end..off + head_end + body.min(avail)];
+                    // (a body not all arrived yet is not read: its last line may be cut)
+                    let at_hand = if body <= avail { &pending[off + head_end..off + head_end + body] } else { &[] };
                     self.message(ts, hop, &pending[off + start..off + head_end], at_hand);
                     if body <= avail {
                         off += head_end + body;

@@ -429,12 +429,16 @@ fn a_pickup_code_answers_the_call_ringing_another_handset() {
 
 #[test]
 fn two_calls_ringing_at_a_pickup_give_it_to_the_longest_ringing_and_count_the_doubt() {
+    // the pickup passes a proxy in front of the PBX (10.20.0.8): two hops
+    // of one dialog, both answered, pick up one call, not one call each
+    let pickup = leg("q3p", H2, PBX, "202", "*8", 7_500, answered(0, 300, 20_000, true));
     let traffic = [
         leg("q1", CARRIER, PBX, CALLER, DDI, 0, answered(50, 7_850, 20_000, false)),
         leg("q1h", PBX, H1, CALLER, "201", 200, Script::Cancelled { ring: 100, cancel: 7_700 }),
         leg("q2", CARRIER, PBX, "07700900456", DDI, 3_000, Script::Cancelled { ring: 50, cancel: 12_000 }),
         leg("q2h", PBX, H1, "07700900456", "201", 3_100, Script::Cancelled { ring: 100, cancel: 11_900 }),
-        leg("q3p", H2, PBX, "202", "*8", 7_500, answered(0, 300, 20_000, true)),
+        hop(&pickup, PBX, "10.20.0.8:5060", 7_500, answered(0, 290, 20_010, true)),
+        pickup,
     ];
     let mut site = test_site();
     site.pickup_codes = vec![ExtPattern::parse("*8").unwrap()];

@@ -27,7 +27,11 @@ const MAX_BODY: usize = 8 * 1024;
 /// audio stream, or it is disabled (port 0) or on hold (`0.0.0.0`, `::`),
 /// or its address is missing.
 pub fn media_key(body: &[u8]) -> Option<NonZeroU64> {
-    let body = &body[..body.len().min(MAX_BODY)];
+    // longer than read: up to the last whole line
+    let body = match body.get(..MAX_BODY) {
+        Some(head) => &head[..memchr::memrchr(b'\n', head).map_or(0, |i| i + 1)],
+        None => body,
+    };
     let mut session_c: Option<&[u8]> = None;
     let mut audio: Option<(&[u8], Option<&[u8]>)> = None; // (port, its own c=)
     // which part the lines are in: the session's (before any m=), the
@@ -124,6 +128,23 @@ mod tests {
             "--b1\r\nContent-Type: application/sdp\r\n\r\n{OFFER}--b1\r\nContent-Type: application/ISUP;version=itu-t92+\r\n\r\n\x01\x00\x60\x01\x0a\x00\x02\x09\x07m=\r\n--b1--\r\n"
         );
         assert_eq!(key(&multipart), key(OFFER));
+    }
+
+    #[test]
+    fn a_line_cut_at_the_reading_limit_is_not_read() {
+        // `m=audio 31000` cut to `m=audio 310` would be another port
+        let mut sdp = String::from("v=0\r\nc=IN IP4 198.51.100.7\r\n");
+        while sdp.len() < super::MAX_BODY - 11 {
+            sdp.push_str("a=x-filler\r\n");
+        }
+        sdp.truncate(super::MAX_BODY - 11);
+        sdp.push_str("\r\nm=audio 31000 RTP/AVP 0\r\n");
+        assert!(sdp.len() > super::MAX_BODY);
+        assert_eq!(key(&sdp), None);
+        // within the limit it is read
+        let early = format!("v=0\r\nc=IN IP4 198.51.100.7\r\nm=audio 31000 RTP/AVP 0\r\n{}", "a=x-filler\r\n".repeat(800));
+        assert!(early.len() > super::MAX_BODY);
+        assert_eq!(key(&early), key(OFFER));
     }
 
     #[test]
