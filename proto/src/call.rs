@@ -180,7 +180,14 @@ pub(crate) struct LegInfo {
     pub(crate) callback_header: bool,
     /// The final response to its INVITE (once it ended).
     pub(crate) final_status: Option<u16>,
+    /// What it dialled when that is short (an extension, a pickup code:
+    /// `201`, `**201`), for a directed pickup. In memory only.
+    pub(crate) dialled: Option<Box<str>>,
 }
+
+/// Longest dialled string a [`LegInfo`] keeps (extensions and codes, never
+/// a phone number).
+const SHORT_DIALLED: usize = 8;
 
 impl LegInfo {
     fn new(leg: &Leg, callback_header: bool) -> LegInfo {
@@ -196,6 +203,7 @@ impl LegInfo {
             partial: leg.partial,
             callback_header,
             final_status: leg.final_status,
+            dialled: leg.ruri.user().or(leg.to.user()).filter(|u| u.len() <= SHORT_DIALLED).map(Into::into),
         }
     }
 
@@ -905,8 +913,10 @@ impl CallTracker {
     /// The PBX answered a handset's pickup code (`*8`): the call it picked
     /// up is one ringing someone then (a staff leg not answered, in
     /// progress or given up by the PBX within 2 s before, as it cancels the
-    /// others at the pickup), no person having answered it. Several: the
-    /// one ringing longest (what group pickup takes), counted as ambiguous.
+    /// others at the pickup), no person having answered it. A directed
+    /// pickup (`**201`) takes the calls ringing the extension its code
+    /// ends with. Several: the one ringing longest (what group pickup
+    /// takes), counted as ambiguous.
     /// The pickup's leg then carries the caller, as a Replaces pickup's does.
     fn pickup_answered(&mut self, id: LegId, at: Timestamp) {
         let Some(mut p) = self.pickups.remove(&id) else { return };
@@ -932,6 +942,13 @@ impl CallTracker {
             rung.or((c.direct_staff && c.trunk.answered.is_none()).then_some(c.trunk.started))
         };
         let candidates: Vec<(Timestamp, u64)> = self.open.values().filter_map(|c| ringing_since(c).map(|t| (t, c.seq))).collect();
+        // a directed pickup (`**201`): the calls ringing the extension it ends with
+        let named = |c: &OpenCall| {
+            let code = p.info.dialled.as_deref().unwrap_or("");
+            c.staff.iter().filter(|l| l.answered.is_none()).filter_map(|l| l.dialled.as_deref()).any(|d| d.len() >= 2 && code.len() > d.len() && code.ends_with(d))
+        };
+        let directed: Vec<(Timestamp, u64)> = candidates.iter().copied().filter(|(_, s)| named(&self.open[s])).collect();
+        let candidates = if directed.is_empty() { candidates } else { directed };
         if candidates.len() > 1 {
             self.stats.b2bua_ambiguous += 1;
         }

@@ -463,6 +463,40 @@ fn two_calls_ringing_at_a_pickup_give_it_to_the_longest_ringing_and_count_the_do
     assert_eq!(calls[0].call_id, "q1@test");
 }
 
+#[test]
+fn a_directed_pickup_code_picks_the_call_ringing_the_extension_it_names() {
+    // A rings 201 from 0.2 s, B rings 202 from 3.1 s; H3 dials **202 at
+    // 7.5 s: B is picked up (not A, which has rung longer)
+    let traffic = [
+        leg("r1", CARRIER, PBX, CALLER, DDI, 0, Script::Cancelled { ring: 50, cancel: 12_000 }),
+        leg("r1h", PBX, H1, CALLER, "201", 200, Script::Cancelled { ring: 100, cancel: 11_700 }),
+        leg("r2", CARRIER, PBX, "07700900456", DDI, 3_000, answered(50, 4_850, 20_000, false)),
+        leg("r2h", PBX, H2, "07700900456", "202", 3_100, Script::Cancelled { ring: 100, cancel: 4_600 }),
+        leg("r3p", "10.20.1.13:5060", PBX, "203", "**202", 7_500, answered(0, 300, 20_000, true)),
+    ];
+    let mut site = test_site();
+    site.pickup_codes = vec![ExtPattern::parse("**2XX").unwrap()];
+    let mut e = Engine::new(EngineConfig { hash_key: KEY, site: Some(site), ..EngineConfig::default() });
+    let mut msgs: Vec<Msg> = traffic.iter().flat_map(|c| c.messages()).collect();
+    msgs.sort_by_key(|m| m.ts);
+    for (i, m) in msgs.iter().enumerate() {
+        e.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
+    }
+    e.tick(t0().add(6 * HOUR));
+    let stats = e.stats().calls.expect("a site");
+    assert_eq!((stats.pickups, stats.b2bua_ambiguous), (1, 0), "{stats:#?}");
+    let mut calls = Vec::new();
+    while let Some(ev) = e.poll_call() {
+        if let CallEvent::Finished(r) = ev {
+            calls.push(*r);
+        }
+    }
+    calls.sort_by_key(|c| c.seq);
+    assert_eq!((calls[0].outcome, calls[1].outcome), (Outcome::Missed, Outcome::Answered), "{calls:#?}");
+    // answered at the pickup, 4.7 s after 202 began ringing
+    assert_call!(calls[1], Outcome::Answered, wait secs(4_700), duration secs(20_050), abandoned false);
+}
+
 /// The dialled number in a PBX leg's headers is hashed before anything
 /// holds it: legs, the journal (what is written to disk) and its replay.
 #[test]

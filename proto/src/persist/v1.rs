@@ -595,6 +595,8 @@ impl From<LegInfoV1> for call::LegInfo {
             callback_header: l.callback_header,
             // not stored: a restored call's trunk leg brings it when it ends
             final_status: None,
+            // not stored: a directed pickup after a restart is read as group pickup
+            dialled: None,
         }
     }
 }
