@@ -374,6 +374,23 @@ struct Expected {
 }
 
 impl Expected {
+    /// A call transferred by the handset that answered it: answered by
+    /// that first person (`answered`), lasting until the caller hangs up on
+    /// the transfer target (`ended`). The legs a transfer adds are not
+    /// counted here.
+    fn transferred(started: Timestamp, queue_joined: Timestamp, answered: Timestamp, ended: Timestamp) -> Expected {
+        Expected {
+            outcome: Outcome::Answered,
+            abandoned: false,
+            ended_by_caller: true,
+            started,
+            queue_joined,
+            answered: Some(answered),
+            ended,
+            legs: None,
+        }
+    }
+
     fn wait_us(&self) -> i64 {
         match self.answered {
             Some(a) => a.since(self.queue_joined),
@@ -734,23 +751,7 @@ fn blind_transfer() {
     let ended = hung_up.min(ok(rig.h2.wait_for_nth("CALL_CLOSED", 2, PATIENCE)).at);
     let done = rig.finish(test);
     keep_for_issue_11(&done);
-    check(
-        test,
-        &Expected {
-            outcome: Outcome::Answered,
-            abandoned: false,
-            ended_by_caller: true,
-            started,
-            queue_joined,
-            // the first person who answered
-            answered: Some(answered),
-            // the end of the last leg carrying the caller
-            ended,
-            // how many legs the transfer adds is for issue 11 to decide
-            legs: None,
-        },
-        &done,
-    );
+    check(test, &Expected::transferred(started, queue_joined, answered, ended), &done);
 }
 
 /// The attended transfer of issue 11, with linphone's console as all
@@ -840,18 +841,5 @@ fn attended_transfer() {
         }
     };
     let done = finish(test, dir, started_at, cap, kam, events, quit);
-    check(
-        test,
-        &Expected {
-            outcome: Outcome::Answered,
-            abandoned: false,
-            ended_by_caller: true,
-            started,
-            queue_joined,
-            answered: Some(answered),
-            ended,
-            legs: None,
-        },
-        &done,
-    );
+    check(test, &Expected::transferred(started, queue_joined, answered, ended), &done);
 }

@@ -83,6 +83,11 @@ fn run(legs: &[Call]) -> Vec<CallRecord> {
 }
 
 fn run_with(site: Site, legs: &[Call]) -> Vec<CallRecord> {
+    run_counted(site, legs).0
+}
+
+/// The calls, in order, and the call layer's counters after them.
+fn run_counted(site: Site, legs: &[Call]) -> (Vec<CallRecord>, CallStats) {
     let mut msgs: Vec<Msg> = legs.iter().flat_map(|c| c.messages()).collect();
     msgs.sort_by_key(|m| m.ts);
     let mut e = Engine::new(EngineConfig {
@@ -96,6 +101,7 @@ fn run_with(site: Site, legs: &[Call]) -> Vec<CallRecord> {
     let last = msgs.last().map(|m| m.ts).unwrap_or(t0());
     e.tick(last.add(6 * HOUR));
     e.finish();
+    let stats = e.stats().calls.expect("a site");
     let mut calls: BTreeMap<u64, CallRecord> = BTreeMap::new();
     while let Some(ev) = e.poll_call() {
         match ev {
@@ -105,7 +111,7 @@ fn run_with(site: Site, legs: &[Call]) -> Vec<CallRecord> {
             CallEvent::CallbackMade { seq, at, .. } => calls.get_mut(&seq).unwrap().callback_made = Some(at),
         }
     }
-    calls.into_values().collect()
+    (calls.into_values().collect(), stats)
 }
 
 fn secs(ms: i64) -> Option<f64> {
@@ -442,22 +448,8 @@ fn two_calls_ringing_at_a_pickup_give_it_to_the_longest_ringing_and_count_the_do
     ];
     let mut site = test_site();
     site.pickup_codes = vec![ExtPattern::parse("*8").unwrap()];
-    let mut e = Engine::new(EngineConfig { hash_key: KEY, site: Some(site), ..EngineConfig::default() });
-    let mut msgs: Vec<Msg> = traffic.iter().flat_map(|c| c.messages()).collect();
-    msgs.sort_by_key(|m| m.ts);
-    for (i, m) in msgs.iter().enumerate() {
-        e.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
-    }
-    e.tick(t0().add(6 * HOUR));
-    let stats = e.stats().calls.expect("a site");
+    let (calls, stats) = run_counted(site, &traffic);
     assert_eq!((stats.pickups, stats.b2bua_ambiguous), (1, 1), "{stats:#?}");
-    let mut calls = Vec::new();
-    while let Some(ev) = e.poll_call() {
-        if let CallEvent::Finished(r) = ev {
-            calls.push(*r);
-        }
-    }
-    calls.sort_by_key(|c| c.seq);
     // q1 has rung since 0.2 s, q2 since 3.1 s: q1 is picked up
     assert_eq!((calls[0].outcome, calls[1].outcome), (Outcome::Answered, Outcome::Missed), "{calls:#?}");
     assert_eq!(calls[0].call_id, "q1@test");
@@ -476,22 +468,8 @@ fn a_directed_pickup_code_picks_the_call_ringing_the_extension_it_names() {
     ];
     let mut site = test_site();
     site.pickup_codes = vec![ExtPattern::parse("**2XX").unwrap()];
-    let mut e = Engine::new(EngineConfig { hash_key: KEY, site: Some(site), ..EngineConfig::default() });
-    let mut msgs: Vec<Msg> = traffic.iter().flat_map(|c| c.messages()).collect();
-    msgs.sort_by_key(|m| m.ts);
-    for (i, m) in msgs.iter().enumerate() {
-        e.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
-    }
-    e.tick(t0().add(6 * HOUR));
-    let stats = e.stats().calls.expect("a site");
+    let (calls, stats) = run_counted(site, &traffic);
     assert_eq!((stats.pickups, stats.b2bua_ambiguous), (1, 0), "{stats:#?}");
-    let mut calls = Vec::new();
-    while let Some(ev) = e.poll_call() {
-        if let CallEvent::Finished(r) = ev {
-            calls.push(*r);
-        }
-    }
-    calls.sort_by_key(|c| c.seq);
     assert_eq!((calls[0].outcome, calls[1].outcome), (Outcome::Missed, Outcome::Answered), "{calls:#?}");
     // answered at the pickup, 4.7 s after 202 began ringing
     assert_call!(calls[1], Outcome::Answered, wait secs(4_700), duration secs(20_050), abandoned false);
