@@ -175,11 +175,19 @@ display=0
                     unsafe {
                         libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, PRIORITY);
                     }
-                    for line in BufReader::new(stdout).lines() {
-                        let Ok(line) = line else { break };
+                    let mut reader = BufReader::new(stdout);
+                    let mut raw = Vec::new();
+                    loop {
+                        raw.clear();
+                        match reader.read_until(b'\n', &mut raw) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
                         let at = now();
+                        // (a line that is not UTF-8 is read, not the end)
+                        let line = String::from_utf8_lossy(&raw);
                         // the prompt is printed before whatever comes next
-                        let mut text = line.as_str();
+                        let mut text: &str = &line;
                         while let Some(rest) = text.strip_prefix("linphonec> ") {
                             text = rest;
                         }
