@@ -36,6 +36,10 @@
 //!   transfers the caller to that call (REFER with `Replaces`; the caller's
 //!   INVITE with `Replaces` takes the consultation's place at H2): ONE
 //!   inbound call, answered by H1, lasting until the caller hangs up on H2.
+//! - [`directed_pickup`]: H3 (ext 221, outside the group) picks up the
+//!   call ringing at H1 and H2 with an INVITE carrying `Replaces`, which
+//!   Kamailio relays to the caller: ONE inbound call, answered at the
+//!   pickup, ended when H3 hangs up.
 //!
 //! Expected values come from the phones alone (the times baresip reported
 //! its commands done and its calls' events over `ctrl_tcp`; see
@@ -67,6 +71,7 @@ use cbt_proto::Timestamp;
 use cbt_tests::baresip::{self, Phone, PhoneEvent, PhoneSpec};
 use cbt_tests::in_ci;
 use cbt_tests::kamailio::{self, CallOut, Differences, Kamailio, CALLER_IP, PBX_IP, PRACTICE_A};
+use cbt_tests::linphone::{Linphone, LinphoneSpec};
 use cbt_tests::sipp::{self, Capture, CaptureError};
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -77,6 +82,8 @@ use std::time::{Duration, Instant};
 const TEST: &str = "phones_e2e";
 const H1_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 11);
 const H2_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 12);
+/// A third handset (ext 221), outside practice A's ring group.
+const H3_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 21);
 /// Practice A's reception (the ring group H1 + H2).
 const A_MAIN: &str = "01632960100";
 /// The caller's number (a UK mobile number for drama, Ofcom's range).
@@ -123,7 +130,7 @@ struct Rig {
 /// to capture is missing (outside CI). `caller_aor`: the caller's From.
 fn rig(test: &str, caller_aor: &str) -> Option<Rig> {
     let (bin, modules) = baresip::baresip_or_skip(test)?;
-    let Pbx { started, dir, pbx, caller_at, h1_at, h2_at, cap, kam } = Pbx::start(test)?;
+    let Pbx { started, dir, pbx, caller_at, h1_at, h2_at, cap, kam, .. } = Pbx::start(test)?;
     let phone = |name: &str, sip: SocketAddrV4, aor: String, register: Option<u32>| {
         let spec = PhoneSpec {
             name: name.into(),
@@ -161,6 +168,7 @@ struct Pbx {
     caller_at: SocketAddrV4,
     h1_at: SocketAddrV4,
     h2_at: SocketAddrV4,
+    h3_at: SocketAddrV4,
     cap: Capture,
     kam: Kamailio,
 }
@@ -173,9 +181,9 @@ impl Pbx {
         let started = Instant::now();
         let dir = work_dir(test);
         let pbx = free(PBX_IP);
-        let (caller_at, h1_at, h2_at) = (free(CALLER_IP), free(H1_IP), free(H2_IP));
+        let (caller_at, h1_at, h2_at, h3_at) = (free(CALLER_IP), free(H1_IP), free(H2_IP), free(H3_IP));
         let pcap = dir.join("capture.pcap");
-        let cap = match Capture::start(&tools.capture, "lo", &[pbx, caller_at, h1_at, h2_at], &pcap) {
+        let cap = match Capture::start(&tools.capture, "lo", &[pbx, caller_at, h1_at, h2_at, h3_at], &pcap) {
             Ok(c) => c,
             Err(CaptureError::Permission(m)) if !in_ci() => {
                 eprintln!("SKIP: {test}: cannot capture on lo: {m} (run as root, or give dumpcap its capabilities)");
@@ -186,12 +194,13 @@ impl Pbx {
         let defines = vec![
             ("H1".to_string(), format!("\"{h1_at}\"")),
             ("H2".to_string(), format!("\"{h2_at}\"")),
+            ("H3".to_string(), format!("\"{h3_at}\"")),
             // no voicemail during these calls
             ("NOANSWER_MS".to_string(), "60000".to_string()),
         ];
         let kam = Kamailio::start(&kamailio_bin, pbx, &defines, &dir)
             .unwrap_or_else(|e| panic!("{test}: {e} (work directory {})", dir.display()));
-        Some(Pbx { started, dir, pbx, caller_at, h1_at, h2_at, cap, kam })
+        Some(Pbx { started, dir, pbx, caller_at, h1_at, h2_at, h3_at, cap, kam })
     }
 }
 
@@ -236,13 +245,6 @@ impl Rig {
 
     fn uri(&self, user: &str) -> String {
         format!("sip:{user}@{}", self.pbx)
-    }
-
-    fn sleep_until(&self, from: Timestamp, ms: i64) {
-        let left = from.add(ms * 1000).since(now());
-        if left > 0 {
-            std::thread::sleep(Duration::from_micros(left as u64));
-        }
     }
 
     /// Stops the capture (once everything sent is in it), Kamailio and the
@@ -308,7 +310,8 @@ fn finish(
     let has = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
     for h in ["211", "212"] {
         assert!(
-            has(&format!("REGISTER sip:{}", kam.addr)) && has(&format!("To: <sip:{h}@")),
+            // (baresip writes `To: <sip:211@...>`, linphone `To: sip:211@...`)
+            has(&format!("REGISTER sip:{}", kam.addr)) && (has(&format!("To: <sip:{h}@")) || has(&format!("To: sip:{h}@"))),
             "{test}: no REGISTER of {h} in the capture {}",
             pcap.display()
         );
@@ -363,6 +366,9 @@ struct Expected {
     /// The first handset's INVITE, and its 180 (its `CALL_INCOMING`,
     /// which baresip reports once it has sent the 180).
     queue_joined: Timestamp,
+    /// The first 180, when a later report bounds it than `queue_joined`
+    /// (linphone reports an incoming call before it sends its 180).
+    first_ring: Option<Timestamp>,
     /// The handset's 200 (its `accept` done, or the caller's
     /// `CALL_ESTABLISHED`).
     answered: Option<Timestamp>,
@@ -378,13 +384,14 @@ impl Expected {
     /// that first person (`answered`), lasting until the caller hangs up on
     /// the transfer target (`ended`). The legs a transfer adds are not
     /// counted here.
-    fn transferred(started: Timestamp, queue_joined: Timestamp, answered: Timestamp, ended: Timestamp) -> Expected {
+    fn transferred(started: Timestamp, queue_joined: Timestamp, first_ring: Option<Timestamp>, answered: Timestamp, ended: Timestamp) -> Expected {
         Expected {
             outcome: Outcome::Answered,
             abandoned: false,
             ended_by_caller: true,
             started,
             queue_joined,
+            first_ring,
             answered: Some(answered),
             ended,
             legs: None,
@@ -502,7 +509,7 @@ fn differences(want: &Expected, calls: &[CallOut]) -> String {
     d.time(
         who,
         "first_ring",
-        Some(want.queue_joined.micros()),
+        Some(want.first_ring.unwrap_or(want.queue_joined).micros()),
         at(&c.first_ring),
     );
     d.time(
@@ -556,11 +563,11 @@ fn ring_group_answered() {
         return;
     };
     let (started, queue_joined) = dial_ring_group(&mut rig);
-    rig.sleep_until(started, 2000);
+    sleep_past(started, 2000);
     let answered = rig.answer(Handset::H1);
     // H2 stops ringing (Kamailio CANCELs its branch)
     ok(rig.h2.wait_for("CALL_CLOSED", PATIENCE));
-    rig.sleep_until(answered, 3000);
+    sleep_past(answered, 3000);
     let ended = rig.caller_hangs_up(Handset::H1);
     let done = rig.finish(test);
     check(
@@ -571,6 +578,7 @@ fn ring_group_answered() {
             ended_by_caller: true,
             started,
             queue_joined,
+            first_ring: None,
             answered: Some(answered),
             ended,
             legs: Some(3),
@@ -588,16 +596,16 @@ fn hold_and_resume() {
         return;
     };
     let (started, queue_joined) = dial_ring_group(&mut rig);
-    rig.sleep_until(started, 1000);
+    sleep_past(started, 1000);
     let answered = rig.answer(Handset::H1);
-    rig.sleep_until(answered, 1000);
+    sleep_past(answered, 1000);
     // re-INVITE a=sendonly; the caller's phone answers a=recvonly
     ok(rig.h1.hold());
     ok(rig.caller.wait_for_nth("CALL_REMOTE_SDP", 2, PATIENCE));
-    rig.sleep_until(answered, 2500);
+    sleep_past(answered, 2500);
     ok(rig.h1.resume());
     ok(rig.caller.wait_for_nth("CALL_REMOTE_SDP", 3, PATIENCE));
-    rig.sleep_until(answered, 3500);
+    sleep_past(answered, 3500);
     let ended = rig.caller_hangs_up(Handset::H1);
     let done = rig.finish(test);
     check(
@@ -608,6 +616,7 @@ fn hold_and_resume() {
             ended_by_caller: true,
             started,
             queue_joined,
+            first_ring: None,
             answered: Some(answered),
             ended,
             legs: Some(3),
@@ -630,9 +639,9 @@ fn withheld_caller() {
         "{test}: the handset saw the caller as {}, not withheld",
         incoming.peer
     );
-    rig.sleep_until(started, 1000);
+    sleep_past(started, 1000);
     let answered = rig.answer(Handset::H2);
-    rig.sleep_until(answered, 1500);
+    sleep_past(answered, 1500);
     let ended = rig.caller_hangs_up(Handset::H2);
     let done = rig.finish(test);
     check(
@@ -643,6 +652,7 @@ fn withheld_caller() {
             ended_by_caller: true,
             started,
             queue_joined,
+            first_ring: None,
             answered: Some(answered),
             ended,
             legs: Some(3),
@@ -660,7 +670,7 @@ fn caller_gives_up_while_ringing() {
         return;
     };
     let (started, queue_joined) = dial_ring_group(&mut rig);
-    rig.sleep_until(started, 2000);
+    sleep_past(started, 2000);
     // CANCEL
     let hung_up = ok(rig.caller.hangup()).at;
     let ended = hung_up
@@ -675,6 +685,7 @@ fn caller_gives_up_while_ringing() {
             ended_by_caller: true,
             started,
             queue_joined,
+            first_ring: None,
             answered: None,
             ended,
             legs: Some(3),
@@ -731,17 +742,17 @@ fn blind_transfer() {
         return;
     };
     let (started, queue_joined) = dial_ring_group(&mut rig);
-    rig.sleep_until(started, 2000);
+    sleep_past(started, 2000);
     let answered = rig.answer(Handset::H1);
     ok(rig.h2.wait_for("CALL_CLOSED", PATIENCE));
-    rig.sleep_until(answered, 1500);
+    sleep_past(answered, 1500);
     // REFER to the caller, Refer-To: sip:212@PBX; the caller's phone
     // INVITEs 212 through Kamailio (a new Call-ID)
     let target = rig.uri("212");
     ok(rig.h1.transfer(&target));
     ok(rig.caller.wait_for("TRANSFER", PATIENCE));
     let rung = ok(rig.h2.wait_for_nth("CALL_INCOMING", 2, PATIENCE)).at;
-    rig.sleep_until(rung, 1500);
+    sleep_past(rung, 1500);
     ok(rig.h2.accept());
     ok(rig.caller.wait_for_nth("CALL_ESTABLISHED", 2, PATIENCE));
     // H1 hangs up once the NOTIFY says the new call is up
@@ -751,7 +762,7 @@ fn blind_transfer() {
     let ended = hung_up.min(ok(rig.h2.wait_for_nth("CALL_CLOSED", 2, PATIENCE)).at);
     let done = rig.finish(test);
     keep_for_issue_11(&done);
-    check(test, &Expected::transferred(started, queue_joined, answered, ended), &done);
+    check(test, &Expected::transferred(started, queue_joined, None, answered, ended), &done);
 }
 
 /// The attended transfer of issue 11, with linphone's console as all
@@ -770,45 +781,26 @@ fn blind_transfer() {
 /// the consultation call is an internal call, not a second inbound call.
 #[test]
 fn attended_transfer() {
-    use cbt_tests::linphone::{self, Linphone, LinphoneSpec};
     let test = "attended_transfer";
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(bin) = linphone::linphonec_or_skip(test) else {
+    let Some(mut rig) = Linphones::start(test) else {
         return;
     };
-    let Some(Pbx { started: started_at, dir, pbx, caller_at, h1_at, h2_at, cap, kam }) = Pbx::start(test) else {
-        return;
-    };
-    let phone = |name: &str, sip: SocketAddrV4, identity: String| {
-        let spec = LinphoneSpec { name: name.into(), sip, identity, proxy: pbx };
-        let mut p = Linphone::start(&bin, &spec, &dir)
-            .unwrap_or_else(|e| panic!("{test}: {e} (work directory {})", dir.display()));
-        ok(p.wait_registered(PATIENCE));
-        p
-    };
-    let mut caller = phone("caller", caller_at, format!("<sip:{CALLER_NUMBER}@{CALLER_IP}>"));
-    let mut h1 = phone("h1", h1_at, format!("<sip:211@{pbx}>"));
-    let mut h2 = phone("h2", h2_at, format!("<sip:212@{pbx}>"));
-    let sleep_until = |from: Timestamp, ms: i64| {
-        let left = from.add(ms * 1000).since(now());
-        if left > 0 {
-            std::thread::sleep(Duration::from_micros(left as u64));
-        }
-    };
+    let pbx = rig.pbx.pbx;
+    let mut caller = rig.phone("caller", rig.pbx.caller_at, format!("<sip:{CALLER_NUMBER}@{CALLER_IP}>"));
+    let mut h1 = rig.phone("h1", rig.pbx.h1_at, format!("<sip:211@{pbx}>"));
+    let mut h2 = rig.phone("h2", rig.pbx.h2_at, format!("<sip:212@{pbx}>"));
 
     ok(caller.command(&format!("call sip:{A_MAIN}@{pbx}")));
     // "in progress": the INVITE is sent; "ringing": a handset's 180 came back
     let started = ok(caller.wait_for_all(&["Call 1 to", "in progress"], 1, PATIENCE)).at;
-    let queue_joined = ok(caller.wait_for_all(&["Call 1 to", "ringing"], 1, PATIENCE)).at;
-    let (_, h1_first) = ok(h1.incoming_call(1, PATIENCE));
-    ok(h2.incoming_call(1, PATIENCE));
-    sleep_until(started, 2000);
+    let (queue_joined, first_ring, h1_first) = group_rings(&caller, &h1, &h2);
+    sleep_past(started, 2000);
     ok(h1.command(&format!("answer {h1_first}")));
-    let connected = |p: &Linphone, call: u32, n: usize| ok(p.wait_for_all(&[&format!("Call {call} with"), "connected"], n, PATIENCE)).at;
-    let answered = connected(&h1, h1_first, 1).min(connected(&caller, 1, 1));
+    let answered = connected(&h1, h1_first).min(connected(&caller, 1));
     // the group's other leg is cancelled
-    ok(h2.wait_for_all(&["Call 1 with", "ended"], 1, PATIENCE));
-    sleep_until(answered, 1500);
+    ended_at(&h2, 1);
+    sleep_past(answered, 1500);
     // the consultation: the caller on hold, H1 calls extension 212
     ok(h1.command(&format!("pause {h1_first}")));
     ok(h1.wait_for("is now paused", 1, PATIENCE));
@@ -816,30 +808,179 @@ fn attended_transfer() {
     let consult = ok(h1.wait_for("Establishing call id to sip:212", 1, PATIENCE));
     let consult: u32 = consult.text.rsplit("assigned id ").next().and_then(|s| s.trim().parse().ok()).expect("H1's call id");
     let (rung, h2_consult) = ok(h2.incoming_call(2, PATIENCE));
-    sleep_until(rung.at, 1000);
+    sleep_past(rung.at, 1000);
     ok(h2.command(&format!("answer {h2_consult}")));
-    let consulted = connected(&h1, consult, 1);
-    sleep_until(consulted, 1500);
+    let consulted = connected(&h1, consult);
+    sleep_past(consulted, 1500);
     ok(h1.command(&format!("transfer {h1_first} --to-call {consult}")));
     // the caller's new call (id 2) replaces the consultation at H2
-    let transferred = connected(&caller, 2, 1);
-    ok(h1.wait_for_all(&[&format!("Call {h1_first} with"), "ended"], 1, PATIENCE));
-    sleep_until(transferred, 2000);
+    let transferred = connected(&caller, 2);
+    ended_at(&h1, h1_first);
+    sleep_past(transferred, 2000);
     ok(caller.command("terminate all"));
-    let hung_up = ok(caller.wait_for_all(&["Call 2 with", "ended"], 1, PATIENCE)).at;
     let (_, h2_replaced) = ok(h2.incoming_call(3, PATIENCE));
-    let closed = ok(h2.wait_for_all(&[&format!("Call {h2_replaced} with"), "ended"], 1, PATIENCE)).at;
-    let ended = hung_up.min(closed);
+    let ended = ended_at(&caller, 2).min(ended_at(&h2, h2_replaced));
+    let done = rig.finish(test, vec![caller, h1, h2]);
+    check(test, &Expected::transferred(started, queue_joined, Some(first_ring), answered, ended), &done);
+}
 
-    let mut events = Vec::new();
-    for p in [&caller, &h1, &h2] {
-        events.extend(p.lines().into_iter().map(|l| (l.at, format!("{} {}", p.spec.name, l.text))));
-    }
-    let quit = move || {
-        for p in [caller, h1, h2] {
-            p.quit();
-        }
+/// A directed pickup of issue 11, with real phones through the proxy: the
+/// caller rings practice A's group (H1 and H2), and a third handset, H3
+/// (ext 221, not in the group), picks the call up: an INVITE to the caller
+/// with `Replaces` naming the caller's ringing dialog with H1 (its ids as
+/// Kamailio logged H1's 180), which Kamailio relays to the caller. The
+/// caller's phone takes it (linphone 5.1 offers such an INVITE as a new
+/// call rather than taking it at once, so its console is told to answer
+/// it; on that answer it cancels its first INVITE itself, as RFC 3891
+/// asks), the group stops ringing, and H3 hangs up later.
+///
+/// One inbound call: answered at the pickup (H3's 200), lasting until H3
+/// hangs up, ended by the practice; the pickup is not a second call.
+#[test]
+fn directed_pickup() {
+    let test = "directed_pickup";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(mut rig) = Linphones::start(test) else {
+        return;
     };
-    let done = finish(test, dir, started_at, cap, kam, events, quit);
-    check(test, &Expected::transferred(started, queue_joined, answered, ended), &done);
+    let pbx = rig.pbx.pbx;
+    let caller_at = rig.pbx.caller_at;
+    let mut caller = rig.phone("caller", caller_at, format!("<sip:{CALLER_NUMBER}@{CALLER_IP}>"));
+    let h1 = rig.phone("h1", rig.pbx.h1_at, format!("<sip:211@{pbx}>"));
+    let h2 = rig.phone("h2", rig.pbx.h2_at, format!("<sip:212@{pbx}>"));
+    let mut h3 = rig.phone("h3", rig.pbx.h3_at, format!("<sip:221@{pbx}>"));
+
+    ok(caller.command(&format!("call sip:{A_MAIN}@{pbx}")));
+    let started = ok(caller.wait_for_all(&["Call 1 to", "in progress"], 1, PATIENCE)).at;
+    let (queue_joined, first_ring, _) = group_rings(&caller, &h1, &h2);
+    // the caller's dialog with H1, as Kamailio saw H1's 180
+    let ringing = rig.logged_180(rig.pbx.h1_at);
+    sleep_past(started, 2000);
+    // Replaces names the dialog from the caller's side: its own tag is the
+    // to-tag, H1's the from-tag (RFC 3891)
+    ok(h3.command(&format!(
+        "call <sip:{CALLER_NUMBER}@{caller_at}?Replaces={}%3Bto-tag%3D{}%3Bfrom-tag%3D{}>",
+        ringing.call_id, ringing.from_tag, ringing.to_tag
+    )));
+    let (_, pickup) = ok(caller.incoming_call(1, PATIENCE));
+    ok(caller.command(&format!("answer {pickup}")));
+    let answered = connected(&caller, pickup).min(connected(&h3, 1));
+    // the caller's first INVITE is cancelled, and with it the group
+    ended_at(&caller, 1);
+    ended_at(&h1, 1);
+    ended_at(&h2, 1);
+    sleep_past(answered, 3000);
+    ok(h3.command("terminate all"));
+    let ended = ended_at(&h3, 1).min(ended_at(&caller, pickup));
+    let done = rig.finish(test, vec![caller, h1, h2, h3]);
+    check(
+        test,
+        &Expected {
+            outcome: Outcome::Answered,
+            abandoned: false,
+            ended_by_caller: false,
+            started,
+            queue_joined,
+            first_ring: Some(first_ring),
+            answered: Some(answered),
+            ended,
+            legs: None,
+        },
+        &done,
+    );
+}
+
+/// Practice A's group ringing for the caller's call 1: when the first
+/// handset said it had the INVITE (linphone says so before it sends its
+/// 180), when the caller heard the first 180, and H1's number for the call.
+fn group_rings(caller: &Linphone, h1: &Linphone, h2: &Linphone) -> (Timestamp, Timestamp, u32) {
+    let (h1_rung, h1_call) = ok(h1.incoming_call(1, PATIENCE));
+    let (h2_rung, _) = ok(h2.incoming_call(1, PATIENCE));
+    let first_ring = ok(caller.wait_for_all(&["Call 1 to", "ringing"], 1, PATIENCE)).at;
+    (h1_rung.at.min(h2_rung.at), first_ring, h1_call)
+}
+
+/// Kamailio and the capture for phones that are linphone consoles
+/// (`cbt_tests::linphone`): what baresip cannot do.
+struct Linphones {
+    bin: PathBuf,
+    pbx: Pbx,
+}
+
+/// A dialog as Kamailio logged a 180 (see `onreply_route` in
+/// `tests/kamailio/kamailio.cfg`).
+struct Ringing {
+    call_id: String,
+    from_tag: String,
+    to_tag: String,
+}
+
+impl Linphones {
+    fn start(test: &str) -> Option<Linphones> {
+        let bin = cbt_tests::linphone::linphonec_or_skip(test)?;
+        Some(Linphones { bin, pbx: Pbx::start(test)? })
+    }
+
+    /// A phone registered to the PBX (waits until it is: see the
+    /// `cbt_tests::linphone` notes on media addresses).
+    fn phone(&mut self, name: &str, sip: SocketAddrV4, identity: String) -> Linphone {
+        let spec = LinphoneSpec { name: name.into(), sip, identity, proxy: self.pbx.pbx };
+        let mut p = Linphone::start(&self.bin, &spec, &self.pbx.dir)
+            .unwrap_or_else(|e| panic!("{e} (work directory {})", self.pbx.dir.display()));
+        ok(p.wait_registered(PATIENCE));
+        p
+    }
+
+    /// The first 180 Kamailio relayed from `from`, with its dialog.
+    fn logged_180(&self, from: SocketAddrV4) -> Ringing {
+        let deadline = Instant::now() + PATIENCE;
+        let mark = format!("ringing from {} ", from.ip());
+        loop {
+            let log = std::fs::read_to_string(&self.pbx.kam.log).unwrap_or_default();
+            if let Some(line) = log.lines().find(|l| l.contains(&mark)) {
+                let field = |k: &str| {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(k))
+                        .unwrap_or_else(|| panic!("no {k} in `{line}`"))
+                        .to_string()
+                };
+                return Ringing { call_id: field("call-id="), from_tag: field("from-tag="), to_tag: field("to-tag=") };
+            }
+            assert!(Instant::now() < deadline, "no 180 from {from} in {}", self.pbx.kam.log.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(self, test: &str, phones: Vec<Linphone>) -> Done {
+        let mut events = Vec::new();
+        for p in &phones {
+            events.extend(p.lines().into_iter().map(|l| (l.at, format!("{} {}", p.spec.name, l.text))));
+        }
+        let quit = move || {
+            for p in phones {
+                p.quit();
+            }
+        };
+        let Pbx { started, dir, cap, kam, .. } = self.pbx;
+        finish(test, dir, started, cap, kam, events, quit)
+    }
+}
+
+/// When the phone said call `call` was connected (its 200 sent or received).
+fn connected(p: &Linphone, call: u32) -> Timestamp {
+    ok(p.wait_for_all(&[&format!("Call {call} with"), "connected"], 1, PATIENCE)).at
+}
+
+/// When the phone said call `call` ended (its BYE or CANCEL sent or
+/// received).
+fn ended_at(p: &Linphone, call: u32) -> Timestamp {
+    ok(p.wait_for_all(&[&format!("Call {call} with"), "ended"], 1, PATIENCE)).at
+}
+
+/// Sleeps until `ms` after `from`.
+fn sleep_past(from: Timestamp, ms: i64) {
+    let left = from.add(ms * 1000).since(now());
+    if left > 0 {
+        std::thread::sleep(Duration::from_micros(left as u64));
+    }
 }
