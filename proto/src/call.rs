@@ -203,7 +203,7 @@ impl LegInfo {
             partial: leg.partial,
             callback_header,
             final_status: leg.final_status,
-            dialled: leg.ruri.user().or(leg.to.user()).filter(|u| u.len() <= SHORT_DIALLED).map(Into::into),
+            dialled: CallTracker::dialled_user(leg).filter(|u| u.len() <= SHORT_DIALLED).map(Into::into),
         }
     }
 
@@ -947,8 +947,7 @@ impl CallTracker {
             let code = p.info.dialled.as_deref().unwrap_or("");
             c.staff.iter().filter(|l| l.answered.is_none()).filter_map(|l| l.dialled.as_deref()).any(|d| d.len() >= 2 && code.len() > d.len() && code.ends_with(d))
         };
-        let directed: Vec<(Timestamp, u64)> = candidates.iter().copied().filter(|(_, s)| named(&self.open[s])).collect();
-        let candidates = if directed.is_empty() { candidates } else { directed };
+        let candidates = narrow(candidates, |(_, s)| named(&self.open[s]));
         if candidates.len() > 1 {
             self.stats.b2bua_ambiguous += 1;
         }
@@ -1095,26 +1094,11 @@ impl CallTracker {
             .map(|c| c.seq)
             .collect();
         // several: the number each call was for, when this leg names one of them
-        let candidates = if candidates.len() > 1 {
-            let called = called_of(leg);
-            let for_ddi: Vec<u64> = candidates
-                .iter()
-                .copied()
-                .filter(|s| self.open[s].signals.dialled.as_deref().is_some_and(|d| called.contains(&d)))
-                .collect();
-            if for_ddi.is_empty() { candidates } else { for_ddi }
-        } else {
-            candidates
-        };
+        let called = if candidates.len() > 1 { called_of(leg) } else { Vec::new() };
+        let candidates = narrow(candidates, |s| self.open[s].signals.dialled.as_deref().is_some_and(|d| called.contains(&d)));
         // still several: the caller's own media address, when the PBX
         // offers it on this leg (it does not anchor the media)
-        let candidates = match leg.media {
-            Some(m) if candidates.len() > 1 => {
-                let same: Vec<u64> = candidates.iter().copied().filter(|s| self.open[s].signals.media == Some(m)).collect();
-                if same.is_empty() { candidates } else { same }
-            }
-            _ => candidates,
-        };
+        let candidates = narrow(candidates, |s| leg.media.is_some() && self.open[s].signals.media == leg.media);
         let pick = match candidates.len() {
             0 => return None,
             1 => candidates[0],
@@ -1440,6 +1424,16 @@ impl CallTracker {
     pub fn set_next_seq(&mut self, seq: u64) {
         self.next_seq = self.next_seq.max(seq);
     }
+}
+
+/// Of several candidate calls, those `keep` holds for; all of them when it
+/// holds for none (or there is only one): a signal narrows, never empties.
+fn narrow<T: Copy>(candidates: Vec<T>, keep: impl Fn(&T) -> bool) -> Vec<T> {
+    if candidates.len() < 2 {
+        return candidates;
+    }
+    let kept: Vec<T> = candidates.iter().copied().filter(|c| keep(c)).collect();
+    if kept.is_empty() { candidates } else { kept }
 }
 
 /// What a call showed, for the scanner rule.
