@@ -36,7 +36,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn root_or_skip(test: &str) -> bool {
@@ -69,7 +72,9 @@ fn free_udp(ip: [u8; 4]) -> SocketAddrV4 {
 #[test]
 fn a_scanners_capture_replays_to_no_calls() {
     const TEST: &str = "hostile_capture";
-    let Some(tools) = sipp::tools_or_skip(TEST) else { return };
+    let Some(tools) = sipp::tools_or_skip(TEST) else {
+        return;
+    };
     if !root_or_skip(TEST) {
         return;
     }
@@ -111,9 +116,26 @@ fn a_scanners_capture_replays_to_no_calls() {
             inf,
             timeout,
         };
-        let mut pbx_p = Sipp::start(&tools.sipp, &spec(format!("pbx{n}"), uas, pbx, None, None, 0), &dir).unwrap();
+        let mut pbx_p = Sipp::start(
+            &tools.sipp,
+            &spec(format!("pbx{n}"), uas, pbx, None, None, 0),
+            &dir,
+        )
+        .unwrap();
         pbx_p.wait_listening(Duration::from_secs(10)).unwrap();
-        let mut scan_p = Sipp::start(&tools.sipp, &spec(format!("scanner{n}"), uac, scanner, Some(pbx), Some(csv), 300), &dir).unwrap();
+        let mut scan_p = Sipp::start(
+            &tools.sipp,
+            &spec(
+                format!("scanner{n}"),
+                uac,
+                scanner,
+                Some(pbx),
+                Some(csv),
+                300,
+            ),
+            &dir,
+        )
+        .unwrap();
         scan_p.wait_success(timeout).unwrap();
         pbx_p.wait_success(Duration::from_secs(20)).unwrap();
     }
@@ -129,19 +151,39 @@ fn a_scanners_capture_replays_to_no_calls() {
             .arg(&pcap)
             .output()
             .unwrap();
-        assert!(out.status.success(), "replay {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "replay {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     // the scanner's INVITEs are all there, as legs
     let legs = replay(&["--output", "legs"]);
-    assert_eq!(legs.lines().count(), 900, "every INVITE of the sweep is a leg");
+    assert_eq!(
+        legs.lines().count(),
+        900,
+        "every INVITE of the sweep is a leg"
+    );
     let site = |network: &str, extra: &str| {
         format!("[[practice]]\nods = \"B82005\"\nnumbers = [\"01632 960123\"]\n[network]\n{network}\n{extra}")
     };
     for (name, text) in [
-        ("carrier", site(&format!("carrier = [\"127.0.0.2\"]\npbx = [\"{}\"]", pbx.ip()), "")),
+        (
+            "carrier",
+            site(
+                &format!("carrier = [\"127.0.0.2\"]\npbx = [\"{}\"]", pbx.ip()),
+                "",
+            ),
+        ),
         ("no-carrier", site(&format!("pbx = [\"{}\"]", pbx.ip()), "")),
-        ("no-carrier-no-agents", site(&format!("pbx = [\"{}\"]", pbx.ip()), "[scanners]\nuser_agents = [\"no-scanner-has-this\"]\n")),
+        (
+            "no-carrier-no-agents",
+            site(
+                &format!("pbx = [\"{}\"]", pbx.ip()),
+                "[scanners]\nuser_agents = [\"no-scanner-has-this\"]\n",
+            ),
+        ),
         ("nothing", site("", "").replace("[network]\n", "")),
     ] {
         let config = dir.join(format!("{name}.toml"));
@@ -226,7 +268,11 @@ engine_memory = "{engine_memory}"
 ring_timeout = "20s"
 max_duration = "60s"
 "#,
-            carrier = if carrier { format!("carrier = [\"{}\"]\n", self.carrier.ip()) } else { String::new() },
+            carrier = if carrier {
+                format!("carrier = [\"{}\"]\n", self.carrier.ip())
+            } else {
+                String::new()
+            },
             pbx = self.pbx.ip(),
             scanner = self.scanner,
             hep = self.hep,
@@ -266,7 +312,11 @@ impl Sampler {
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
-        Sampler { stop, peak, thread: Some(thread) }
+        Sampler {
+            stop,
+            peak,
+            thread: Some(thread),
+        }
     }
 
     fn finish(mut self) -> u64 {
@@ -283,14 +333,23 @@ fn settled(d: &Daemon) -> Value {
     // what the floods count (real calls go on meanwhile)
     let key = |s: &Value| {
         let k = &s["hostile"]["kept_out"];
-        (n(&k["invites"]) + n(&k["other_requests"]), n(&s["sip"]["non_sip_datagrams"]), n(&k["hep_rejected"]), s["uptime_s"].clone())
+        (
+            n(&k["invites"]) + n(&k["other_requests"]),
+            n(&s["sip"]["non_sip_datagrams"]),
+            n(&k["hep_rejected"]),
+            s["uptime_s"].clone(),
+        )
     };
     let mut last = d.status().unwrap();
     let t0 = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(1100));
         let s = d.status().unwrap();
-        if key(&s).0 == key(&last).0 && key(&s).1 == key(&last).1 && key(&s).2 == key(&last).2 && key(&s).3 != key(&last).3 {
+        if key(&s).0 == key(&last).0
+            && key(&s).1 == key(&last).1
+            && key(&s).2 == key(&last).2
+            && key(&s).3 != key(&last).3
+        {
             return s;
         }
         if t0.elapsed() > Duration::from_secs(20) {
@@ -325,17 +384,32 @@ fn n(v: &Value) -> u64 {
 }
 
 fn drops(s: &Value) -> u64 {
-    s["sources"].as_array().map_or(0, |a| a.iter().map(|x| n(&x["kernel_dropped"]) + n(&x["if_dropped"]) + n(&x["queue_dropped"])).sum())
+    s["sources"].as_array().map_or(0, |a| {
+        a.iter()
+            .map(|x| n(&x["kernel_dropped"]) + n(&x["if_dropped"]) + n(&x["queue_dropped"]))
+            .sum()
+    })
 }
 
 fn queue_drops(s: &Value) -> u64 {
-    s["sources"].as_array().map_or(0, |a| a.iter().map(|x| n(&x["queue_dropped"])).sum())
+    s["sources"]
+        .as_array()
+        .map_or(0, |a| a.iter().map(|x| n(&x["queue_dropped"])).sum())
 }
 
 /// Runs `episodes` (each a new daemon and a new sipp run) of floods; checks
 /// every real call and what was kept out; returns a row per flood.
-fn floods(test: &str, base: u8, carrier: bool, episodes: &[Vec<Kind>], secs: f64, rate: u32) -> Vec<Row> {
-    let Some(tools) = sipp::tools_or_skip(test) else { return Vec::new() };
+fn floods(
+    test: &str,
+    base: u8,
+    carrier: bool,
+    episodes: &[Vec<Kind>],
+    secs: f64,
+    rate: u32,
+) -> Vec<Row> {
+    let Some(tools) = sipp::tools_or_skip(test) else {
+        return Vec::new();
+    };
     if !root_or_skip(test) {
         return Vec::new();
     }
@@ -345,7 +419,8 @@ fn floods(test: &str, base: u8, carrier: bool, episodes: &[Vec<Kind>], secs: f64
         let dir = fresh_dir(&format!("{test}/{e}"));
         let net = Net::new(base);
         let status: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-        let engine_memory = std::env::var("CBT_FLOOD_ENGINE_MEMORY").unwrap_or_else(|_| "16MiB".into());
+        let engine_memory =
+            std::env::var("CBT_FLOOD_ENGINE_MEMORY").unwrap_or_else(|_| "16MiB".into());
         let limit = cbt_agent::config::parse_size(&engine_memory).unwrap();
         let config = dir.join("site.toml");
         std::fs::write(&config, net.config(&dir, status, carrier, &engine_memory)).unwrap();
@@ -369,9 +444,19 @@ fn floods(test: &str, base: u8, carrier: bool, episodes: &[Vec<Kind>], secs: f64
             inf,
             timeout,
         };
-        let mut uas = Sipp::start(&tools.sipp, &spec("uas", "uas.xml", net.pbx, None, None), &dir).unwrap();
+        let mut uas = Sipp::start(
+            &tools.sipp,
+            &spec("uas", "uas.xml", net.pbx, None, None),
+            &dir,
+        )
+        .unwrap();
         uas.wait_listening(Duration::from_secs(10)).unwrap();
-        let mut uac = Sipp::start(&tools.sipp, &spec("uac", "uac.xml", net.carrier, Some(net.pbx), Some(csv)), &dir).unwrap();
+        let mut uac = Sipp::start(
+            &tools.sipp,
+            &spec("uac", "uac.xml", net.carrier, Some(net.pbx), Some(csv)),
+            &dir,
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_secs(1));
 
         for kind in kinds {
@@ -380,15 +465,26 @@ fn floods(test: &str, base: u8, carrier: bool, episodes: &[Vec<Kind>], secs: f64
             let sampler = Sampler::start(pid);
             let t0 = Instant::now();
             let stop = AtomicBool::new(false);
-            let sent = flood::run(*kind, &net.target(), rate, Duration::from_secs_f64(secs), &stop)
-                .unwrap_or_else(|e| panic!("{test}: flood {}: {e}", kind.name()));
+            let sent = flood::run(
+                *kind,
+                &net.target(),
+                rate,
+                Duration::from_secs_f64(secs),
+                &stop,
+            )
+            .unwrap_or_else(|e| panic!("{test}: flood {}: {e}", kind.name()));
             // let the engine take what is queued
             std::thread::sleep(Duration::from_millis(700));
             let wall = t0.elapsed().as_secs_f64();
             let (_, cpu1) = flood::rss_and_cpu(pid).unwrap();
             let peak_rss = sampler.finish();
             let after = settled(&daemon);
-            assert!(daemon.proc.try_wait().is_none(), "{test}: the daemon died during the {} flood: {}", kind.name(), std::fs::read_to_string(&log).unwrap());
+            assert!(
+                daemon.proc.try_wait().is_none(),
+                "{test}: the daemon died during the {} flood: {}",
+                kind.name(),
+                std::fs::read_to_string(&log).unwrap()
+            );
             let d = |p: &dyn Fn(&Value) -> &Value| n(p(&after)).saturating_sub(n(p(&before)));
             let row = Row {
                 kind: kind.name(),
@@ -416,48 +512,106 @@ fn floods(test: &str, base: u8, carrier: bool, episodes: &[Vec<Kind>], secs: f64
                 _ => None,
             };
             if let Some(got) = got {
-                assert!(got + row.drops >= sent && got <= sent, "{test}: {} flood: {got} of {sent} counted ({} dropped)", kind.name(), row.drops);
+                assert!(
+                    got + row.drops >= sent && got <= sent,
+                    "{test}: {} flood: {got} of {sent} counted ({} dropped)",
+                    kind.name(),
+                    row.drops
+                );
             }
             // over by at most one packet's state and a table's growth
-            assert!(row.engine_peak <= limit as u64 + (1 << 20), "{test}: engine state {} over its {limit} ceiling", row.engine_peak);
+            assert!(
+                row.engine_peak <= limit as u64 + (1 << 20),
+                "{test}: engine state {} over its {limit} ceiling",
+                row.engine_peak
+            );
             // the packaged unit stops the agent at 256 MiB
-            assert!(peak_rss < 192 << 20, "{test}: {} MiB resident during the {} flood", peak_rss >> 20, kind.name());
+            assert!(
+                peak_rss < 192 << 20,
+                "{test}: {} MiB resident during the {} flood",
+                peak_rss >> 20,
+                kind.name()
+            );
             assert_eq!(daemon.get("/healthz").unwrap().trim(), "ok");
             rows.push(row);
         }
-        uac.wait_success(timeout).unwrap_or_else(|e| panic!("{test}: {e}"));
+        uac.wait_success(timeout)
+            .unwrap_or_else(|e| panic!("{test}: {e}"));
         uas.wait_success(Duration::from_secs(30)).unwrap();
 
         // every real call ends; dead INVITEs time out (Timer B) and are decided
         let t_end = Instant::now();
         let s = loop {
             let s = daemon.status().unwrap();
-            if n(&s["engine"]["calls_in_progress"]) == 0 && n(&s["engine"]["legs_in_progress"]) == 0 && n(&s["store"]["held_in_memory"]) == 0 {
+            if n(&s["engine"]["calls_in_progress"]) == 0
+                && n(&s["engine"]["legs_in_progress"]) == 0
+                && n(&s["store"]["held_in_memory"]) == 0
+            {
                 break s;
             }
-            assert!(t_end.elapsed() < Duration::from_secs(90), "{test}: still in progress: {}", s["engine"]);
+            assert!(
+                t_end.elapsed() < Duration::from_secs(90),
+                "{test}: still in progress: {}",
+                s["engine"]
+            );
             std::thread::sleep(Duration::from_millis(500));
         };
-        let errors: Vec<&Value> = s["diagnostics"].as_array().unwrap().iter().filter(|d| d["severity"] == "error").collect();
+        let errors: Vec<&Value> = s["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["severity"] == "error")
+            .collect();
         assert!(errors.is_empty(), "{test}: {errors:?}");
-        let codes: Vec<&str> = s["diagnostics"].as_array().unwrap().iter().filter_map(|d| d["code"].as_str()).collect();
+        let codes: Vec<&str> = s["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["code"].as_str())
+            .collect();
         let metrics = daemon.get("/metrics").unwrap();
-        assert!(metrics.contains("cbt_kept_out_invites_total{reason=\"unexpected_source\"}") && metrics.contains("cbt_engine_memory_peak_bytes"));
-        if kinds.iter().any(|k| matches!(k, Kind::Invite | Kind::Register | Kind::Options | Kind::Subscribe)) {
-            assert!(codes.contains(&"scanner"), "{test}: no scanner diagnostic: {codes:?}");
+        assert!(
+            metrics.contains("cbt_kept_out_invites_total{reason=\"unexpected_source\"}")
+                && metrics.contains("cbt_engine_memory_peak_bytes")
+        );
+        if kinds.iter().any(|k| {
+            matches!(
+                k,
+                Kind::Invite | Kind::Register | Kind::Options | Kind::Subscribe
+            )
+        }) {
+            assert!(
+                codes.contains(&"scanner"),
+                "{test}: no scanner diagnostic: {codes:?}"
+            );
             let src = &s["hostile"]["kept_out"]["sources"][0];
-            assert_eq!(src["address"], net.scanner.to_string(), "{test}: {}", s["hostile"]);
-            assert!(daemon.get("/").unwrap().contains("Not counted as calls"), "{test}: the page says nothing of the scanners");
+            assert_eq!(
+                src["address"],
+                net.scanner.to_string(),
+                "{test}: {}",
+                s["hostile"]
+            );
+            assert!(
+                daemon.get("/").unwrap().contains("Not counted as calls"),
+                "{test}: the page says nothing of the scanners"
+            );
         }
         if kinds.contains(&Kind::Hep) {
             assert!(codes.contains(&"hep_rejected"), "{test}: {codes:?}");
         }
         if !carrier {
             // every INVITE of the flood was set aside when it timed out, or shed
-            let sent: u64 = rows.iter().filter(|r| r.kind == "invite").map(|r| r.sent).sum();
+            let sent: u64 = rows
+                .iter()
+                .filter(|r| r.kind == "invite")
+                .map(|r| r.sent)
+                .sum();
             let m = &s["hostile"];
             let out = n(&m["kept_out"]["scanner_calls"]) + n(&m["memory"]["calls_shed"]);
-            assert!(out <= sent && out + drops(&s) >= sent, "{test}: {out} of {sent} flood INVITEs kept out: {m}");
+            assert!(
+                out <= sent && out + drops(&s) >= sent,
+                "{test}: {out} of {sent} flood INVITEs kept out: {m}"
+            );
         }
         let total_drops = drops(&s);
         daemon.stop().unwrap();
@@ -484,14 +638,30 @@ fn floods(test: &str, base: u8, carrier: bool, episodes: &[Vec<Kind>], secs: f64
             };
             match recs.as_slice() {
                 [r] if (r.outcome, r.abandoned) == want => {}
-                [r] => problems.push(format!("{cid} ({}): stored {:?} abandoned={}", call.kind, r.outcome, r.abandoned)),
-                _ => problems.push(format!("{cid} ({}): stored {} times", call.kind, recs.len())),
+                [r] => problems.push(format!(
+                    "{cid} ({}): stored {:?} abandoned={}",
+                    call.kind, r.outcome, r.abandoned
+                )),
+                _ => problems.push(format!(
+                    "{cid} ({}): stored {} times",
+                    call.kind,
+                    recs.len()
+                )),
             }
         }
         for (cid, recs) in &by_id {
-            problems.push(format!("{cid}: {} stored calls that are not sipp's (the flood?)", recs.len()));
+            problems.push(format!(
+                "{cid}: {} stored calls that are not sipp's (the flood?)",
+                recs.len()
+            ));
         }
-        assert!(problems.is_empty(), "{test}: {} problems ({} packets dropped before the engine):\n{}", problems.len(), total_drops, problems.join("\n"));
+        assert!(
+            problems.is_empty(),
+            "{test}: {} problems ({} packets dropped before the engine):\n{}",
+            problems.len(),
+            total_drops,
+            problems.join("\n")
+        );
         let floods: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
         eprintln!(
             "{test}: real calls: {} made by sipp during {}, every one stored once as scripted, {} calls stored in all; {} packets dropped before the engine",
@@ -519,7 +689,19 @@ fn print_rows(title: &str, rows: &[Row]) {
     eprintln!("\n{title}");
     eprintln!(
         "{:<11} {:>8} {:>6} {:>9} {:>6} {:>11} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6} {:>6}",
-        "flood", "packets", "secs", "peak RSS", "CPU%", "engine peak", "legs shed", "kept INV", "kept other", "HEP refd", "non-SIP", "drops", "queue"
+        "flood",
+        "packets",
+        "secs",
+        "peak RSS",
+        "CPU%",
+        "engine peak",
+        "legs shed",
+        "kept INV",
+        "kept other",
+        "HEP refd",
+        "non-SIP",
+        "drops",
+        "queue"
     );
     for r in rows {
         eprintln!(
@@ -546,19 +728,35 @@ fn every_flood_with_a_carrier_list_while_real_calls_go_on() {
     let secs = env_or("CBT_FLOOD_SECS", 2.0);
     let rate = env_or("CBT_FLOOD_RATE", 2000);
     let kinds: Vec<Kind> = match std::env::var("CBT_FLOOD_KINDS") {
-        Ok(list) => list.split(',').map(|k| Kind::parse(k.trim()).unwrap_or_else(|| panic!("no flood {k}"))).collect(),
+        Ok(list) => list
+            .split(',')
+            .map(|k| Kind::parse(k.trim()).unwrap_or_else(|| panic!("no flood {k}")))
+            .collect(),
         Err(_) => Kind::ALL.to_vec(),
     };
     let rows = floods("hostile_floods", 1, true, &episodes(&kinds), secs, rate);
-    print_rows(&format!("floods at {rate}/s for {secs} s, carrier configured, real sipp calls alongside:"), &rows);
+    print_rows(
+        &format!("floods at {rate}/s for {secs} s, carrier configured, real sipp calls alongside:"),
+        &rows,
+    );
 }
 
 #[test]
 fn an_invite_flood_without_a_carrier_list_counts_nothing() {
     let secs = env_or("CBT_FLOOD_SECS", 2.0);
     let rate = env_or("CBT_FLOOD_RATE", 2000);
-    let rows = floods("hostile_floods_no_carrier", 2, false, &[vec![Kind::Invite]], secs, rate);
-    print_rows(&format!("INVITE flood at {rate}/s for {secs} s, no carrier list:"), &rows);
+    let rows = floods(
+        "hostile_floods_no_carrier",
+        2,
+        false,
+        &[vec![Kind::Invite]],
+        secs,
+        rate,
+    );
+    print_rows(
+        &format!("INVITE flood at {rate}/s for {secs} s, no carrier list:"),
+        &rows,
+    );
     if let Some(r) = rows.first() {
         assert!(r.sent > 0);
     }

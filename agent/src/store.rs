@@ -51,13 +51,13 @@ use cbt_proto::engine::{EngineSnapshot, EngineSnapshotRef, JournalEntry};
 use cbt_proto::metrics::{Aggregator, Day};
 use cbt_proto::persist::v1::{ActivityV1, HourV1, OutboxItemV1, UploadStateV1};
 use cbt_proto::persist::{self, journal as framing, FormatError};
-use std::collections::BTreeSet;
 use cbt_proto::site::Site;
 use cbt_proto::Timestamp;
 use chrono::{Duration, NaiveDate, NaiveTime, TimeZone};
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionError;
 use sled::Transactional;
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -119,22 +119,36 @@ impl StoreError {
                 }
             }
             match c.downcast_ref::<sled::Error>() {
-                Some(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::StorageFull => return StoreError::DiskFull { dir },
+                Some(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::StorageFull => {
+                    return StoreError::DiskFull { dir }
+                }
                 Some(sled::Error::Corruption { .. }) | Some(sled::Error::ReportableBug(_)) => {
-                    return StoreError::Corrupt { dir, detail: format!("{c}") }
+                    return StoreError::Corrupt {
+                        dir,
+                        detail: format!("{c}"),
+                    }
                 }
                 _ => {}
             }
             if let Some(FormatError::Newer { .. }) = c.downcast_ref::<FormatError>() {
-                return StoreError::Newer { dir, detail: format!("{c}") };
+                return StoreError::Newer {
+                    dir,
+                    detail: format!("{c}"),
+                };
             }
         }
-        StoreError::Io { dir, detail: format!("{e:#}") }
+        StoreError::Io {
+            dir,
+            detail: format!("{e:#}"),
+        }
     }
 
     /// Clears by itself once the cause goes (space freed): worth retrying.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::DiskFull { .. } | StoreError::Io { .. } | StoreError::Locked { .. })
+        matches!(
+            self,
+            StoreError::DiskFull { .. } | StoreError::Io { .. } | StoreError::Locked { .. }
+        )
     }
 }
 
@@ -243,17 +257,22 @@ fn parse_day_key(k: &[u8]) -> Option<(NaiveDate, String)> {
 /// (practice ++ 0x00 ++ date).
 fn parse_old_day_key(k: &[u8]) -> Option<(NaiveDate, String)> {
     let sep = k.iter().position(|b| *b == 0)?;
-    let date = NaiveDate::parse_from_str(std::str::from_utf8(&k[sep + 1..]).ok()?, "%Y-%m-%d").ok()?;
+    let date =
+        NaiveDate::parse_from_str(std::str::from_utf8(&k[sep + 1..]).ok()?, "%Y-%m-%d").ok()?;
     Some((date, String::from_utf8_lossy(&k[..sep]).to_string()))
 }
 
 /// The keys of dates `from..=to` (open ends: all) in a date-first tree.
-fn date_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+fn date_range(
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
     use std::ops::Bound;
     let at = |d: NaiveDate| d.format("%Y-%m-%d").to_string().into_bytes();
     (
         from.map_or(Bound::Unbounded, |d| Bound::Included(at(d))),
-        to.and_then(|d| d.succ_opt()).map_or(Bound::Unbounded, |d| Bound::Excluded(at(d))),
+        to.and_then(|d| d.succ_opt())
+            .map_or(Bound::Unbounded, |d| Bound::Excluded(at(d))),
     )
 }
 
@@ -278,7 +297,10 @@ fn journal_generations(dir: &Path) -> Result<Vec<u64>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let name = e?.file_name().to_string_lossy().to_string();
-        if let Some(n) = name.strip_prefix("journal-").and_then(|r| r.strip_suffix(".log")) {
+        if let Some(n) = name
+            .strip_prefix("journal-")
+            .and_then(|r| r.strip_suffix(".log"))
+        {
             if let Ok(g) = n.parse() {
                 out.push(g);
             }
@@ -294,14 +316,30 @@ fn journal_generations(dir: &Path) -> Result<Vec<u64>> {
 fn lock_store(dir: &Path) -> Result<File> {
     use std::os::unix::io::AsRawFd;
     let path = dir.join("lock");
-    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied { " (run with sudo: the store belongs to the service's user, cbt-agent)" } else { "" };
-        anyhow!("cannot open {}: {e}{hint}", path.display())
-    })?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                " (run with sudo: the store belongs to the service's user, cbt-agent)"
+            } else {
+                ""
+            };
+            anyhow!("cannot open {}: {e}{hint}", path.display())
+        })?;
     // SAFETY: flock(2) on a descriptor we own; released when the file closes.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let pid = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
-        return Err(StoreError::Locked { dir: dir.to_path_buf(), pid }.into());
+        let pid = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        return Err(StoreError::Locked {
+            dir: dir.to_path_buf(),
+            pid,
+        }
+        .into());
     }
     f.set_len(0)?;
     writeln!(f, "{}", std::process::id())?;
@@ -324,7 +362,9 @@ fn open_sled(dir: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
             .mode(sled::Mode::LowSpace)
             .open();
         match r {
-            Err(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+            Err(sled::Error::Io(io))
+                if sled_lock_busy(&io) && std::time::Instant::now() < deadline =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
             other => return other,
@@ -332,8 +372,18 @@ fn open_sled(dir: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
     }
 }
 
+/// sled 0.34 reports a busy lock as an `Other` error whose text carries
+/// the flock's `WouldBlock` (config.rs: "could not acquire lock on ..."),
+/// so the kind alone never matches.
+fn sled_lock_busy(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().starts_with("could not acquire lock on")
+}
+
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn sync_dir(dir: &Path) {
@@ -343,7 +393,11 @@ fn sync_dir(dir: &Path) {
 }
 
 /// The UTC span of local dates `from..=to` (open ends: all).
-pub fn local_span(site: &Site, from: Option<NaiveDate>, to: Option<NaiveDate>) -> (Timestamp, Timestamp) {
+pub fn local_span(
+    site: &Site,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> (Timestamp, Timestamp) {
     (
         from.map_or(Timestamp::MIN, |d| local_day_span(site, d).0),
         to.map_or(Timestamp::MAX, |d| local_day_span(site, d).1),
@@ -397,20 +451,42 @@ impl Store {
 
     fn open_inner(dir: &Path, cache_bytes: u64) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied { " (run with sudo: the store belongs to the service's user, cbt-agent)" } else { "" };
-            anyhow!("cannot create the store directory {}: {e}{hint}", dir.display())
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                " (run with sudo: the store belongs to the service's user, cbt-agent)"
+            } else {
+                ""
+            };
+            anyhow!(
+                "cannot create the store directory {}: {e}{hint}",
+                dir.display()
+            )
         })?;
         let lock = lock_store(dir)?;
         let db = open_sled(dir, cache_bytes).map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => StoreError::DiskFull { dir: dir.to_path_buf() },
-                sled::Error::Io(io) => StoreError::Io { dir: dir.to_path_buf(), detail: format!("cannot open it: {io}") },
-                other => StoreError::Corrupt { dir: dir.to_path_buf(), detail: other.to_string() },
-            })?;
-        let t = |name: &str| db.open_tree(name).with_context(|| format!("cannot open the store's {name} tree"));
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                StoreError::DiskFull {
+                    dir: dir.to_path_buf(),
+                }
+            }
+            sled::Error::Io(io) => StoreError::Io {
+                dir: dir.to_path_buf(),
+                detail: format!("cannot open it: {io}"),
+            },
+            other => StoreError::Corrupt {
+                dir: dir.to_path_buf(),
+                detail: other.to_string(),
+            },
+        })?;
+        let t = |name: &str| {
+            db.open_tree(name)
+                .with_context(|| format!("cannot open the store's {name} tree"))
+        };
         let meta = t("meta")?;
         let found: Option<u32> = match meta.get("schema")? {
             None => None,
-            Some(v) => Some(serde_json::from_slice(&v).context("the store's schema mark is unreadable")?),
+            Some(v) => {
+                Some(serde_json::from_slice(&v).context("the store's schema mark is unreadable")?)
+            }
         };
         match found {
             Some(n) if n > SCHEMA => {
@@ -431,7 +507,12 @@ impl Store {
             Ok(b) => persist::snapshot_journal(&b).ok(),
             Err(_) => None,
         };
-        let generation = journal_generations(dir)?.last().copied().unwrap_or(0).max(snap_gen.unwrap_or(0)) + 1;
+        let generation = journal_generations(dir)?
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .max(snap_gen.unwrap_or(0))
+            + 1;
         let mut store = Store {
             calls: t("calls")?,
             call_count: AtomicUsize::new(0),
@@ -473,7 +554,11 @@ impl Store {
         // the totals written when the store was closed, taken out while it
         // is open: a store left by a crash (or of an older layout) has none,
         // and one pass over the keys counts its calls
-        let totals = match store.meta.remove(TOTALS)?.and_then(|v| serde_json::from_slice::<CallTotals>(&v).ok()) {
+        let totals = match store
+            .meta
+            .remove(TOTALS)?
+            .and_then(|v| serde_json::from_slice::<CallTotals>(&v).ok())
+        {
             Some(t) => {
                 store.db.flush()?;
                 store.closed_cleanly = true;
@@ -488,7 +573,9 @@ impl Store {
                 t
             }
         };
-        store.call_count.store(totals.count as usize, Ordering::Relaxed);
+        store
+            .call_count
+            .store(totals.count as usize, Ordering::Relaxed);
         store.max_seq.store(totals.max_seq, Ordering::Relaxed);
         store.counted = true;
         Ok(store)
@@ -531,7 +618,8 @@ impl Store {
         // call records an earlier release stored are kept as it would have
         // (see `AgentConfig::call_cut`)
         if self.meta.get("upgraded_at")?.is_none() {
-            self.meta.insert("upgraded_at", json(&crate::daemon::capture::now()))?;
+            self.meta
+                .insert("upgraded_at", json(&crate::daemon::capture::now()))?;
         }
         self.meta.insert("schema", json(&SCHEMA))?;
         self.db.flush()?;
@@ -541,19 +629,27 @@ impl Store {
 
     fn problem(&self, msg: String) {
         tracing::error!("{msg}");
-        self.problems.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+        self.problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(msg);
     }
 
     /// What could not be read since the store was opened (each with what
     /// was done with it).
     pub fn problems(&self) -> Vec<String> {
-        self.problems.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Records kept aside in the store (unreadable values), and files in
     /// `aside/` (damaged journal bytes, an unreadable snapshot).
     pub fn kept_aside(&self) -> (usize, usize) {
-        let files = std::fs::read_dir(self.dir.join("aside")).map(|d| d.count()).unwrap_or(0);
+        let files = std::fs::read_dir(self.dir.join("aside"))
+            .map(|d| d.count())
+            .unwrap_or(0);
         (self.quarantine.len(), files)
     }
 
@@ -569,15 +665,29 @@ impl Store {
 
     /// Moves an unreadable stored call to the `quarantine` tree.
     fn quarantine_call(&self, key: &[u8], value: &[u8], e: &FormatError) {
-        let removed = if self.quarantine.insert(key, value).is_ok() { self.calls.remove(key).ok() } else { None };
+        let removed = if self.quarantine.insert(key, value).is_ok() {
+            self.calls.remove(key).ok()
+        } else {
+            None
+        };
         let kept = removed.is_some();
         if removed.flatten().is_some() {
-            let _ = self.call_count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+            let _ = self
+                .call_count
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
         }
         self.problem(format!(
             "stored call {}: {e}; {}",
-            String::from_utf8_lossy(&key.iter().flat_map(|b| std::ascii::escape_default(*b)).collect::<Vec<u8>>()),
-            if kept { "kept aside in the store's quarantine" } else { "left in place" }
+            String::from_utf8_lossy(
+                &key.iter()
+                    .flat_map(|b| std::ascii::escape_default(*b))
+                    .collect::<Vec<u8>>()
+            ),
+            if kept {
+                "kept aside in the store's quarantine"
+            } else {
+                "left in place"
+            }
         ));
     }
 
@@ -587,8 +697,16 @@ impl Store {
         let kept = self.quarantine.insert(key, value).is_ok() && tree.remove(key).is_ok();
         self.problem(format!(
             "{what} {}: {e}; {}",
-            String::from_utf8_lossy(&key.iter().flat_map(|b| std::ascii::escape_default(*b)).collect::<Vec<u8>>()),
-            if kept { "kept aside in the store's quarantine" } else { "left in place" }
+            String::from_utf8_lossy(
+                &key.iter()
+                    .flat_map(|b| std::ascii::escape_default(*b))
+                    .collect::<Vec<u8>>()
+            ),
+            if kept {
+                "kept aside in the store's quarantine"
+            } else {
+                "left in place"
+            }
         ));
     }
 
@@ -603,7 +721,9 @@ impl Store {
             let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(f) = j.file.as_mut() {
                 f.flush().map_err(|e| self.write_error(e.into()))?;
-                f.get_ref().sync_data().map_err(|e| self.write_error(e.into()))?;
+                f.get_ref()
+                    .sync_data()
+                    .map_err(|e| self.write_error(e.into()))?;
             }
         }
         self.db.flush().map_err(|e| self.write_error(e.into()))?;
@@ -617,7 +737,13 @@ impl Store {
 
     pub fn size_on_disk(&self) -> u64 {
         let files: u64 = std::fs::read_dir(&self.dir)
-            .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
             .unwrap_or(0);
         self.db.size_on_disk().unwrap_or(0) + files
     }
@@ -630,7 +756,11 @@ impl Store {
     /// reported when something reads it.
     pub fn verify(&self) -> Result<StoreCounts> {
         let mut bad = 0;
-        for r in self.calls.iter().take(if self.closed_cleanly { 0 } else { usize::MAX }) {
+        for r in self
+            .calls
+            .iter()
+            .take(if self.closed_cleanly { 0 } else { usize::MAX })
+        {
             let (k, v) = r?;
             if let Err(e) = persist::decode_call(&v) {
                 self.quarantine_call(&k, &v, &e);
@@ -677,23 +807,36 @@ impl Store {
             files: 0,
             torn_bytes: 0,
         };
-        for g in journal_generations(&self.dir)?.into_iter().filter(|g| *g >= from_gen) {
+        for g in journal_generations(&self.dir)?
+            .into_iter()
+            .filter(|g| *g >= from_gen)
+        {
             let name = format!("journal-{g}.log");
-            let bytes = std::fs::read(self.dir.join(&name)).with_context(|| format!("cannot read {name}"))?;
+            let bytes = std::fs::read(self.dir.join(&name))
+                .with_context(|| format!("cannot read {name}"))?;
             let scan = framing::scan(&bytes);
             out.files += 1;
             out.torn_bytes += scan.torn_tail;
             for d in &scan.damaged {
-                let kept = self.keep_aside(&format!("journal-{g}-at-{}.bin", d.offset), &bytes[d.offset..d.offset + d.len]);
+                let kept = self.keep_aside(
+                    &format!("journal-{g}-at-{}.bin", d.offset),
+                    &bytes[d.offset..d.offset + d.len],
+                );
                 self.problem(format!("{name}: {} bytes at {} are damaged ({}); {kept}; the records after them are replayed", d.len, d.offset, d.reason));
             }
             for f in scan.frames {
                 match persist::decode_journal_record(f.version, f.body) {
                     Ok(e) => out.entries.push(e),
-                    Err(e @ FormatError::Newer { .. }) => return Err(anyhow::Error::new(e).context(name)),
+                    Err(e @ FormatError::Newer { .. }) => {
+                        return Err(anyhow::Error::new(e).context(name))
+                    }
                     Err(e) => {
-                        let kept = self.keep_aside(&format!("journal-{g}-at-{}.bin", f.offset), f.body);
-                        self.problem(format!("{name}: the record at byte {}: {e}; {kept}", f.offset));
+                        let kept =
+                            self.keep_aside(&format!("journal-{g}-at-{}.bin", f.offset), f.body);
+                        self.problem(format!(
+                            "{name}: the record at byte {}: {e}; {kept}",
+                            f.offset
+                        ));
                     }
                 }
             }
@@ -759,7 +902,10 @@ impl Store {
             file: Some(file),
             bytes: framing::FILE_HEADER.len() as u64,
         };
-        for g in journal_generations(&self.dir)?.into_iter().filter(|g| *g < next) {
+        for g in journal_generations(&self.dir)?
+            .into_iter()
+            .filter(|g| *g < next)
+        {
             let _ = std::fs::remove_file(journal_path(&self.dir, g));
         }
         Ok(())
@@ -772,7 +918,14 @@ impl Store {
     /// swap): no transaction, no index.
     pub fn put_call(&self, rec: &CallRecord) -> Result<bool> {
         let key = call_key(rec.started, rec.seq);
-        let new = self.calls.compare_and_swap(&key[..], None as Option<&[u8]>, Some(persist::encode_call(rec)))?.is_ok();
+        let new = self
+            .calls
+            .compare_and_swap(
+                &key[..],
+                None as Option<&[u8]>,
+                Some(persist::encode_call(rec)),
+            )?
+            .is_ok();
         if new {
             self.call_count.fetch_add(1, Ordering::Relaxed);
             self.max_seq.fetch_max(rec.seq, Ordering::Relaxed);
@@ -788,7 +941,11 @@ impl Store {
             batch.remove(k);
         }
         self.calls.apply_batch(batch)?;
-        let _ = self.call_count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some(c.saturating_sub(n)));
+        let _ = self
+            .call_count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(c.saturating_sub(n))
+            });
         Ok(n)
     }
 
@@ -798,7 +955,8 @@ impl Store {
     /// then, if it is not there, the calls before them (a call pruned
     /// meanwhile, or one that lasted over a day).
     fn find_call(&self, seq: u64, requested: Timestamp) -> Result<Option<sled::IVec>> {
-        let near = call_key(requested.add(-86_400_000_000), 0)..call_key(requested.add(3_600_000_000), u64::MAX);
+        let near = call_key(requested.add(-86_400_000_000), 0)
+            ..call_key(requested.add(3_600_000_000), u64::MAX);
         for r in self.calls.range(near.clone()).keys().rev() {
             let k = r?;
             if key_seq(&k) == Some(seq) {
@@ -818,8 +976,12 @@ impl Store {
     /// Records that a stored call's callback was made. Returns false if it
     /// was recorded already or the call is unknown.
     pub fn callback_made(&self, seq: u64, requested: Timestamp, at: Timestamp) -> Result<bool> {
-        let Some(key) = self.find_call(seq, requested)? else { return Ok(false) };
-        let Some(v) = self.calls.get(&key)? else { return Ok(false) };
+        let Some(key) = self.find_call(seq, requested)? else {
+            return Ok(false);
+        };
+        let Some(v) = self.calls.get(&key)? else {
+            return Ok(false);
+        };
         let mut rec = persist::decode_call(&v)?;
         if rec.callback_made.is_some() {
             return Ok(false);
@@ -868,12 +1030,18 @@ impl Store {
 
     /// The stored days of dates `from..=to` (open ends: all), by date: a
     /// range of the store, whatever it holds besides.
-    pub fn days_between(&self, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<Vec<((String, NaiveDate), Day)>> {
+    pub fn days_between(
+        &self,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    ) -> Result<Vec<((String, NaiveDate), Day)>> {
         let mut out = Vec::new();
         for r in self.days.range(date_range(from, to)) {
             let (k, v) = r?;
             self.reads.fetch_add(1, Ordering::Relaxed);
-            let Some((date, practice)) = parse_day_key(&k) else { continue };
+            let Some((date, practice)) = parse_day_key(&k) else {
+                continue;
+            };
             match persist::decode_day(&v) {
                 Ok(day) => out.push(((practice, date), day)),
                 Err(e) => {
@@ -912,10 +1080,15 @@ impl Store {
             Some(d) => d + Duration::days(1),
             None => {
                 let first_call = self.calls.first()?.map(|(k, _)| {
-                    let started = Timestamp((u64::from_be_bytes(k[..8].try_into().expect("8 bytes")) ^ (1 << 63)) as i64);
+                    let started = Timestamp(
+                        (u64::from_be_bytes(k[..8].try_into().expect("8 bytes")) ^ (1 << 63))
+                            as i64,
+                    );
                     Aggregator::new(site).local_date(started)
                 });
-                let first_activity = self.activity.first()?.and_then(|(k, _)| NaiveDate::parse_from_str(&String::from_utf8_lossy(&k), "%Y-%m-%d").ok());
+                let first_activity = self.activity.first()?.and_then(|(k, _)| {
+                    NaiveDate::parse_from_str(&String::from_utf8_lossy(&k), "%Y-%m-%d").ok()
+                });
                 match (first_call, first_activity) {
                     (Some(a), Some(b)) => a.min(b),
                     (Some(a), None) | (None, Some(a)) => a,
@@ -939,14 +1112,17 @@ impl Store {
     /// false for a date with neither calls nor activity (nothing is kept).
     fn write_day(&self, site: &Site, date: NaiveDate) -> Result<bool> {
         let agg = self.figures_on(site, date)?;
-        let active = self.activity_on(date)?.is_some_and(|a| a.hours.iter().any(|h| h.up_s > 0));
+        let active = self
+            .activity_on(date)?
+            .is_some_and(|a| a.hours.iter().any(|h| h.up_s > 0));
         if !active && agg.days().is_empty() {
             return Ok(false);
         }
         let empty = Day::new(agg.wait_buckets(), agg.duration_buckets());
         for (practice, _) in agg.practice_list() {
             let day = agg.days().get(&(practice.clone(), date)).unwrap_or(&empty);
-            self.days.insert(day_key(date, &practice), persist::encode_day(day))?;
+            self.days
+                .insert(day_key(date, &practice), persist::encode_day(day))?;
         }
         Ok(true)
     }
@@ -979,7 +1155,9 @@ impl Store {
     /// Recomputes a dirty closed date from its calls (if they are still
     /// kept) and clears its mark.
     pub fn recompute_day(&self, site: &Site, date: NaiveDate) -> Result<()> {
-        let pruned = self.pruned_before()?.is_some_and(|p| local_day_span(site, date).0 < p);
+        let pruned = self
+            .pruned_before()?
+            .is_some_and(|p| local_day_span(site, date).0 < p);
         if !pruned {
             self.write_day(site, date)?;
         }
@@ -991,14 +1169,22 @@ impl Store {
 
     /// The kept figures of one date, by practice.
     pub fn days_on(&self, date: NaiveDate) -> Result<Vec<(String, Day)>> {
-        Ok(self.days_between(Some(date), Some(date))?.into_iter().map(|((p, _), day)| (p, day)).collect())
+        Ok(self
+            .days_between(Some(date), Some(date))?
+            .into_iter()
+            .map(|((p, _), day)| (p, day))
+            .collect())
     }
 
     // ------------------------------------------------------------ activity
 
     /// Adds to the activity of local hours of dates.
-    pub fn add_activity(&self, deltas: &std::collections::BTreeMap<(NaiveDate, u8), HourV1>) -> Result<()> {
-        let mut by_date: std::collections::BTreeMap<NaiveDate, Vec<(u8, HourV1)>> = Default::default();
+    pub fn add_activity(
+        &self,
+        deltas: &std::collections::BTreeMap<(NaiveDate, u8), HourV1>,
+    ) -> Result<()> {
+        let mut by_date: std::collections::BTreeMap<NaiveDate, Vec<(u8, HourV1)>> =
+            Default::default();
         for ((d, h), v) in deltas {
             by_date.entry(*d).or_default().push((*h, *v));
         }
@@ -1009,14 +1195,17 @@ impl Store {
                     slot.add(&v);
                 }
             }
-            self.activity.insert(date.format("%Y-%m-%d").to_string(), persist::encode(&a))?;
+            self.activity
+                .insert(date.format("%Y-%m-%d").to_string(), persist::encode(&a))?;
         }
         Ok(())
     }
 
     pub fn activity_on(&self, date: NaiveDate) -> Result<Option<ActivityV1>> {
         let key = date.format("%Y-%m-%d").to_string();
-        let Some(v) = self.activity.get(&key)? else { return Ok(None) };
+        let Some(v) = self.activity.get(&key)? else {
+            return Ok(None);
+        };
         self.reads.fetch_add(1, Ordering::Relaxed);
         match persist::decode_activity(&v) {
             Ok(a) => Ok(Some(a)),
@@ -1079,7 +1268,12 @@ impl Store {
 
     /// Items to send now (not parked, due), oldest day first.
     pub fn due_items(&self, now: Timestamp, limit: usize) -> Result<Vec<OutboxItemV1>> {
-        Ok(self.outbox_items()?.into_iter().filter(|i| i.parked.is_none() && i.next_attempt <= now).take(limit).collect())
+        Ok(self
+            .outbox_items()?
+            .into_iter()
+            .filter(|i| i.parked.is_none() && i.next_attempt <= now)
+            .take(limit)
+            .collect())
     }
 
     /// Everything in the outbox, oldest day first.
@@ -1099,7 +1293,13 @@ impl Store {
 
     /// The collector took `revision` of this practice-day: it leaves the
     /// outbox (unless a newer revision replaced it meanwhile).
-    pub fn delivered(&self, practice: &str, date: NaiveDate, revision: u64, at: Timestamp) -> Result<()> {
+    pub fn delivered(
+        &self,
+        practice: &str,
+        date: NaiveDate,
+        revision: u64,
+        at: Timestamp,
+    ) -> Result<()> {
         let key = day_key(date, practice);
         let (skey, okey) = (&key, &key);
         (&self.uploads, &self.outbox)
@@ -1124,7 +1324,13 @@ impl Store {
 
     /// Updates an item in place (attempts, next attempt, error, parking)
     /// if it still holds `revision`.
-    pub fn update_item(&self, practice: &str, date: NaiveDate, revision: u64, f: impl Fn(&mut OutboxItemV1)) -> Result<()> {
+    pub fn update_item(
+        &self,
+        practice: &str,
+        date: NaiveDate,
+        revision: u64,
+        f: impl Fn(&mut OutboxItemV1),
+    ) -> Result<()> {
         let okey = day_key(date, practice);
         self.outbox.fetch_and_update(&okey, |old| {
             let old = old?;
@@ -1142,7 +1348,11 @@ impl Store {
     /// Sends parked items again (after a configuration reload). Returns how many.
     pub fn unpark_all(&self, now: Timestamp) -> Result<usize> {
         let mut n = 0;
-        for i in self.outbox_items()?.into_iter().filter(|i| i.parked.is_some()) {
+        for i in self
+            .outbox_items()?
+            .into_iter()
+            .filter(|i| i.parked.is_some())
+        {
             self.update_item(&i.practice, i.date, i.revision, |x| {
                 x.parked = None;
                 x.attempts = 0;
@@ -1164,12 +1374,18 @@ impl Store {
     }
 
     /// The upload states of the practice-days of `from..=to` (open ends: all).
-    pub fn upload_states_between(&self, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<Vec<((String, NaiveDate), UploadStateV1)>> {
+    pub fn upload_states_between(
+        &self,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    ) -> Result<Vec<((String, NaiveDate), UploadStateV1)>> {
         let mut out = Vec::new();
         for r in self.uploads.range(date_range(from, to)) {
             let (k, v) = r?;
             self.reads.fetch_add(1, Ordering::Relaxed);
-            let Some((date, practice)) = parse_day_key(&k) else { continue };
+            let Some((date, practice)) = parse_day_key(&k) else {
+                continue;
+            };
             if let Ok(st) = persist::decode_upload_state(&v) {
                 out.push(((practice, date), st));
             }
@@ -1185,9 +1401,18 @@ impl Store {
     /// closed one, and any day whose documents are not all delivered or
     /// whose figures are to be recomputed (dirty). `None`: no day closed.
     fn first_kept_date(&self) -> Result<Option<NaiveDate>> {
-        let Some(closed) = self.closed_through()? else { return Ok(None) };
+        let Some(closed) = self.closed_through()? else {
+            return Ok(None);
+        };
         let open = closed.succ_opt().unwrap_or(closed);
-        Ok(Some(self.undelivered_dates()?.into_iter().chain(self.dirty_days()?).chain([open]).min().unwrap_or(open)))
+        Ok(Some(
+            self.undelivered_dates()?
+                .into_iter()
+                .chain(self.dirty_days()?)
+                .chain([open])
+                .min()
+                .unwrap_or(open),
+        ))
     }
 
     /// Deletes the call records of the local dates before the one holding
@@ -1202,10 +1427,18 @@ impl Store {
     /// (figures of those days come from `days`) and that the next prune
     /// deletes, never a day with neither calls nor figures.
     pub fn prune_calls(&self, site: &Site, before: Timestamp) -> Result<usize> {
-        let Some(first_kept) = self.first_kept_date()? else { return Ok(0) };
+        let Some(first_kept) = self.first_kept_date()? else {
+            return Ok(0);
+        };
         let kept_from = local_day_span(site, first_kept).0;
-        let limit = if before >= kept_from { kept_from } else { local_day_span(site, Aggregator::new(site).local_date(before)).0 };
-        let Some(first) = self.calls.first()? else { return Ok(0) };
+        let limit = if before >= kept_from {
+            kept_from
+        } else {
+            local_day_span(site, Aggregator::new(site).local_date(before)).0
+        };
+        let Some(first) = self.calls.first()? else {
+            return Ok(0);
+        };
         if first.0[..] >= call_key(limit, 0)[..] {
             return Ok(0);
         }
@@ -1213,7 +1446,11 @@ impl Store {
             self.meta.insert("pruned_before", json(&limit))?;
             self.db.flush()?;
         }
-        let keys = self.calls.range(..call_key(limit, 0)).keys().collect::<Result<Vec<_>, _>>()?;
+        let keys = self
+            .calls
+            .range(..call_key(limit, 0))
+            .keys()
+            .collect::<Result<Vec<_>, _>>()?;
         self.remove_calls(keys)
     }
 
@@ -1222,9 +1459,13 @@ impl Store {
     /// (nor after one): date ranges of those trees. Returns how many
     /// records were deleted.
     pub fn prune_days(&self, before: NaiveDate) -> Result<usize> {
-        let Some(first_kept) = self.first_kept_date()? else { return Ok(0) };
+        let Some(first_kept) = self.first_kept_date()? else {
+            return Ok(0);
+        };
         let limit = before.min(first_kept);
-        let Some(last_pruned) = limit.pred_opt() else { return Ok(0) };
+        let Some(last_pruned) = limit.pred_opt() else {
+            return Ok(0);
+        };
         let mut n = 0;
         for tree in [&self.days, &self.uploads, &self.activity] {
             let mut batch = sled::Batch::default();
@@ -1265,7 +1506,9 @@ impl Store {
     }
 
     pub fn gaps(&self) -> Result<Vec<Gap>> {
-        let Some(v) = self.meta.get("gaps")? else { return Ok(Vec::new()) };
+        let Some(v) = self.meta.get("gaps")? else {
+            return Ok(Vec::new());
+        };
         match persist::decode_gaps(&v) {
             Ok(list) => Ok(list
                 .into_iter()
@@ -1285,7 +1528,9 @@ impl Store {
     /// Moves the end of the recorded gap that began at `from` to `to`.
     pub fn extend_gap(&self, from: Timestamp, to: Timestamp) -> Result<()> {
         let mut gaps = self.gaps()?;
-        let Some(g) = gaps.iter_mut().rev().find(|g| g.from == from) else { return Ok(()) };
+        let Some(g) = gaps.iter_mut().rev().find(|g| g.from == from) else {
+            return Ok(());
+        };
         g.to = g.to.max(to);
         let list: Vec<_> = gaps.iter().map(gap_v1).collect();
         self.meta.insert("gaps", persist::encode_gaps(&list))?;

@@ -18,11 +18,11 @@ use crate::guard::{self, Bursts, Evidence, Why};
 use crate::leg::{EndReason, Leg, LegEvent, LegId, Side};
 use crate::site::{Endpoint, Site};
 use crate::time::{Micros, Timestamp, HOUR};
-use std::net::IpAddr;
 use ahash::HashMap;
 use chrono::{Duration, NaiveTime, TimeZone};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
 
 /// The one outcome of an inbound call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -39,7 +39,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [Outcome::Answered, Outcome::EndedInIvr, Outcome::Missed, Outcome::CallbackRequested];
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Answered,
+        Outcome::EndedInIvr,
+        Outcome::Missed,
+        Outcome::CallbackRequested,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -125,7 +130,12 @@ pub struct CallRecord {
 pub enum CallEvent {
     Finished(Box<CallRecord>),
     /// An outbound call made the callback a finished call asked for.
-    CallbackMade { seq: u64, practice: String, requested: Timestamp, at: Timestamp },
+    CallbackMade {
+        seq: u64,
+        practice: String,
+        requested: Timestamp,
+        at: Timestamp,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,7 +213,9 @@ impl LegInfo {
             partial: leg.partial,
             callback_header,
             final_status: leg.final_status,
-            dialled: CallTracker::dialled_user(leg).filter(|u| u.len() <= SHORT_DIALLED).map(Into::into),
+            dialled: CallTracker::dialled_user(leg)
+                .filter(|u| u.len() <= SHORT_DIALLED)
+                .map(Into::into),
         }
     }
 
@@ -263,7 +275,14 @@ pub(crate) struct Transfer {
 
 /// Headers the call layer reads besides the core ones (kept by the parser
 /// whatever the configuration).
-pub(crate) const SIGNAL_HEADERS: &[&str] = &["Session-ID", "Referred-By", "Replaces", "Diversion", "History-Info", "P-Called-Party-ID"];
+pub(crate) const SIGNAL_HEADERS: &[&str] = &[
+    "Session-ID",
+    "Referred-By",
+    "Replaces",
+    "Diversion",
+    "History-Info",
+    "P-Called-Party-ID",
+];
 
 /// Headers in which a PBX's legs name the number the call was for (the
 /// dialled DDI): RFC 5806 `Diversion`, RFC 7044 `History-Info` (its first
@@ -275,7 +294,12 @@ pub(crate) const CALLED_HEADERS: &[&str] = &["Diversion", "History-Info", "P-Cal
 /// Headers kept for what they say of a call whose values name a party:
 /// the called-number headers and `Referred-By` (the transferring party;
 /// only its presence is read).
-const HASHED_HEADERS: &[&str] = &["Diversion", "History-Info", "P-Called-Party-ID", "Referred-By"];
+const HASHED_HEADERS: &[&str] = &[
+    "Diversion",
+    "History-Info",
+    "P-Called-Party-ID",
+    "Referred-By",
+];
 
 /// Replaces the user part in each of a message's [`HASHED_HEADERS`] by
 /// `#` and its keyed hash (`#` alone when it names no user).
@@ -301,7 +325,11 @@ fn called_of(leg: &Leg) -> Vec<&str> {
         .filter_map(|(_, v)| v.strip_prefix('#'))
         .filter(|h| !h.is_empty())
         .collect();
-    out.extend([&leg.ruri, &leg.to].into_iter().filter_map(|p| p.hash.as_deref()));
+    out.extend(
+        [&leg.ruri, &leg.to]
+            .into_iter()
+            .filter_map(|p| p.hash.as_deref()),
+    );
     out
 }
 
@@ -327,9 +355,16 @@ pub(crate) struct CallSignals {
 /// older draft's bare UUID), if it has a usable one: 32 hex digits, not the
 /// null UUID a UAS answers with before it knows its own.
 pub(crate) fn session_of(leg: &Leg) -> Option<String> {
-    let v = leg.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("Session-ID"))?.1.as_str();
+    let v = leg
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("Session-ID"))?
+        .1
+        .as_str();
     let local = v.split(';').next()?.trim();
-    let ok = local.len() == 32 && local.bytes().all(|b| b.is_ascii_hexdigit()) && local.bytes().any(|b| b != b'0');
+    let ok = local.len() == 32
+        && local.bytes().all(|b| b.is_ascii_hexdigit())
+        && local.bytes().any(|b| b != b'0');
     ok.then(|| local.to_ascii_lowercase())
 }
 
@@ -358,7 +393,8 @@ impl OpenCall {
     }
 
     fn staff_answered(&self) -> bool {
-        self.staff.iter().any(|l| l.answered.is_some()) || (self.direct_staff && self.trunk.answered.is_some())
+        self.staff.iter().any(|l| l.answered.is_some())
+            || (self.direct_staff && self.trunk.answered.is_some())
     }
 }
 
@@ -562,7 +598,10 @@ impl CallTracker {
     pub fn may_shed(&self, id: LegId) -> bool {
         match self.leg_call.get(&id) {
             None => true,
-            Some((seq, Role::TrunkIn)) => self.open.get(seq).is_none_or(|c| c.staff.is_empty() && c.auto.is_empty()),
+            Some((seq, Role::TrunkIn)) => self
+                .open
+                .get(seq)
+                .is_none_or(|c| c.staff.is_empty() && c.auto.is_empty()),
             Some(_) => false,
         }
     }
@@ -570,7 +609,9 @@ impl CallTracker {
     /// The budget shed this leg: the call it started is forgotten, never counted.
     pub fn leg_shed(&mut self, id: LegId) {
         self.pickups.remove(&id);
-        let Some(&(seq, role)) = self.leg_call.get(&id) else { return };
+        let Some(&(seq, role)) = self.leg_call.get(&id) else {
+            return;
+        };
         if role != Role::TrunkIn {
             return;
         }
@@ -595,7 +636,13 @@ impl CallTracker {
                 self.by_session.remove(s);
             }
         }
-        for l in call.staff.iter().chain(call.auto.iter().map(|(_, l)| l)).chain([&call.trunk]).chain(&call.transfer.legs) {
+        for l in call
+            .staff
+            .iter()
+            .chain(call.auto.iter().map(|(_, l)| l))
+            .chain([&call.trunk])
+            .chain(&call.transfer.legs)
+        {
             self.leg_call.remove(&l.id);
         }
         self.bytes -= call.guard.acct;
@@ -640,14 +687,16 @@ impl CallTracker {
 
     fn is_staff(&self, leg: &Leg) -> bool {
         self.site.staff.iter().any(|m| m.matches(leg.dst))
-            || Self::dialled_user(leg).is_some_and(|u| self.site.staff_extensions.iter().any(|p| p.matches(u)))
+            || Self::dialled_user(leg)
+                .is_some_and(|u| self.site.staff_extensions.iter().any(|p| p.matches(u)))
     }
 
     fn classify(&self, leg: &Leg) -> Role {
         // (from the site only: from outside, a leg is the carrier's or unexpected)
         if !self.site.pickup_codes.is_empty()
             && !self.site.is_carrier(leg.src)
-            && Self::dialled_user(leg).is_some_and(|u| self.site.pickup_codes.iter().any(|p| p.matches(u)))
+            && Self::dialled_user(leg)
+                .is_some_and(|u| self.site.pickup_codes.iter().any(|p| p.matches(u)))
         {
             return Role::Pickup;
         }
@@ -680,7 +729,13 @@ impl CallTracker {
             Role::Automated(k)
         } else if self.is_staff(leg) {
             Role::Staff
-        } else if dst_out || self.site.callback_originators.iter().any(|m| m.matches(leg.src)) {
+        } else if dst_out
+            || self
+                .site
+                .callback_originators
+                .iter()
+                .any(|m| m.matches(leg.src))
+        {
             Role::TrunkOut
         } else {
             Role::Other
@@ -717,7 +772,11 @@ impl CallTracker {
                 }
             }
             LegEvent::Referred { id, .. } => {
-                if let Some(call) = self.leg_call.get(id).and_then(|(seq, _)| self.open.get_mut(seq)) {
+                if let Some(call) = self
+                    .leg_call
+                    .get(id)
+                    .and_then(|(seq, _)| self.open.get_mut(seq))
+                {
                     call.transfer.referred = true;
                     self.referred.insert(call.seq);
                 }
@@ -769,7 +828,12 @@ impl CallTracker {
                     self.stats.transfers += 1;
                     return;
                 }
-                if self.site.ignore_unlisted && self.site.is_practice_number(&[leg.ruri.hash.as_deref(), leg.to.hash.as_deref()]) == Some(false) {
+                if self.site.ignore_unlisted
+                    && self
+                        .site
+                        .is_practice_number(&[leg.ruri.hash.as_deref(), leg.to.hash.as_deref()])
+                        == Some(false)
+                {
                     // another agent's practice (a shared HEP feed); a transfer's
                     // new INVITE (to an extension) was tied above
                     self.stats.not_ours += 1;
@@ -779,7 +843,10 @@ impl CallTracker {
                 let direct_staff = direct_auto.is_none() && self.is_staff(leg);
                 // (not for a sender in a burst: a flood would make every
                 // INVITE search every call in progress)
-                if direct_staff && self.site.b2bua && !self.bursts.flagged(leg.src.ip(), leg.started) {
+                if direct_staff
+                    && self.site.b2bua
+                    && !self.bursts.flagged(leg.src.ip(), leg.started)
+                {
                     // handsets-only view: a ring group rings each handset with
                     // its own INVITE; one caller ringing several is one call
                     if let Some(seq) = self.ring_group_match(leg) {
@@ -792,7 +859,9 @@ impl CallTracker {
                 }
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                let practice = self.site.practice_for(&[leg.ruri.hash.as_deref(), leg.to.hash.as_deref()]);
+                let practice = self
+                    .site
+                    .practice_for(&[leg.ruri.hash.as_deref(), leg.to.hash.as_deref()]);
                 if self.site.carrier.iter().any(|m| m.matches(leg.src)) {
                     self.stats.from_configured_carrier += 1;
                 }
@@ -801,7 +870,8 @@ impl CallTracker {
                 }
                 // without a carrier list, who may call is unknown: note
                 // what the scanner rule needs (see `finalize`)
-                let burst = self.site.carrier.is_empty() && self.bursts.hit(leg.src.ip(), leg.started);
+                let burst =
+                    self.site.carrier.is_empty() && self.bursts.hit(leg.src.ip(), leg.started);
                 if burst {
                     self.actions.push(LegAction::Suspect(leg.id));
                 }
@@ -826,7 +896,10 @@ impl CallTracker {
                     guard: CallGuard {
                         source: Some(leg.src.ip()),
                         burst,
-                        for_practice: self.site.is_practice_number(&[leg.ruri.hash.as_deref(), leg.to.hash.as_deref()]),
+                        for_practice: self.site.is_practice_number(&[
+                            leg.ruri.hash.as_deref(),
+                            leg.to.hash.as_deref(),
+                        ]),
                         held: false,
                         acct: 0,
                     },
@@ -872,7 +945,13 @@ impl CallTracker {
                 }
             }
             Role::Pickup if self.pickups.len() < PENDING_PICKUPS_MAX => {
-                self.pickups.insert(leg.id, PendingPickup { info: LegInfo::new(leg, false), call_id: leg.call_id.clone() });
+                self.pickups.insert(
+                    leg.id,
+                    PendingPickup {
+                        info: LegInfo::new(leg, false),
+                        call_id: leg.call_id.clone(),
+                    },
+                );
             }
             Role::Other | Role::Continued | Role::Pickup => self.stats.other_legs += 1,
             Role::Unexpected => {
@@ -919,7 +998,9 @@ impl CallTracker {
     /// takes), counted as ambiguous.
     /// The pickup's leg then carries the caller, as a Replaces pickup's does.
     fn pickup_answered(&mut self, id: LegId, at: Timestamp) {
-        let Some(mut p) = self.pickups.remove(&id) else { return };
+        let Some(mut p) = self.pickups.remove(&id) else {
+            return;
+        };
         p.info.answered.get_or_insert(at);
         // another hop of a pickup already tied (a proxy in front of the PBX)
         if let Some(&seq) = self.by_trunk_call_id.get(&p.call_id) {
@@ -930,22 +1011,38 @@ impl CallTracker {
         }
         let window = 2 * crate::time::SECOND;
         let ringing_since = |c: &OpenCall| -> Option<Timestamp> {
-            if c.staff_answered() || !c.transfer.picked.is_empty() || c.trunk.ended.is_some_and(|e| e < at) || c.trunk.started > at {
+            if c.staff_answered()
+                || !c.transfer.picked.is_empty()
+                || c.trunk.ended.is_some_and(|e| e < at)
+                || c.trunk.started > at
+            {
                 return None;
             }
             let rung = c
                 .staff
                 .iter()
-                .filter(|l| l.answered.is_none() && l.started <= at && l.ended.is_none_or(|e| e.add(window) >= at))
+                .filter(|l| {
+                    l.answered.is_none()
+                        && l.started <= at
+                        && l.ended.is_none_or(|e| e.add(window) >= at)
+                })
                 .map(|l| l.started)
                 .min();
             rung.or((c.direct_staff && c.trunk.answered.is_none()).then_some(c.trunk.started))
         };
-        let candidates: Vec<(Timestamp, u64)> = self.open.values().filter_map(|c| ringing_since(c).map(|t| (t, c.seq))).collect();
+        let candidates: Vec<(Timestamp, u64)> = self
+            .open
+            .values()
+            .filter_map(|c| ringing_since(c).map(|t| (t, c.seq)))
+            .collect();
         // a directed pickup (`**201`): the calls ringing the extension it ends with
         let named = |c: &OpenCall| {
             let code = p.info.dialled.as_deref().unwrap_or("");
-            c.staff.iter().filter(|l| l.answered.is_none()).filter_map(|l| l.dialled.as_deref()).any(|d| d.len() >= 2 && code.len() > d.len() && code.ends_with(d))
+            c.staff
+                .iter()
+                .filter(|l| l.answered.is_none())
+                .filter_map(|l| l.dialled.as_deref())
+                .any(|d| d.len() >= 2 && code.len() > d.len() && code.ends_with(d))
         };
         let candidates = narrow(candidates, |(_, s)| named(&self.open[s]));
         if candidates.len() > 1 {
@@ -965,16 +1062,28 @@ impl CallTracker {
     /// transfer target by a REFER) or follows a REFER seen in that call
     /// (phones such as baresip send no `Referred-By`). The latest such call.
     fn transferred_call(&self, leg: &Leg) -> Option<u64> {
-        let referred_by = leg.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("Referred-By"));
+        let referred_by = leg
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("Referred-By"));
         if !referred_by && self.referred.is_empty() {
             return None;
         }
         let caller = Self::caller_of(leg)?;
-        let fits = |c: &OpenCall| c.caller.as_deref() == Some(caller.as_str()) && c.trunk.started <= leg.started && c.staff_answered();
+        let fits = |c: &OpenCall| {
+            c.caller.as_deref() == Some(caller.as_str())
+                && c.trunk.started <= leg.started
+                && c.staff_answered()
+        };
         if referred_by {
             self.open.values().rev().find(|c| fits(c)).map(|c| c.seq)
         } else {
-            self.referred.iter().rev().filter_map(|s| self.open.get(s)).find(|c| fits(c)).map(|c| c.seq)
+            self.referred
+                .iter()
+                .rev()
+                .filter_map(|s| self.open.get(s))
+                .find(|c| fits(c))
+                .map(|c| c.seq)
         }
     }
 
@@ -982,12 +1091,18 @@ impl CallTracker {
     /// the call's trunk dialog, as a handset's directed pickup does), if
     /// no person has answered it yet.
     fn picked_call(&self, leg: &Leg) -> Option<u64> {
-        let v = leg.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("Replaces"))?.1.as_str();
+        let v = leg
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("Replaces"))?
+            .1
+            .as_str();
         let call_id = v.split(';').next()?.trim();
         let seq = *self.by_trunk_call_id.get(call_id)?;
         let c = self.open.get(&seq)?;
         // the first pickup of a call nobody answered, or a further hop of it
-        let ok = c.transfer.call_ids.iter().any(|id| id == &leg.call_id) || (!c.staff_answered() && c.transfer.picked.is_empty());
+        let ok = c.transfer.call_ids.iter().any(|id| id == &leg.call_id)
+            || (!c.staff_answered() && c.transfer.picked.is_empty());
         ok.then_some(seq)
     }
 
@@ -1009,7 +1124,12 @@ impl CallTracker {
         let seq = self
             .open
             .values()
-            .filter(|c| c.caller.as_deref() == Some(caller.as_str()) && c.trunk.ended.is_none() && c.trunk.started <= leg.started && !c.staff_answered())
+            .filter(|c| {
+                c.caller.as_deref() == Some(caller.as_str())
+                    && c.trunk.ended.is_none()
+                    && c.trunk.started <= leg.started
+                    && !c.staff_answered()
+            })
             .map(|c| c.seq)
             .next()?;
         self.open.get_mut(&seq)?.correlation.b2bua += 1;
@@ -1025,7 +1145,11 @@ impl CallTracker {
             }
         }
         for h in &self.site.correlation_headers {
-            let v = leg.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(h)).map(|(_, v)| v.trim());
+            let v = leg
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(h))
+                .map(|(_, v)| v.trim());
             if let Some(&seq) = v.and_then(|v| self.by_trunk_call_id.get(v)) {
                 if let Some(c) = self.open.get_mut(&seq) {
                     c.correlation.header += 1;
@@ -1060,11 +1184,18 @@ impl CallTracker {
                 && c.staff.iter().chain([&c.trunk]).any(|l| {
                     l.dst != leg.dst
                         && (at.since(l.started) <= 500 * crate::time::MILLISECOND
-                            || (l.answered.is_none() && l.ended.is_some_and(|e| e <= at && at.since(e) <= 2 * crate::time::SECOND)))
+                            || (l.answered.is_none()
+                                && l.ended.is_some_and(|e| {
+                                    e <= at && at.since(e) <= 2 * crate::time::SECOND
+                                })))
                 })
         })?;
         let seq = seq.seq;
-        self.open.get_mut(&seq).expect("open call").correlation.b2bua += 1;
+        self.open
+            .get_mut(&seq)
+            .expect("open call")
+            .correlation
+            .b2bua += 1;
         Some(seq)
     }
 
@@ -1094,22 +1225,44 @@ impl CallTracker {
             .map(|c| c.seq)
             .collect();
         // several: the number each call was for, when this leg names one of them
-        let called = if candidates.len() > 1 { called_of(leg) } else { Vec::new() };
-        let candidates = narrow(candidates, |s| self.open[s].signals.dialled.as_deref().is_some_and(|d| called.contains(&d)));
+        let called = if candidates.len() > 1 {
+            called_of(leg)
+        } else {
+            Vec::new()
+        };
+        let candidates = narrow(candidates, |s| {
+            self.open[s]
+                .signals
+                .dialled
+                .as_deref()
+                .is_some_and(|d| called.contains(&d))
+        });
         // still several: the caller's own media address, when the PBX
         // offers it on this leg (it does not anchor the media)
-        let candidates = narrow(candidates, |s| leg.media.is_some() && self.open[s].signals.media == leg.media);
+        let candidates = narrow(candidates, |s| {
+            leg.media.is_some() && self.open[s].signals.media == leg.media
+        });
         let pick = match candidates.len() {
             0 => return None,
             1 => candidates[0],
             _ => {
                 self.stats.b2bua_ambiguous += 1;
                 let at = leg.started;
-                let legs = |c: &OpenCall| c.staff.iter().chain(c.auto.iter().map(|(_, l)| l)).cloned().collect::<Vec<LegInfo>>();
+                let legs = |c: &OpenCall| {
+                    c.staff
+                        .iter()
+                        .chain(c.auto.iter().map(|(_, l)| l))
+                        .cloned()
+                        .collect::<Vec<LegInfo>>()
+                };
                 let ring_group = candidates
                     .iter()
                     .copied()
-                    .filter(|s| legs(&self.open[s]).iter().any(|l| at.since(l.started) <= 100 * crate::time::MILLISECOND))
+                    .filter(|s| {
+                        legs(&self.open[s])
+                            .iter()
+                            .any(|l| at.since(l.started) <= 100 * crate::time::MILLISECOND)
+                    })
                     .max_by_key(|s| legs(&self.open[s]).iter().map(|l| l.started).max());
                 // the call whose previous leg ended last, within 2 s: a hunt
                 // group moving on, or the IVR handing the caller to the
@@ -1120,14 +1273,28 @@ impl CallTracker {
                         .copied()
                         .filter_map(|s| {
                             let c = &self.open[&s];
-                            let last = legs(c).iter().filter_map(|l| l.ended).filter(|e| *e <= at && at.since(*e) <= 2 * crate::time::SECOND).max();
+                            let last = legs(c)
+                                .iter()
+                                .filter_map(|l| l.ended)
+                                .filter(|e| *e <= at && at.since(*e) <= 2 * crate::time::SECOND)
+                                .max();
                             last.filter(|_| !c.staff_answered()).map(|e| (e, s))
                         })
                         .max()
                         .map(|(_, s)| s)
                 };
-                let unoffered = || candidates.iter().copied().find(|s| legs(&self.open[s]).is_empty());
-                let unanswered = || candidates.iter().copied().find(|s| !self.open[s].staff_answered());
+                let unoffered = || {
+                    candidates
+                        .iter()
+                        .copied()
+                        .find(|s| legs(&self.open[s]).is_empty())
+                };
+                let unanswered = || {
+                    candidates
+                        .iter()
+                        .copied()
+                        .find(|s| !self.open[s].staff_answered())
+                };
                 ring_group
                     .or_else(hunting)
                     .or_else(unoffered)
@@ -1142,13 +1309,17 @@ impl CallTracker {
     }
 
     fn leg_finished(&mut self, leg: &Leg) {
-        let Some((seq, role)) = self.leg_call.remove(&leg.id) else { return };
+        let Some((seq, role)) = self.leg_call.remove(&leg.id) else {
+            return;
+        };
         let settle = self.site.settle;
         let hold = self.hold_for_bursts();
         if leg.referred && self.open.contains_key(&seq) {
             self.referred.insert(seq);
         }
-        let Some(call) = self.open.get_mut(&seq) else { return };
+        let Some(call) = self.open.get_mut(&seq) else {
+            return;
+        };
         let is_trunk = role == Role::TrunkIn && call.trunk.id == leg.id;
         let is_continued = role == Role::Continued;
         call.transfer.referred |= leg.referred;
@@ -1169,7 +1340,9 @@ impl CallTracker {
             let end = leg.ended.unwrap_or(leg.started);
             // (while a transferred leg carries the caller, it is not over)
             call.settle_until = carrying_done.then(|| end.add(settle));
-            if let Some(window) = hold.filter(|_| call.guard.source.is_some() && !guard::engaged(&evidence(call))) {
+            if let Some(window) =
+                hold.filter(|_| call.guard.source.is_some() && !guard::engaged(&evidence(call)))
+            {
                 // it may be part of a burst that is still building up: the
                 // scanner rule decides once the burst window has passed
                 call.settle_until = Some(end.add(settle.max(window)));
@@ -1183,7 +1356,10 @@ impl CallTracker {
         {
             info.update(leg);
         }
-        let finish_now = call.settle_until.is_some() && call.all_legs_done() && !call.guard.held && !call.transfer.referred;
+        let finish_now = call.settle_until.is_some()
+            && call.all_legs_done()
+            && !call.guard.held
+            && !call.transfer.referred;
         if let (true, Some(t)) = (is_trunk && carrying_done, call.settle_until) {
             self.settling.insert((t, seq));
         }
@@ -1210,7 +1386,11 @@ impl CallTracker {
                 break;
             }
             self.settling.pop_first();
-            if self.open.get(&seq).is_some_and(|c| c.settle_until == Some(t)) {
+            if self
+                .open
+                .get(&seq)
+                .is_some_and(|c| c.settle_until == Some(t))
+            {
                 due.push(seq);
             }
         }
@@ -1220,7 +1400,11 @@ impl CallTracker {
             self.finalize(seq);
         }
         self.requests.retain(|r| r.until >= now);
-        while self.outbound.front().is_some_and(|o| now.since(o.at) > OUTBOUND_MEMORY) {
+        while self
+            .outbound
+            .front()
+            .is_some_and(|o| now.since(o.at) > OUTBOUND_MEMORY)
+        {
             self.outbound.pop_front();
         }
     }
@@ -1243,12 +1427,20 @@ impl CallTracker {
     }
 
     fn finalize(&mut self, seq: u64) {
-        let Some(call) = self.open.remove(&seq) else { return };
+        let Some(call) = self.open.remove(&seq) else {
+            return;
+        };
         self.forget_call(&call);
         if let (true, Some(source)) = (self.scanner(&call), call.guard.source) {
             self.guard.scanner_calls += 1;
             self.actions.push(LegAction::SetAside {
-                legs: call.staff.iter().chain(call.auto.iter().map(|(_, l)| l)).chain([&call.trunk]).map(|l| l.id).collect(),
+                legs: call
+                    .staff
+                    .iter()
+                    .chain(call.auto.iter().map(|(_, l)| l))
+                    .chain([&call.trunk])
+                    .map(|l| l.id)
+                    .collect(),
                 call_id: call.trunk_call_id.clone(),
                 source,
                 at: call.trunk.ended.unwrap_or(call.trunk.started),
@@ -1258,7 +1450,11 @@ impl CallTracker {
         }
         let rec = decide(&call);
         self.stats.calls += 1;
-        *self.stats.by_outcome.entry(rec.outcome.name().to_string()).or_default() += 1;
+        *self
+            .stats
+            .by_outcome
+            .entry(rec.outcome.name().to_string())
+            .or_default() += 1;
         if rec.partial {
             self.stats.partial_calls += 1;
         }
@@ -1283,7 +1479,9 @@ impl CallTracker {
     /// carrier list: with one, the carrier's calls are all real and
     /// everything else never became a call.
     fn scanner(&self, call: &OpenCall) -> bool {
-        let Some(source) = call.guard.source else { return false };
+        let Some(source) = call.guard.source else {
+            return false;
+        };
         if !self.site.carrier.is_empty() {
             return false;
         }
@@ -1300,7 +1498,9 @@ impl CallTracker {
             crate::site::CallbackWindow::Within(d) => requested.add(d),
             crate::site::CallbackWindow::SameDay => {
                 let tz = self.site.timezone;
-                let Some(dt) = requested.to_datetime() else { return requested };
+                let Some(dt) = requested.to_datetime() else {
+                    return requested;
+                };
                 let local = dt.with_timezone(&tz).date_naive() + Duration::days(1);
                 let midnight = local.and_time(NaiveTime::MIN);
                 match tz.from_local_datetime(&midnight).earliest() {
@@ -1433,7 +1633,11 @@ fn narrow<T: Copy>(candidates: Vec<T>, keep: impl Fn(&T) -> bool) -> Vec<T> {
         return candidates;
     }
     let kept: Vec<T> = candidates.iter().copied().filter(|c| keep(c)).collect();
-    if kept.is_empty() { candidates } else { kept }
+    if kept.is_empty() {
+        candidates
+    } else {
+        kept
+    }
 }
 
 /// What a call showed, for the scanner rule.
@@ -1467,28 +1671,60 @@ fn call_bytes(c: &OpenCall) -> usize {
 /// transfer made).
 fn call_end(call: &OpenCall) -> Timestamp {
     let t = &call.trunk;
-    call.transfer.legs.iter().filter_map(|l| l.ended).fold(t.ended.unwrap_or(t.started), Timestamp::max)
+    call.transfer
+        .legs
+        .iter()
+        .filter_map(|l| l.ended)
+        .fold(t.ended.unwrap_or(t.started), Timestamp::max)
 }
 
 /// The outcome rules. Pure: a function of the call's legs.
 fn decide(call: &OpenCall) -> CallRecord {
     let t = &call.trunk;
     // the caller's last leg: the trunk leg, or the leg a transfer made
-    let last = call.transfer.legs.iter().filter(|l| l.ended.is_some()).max_by_key(|l| l.ended).filter(|l| l.ended > t.ended).unwrap_or(t);
+    let last = call
+        .transfer
+        .legs
+        .iter()
+        .filter(|l| l.ended.is_some())
+        .max_by_key(|l| l.ended)
+        .filter(|l| l.ended > t.ended)
+        .unwrap_or(t);
     let trunk_end = call_end(call);
     let staff = &call.staff;
-    let auto_of = |k: Auto| call.auto.iter().filter(move |(a, _)| *a == k).map(|(_, l)| l);
+    let auto_of = |k: Auto| {
+        call.auto
+            .iter()
+            .filter(move |(a, _)| *a == k)
+            .map(|(_, l)| l)
+    };
 
     // a person answered while the trunk leg was up
     // a person answered while the caller was on the line: a staff leg, or
     // a leg that carried the caller on (a transfer's, a pickup's)
-    let mut staff_answer = staff.iter().chain(&call.transfer.legs).filter_map(|l| l.answered).filter(|a| *a <= trunk_end).min();
+    let mut staff_answer = staff
+        .iter()
+        .chain(&call.transfer.legs)
+        .filter_map(|l| l.answered)
+        .filter(|a| *a <= trunk_end)
+        .min();
     if call.direct_staff {
         staff_answer = staff_answer.into_iter().chain(t.answered).min();
     }
-    let first_staff = staff.iter().map(|l| l.started).min().or(call.direct_staff.then_some(t.started));
-    let queue_start = auto_of(Auto::Queue).map(|l| l.started).min().or((call.direct_auto == Some(Auto::Queue)).then_some(t.started));
-    let voicemail = auto_of(Auto::Voicemail).map(|l| l.started).filter(|v| *v <= trunk_end).min().or((call.direct_auto == Some(Auto::Voicemail)).then_some(t.started));
+    let first_staff = staff
+        .iter()
+        .map(|l| l.started)
+        .min()
+        .or(call.direct_staff.then_some(t.started));
+    let queue_start = auto_of(Auto::Queue)
+        .map(|l| l.started)
+        .min()
+        .or((call.direct_auto == Some(Auto::Queue)).then_some(t.started));
+    let voicemail = auto_of(Auto::Voicemail)
+        .map(|l| l.started)
+        .filter(|v| *v <= trunk_end)
+        .min()
+        .or((call.direct_auto == Some(Auto::Voicemail)).then_some(t.started));
     let callback = auto_of(Auto::Callback)
         .map(|l| l.started)
         .chain(
@@ -1511,7 +1747,8 @@ fn decide(call: &OpenCall) -> CallRecord {
         .min()
         .or(if call.direct_staff { t.ringing } else { None });
 
-    let answered_by_anything = t.answered.is_some() || call.auto.iter().any(|(_, l)| l.answered.is_some());
+    let answered_by_anything =
+        t.answered.is_some() || call.auto.iter().any(|(_, l)| l.answered.is_some());
     let outcome = if staff_answer.is_some() {
         Outcome::Answered
     } else if callback.is_some() {
@@ -1529,7 +1766,9 @@ fn decide(call: &OpenCall) -> CallRecord {
         other => other,
     };
     let ended_by = match (last.end, by) {
-        (Some(EndReason::Bye), Some(Side::Caller)) | (Some(EndReason::Cancel), _) => EndedBy::Caller,
+        (Some(EndReason::Bye), Some(Side::Caller)) | (Some(EndReason::Cancel), _) => {
+            EndedBy::Caller
+        }
         (Some(EndReason::Bye), _) | (Some(EndReason::Rejected), _) => EndedBy::Practice,
         _ => EndedBy::Inferred,
     };
@@ -1538,7 +1777,11 @@ fn decide(call: &OpenCall) -> CallRecord {
         Outcome::Answered => {
             let a = staff_answer.expect("answered");
             let from = queue_joined.unwrap_or(t.started).min(a);
-            (Some(a), Some(secs(from, a)), Some(secs(a, trunk_end.max(a))))
+            (
+                Some(a),
+                Some(secs(from, a)),
+                Some(secs(a, trunk_end.max(a))),
+            )
         }
         Outcome::Missed => {
             let stop = match voicemail {
@@ -1547,7 +1790,11 @@ fn decide(call: &OpenCall) -> CallRecord {
             };
             // a call nothing ever answered waited from its INVITE (the line
             // rang from the start, even while a B2BUA was still dialling out)
-            let from = if answered_by_anything { queue_joined.unwrap_or(t.started) } else { t.started };
+            let from = if answered_by_anything {
+                queue_joined.unwrap_or(t.started)
+            } else {
+                t.started
+            };
             (None, Some(secs(from.min(stop), stop)), None)
         }
         Outcome::EndedInIvr | Outcome::CallbackRequested => (None, None, None),
@@ -1559,7 +1806,10 @@ fn decide(call: &OpenCall) -> CallRecord {
     let partial = t.partial
         || last.end == Some(EndReason::Inferred)
         || call.transfer.legs.iter().any(|l| l.partial)
-        || staff.iter().chain(call.auto.iter().map(|(_, l)| l)).any(|l| l.partial);
+        || staff
+            .iter()
+            .chain(call.auto.iter().map(|(_, l)| l))
+            .any(|l| l.partial);
     CallRecord {
         seq: call.seq,
         call_id: call.trunk_call_id.clone(),

@@ -291,7 +291,12 @@ impl Default for Tombs {
     fn default() -> Self {
         Tombs {
             // fixed seeds: a Call-ID always hashes the same
-            hasher: ahash::RandomState::with_seeds(0x746f_6d62, 0x6c65_6773, 0x6362_7461, 0x656e_6465),
+            hasher: ahash::RandomState::with_seeds(
+                0x746f_6d62,
+                0x6c65_6773,
+                0x6362_7461,
+                0x656e_6465,
+            ),
             map: HashMap::default(),
             order: VecDeque::new(),
         }
@@ -320,7 +325,10 @@ impl Tombs {
             n: 0,
         };
         let txs: Vec<u64> = if leg.branches.is_empty() {
-            leg.initial_cseqs.iter().map(|c| self.tx(None, *c)).collect()
+            leg.initial_cseqs
+                .iter()
+                .map(|c| self.tx(None, *c))
+                .collect()
         } else {
             leg.branches.iter().map(|b| self.tx(Some(b), 0)).collect()
         };
@@ -359,7 +367,8 @@ impl Tombs {
     }
 
     fn bytes(&self) -> usize {
-        self.map.capacity() * (std::mem::size_of::<(u64, Tomb)>() + 1) + self.order.capacity() * std::mem::size_of::<(Timestamp, u64)>()
+        self.map.capacity() * (std::mem::size_of::<(u64, Tomb)>() + 1)
+            + self.order.capacity() * std::mem::size_of::<(Timestamp, u64)>()
     }
 }
 
@@ -412,7 +421,10 @@ pub fn leg_bytes(l: &Leg) -> usize {
         + p(&l.asserted)
         + o(&l.reason)
         + l.headers.capacity() * std::mem::size_of::<(String, String)>()
-        + l.headers.iter().map(|(a, b)| a.capacity() + b.capacity()).sum::<usize>()
+        + l.headers
+            .iter()
+            .map(|(a, b)| a.capacity() + b.capacity())
+            .sum::<usize>()
         + l.branches.capacity() * std::mem::size_of::<String>()
         + l.branches.iter().map(s).sum::<usize>()
         + l.initial_cseqs.capacity() * 4
@@ -428,10 +440,19 @@ pub struct UserHashes(pub [Option<String>; 4]);
 #[derive(Clone, Debug)]
 pub enum LegEvent {
     Started(Box<Leg>),
-    Ringing { id: LegId, at: Timestamp },
-    Answered { id: LegId, at: Timestamp },
+    Ringing {
+        id: LegId,
+        at: Timestamp,
+    },
+    Answered {
+        id: LegId,
+        at: Timestamp,
+    },
     /// A REFER in the leg's dialog (first one): a transfer is under way.
-    Referred { id: LegId, at: Timestamp },
+    Referred {
+        id: LegId,
+        at: Timestamp,
+    },
     Finished(Box<Leg>),
 }
 
@@ -488,7 +509,12 @@ impl LegTracker {
 
     /// Open legs, in id order (for status and snapshots).
     pub fn open_iter(&self) -> impl Iterator<Item = &Leg> {
-        let mut v: Vec<&Leg> = self.legs.values().map(|l| &**l).filter(|l| l.is_open()).collect();
+        let mut v: Vec<&Leg> = self
+            .legs
+            .values()
+            .map(|l| &**l)
+            .filter(|l| l.is_open())
+            .collect();
         v.sort_by_key(|l| l.id);
         v.into_iter()
     }
@@ -504,7 +530,13 @@ impl LegTracker {
 
     /// As `on_message`, for a message whose phone numbers were removed and
     /// hashed beforehand (`hashes`: From, To, Request-URI, asserted identity).
-    pub fn on_sealed(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage, hashes: Option<&UserHashes>) {
+    pub fn on_sealed(
+        &mut self,
+        ts: Timestamp,
+        hop: Hop,
+        m: &SipMessage,
+        hashes: Option<&UserHashes>,
+    ) {
         self.hashes = hashes.cloned();
         self.apply(ts, hop, m);
         self.hashes = None;
@@ -517,7 +549,8 @@ impl LegTracker {
     }
 
     fn apply(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
-        if !self.ended.is_empty() && self.candidates(&m.call_id).is_empty() && self.absorbed(ts, m) {
+        if !self.ended.is_empty() && self.candidates(&m.call_id).is_empty() && self.absorbed(ts, m)
+        {
             return;
         }
         match m.kind {
@@ -574,7 +607,9 @@ impl LegTracker {
     /// as the whole leg would have counted them). A new INVITE reusing the
     /// Call-ID is not absorbed.
     fn absorbed(&mut self, ts: Timestamp, m: &SipMessage) -> bool {
-        let Some(t) = self.ended.get(&m.call_id, ts) else { return false };
+        let Some(t) = self.ended.get(&m.call_id, ts) else {
+            return false;
+        };
         match m.kind {
             Kind::Request(Method::Invite) if m.to.tag.is_none() => {
                 let from_tag = self.ended.key(m.from.tag.as_deref().unwrap_or_default());
@@ -725,9 +760,13 @@ impl LegTracker {
             suspect: false,
             media: m.media,
         };
-        self.events.push_back(LegEvent::Started(Box::new(leg.clone())));
+        self.events
+            .push_back(LegEvent::Started(Box::new(leg.clone())));
         self.legs.insert(id, Box::new(leg));
-        self.by_call_id.entry(m.call_id.clone()).or_default().push(id);
+        self.by_call_id
+            .entry(m.call_id.clone())
+            .or_default()
+            .push(id);
         self.open += 1;
         self.stats.legs_started += 1;
     }
@@ -787,7 +826,9 @@ impl LegTracker {
             if !branch_match && !tag_match {
                 continue;
             }
-            let score = hop_score(leg, &hop) + if branch_match { 16 } else { 0 } + if tag_match { 4 } else { 0 };
+            let score = hop_score(leg, &hop)
+                + if branch_match { 16 } else { 0 }
+                + if tag_match { 4 } else { 0 };
             if best.is_none_or(|(s, _)| score > s) {
                 best = Some((score, *id));
             }
@@ -839,7 +880,9 @@ impl LegTracker {
     fn invite_response(&mut self, ts: Timestamp, hop: Hop, code: u16, m: &SipMessage) {
         let id = match self.transaction_leg(hop, m) {
             Some(id) => id,
-            None if self.cfg.adopt_orphans && self.candidates(&m.call_id).is_empty() => self.adopt(ts, hop, m, false),
+            None if self.cfg.adopt_orphans && self.candidates(&m.call_id).is_empty() => {
+                self.adopt(ts, hop, m, false)
+            }
             None => {
                 self.stats.orphans += 1;
                 return;
@@ -972,7 +1015,10 @@ impl LegTracker {
     /// ACK naming no leg, after a gap, adopts the answered dialog.
     fn ack(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
         let Some(id) = self.dialog_leg(hop, m, false) else {
-            if self.cfg.adopt_orphans && m.to.tag.is_some() && self.candidates(&m.call_id).is_empty() {
+            if self.cfg.adopt_orphans
+                && m.to.tag.is_some()
+                && self.candidates(&m.call_id).is_empty()
+            {
                 if let Some(g) = self.gap_before(ts) {
                     let id = self.adopt(ts, hop, m, true);
                     let leg = self.legs.get_mut(&id).expect("adopted leg");
@@ -985,7 +1031,10 @@ impl LegTracker {
             return;
         };
         let leg = self.legs.get_mut(&id).expect("indexed leg");
-        let error_ack = leg.answered.is_none() && m.via_branch.as_ref().is_some_and(|b| leg.branches.contains(b));
+        let error_ack = leg.answered.is_none()
+            && m.via_branch
+                .as_ref()
+                .is_some_and(|b| leg.branches.contains(b));
         if !error_ack {
             self.answered_in_gap(id, ts);
             self.legs.get_mut(&id).expect("indexed leg").last_activity = ts;
@@ -993,7 +1042,9 @@ impl LegTracker {
         }
         // the final error response was not seen: only its ACK was
         let last = leg.last_activity;
-        let Some(g) = self.gap_after(last).filter(|g| g.1 <= ts) else { return };
+        let Some(g) = self.gap_after(last).filter(|g| g.1 <= ts) else {
+            return;
+        };
         let leg = self.legs.get_mut(&id).expect("indexed leg");
         leg.partial = true;
         let (end, at, by) = match leg.cancelled_at {
@@ -1009,7 +1060,9 @@ impl LegTracker {
     /// Without such a gap nothing changes (the answer was missed some
     /// other way, and the leg stays as its messages show).
     fn answered_in_gap(&mut self, id: LegId, ts: Timestamp) {
-        let Some(leg) = self.legs.get(&id) else { return };
+        let Some(leg) = self.legs.get(&id) else {
+            return;
+        };
         if leg.answered.is_some() || !leg.is_open() {
             return;
         }
@@ -1035,7 +1088,10 @@ impl LegTracker {
 
     fn bye(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
         let ids = self.dialog_legs(hop, m);
-        let open: Vec<LegId> = ids.into_iter().filter(|id| self.legs[id].is_open()).collect();
+        let open: Vec<LegId> = ids
+            .into_iter()
+            .filter(|id| self.legs[id].is_open())
+            .collect();
         if open.is_empty() {
             // retransmitted BYE, or a BYE after a rejection (some UAs do that)
             if self.candidates(&m.call_id).is_empty() {
@@ -1089,7 +1145,9 @@ impl LegTracker {
     /// brings its byte count and its place in the no-response sets up to
     /// date (called after every change to a leg).
     fn reschedule(&mut self, id: LegId) {
-        let Some(leg) = self.legs.get(&id) else { return };
+        let Some(leg) = self.legs.get(&id) else {
+            return;
+        };
         let due = match leg.state {
             // at the next tick: reduced to a tomb, or left to linger whole
             State::Ended => Some(leg.ended.unwrap_or(leg.started)),
@@ -1129,13 +1187,21 @@ impl LegTracker {
     /// never seen to reach is put at the gap's start, never later.
     fn deadline(&self, leg: &Leg) -> Option<(Timestamp, EndReason, Timestamp)> {
         let normal = self.timer_deadline(leg)?;
-        let last = leg.last_activity.max(leg.last_refresh.unwrap_or(leg.last_activity));
-        let Some(g) = leg.partial.then(|| self.gap_after(last)).flatten() else { return Some(normal) };
+        let last = leg
+            .last_activity
+            .max(leg.last_refresh.unwrap_or(leg.last_activity));
+        let Some(g) = leg.partial.then(|| self.gap_after(last)).flatten() else {
+            return Some(normal);
+        };
         let (at, end, ended) = normal;
         match leg.state {
             State::Calling | State::Proceeding => {
                 let gap_at = g.1.add(self.cfg.gap_timeout);
-                Some(if gap_at < at { (gap_at, EndReason::Timeout, g.0) } else { (at, end, ended.min(g.0)) })
+                Some(if gap_at < at {
+                    (gap_at, EndReason::Timeout, g.0)
+                } else {
+                    (at, end, ended.min(g.0))
+                })
             }
             State::Confirmed => Some((at, end, ended.min(g.0))),
             _ => Some(normal),
@@ -1198,13 +1264,19 @@ impl LegTracker {
                 break;
             }
             self.timers.pop_first();
-            let Some(leg) = self.legs.get_mut(&id) else { continue };
+            let Some(leg) = self.legs.get_mut(&id) else {
+                continue;
+            };
             leg.timer = None;
             if leg.state == State::Ended {
                 let until = leg.ended.unwrap_or(leg.started).add(self.cfg.linger);
                 if until > now {
                     let leg = &self.legs[&id];
-                    if self.by_call_id.get(&leg.call_id).is_some_and(|v| v.len() == 1) {
+                    if self
+                        .by_call_id
+                        .get(&leg.call_id)
+                        .is_some_and(|v| v.len() == 1)
+                    {
                         // alone in its Call-ID: a tomb absorbs the rest
                         self.ended.bury(leg, until);
                     } else {
@@ -1235,7 +1307,12 @@ impl LegTracker {
     /// Closes every open leg at `now` (end of input, or shutdown without a
     /// snapshot): answered ones as `inferred`, others as `timeout`.
     pub fn finish_all(&mut self, now: Timestamp) {
-        let mut ids: Vec<LegId> = self.legs.values().filter(|l| l.is_open()).map(|l| l.id).collect();
+        let mut ids: Vec<LegId> = self
+            .legs
+            .values()
+            .filter(|l| l.is_open())
+            .map(|l| l.id)
+            .collect();
         ids.sort_unstable();
         for id in ids {
             let leg = &self.legs[&id];
@@ -1320,7 +1397,11 @@ impl LegTracker {
     /// got no response at all: those from senders in a burst first, then
     /// the oldest. `may_shed` vetoes legs (those of calls with other legs).
     /// The legs leave without a `Finished` event: they are not counted.
-    pub fn shed(&mut self, need: usize, mut may_shed: impl FnMut(LegId) -> bool) -> Vec<RemovedLeg> {
+    pub fn shed(
+        &mut self,
+        need: usize,
+        mut may_shed: impl FnMut(LegId) -> bool,
+    ) -> Vec<RemovedLeg> {
         let mut victims = Vec::new();
         let mut freed = 0;
         for (pass, set) in [&self.suspects, &self.calling].into_iter().enumerate() {
@@ -1355,7 +1436,12 @@ impl LegTracker {
     /// Marks every open leg as seen only in part (a gap in the capture).
     pub fn mark_gap(&mut self, from: Timestamp, to: Timestamp) -> usize {
         self.note_gap(from, to);
-        let ids: Vec<LegId> = self.legs.values().filter(|l| l.is_open()).map(|l| l.id).collect();
+        let ids: Vec<LegId> = self
+            .legs
+            .values()
+            .filter(|l| l.is_open())
+            .map(|l| l.id)
+            .collect();
         for id in &ids {
             self.legs.get_mut(id).expect("leg").partial = true;
             // its timer may now be the gap's
@@ -1373,7 +1459,11 @@ impl LegTracker {
             g.1 = g.1.max(gap.1);
             return;
         }
-        let at = self.gaps.iter().position(|g| g.0 > gap.0).unwrap_or(self.gaps.len());
+        let at = self
+            .gaps
+            .iter()
+            .position(|g| g.0 > gap.0)
+            .unwrap_or(self.gaps.len());
         self.gaps.insert(at, gap);
         while self.gaps.len() > GAPS_KEPT {
             self.gaps.pop_front();
@@ -1437,7 +1527,10 @@ impl LegTracker {
                 self.open += 1;
             }
             let id = leg.id;
-            self.by_call_id.entry(leg.call_id.clone()).or_default().push(id);
+            self.by_call_id
+                .entry(leg.call_id.clone())
+                .or_default()
+                .push(id);
             self.legs.insert(id, Box::new(leg));
             self.reschedule(id);
         }

@@ -73,13 +73,21 @@ pub struct CorrelationV1 {
 
 impl From<Correlation> for CorrelationV1 {
     fn from(c: Correlation) -> Self {
-        CorrelationV1 { same_call_id: c.same_call_id, header: c.header, b2bua: c.b2bua }
+        CorrelationV1 {
+            same_call_id: c.same_call_id,
+            header: c.header,
+            b2bua: c.b2bua,
+        }
     }
 }
 
 impl From<CorrelationV1> for Correlation {
     fn from(c: CorrelationV1) -> Self {
-        Correlation { same_call_id: c.same_call_id, header: c.header, b2bua: c.b2bua }
+        Correlation {
+            same_call_id: c.same_call_id,
+            header: c.header,
+            b2bua: c.b2bua,
+        }
     }
 }
 
@@ -237,13 +245,19 @@ pub struct NameAddrV1 {
 
 impl From<&NameAddr> for NameAddrV1 {
     fn from(n: &NameAddr) -> Self {
-        NameAddrV1 { user: n.user.clone(), tag: n.tag.clone() }
+        NameAddrV1 {
+            user: n.user.clone(),
+            tag: n.tag.clone(),
+        }
     }
 }
 
 impl From<NameAddrV1> for NameAddr {
     fn from(n: NameAddrV1) -> Self {
-        NameAddr { user: n.user, tag: n.tag }
+        NameAddr {
+            user: n.user,
+            tag: n.tag,
+        }
     }
 }
 
@@ -356,13 +370,20 @@ pub struct PartyV1 {
 
 impl From<&Party> for PartyV1 {
     fn from(p: &Party) -> Self {
-        PartyV1 { hash: p.hash.clone(), text: p.text.clone() }
+        PartyV1 {
+            hash: p.hash.clone(),
+            text: p.text.clone(),
+        }
     }
 }
 
 impl From<PartyV1> for Party {
     fn from(p: PartyV1) -> Self {
-        Party { hash: p.hash, raw: None, text: p.text }
+        Party {
+            hash: p.hash,
+            raw: None,
+            text: p.text,
+        }
     }
 }
 
@@ -628,7 +649,11 @@ impl From<&call::OpenCall> for OpenCallV1 {
             direct_staff: c.direct_staff,
             direct_auto: opt(c.direct_auto),
             staff: c.staff.iter().map(Into::into).collect(),
-            auto: c.auto.iter().map(|(k, l)| ((*k).into(), l.into())).collect(),
+            auto: c
+                .auto
+                .iter()
+                .map(|(k, l)| ((*k).into(), l.into()))
+                .collect(),
             correlation: c.correlation.into(),
             settle_until: c.settle_until,
         }
@@ -646,7 +671,11 @@ impl From<OpenCallV1> for call::OpenCall {
             direct_staff: c.direct_staff,
             direct_auto: opt(c.direct_auto),
             staff: c.staff.into_iter().map(Into::into).collect(),
-            auto: c.auto.into_iter().map(|(k, l)| (k.into(), l.into())).collect(),
+            auto: c
+                .auto
+                .into_iter()
+                .map(|(k, l)| (k.into(), l.into()))
+                .collect(),
             correlation: c.correlation.into(),
             settle_until: c.settle_until,
             // not stored: a restored call is never taken for a scanner's
@@ -777,7 +806,14 @@ impl From<SnapshotV1> for EngineSnapshot {
                         until: r.until,
                     })
                     .collect(),
-                outbound: c.outbound.into_iter().map(|o| call::Outbound { at: o.at, callee: o.callee }).collect(),
+                outbound: c
+                    .outbound
+                    .into_iter()
+                    .map(|o| call::Outbound {
+                        at: o.at,
+                        callee: o.callee,
+                    })
+                    .collect(),
                 stats: c.stats.into(),
             }),
             last_packet: s.last_packet,
@@ -799,7 +835,10 @@ impl From<&call::CallbackRequest> for CallbackRequestV1 {
 
 impl From<&call::Outbound> for OutboundV1 {
     fn from(o: &call::Outbound) -> Self {
-        OutboundV1 { at: o.at, callee: o.callee.clone() }
+        OutboundV1 {
+            at: o.at,
+            callee: o.callee.clone(),
+        }
     }
 }
 
@@ -875,7 +914,10 @@ pub struct HourV1 {
 impl HourV1 {
     pub fn add(&mut self, o: &HourV1) {
         self.up_s = self.up_s.saturating_add(o.up_s).min(3600 * 2);
-        self.partial_view_s = self.partial_view_s.saturating_add(o.partial_view_s).min(3600 * 2);
+        self.partial_view_s = self
+            .partial_view_s
+            .saturating_add(o.partial_view_s)
+            .min(3600 * 2);
         self.messages += o.messages;
         self.parse_errors += o.parse_errors;
         self.dropped += o.dropped;
@@ -892,6 +934,9 @@ pub struct ActivityV1 {
 
 impl Default for ActivityV1 {
     fn default() -> Self {
-        ActivityV1 { v: 1, hours: vec![HourV1::default(); 24] }
+        ActivityV1 {
+            v: 1,
+            hours: vec![HourV1::default(); 24],
+        }
     }
 }

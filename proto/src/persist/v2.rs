@@ -18,7 +18,10 @@
 //! with each open call's version-1 members and the two new ones side by
 //! side, and a version-1 snapshot is read as before with those left empty.
 
-use super::v1::{CallStatsV1, CallbackRequestV1, CallsV1, LegInfoV1, LegStatsV1, LegV1, LegsV1, OpenCallV1, OutboundV1, SnapshotV1};
+use super::v1::{
+    CallStatsV1, CallbackRequestV1, CallsV1, LegInfoV1, LegStatsV1, LegV1, LegsV1, OpenCallV1,
+    OutboundV1, SnapshotV1,
+};
 use crate::call::{self, CallSignals, CallSnapshotRef, Transfer};
 use crate::engine::{EngineSnapshot, EngineSnapshotRef};
 use crate::leg::{LegId, LegSnapshotRef};
@@ -57,7 +60,10 @@ impl From<&call::OpenCall> for OpenCallV2 {
     fn from(c: &call::OpenCall) -> Self {
         OpenCallV2 {
             call: c.into(),
-            signals: SignalsV2 { session: c.signals.session.clone(), dialled: c.signals.dialled.clone() },
+            signals: SignalsV2 {
+                session: c.signals.session.clone(),
+                dialled: c.signals.dialled.clone(),
+            },
             transfer: TransferV2 {
                 legs: c.transfer.legs.iter().map(Into::into).collect(),
                 call_ids: c.transfer.call_ids.clone(),
@@ -78,7 +84,11 @@ impl From<OpenCallV2> for call::OpenCall {
 
 /// Puts back what version 2 adds to a call read as version 1.
 fn restore(call: &mut call::OpenCall, signals: SignalsV2, transfer: TransferV2) {
-    call.signals = CallSignals { session: signals.session, dialled: signals.dialled, media: None };
+    call.signals = CallSignals {
+        session: signals.session,
+        dialled: signals.dialled,
+        media: None,
+    };
     call.transfer = Transfer {
         legs: transfer.legs.into_iter().map(Into::into).collect(),
         call_ids: transfer.call_ids,
@@ -109,13 +119,31 @@ impl From<SnapshotV2> for EngineSnapshot {
     fn from(s: SnapshotV2) -> Self {
         let (calls, extra) = match s.calls {
             Some(c) => {
-                let (open, extra): (Vec<OpenCallV1>, Vec<(SignalsV2, TransferV2)>) =
-                    c.open.into_iter().map(|o| (o.call, (o.signals, o.transfer))).unzip();
-                (Some(CallsV1 { next_seq: c.next_seq, open, requests: c.requests, outbound: c.outbound, stats: c.stats }), extra)
+                let (open, extra): (Vec<OpenCallV1>, Vec<(SignalsV2, TransferV2)>) = c
+                    .open
+                    .into_iter()
+                    .map(|o| (o.call, (o.signals, o.transfer)))
+                    .unzip();
+                (
+                    Some(CallsV1 {
+                        next_seq: c.next_seq,
+                        open,
+                        requests: c.requests,
+                        outbound: c.outbound,
+                        stats: c.stats,
+                    }),
+                    extra,
+                )
             }
             None => (None, Vec::new()),
         };
-        let mut snap: EngineSnapshot = SnapshotV1 { version: 1, legs: s.legs, calls, last_packet: s.last_packet }.into();
+        let mut snap: EngineSnapshot = SnapshotV1 {
+            version: 1,
+            legs: s.legs,
+            calls,
+            last_packet: s.last_packet,
+        }
+        .into();
         if let Some(c) = snap.calls.as_mut() {
             for (call, (signals, transfer)) in c.open.iter_mut().zip(extra) {
                 restore(call, signals, transfer);
