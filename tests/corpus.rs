@@ -21,7 +21,7 @@ struct Expect {
 fn fold(legs: &[cbt_proto::Leg]) -> BTreeMap<String, Expect> {
     let mut out: BTreeMap<String, (Expect, Option<cbt_proto::Timestamp>)> = BTreeMap::new();
     for l in legs {
-        let e = out.entry(l.call_id.clone()).or_insert((
+        let e = out.entry(l.call_id.to_string()).or_insert((
             Expect {
                 answered: false,
                 final_status: None,

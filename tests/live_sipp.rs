@@ -319,7 +319,7 @@ fn check_capture(
         let want = expect(&call.kind).expect("known kind");
         let mine: Vec<&Leg> = legs
             .iter()
-            .filter(|l| l.call_id == call.call_id && l.src == uac && l.dst == uas)
+            .filter(|l| *l.call_id == *call.call_id && l.src == uac && l.dst == uas)
             .collect();
         if mine.len() != 1 {
             let _ = writeln!(
@@ -400,7 +400,7 @@ fn check_capture(
         );
     }
     for l in &legs {
-        if !calls.contains_key(&l.call_id) || l.src != uac || l.dst != uas {
+        if !calls.contains_key(&*l.call_id) || l.src != uac || l.dst != uas {
             let _ = writeln!(
                 report,
                 "extra leg: {} {} -> {} ({:?})",

@@ -39,7 +39,7 @@ pub struct LegOut<'a> {
 
 fn party(p: &Party, reveal: bool) -> Option<String> {
     if reveal {
-        p.raw.clone().or_else(|| p.hash.clone())
+        p.user().or(p.hash_str()).map(str::to_string)
     } else {
         p.hash.as_ref().map(|h| format!("h:{h}"))
     }

@@ -16,6 +16,7 @@
 
 use crate::guard::{self, Bursts, Evidence, Why};
 use crate::leg::{EndReason, Leg, LegEvent, LegId, Side};
+use crate::number::NumHash;
 use crate::site::{Endpoint, Site};
 use crate::time::{Micros, Timestamp, HOUR};
 use ahash::HashMap;
@@ -23,6 +24,7 @@ use chrono::{Duration, NaiveTime, TimeZone};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The one outcome of an inbound call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -166,7 +168,7 @@ enum Role {
 #[derive(Clone, Debug)]
 struct PendingPickup {
     info: LegInfo,
-    call_id: String,
+    call_id: Arc<str>,
 }
 
 /// Pickup legs awaiting their answer, at most (a handset redialling a code
@@ -234,8 +236,8 @@ impl LegInfo {
 pub(crate) struct OpenCall {
     pub(crate) seq: u64,
     pub(crate) practice: String,
-    pub(crate) caller: Option<String>,
-    pub(crate) trunk_call_id: String,
+    pub(crate) caller: Option<NumHash>,
+    pub(crate) trunk_call_id: Arc<str>,
     pub(crate) trunk: LegInfo,
     /// The trunk leg went straight to a staff endpoint (a direct call).
     pub(crate) direct_staff: bool,
@@ -264,7 +266,7 @@ pub(crate) struct Transfer {
     /// The caller's new trunk legs, in order.
     pub(crate) legs: Vec<LegInfo>,
     /// Their Call-IDs (indexed like the trunk's, for their further hops).
-    pub(crate) call_ids: Vec<String>,
+    pub(crate) call_ids: Vec<Arc<str>>,
     /// A REFER was seen on one of the call's legs: when its legs are done
     /// it still waits out the settle time, for the caller's new INVITE.
     pub(crate) referred: bool,
@@ -328,7 +330,7 @@ fn called_of(leg: &Leg) -> Vec<&str> {
     out.extend(
         [&leg.ruri, &leg.to]
             .into_iter()
-            .filter_map(|p| p.hash.as_deref()),
+            .filter_map(|p| p.hash_str()),
     );
     out
 }
@@ -344,7 +346,7 @@ pub(crate) struct CallSignals {
     /// PBX's legs may repeat it in `Diversion`, `History-Info`,
     /// `P-Called-Party-ID` or `To`, which tells apart two calls from one
     /// withheld number to different DDIs.
-    pub(crate) dialled: Option<String>,
+    pub(crate) dialled: Option<NumHash>,
     /// Where the caller's SDP offer sent its audio: a PBX that does not
     /// anchor media offers the same address and port on the legs it makes
     /// for the call (in memory only, like the leg's).
@@ -512,7 +514,7 @@ pub(crate) struct CallTracker {
     next_seq: u64,
     /// Boxed: a B-tree node then holds pointers, not calls.
     open: BTreeMap<u64, Box<OpenCall>>,
-    by_trunk_call_id: HashMap<String, u64>,
+    by_trunk_call_id: HashMap<Arc<str>, u64>,
     /// Open calls by their trunk leg's Session-ID UUID.
     by_session: HashMap<String, u64>,
     /// Legs attached to open calls: leg -> (call, role).
@@ -587,8 +589,8 @@ impl CallTracker {
     pub fn bytes(&self) -> usize {
         self.bytes
             + self.bursts.bytes()
-            + self.by_trunk_call_id.capacity() * (std::mem::size_of::<(String, u64)>() + 1)
-            + self.by_session.capacity() * (std::mem::size_of::<(String, u64)>() + 1)
+            + self.by_trunk_call_id.capacity() * (std::mem::size_of::<(Arc<str>, u64)>() + 1)
+            + self.by_session.capacity() * (std::mem::size_of::<(Arc<str>, u64)>() + 1)
             + self.leg_call.capacity() * (std::mem::size_of::<(LegId, (u64, Role))>() + 1)
             + self.pickups.capacity() * (std::mem::size_of::<(LegId, PendingPickup)>() + 64)
     }
@@ -665,8 +667,8 @@ impl CallTracker {
         list.iter().any(|e| match e {
             Endpoint::Addr(m) => m.matches(leg.dst),
             Endpoint::User(u) => {
-                u.matches(leg.ruri.user(), leg.ruri.hash.as_deref())
-                    || u.matches(leg.to.user(), leg.to.hash.as_deref())
+                u.matches(leg.ruri.user(), leg.ruri.hash_str())
+                    || u.matches(leg.to.user(), leg.to.hash_str())
             }
         })
     }
@@ -742,8 +744,8 @@ impl CallTracker {
         }
     }
 
-    fn caller_of(leg: &Leg) -> Option<String> {
-        leg.asserted.hash.clone().or_else(|| leg.from.hash.clone())
+    fn caller_of(leg: &Leg) -> Option<NumHash> {
+        leg.asserted.hash.or(leg.from.hash)
     }
 
     fn callback_header(&self, leg: &Leg) -> bool {
@@ -831,7 +833,7 @@ impl CallTracker {
                 if self.site.ignore_unlisted
                     && self
                         .site
-                        .is_practice_number(&[leg.ruri.hash.as_deref(), leg.to.hash.as_deref()])
+                        .is_practice_number(&[leg.ruri.hash_str(), leg.to.hash_str()])
                         == Some(false)
                 {
                     // another agent's practice (a shared HEP feed); a transfer's
@@ -861,7 +863,7 @@ impl CallTracker {
                 self.next_seq += 1;
                 let practice = self
                     .site
-                    .practice_for(&[leg.ruri.hash.as_deref(), leg.to.hash.as_deref()]);
+                    .practice_for(&[leg.ruri.hash_str(), leg.to.hash_str()]);
                 if self.site.carrier.iter().any(|m| m.matches(leg.src)) {
                     self.stats.from_configured_carrier += 1;
                 }
@@ -889,7 +891,7 @@ impl CallTracker {
                     settle_until: None,
                     signals: CallSignals {
                         session: session_of(leg),
-                        dialled: leg.ruri.hash.clone().or_else(|| leg.to.hash.clone()),
+                        dialled: leg.ruri.hash.or(leg.to.hash),
                         media: leg.media,
                     },
                     transfer: Transfer::default(),
@@ -897,8 +899,8 @@ impl CallTracker {
                         source: Some(leg.src.ip()),
                         burst,
                         for_practice: self.site.is_practice_number(&[
-                            leg.ruri.hash.as_deref(),
-                            leg.to.hash.as_deref(),
+                            leg.ruri.hash_str(),
+                            leg.to.hash_str(),
                         ]),
                         held: false,
                         acct: 0,
@@ -941,7 +943,7 @@ impl CallTracker {
                 self.stats.outbound_legs += 1;
                 let callee = leg.ruri.hash.clone().or_else(|| leg.to.hash.clone());
                 if let Some(callee) = callee {
-                    self.outbound_call(leg.started, callee);
+                    self.outbound_call(leg.started, callee.to_string());
                 }
             }
             Role::Pickup if self.pickups.len() < PENDING_PICKUPS_MAX => {
@@ -949,7 +951,7 @@ impl CallTracker {
                     leg.id,
                     PendingPickup {
                         info: LegInfo::new(leg, false),
-                        call_id: leg.call_id.clone(),
+                        call_id: Arc::clone(&leg.call_id),
                     },
                 );
             }
@@ -958,7 +960,7 @@ impl CallTracker {
                 self.guard.unexpected_legs += 1;
                 self.actions.push(LegAction::SetAside {
                     legs: vec![leg.id],
-                    call_id: leg.call_id.clone(),
+                    call_id: leg.call_id.to_string(),
                     source: leg.src.ip(),
                     at: leg.started,
                     why: Why::UnexpectedSource,
@@ -975,7 +977,7 @@ impl CallTracker {
         self.continue_with(seq, LegInfo::new(leg, false), leg.call_id.clone(), picked);
     }
 
-    fn continue_with(&mut self, seq: u64, info: LegInfo, call_id: String, picked: bool) {
+    fn continue_with(&mut self, seq: u64, info: LegInfo, call_id: Arc<str>, picked: bool) {
         let call = self.open.get_mut(&seq).expect("open call");
         let id = info.id;
         call.transfer.legs.push(info);
@@ -1071,7 +1073,7 @@ impl CallTracker {
         }
         let caller = Self::caller_of(leg)?;
         let fits = |c: &OpenCall| {
-            c.caller.as_deref() == Some(caller.as_str())
+            c.caller == Some(caller)
                 && c.trunk.started <= leg.started
                 && c.staff_answered()
         };
@@ -1125,7 +1127,7 @@ impl CallTracker {
             .open
             .values()
             .filter(|c| {
-                c.caller.as_deref() == Some(caller.as_str())
+                c.caller == Some(caller)
                     && c.trunk.ended.is_none()
                     && c.trunk.started <= leg.started
                     && !c.staff_answered()
@@ -1179,7 +1181,7 @@ impl CallTracker {
         let caller = Self::caller_of(leg)?;
         let at = leg.started;
         let seq = self.open.values().find(|c| {
-            c.caller.as_deref() == Some(caller.as_str())
+            c.caller == Some(caller)
                 && c.trunk.ended.is_none()
                 && c.staff.iter().chain([&c.trunk]).any(|l| {
                     l.dst != leg.dst
@@ -1218,7 +1220,7 @@ impl CallTracker {
             .open
             .values()
             .filter(|c| {
-                c.caller.as_deref() == Some(caller.as_str())
+                c.caller == Some(caller)
                     && c.trunk.started <= leg.started
                     && c.trunk.ended.is_none_or(|e| e >= leg.started)
             })
@@ -1234,8 +1236,8 @@ impl CallTracker {
             self.open[s]
                 .signals
                 .dialled
-                .as_deref()
-                .is_some_and(|d| called.contains(&d))
+                .as_ref()
+                .is_some_and(|d| called.contains(&d.as_str()))
         });
         // still several: the caller's own media address, when the PBX
         // offers it on this leg (it does not anchor the media)
@@ -1441,7 +1443,7 @@ impl CallTracker {
                     .chain([&call.trunk])
                     .map(|l| l.id)
                     .collect(),
-                call_id: call.trunk_call_id.clone(),
+                call_id: call.trunk_call_id.to_string(),
                 source,
                 at: call.trunk.ended.unwrap_or(call.trunk.started),
                 why: Why::ScannerBehaviour,
@@ -1658,8 +1660,7 @@ fn evidence(call: &OpenCall) -> Evidence {
 fn call_bytes(c: &OpenCall) -> usize {
     std::mem::size_of::<OpenCall>()
         + c.practice.capacity()
-        + c.caller.as_ref().map_or(0, |x| x.capacity())
-        + 2 * c.trunk_call_id.capacity()
+        + c.trunk_call_id.len() + 16
         + 2 * c.signals.session.as_ref().map_or(0, |s| s.capacity())
         + c.staff.capacity() * std::mem::size_of::<LegInfo>()
         + c.auto.capacity() * std::mem::size_of::<(Auto, LegInfo)>()
@@ -1812,7 +1813,7 @@ fn decide(call: &OpenCall) -> CallRecord {
             .any(|l| l.partial);
     CallRecord {
         seq: call.seq,
-        call_id: call.trunk_call_id.clone(),
+        call_id: call.trunk_call_id.to_string(),
         practice: call.practice.clone(),
         started: t.started,
         queue_joined,
@@ -1831,7 +1832,7 @@ fn decide(call: &OpenCall) -> CallRecord {
         legs,
         correlation: call.correlation,
         partial,
-        caller: call.caller.clone(),
+        caller: call.caller.map(|h| h.to_string()),
     }
 }
 

@@ -131,7 +131,7 @@ impl SipStage {
         .enumerate()
         {
             if let Some(u) = user.as_deref() {
-                out.0[i] = Some(h.hash(u));
+                out.0[i] = Some(h.hash_id(u));
                 if h.is_number(u) {
                     *user = None;
                 }

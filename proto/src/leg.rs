@@ -9,7 +9,7 @@
 //! All times come from packets; timers run on packet time via `tick`.
 //! See `docs/legs.md` for the rules and the reasons behind them.
 
-use crate::number::{Hasher, Party};
+use crate::number::{Hasher, NumHash, Party};
 use crate::sip::{Kind, Method, SipMessage};
 use crate::time::{Micros, Timestamp, HOUR, MILLISECOND, MINUTE, SECOND};
 use crate::wire::{Source, Transport};
@@ -17,6 +17,11 @@ use ahash::HashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+/// The legs of one Call-ID: nearly always one or two (a proxy's hops).
+type LegIds = SmallVec<[LegId; 2]>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -82,14 +87,15 @@ pub enum State {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leg {
     pub id: LegId,
-    pub call_id: String,
+    /// Shared with the Call-ID indexes (the legs', the calls'): one copy.
+    pub call_id: Arc<str>,
     /// Empty when the INVITE carried no From-tag (RFC 2543 devices).
     pub from_tag: String,
     /// To-tag of the answering fork, else of the final response, else of
     /// the last provisional response.
     pub to_tag: Option<String>,
     /// Every To-tag seen in responses (forks), first ones only.
-    pub forks: Vec<String>,
+    pub forks: SmallVec<[String; 1]>,
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub transport: Transport,
@@ -126,8 +132,8 @@ pub struct Leg {
     pub challenges: u32,
     pub state: State,
     /// Branches of the initial INVITE transactions (one per retry).
-    pub(crate) branches: Vec<String>,
-    pub(crate) initial_cseqs: Vec<u32>,
+    pub(crate) branches: SmallVec<[String; 1]>,
+    pub(crate) initial_cseqs: SmallVec<[u32; 2]>,
     pub(crate) last_invite: Timestamp,
     pub(crate) last_activity: Timestamp,
     pub(crate) last_refresh: Option<Timestamp>,
@@ -239,7 +245,7 @@ pub(crate) struct LegTracker {
     next_id: u64,
     /// Boxed: a map's spare capacity then costs a pointer, not a leg.
     legs: HashMap<LegId, Box<Leg>>,
-    by_call_id: HashMap<String, Vec<LegId>>,
+    by_call_id: HashMap<Arc<str>, LegIds>,
     events: VecDeque<LegEvent>,
     /// Due times of every leg's timer (open legs: their deadline; ended
     /// legs: when they stop lingering), earliest first.
@@ -407,13 +413,13 @@ const LEG_INDEX_BYTES: usize = 192;
 pub fn leg_bytes(l: &Leg) -> usize {
     let s = |x: &String| x.capacity();
     let o = |x: &Option<String>| x.as_ref().map_or(0, |x| x.capacity());
-    let p = |x: &Party| o(&x.hash) + o(&x.raw) + o(&x.text);
+    let p = |x: &Party| x.user.as_ref().map_or(0, |u| u.len());
     std::mem::size_of::<Leg>()
         + LEG_INDEX_BYTES
-        + 2 * s(&l.call_id)
+        + l.call_id.len() + 16
         + s(&l.from_tag)
         + o(&l.to_tag)
-        + l.forks.capacity() * std::mem::size_of::<String>()
+        + l.forks.spilled().then_some(l.forks.capacity() * std::mem::size_of::<String>()).unwrap_or(0)
         + l.forks.iter().map(s).sum::<usize>()
         + p(&l.from)
         + p(&l.to)
@@ -425,15 +431,15 @@ pub fn leg_bytes(l: &Leg) -> usize {
             .iter()
             .map(|(a, b)| a.capacity() + b.capacity())
             .sum::<usize>()
-        + l.branches.capacity() * std::mem::size_of::<String>()
+        + l.branches.spilled().then_some(l.branches.capacity() * std::mem::size_of::<String>()).unwrap_or(0)
         + l.branches.iter().map(s).sum::<usize>()
-        + l.initial_cseqs.capacity() * 4
+        + l.initial_cseqs.spilled().then_some(l.initial_cseqs.capacity() * 4).unwrap_or(0)
 }
 
 /// Keyed hashes of a message's From, To, Request-URI and asserted user
 /// parts, for messages stored without their phone numbers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserHashes(pub [Option<String>; 4]);
+pub struct UserHashes(pub [Option<NumHash>; 4]);
 
 /// What happened to a leg, in order. `Started` and `Finished` carry the
 /// whole leg (with raw user parts, in memory only).
@@ -492,7 +498,7 @@ impl LegTracker {
     pub fn bytes(&self) -> usize {
         self.bytes
             + self.legs.capacity() * (std::mem::size_of::<(LegId, Box<Leg>)>() + 1)
-            + self.by_call_id.capacity() * (std::mem::size_of::<(String, Vec<LegId>)>() + 1)
+            + self.by_call_id.capacity() * (std::mem::size_of::<(Arc<str>, LegIds)>() + 1)
             + self.ended.bytes()
     }
 
@@ -632,11 +638,11 @@ impl LegTracker {
     }
 
     fn party(&self, user: Option<&str>, i: usize) -> Party {
-        match self.hashes.as_ref().and_then(|h| h.0[i].clone()) {
+        match self.hashes.as_ref().and_then(|h| h.0[i]) {
             Some(hash) if user.is_none() => Party {
                 hash: Some(hash),
-                raw: None,
-                text: None,
+                user: None,
+                storable: false,
             },
             _ => self.hasher.party(user),
         }
@@ -647,7 +653,7 @@ impl LegTracker {
     }
 
     fn candidates(&self, call_id: &str) -> &[LegId] {
-        self.by_call_id.get(call_id).map_or(&[], Vec::as_slice)
+        self.by_call_id.get(call_id).map_or(&[], |v| v.as_slice())
     }
 
     fn initial_invite(&mut self, ts: Timestamp, hop: Hop, m: &SipMessage) {
@@ -717,12 +723,13 @@ impl LegTracker {
         }
         let id = LegId(self.next_id);
         self.next_id += 1;
+        let call_id: Arc<str> = m.call_id.as_str().into();
         let leg = Leg {
             id,
-            call_id: m.call_id.clone(),
+            call_id: Arc::clone(&call_id),
             from_tag,
             to_tag: None,
-            forks: Vec::new(),
+            forks: SmallVec::new(),
             src: hop.src,
             dst: hop.dst,
             transport: hop.transport,
@@ -748,7 +755,7 @@ impl LegTracker {
             challenges: 0,
             state: State::Calling,
             branches: branch.map(str::to_string).into_iter().collect(),
-            initial_cseqs: vec![m.cseq],
+            initial_cseqs: smallvec::smallvec![m.cseq],
             last_invite: ts,
             last_activity: ts,
             last_refresh: None,
@@ -763,10 +770,7 @@ impl LegTracker {
         self.events
             .push_back(LegEvent::Started(Box::new(leg.clone())));
         self.legs.insert(id, Box::new(leg));
-        self.by_call_id
-            .entry(m.call_id.clone())
-            .or_default()
-            .push(id);
+        self.by_call_id.entry(call_id).or_default().push(id);
         self.open += 1;
         self.stats.legs_started += 1;
     }
@@ -1379,7 +1383,7 @@ impl LegTracker {
         }
         Some(RemovedLeg {
             id,
-            call_id: leg.call_id,
+            call_id: leg.call_id.to_string(),
             src: leg.src,
         })
     }
@@ -1425,7 +1429,7 @@ impl LegTracker {
                 self.removed.shed += 1;
                 out.push(RemovedLeg {
                     id,
-                    call_id: leg.call_id,
+                    call_id: leg.call_id.to_string(),
                     src: leg.src,
                 });
             }

@@ -103,57 +103,144 @@ impl Hasher {
     /// Hash of a user part (number or name). Equal numbers in any written
     /// form hash equal.
     pub fn hash(&self, user: &str) -> String {
+        self.hash_id(user).as_str().to_string()
+    }
+
+    /// [`Hasher::hash`] without an allocation: what legs and calls keep.
+    pub fn hash_id(&self, user: &str) -> NumHash {
         let canonical = match normalize(user, &self.country) {
             Some(n) => n,
             None => user.trim().to_ascii_lowercase(),
         };
         let h = blake3::keyed_hash(&self.key, canonical.as_bytes());
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(16);
-        for b in &h.as_bytes()[..8] {
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 15) as usize] as char);
+        let mut out = [0u8; 16];
+        for (i, b) in h.as_bytes()[..8].iter().enumerate() {
+            out[2 * i] = HEX[(b >> 4) as usize];
+            out[2 * i + 1] = HEX[(b & 15) as usize];
         }
-        out
+        NumHash(out)
     }
 
     pub fn party(&self, user: Option<&str>) -> Party {
         match user {
             Some(u) if !u.is_empty() => Party {
-                hash: Some(self.hash(u)),
-                text: (!self.is_number(u)).then(|| u.to_string()),
-                raw: Some(u.to_string()),
+                hash: Some(self.hash_id(u)),
+                user: Some(u.into()),
+                storable: !self.is_number(u),
             },
             _ => Party::default(),
         }
     }
 
-    /// Whether a user part is a phone number (and so must never be stored).
     pub fn is_number(&self, user: &str) -> bool {
         normalize(user, &self.country).is_some()
     }
 }
 
+/// A keyed hash as [`Hasher::hash`] writes it (16 lower-case hex digits),
+/// held inline: a leg keeps several, and a `String` each cost an
+/// allocation. Serialised as the same string.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NumHash([u8; 16]);
+
+impl NumHash {
+    pub fn as_str(&self) -> &str {
+        // only ever made of ASCII hex digits (hash_id, parse)
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// A stored hash: exactly 16 hex digits, lower case.
+    pub fn parse(s: &str) -> Option<NumHash> {
+        let b: [u8; 16] = s.as_bytes().try_into().ok()?;
+        b.iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            .then_some(NumHash(b))
+    }
+}
+
+impl std::fmt::Display for NumHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for NumHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl Serialize for NumHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for NumHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        NumHash::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not a number hash (16 hex digits): {s:?}")))
+    }
+}
+
 /// One side of a leg as the engine keeps it.
+///
+/// Stored as `{hash, text}`: the user part is kept (`text`) only when it
+/// is not a phone number (an extension, `ivr`, `anonymous`), needed to
+/// classify legs after a restart; a number stays in memory only.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "PartyRepr", into = "PartyRepr")]
 pub struct Party {
     /// Keyed hash (see [`Hasher`]); what is stored and compared.
-    pub hash: Option<String>,
-    /// The user part as seen on the wire. In memory only: never serialised,
-    /// never logged at default level.
-    #[serde(skip)]
-    pub raw: Option<String>,
-    /// The user part when it is not a phone number (an extension, `ivr`,
-    /// `anonymous`): safe to store, and needed to classify legs after a
-    /// restart.
+    pub hash: Option<NumHash>,
+    /// The user part: as seen on the wire, or as stored (then `storable`).
+    /// Never serialised when it is a number, never logged at default level.
+    pub user: Option<Box<str>>,
+    /// `user` is not a phone number: safe to store.
+    pub storable: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PartyRepr {
+    hash: Option<NumHash>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
+    text: Option<Box<str>>,
+}
+
+impl From<PartyRepr> for Party {
+    fn from(r: PartyRepr) -> Party {
+        Party {
+            hash: r.hash,
+            storable: r.text.is_some(),
+            user: r.text,
+        }
+    }
+}
+
+impl From<Party> for PartyRepr {
+    fn from(p: Party) -> PartyRepr {
+        PartyRepr {
+            hash: p.hash,
+            text: p.text().map(Into::into),
+        }
+    }
 }
 
 impl Party {
     /// The user part, if known: as seen, or as stored when not a number.
     pub fn user(&self) -> Option<&str> {
-        self.raw.as_deref().or(self.text.as_deref())
+        self.user.as_deref()
+    }
+
+    /// The user part when it may be stored (not a phone number).
+    pub fn text(&self) -> Option<&str> {
+        self.user.as_deref().filter(|_| self.storable)
+    }
+
+    /// The hash as its 16 hex digits.
+    pub fn hash_str(&self) -> Option<&str> {
+        self.hash.as_ref().map(NumHash::as_str)
     }
 }
 

@@ -36,7 +36,7 @@ struct View {
 
 fn view(l: &Leg) -> View {
     View {
-        call_id: l.call_id.clone(),
+        call_id: l.call_id.to_string(),
         from_tag: l.from_tag.clone(),
         src: l.src,
         started: l.started,
@@ -47,7 +47,7 @@ fn view(l: &Leg) -> View {
         ended: l.ended,
         final_status: l.final_status,
         end: l.end.map(|e| e.name()),
-        forks: l.forks.clone(),
+        forks: l.forks.to_vec(),
         challenges: l.challenges,
     }
 }

@@ -519,11 +519,14 @@ fn the_budget_sheds_unanswered_invites_and_keeps_counting_real_calls() {
         }
         let mut calls = Vec::new();
         let mut peak = 0;
+        // the budget is checked after each message, which may add a leg, a
+        // call and grow an index table (doubling it) before it is shed
+        let slack = limit / 64;
         feed(&mut e, &mut msgs, &mut calls, |e| {
             let used = e.state_bytes();
             peak = peak.max(used);
             assert!(
-                used <= limit + 8192,
+                used <= limit + slack,
                 "{used} bytes over the {limit} ceiling"
             );
         });
@@ -552,7 +555,11 @@ fn the_budget_sheds_unanswered_invites_and_keeps_counting_real_calls() {
         let m = e.stats().guard.memory;
         assert!(m.legs_shed > 10_000, "carrier {carrier}: {m:?}");
         assert_eq!(m.calls_shed, m.legs_shed);
-        assert!(peak > limit / 2 && m.peak_bytes as usize <= limit + 8192);
+        assert!(
+            peak > limit / 2 && m.peak_bytes as usize <= limit + slack,
+            "peak {peak}, the engine's {}, limit {limit}",
+            m.peak_bytes
+        );
         if carrier {
             // the survivors are dead transactions from the carrier: missed
             assert_eq!(calls.len() as u64 + m.calls_shed, 20_000 + 16);

@@ -12,7 +12,7 @@ use crate::call::{self, CallRecord, CallSnapshot, CallStats, Correlation, EndedB
 use crate::engine::{EngineSnapshot, JournalEntry};
 use crate::leg::{EndReason, Leg, LegId, LegSnapshot, LegStats, Side, State, UserHashes};
 use crate::metrics::Day;
-use crate::number::Party;
+use crate::number::{NumHash, Party};
 use crate::sip::{Kind, Method, NameAddr, SipMessage};
 use crate::time::Timestamp;
 use crate::wire::{Source, Transport};
@@ -289,7 +289,9 @@ pub struct JournalRecordV1 {
     pub transport: TransportV1,
     pub source: SourceV1,
     pub msg: MessageV1,
-    pub hashes: [Option<String>; 4],
+    /// Written by [`crate::number::Hasher`]: 16 hex digits (a string on
+    /// the wire, as ever; anything else is refused).
+    pub hashes: [Option<NumHash>; 4],
 }
 
 impl From<&JournalEntry> for JournalRecordV1 {
@@ -319,7 +321,7 @@ impl From<&JournalEntry> for JournalRecordV1 {
                 session_expires: m.session_expires,
                 headers: m.headers.clone(),
             },
-            hashes: e.hashes.0.clone(),
+            hashes: e.hashes.0,
         }
     }
 }
@@ -363,7 +365,7 @@ impl From<JournalRecordV1> for JournalEntry {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartyV1 {
-    pub hash: Option<String>,
+    pub hash: Option<NumHash>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
 }
@@ -371,8 +373,8 @@ pub struct PartyV1 {
 impl From<&Party> for PartyV1 {
     fn from(p: &Party) -> Self {
         PartyV1 {
-            hash: p.hash.clone(),
-            text: p.text.clone(),
+            hash: p.hash,
+            text: p.text().map(str::to_string),
         }
     }
 }
@@ -381,8 +383,8 @@ impl From<PartyV1> for Party {
     fn from(p: PartyV1) -> Self {
         Party {
             hash: p.hash,
-            raw: None,
-            text: p.text,
+            storable: p.text.is_some(),
+            user: p.text.map(Into::into),
         }
     }
 }
@@ -431,10 +433,10 @@ impl From<&Leg> for LegV1 {
     fn from(l: &Leg) -> Self {
         LegV1 {
             id: l.id.0,
-            call_id: l.call_id.clone(),
+            call_id: l.call_id.to_string(),
             from_tag: l.from_tag.clone(),
             to_tag: l.to_tag.clone(),
-            forks: l.forks.clone(),
+            forks: l.forks.to_vec(),
             src: l.src,
             dst: l.dst,
             transport: l.transport.into(),
@@ -459,8 +461,8 @@ impl From<&Leg> for LegV1 {
             retransmissions: l.retransmissions,
             challenges: l.challenges,
             state: l.state.into(),
-            branches: l.branches.clone(),
-            initial_cseqs: l.initial_cseqs.clone(),
+            branches: l.branches.to_vec(),
+            initial_cseqs: l.initial_cseqs.to_vec(),
             last_invite: l.last_invite,
             last_activity: l.last_activity,
             last_refresh: l.last_refresh,
@@ -474,10 +476,10 @@ impl From<LegV1> for Leg {
     fn from(l: LegV1) -> Self {
         Leg {
             id: LegId(l.id),
-            call_id: l.call_id,
+            call_id: l.call_id.into(),
             from_tag: l.from_tag,
             to_tag: l.to_tag,
-            forks: l.forks,
+            forks: l.forks.into(),
             src: l.src,
             dst: l.dst,
             transport: l.transport.into(),
@@ -502,8 +504,8 @@ impl From<LegV1> for Leg {
             retransmissions: l.retransmissions,
             challenges: l.challenges,
             state: l.state.into(),
-            branches: l.branches,
-            initial_cseqs: l.initial_cseqs,
+            branches: l.branches.into(),
+            initial_cseqs: l.initial_cseqs.into(),
             last_invite: l.last_invite,
             last_activity: l.last_activity,
             last_refresh: l.last_refresh,
@@ -627,7 +629,7 @@ pub struct OpenCallV1 {
     pub seq: u64,
     pub practice: String,
     /// Keyed hash of the caller (never the number).
-    pub caller: Option<String>,
+    pub caller: Option<NumHash>,
     pub trunk_call_id: String,
     pub trunk: LegInfoV1,
     pub direct_staff: bool,
@@ -643,8 +645,8 @@ impl From<&call::OpenCall> for OpenCallV1 {
         OpenCallV1 {
             seq: c.seq,
             practice: c.practice.clone(),
-            caller: c.caller.clone(),
-            trunk_call_id: c.trunk_call_id.clone(),
+            caller: c.caller,
+            trunk_call_id: c.trunk_call_id.to_string(),
             trunk: (&c.trunk).into(),
             direct_staff: c.direct_staff,
             direct_auto: opt(c.direct_auto),
@@ -666,7 +668,7 @@ impl From<OpenCallV1> for call::OpenCall {
             seq: c.seq,
             practice: c.practice,
             caller: c.caller,
-            trunk_call_id: c.trunk_call_id,
+            trunk_call_id: c.trunk_call_id.into(),
             trunk: c.trunk.into(),
             direct_staff: c.direct_staff,
             direct_auto: opt(c.direct_auto),

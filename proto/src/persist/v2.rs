@@ -25,6 +25,7 @@ use super::v1::{
 use crate::call::{self, CallSignals, CallSnapshotRef, Transfer};
 use crate::engine::{EngineSnapshot, EngineSnapshotRef};
 use crate::leg::{LegId, LegSnapshotRef};
+use crate::number::NumHash;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -34,7 +35,7 @@ pub struct SignalsV2 {
     /// The caller's Session-ID UUID (lower-case hex).
     pub session: Option<String>,
     /// Keyed hash of the dialled number (never the number).
-    pub dialled: Option<String>,
+    pub dialled: Option<NumHash>,
 }
 
 /// The caller's legs after a transfer or a pickup.
@@ -62,11 +63,11 @@ impl From<&call::OpenCall> for OpenCallV2 {
             call: c.into(),
             signals: SignalsV2 {
                 session: c.signals.session.clone(),
-                dialled: c.signals.dialled.clone(),
+                dialled: c.signals.dialled,
             },
             transfer: TransferV2 {
                 legs: c.transfer.legs.iter().map(Into::into).collect(),
-                call_ids: c.transfer.call_ids.clone(),
+                call_ids: c.transfer.call_ids.iter().map(|c| c.to_string()).collect(),
                 referred: c.transfer.referred,
                 picked: c.transfer.picked.iter().map(|l| l.0).collect(),
             },
@@ -91,7 +92,7 @@ fn restore(call: &mut call::OpenCall, signals: SignalsV2, transfer: TransferV2) 
     };
     call.transfer = Transfer {
         legs: transfer.legs.into_iter().map(Into::into).collect(),
-        call_ids: transfer.call_ids,
+        call_ids: transfer.call_ids.into_iter().map(Into::into).collect(),
         referred: transfer.referred,
         picked: transfer.picked.into_iter().map(LegId).collect(),
     };
