@@ -304,4 +304,27 @@ mod tests {
         let back: Party = serde_json::from_str(&serde_json::to_string(&ext).unwrap()).unwrap();
         assert_eq!(back.user(), Some("201"), "extensions survive a snapshot");
     }
+
+    #[test]
+    fn a_party_is_stored_as_before_and_a_hash_must_be_one() {
+        let a = Hasher::new([1; 32], "44");
+        let h = a.hash("01632960000");
+        let num = a.party(Some("01632960000"));
+        assert_eq!(num.hash_str(), Some(h.as_str()));
+        assert_eq!(num.user(), Some("01632960000"), "in memory");
+        // the form 0.1 and 0.2 wrote: {"hash":"<16 hex>"} plus text for a
+        // user part that is not a number
+        assert_eq!(serde_json::to_string(&num).unwrap(), format!(r#"{{"hash":"{h}"}}"#));
+        let ext = a.party(Some("201"));
+        assert_eq!(
+            serde_json::to_string(&ext).unwrap(),
+            format!(r#"{{"hash":"{}","text":"201"}}"#, a.hash("201"))
+        );
+        let old: Party = serde_json::from_str(&format!(r#"{{"hash":"{h}"}}"#)).unwrap();
+        assert_eq!((old.hash_str(), old.user()), (Some(h.as_str()), None));
+        for bad in [r#"{"hash":"+441632960000"}"#, r#"{"hash":"ABCDEF0123456789"}"#, r#"{"hash":"abc"}"#] {
+            let err = serde_json::from_str::<Party>(bad).unwrap_err().to_string();
+            assert!(err.contains("not a number hash"), "{bad}: {err}");
+        }
+    }
 }
