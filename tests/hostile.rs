@@ -519,9 +519,11 @@ fn floods(
                     row.drops
                 );
             }
-            // over by at most one packet's state and a table's growth
+            // over by at most one packet's state and its index tables
+            // doubling before the shedding (a 32,768-slot legs table going
+            // to 65,536 is 557 KB; two tables can grow on one packet)
             assert!(
-                row.engine_peak <= limit as u64 + (1 << 20),
+                row.engine_peak <= limit as u64 + limit as u64 / 4,
                 "{test}: engine state {} over its {limit} ceiling",
                 row.engine_peak
             );

@@ -519,14 +519,17 @@ fn the_budget_sheds_unanswered_invites_and_keeps_counting_real_calls() {
         }
         let mut calls = Vec::new();
         let mut peak = 0;
-        // the budget is checked after each message, which may add a leg, a
-        // call and grow an index table (doubling it) before it is shed
-        let slack = limit / 64;
+        // after each message the state is back under the ceiling; before
+        // the shedding (the engine's own peak) one message may also have
+        // doubled index tables (the legs' going from 8,192 to 16,384 slots
+        // is 139 KB; when a table grows depends on where its deleted
+        // entries fell, so on random hash seeds)
+        let transient = limit / 4;
         feed(&mut e, &mut msgs, &mut calls, |e| {
             let used = e.state_bytes();
             peak = peak.max(used);
             assert!(
-                used <= limit + slack,
+                used <= limit + 8192,
                 "{used} bytes over the {limit} ceiling"
             );
         });
@@ -556,7 +559,7 @@ fn the_budget_sheds_unanswered_invites_and_keeps_counting_real_calls() {
         assert!(m.legs_shed > 10_000, "carrier {carrier}: {m:?}");
         assert_eq!(m.calls_shed, m.legs_shed);
         assert!(
-            peak > limit / 2 && m.peak_bytes as usize <= limit + slack,
+            peak > limit / 2 && m.peak_bytes as usize <= limit + transient,
             "peak {peak}, the engine's {}, limit {limit}",
             m.peak_bytes
         );
