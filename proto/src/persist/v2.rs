@@ -22,7 +22,7 @@ use super::v1::{
     CallStatsV1, CallbackRequestV1, CallsV1, LegInfoV1, LegStatsV1, LegV1, LegsV1, OpenCallV1,
     OutboundV1, SnapshotV1,
 };
-use crate::call::{self, CallSignals, CallSnapshotRef, Transfer};
+use crate::call::{self, CallSignals, CallSnapshotRef, MaybeTransfer, Transfer};
 use crate::engine::{EngineSnapshot, EngineSnapshotRef};
 use crate::leg::{LegId, LegSnapshotRef};
 use crate::number::NumHash;
@@ -90,12 +90,12 @@ fn restore(call: &mut call::OpenCall, signals: SignalsV2, transfer: TransferV2) 
         dialled: signals.dialled,
         media: None,
     };
-    call.transfer = Transfer {
+    call.transfer = MaybeTransfer::new(Transfer {
         legs: transfer.legs.into_iter().map(Into::into).collect(),
         call_ids: transfer.call_ids.into_iter().map(Into::into).collect(),
         referred: transfer.referred,
         picked: transfer.picked.into_iter().map(LegId).collect(),
-    };
+    });
 }
 
 #[derive(Clone, Debug, Deserialize)]
