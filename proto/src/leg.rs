@@ -17,6 +17,7 @@ use ahash::HashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use compact_str::CompactString;
 use smallvec::SmallVec;
 use std::sync::Arc;
 
@@ -90,12 +91,14 @@ pub struct Leg {
     /// Shared with the Call-ID indexes (the legs', the calls'): one copy.
     pub call_id: Arc<str>,
     /// Empty when the INVITE carried no From-tag (RFC 2543 devices).
-    pub from_tag: String,
+    /// Tags, branches and user parts are short: held inline up to 24
+    /// bytes (`CompactString`), not as one allocation each.
+    pub from_tag: CompactString,
     /// To-tag of the answering fork, else of the final response, else of
     /// the last provisional response.
-    pub to_tag: Option<String>,
+    pub to_tag: Option<CompactString>,
     /// Every To-tag seen in responses (forks), first ones only.
-    pub forks: SmallVec<[String; 1]>,
+    pub forks: SmallVec<[CompactString; 1]>,
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub transport: Transport,
@@ -132,7 +135,7 @@ pub struct Leg {
     pub challenges: u32,
     pub state: State,
     /// Branches of the initial INVITE transactions (one per retry).
-    pub(crate) branches: SmallVec<[String; 1]>,
+    pub(crate) branches: SmallVec<[CompactString; 1]>,
     pub(crate) initial_cseqs: SmallVec<[u32; 2]>,
     pub(crate) last_invite: Timestamp,
     pub(crate) last_activity: Timestamp,
@@ -411,27 +414,27 @@ const LEG_INDEX_BYTES: usize = 192;
 /// Bytes a leg holds in memory: the struct, its strings and vectors, and
 /// its entries in the tracker's indexes.
 pub fn leg_bytes(l: &Leg) -> usize {
-    let s = |x: &String| x.capacity();
-    let o = |x: &Option<String>| x.as_ref().map_or(0, |x| x.capacity());
-    let p = |x: &Party| x.user.as_ref().map_or(0, |u| u.len());
+    let s = |x: &CompactString| if x.is_heap_allocated() { x.capacity() } else { 0 };
+    let o = |x: &Option<CompactString>| x.as_ref().map_or(0, s);
+    let p = |x: &Party| x.user.as_ref().map_or(0, s);
     std::mem::size_of::<Leg>()
         + LEG_INDEX_BYTES
         + l.call_id.len() + 16
         + s(&l.from_tag)
         + o(&l.to_tag)
-        + l.forks.spilled().then_some(l.forks.capacity() * std::mem::size_of::<String>()).unwrap_or(0)
+        + l.forks.spilled().then_some(l.forks.capacity() * std::mem::size_of::<CompactString>()).unwrap_or(0)
         + l.forks.iter().map(s).sum::<usize>()
         + p(&l.from)
         + p(&l.to)
         + p(&l.ruri)
         + p(&l.asserted)
-        + o(&l.reason)
+        + l.reason.as_ref().map_or(0, String::capacity)
         + l.headers.capacity() * std::mem::size_of::<(String, String)>()
         + l.headers
             .iter()
             .map(|(a, b)| a.capacity() + b.capacity())
             .sum::<usize>()
-        + l.branches.spilled().then_some(l.branches.capacity() * std::mem::size_of::<String>()).unwrap_or(0)
+        + l.branches.spilled().then_some(l.branches.capacity() * std::mem::size_of::<CompactString>()).unwrap_or(0)
         + l.branches.iter().map(s).sum::<usize>()
         + l.initial_cseqs.spilled().then_some(l.initial_cseqs.capacity() * 4).unwrap_or(0)
 }
@@ -699,7 +702,7 @@ impl LegTracker {
         if let Some(id) = merge_into {
             let leg = self.legs.get_mut(&id).expect("indexed leg");
             if let Some(b) = branch {
-                leg.branches.push(b.to_string());
+                leg.branches.push(b.into());
             }
             leg.initial_cseqs.push(m.cseq);
             leg.last_invite = ts;
@@ -727,7 +730,7 @@ impl LegTracker {
         let leg = Leg {
             id,
             call_id: Arc::clone(&call_id),
-            from_tag,
+            from_tag: from_tag.into(),
             to_tag: None,
             forks: SmallVec::new(),
             src: hop.src,
@@ -754,7 +757,7 @@ impl LegTracker {
             retransmissions: 0,
             challenges: 0,
             state: State::Calling,
-            branches: branch.map(str::to_string).into_iter().collect(),
+            branches: branch.map(CompactString::from).into_iter().collect(),
             initial_cseqs: smallvec::smallvec![m.cseq],
             last_invite: ts,
             last_activity: ts,
@@ -916,7 +919,7 @@ impl LegTracker {
         leg.last_activity = ts;
         if let Some(tag) = &m.to.tag {
             if leg.forks.len() < 16 && !leg.forks.iter().any(|f| f == tag) {
-                leg.forks.push(tag.clone());
+                leg.forks.push(tag.as_str().into());
             }
         }
         match code {
@@ -931,7 +934,7 @@ impl LegTracker {
                     self.events.push_back(LegEvent::Ringing { id, at: ts });
                 }
                 if leg.answered.is_none() && m.to.tag.is_some() {
-                    leg.to_tag = m.to.tag.clone();
+                    leg.to_tag = m.to.tag.as_deref().map(CompactString::from);
                 }
                 if leg.state == State::Calling {
                     leg.state = State::Proceeding;
@@ -943,7 +946,7 @@ impl LegTracker {
                     self.events.push_back(LegEvent::Answered { id, at: ts });
                     leg.final_status = Some(code);
                     leg.final_at = Some(ts);
-                    leg.to_tag = m.to.tag.clone();
+                    leg.to_tag = m.to.tag.as_deref().map(CompactString::from);
                     leg.state = State::Confirmed;
                     leg.challenged_at = None;
                     if m.session_expires.is_some() {
@@ -964,7 +967,7 @@ impl LegTracker {
                 leg.final_status = Some(code);
                 leg.final_at = Some(ts);
                 if m.to.tag.is_some() {
-                    leg.to_tag = m.to.tag.clone();
+                    leg.to_tag = m.to.tag.as_deref().map(CompactString::from);
                 }
                 if matches!(code, 401 | 407 | 422) && leg.cancelled_at.is_none() {
                     leg.state = State::Challenged;
@@ -1026,8 +1029,8 @@ impl LegTracker {
                 if let Some(g) = self.gap_before(ts) {
                     let id = self.adopt(ts, hop, m, true);
                     let leg = self.legs.get_mut(&id).expect("adopted leg");
-                    leg.to_tag = m.to.tag.clone();
-                    leg.forks.extend(m.to.tag.clone());
+                    leg.to_tag = m.to.tag.as_deref().map(CompactString::from);
+                    leg.forks.extend(m.to.tag.as_deref().map(CompactString::from));
                     leg.state = State::Proceeding;
                     self.answer_in(id, g);
                 }
@@ -1038,7 +1041,7 @@ impl LegTracker {
         let error_ack = leg.answered.is_none()
             && m.via_branch
                 .as_ref()
-                .is_some_and(|b| leg.branches.contains(b));
+                .is_some_and(|b| leg.branches.iter().any(|x| x == b));
         if !error_ack {
             self.answered_in_gap(id, ts);
             self.legs.get_mut(&id).expect("indexed leg").last_activity = ts;

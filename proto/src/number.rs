@@ -196,7 +196,7 @@ pub struct Party {
     pub hash: Option<NumHash>,
     /// The user part: as seen on the wire, or as stored (then `storable`).
     /// Never serialised when it is a number, never logged at default level.
-    pub user: Option<Box<str>>,
+    pub user: Option<compact_str::CompactString>,
     /// `user` is not a phone number: safe to store.
     pub storable: bool,
 }
@@ -213,7 +213,7 @@ impl From<PartyRepr> for Party {
         Party {
             hash: r.hash,
             storable: r.text.is_some(),
-            user: r.text,
+            user: r.text.map(|t| t.as_ref().into()),
         }
     }
 }

@@ -37,17 +37,17 @@ struct View {
 fn view(l: &Leg) -> View {
     View {
         call_id: l.call_id.to_string(),
-        from_tag: l.from_tag.clone(),
+        from_tag: l.from_tag.to_string(),
         src: l.src,
         started: l.started,
-        to_tag: l.to_tag.clone(),
+        to_tag: l.to_tag.as_ref().map(|t| t.to_string()),
         dst: l.dst,
         ringing: l.ringing,
         answered: l.answered,
         ended: l.ended,
         final_status: l.final_status,
         end: l.end.map(|e| e.name()),
-        forks: l.forks.to_vec(),
+        forks: l.forks.iter().map(|t| t.to_string()).collect(),
         challenges: l.challenges,
     }
 }
