@@ -235,7 +235,7 @@ impl LegInfo {
 #[derive(Clone, Debug)]
 pub(crate) struct OpenCall {
     pub(crate) seq: u64,
-    pub(crate) practice: String,
+    pub(crate) practice: compact_str::CompactString,
     pub(crate) caller: Option<NumHash>,
     pub(crate) trunk_call_id: Arc<str>,
     pub(crate) trunk: LegInfo,
@@ -921,7 +921,7 @@ impl CallTracker {
                 }
                 let call = OpenCall {
                     seq,
-                    practice,
+                    practice: practice.into(),
                     caller: Self::caller_of(leg),
                     trunk_call_id: leg.call_id.clone(),
                     trunk: LegInfo::new(leg, self.callback_header(leg)),
@@ -1703,7 +1703,7 @@ fn evidence(call: &OpenCall) -> Evidence {
 /// its index entries (by trunk Call-ID, leg to call).
 fn call_bytes(c: &OpenCall) -> usize {
     std::mem::size_of::<OpenCall>()
-        + c.practice.capacity()
+        + if c.practice.is_heap_allocated() { c.practice.capacity() } else { 0 }
         + c.trunk_call_id.len() + 16
         + 2 * c.signals.session.as_ref().map_or(0, |s| s.capacity())
         + c.staff.capacity() * std::mem::size_of::<LegInfo>()
@@ -1859,7 +1859,7 @@ fn decide(call: &OpenCall) -> CallRecord {
     CallRecord {
         seq: call.seq,
         call_id: call.trunk_call_id.to_string(),
-        practice: call.practice.clone(),
+        practice: call.practice.to_string(),
         started: t.started,
         queue_joined,
         first_ring,

@@ -644,7 +644,7 @@ impl From<&call::OpenCall> for OpenCallV1 {
     fn from(c: &call::OpenCall) -> Self {
         OpenCallV1 {
             seq: c.seq,
-            practice: c.practice.clone(),
+            practice: c.practice.to_string(),
             caller: c.caller,
             trunk_call_id: c.trunk_call_id.to_string(),
             trunk: (&c.trunk).into(),
@@ -666,7 +666,7 @@ impl From<OpenCallV1> for call::OpenCall {
     fn from(c: OpenCallV1) -> Self {
         call::OpenCall {
             seq: c.seq,
-            practice: c.practice,
+            practice: c.practice.into(),
             caller: c.caller,
             trunk_call_id: c.trunk_call_id.into(),
             trunk: c.trunk.into(),
