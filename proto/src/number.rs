@@ -133,6 +133,7 @@ impl Hasher {
         }
     }
 
+    /// Whether a user part is a phone number (and so must never be stored).
     pub fn is_number(&self, user: &str) -> bool {
         normalize(user, &self.country).is_some()
     }
