@@ -290,7 +290,8 @@ pub(crate) struct MaybeTransfer(Option<Box<Transfer>>);
 
 impl MaybeTransfer {
     pub(crate) fn new(t: Transfer) -> MaybeTransfer {
-        let empty = t.legs.is_empty() && t.call_ids.is_empty() && !t.referred && t.picked.is_empty();
+        let empty =
+            t.legs.is_empty() && t.call_ids.is_empty() && !t.referred && t.picked.is_empty();
         MaybeTransfer((!empty).then(|| Box::new(t)))
     }
 
@@ -940,10 +941,9 @@ impl CallTracker {
                     guard: CallGuard {
                         source: Some(leg.src.ip()),
                         burst,
-                        for_practice: self.site.is_practice_number(&[
-                            leg.ruri.hash_str(),
-                            leg.to.hash_str(),
-                        ]),
+                        for_practice: self
+                            .site
+                            .is_practice_number(&[leg.ruri.hash_str(), leg.to.hash_str()]),
                         held: false,
                         acct: 0,
                     },
@@ -1115,9 +1115,7 @@ impl CallTracker {
         }
         let caller = Self::caller_of(leg)?;
         let fits = |c: &OpenCall| {
-            c.caller == Some(caller)
-                && c.trunk.started <= leg.started
-                && c.staff_answered()
+            c.caller == Some(caller) && c.trunk.started <= leg.started && c.staff_answered()
         };
         if referred_by {
             self.open.values().rev().find(|c| fits(c)).map(|c| c.seq)
@@ -1703,8 +1701,13 @@ fn evidence(call: &OpenCall) -> Evidence {
 /// its index entries (by trunk Call-ID, leg to call).
 fn call_bytes(c: &OpenCall) -> usize {
     std::mem::size_of::<OpenCall>()
-        + if c.practice.is_heap_allocated() { c.practice.capacity() } else { 0 }
-        + c.trunk_call_id.len() + 16
+        + if c.practice.is_heap_allocated() {
+            c.practice.capacity()
+        } else {
+            0
+        }
+        + c.trunk_call_id.len()
+        + 16
         + 2 * c.signals.session.as_ref().map_or(0, |s| s.capacity())
         + c.staff.capacity() * std::mem::size_of::<LegInfo>()
         + c.auto.capacity() * std::mem::size_of::<(Auto, LegInfo)>()

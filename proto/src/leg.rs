@@ -14,11 +14,11 @@ use crate::sip::{Kind, Method, SipMessage};
 use crate::time::{Micros, Timestamp, HOUR, MILLISECOND, MINUTE, SECOND};
 use crate::wire::{Source, Transport};
 use ahash::HashMap;
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use compact_str::CompactString;
-use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// The legs of one Call-ID: nearly always one or two (a proxy's hops).
@@ -414,15 +414,25 @@ const LEG_INDEX_BYTES: usize = 192;
 /// Bytes a leg holds in memory: the struct, its strings and vectors, and
 /// its entries in the tracker's indexes.
 pub fn leg_bytes(l: &Leg) -> usize {
-    let s = |x: &CompactString| if x.is_heap_allocated() { x.capacity() } else { 0 };
+    let s = |x: &CompactString| {
+        if x.is_heap_allocated() {
+            x.capacity()
+        } else {
+            0
+        }
+    };
     let o = |x: &Option<CompactString>| x.as_ref().map_or(0, s);
     let p = |x: &Party| x.user.as_ref().map_or(0, s);
     std::mem::size_of::<Leg>()
         + LEG_INDEX_BYTES
-        + l.call_id.len() + 16
+        + l.call_id.len()
+        + 16
         + s(&l.from_tag)
         + o(&l.to_tag)
-        + l.forks.spilled().then_some(l.forks.capacity() * std::mem::size_of::<CompactString>()).unwrap_or(0)
+        + l.forks
+            .spilled()
+            .then_some(l.forks.capacity() * std::mem::size_of::<CompactString>())
+            .unwrap_or(0)
         + l.forks.iter().map(s).sum::<usize>()
         + p(&l.from)
         + p(&l.to)
@@ -434,9 +444,15 @@ pub fn leg_bytes(l: &Leg) -> usize {
             .iter()
             .map(|(a, b)| a.capacity() + b.capacity())
             .sum::<usize>()
-        + l.branches.spilled().then_some(l.branches.capacity() * std::mem::size_of::<CompactString>()).unwrap_or(0)
+        + l.branches
+            .spilled()
+            .then_some(l.branches.capacity() * std::mem::size_of::<CompactString>())
+            .unwrap_or(0)
         + l.branches.iter().map(s).sum::<usize>()
-        + l.initial_cseqs.spilled().then_some(l.initial_cseqs.capacity() * 4).unwrap_or(0)
+        + l.initial_cseqs
+            .spilled()
+            .then_some(l.initial_cseqs.capacity() * 4)
+            .unwrap_or(0)
 }
 
 /// Keyed hashes of a message's From, To, Request-URI and asserted user
@@ -1030,7 +1046,8 @@ impl LegTracker {
                     let id = self.adopt(ts, hop, m, true);
                     let leg = self.legs.get_mut(&id).expect("adopted leg");
                     leg.to_tag = m.to.tag.as_deref().map(CompactString::from);
-                    leg.forks.extend(m.to.tag.as_deref().map(CompactString::from));
+                    leg.forks
+                        .extend(m.to.tag.as_deref().map(CompactString::from));
                     leg.state = State::Proceeding;
                     self.answer_in(id, g);
                 }

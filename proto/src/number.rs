@@ -181,7 +181,9 @@ impl Serialize for NumHash {
 impl<'de> Deserialize<'de> for NumHash {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = std::borrow::Cow::<str>::deserialize(d)?;
-        NumHash::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not a number hash (16 hex digits): {s:?}")))
+        NumHash::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("not a number hash (16 hex digits): {s:?}"))
+        })
     }
 }
 
@@ -315,7 +317,10 @@ mod tests {
         assert_eq!(num.user(), Some("01632960000"), "in memory");
         // the form 0.1 and 0.2 wrote: {"hash":"<16 hex>"} plus text for a
         // user part that is not a number
-        assert_eq!(serde_json::to_string(&num).unwrap(), format!(r#"{{"hash":"{h}"}}"#));
+        assert_eq!(
+            serde_json::to_string(&num).unwrap(),
+            format!(r#"{{"hash":"{h}"}}"#)
+        );
         let ext = a.party(Some("201"));
         assert_eq!(
             serde_json::to_string(&ext).unwrap(),
@@ -323,7 +328,11 @@ mod tests {
         );
         let old: Party = serde_json::from_str(&format!(r#"{{"hash":"{h}"}}"#)).unwrap();
         assert_eq!((old.hash_str(), old.user()), (Some(h.as_str()), None));
-        for bad in [r#"{"hash":"+441632960000"}"#, r#"{"hash":"ABCDEF0123456789"}"#, r#"{"hash":"abc"}"#] {
+        for bad in [
+            r#"{"hash":"+441632960000"}"#,
+            r#"{"hash":"ABCDEF0123456789"}"#,
+            r#"{"hash":"abc"}"#,
+        ] {
             let err = serde_json::from_str::<Party>(bad).unwrap_err().to_string();
             assert!(err.contains("not a number hash"), "{bad}: {err}");
         }
