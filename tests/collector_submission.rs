@@ -42,10 +42,7 @@ fn documents(agg: &Aggregator) -> Vec<DayDocument> {
         for date in from.iter_days().take_while(|d| *d <= to) {
             let day = agg.days().get(&(practice.clone(), date)).unwrap_or(&empty);
             let mut d = DayDocument::new(
-                AgentInfo {
-                    id: AGENT.into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                },
+                AgentInfo { id: AGENT.into(), version: env!("CARGO_PKG_VERSION").into() },
                 &practice,
                 &codes,
                 date,
@@ -53,11 +50,7 @@ fn documents(agg: &Aggregator) -> Vec<DayDocument> {
                 agg.wait_buckets(),
                 agg.duration_buckets(),
                 day,
-                Quality {
-                    sip_messages: 5000,
-                    parse_errors: 0,
-                    ..Quality::default()
-                },
+                Quality { sip_messages: 5000, parse_errors: 0, ..Quality::default() },
             );
             d.revision = 1;
             d.is_final = true;
@@ -69,28 +62,14 @@ fn documents(agg: &Aggregator) -> Vec<DayDocument> {
 }
 
 fn read(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name))
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
 }
 
 fn submission(setup: &Setup, month: &str, dir: &Path, extra: &[&str]) -> (i32, String) {
-    let mut args = vec![
-        "submission",
-        "--month",
-        month,
-        "--dir",
-        dir.to_str().unwrap(),
-    ];
+    let mut args = vec!["submission", "--month", month, "--dir", dir.to_str().unwrap()];
     args.extend(extra);
     let out = setup.run(&args);
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 /// Runs of "7700900" and three digits: the callers of the morning capture.
@@ -110,26 +89,16 @@ fn caller_numbers(text: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_months_files_equal_the_agents_own_for_the_listed_practice_and_the_report_names_what_is_missing(
-) {
+fn the_months_files_equal_the_agents_own_for_the_listed_practice_and_the_report_names_what_is_missing() {
     let agg = replay_morning();
     let (from, to) = agg.span().expect("the morning has calls");
     let practices: Vec<String> = agg.practice_list().into_iter().map(|p| p.0).collect();
-    assert!(
-        practices.contains(&"B82005".to_string()) && practices.contains(&"B82099".to_string()),
-        "{practices:?}"
-    );
+    assert!(practices.contains(&"B82005".to_string()) && practices.contains(&"B82099".to_string()), "{practices:?}");
     let month = format!("{:04}-{:02}", from.year(), from.month());
-    assert_eq!(
-        (to.year(), to.month()),
-        (from.year(), from.month()),
-        "the morning is within one month"
-    );
+    assert_eq!((to.year(), to.month()), (from.year(), from.month()), "the morning is within one month");
 
     let work = workspace_root().join("target/collector-tests/submission");
-    let Some(pg) = Postgres::start_or_skip() else {
-        return;
-    };
+    let Some(pg) = Postgres::start_or_skip() else { return };
     let setup = Setup::for_postgres(&work, &pg, "cbt");
     let c = setup.start();
     let token = setup.add_token(AGENT, &["B82005", "B82099"]);
@@ -141,53 +110,18 @@ fn the_months_files_equal_the_agents_own_for_the_listed_practice_and_the_report_
         let r = c.post_day(&token, &key, serde_json::to_vec(d).unwrap());
         let status = r.status().as_u16();
         let v: Value = r.json().unwrap();
-        assert_eq!(
-            (status, v["result"].as_str()),
-            (200, Some("stored")),
-            "{} {}: {v}",
-            d.practice,
-            d.date
-        );
+        assert_eq!((status, v["result"].as_str()), (200, Some("stored")), "{} {}: {v}", d.practice, d.date);
     }
-    assert_eq!(
-        pg.psql("cbt", "SELECT count(*) FROM documents").trim(),
-        docs.len().to_string()
-    );
+    assert_eq!(pg.psql("cbt", "SELECT count(*) FROM documents").trim(), docs.len().to_string());
 
     // NHS England's list: B82005 and a practice without an agent (B82099 is not listed)
     let list = work.join("participation.csv");
     std::fs::write(&list, "\u{feff}ORG_NAME,Practice_Code,ICB_CODE\r\n\"Surgery A, The\",B82005,QWO\r\nNo Agent Surgery,A99999,QWO\r\nTypo Surgery,B8200,QWO\r\n").unwrap();
-    let out = setup.run(&[
-        "participation",
-        "import",
-        "--month",
-        &month,
-        list.to_str().unwrap(),
-    ]);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "an invalid line is reported (exit 1): {said}"
-    );
-    assert!(
-        said.contains("2 practices imported")
-            && said.contains("participation.csv:4")
-            && said.contains("B8200"),
-        "{said}"
-    );
-    assert_eq!(
-        pg.psql(
-            "cbt",
-            "SELECT string_agg(practice, ',' ORDER BY practice) FROM participation"
-        )
-        .trim(),
-        "A99999,B82005"
-    );
+    let out = setup.run(&["participation", "import", "--month", &month, list.to_str().unwrap()]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "an invalid line is reported (exit 1): {said}");
+    assert!(said.contains("2 practices imported") && said.contains("participation.csv:4") && said.contains("B8200"), "{said}");
+    assert_eq!(pg.psql("cbt", "SELECT string_agg(practice, ',' ORDER BY practice) FROM participation").trim(), "A99999,B82005");
 
     // the submission
     let dir = work.join("out");
@@ -196,70 +130,37 @@ fn the_months_files_equal_the_agents_own_for_the_listed_practice_and_the_report_
     let has_unassigned = practices.iter().any(|p| p == UNASSIGNED);
     let expected = |with_unassigned: bool| {
         let fig = export::Figures {
-            practices: agg
-                .practice_list()
-                .into_iter()
-                .filter(|(p, _)| p == "B82005" || (with_unassigned && p == UNASSIGNED))
-                .collect(),
+            practices: agg.practice_list().into_iter().filter(|(p, _)| p == "B82005" || (with_unassigned && p == UNASSIGNED)).collect(),
             ..agg.figures()
         };
         export::files(&fig, from, to)
     };
     for (name, want) in expected(true) {
         let got = read(&dir, name);
-        assert!(
-            got == want,
-            "{name} differs from the agent's writer:\n--- collector\n{}\n--- agent\n{}",
-            &got[..got.len().min(2000)],
-            &want[..want.len().min(2000)]
-        );
-        assert!(
-            got.lines().skip(1).all(|l| !l.contains("B82099")),
-            "{name}: an unlisted practice was written"
-        );
+        assert!(got == want, "{name} differs from the agent's writer:\n--- collector\n{}\n--- agent\n{}", &got[..got.len().min(2000)], &want[..want.len().min(2000)]);
+        assert!(got.lines().skip(1).all(|l| !l.contains("B82099")), "{name}: an unlisted practice was written");
         assert!(got.lines().count() > 1, "{name} has rows");
     }
     let v: Value = serde_json::from_str(&read(&dir, "validation.json")).unwrap();
     assert_eq!(v["verdict"], "warnings");
-    assert_eq!(
-        v["listed_without_data"],
-        serde_json::json!(["A99999"]),
-        "{v:#}"
-    );
+    assert_eq!(v["listed_without_data"], serde_json::json!(["A99999"]), "{v:#}");
     assert_eq!(v["not_listed_left_out"][0]["practice"], "B82099", "{v:#}");
     assert!(v["not_reconciled"].as_array().unwrap().is_empty(), "{v:#}");
     assert!(v["not_final"].as_array().unwrap().is_empty(), "{v:#}");
     let missing = v["missing_days"].as_array().unwrap();
     assert_eq!(missing.len(), 1, "{v:#}");
     assert_eq!(missing[0]["practice"], "B82005");
-    assert!(
-        !missing[0]["dates"]
-            .as_array()
-            .unwrap()
-            .contains(&Value::String(from.to_string())),
-        "the morning's date is not missing"
-    );
+    assert!(!missing[0]["dates"].as_array().unwrap().contains(&Value::String(from.to_string())), "the morning's date is not missing");
     let txt = read(&dir, "validation.txt");
-    assert!(
-        txt.contains("WRITTEN WITH WARNINGS")
-            && txt.contains("A99999")
-            && txt.contains("B82099: 1 day(s)"),
-        "{txt}"
-    );
-    assert!(
-        txt.contains("Listed practices with no data") && txt.contains("left out"),
-        "{txt}"
-    );
+    assert!(txt.contains("WRITTEN WITH WARNINGS") && txt.contains("A99999") && txt.contains("B82099: 1 day(s)"), "{txt}");
+    assert!(txt.contains("Listed practices with no data") && txt.contains("left out"), "{txt}");
 
     // without Unassigned
     let dir2 = work.join("out-no-unassigned");
     let (code, said) = submission(&setup, &month, &dir2, &["--no-unassigned"]);
     assert_eq!(code, 1, "{said}");
     for (name, want) in expected(false) {
-        assert!(
-            read(&dir2, name) == want,
-            "{name} (--no-unassigned) differs from the agent's writer"
-        );
+        assert!(read(&dir2, name) == want, "{name} (--no-unassigned) differs from the agent's writer");
     }
     if has_unassigned {
         assert!(read(&dir2, "validation.txt").contains("Unassigned left out"));
@@ -269,60 +170,30 @@ fn the_months_files_equal_the_agents_own_for_the_listed_practice_and_the_report_
     let dir3 = work.join("out-other-month");
     let (code, said) = submission(&setup, "2020-01", &dir3, &[]);
     assert_eq!(code, 2, "{said}");
-    assert!(
-        read(&dir3, "validation.txt").contains("NOT WRITTEN: no participation list for 2020-01")
-    );
+    assert!(read(&dir3, "validation.txt").contains("NOT WRITTEN: no participation list for 2020-01"));
     assert!(!dir3.join(export::BY_DAY_AND_TIME_FILE).exists());
 
     // privacy: the capture is full of caller numbers; none reached the collector
-    let capture = String::from_utf8_lossy(
-        &std::fs::read(workspace_root().join("tests/fixtures/morning.pcap")).unwrap(),
-    )
-    .into_owned();
-    assert!(
-        caller_numbers(&capture).len() > 100,
-        "the check below would prove nothing"
-    );
+    let capture = String::from_utf8_lossy(&std::fs::read(workspace_root().join("tests/fixtures/morning.pcap")).unwrap()).into_owned();
+    assert!(caller_numbers(&capture).len() > 100, "the check below would prove nothing");
     let dump = pg.dump("cbt");
-    assert!(
-        dump.contains("B82005") && dump.contains("CBT001"),
-        "the dump holds the documents"
-    );
-    assert_eq!(
-        caller_numbers(&dump),
-        Vec::<String>::new(),
-        "caller numbers in the database"
-    );
+    assert!(dump.contains("B82005") && dump.contains("CBT001"), "the dump holds the documents");
+    assert_eq!(caller_numbers(&dump), Vec::<String>::new(), "caller numbers in the database");
     let mut c = c;
     c.stop();
     let log = std::fs::read_to_string(&c.log).unwrap();
     assert!(log.contains("cbt-collector listening"), "{log}");
-    assert_eq!(
-        caller_numbers(&log),
-        Vec::<String>::new(),
-        "caller numbers in the collector's log"
-    );
+    assert_eq!(caller_numbers(&log), Vec::<String>::new(), "caller numbers in the collector's log");
     for f in [&dir, &dir2] {
         for e in std::fs::read_dir(f).unwrap().flatten() {
             let text = std::fs::read_to_string(e.path()).unwrap();
-            assert_eq!(
-                caller_numbers(&text),
-                Vec::<String>::new(),
-                "caller numbers in {}",
-                e.path().display()
-            );
+            assert_eq!(caller_numbers(&text), Vec::<String>::new(), "caller numbers in {}", e.path().display());
         }
     }
 }
 
 /// A document like the morning's but with other figures.
-fn simple(
-    agent: &str,
-    practice: &str,
-    date: NaiveDate,
-    answered: u64,
-    edges: &[u32],
-) -> DayDocument {
+fn simple(agent: &str, practice: &str, date: NaiveDate, answered: u64, edges: &[u32]) -> DayDocument {
     let wait = cbt_proto::metrics::Buckets::new(edges).unwrap();
     let duration = cbt_proto::metrics::Buckets::new(edges).unwrap();
     let mut day = Day::new(&wait, &duration);
@@ -335,10 +206,7 @@ fn simple(
     day.durations = vec![50.0; answered as usize];
     day.partial = 1;
     let mut d = DayDocument::new(
-        AgentInfo {
-            id: agent.into(),
-            version: "0.2.0".into(),
-        },
+        AgentInfo { id: agent.into(), version: "0.2.0".into() },
         practice,
         &Default::default(),
         date,
@@ -346,10 +214,7 @@ fn simple(
         &wait,
         &duration,
         &day,
-        Quality {
-            gap_minutes: 2.5,
-            ..Quality::default()
-        },
+        Quality { gap_minutes: 2.5, ..Quality::default() },
     );
     d.revision = 1;
     d.is_final = answered != 3;
@@ -360,9 +225,7 @@ fn simple(
 #[test]
 fn several_agents_are_summed_and_different_bucket_edges_are_refused() {
     let work: PathBuf = workspace_root().join("target/collector-tests/submission-sum");
-    let Some(pg) = Postgres::start_or_skip() else {
-        return;
-    };
+    let Some(pg) = Postgres::start_or_skip() else { return };
     let setup = Setup::for_postgres(&work, &pg, "cbt");
     let c = setup.start();
     let t1 = setup.add_token("feed-a", &["B82005"]);
@@ -373,25 +236,11 @@ fn several_agents_are_summed_and_different_bucket_edges_are_refused() {
     let b = simple("feed-b", "B82005", date, 3, &edges);
     for (t, d) in [(&t1, &a), (&t2, &b)] {
         let key = format!("{}:{}:{}:{}", d.agent.id, d.practice, d.date, d.revision);
-        assert_eq!(
-            c.post_day(t, &key, serde_json::to_vec(d).unwrap())
-                .status()
-                .as_u16(),
-            200
-        );
+        assert_eq!(c.post_day(t, &key, serde_json::to_vec(d).unwrap()).status().as_u16(), 200);
     }
     let list = work.join("list.csv");
     std::fs::write(&list, "PRACTICE_CODE\nB82005\n").unwrap();
-    assert!(setup
-        .run(&[
-            "participation",
-            "import",
-            "--month",
-            "2026-03",
-            list.to_str().unwrap()
-        ])
-        .status
-        .success());
+    assert!(setup.run(&["participation", "import", "--month", "2026-03", list.to_str().unwrap()]).status.success());
     let dir = work.join("out");
     let (code, said) = submission(&setup, "2026-03", &dir, &[]);
     assert_eq!(code, 1, "{said}");
@@ -399,77 +248,34 @@ fn several_agents_are_summed_and_different_bucket_edges_are_refused() {
     let wait = cbt_proto::metrics::Buckets::new(&edges).unwrap();
     let mut sum = a.to_day();
     sum.merge(&b.to_day());
-    let days: BTreeMap<(String, NaiveDate), Day> =
-        [(("B82005".to_string(), date), sum)].into_iter().collect();
-    let fig = export::Figures {
-        practices: vec![("B82005".into(), Default::default())],
-        days: &days,
-        wait: &wait,
-        duration: &wait,
-    };
+    let days: BTreeMap<(String, NaiveDate), Day> = [(("B82005".to_string(), date), sum)].into_iter().collect();
+    let fig = export::Figures { practices: vec![("B82005".into(), Default::default())], days: &days, wait: &wait, duration: &wait };
     for (name, want) in export::files(&fig, date, date) {
-        assert!(
-            read(&dir, name) == want,
-            "{name}: not the sum of both agents"
-        );
+        assert!(read(&dir, name) == want, "{name}: not the sum of both agents");
     }
-    assert!(read(&dir, export::BY_DAY_AND_TIME_FILE)
-        .contains("2026-03-10,B82005,CBT001,12:00-13:59,7\r\n"));
+    assert!(read(&dir, export::BY_DAY_AND_TIME_FILE).contains("2026-03-10,B82005,CBT001,12:00-13:59,7\r\n"));
     let v: Value = serde_json::from_str(&read(&dir, "validation.json")).unwrap();
-    assert_eq!(
-        v["several_agents"][0]["agents"],
-        serde_json::json!(["feed-a", "feed-b"]),
-        "{v:#}"
-    );
+    assert_eq!(v["several_agents"][0]["agents"], serde_json::json!(["feed-a", "feed-b"]), "{v:#}");
     assert_eq!(v["not_final"][0]["agent"], "feed-b", "{v:#}");
     assert_eq!(v["quality"][0]["partial_calls"], 2, "{v:#}");
     assert_eq!(v["quality"][0]["gap_minutes"], 5.0, "{v:#}");
     let txt = read(&dir, "validation.txt");
-    assert!(
-        txt.contains("feed-a + feed-b") && txt.contains("2 partial call(s)"),
-        "{txt}"
-    );
+    assert!(txt.contains("feed-a + feed-b") && txt.contains("2 partial call(s)"), "{txt}");
 
     // another agent with other bucket edges: nothing can be written
     let t3 = setup.add_token("feed-c", &["B82005"]);
-    let other = simple(
-        "feed-c",
-        "B82005",
-        date.succ_opt().unwrap(),
-        1,
-        &[0, 20, 60, 300],
-    );
-    let key = format!(
-        "{}:{}:{}:{}",
-        other.agent.id, other.practice, other.date, other.revision
-    );
-    assert_eq!(
-        c.post_day(&t3, &key, serde_json::to_vec(&other).unwrap())
-            .status()
-            .as_u16(),
-        200
-    );
+    let other = simple("feed-c", "B82005", date.succ_opt().unwrap(), 1, &[0, 20, 60, 300]);
+    let key = format!("{}:{}:{}:{}", other.agent.id, other.practice, other.date, other.revision);
+    assert_eq!(c.post_day(&t3, &key, serde_json::to_vec(&other).unwrap()).status().as_u16(), 200);
     let (code, said) = submission(&setup, "2026-03", &dir, &[]);
     assert_eq!(code, 2, "{said}");
     let txt = read(&dir, "validation.txt");
-    assert!(
-        txt.contains("NOT WRITTEN")
-            && txt.contains("different bucket edges")
-            && txt.contains("[0, 20, 60, 300]"),
-        "{txt}"
-    );
+    assert!(txt.contains("NOT WRITTEN") && txt.contains("different bucket edges") && txt.contains("[0, 20, 60, 300]"), "{txt}");
     for name in submission_files() {
-        assert!(
-            !dir.join(name).exists(),
-            "{name} of the earlier run was left beside a NOT WRITTEN report"
-        );
+        assert!(!dir.join(name).exists(), "{name} of the earlier run was left beside a NOT WRITTEN report");
     }
 }
 
 fn submission_files() -> [&'static str; 3] {
-    [
-        export::BY_DAY_AND_TIME_FILE,
-        export::BY_DURATIONS_FILE,
-        export::CALLS_ANSWERED_FILE,
-    ]
+    [export::BY_DAY_AND_TIME_FILE, export::BY_DURATIONS_FILE, export::CALLS_ANSWERED_FILE]
 }

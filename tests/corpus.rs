@@ -45,10 +45,7 @@ fn fold(legs: &[cbt_proto::Leg]) -> BTreeMap<String, Expect> {
 const DISAGREEMENTS: &[(&str, &str, Expect, &str)] = &[(
     "snort3_demo__digium.pcap",
     "2e48d1153c4ad9145ace323d4fb6eb55@172.16.8.103",
-    Expect {
-        answered: true,
-        final_status: Some(200),
-    },
+    Expect { answered: true, final_status: Some(200) },
     "The 180 and 200 from Zoiper (frames 6, 8) end their Call-ID line with CR CR LF, \
      after which tshark cannot read their CSeq, so it cannot tie the 200 to the INVITE. \
      The engine reads the CSeq (102 INVITE), and the 200 carries the INVITE's Via branch \
@@ -69,11 +66,7 @@ fn engine_agrees_with_tshark_on_every_capture() {
         .collect();
     files.sort();
     for exp_path in files {
-        let cap = PathBuf::from(
-            exp_path
-                .to_string_lossy()
-                .trim_end_matches(".expected.json"),
-        );
+        let cap = PathBuf::from(exp_path.to_string_lossy().trim_end_matches(".expected.json"));
         let name = cap.file_name().unwrap().to_string_lossy().to_string();
         let expected: BTreeMap<String, Expect> =
             serde_json::from_str(&std::fs::read_to_string(&exp_path).unwrap()).unwrap();
@@ -83,15 +76,8 @@ fn engine_agrees_with_tshark_on_every_capture() {
         for (cid, want) in &expected {
             checked += 1;
             let have = got.get(cid);
-            if let Some((_, _, ours, _)) = DISAGREEMENTS
-                .iter()
-                .find(|(f, c, _, _)| *f == name && c == cid)
-            {
-                assert_eq!(
-                    have,
-                    Some(ours),
-                    "{name}: {cid}: the investigated answer changed"
-                );
+            if let Some((_, _, ours, _)) = DISAGREEMENTS.iter().find(|(f, c, _, _)| *f == name && c == cid) {
+                assert_eq!(have, Some(ours), "{name}: {cid}: the investigated answer changed");
                 continue;
             }
             if have != Some(want) {
@@ -100,10 +86,7 @@ fn engine_agrees_with_tshark_on_every_capture() {
         }
         for cid in got.keys() {
             if !expected.contains_key(cid) {
-                report.push(format!(
-                    "{name}: {cid}: engine has a leg tshark does not list: {:?}",
-                    got[cid]
-                ));
+                report.push(format!("{name}: {cid}: engine has a leg tshark does not list: {:?}", got[cid]));
             }
         }
     }

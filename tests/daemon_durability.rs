@@ -40,10 +40,7 @@ use std::time::{Duration, Instant};
 const TEST: &str = "daemon_durability";
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// The live test's scenarios with longer pauses: every call lasts well over
@@ -52,13 +49,7 @@ fn slow_scenarios(dir: &Path) -> (PathBuf, PathBuf) {
     let src = sipp::scenario_dir();
     let mut out = Vec::new();
     for (name, swaps) in [
-        (
-            "uac.xml",
-            vec![
-                (r#"min="300" max="1200""#, r#"min="1500" max="3000""#),
-                (r#"min="200" max="700""#, r#"min="1500" max="2500""#),
-            ],
-        ),
+        ("uac.xml", vec![(r#"min="300" max="1200""#, r#"min="1500" max="3000""#), (r#"min="200" max="700""#, r#"min="1500" max="2500""#)]),
         (
             "uas.xml",
             vec![
@@ -70,10 +61,7 @@ fn slow_scenarios(dir: &Path) -> (PathBuf, PathBuf) {
     ] {
         let mut text = std::fs::read_to_string(src.join(name)).expect("scenario");
         for (from, to) in swaps {
-            assert!(
-                text.contains(from),
-                "{name} no longer has {from}: update this test"
-            );
+            assert!(text.contains(from), "{name} no longer has {from}: update this test");
             text = text.replace(from, to);
         }
         let p = dir.join(format!("slow-{name}"));
@@ -103,33 +91,15 @@ fn calls_csv(dir: &Path, n: usize) -> PathBuf {
 /// gap in the call the bound is that gap; with several, the span from the
 /// first to the last, as the daemon cannot tell in which one an unseen
 /// message was (a ringing call is silent between them).
-fn across_gap(
-    cid: &str,
-    call: &sipp::CallLog,
-    r: &CallRecord,
-    gaps: &[(Timestamp, Timestamp)],
-    recorded: &[(Timestamp, Timestamp)],
-) -> Vec<String> {
-    let near = |t: &Timestamp, (k, r): &(Timestamp, Timestamp)| {
-        k.add(-MAY_BE_UNFLUSHED) <= *t && *t <= r.add(5_000)
-    };
-    let seen = |side: &str, dir: Dir, what: &str| {
-        call.at(side, dir, what)
-            .is_some_and(|t| !gaps.iter().any(|g| near(&t, g)))
-    };
+fn across_gap(cid: &str, call: &sipp::CallLog, r: &CallRecord, gaps: &[(Timestamp, Timestamp)], recorded: &[(Timestamp, Timestamp)]) -> Vec<String> {
+    let near = |t: &Timestamp, (k, r): &(Timestamp, Timestamp)| k.add(-MAY_BE_UNFLUSHED) <= *t && *t <= r.add(5_000);
+    let seen = |side: &str, dir: Dir, what: &str| call.at(side, dir, what).is_some_and(|t| !gaps.iter().any(|g| near(&t, g)));
     let first = call.events.iter().map(|e| e.at).min().expect("events");
     let last = call.events.iter().map(|e| e.at).max().expect("events");
     // the daemon's gap ends when its process started, the test's when it
     // captured again (later, after the store was recovered): both count
-    let touching: Vec<&(Timestamp, Timestamp)> = recorded
-        .iter()
-        .chain(gaps)
-        .filter(|(f, t)| *t >= first.add(-200_000) && *f <= last.add(200_000))
-        .collect();
-    let span = match (
-        touching.iter().map(|g| g.0).min(),
-        touching.iter().map(|g| g.1).max(),
-    ) {
+    let touching: Vec<&(Timestamp, Timestamp)> = recorded.iter().chain(gaps).filter(|(f, t)| *t >= first.add(-200_000) && *f <= last.add(200_000)).collect();
+    let span = match (touching.iter().map(|g| g.0).min(), touching.iter().map(|g| g.1).max()) {
         (Some(f), Some(t)) => t.since(f),
         _ => 0,
     };
@@ -141,19 +111,10 @@ fn across_gap(
     // the latest one before the first message seen, which can only
     // shorten the wait)
     if invite.since(r.started) > slack {
-        out.push(format!(
-            "{cid}: started {} but the INVITE was sent at {invite}, more than the gaps before it",
-            r.started
-        ));
+        out.push(format!("{cid}: started {} but the INVITE was sent at {invite}, more than the gaps before it", r.started));
     }
     let answer = call.at("uas", Dir::Sent, "200/INVITE");
-    let bye = [
-        call.at("uac", Dir::Sent, "BYE"),
-        call.at("uas", Dir::Sent, "BYE"),
-    ]
-    .into_iter()
-    .flatten()
-    .min();
+    let bye = [call.at("uac", Dir::Sent, "BYE"), call.at("uas", Dir::Sent, "BYE")].into_iter().flatten().min();
     let kind = call.kind.as_str();
     match kind {
         "answer" | "calleebye" => {
@@ -162,48 +123,27 @@ fn across_gap(
                 || seen("uac", Dir::Sent, "BYE")
                 || seen("uas", Dir::Sent, "BYE");
             if shows_answer && r.outcome != Outcome::Answered {
-                out.push(format!(
-                    "{cid} ({kind}): {:?}, but the traffic after the gap shows the answer",
-                    r.outcome
-                ));
+                out.push(format!("{cid} ({kind}): {:?}, but the traffic after the gap shows the answer", r.outcome));
             }
             if let (Some(a), Some(w)) = (answer, r.wait_s) {
                 if w > secs(a.since(invite) + slack) {
-                    out.push(format!(
-                        "{cid}: waited {w:.3} s, sipp {:.3} s",
-                        secs(a.since(invite))
-                    ));
+                    out.push(format!("{cid}: waited {w:.3} s, sipp {:.3} s", secs(a.since(invite))));
                 }
             }
             if let (Some(a), Some(b), Some(d)) = (answer, bye, r.duration_s) {
                 if d > secs(b.since(a) + slack) {
-                    out.push(format!(
-                        "{cid}: lasted {d:.3} s, sipp {:.3} s",
-                        secs(b.since(a))
-                    ));
+                    out.push(format!("{cid}: lasted {d:.3} s, sipp {:.3} s", secs(b.since(a))));
                 }
             }
         }
         _ => {
             if r.outcome != Outcome::Missed {
-                out.push(format!(
-                    "{cid} ({kind}): {:?}; nobody answered it",
-                    r.outcome
-                ));
+                out.push(format!("{cid} ({kind}): {:?}; nobody answered it", r.outcome));
             }
-            let end = [
-                call.at("uas", Dir::Sent, "486/INVITE"),
-                call.at("uac", Dir::Sent, "CANCEL"),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let end = [call.at("uas", Dir::Sent, "486/INVITE"), call.at("uac", Dir::Sent, "CANCEL")].into_iter().flatten().min();
             if let (Some(e), Some(w)) = (end, r.wait_s) {
                 if w > secs(e.since(invite) + slack) {
-                    out.push(format!(
-                        "{cid}: waited {w:.3} s, sipp {:.3} s",
-                        secs(e.since(invite))
-                    ));
+                    out.push(format!("{cid}: waited {w:.3} s, sipp {:.3} s", secs(e.since(invite))));
                 }
             }
         }
@@ -213,9 +153,7 @@ fn across_gap(
 
 #[test]
 fn kill_minus_nine_loses_no_call_and_doubles_none() {
-    let Some(tools) = sipp::tools_or_skip(TEST) else {
-        return;
-    };
+    let Some(tools) = sipp::tools_or_skip(TEST) else { return };
     if unsafe { libc::geteuid() } != 0 {
         let msg = format!("{TEST}: capturing on lo needs root");
         assert!(!in_ci(), "{msg}");
@@ -229,25 +167,15 @@ fn kill_minus_nine_loses_no_call_and_doubles_none() {
     std::fs::create_dir_all(&dir).unwrap();
     let (uac_xml, uas_xml) = slow_scenarios(&dir);
     let csv = calls_csv(&dir, calls);
-    let uac = SocketAddrV4::new(
-        Ipv4Addr::new(127, 0, 0, 2),
-        sipp::free_udp_port(Ipv4Addr::new(127, 0, 0, 2)),
-    );
-    let uas = SocketAddrV4::new(
-        Ipv4Addr::new(127, 0, 0, 3),
-        sipp::free_udp_port(Ipv4Addr::new(127, 0, 0, 3)),
-    );
+    let uac = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), sipp::free_udp_port(Ipv4Addr::new(127, 0, 0, 2)));
+    let uas = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 3), sipp::free_udp_port(Ipv4Addr::new(127, 0, 0, 3)));
     let status: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
     let store_dir = dir.join("store");
     let config = dir.join("site.toml");
     // a call whose BYE or CANCEL fell in a gap ends by timer: gap_timeout
     // for one ringing, the longest call (short here) for one answered
     let timers = "[calls]\nmax_duration = \"15s\"\ngap_timeout = \"10s\"\n";
-    std::fs::write(
-        &config,
-        config_text(uac.into(), uas.into(), &store_dir, status, timers),
-    )
-    .unwrap();
+    std::fs::write(&config, config_text(uac.into(), uas.into(), &store_dir, status, timers)).unwrap();
     let bin = agent_bin();
     let log = dir.join("daemon.log");
     let mut daemon = Daemon::start(&bin, &config, status, &log);
@@ -264,15 +192,9 @@ fn kill_minus_nine_loses_no_call_and_doubles_none() {
         inf,
         timeout,
     };
-    let mut uas_p =
-        Sipp::start(&tools.sipp, &spec("uas", &uas_xml, uas, None, None), &dir).unwrap();
+    let mut uas_p = Sipp::start(&tools.sipp, &spec("uas", &uas_xml, uas, None, None), &dir).unwrap();
     uas_p.wait_listening(Duration::from_secs(10)).unwrap();
-    let mut uac_p = Sipp::start(
-        &tools.sipp,
-        &spec("uac", &uac_xml, uac, Some(uas), Some(csv)),
-        &dir,
-    )
-    .unwrap();
+    let mut uac_p = Sipp::start(&tools.sipp, &spec("uac", &uac_xml, uac, Some(uas), Some(csv)), &dir).unwrap();
 
     // kill at random moments spread over the traffic, restart at once
     let span = Duration::from_millis(calls as u64 * 1000 / 8);
@@ -297,9 +219,7 @@ fn kill_minus_nine_loses_no_call_and_doubles_none() {
         let took = daemon.wait_ready(Duration::from_secs(20)).unwrap();
         // when the new process began capturing (its status says; it comes
         // up to a status refresh before `ready` is seen)
-        let since = daemon.status().unwrap()["sources"][0]["since"]
-            .as_i64()
-            .expect("capture start in status");
+        let since = daemon.status().unwrap()["sources"][0]["since"].as_i64().expect("capture start in status");
         gaps.push((killed, Timestamp(since)));
         restart_times.push(took);
     }
@@ -312,10 +232,7 @@ fn kill_minus_nine_loses_no_call_and_doubles_none() {
         if s["engine"]["calls_in_progress"] == 0 && s["engine"]["legs_in_progress"] == 0 {
             break;
         }
-        assert!(
-            t_end.elapsed() < Duration::from_secs(60),
-            "calls still in progress: {s}"
-        );
+        assert!(t_end.elapsed() < Duration::from_secs(60), "calls still in progress: {s}");
         std::thread::sleep(Duration::from_millis(500));
     }
     std::thread::sleep(Duration::from_secs(2));
@@ -330,12 +247,7 @@ fn kill_minus_nine_loses_no_call_and_doubles_none() {
     // what the daemon kept
     let store = Store::open(&store_dir, 8 << 20).unwrap();
     let stored = store.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap();
-    let recorded: Vec<(Timestamp, Timestamp)> = store
-        .gaps()
-        .unwrap()
-        .iter()
-        .map(|g| (g.from, g.to))
-        .collect();
+    let recorded: Vec<(Timestamp, Timestamp)> = store.gaps().unwrap().iter().map(|g| (g.from, g.to)).collect();
     let mut by_id: BTreeMap<&str, Vec<&CallRecord>> = BTreeMap::new();
     for r in &stored {
         by_id.entry(r.call_id.as_str()).or_default().push(r);
@@ -345,24 +257,15 @@ fn kill_minus_nine_loses_no_call_and_doubles_none() {
     let mut unseen = 0;
     for (cid, call) in &made {
         let recs = by_id.remove(cid.as_str()).unwrap_or_default();
-        let lost_at = |t: &Timestamp| {
-            gaps.iter()
-                .any(|(k, r)| k.add(5_000) <= *t && *t <= r.add(-5_000))
-        };
-        let maybe_lost_at = |t: &Timestamp| {
-            gaps.iter()
-                .any(|(k, r)| k.add(-MAY_BE_UNFLUSHED) <= *t && *t <= r.add(5_000))
-        };
+        let lost_at = |t: &Timestamp| gaps.iter().any(|(k, r)| k.add(5_000) <= *t && *t <= r.add(-5_000));
+        let maybe_lost_at = |t: &Timestamp| gaps.iter().any(|(k, r)| k.add(-MAY_BE_UNFLUSHED) <= *t && *t <= r.add(5_000));
         if call.events.iter().all(|e| maybe_lost_at(&e.at)) {
             // every message of it may have been lost (sent while the daemon
             // was down, or in its last unflushed 50 ms and the flush): it may be unseen,
             // but must not appear twice
             unseen += 1;
             if recs.len() > 1 {
-                problems.push(format!(
-                    "{cid}: never seen, yet stored {} times",
-                    recs.len()
-                ));
+                problems.push(format!("{cid}: never seen, yet stored {} times", recs.len()));
             }
             continue;
         }
@@ -370,36 +273,19 @@ fn kill_minus_nine_loses_no_call_and_doubles_none() {
         // only in-dialog requests (the BYE) remain, and a BYE alone does not
         // say who called whom, so the agent does not make a call of it
         let dialog_start = |w: &str| w == "INVITE" || w == "ACK" || w.ends_with("/INVITE");
-        if recs.is_empty()
-            && call
-                .events
-                .iter()
-                .filter(|e| dialog_start(&e.what))
-                .all(|e| maybe_lost_at(&e.at))
-        {
+        if recs.is_empty() && call.events.iter().filter(|e| dialog_start(&e.what)).all(|e| maybe_lost_at(&e.at)) {
             unseen += 1;
             continue;
         }
         if recs.len() != 1 {
-            let times: Vec<String> = call
-                .events
-                .iter()
-                .map(|e| format!("{} {:?} {} {}", e.side, e.dir, e.what, e.at))
-                .collect();
-            problems.push(format!(
-                "{cid}: stored {} times; sipp: {}",
-                recs.len(),
-                times.join(", ")
-            ));
+            let times: Vec<String> = call.events.iter().map(|e| format!("{} {:?} {} {}", e.side, e.dir, e.what, e.at)).collect();
+            problems.push(format!("{cid}: stored {} times; sipp: {}", recs.len(), times.join(", ")));
             continue;
         }
         let r = recs[0];
         let times: Vec<Timestamp> = call.events.iter().map(|e| e.at).collect();
         let lost = times.iter().any(lost_at);
-        let uncertain = times.iter().any(|t| {
-            gaps.iter()
-                .any(|(k, r)| k.add(-MAY_BE_UNFLUSHED) <= *t && *t <= r.add(5_000))
-        });
+        let uncertain = times.iter().any(|t| gaps.iter().any(|(k, r)| k.add(-MAY_BE_UNFLUSHED) <= *t && *t <= r.add(5_000)));
         if lost || uncertain {
             in_gap += 1;
             if lost && !r.partial {
@@ -422,17 +308,11 @@ fn kill_minus_nine_loses_no_call_and_doubles_none() {
         }
         let invite = call.at("uac", Dir::Sent, "INVITE").expect("INVITE logged");
         if r.started.since(invite).abs() > 20_000 {
-            problems.push(format!(
-                "{cid}: started {} but the INVITE was sent at {invite}",
-                r.started
-            ));
+            problems.push(format!("{cid}: started {} but the INVITE was sent at {invite}", r.started));
         }
     }
     for (cid, recs) in &by_id {
-        problems.push(format!(
-            "{cid}: stored {} times but sipp made no such call",
-            recs.len()
-        ));
+        problems.push(format!("{cid}: stored {} times but sipp made no such call", recs.len()));
     }
     let gaps_in_status = status_doc["gaps"].as_array().map_or(0, |g| g.len());
     eprintln!(
@@ -441,18 +321,7 @@ fn kill_minus_nine_loses_no_call_and_doubles_none() {
         problems.len()
     );
     let gap_list: Vec<String> = gaps.iter().map(|(k, r)| format!("{k}..{r}")).collect();
-    assert!(
-        problems.is_empty(),
-        "{}\ngaps: {}",
-        problems.join("\n"),
-        gap_list.join(", ")
-    );
-    assert!(
-        gaps_in_status >= kills.min(20),
-        "status lists {gaps_in_status} gaps for {kills} kills"
-    );
-    assert!(
-        clean > calls / 4,
-        "too few calls away from the gaps to judge ({clean})"
-    );
+    assert!(problems.is_empty(), "{}\ngaps: {}", problems.join("\n"), gap_list.join(", "));
+    assert!(gaps_in_status >= kills.min(20), "status lists {gaps_in_status} gaps for {kills} kills");
+    assert!(clean > calls / 4, "too few calls away from the gaps to judge ({clean})");
 }

@@ -36,15 +36,7 @@ fn calls(sipp_bin: &Path, uac: SocketAddr, uas: SocketAddr, n: usize, rate: u32,
             .expect("sipp");
         ChildGuard::new("sipp", child)
     };
-    let mut uas_p = spawn(vec![
-        "-sn".into(),
-        "uas".into(),
-        "-i".into(),
-        uas.ip().to_string(),
-        "-p".into(),
-        uas.port().to_string(),
-        "-nostdin".into(),
-    ]);
+    let mut uas_p = spawn(vec!["-sn".into(), "uas".into(), "-i".into(), uas.ip().to_string(), "-p".into(), uas.port().to_string(), "-nostdin".into()]);
     std::thread::sleep(Duration::from_millis(500));
     let mut uac_p = spawn(vec![
         uas.to_string(),
@@ -60,9 +52,7 @@ fn calls(sipp_bin: &Path, uac: SocketAddr, uas: SocketAddr, n: usize, rate: u32,
         rate.to_string(),
         "-nostdin".into(),
     ]);
-    let st = uac_p
-        .wait_timeout(Duration::from_secs(120))
-        .expect("sipp UAC ends");
+    let st = uac_p.wait_timeout(Duration::from_secs(120)).expect("sipp UAC ends");
     assert!(st.success(), "sipp UAC: {st}");
     let _ = uas_p.signal(libc::SIGKILL);
 }
@@ -86,38 +76,17 @@ fn healthz(d: &Daemon) -> String {
     }
 }
 
-fn setup(
-    test: &str,
-) -> Option<(
-    sipp::Tools,
-    std::path::PathBuf,
-    SocketAddr,
-    SocketAddr,
-    SocketAddr,
-)> {
+fn setup(test: &str) -> Option<(sipp::Tools, std::path::PathBuf, SocketAddr, SocketAddr, SocketAddr)> {
     let tools = sipp::tools_or_skip(test)?;
     if !root_or_skip(test) {
         return None;
     }
     let dir = workspace_root().join("target/tmp").join(test);
-    let _ = Command::new("umount")
-        .arg(dir.join("state"))
-        .stderr(Stdio::null())
-        .status();
+    let _ = Command::new("umount").arg(dir.join("state")).stderr(Stdio::null()).status();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("state")).unwrap();
-    let uac: SocketAddr = format!(
-        "127.0.0.2:{}",
-        sipp::free_udp_port(Ipv4Addr::new(127, 0, 0, 2))
-    )
-    .parse()
-    .unwrap();
-    let uas: SocketAddr = format!(
-        "127.0.0.3:{}",
-        sipp::free_udp_port(Ipv4Addr::new(127, 0, 0, 3))
-    )
-    .parse()
-    .unwrap();
+    let uac: SocketAddr = format!("127.0.0.2:{}", sipp::free_udp_port(Ipv4Addr::new(127, 0, 0, 2))).parse().unwrap();
+    let uas: SocketAddr = format!("127.0.0.3:{}", sipp::free_udp_port(Ipv4Addr::new(127, 0, 0, 3))).parse().unwrap();
     let status: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
     Some((tools, dir, uac, uas, status))
 }
@@ -125,15 +94,9 @@ fn setup(
 #[test]
 fn a_full_disk_holds_calls_in_memory_and_writes_them_when_space_returns() {
     const TEST: &str = "daemon_disk_full";
-    let Some((tools, dir, uac, uas, status)) = setup(TEST) else {
-        return;
-    };
+    let Some((tools, dir, uac, uas, status)) = setup(TEST) else { return };
     let state = dir.join("state");
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=640k", "tmpfs"])
-        .arg(&state)
-        .status()
-        .unwrap();
+    let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=640k", "tmpfs"]).arg(&state).status().unwrap();
     assert!(st.success(), "mount tmpfs on {}", state.display());
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
@@ -143,68 +106,30 @@ fn a_full_disk_holds_calls_in_memory_and_writes_them_when_space_returns() {
     }
     let _unmount = Unmount(state.clone());
     let config = dir.join("site.toml");
-    std::fs::write(
-        &config,
-        config_text(uac, uas, &state.join("store"), status, ""),
-    )
-    .unwrap();
+    std::fs::write(&config, config_text(uac, uas, &state.join("store"), status, "")).unwrap();
     let mut daemon = Daemon::start(&agent_bin(), &config, status, &dir.join("daemon.log"));
     daemon.wait_ready(Duration::from_secs(20)).unwrap();
     let n = 1500;
     calls(&tools.sipp, uac, uas, n, 300, &dir);
-    let s = wait_for(
-        &daemon,
-        "the store fills up",
-        Duration::from_secs(30),
-        |s| {
-            s["store"]["healthy"] == false
-                && s["engine"]["calls_finished"] == n
-                && s["engine"]["calls_in_progress"] == 0
-        },
-    );
+    let s = wait_for(&daemon, "the store fills up", Duration::from_secs(30), |s| {
+        s["store"]["healthy"] == false && s["engine"]["calls_finished"] == n && s["engine"]["calls_in_progress"] == 0
+    });
     let held = s["store"]["held_in_memory"].as_u64().unwrap();
     let stored_before = s["store"]["calls_stored"].as_u64().unwrap();
     assert!(held > 0, "calls are held in memory: {s:#}");
-    let problem = s["diagnostics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["code"] == "store_error")
-        .cloned()
-        .expect("a store_error diagnostic");
-    assert!(
-        problem["message"].as_str().unwrap().contains("full"),
-        "{problem}"
-    );
+    let problem = s["diagnostics"].as_array().unwrap().iter().find(|d| d["code"] == "store_error").cloned().expect("a store_error diagnostic");
+    assert!(problem["message"].as_str().unwrap().contains("full"), "{problem}");
     assert!(healthz(&daemon).contains("store unavailable"));
-    assert!(
-        daemon.proc.try_wait().is_none(),
-        "the daemon is still running"
-    );
+    assert!(daemon.proc.try_wait().is_none(), "the daemon is still running");
     // space returns
-    let st = Command::new("mount")
-        .args(["-o", "remount,size=64m"])
-        .arg(&state)
-        .status()
-        .unwrap();
+    let st = Command::new("mount").args(["-o", "remount,size=64m"]).arg(&state).status().unwrap();
     assert!(st.success());
-    let s = wait_for(
-        &daemon,
-        "the store comes back",
-        Duration::from_secs(40),
-        |s| s["store"]["healthy"] == true && s["store"]["held_in_memory"] == 0,
-    );
-    assert_eq!(
-        s["store"]["calls_stored"].as_u64().unwrap(),
-        n as u64,
-        "every call stored (before the disk filled: {stored_before}, held: {held})"
-    );
+    let s = wait_for(&daemon, "the store comes back", Duration::from_secs(40), |s| s["store"]["healthy"] == true && s["store"]["held_in_memory"] == 0);
+    assert_eq!(s["store"]["calls_stored"].as_u64().unwrap(), n as u64, "every call stored (before the disk filled: {stored_before}, held: {held})");
     assert_eq!(healthz(&daemon).trim(), "ok");
     daemon.stop().unwrap();
     let store = cbt_agent::store::Store::open(&state.join("store"), 1 << 20).unwrap();
-    let all = store
-        .calls_between(cbt_proto::Timestamp::MIN, cbt_proto::Timestamp::MAX)
-        .unwrap();
+    let all = store.calls_between(cbt_proto::Timestamp::MIN, cbt_proto::Timestamp::MAX).unwrap();
     let mut ids: Vec<&str> = all.iter().map(|c| c.call_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -214,9 +139,7 @@ fn a_full_disk_holds_calls_in_memory_and_writes_them_when_space_returns() {
 #[test]
 fn an_unreadable_store_is_a_clear_error_and_capture_goes_on() {
     const TEST: &str = "daemon_bad_store";
-    let Some((tools, dir, uac, uas, status)) = setup(TEST) else {
-        return;
-    };
+    let Some((tools, dir, uac, uas, status)) = setup(TEST) else { return };
     let store_dir = dir.join("state/store");
     std::fs::create_dir_all(store_dir.join("db")).unwrap();
     std::fs::write(store_dir.join("db/conf"), vec![0x5a; 4096]).unwrap();
@@ -228,29 +151,14 @@ fn an_unreadable_store_is_a_clear_error_and_capture_goes_on() {
     daemon.wait_ready(Duration::from_secs(20)).unwrap();
     let n = 50;
     calls(&tools.sipp, uac, uas, n, 50, &dir);
-    let s = wait_for(&daemon, "calls held", Duration::from_secs(20), |s| {
-        s["store"]["held_in_memory"] == n
-    });
+    let s = wait_for(&daemon, "calls held", Duration::from_secs(20), |s| s["store"]["held_in_memory"] == n);
     let err = s["store"]["error"].as_str().unwrap().to_string();
-    assert!(
-        err.contains("may be damaged") && err.contains("move the directory aside"),
-        "{err}"
-    );
-    assert!(
-        std::fs::read_to_string(&log)
-            .unwrap()
-            .contains("store unavailable"),
-        "logged"
-    );
-    assert_eq!(
-        s["today"]["practices"][0]["inbound"], 0,
-        "not counted before stored"
-    );
+    assert!(err.contains("may be damaged") && err.contains("move the directory aside"), "{err}");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("store unavailable"), "logged");
+    assert_eq!(s["today"]["practices"][0]["inbound"], 0, "not counted before stored");
     // the supplier moves it aside, as the message says
     std::fs::rename(&store_dir, dir.join("state/store.damaged")).unwrap();
-    let s = wait_for(&daemon, "a new store", Duration::from_secs(30), |s| {
-        s["store"]["healthy"] == true && s["store"]["held_in_memory"] == 0
-    });
+    let s = wait_for(&daemon, "a new store", Duration::from_secs(30), |s| s["store"]["healthy"] == true && s["store"]["held_in_memory"] == 0);
     assert_eq!(s["store"]["calls_stored"], n);
     assert_eq!(s["today"]["practices"][0]["inbound"], n);
     daemon.stop().unwrap();

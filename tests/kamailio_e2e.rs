@@ -42,8 +42,8 @@ use cbt_proto::call::Outcome;
 use cbt_proto::Timestamp;
 use cbt_tests::in_ci;
 use cbt_tests::kamailio::{
-    self, answer, inbound, plan, Act, CallOut, Differences, Intent, Observed, PlannedCall, Reply,
-    Topology, A_WELCOME, CALLER, LAG_US, NOANSWER_MS,
+    self, answer, inbound, plan, Act, CallOut, Differences, Intent, Observed, PlannedCall, Reply, Topology, A_WELCOME,
+    CALLER, LAG_US, NOANSWER_MS,
 };
 use cbt_tests::sipp::CaptureError;
 use std::collections::BTreeMap;

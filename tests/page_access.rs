@@ -21,18 +21,7 @@ const PASSWORD: &str = "surgery phones 2026";
 /// HTTP status of a GET with curl (`000` when no HTTP answer came).
 fn curl(url: &str, cacert: &Path, auth: &[&str]) -> String {
     let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "30",
-            "--cacert",
-        ])
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--noproxy", "*", "--max-time", "30", "--cacert"])
         .arg(cacert)
         .args(auth)
         .arg(url)
@@ -42,21 +31,14 @@ fn curl(url: &str, cacert: &Path, auth: &[&str]) -> String {
 }
 
 fn free_port(ip: &str) -> u16 {
-    TcpListener::bind(format!("{ip}:0"))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap().port()
 }
 
 #[test]
 fn lan_listener_needs_the_password_or_token() {
     for tool in ["curl", "openssl"] {
         if Command::new(tool).arg("--version").output().is_err() {
-            assert!(
-                !cbt_tests::in_ci(),
-                "{tool} is missing (scripts/setup-deps installs it)"
-            );
+            assert!(!cbt_tests::in_ci(), "{tool} is missing (scripts/setup-deps installs it)");
             eprintln!("SKIP: no {tool}");
             return;
         }
@@ -70,19 +52,7 @@ fn lan_listener_needs_the_password_or_token() {
     // a certificate for the LAN address
     let (cert, key) = (tmp.join("page.crt"), tmp.join("page.key"));
     let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=cbt-agent test",
-        ])
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=cbt-agent test"])
         .args(["-addext", &format!("subjectAltName=IP:{ip}"), "-keyout"])
         .arg(&key)
         .arg("-out")
@@ -93,31 +63,13 @@ fn lan_listener_needs_the_password_or_token() {
     assert!(st.success(), "openssl could not make a certificate");
 
     // the password hash and a token, as the operator makes them
-    let mut child = Command::new(agent_bin())
-        .arg("page-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
+    let mut child = Command::new(agent_bin()).arg("page-password").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
-    let out = Command::new(agent_bin())
-        .args(["page-password", "--token"])
-        .output()
-        .unwrap();
+    let out = Command::new(agent_bin()).args(["page-password", "--token"]).output().unwrap();
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(token.len() >= 40, "{token}");
     std::fs::write(tmp.join("page-token"), format!("{token}\n")).unwrap();
@@ -125,11 +77,7 @@ fn lan_listener_needs_the_password_or_token() {
     // a store with the morning's calls
     let fixture = root.join("tests/fixtures/morning.toml");
     let config = cbt_agent::config::Config::load(&fixture).unwrap();
-    let (_, book) = cbt_agent::replay::calls_of(
-        &config,
-        [7; 32],
-        &[root.join("tests/fixtures/morning.pcap")],
-    );
+    let (_, book) = cbt_agent::replay::calls_of(&config, [7; 32], &[root.join("tests/fixtures/morning.pcap")]);
     let records: Vec<CallRecord> = book.records().into_iter().cloned().collect();
     fill_store(&tmp.join("store"), &records);
     let site = std::fs::read_to_string(&fixture).unwrap();
@@ -153,80 +101,30 @@ fn lan_listener_needs_the_password_or_token() {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        assert!(
-            up,
-            "the LAN listener did not come up: {}",
-            std::fs::read_to_string(&daemon.log).unwrap_or_default()
-        );
-        let pages = [
-            "/",
-            "/?period=week&date=2025-11-04",
-            "/staffing",
-            "/report?month=2025-11",
-        ];
-        let apis = [
-            "/api/staffing",
-            "/status",
-            "/metrics",
-            "/healthz",
-            "/api/calls",
-            "/api/days",
-        ];
+        assert!(up, "the LAN listener did not come up: {}", std::fs::read_to_string(&daemon.log).unwrap_or_default());
+        let pages = ["/", "/?period=week&date=2025-11-04", "/staffing", "/report?month=2025-11"];
+        let apis = ["/api/staffing", "/status", "/metrics", "/healthz", "/api/calls", "/api/days"];
         let basic = format!("manager:{PASSWORD}");
         let bearer = format!("Authorization: Bearer {token}");
         let wrong = "manager:not the password".to_string();
         for path in pages.iter().chain(&apis) {
             let url = format!("https://{lan}{path}");
             assert_eq!(curl(&url, &cert, &[]), "401", "{path} without a password");
-            assert_eq!(
-                curl(&url, &cert, &["-u", &wrong]),
-                "401",
-                "{path} with a wrong password"
-            );
-            assert_eq!(
-                curl(
-                    &url,
-                    &cert,
-                    &["-H", "Authorization: Bearer not-the-token-at-all"]
-                ),
-                "401",
-                "{path} with a wrong token"
-            );
-            let want = if pages.contains(path) || api {
-                "200"
-            } else {
-                "404"
-            };
-            assert_eq!(
-                curl(&url, &cert, &["-u", &basic]),
-                want,
-                "{path} with the password (api = {api})"
-            );
-            assert_eq!(
-                curl(&url, &cert, &["-H", &bearer]),
-                want,
-                "{path} with the token (api = {api})"
-            );
+            assert_eq!(curl(&url, &cert, &["-u", &wrong]), "401", "{path} with a wrong password");
+            assert_eq!(curl(&url, &cert, &["-H", "Authorization: Bearer not-the-token-at-all"]), "401", "{path} with a wrong token");
+            let want = if pages.contains(path) || api { "200" } else { "404" };
+            assert_eq!(curl(&url, &cert, &["-u", &basic]), want, "{path} with the password (api = {api})");
+            assert_eq!(curl(&url, &cert, &["-H", &bearer]), want, "{path} with the token (api = {api})");
             // plain HTTP gets no page
-            assert_ne!(
-                curl(&format!("http://{lan}{path}"), &cert, &["-u", &basic]),
-                "200",
-                "{path} over plain HTTP"
-            );
+            assert_ne!(curl(&format!("http://{lan}{path}"), &cert, &["-u", &basic]), "200", "{path} over plain HTTP");
             // the loopback listener answers as before
-            assert!(
-                cbt_agent::client::get(&Listen::Tcp(status), path).is_ok(),
-                "{path} on loopback"
-            );
+            assert!(cbt_agent::client::get(&Listen::Tcp(status), path).is_ok(), "{path} on loopback");
         }
         // the log names the peer of a wrong password, never the password
         daemon.stop().unwrap();
         let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
         assert!(log.contains("wrong password or token"), "{log}");
-        assert!(
-            !log.contains("not the password") && !log.contains(PASSWORD) && !log.contains(&token),
-            "the log shows a credential"
-        );
+        assert!(!log.contains("not the password") && !log.contains(PASSWORD) && !log.contains(&token), "the log shows a credential");
         std::fs::remove_file(&daemon.log).ok();
     }
 }

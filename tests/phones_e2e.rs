@@ -65,8 +65,8 @@
 //! outputs) is kept in `target/tmp/phones_e2e/<test>`. 3 to 9 s a test,
 //! about 20 s for the four that run by default.
 
-use cbt_agent::daemon::capture::now;
 use cbt_proto::call::Outcome;
+use cbt_agent::daemon::capture::now;
 use cbt_proto::Timestamp;
 use cbt_tests::baresip::{self, Phone, PhoneEvent, PhoneSpec};
 use cbt_tests::in_ci;
@@ -130,17 +130,7 @@ struct Rig {
 /// to capture is missing (outside CI). `caller_aor`: the caller's From.
 fn rig(test: &str, caller_aor: &str) -> Option<Rig> {
     let (bin, modules) = baresip::baresip_or_skip(test)?;
-    let Pbx {
-        started,
-        dir,
-        pbx,
-        caller_at,
-        h1_at,
-        h2_at,
-        cap,
-        kam,
-        ..
-    } = Pbx::start(test)?;
+    let Pbx { started, dir, pbx, caller_at, h1_at, h2_at, cap, kam, .. } = Pbx::start(test)?;
     let phone = |name: &str, sip: SocketAddrV4, aor: String, register: Option<u32>| {
         let spec = PhoneSpec {
             name: name.into(),
@@ -191,15 +181,9 @@ impl Pbx {
         let started = Instant::now();
         let dir = work_dir(test);
         let pbx = free(PBX_IP);
-        let (caller_at, h1_at, h2_at, h3_at) =
-            (free(CALLER_IP), free(H1_IP), free(H2_IP), free(H3_IP));
+        let (caller_at, h1_at, h2_at, h3_at) = (free(CALLER_IP), free(H1_IP), free(H2_IP), free(H3_IP));
         let pcap = dir.join("capture.pcap");
-        let cap = match Capture::start(
-            &tools.capture,
-            "lo",
-            &[pbx, caller_at, h1_at, h2_at, h3_at],
-            &pcap,
-        ) {
+        let cap = match Capture::start(&tools.capture, "lo", &[pbx, caller_at, h1_at, h2_at, h3_at], &pcap) {
             Ok(c) => c,
             Err(CaptureError::Permission(m)) if !in_ci() => {
                 eprintln!("SKIP: {test}: cannot capture on lo: {m} (run as root, or give dumpcap its capabilities)");
@@ -216,17 +200,7 @@ impl Pbx {
         ];
         let kam = Kamailio::start(&kamailio_bin, pbx, &defines, &dir)
             .unwrap_or_else(|e| panic!("{test}: {e} (work directory {})", dir.display()));
-        Some(Pbx {
-            started,
-            dir,
-            pbx,
-            caller_at,
-            h1_at,
-            h2_at,
-            h3_at,
-            cap,
-            kam,
-        })
+        Some(Pbx { started, dir, pbx, caller_at, h1_at, h2_at, h3_at, cap, kam })
     }
 }
 
@@ -337,8 +311,7 @@ fn finish(
     for h in ["211", "212"] {
         assert!(
             // (baresip writes `To: <sip:211@...>`, linphone `To: sip:211@...`)
-            has(&format!("REGISTER sip:{}", kam.addr))
-                && (has(&format!("To: <sip:{h}@")) || has(&format!("To: sip:{h}@"))),
+            has(&format!("REGISTER sip:{}", kam.addr)) && (has(&format!("To: <sip:{h}@")) || has(&format!("To: sip:{h}@"))),
             "{test}: no REGISTER of {h} in the capture {}",
             pcap.display()
         );
@@ -411,13 +384,7 @@ impl Expected {
     /// that first person (`answered`), lasting until the caller hangs up on
     /// the transfer target (`ended`). The legs a transfer adds are not
     /// counted here.
-    fn transferred(
-        started: Timestamp,
-        queue_joined: Timestamp,
-        first_ring: Option<Timestamp>,
-        answered: Timestamp,
-        ended: Timestamp,
-    ) -> Expected {
+    fn transferred(started: Timestamp, queue_joined: Timestamp, first_ring: Option<Timestamp>, answered: Timestamp, ended: Timestamp) -> Expected {
         Expected {
             outcome: Outcome::Answered,
             abandoned: false,
@@ -795,11 +762,7 @@ fn blind_transfer() {
     let ended = hung_up.min(ok(rig.h2.wait_for_nth("CALL_CLOSED", 2, PATIENCE)).at);
     let done = rig.finish(test);
     keep_for_issue_11(&done);
-    check(
-        test,
-        &Expected::transferred(started, queue_joined, None, answered, ended),
-        &done,
-    );
+    check(test, &Expected::transferred(started, queue_joined, None, answered, ended), &done);
 }
 
 /// The attended transfer of issue 11, with linphone's console as all
@@ -824,11 +787,7 @@ fn attended_transfer() {
         return;
     };
     let pbx = rig.pbx.pbx;
-    let mut caller = rig.phone(
-        "caller",
-        rig.pbx.caller_at,
-        format!("<sip:{CALLER_NUMBER}@{CALLER_IP}>"),
-    );
+    let mut caller = rig.phone("caller", rig.pbx.caller_at, format!("<sip:{CALLER_NUMBER}@{CALLER_IP}>"));
     let mut h1 = rig.phone("h1", rig.pbx.h1_at, format!("<sip:211@{pbx}>"));
     let mut h2 = rig.phone("h2", rig.pbx.h2_at, format!("<sip:212@{pbx}>"));
 
@@ -847,12 +806,7 @@ fn attended_transfer() {
     ok(h1.wait_for("is now paused", 1, PATIENCE));
     ok(h1.command(&format!("call sip:212@{pbx}")));
     let consult = ok(h1.wait_for("Establishing call id to sip:212", 1, PATIENCE));
-    let consult: u32 = consult
-        .text
-        .rsplit("assigned id ")
-        .next()
-        .and_then(|s| s.trim().parse().ok())
-        .expect("H1's call id");
+    let consult: u32 = consult.text.rsplit("assigned id ").next().and_then(|s| s.trim().parse().ok()).expect("H1's call id");
     let (rung, h2_consult) = ok(h2.incoming_call(2, PATIENCE));
     sleep_past(rung.at, 1000);
     ok(h2.command(&format!("answer {h2_consult}")));
@@ -867,11 +821,7 @@ fn attended_transfer() {
     let (_, h2_replaced) = ok(h2.incoming_call(3, PATIENCE));
     let ended = ended_at(&caller, 2).min(ended_at(&h2, h2_replaced));
     let done = rig.finish(test, vec![caller, h1, h2]);
-    check(
-        test,
-        &Expected::transferred(started, queue_joined, Some(first_ring), answered, ended),
-        &done,
-    );
+    check(test, &Expected::transferred(started, queue_joined, Some(first_ring), answered, ended), &done);
 }
 
 /// A directed pickup of issue 11, with real phones through the proxy: the
@@ -895,11 +845,7 @@ fn directed_pickup() {
     };
     let pbx = rig.pbx.pbx;
     let caller_at = rig.pbx.caller_at;
-    let mut caller = rig.phone(
-        "caller",
-        caller_at,
-        format!("<sip:{CALLER_NUMBER}@{CALLER_IP}>"),
-    );
+    let mut caller = rig.phone("caller", caller_at, format!("<sip:{CALLER_NUMBER}@{CALLER_IP}>"));
     let h1 = rig.phone("h1", rig.pbx.h1_at, format!("<sip:211@{pbx}>"));
     let h2 = rig.phone("h2", rig.pbx.h2_at, format!("<sip:212@{pbx}>"));
     let mut h3 = rig.phone("h3", rig.pbx.h3_at, format!("<sip:221@{pbx}>"));
@@ -972,21 +918,13 @@ struct Ringing {
 impl Linphones {
     fn start(test: &str) -> Option<Linphones> {
         let bin = cbt_tests::linphone::linphonec_or_skip(test)?;
-        Some(Linphones {
-            bin,
-            pbx: Pbx::start(test)?,
-        })
+        Some(Linphones { bin, pbx: Pbx::start(test)? })
     }
 
     /// A phone registered to the PBX (waits until it is: see the
     /// `cbt_tests::linphone` notes on media addresses).
     fn phone(&mut self, name: &str, sip: SocketAddrV4, identity: String) -> Linphone {
-        let spec = LinphoneSpec {
-            name: name.into(),
-            sip,
-            identity,
-            proxy: self.pbx.pbx,
-        };
+        let spec = LinphoneSpec { name: name.into(), sip, identity, proxy: self.pbx.pbx };
         let mut p = Linphone::start(&self.bin, &spec, &self.pbx.dir)
             .unwrap_or_else(|e| panic!("{e} (work directory {})", self.pbx.dir.display()));
         ok(p.wait_registered(PATIENCE));
@@ -1006,17 +944,9 @@ impl Linphones {
                         .unwrap_or_else(|| panic!("no {k} in `{line}`"))
                         .to_string()
                 };
-                return Ringing {
-                    call_id: field("call-id="),
-                    from_tag: field("from-tag="),
-                    to_tag: field("to-tag="),
-                };
+                return Ringing { call_id: field("call-id="), from_tag: field("from-tag="), to_tag: field("to-tag=") };
             }
-            assert!(
-                Instant::now() < deadline,
-                "no 180 from {from} in {}",
-                self.pbx.kam.log.display()
-            );
+            assert!(Instant::now() < deadline, "no 180 from {from} in {}", self.pbx.kam.log.display());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -1024,24 +954,14 @@ impl Linphones {
     fn finish(self, test: &str, phones: Vec<Linphone>) -> Done {
         let mut events = Vec::new();
         for p in &phones {
-            events.extend(
-                p.lines()
-                    .into_iter()
-                    .map(|l| (l.at, format!("{} {}", p.spec.name, l.text))),
-            );
+            events.extend(p.lines().into_iter().map(|l| (l.at, format!("{} {}", p.spec.name, l.text))));
         }
         let quit = move || {
             for p in phones {
                 p.quit();
             }
         };
-        let Pbx {
-            started,
-            dir,
-            cap,
-            kam,
-            ..
-        } = self.pbx;
+        let Pbx { started, dir, cap, kam, .. } = self.pbx;
         finish(test, dir, started, cap, kam, events, quit)
     }
 }

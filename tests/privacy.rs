@@ -24,14 +24,7 @@ request = ["callback"]
 "#;
 
 /// Caller numbers, each written a different way on the wire.
-const CALLERS: [&str; 6] = [
-    "07700900461",
-    "+447700900462",
-    "447700900463",
-    "07700900464",
-    "+447700900465",
-    "07700900466",
-];
+const CALLERS: [&str; 6] = ["07700900461", "+447700900462", "447700900463", "07700900464", "+447700900465", "07700900466"];
 
 fn digits(n: &str) -> String {
     n.chars().filter(char::is_ascii_digit).collect()
@@ -40,36 +33,14 @@ fn digits(n: &str) -> String {
 /// Every form of a number a leak could take.
 fn forms(n: &str) -> Vec<String> {
     let d = digits(n);
-    let national = d
-        .strip_prefix("44")
-        .map(|r| format!("0{r}"))
-        .unwrap_or(d.clone());
+    let national = d.strip_prefix("44").map(|r| format!("0{r}")).unwrap_or(d.clone());
     let subscriber = national.trim_start_matches('0').to_string(); // 7700900461
-    vec![
-        national.clone(),
-        format!("44{subscriber}"),
-        subscriber,
-        format!("{} {}", &national[..5], &national[5..]),
-    ]
+    vec![national.clone(), format!("44{subscriber}"), subscriber, format!("{} {}", &national[..5], &national[5..])]
 }
 
-fn leg(
-    n: usize,
-    from: &str,
-    to: &str,
-    caller: &str,
-    callee: &str,
-    start_ms: i64,
-    script: Script,
-) -> Vec<Msg> {
+fn leg(n: usize, from: &str, to: &str, caller: &str, callee: &str, start_ms: i64, script: Script) -> Vec<Msg> {
     let t0 = Timestamp::from_secs_micros(1_730_710_800, 0);
-    let mut c = Call::numbered(
-        n as u64,
-        from.parse().unwrap(),
-        to.parse().unwrap(),
-        t0.add(start_ms * MILLISECOND),
-        script,
-    );
+    let mut c = Call::numbered(n as u64, from.parse().unwrap(), to.parse().unwrap(), t0.add(start_ms * MILLISECOND), script);
     c.caller = caller.into();
     c.callee = callee.into();
     c.messages()
@@ -77,11 +48,7 @@ fn leg(
         .map(|mut m| {
             let text = String::from_utf8(m.bytes).unwrap();
             let with_name = text.replace("\"Caller\"", &format!("\"{caller} Smith\""));
-            let with_pai = with_name.replacen(
-                "Max-Forwards: 70\r\n",
-                &format!("Max-Forwards: 70\r\nP-Asserted-Identity: <tel:{caller}>\r\n"),
-                1,
-            );
+            let with_pai = with_name.replacen("Max-Forwards: 70\r\n", &format!("Max-Forwards: 70\r\nP-Asserted-Identity: <tel:{caller}>\r\n"), 1);
             m.bytes = with_pai.into_bytes();
             m
         })
@@ -123,122 +90,25 @@ fn replay(dir: &Path, cap: &Path, output: Output, csv: Option<PathBuf>) -> (Stri
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = run_with(args, &mut out, &mut err).unwrap();
     assert_eq!(code, std::process::ExitCode::SUCCESS);
-    (
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
+    (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
 }
 
 /// The capture of distinctive numbers, written into `dir` with the site.
 fn numbers_capture(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("site.toml"), SITE).unwrap();
-    let (c, p, h, cb) = (
-        "192.0.2.1:5060",
-        "10.20.0.5:5060",
-        "10.20.1.11:5060",
-        "10.20.0.7:5060",
-    );
-    let answered = |r, a, t| Script::Answered {
-        ring: r,
-        answer: a,
-        talk: t,
-        caller_hangs_up: true,
-    };
+    let (c, p, h, cb) = ("192.0.2.1:5060", "10.20.0.5:5060", "10.20.1.11:5060", "10.20.0.7:5060");
+    let answered = |r, a, t| Script::Answered { ring: r, answer: a, talk: t, caller_hangs_up: true };
     let mut msgs = Vec::new();
-    msgs.extend(leg(
-        1,
-        c,
-        p,
-        CALLERS[0],
-        "01632960123",
-        0,
-        answered(50, 100, 60_000),
-    ));
-    msgs.extend(leg(
-        2,
-        p,
-        h,
-        CALLERS[0],
-        "201",
-        5_000,
-        answered(100, 3_000, 40_000),
-    ));
-    msgs.extend(leg(
-        3,
-        c,
-        p,
-        CALLERS[1],
-        "+441632960123",
-        1_000,
-        Script::Cancelled {
-            ring: 100,
-            cancel: 9_000,
-        },
-    ));
-    msgs.extend(leg(
-        4,
-        c,
-        p,
-        CALLERS[2],
-        "441632960123",
-        2_000,
-        Script::Rejected {
-            ring: None,
-            at: 300,
-            code: 486,
-        },
-    ));
-    msgs.extend(leg(
-        5,
-        c,
-        p,
-        CALLERS[3],
-        "01632960123",
-        3_000,
-        Script::Answered {
-            ring: 50,
-            answer: 100,
-            talk: 24_000,
-            caller_hangs_up: false,
-        },
-    ));
-    msgs.extend(leg(
-        6,
-        p,
-        cb,
-        CALLERS[3],
-        "callback",
-        20_000,
-        answered(10, 100, 2_000),
-    ));
-    msgs.extend(leg(
-        7,
-        p,
-        c,
-        "01632960123",
-        CALLERS[3],
-        300_000,
-        answered(100, 2_000, 30_000),
-    ));
-    msgs.extend(leg(
-        8,
-        c,
-        p,
-        CALLERS[4],
-        "01632960999",
-        4_000,
-        answered(50, 100, 5_000),
-    ));
-    msgs.extend(leg(
-        9,
-        c,
-        h,
-        CALLERS[5],
-        "01632960123",
-        5_000,
-        answered(300, 4_000, 10_000),
-    ));
+    msgs.extend(leg(1, c, p, CALLERS[0], "01632960123", 0, answered(50, 100, 60_000)));
+    msgs.extend(leg(2, p, h, CALLERS[0], "201", 5_000, answered(100, 3_000, 40_000)));
+    msgs.extend(leg(3, c, p, CALLERS[1], "+441632960123", 1_000, Script::Cancelled { ring: 100, cancel: 9_000 }));
+    msgs.extend(leg(4, c, p, CALLERS[2], "441632960123", 2_000, Script::Rejected { ring: None, at: 300, code: 486 }));
+    msgs.extend(leg(5, c, p, CALLERS[3], "01632960123", 3_000, Script::Answered { ring: 50, answer: 100, talk: 24_000, caller_hangs_up: false }));
+    msgs.extend(leg(6, p, cb, CALLERS[3], "callback", 20_000, answered(10, 100, 2_000)));
+    msgs.extend(leg(7, p, c, "01632960123", CALLERS[3], 300_000, answered(100, 2_000, 30_000)));
+    msgs.extend(leg(8, c, p, CALLERS[4], "01632960999", 4_000, answered(50, 100, 5_000)));
+    msgs.extend(leg(9, c, h, CALLERS[5], "01632960123", 5_000, answered(300, 4_000, 10_000)));
     let cap = dir.join("numbers.pcap");
     write_pcap(&cap, &mut msgs);
     cap
@@ -264,38 +134,18 @@ fn no_output_carries_a_caller_number_or_its_hash() {
     let (legs, e4) = replay(&dir, &cap, Output::Legs, None);
     let (summary, e5) = replay(&dir, &cap, Output::Summary, None);
     let (staffing, e6) = replay(&dir, &cap, Output::Staffing, None);
-    assert!(
-        staffing.lines().count() >= 7 * 48 && staffing.contains("\"staff_erlang_c\""),
-        "{e6}"
-    );
+    assert!(staffing.lines().count() >= 7 * 48 && staffing.contains("\"staff_erlang_c\""), "{e6}");
     assert_eq!(calls.lines().count(), 6, "{calls}");
-    assert!(
-        calls.contains("\"callback_made\":\"20"),
-        "the callback is matched: {calls}"
-    );
-    let csv: String = [
-        "by_day_and_time.csv",
-        "by_durations.csv",
-        "calls_answered_metric.csv",
-    ]
-    .iter()
-    .map(|f| std::fs::read_to_string(dir.join("csv").join(f)).unwrap())
-    .collect();
+    assert!(calls.contains("\"callback_made\":\"20"), "the callback is matched: {calls}");
+    let csv: String = ["by_day_and_time.csv", "by_durations.csv", "calls_answered_metric.csv"]
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.join("csv").join(f)).unwrap())
+        .collect();
 
     // the hashes the engine computed for these callers
     let hasher = Hasher::new(key_of(&dir), "44");
-    let about_calls = [
-        ("calls", &calls),
-        ("metrics", &metrics),
-        ("report", &report),
-        ("csv", &csv),
-        ("staffing", &staffing),
-    ];
-    let everything = [
-        about_calls.as_slice(),
-        &[("legs", &legs), ("summary", &summary)],
-    ]
-    .concat();
+    let about_calls = [("calls", &calls), ("metrics", &metrics), ("report", &report), ("csv", &csv), ("staffing", &staffing)];
+    let everything = [about_calls.as_slice(), &[("legs", &legs), ("summary", &summary)]].concat();
     let logs = [e1, e2, e3, e4, e5, e6].concat();
     for n in CALLERS {
         for f in forms(n) {
@@ -308,10 +158,7 @@ fn no_output_carries_a_caller_number_or_its_hash() {
         for (name, text) in &about_calls {
             assert!(!text.contains(&h), "{name} output contains the hash of {n}");
         }
-        assert!(
-            legs.contains(&h),
-            "legs carry the keyed hash instead of the number"
-        );
+        assert!(legs.contains(&h), "legs carry the keyed hash instead of the number");
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -330,46 +177,25 @@ fn pages_carry_no_number_hash_or_call_id() {
     let (_, book) = cbt_agent::replay::calls_of(&config, key, std::slice::from_ref(&cap));
     let records: Vec<_> = book.records().into_iter().cloned().collect();
     assert_eq!(records.len(), 6);
-    assert!(
-        records
-            .iter()
-            .all(|r| r.caller.is_some() && !r.call_id.is_empty()),
-        "the records hold what must not be shown"
-    );
+    assert!(records.iter().all(|r| r.caller.is_some() && !r.call_id.is_empty()), "the records hold what must not be shown");
     cbt_tests::page::fill_store(&dir.join("store"), &records);
     let (mut daemon, status) = cbt_tests::page::serve_store(SITE, &dir, "");
     let date = "2024-11-04";
-    let mut paths: Vec<String> = ["today", "yesterday", "week", "month", "last-month"]
-        .iter()
-        .map(|p| format!("/?period={p}&date={date}"))
-        .collect();
-    paths.extend([
-        format!("/staffing?to={date}"),
-        format!("/staffing?to={date}&weekday=Monday"),
-        "/report?month=2024-11".to_string(),
-        format!("/api/staffing?to={date}"),
-        "/".to_string(),
-    ]);
+    let mut paths: Vec<String> = ["today", "yesterday", "week", "month", "last-month"].iter().map(|p| format!("/?period={p}&date={date}")).collect();
+    paths.extend([format!("/staffing?to={date}"), format!("/staffing?to={date}&weekday=Monday"), "/report?month=2024-11".to_string(), format!("/api/staffing?to={date}"), "/".to_string()]);
     let hasher = Hasher::new(key, "44");
     let mut shown = 0;
     for path in &paths {
-        let body = cbt_agent::client::get(&cbt_agent::config::Listen::Tcp(status), path)
-            .unwrap_or_else(|e| panic!("{path}: {e:#}"));
+        let body = cbt_agent::client::get(&cbt_agent::config::Listen::Tcp(status), path).unwrap_or_else(|e| panic!("{path}: {e:#}"));
         for n in CALLERS.iter().chain(&["01632960123"]) {
             for f in forms(n) {
                 assert!(!body.contains(&f), "{path} contains {f}");
             }
-            assert!(
-                !body.contains(&hasher.hash(n)),
-                "{path} contains the hash of {n}"
-            );
+            assert!(!body.contains(&hasher.hash(n)), "{path} contains the hash of {n}");
         }
         for r in &records {
             assert!(!body.contains(&r.call_id), "{path} contains a Call-ID");
-            assert!(
-                !body.contains(r.caller.as_deref().unwrap()),
-                "{path} contains a caller hash"
-            );
+            assert!(!body.contains(r.caller.as_deref().unwrap()), "{path} contains a caller hash");
         }
         shown += body.len();
     }

@@ -54,10 +54,7 @@ fn u32_of(v: &Value, k: &str) -> u32 {
 }
 
 fn plan(fixture: &str) -> Plan {
-    let d: Value = serde_json::from_slice(
-        &std::fs::read(workspace_root().join(fixture).join("plan.json")).unwrap(),
-    )
-    .unwrap();
+    let d: Value = serde_json::from_slice(&std::fs::read(workspace_root().join(fixture).join("plan.json")).unwrap()).unwrap();
     let calls = d["calls"]
         .as_array()
         .unwrap()
@@ -78,15 +75,9 @@ fn plan(fixture: &str) -> Plan {
                     code: u32_of(a, "code") as u16,
                 }
             } else if let Some(a) = s.get("cancelled") {
-                Script::Cancelled {
-                    ring: u32_of(a, "ring"),
-                    cancel: u32_of(a, "cancel"),
-                }
+                Script::Cancelled { ring: u32_of(a, "ring"), cancel: u32_of(a, "cancel") }
             } else if let Some(a) = s.get("challenged_then_answered") {
-                Script::ChallengedThenAnswered {
-                    answer: u32_of(a, "answer"),
-                    talk: u32_of(a, "talk"),
-                }
+                Script::ChallengedThenAnswered { answer: u32_of(a, "answer"), talk: u32_of(a, "talk") }
             } else {
                 panic!("unknown script {s}")
             };
@@ -114,12 +105,7 @@ impl Plan {
 
     /// What the agent never saw: the messages after the kill.
     fn rest(&self) -> Vec<Msg> {
-        let mut v: Vec<Msg> = self
-            .calls
-            .iter()
-            .flat_map(|p| self.messages(p))
-            .filter(|m| m.ts >= self.b2_until)
-            .collect();
+        let mut v: Vec<Msg> = self.calls.iter().flat_map(|p| self.messages(p)).filter(|m| m.ts >= self.b2_until).collect();
         v.sort_by_key(|m| m.ts);
         v
     }
@@ -153,39 +139,22 @@ fn copy_dir(from: &Path, to: &Path) {
 fn scratch(name: &str, fixture: &str) -> PathBuf {
     let dir = workspace_root().join("target/tmp").join(name);
     let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(
-        &workspace_root().join(fixture).join("store"),
-        &dir.join("store"),
-    );
+    copy_dir(&workspace_root().join(fixture).join("store"), &dir.join("store"));
     dir
 }
 
 /// Checks calls against the plan: each planned call exactly once (by start
 /// time), with its outcome and, where the whole call was seen, its times.
-fn check_against_plan(
-    plan: &Plan,
-    calls: &[CallRecord],
-    exact_times_for: impl Fn(&Planned) -> bool,
-) {
+fn check_against_plan(plan: &Plan, calls: &[CallRecord], exact_times_for: impl Fn(&Planned) -> bool) {
     let by_start: BTreeMap<Timestamp, &CallRecord> = calls.iter().map(|c| (c.started, c)).collect();
     assert_eq!(by_start.len(), calls.len(), "two calls with one start time");
-    assert_eq!(
-        calls.len(),
-        plan.calls.len(),
-        "calls: {:#?}",
-        calls
-            .iter()
-            .map(|c| (c.started, c.outcome))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(calls.len(), plan.calls.len(), "calls: {:#?}", calls.iter().map(|c| (c.started, c.outcome)).collect::<Vec<_>>());
     let mut seqs: Vec<u64> = calls.iter().map(|c| c.seq).collect();
     seqs.sort_unstable();
     seqs.dedup();
     assert_eq!(seqs.len(), calls.len(), "a sequence number used twice");
     for p in &plan.calls {
-        let c = by_start
-            .get(&p.start)
-            .unwrap_or_else(|| panic!("call {} (started {}) is missing", p.n, p.start));
+        let c = by_start.get(&p.start).unwrap_or_else(|| panic!("call {} (started {}) is missing", p.n, p.start));
         assert_eq!(c.practice, "B82005");
         if exact_times_for(p) {
             assert_eq!(c.outcome, p.expect, "call {}", p.n);
@@ -194,18 +163,8 @@ fn check_against_plan(
                 (Some(a), Some(b)) => (a - b).abs() < 0.0015,
                 (a, b) => a == b,
             };
-            assert!(
-                close(c.wait_s, wait),
-                "call {}: wait {:?}, planned {wait:?}",
-                p.n,
-                c.wait_s
-            );
-            assert!(
-                close(c.duration_s, duration),
-                "call {}: duration {:?}, planned {duration:?}",
-                p.n,
-                c.duration_s
-            );
+            assert!(close(c.wait_s, wait), "call {}: wait {:?}, planned {wait:?}", p.n, c.wait_s);
+            assert!(close(c.duration_s, duration), "call {}: duration {:?}, planned {duration:?}", p.n, c.duration_s);
         }
     }
 }
@@ -234,104 +193,40 @@ fn engine_and_store_finish(fixture: &str, scratch_name: &str) {
     // retention (AgentConfig::call_cut)
     let upgraded = store.upgraded_at().unwrap().expect("upgrade recorded");
     assert!(upgraded >= before_upgrade && upgraded <= cbt_agent::daemon::capture::now());
-    let cut = config
-        .agent
-        .call_cut(cbt_agent::daemon::capture::now(), Some(upgraded));
-    assert!(
-        store
-            .calls_between(Timestamp::MIN, Timestamp::MAX)
-            .unwrap()
-            .iter()
-            .all(|c| c.started > cut),
-        "none of its calls is due for pruning"
-    );
+    let cut = config.agent.call_cut(cbt_agent::daemon::capture::now(), Some(upgraded));
+    assert!(store.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().iter().all(|c| c.started > cut), "none of its calls is due for pruning");
 
     // what 0.1.0 stored reads as it was
     let counts = store.verify().unwrap();
     assert_eq!(counts.unreadable, 0);
     let stored = store.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap();
-    let finished_before_kill: Vec<&Planned> = plan
-        .calls
-        .iter()
-        .filter(|p| plan.messages(p).iter().all(|m| m.ts < plan.b2_until))
-        .collect();
-    assert_eq!(
-        stored.len(),
-        finished_before_kill.len(),
-        "every call 0.1.0 finished was stored"
-    );
+    let finished_before_kill: Vec<&Planned> = plan.calls.iter().filter(|p| plan.messages(p).iter().all(|m| m.ts < plan.b2_until)).collect();
+    assert_eq!(stored.len(), finished_before_kill.len(), "every call 0.1.0 finished was stored");
     let days = store.days().unwrap();
     assert_eq!(days.len(), 1, "2026-11-02 was closed by 0.1.0");
     let ((practice, date), day) = &days[0];
+    assert_eq!((practice.as_str(), date.to_string().as_str()), ("B82005", "2026-11-02"));
+    let count = |o: Outcome| plan.calls.iter().filter(|p| p.start < Timestamp(1_793_664_000_000_000) && p.expect == o).count() as u64;
     assert_eq!(
-        (practice.as_str(), date.to_string().as_str()),
-        ("B82005", "2026-11-02")
-    );
-    let count = |o: Outcome| {
-        plan.calls
-            .iter()
-            .filter(|p| p.start < Timestamp(1_793_664_000_000_000) && p.expect == o)
-            .count() as u64
-    };
-    assert_eq!(
-        (
-            day.total(Indicator::Cbt001),
-            day.total(Indicator::Cbt002),
-            day.total(Indicator::Cbt003),
-            day.total(Indicator::Cbt004)
-        ),
-        (
-            10,
-            count(Outcome::EndedInIvr),
-            count(Outcome::Answered),
-            count(Outcome::Missed)
-        ),
+        (day.total(Indicator::Cbt001), day.total(Indicator::Cbt002), day.total(Indicator::Cbt003), day.total(Indicator::Cbt004)),
+        (10, count(Outcome::EndedInIvr), count(Outcome::Answered), count(Outcome::Missed)),
         "the closed day's figures"
     );
     // the day is found by its date, as pages and reports read it
     let nov = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
-    assert_eq!(
-        store.days_between(Some(nov(2)), Some(nov(2))).unwrap(),
-        days
-    );
+    assert_eq!(store.days_between(Some(nov(2)), Some(nov(2))).unwrap(), days);
     assert!(store.days_between(Some(nov(3)), None).unwrap().is_empty());
-    assert_eq!(
-        store.calls_on(&site, nov(2)).unwrap().len(),
-        10,
-        "the closed day's calls, by date"
-    );
+    assert_eq!(store.calls_on(&site, nov(2)).unwrap().len(), 10, "the closed day's calls, by date");
     if plan.upload {
         // the closed day was offered as final, and today's figures as they
         // were; nothing was delivered
         let states = store.upload_states().unwrap();
-        let final_2nd = states
-            .iter()
-            .find(|((p, d), _)| p == "B82005" && *d == nov(2))
-            .map(|(_, s)| s);
-        assert!(
-            final_2nd.is_some_and(|s| s.is_final && s.revision >= 1),
-            "{states:?}"
-        );
-        assert!(
-            states
-                .iter()
-                .any(|((p, d), s)| p == "B82005" && *d == nov(3) && !s.is_final),
-            "{states:?}"
-        );
-        assert_eq!(
-            store
-                .upload_states_between(Some(nov(2)), Some(nov(2)))
-                .unwrap()
-                .len(),
-            1
-        );
+        let final_2nd = states.iter().find(|((p, d), _)| p == "B82005" && *d == nov(2)).map(|(_, s)| s);
+        assert!(final_2nd.is_some_and(|s| s.is_final && s.revision >= 1), "{states:?}");
+        assert!(states.iter().any(|((p, d), s)| p == "B82005" && *d == nov(3) && !s.is_final), "{states:?}");
+        assert_eq!(store.upload_states_between(Some(nov(2)), Some(nov(2))).unwrap().len(), 1);
         let outbox = store.outbox_items().unwrap();
-        assert!(
-            outbox.iter().any(|i| i.date == nov(2)
-                && i.is_final
-                && Some(i.revision) == final_2nd.map(|s| s.revision)),
-            "{outbox:?}"
-        );
+        assert!(outbox.iter().any(|i| i.date == nov(2) && i.is_final && Some(i.revision) == final_2nd.map(|s| s.revision)), "{outbox:?}");
         assert!(store.undelivered_dates().unwrap().contains(&nov(2)));
     }
 
@@ -345,18 +240,12 @@ fn engine_and_store_finish(fixture: &str, scratch_name: &str) {
         site: Some(site),
         emit_legs: false,
         journal: true,
-        legs: cbt_proto::LegConfig {
-            adopt_orphans: true,
-            ..config.legs.clone()
-        },
+        legs: cbt_proto::LegConfig { adopt_orphans: true, ..config.legs.clone() },
         ..EngineConfig::default()
     });
     engine.restore(rec.snapshot.unwrap());
     let open_after_restore = engine.open_calls();
-    assert!(
-        open_after_restore >= 3,
-        "calls in progress restored: {open_after_restore}"
-    );
+    assert!(open_after_restore >= 3, "calls in progress restored: {open_after_restore}");
     for e in &rec.entries {
         engine.replay_journal(e);
     }
@@ -415,30 +304,13 @@ fn daemon_recovers(fixture: &str, scratch_name: &str) {
         if s["store"]["calls_stored"].as_u64() == Some(plan.calls.len() as u64) {
             break s;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "not every call stored: {s:#}"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(30), "not every call stored: {s:#}");
         std::thread::sleep(Duration::from_millis(100));
     };
     let recovered = s["store"]["recovered"].as_str().unwrap_or_default();
-    assert!(
-        recovered.contains("restored") && recovered.contains("calls in progress"),
-        "{recovered}"
-    );
-    assert_eq!(
-        s["store"]["problems"].as_array().map(|a| a.len()),
-        Some(0),
-        "{s:#}"
-    );
-    assert!(
-        !s["diagnostics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["code"] == "store_format"),
-        "{s:#}"
-    );
+    assert!(recovered.contains("restored") && recovered.contains("calls in progress"), "{recovered}");
+    assert_eq!(s["store"]["problems"].as_array().map(|a| a.len()), Some(0), "{s:#}");
+    assert!(!s["diagnostics"].as_array().unwrap().iter().any(|d| d["code"] == "store_format"), "{s:#}");
     daemon.stop().unwrap();
 
     // report reads the upgraded store (the service stopped) and exits 0
@@ -447,22 +319,13 @@ fn daemon_recovers(fixture: &str, scratch_name: &str) {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let calls: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let calls: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(calls.len(), plan.calls.len());
     let store = cbt_agent::store::Store::open(&dir.join("store"), 1 << 20).unwrap();
     let records = store.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap();
     // the calls whose end came after the kill were closed by the restarted
     // agent's clock, so only their existence (and the finished ones' every
     // figure) is checked here; the engine test above checks their outcomes
-    check_against_plan(&plan, &records, |p| {
-        plan.messages(p).iter().all(|m| m.ts < plan.b2_until)
-    });
+    check_against_plan(&plan, &records, |p| plan.messages(p).iter().all(|m| m.ts < plan.b2_until));
 }

@@ -98,11 +98,7 @@ impl CallBook {
                     }
                 }
             }
-            CallsOutput::Metrics => writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&agg.report(from, to))?
-            )?,
+            CallsOutput::Metrics => writeln!(out, "{}", serde_json::to_string_pretty(&agg.report(from, to))?)?,
             CallsOutput::Report => output::write_report(out, &agg.report(from, to))?,
             CallsOutput::Nothing => {}
         }

@@ -119,18 +119,12 @@ impl FileSource {
         let read = self.read;
         let truncated = |detail: String| FileError {
             path: path.clone(),
-            kind: FileErrorKind::Truncated {
-                after: read,
-                detail,
-            },
+            kind: FileErrorKind::Truncated { after: read, detail },
         };
         match &mut self.reader {
             Reader::Libpcap(cap, dl) => match cap.next_packet() {
                 Ok(p) => {
-                    out.ts = Timestamp::from_secs_micros(
-                        p.header.ts.tv_sec as i64,
-                        p.header.ts.tv_usec as i64 / 1000,
-                    );
+                    out.ts = Timestamp::from_secs_micros(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64 / 1000);
                     out.linktype = *dl;
                     out.data.clear();
                     out.data.extend_from_slice(p.data);
@@ -191,8 +185,7 @@ fn open_pcapng(path: &Path) -> Result<Reader, FileError> {
         kind: FileErrorKind::Open(e),
     };
     let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    let r = pcap_file::pcapng::PcapNgReader::new(std::io::BufReader::new(f))
-        .map_err(|e| err(e.to_string()))?;
+    let r = pcap_file::pcapng::PcapNgReader::new(std::io::BufReader::new(f)).map_err(|e| err(e.to_string()))?;
     Ok(Reader::PcapNg(r))
 }
 

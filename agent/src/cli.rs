@@ -64,8 +64,7 @@ pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
     clap_mangen::Man::new(cmd.clone()).render(&mut top)?;
     std::fs::write(dir.join("cbt-agent.1"), top)?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name: &'static str =
-            Box::leak(format!("cbt-agent-{}", sub.get_name()).into_boxed_str());
+        let name: &'static str = Box::leak(format!("cbt-agent-{}", sub.get_name()).into_boxed_str());
         let mut page = Vec::new();
         clap_mangen::Man::new(sub.clone().name(name)).render(&mut page)?;
         std::fs::write(dir.join(format!("{name}.1")), page)?;

@@ -10,12 +10,8 @@ use std::time::Duration;
 /// Whether the failure was "nobody is listening" (the daemon is not running).
 pub fn is_not_running(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
-            matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
-            )
-        })
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound))
     })
 }
 
@@ -25,29 +21,22 @@ pub fn get(listen: &Listen, path: &str) -> Result<String> {
     let mut raw = Vec::new();
     match listen {
         Listen::Tcp(a) => {
-            let mut s = std::net::TcpStream::connect_timeout(a, Duration::from_secs(3))
-                .with_context(|| format!("cannot reach cbt-agent at {a}"))?;
+            let mut s = std::net::TcpStream::connect_timeout(a, Duration::from_secs(3)).with_context(|| format!("cannot reach cbt-agent at {a}"))?;
             s.set_read_timeout(Some(Duration::from_secs(30)))?;
             s.write_all(request.as_bytes())?;
             s.read_to_end(&mut raw)?;
         }
         Listen::Unix(p) => {
-            let mut s = std::os::unix::net::UnixStream::connect(p)
-                .with_context(|| format!("cannot reach cbt-agent at {}", p.display()))?;
+            let mut s = std::os::unix::net::UnixStream::connect(p).with_context(|| format!("cannot reach cbt-agent at {}", p.display()))?;
             s.set_read_timeout(Some(Duration::from_secs(30)))?;
             s.write_all(request.as_bytes())?;
             s.read_to_end(&mut raw)?;
         }
     }
     let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
+    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
     let status = head.lines().next().unwrap_or("");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         dechunk(body)?
     } else {
         body.to_string()

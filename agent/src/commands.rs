@@ -34,39 +34,17 @@ fn listen_of(config: Option<&PathBuf>, url: Option<&str>) -> Result<(Listen, Str
     if let Some(u) = url {
         let l = match u.strip_prefix("unix:") {
             Some(p) => Listen::Unix(PathBuf::from(p)),
-            None => Listen::Tcp(
-                u.trim_start_matches("http://")
-                    .trim_end_matches('/')
-                    .parse()
-                    .with_context(|| format!("`{u}` is not address:port"))?,
-            ),
+            None => Listen::Tcp(u.trim_start_matches("http://").trim_end_matches('/').parse().with_context(|| format!("`{u}` is not address:port"))?),
         };
         return Ok((l, "given with --url".into()));
     }
-    let path = config
-        .cloned()
-        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
+    let path = config.cloned().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
     match Config::load(&path) {
-        Ok(c) => Ok((
-            c.agent.status_listen,
-            format!("status.listen of {}", path.display()),
-        )),
+        Ok(c) => Ok((c.agent.status_listen, format!("status.listen of {}", path.display()))),
         Err(e) if config.is_none() => {
-            let why = e
-                .problems
-                .first()
-                .map_or_else(String::new, |p| format!("{}; {}", p.message, p.fix));
-            eprintln!(
-                "note: {} could not be read ({why}); trying the default address {DEFAULT_STATUS}",
-                path.display()
-            );
-            Ok((
-                Listen::Tcp(DEFAULT_STATUS.parse().expect("default")),
-                format!(
-                    "the default address, as {} could not be read",
-                    path.display()
-                ),
-            ))
+            let why = e.problems.first().map_or_else(String::new, |p| format!("{}; {}", p.message, p.fix));
+            eprintln!("note: {} could not be read ({why}); trying the default address {DEFAULT_STATUS}", path.display());
+            Ok((Listen::Tcp(DEFAULT_STATUS.parse().expect("default")), format!("the default address, as {} could not be read", path.display())))
         }
         Err(e) => Err(e.into()),
     }
@@ -108,14 +86,7 @@ fn human_bytes(n: u64) -> String {
 }
 
 pub fn write_status(w: &mut dyn Write, s: &Status) -> std::io::Result<()> {
-    writeln!(
-        w,
-        "cbt-agent {}, up {}h {:02}m (config {})",
-        s.version,
-        s.uptime_s / 3600,
-        s.uptime_s / 60 % 60,
-        s.config
-    )?;
+    writeln!(w, "cbt-agent {}, up {}h {:02}m (config {})", s.version, s.uptime_s / 3600, s.uptime_s / 60 % 60, s.config)?;
     writeln!(w, "View: {}", s.view)?;
     writeln!(w, "Sources")?;
     if s.sources.is_empty() {
@@ -149,18 +120,8 @@ pub fn write_status(w: &mut dyn Write, s: &Status) -> std::io::Result<()> {
     if s.sip.parse_errors.is_empty() {
         writeln!(w, "Parse errors: none ({} SIP messages)", s.sip.messages)?;
     } else {
-        let list: Vec<String> = s
-            .sip
-            .parse_errors
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        writeln!(
-            w,
-            "Parse errors: {} (of {} SIP messages)",
-            list.join(", "),
-            s.sip.messages
-        )?;
+        let list: Vec<String> = s.sip.parse_errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        writeln!(w, "Parse errors: {} (of {} SIP messages)", list.join(", "), s.sip.messages)?;
     }
     let (k, m) = (&s.hostile.kept_out, &s.hostile.memory);
     writeln!(
@@ -194,21 +155,12 @@ pub fn write_status(w: &mut dyn Write, s: &Status) -> std::io::Result<()> {
     writeln!(
         w,
         "Store: {}, {}, {}, {} calls stored{}; snapshot {}",
-        if st.healthy {
-            "healthy"
-        } else {
-            "NOT WRITABLE"
-        },
+        if st.healthy { "healthy" } else { "NOT WRITABLE" },
         st.dir,
         human_bytes(st.size_bytes),
         st.calls_stored,
-        if st.held_in_memory > 0 {
-            format!(", {} held in memory", st.held_in_memory)
-        } else {
-            String::new()
-        },
-        st.snapshot_age_s
-            .map_or_else(|| "not yet taken".into(), |a| format!("{a} s ago"))
+        if st.held_in_memory > 0 { format!(", {} held in memory", st.held_in_memory) } else { String::new() },
+        st.snapshot_age_s.map_or_else(|| "not yet taken".into(), |a| format!("{a} s ago"))
     )?;
     if let Some(r) = &st.recovered {
         writeln!(w, "  at start: {r}")?;
@@ -229,36 +181,18 @@ pub fn write_status(w: &mut dyn Write, s: &Status) -> std::io::Result<()> {
             u.url,
             u.agent_id,
             u.outbox,
-            u.oldest_undelivered
-                .as_ref()
-                .map_or(String::new(), |d| format!(" (oldest day {d})")),
-            if u.parked.is_empty() {
-                String::new()
-            } else {
-                format!(", {} PARKED", u.parked.len())
-            },
-            u.last_success
-                .as_ref()
-                .map_or("never".to_string(), |d| format!(
-                    "{} ({} {} revision {}: {})",
-                    d.at, d.practice, d.date, d.revision, d.result
-                ))
+            u.oldest_undelivered.as_ref().map_or(String::new(), |d| format!(" (oldest day {d})")),
+            if u.parked.is_empty() { String::new() } else { format!(", {} PARKED", u.parked.len()) },
+            u.last_success.as_ref().map_or("never".to_string(), |d| format!("{} ({} {} revision {}: {})", d.at, d.practice, d.date, d.revision, d.result))
         )?;
         if let Some(e) = &u.last_error {
             writeln!(w, "  last error {}: {}", e.at, e.message)?;
         }
         for p in &u.parked {
-            writeln!(
-                w,
-                "  parked {} {} revision {}: {}",
-                p.practice, p.date, p.revision, p.reason
-            )?;
+            writeln!(w, "  parked {} {} revision {}: {}", p.practice, p.date, p.revision, p.reason)?;
         }
     } else {
-        writeln!(
-            w,
-            "Upload: off (no [upload] in the configuration; figures stay on this machine)"
-        )?;
+        writeln!(w, "Upload: off (no [upload] in the configuration; figures stay on this machine)")?;
     }
     if s.diagnostics.is_empty() {
         writeln!(w, "Problems: none")?;
@@ -315,58 +249,27 @@ pub fn report(args: ReportArgs) -> Result<ExitCode> {
     // (as the page reads it); only the days asked for are read
     let calls_from = args.from.map(|f| f - chrono::Duration::days(3));
     let range = |from: Option<NaiveDate>| {
-        let q: Vec<String> = [
-            from.map(|f| format!("from={f}")),
-            args.to.map(|t| format!("to={t}")),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let q: Vec<String> = [from.map(|f| format!("from={f}")), args.to.map(|t| format!("to={t}"))].into_iter().flatten().collect();
         q.join("&")
     };
     type Days = Vec<((String, NaiveDate), Day)>;
     let (records, days, pruned, problems): (Vec<CallRecord>, Days, Option<Timestamp>, Vec<String>) =
-        match client::get(
-            &config.agent.status_listen,
-            &format!("/api/calls?{}", range(calls_from)),
-        ) {
+        match client::get(&config.agent.status_listen, &format!("/api/calls?{}", range(calls_from))) {
             Ok(body) => {
-                let calls: Vec<crate::output::CallJson> =
-                    serde_json::from_str(&body).context("the service's call list is unreadable")?;
-                let records = calls
-                    .iter()
-                    .map(|c| c.record())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| anyhow::anyhow!("the service's call list is unreadable: {e}"))?;
-                let d: serde_json::Value = serde_json::from_str(&client::get(
-                    &config.agent.status_listen,
-                    &format!("/api/days?{}", range(args.from)),
-                )?)?;
+                let calls: Vec<crate::output::CallJson> = serde_json::from_str(&body).context("the service's call list is unreadable")?;
+                let records = calls.iter().map(|c| c.record()).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("the service's call list is unreadable: {e}"))?;
+                let d: serde_json::Value = serde_json::from_str(&client::get(&config.agent.status_listen, &format!("/api/days?{}", range(args.from)))?)?;
                 let problems = serde_json::from_value(d["problems"].clone()).unwrap_or_default();
-                (
-                    records,
-                    serde_json::from_value(d["days"].clone())?,
-                    serde_json::from_value(d["pruned_before"].clone())?,
-                    problems,
-                )
+                (records, serde_json::from_value(d["days"].clone())?, serde_json::from_value(d["pruned_before"].clone())?, problems)
             }
             Err(e) if client::is_not_running(&e) => {
                 let store = Store::open(&config.agent.store_dir, config.agent.cache_bytes)
-                    .with_context(|| {
-                        format!(
-                            "the service is not running and its store in {} cannot be opened",
-                            config.agent.store_dir.display()
-                        )
-                    })?;
+                    .with_context(|| format!("the service is not running and its store in {} cannot be opened", config.agent.store_dir.display()))?;
                 // only the period is read (what it holds that cannot be
                 // read is reported below), not every stored call
                 let site = config.site(&Hasher::new([0; 32], &config.site.country_code));
                 let (from, to) = crate::store::local_span(&site, calls_from, args.to);
-                let r = (
-                    store.calls_between(from, to)?,
-                    store.days_between(args.from, args.to)?,
-                    store.pruned_before()?,
-                );
+                let r = (store.calls_between(from, to)?, store.days_between(args.from, args.to)?, store.pruned_before()?);
                 (r.0, r.1, r.2, store.problems())
             }
             Err(e) => return Err(e),
@@ -375,19 +278,12 @@ pub fn report(args: ReportArgs) -> Result<ExitCode> {
     let site = config.site(&Hasher::new([0; 32], &config.site.country_code));
     // calls before the cut that a prune cut short left count from the
     // stored figures of their days, as every other call before it
-    let records = records
-        .into_iter()
-        .filter(|r| pruned.is_none_or(|cut| r.started >= cut))
-        .collect();
+    let records = records.into_iter().filter(|r| pruned.is_none_or(|cut| r.started >= cut)).collect();
     let mut book = CallBook::from_records(records);
     if let Some(cut) = pruned {
         let agg = cbt_proto::metrics::Aggregator::new(&site);
         let first_kept = agg.local_date(cut);
-        book.add_days(
-            days.into_iter()
-                .filter(|((_, d), _)| *d < first_kept)
-                .collect(),
-        );
+        book.add_days(days.into_iter().filter(|((_, d), _)| *d < first_kept).collect());
     }
     let what = match args.output {
         ReportOutput::Calls => CallsOutput::Calls,
@@ -396,24 +292,9 @@ pub fn report(args: ReportArgs) -> Result<ExitCode> {
         ReportOutput::Staffing => CallsOutput::Nothing,
     };
     let (out, err) = (std::io::stdout(), std::io::stderr());
-    book.emit(
-        &site,
-        what,
-        args.from,
-        args.to,
-        args.nhs_csv.as_deref(),
-        !args.no_unassigned,
-        &mut out.lock(),
-        &mut err.lock(),
-    )?;
+    book.emit(&site, what, args.from, args.to, args.nhs_csv.as_deref(), !args.no_unassigned, &mut out.lock(), &mut err.lock())?;
     if args.output == ReportOutput::Staffing {
-        crate::page::write_staffing(
-            &mut out.lock(),
-            &book.records(),
-            &site,
-            &config.page.staffing.params(),
-            args.to,
-        )?;
+        crate::page::write_staffing(&mut out.lock(), &book.records(), &site, &config.page.staffing.params(), args.to)?;
     }
     if problems.is_empty() {
         return Ok(ExitCode::SUCCESS);
@@ -450,17 +331,12 @@ pub fn writable(dir: &std::path::Path) -> Result<(), String> {
             return Err("no part of the path exists".into());
         }
     }
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| "the path holds a NUL byte".to_string())?;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| "the path holds a NUL byte".to_string())?;
     // SAFETY: access(2) reads a NUL-terminated path we own.
     if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
         Ok(())
     } else {
-        Err(format!(
-            "{} is not writable by this user ({})",
-            p.display(),
-            std::io::Error::last_os_error()
-        ))
+        Err(format!("{} is not writable by this user ({})", p.display(), std::io::Error::last_os_error()))
     }
 }
 
@@ -486,18 +362,9 @@ pub fn check_config(args: CheckConfigArgs) -> Result<ExitCode> {
         describe(&mut w, &c)?;
     }
     let a = &c.agent;
-    let devices: Vec<String> = pcap::Device::list()
-        .map(|d| d.into_iter().map(|d| d.name).collect())
-        .unwrap_or_default();
-    for i in a
-        .interfaces
-        .iter()
-        .filter(|i| *i != "any" && !devices.contains(i))
-    {
-        machine.push(format!(
-            "interface {i} does not exist on this machine (have: {}); the service waits for it",
-            devices.join(", ")
-        ));
+    let devices: Vec<String> = pcap::Device::list().map(|d| d.into_iter().map(|d| d.name).collect()).unwrap_or_default();
+    for i in a.interfaces.iter().filter(|i| *i != "any" && !devices.contains(i)) {
+        machine.push(format!("interface {i} does not exist on this machine (have: {}); the service waits for it", devices.join(", ")));
     }
     if let Err(e) = writable(&a.store_dir) {
         let default = std::path::Path::new(crate::config::DEFAULT_STORE);
@@ -514,10 +381,7 @@ pub fn check_config(args: CheckConfigArgs) -> Result<ExitCode> {
     }
     if let Some(u) = &c.upload {
         if let Err(e) = std::fs::File::open(&u.token_file) {
-            machine.push(format!(
-                "upload.token_file {}: {e}; documents are not sent until it can be read",
-                u.token_file.display()
-            ));
+            machine.push(format!("upload.token_file {}: {e}; documents are not sent until it can be read", u.token_file.display()));
         }
         if let Some(ca) = &u.ca_file {
             if let Err(e) = std::fs::File::open(ca) {
@@ -526,14 +390,7 @@ pub fn check_config(args: CheckConfigArgs) -> Result<ExitCode> {
         }
     }
     for p in &c.warnings {
-        eprintln!(
-            "warning: {}:{}: {}: {}; fix: {}",
-            path.display(),
-            p.line,
-            p.key,
-            p.message,
-            p.fix
-        );
+        eprintln!("warning: {}:{}: {}: {}; fix: {}", path.display(), p.line, p.key, p.message, p.fix);
     }
     for m in &machine {
         eprintln!("warning: {m}");
@@ -554,99 +411,34 @@ pub fn check_config(args: CheckConfigArgs) -> Result<ExitCode> {
 fn describe(w: &mut dyn Write, c: &Config) -> Result<()> {
     writeln!(w, "Practices (times in {})", c.site.timezone.name())?;
     for p in &c.site.practices {
-        writeln!(
-            w,
-            "  {}{}: {}",
-            p.ods,
-            p.name
-                .as_ref()
-                .map(|n| format!(" ({n})"))
-                .unwrap_or_default(),
-            if p.numbers.is_empty() {
-                "no numbers: every inbound call".into()
-            } else {
-                p.numbers.join(", ")
-            }
-        )?;
+        writeln!(w, "  {}{}: {}", p.ods, p.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default(), if p.numbers.is_empty() { "no numbers: every inbound call".into() } else { p.numbers.join(", ") })?;
     }
     if c.site.practices.len() > 1 {
         writeln!(w, "  calls to other numbers: Unassigned")?;
     }
-    let list = |v: Vec<String>| {
-        if v.is_empty() {
-            "-".to_string()
-        } else {
-            v.join(", ")
-        }
-    };
+    let list = |v: Vec<String>| if v.is_empty() { "-".to_string() } else { v.join(", ") };
     let addrs = |v: &[cbt_proto::site::AddrMatch]| list(v.iter().map(|a| a.to_string()).collect());
     writeln!(w, "Network roles")?;
-    writeln!(
-        w,
-        "  carrier:   {} (and anything outside the site)",
-        addrs(&c.site.carrier)
-    )?;
+    writeln!(w, "  carrier:   {} (and anything outside the site)", addrs(&c.site.carrier))?;
     writeln!(w, "  pbx:       {}", addrs(&c.site.pbx))?;
-    writeln!(
-        w,
-        "  staff:     {}; extensions {}",
-        addrs(&c.site.staff),
-        list(
-            c.site
-                .staff_extensions
-                .iter()
-                .map(|p| p.as_str().to_string())
-                .collect()
-        )
-    )?;
+    writeln!(w, "  staff:     {}; extensions {}", addrs(&c.site.staff), list(c.site.staff_extensions.iter().map(|p| p.as_str().to_string()).collect()))?;
     if !c.site.pickup_codes.is_empty() {
-        writeln!(
-            w,
-            "  pickup:    {}",
-            list(
-                c.site
-                    .pickup_codes
-                    .iter()
-                    .map(|p| p.as_str().to_string())
-                    .collect()
-            )
-        )?;
+        writeln!(w, "  pickup:    {}", list(c.site.pickup_codes.iter().map(|p| p.as_str().to_string()).collect()))?;
     }
-    writeln!(
-        w,
-        "  automated: {}; voicemail {}; queue {}",
-        list(c.site.automated.clone()),
-        list(c.site.voicemail.clone()),
-        list(c.site.queue.clone())
-    )?;
+    writeln!(w, "  automated: {}; voicemail {}; queue {}", list(c.site.automated.clone()), list(c.site.voicemail.clone()), list(c.site.queue.clone()))?;
     let span = |d: cbt_proto::time::Micros| crate::config::format_duration(d);
     writeln!(
         w,
         "Callbacks: requested via {}{}, counted within {}",
         list(c.site.callback_request.clone()),
-        c.site
-            .callback_header
-            .as_ref()
-            .map(|h| format!(" or header {h}"))
-            .unwrap_or_default(),
+        c.site.callback_header.as_ref().map(|h| format!(" or header {h}")).unwrap_or_default(),
         match c.site.callback_window {
             cbt_proto::site::CallbackWindow::SameDay => "the same day".to_string(),
             cbt_proto::site::CallbackWindow::Within(d) => span(d),
         }
     )?;
-    writeln!(
-        w,
-        "Correlation: B2BUA heuristic {}, headers {}, settle {}",
-        if c.site.b2bua { "on" } else { "off" },
-        list(c.site.correlation_headers.clone()),
-        span(c.site.settle)
-    )?;
-    writeln!(
-        w,
-        "Calls: ring timeout {}, longest call {}",
-        span(c.legs.ring_timeout),
-        span(c.legs.max_call)
-    )?;
+    writeln!(w, "Correlation: B2BUA heuristic {}, headers {}, settle {}", if c.site.b2bua { "on" } else { "off" }, list(c.site.correlation_headers.clone()), span(c.site.settle))?;
+    writeln!(w, "Calls: ring timeout {}, longest call {}", span(c.legs.ring_timeout), span(c.legs.max_call))?;
     let a = &c.agent;
     writeln!(w, "Capture")?;
     if a.interfaces.is_empty() {
@@ -656,21 +448,8 @@ fn describe(w: &mut dyn Write, c: &Config) -> Result<()> {
         writeln!(w, "  {i}")?;
     }
     writeln!(w, "  filter: {}", a.filter_for(true))?;
-    writeln!(
-        w,
-        "  snap length {}, kernel buffer {}, immediate mode {}",
-        a.snaplen,
-        human_bytes(a.buffer_bytes as u64),
-        if a.immediate { "on" } else { "off" }
-    )?;
-    writeln!(
-        w,
-        "HEP: {}",
-        a.hep_listen.map_or("off".to_string(), |h| format!(
-            "listening on {h}, receive queue {}",
-            human_bytes(a.hep_receive_buffer as u64)
-        ))
-    )?;
+    writeln!(w, "  snap length {}, kernel buffer {}, immediate mode {}", a.snaplen, human_bytes(a.buffer_bytes as u64), if a.immediate { "on" } else { "off" })?;
+    writeln!(w, "HEP: {}", a.hep_listen.map_or("off".to_string(), |h| format!("listening on {h}, receive queue {}", human_bytes(a.hep_receive_buffer as u64))))?;
     writeln!(
         w,
         "Store: {}, call records kept {}, day figures {}, snapshot every {}, cache {}",
@@ -698,6 +477,7 @@ fn describe(w: &mut dyn Write, c: &Config) -> Result<()> {
     Ok(())
 }
 
+
 /// Asks the running service's API for `path`, else opens the store itself
 /// (the service is stopped) and computes the same with `offline`.
 fn from_service_or_store<T: serde::de::DeserializeOwned>(
@@ -706,22 +486,12 @@ fn from_service_or_store<T: serde::de::DeserializeOwned>(
     offline: impl FnOnce(&Store, &cbt_proto::site::Site, &str) -> Result<T>,
 ) -> Result<T> {
     match client::get(&config.agent.status_listen, path) {
-        Ok(body) => serde_json::from_str(&body)
-            .with_context(|| format!("the service's answer to {path} is unreadable")),
+        Ok(body) => serde_json::from_str(&body).with_context(|| format!("the service's answer to {path} is unreadable")),
         Err(e) if client::is_not_running(&e) => {
             let store = Store::open(&config.agent.store_dir, config.agent.cache_bytes)
-                .with_context(|| {
-                    format!(
-                        "the service is not running and its store in {} cannot be opened",
-                        config.agent.store_dir.display()
-                    )
-                })?;
+                .with_context(|| format!("the service is not running and its store in {} cannot be opened", config.agent.store_dir.display()))?;
             let site = config.site(&Hasher::new([0; 32], &config.site.country_code));
-            offline(
-                &store,
-                &site,
-                &crate::upload::agent_id(config.upload.as_ref()),
-            )
+            offline(&store, &site, &crate::upload::agent_id(config.upload.as_ref()))
         }
         Err(e) => Err(e),
     }
@@ -764,8 +534,7 @@ pub fn upload(args: UploadArgs) -> Result<ExitCode> {
     let out = std::io::stdout();
     let mut w = out.lock();
     for i in &view.outbox {
-        let doc: serde_json::Value =
-            serde_json::from_str(&i.body).unwrap_or(serde_json::Value::Null);
+        let doc: serde_json::Value = serde_json::from_str(&i.body).unwrap_or(serde_json::Value::Null);
         let line = serde_json::json!({
             "queued": {"practice": i.practice, "date": i.date, "revision": i.revision, "final": i.is_final,
                        "attempts": i.attempts, "next_attempt": i.next_attempt.to_rfc3339(), "last_error": i.last_error, "parked": i.parked},
@@ -774,17 +543,9 @@ pub fn upload(args: UploadArgs) -> Result<ExitCode> {
         writeln!(w, "{line}")?;
     }
     for d in &view.next {
-        writeln!(
-            w,
-            "{}",
-            serde_json::json!({ "next": {"practice": d.practice, "date": d.date}, "document": d })
-        )?;
+        writeln!(w, "{}", serde_json::json!({ "next": {"practice": d.practice, "date": d.date}, "document": d }))?;
     }
-    eprintln!(
-        "{} documents queued, {} made for today",
-        view.outbox.len(),
-        view.next.len()
-    );
+    eprintln!("{} documents queued, {} made for today", view.outbox.len(), view.next.len());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -813,17 +574,10 @@ pub fn month_span(month: &str) -> Result<(NaiveDate, NaiveDate)> {
             .and_then(|d| d.checked_sub_months(chrono::Months::new(1)))
             .context("month out of range")?
     } else {
-        NaiveDate::parse_from_str(&format!("{}-01", month.trim()), "%Y-%m-%d").with_context(
-            || {
-                format!(
-                    "`{month}` is not a month: write it as YYYY-MM, like 2026-11, or `previous`"
-                )
-            },
-        )?
+        NaiveDate::parse_from_str(&format!("{}-01", month.trim()), "%Y-%m-%d")
+            .with_context(|| format!("`{month}` is not a month: write it as YYYY-MM, like 2026-11, or `previous`"))?
     };
-    let next = first
-        .checked_add_months(chrono::Months::new(1))
-        .context("month out of range")?;
+    let next = first.checked_add_months(chrono::Months::new(1)).context("month out of range")?;
     Ok((first, next.pred_opt().context("month out of range")?))
 }
 
@@ -833,31 +587,17 @@ pub fn month_span(month: &str) -> Result<(NaiveDate, NaiveDate)> {
 pub fn export(args: ExportArgs) -> Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let (from, to) = month_span(&args.month)?;
-    let docs: Vec<cbt_proto::upload::DayDocument> = from_service_or_store(
-        &config,
-        &format!("/api/documents?from={from}&to={to}"),
-        |store, site, agent| {
-            crate::upload::documents_between(
-                store,
-                site,
-                agent,
-                from,
-                to,
-                crate::daemon::capture::now(),
-            )
-        },
-    )?;
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let docs: Vec<cbt_proto::upload::DayDocument> = from_service_or_store(&config, &format!("/api/documents?from={from}&to={to}"), |store, site, agent| {
+        crate::upload::documents_between(store, site, agent, from, to, crate::daemon::capture::now())
+    })?;
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
     let docs_dir = args.dir.join("documents");
     std::fs::create_dir_all(&docs_dir)?;
     for d in &docs {
         let path = docs_dir.join(format!("{}-{}.json", d.date, d.practice));
-        std::fs::write(&path, serde_json::to_string_pretty(d)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_string_pretty(d)?).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let fig =
-        cbt_proto::upload::DocFigures::from_documents(&docs).map_err(|e| anyhow::anyhow!(e))?;
+    let fig = cbt_proto::upload::DocFigures::from_documents(&docs).map_err(|e| anyhow::anyhow!(e))?;
     let (first, last) = fig.span().unwrap_or((from, to));
     crate::output::write_nhs_csv(&args.dir, fig.figures(), !args.no_unassigned, first, last)
         .with_context(|| format!("cannot write the CSV files into {}", args.dir.display()))?;
@@ -866,11 +606,7 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
         "wrote {} day documents and the three NHS files for {first} to {last} into {}{}",
         docs.len(),
         args.dir.display(),
-        if not_final > 0 {
-            format!(" ({not_final} documents are of days not over yet)")
-        } else {
-            String::new()
-        }
+        if not_final > 0 { format!(" ({not_final} documents are of days not over yet)") } else { String::new() }
     );
     Ok(ExitCode::SUCCESS)
 }

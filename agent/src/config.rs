@@ -16,9 +16,7 @@
 //! See `docs/configuration.md` for every key.
 
 use cbt_proto::number::{self, Hasher};
-use cbt_proto::site::{
-    self, AddrMatch, CallbackWindow, ExtPattern, OrgCodes, PracticeSpec, Site, SiteSpec,
-};
+use cbt_proto::site::{self, AddrMatch, CallbackWindow, ExtPattern, OrgCodes, PracticeSpec, Site, SiteSpec};
 use cbt_proto::time::{Micros, Timestamp, MINUTE, SECOND};
 use chrono::NaiveDate;
 use serde::Deserialize;
@@ -248,14 +246,7 @@ impl fmt::Display for ConfigError {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(
-                f,
-                "{}:{}: {}: {}",
-                self.path.display(),
-                p.line,
-                p.key,
-                p.message
-            )?;
+            write!(f, "{}:{}: {}: {}", self.path.display(), p.line, p.key, p.message)?;
             if !p.fix.is_empty() {
                 write!(f, "; fix: {}", p.fix)?;
             }
@@ -412,19 +403,11 @@ pub const DEFAULT_STORE: &str = "/var/lib/cbt-agent";
 /// when `vlan` (Ethernet links only: libpcap has no `vlan` for Linux
 /// cooked captures); minus the HEP listener's own port.
 pub fn default_filter(ports: &[u16], hep_port: Option<u16>, vlan: bool) -> String {
-    let ports = ports
-        .iter()
-        .map(|p| format!("port {p}"))
-        .collect::<Vec<_>>()
-        .join(" or ");
+    let ports = ports.iter().map(|p| format!("port {p}")).collect::<Vec<_>>().join(" or ");
     let sip = format!("((udp or tcp) and ({ports}))");
     let frag = "((ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44))";
     let base = format!("{sip} or {frag}");
-    let f = if vlan {
-        format!("{base} or (vlan and ({base}))")
-    } else {
-        base
-    };
+    let f = if vlan { format!("{base} or (vlan and ({base}))") } else { base };
     match hep_port {
         Some(p) => format!("({f}) and not (udp dst port {p})"),
         None => f,
@@ -460,10 +443,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn line(&self, span: std::ops::Range<usize>) -> usize {
-        self.text[..span.start.min(self.text.len())]
-            .matches('\n')
-            .count()
-            + 1
+        self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
     }
 
     fn bad<T>(&mut self, v: &S<T>, key: &str, message: impl Into<String>, fix: impl Into<String>) {
@@ -498,19 +478,10 @@ impl Checker<'_> {
         for v in list {
             let s = v.get_ref().trim();
             if s.is_empty() {
-                self.bad(
-                    v,
-                    key,
-                    "an empty entry",
-                    "remove it, or write an address or a SIP user part (like \"voicemail\")",
-                );
+                self.bad(v, key, "an empty entry", "remove it, or write an address or a SIP user part (like \"voicemail\")");
                 continue;
             }
-            let looks_addr = s
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_digit() || c == '[')
-                && (s.contains('.') || s.contains(':'));
+            let looks_addr = s.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '[') && (s.contains('.') || s.contains(':'));
             if looks_addr {
                 if let Err(e) = AddrMatch::parse(s) {
                     self.bad(v, key, e, "write an address, CIDR block or range; or a SIP user part like \"voicemail\"");
@@ -526,12 +497,7 @@ impl Checker<'_> {
         match parse_duration(v.get_ref()) {
             Some(d) => Some(d),
             None => {
-                self.bad(
-                    v,
-                    key,
-                    format!("`{}` is not a duration", v.get_ref()),
-                    "write a number with a unit: 100ms, 30s, 10m, 2h, 1d (or 1h30m)",
-                );
+                self.bad(v, key, format!("`{}` is not a duration", v.get_ref()), "write a number with a unit: 100ms, 30s, 10m, 2h, 1d (or 1h30m)");
                 None
             }
         }
@@ -542,12 +508,7 @@ impl Checker<'_> {
         for v in list {
             match NaiveDate::parse_from_str(v.get_ref().trim(), "%Y-%m-%d") {
                 Ok(d) => out.push(d),
-                Err(_) => self.bad(
-                    v,
-                    key,
-                    format!("`{}` is not a date", v.get_ref()),
-                    "write dates as YYYY-MM-DD, like \"2025-12-25\"",
-                ),
+                Err(_) => self.bad(v, key, format!("`{}` is not a date", v.get_ref()), "write dates as YYYY-MM-DD, like \"2025-12-25\""),
             }
         }
         out
@@ -570,124 +531,26 @@ impl Checker<'_> {
 /// The sections and keys of the file, for suggesting a key when an unknown
 /// one is met (finding unknown keys does not depend on this list).
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
-    (
-        "",
-        &[
-            "timezone",
-            "country_code",
-            "practice",
-            "network",
-            "automated",
-            "callbacks",
-            "correlation",
-            "calendar",
-            "buckets",
-            "privacy",
-            "capture",
-            "hep",
-            "store",
-            "status",
-            "log",
-            "diagnostics",
-            "calls",
-            "upload",
-            "page",
-            "staffing",
-        ],
-    ),
-    (
-        "practice",
-        &[
-            "ods",
-            "name",
-            "numbers",
-            "region_code",
-            "icb_code",
-            "sub_icb_location_code",
-            "pcn_code",
-        ],
-    ),
-    (
-        "network",
-        &[
-            "carrier",
-            "pbx",
-            "staff",
-            "automated",
-            "staff_extensions",
-            "pickup_codes",
-            "automated_users",
-        ],
-    ),
+    ("", &["timezone", "country_code", "practice", "network", "automated", "callbacks", "correlation", "calendar", "buckets", "privacy", "capture", "hep", "store", "status", "log", "diagnostics", "calls", "upload", "page", "staffing"]),
+    ("practice", &["ods", "name", "numbers", "region_code", "icb_code", "sub_icb_location_code", "pcn_code"]),
+    ("network", &["carrier", "pbx", "staff", "automated", "staff_extensions", "pickup_codes", "automated_users"]),
     ("automated", &["voicemail", "queue", "ivr"]),
     ("callbacks", &["request", "header", "window", "originators"]),
     ("correlation", &["headers", "b2bua", "settle"]),
     ("calendar", &["bank_holidays", "extra_bank_holidays"]),
     ("buckets", &["wait", "duration"]),
     ("privacy", &["secret_file"]),
-    (
-        "capture",
-        &[
-            "interfaces",
-            "filter",
-            "sip_ports",
-            "snaplen",
-            "buffer_size",
-            "immediate",
-            "read_timeout",
-            "queue",
-        ],
-    ),
+    ("capture", &["interfaces", "filter", "sip_ports", "snaplen", "buffer_size", "immediate", "read_timeout", "queue"]),
     ("hep", &["listen", "receive_buffer"]),
-    (
-        "store",
-        &[
-            "dir",
-            "retention",
-            "call_retention",
-            "cache",
-            "memory_calls",
-            "snapshot_every",
-        ],
-    ),
+    ("store", &["dir", "retention", "call_retention", "cache", "memory_calls", "snapshot_every"]),
     ("status", &["listen"]),
     ("log", &["level"]),
     ("diagnostics", &["quiet"]),
-    (
-        "calls",
-        &["max_duration", "ring_timeout", "gap_timeout", "unlisted"],
-    ),
-    (
-        "upload",
-        &[
-            "url",
-            "token_file",
-            "ca_file",
-            "client_cert",
-            "client_key",
-            "proxy",
-            "interval",
-            "max_backoff",
-            "timeout",
-            "agent_id",
-        ],
-    ),
+    ("calls", &["max_duration", "ring_timeout", "gap_timeout", "unlisted"]),
+    ("upload", &["url", "token_file", "ca_file", "client_cert", "client_key", "proxy", "interval", "max_backoff", "timeout", "agent_id"]),
     ("page", &["national", "lan"]),
-    (
-        "page.lan",
-        &[
-            "listen",
-            "password_hash",
-            "token_file",
-            "cert",
-            "key",
-            "api",
-        ],
-    ),
-    (
-        "staffing",
-        &["weeks", "target_wait", "target_share", "wrap_up"],
-    ),
+    ("page.lan", &["listen", "password_hash", "token_file", "cert", "key", "api"]),
+    ("staffing", &["weeks", "target_wait", "target_share", "wrap_up"]),
 ];
 
 fn line_of(text: &str, at: usize) -> usize {
@@ -696,18 +559,10 @@ fn line_of(text: &str, at: usize) -> usize {
 
 /// Where every key of the document is: (path as messages name it, key
 /// span, value span). `practice[2].ods` for arrays of tables.
-fn layout(
-    t: &toml::de::DeTable<'_>,
-    prefix: &str,
-    out: &mut Vec<(String, std::ops::Range<usize>, std::ops::Range<usize>)>,
-) {
+fn layout(t: &toml::de::DeTable<'_>, prefix: &str, out: &mut Vec<(String, std::ops::Range<usize>, std::ops::Range<usize>)>) {
     use toml::de::DeValue;
     for (k, v) in t.iter() {
-        let path = if prefix.is_empty() {
-            k.get_ref().to_string()
-        } else {
-            format!("{prefix}.{}", k.get_ref())
-        };
+        let path = if prefix.is_empty() { k.get_ref().to_string() } else { format!("{prefix}.{}", k.get_ref()) };
         out.push((path.clone(), k.span(), v.span()));
         match v.get_ref() {
             DeValue::Table(inner) => layout(inner, &path, out),
@@ -738,20 +593,13 @@ fn suggestion(path: &str) -> Option<String> {
             row[0] = i;
             for j in 1..=b.len() {
                 let cur = row[j];
-                row[j] = (row[j] + 1)
-                    .min(row[j - 1] + 1)
-                    .min(prev + usize::from(a[i - 1] != b[j - 1]));
+                row[j] = (row[j] + 1).min(row[j - 1] + 1).min(prev + usize::from(a[i - 1] != b[j - 1]));
                 prev = cur;
             }
         }
         row[b.len()]
     };
-    known
-        .iter()
-        .map(|k| (dist(key, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .min()
-        .map(|(_, k)| k.to_string())
+    known.iter().map(|k| (dist(key, k), *k)).filter(|(d, k)| *d <= 2.max(k.len() / 3)).min().map(|(_, k)| k.to_string())
 }
 
 /// The fix for a TOML syntax error, from what the parser said.
@@ -759,16 +607,11 @@ fn syntax_fix(message: &str) -> String {
     let m = message.to_ascii_lowercase();
     let fix = if m.contains("duplicate key") || m.contains("duplicate") {
         "the key (or section) appears twice: keep one"
-    } else if m.contains("string")
-        && (m.contains("unclosed") || m.contains("unterminated") || m.contains("closing"))
-    {
+    } else if m.contains("string") && (m.contains("unclosed") || m.contains("unterminated") || m.contains("closing")) {
         "close the text with the same quote it opened with: key = \"value\""
     } else if m.contains("table header") || m.contains("array of tables") || m.contains("`]`") {
         "write a section as [name] (or [[practice]] for each practice), alone on its line"
-    } else if m.contains("string values must be quoted")
-        || m.contains("unquoted")
-        || m.contains("invalid string")
-    {
+    } else if m.contains("string values must be quoted") || m.contains("unquoted") || m.contains("invalid string") {
         "put text in double quotes: key = \"value\"; lists as [\"a\", \"b\"]"
     } else if m.contains("`=`") || m.contains("key") {
         "write each setting as key = value on its own line"
@@ -784,9 +627,7 @@ fn section_at(text: &str, line: usize) -> String {
         .take(line.saturating_sub(1))
         .filter_map(|l| {
             let l = l.trim();
-            l.strip_prefix("[[")
-                .and_then(|r| r.strip_suffix("]]"))
-                .or_else(|| l.strip_prefix('[').and_then(|r| r.strip_suffix(']')))
+            l.strip_prefix("[[").and_then(|r| r.strip_suffix("]]")).or_else(|| l.strip_prefix('[').and_then(|r| r.strip_suffix(']')))
         })
         .last()
         .map_or_else(|| "(top)".to_string(), |s| format!("[{}]", s.trim()))
@@ -823,10 +664,7 @@ fn read_toml(text: &str) -> Result<Raw, Vec<Problem>> {
             let span = e.span();
             // the innermost key whose value holds the error
             let place = span.as_ref().and_then(|s| {
-                places
-                    .iter()
-                    .filter(|(_, _, v)| v.start <= s.start && s.end <= v.end)
-                    .min_by_key(|(_, _, v)| v.end - v.start)
+                places.iter().filter(|(_, _, v)| v.start <= s.start && s.end <= v.end).min_by_key(|(_, _, v)| v.end - v.start)
             });
             let message = e.message().trim().replace('\n', " ");
             let fix = if message.contains("invalid type") {
@@ -860,10 +698,7 @@ fn read_toml(text: &str) -> Result<Raw, Vec<Problem>> {
                 }
             }
         }
-        let line = places
-            .iter()
-            .find(|(p, _, _)| *p == shown)
-            .map_or(0, |(_, k, _)| line_of(text, k.start));
+        let line = places.iter().find(|(p, _, _)| *p == shown).map_or(0, |(_, k, _)| line_of(text, k.start));
         let fix = match suggestion(&shown) {
             Some(k) => format!("did you mean `{k}`? (the keys of each section are in docs/configuration.md)"),
             None => "remove it, or move it to the section it belongs to (the keys of each section are in docs/configuration.md)".into(),
@@ -877,10 +712,7 @@ fn read_toml(text: &str) -> Result<Raw, Vec<Problem>> {
     }
     match raw {
         Some(mut r) if problems.is_empty() => {
-            r.network_line = places
-                .iter()
-                .find(|(p, _, _)| p == "network")
-                .map(|(_, k, _)| line_of(text, k.start));
+            r.network_line = places.iter().find(|(p, _, _)| p == "network").map(|(_, k, _)| line_of(text, k.start));
             Ok(r)
         }
         _ => {
@@ -918,10 +750,7 @@ pub fn parse_duration(s: &str) -> Option<Micros> {
         let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
         let n: i64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let letters = rest.len()
-            - rest
-                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
-                .len();
+        let letters = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_alphabetic()).len();
         let unit = match &rest[..letters] {
             "ms" => 1_000,
             "s" => SECOND,
@@ -974,12 +803,7 @@ impl Config {
             Some(v) => match v.get_ref().parse::<chrono_tz::Tz>() {
                 Ok(tz) => tz,
                 Err(_) => {
-                    c.bad(
-                        v,
-                        "timezone",
-                        format!("`{}` is not a timezone", v.get_ref()),
-                        "use an IANA name like \"Europe/London\"",
-                    );
+                    c.bad(v, "timezone", format!("`{}` is not a timezone", v.get_ref()), "use an IANA name like \"Europe/London\"");
                     chrono_tz::Europe::London
                 }
             },
@@ -989,12 +813,7 @@ impl Config {
             Some(v) => {
                 let s = v.get_ref().trim().trim_start_matches('+').to_string();
                 if s.is_empty() || s.len() > 3 || !s.chars().all(|ch| ch.is_ascii_digit()) {
-                    c.bad(
-                        v,
-                        "country_code",
-                        format!("`{}` is not a country calling code", v.get_ref()),
-                        "write digits only, like \"44\"",
-                    );
+                    c.bad(v, "country_code", format!("`{}` is not a country calling code", v.get_ref()), "write digits only, like \"44\"");
                 }
                 s
             }
@@ -1014,12 +833,7 @@ impl Config {
             let key = |k: &str| format!("practice[{}].{k}", i + 1);
             let ods = p.ods.get_ref().trim().to_string();
             if !is_ods(&ods) {
-                c.bad(
-                    &p.ods,
-                    &key("ods"),
-                    format!("`{ods}` is not an ODS practice code"),
-                    "write a letter and five digits, like \"B82005\"",
-                );
+                c.bad(&p.ods, &key("ods"), format!("`{ods}` is not an ODS practice code"), "write a letter and five digits, like \"B82005\"");
             } else if PLACEHOLDER_ODS.contains(&ods.as_str()) {
                 warnings.push(Problem {
                     line: c.line(p.ods.span()),
@@ -1029,12 +843,7 @@ impl Config {
                 });
             }
             if practices.iter().any(|q: &PracticeConfig| q.ods == ods) {
-                c.bad(
-                    &p.ods,
-                    &key("ods"),
-                    format!("practice {ods} is configured twice"),
-                    "merge the two [[practice]] tables",
-                );
+                c.bad(&p.ods, &key("ods"), format!("practice {ods} is configured twice"), "merge the two [[practice]] tables");
             }
             let mut numbers = Vec::new();
             for n in &p.numbers {
@@ -1063,12 +872,7 @@ impl Config {
                 let v = v.as_ref()?;
                 let s = v.get_ref().trim().to_string();
                 if s.is_empty() || s.len() > 12 || !s.chars().all(|ch| ch.is_ascii_alphanumeric()) {
-                    c.bad(
-                        v,
-                        &key(k),
-                        format!("`{s}` is not an organisation code"),
-                        "write the code as published by NHS England (letters and digits)",
-                    );
+                    c.bad(v, &key(k), format!("`{s}` is not an organisation code"), "write the code as published by NHS England (letters and digits)");
                 }
                 Some(s)
             };
@@ -1098,17 +902,7 @@ impl Config {
             }
         }
         let n = &raw.network;
-        if [
-            &n.carrier,
-            &n.pbx,
-            &n.staff,
-            &n.automated,
-            &n.staff_extensions,
-            &n.automated_users,
-        ]
-        .iter()
-        .all(|l| l.is_empty())
-        {
+        if [&n.carrier, &n.pbx, &n.staff, &n.automated, &n.staff_extensions, &n.automated_users].iter().all(|l| l.is_empty()) {
             warnings.push(Problem {
                 line: raw.network_line.unwrap_or(1),
                 key: "network".into(),
@@ -1131,24 +925,14 @@ impl Config {
         for v in &n.staff_extensions {
             match ExtPattern::parse(v.get_ref()) {
                 Ok(p) => staff_extensions.push(p),
-                Err(e) => c.bad(
-                    v,
-                    "network.staff_extensions",
-                    e,
-                    "write patterns like \"2XX\" (200-299) or \"3[0-4]X\"",
-                ),
+                Err(e) => c.bad(v, "network.staff_extensions", e, "write patterns like \"2XX\" (200-299) or \"3[0-4]X\""),
             }
         }
         let mut pickup_codes = Vec::new();
         for v in &n.pickup_codes {
             match ExtPattern::parse(v.get_ref()) {
                 Ok(p) => pickup_codes.push(p),
-                Err(e) => c.bad(
-                    v,
-                    "network.pickup_codes",
-                    e,
-                    "write what a handset dials to pick up a call, like \"*8\" or \"**2XX\"",
-                ),
+                Err(e) => c.bad(v, "network.pickup_codes", e, "write what a handset dials to pick up a call, like \"*8\" or \"**2XX\""),
             }
         }
         automated.extend(c.endpoints("network.automated_users", &n.automated_users));
@@ -1158,28 +942,17 @@ impl Config {
         let callback_request = c.endpoints("callbacks.request", &raw.callbacks.request);
         let callback_window = match &raw.callbacks.window {
             None => CallbackWindow::SameDay,
-            Some(v) if matches!(v.get_ref().trim(), "same-day" | "same_day" | "day") => {
-                CallbackWindow::SameDay
-            }
+            Some(v) if matches!(v.get_ref().trim(), "same-day" | "same_day" | "day") => CallbackWindow::SameDay,
             Some(v) => match parse_duration(v.get_ref()) {
                 Some(d) => CallbackWindow::Within(d),
                 None => {
-                    c.bad(
-                        v,
-                        "callbacks.window",
-                        format!("`{}` is not a window", v.get_ref()),
-                        "write \"same-day\" or a duration like \"4h\"",
-                    );
+                    c.bad(v, "callbacks.window", format!("`{}` is not a window", v.get_ref()), "write \"same-day\" or a duration like \"4h\"");
                     CallbackWindow::SameDay
                 }
             },
         };
         let callback_originators = c.addrs("callbacks.originators", &raw.callbacks.originators);
-        let callback_header = raw
-            .callbacks
-            .header
-            .as_ref()
-            .map(|h| h.get_ref().trim().to_string());
+        let callback_header = raw.callbacks.header.as_ref().map(|h| h.get_ref().trim().to_string());
         if let Some(h) = &raw.callbacks.header {
             check_header_name(&mut c, h, "callbacks.header");
         }
@@ -1194,22 +967,12 @@ impl Config {
         };
         let mut bank_holidays = match &raw.calendar.bank_holidays {
             None => site::default_bank_holidays(),
-            Some(list) => c
-                .dates("calendar.bank_holidays", list)
-                .into_iter()
-                .collect(),
+            Some(list) => c.dates("calendar.bank_holidays", list).into_iter().collect(),
         };
-        bank_holidays.extend(c.dates(
-            "calendar.extra_bank_holidays",
-            &raw.calendar.extra_bank_holidays,
-        ));
+        bank_holidays.extend(c.dates("calendar.extra_bank_holidays", &raw.calendar.extra_bank_holidays));
         let wait_edges = c.edges(&raw.buckets.wait, "buckets.wait");
         let duration_edges = c.edges(&raw.buckets.duration, "buckets.duration");
-        let secret_file = raw
-            .privacy
-            .secret_file
-            .as_ref()
-            .map(|v| PathBuf::from(v.get_ref()));
+        let secret_file = raw.privacy.secret_file.as_ref().map(|v| PathBuf::from(v.get_ref()));
         let agent = agent_config(&mut c, &raw);
         let guard = guard::settings(&mut c, &raw.hep.allow, &raw.scanners, &raw.limits);
         let mut legs = cbt_proto::LegConfig::default();
@@ -1217,14 +980,10 @@ impl Config {
             legs.max_call = c.duration(v, "calls.max_duration").unwrap_or(legs.max_call);
         }
         if let Some(v) = &raw.calls.ring_timeout {
-            legs.ring_timeout = c
-                .duration(v, "calls.ring_timeout")
-                .unwrap_or(legs.ring_timeout);
+            legs.ring_timeout = c.duration(v, "calls.ring_timeout").unwrap_or(legs.ring_timeout);
         }
         if let Some(v) = &raw.calls.gap_timeout {
-            legs.gap_timeout = c
-                .duration(v, "calls.gap_timeout")
-                .unwrap_or(legs.gap_timeout);
+            legs.gap_timeout = c.duration(v, "calls.gap_timeout").unwrap_or(legs.gap_timeout);
         }
         let ignore_unlisted = match &raw.calls.unlisted {
             None => false,
@@ -1239,18 +998,11 @@ impl Config {
         };
         if ignore_unlisted && practices.iter().all(|p| p.numbers.is_empty()) {
             if let Some(v) = &raw.calls.unlisted {
-                c.bad(
-                    v,
-                    "calls.unlisted",
-                    "\"ignore\" with no practice numbers listed would ignore every call"
-                        .to_string(),
-                    "list each practice's numbers (`numbers = [...]`) or remove calls.unlisted",
-                );
+                c.bad(v, "calls.unlisted", "\"ignore\" with no practice numbers listed would ignore every call".to_string(), "list each practice's numbers (`numbers = [...]`) or remove calls.unlisted");
             }
         }
         let upload = raw.upload.as_ref().and_then(|u| upload_config(&mut c, u));
-        let page_settings =
-            page::page_config(&mut c, &raw.page, &raw.staffing, &agent.status_listen);
+        let page_settings = page::page_config(&mut c, &raw.page, &raw.staffing, &agent.status_listen);
         if !c.problems.is_empty() {
             c.problems.sort_by_key(|p| p.line);
             return Err(err(c.problems));
@@ -1303,60 +1055,37 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
     for v in &cap.interfaces {
         let s = v.get_ref().trim();
         if s.is_empty() || s.len() > 64 || s.contains(char::is_whitespace) {
-            c.bad(
-                v,
-                "capture.interfaces",
-                format!("`{s}` is not an interface name"),
-                "use names from `ip link`, or \"any\"",
-            );
+            c.bad(v, "capture.interfaces", format!("`{s}` is not an interface name"), "use names from `ip link`, or \"any\"");
         } else {
             interfaces.push(s.to_string());
         }
     }
-    let hep_listen = raw.hep.listen.as_ref().and_then(|v| {
-        match v.get_ref().trim().parse::<std::net::SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                c.bad(
-                    v,
-                    "hep.listen",
-                    format!("`{}` is not address:port", v.get_ref()),
-                    "write it like \"0.0.0.0:9060\"",
-                );
-                None
-            }
+    let hep_listen = raw.hep.listen.as_ref().and_then(|v| match v.get_ref().trim().parse::<std::net::SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            c.bad(v, "hep.listen", format!("`{}` is not address:port", v.get_ref()), "write it like \"0.0.0.0:9060\"");
+            None
         }
     });
     let ports = match &cap.sip_ports {
         None => DEFAULT_SIP_PORTS.to_vec(),
         Some(p) if p.get_ref().is_empty() || p.get_ref().contains(&0) => {
-            c.bad(
-                p,
-                "capture.sip_ports",
-                "the list is empty or holds port 0",
-                "list the SIP ports, like [5060, 5061]",
-            );
+            c.bad(p, "capture.sip_ports", "the list is empty or holds port 0", "list the SIP ports, like [5060, 5061]");
             DEFAULT_SIP_PORTS.to_vec()
         }
         Some(p) => p.get_ref().clone(),
     };
     let filter = cap.filter.as_ref().map(|f| f.get_ref().trim().to_string());
-    let int =
-        |c: &mut Checker, v: &Option<S<i64>>, key: &str, lo: i64, hi: i64, default: i64| -> i64 {
-            match v {
-                None => default,
-                Some(n) if (lo..=hi).contains(n.get_ref()) => *n.get_ref(),
-                Some(n) => {
-                    c.bad(
-                        n,
-                        key,
-                        format!("{} is out of range", n.get_ref()),
-                        format!("use a value from {lo} to {hi}"),
-                    );
-                    default
-                }
+    let int = |c: &mut Checker, v: &Option<S<i64>>, key: &str, lo: i64, hi: i64, default: i64| -> i64 {
+        match v {
+            None => default,
+            Some(n) if (lo..=hi).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                c.bad(n, key, format!("{} is out of range", n.get_ref()), format!("use a value from {lo} to {hi}"));
+                default
             }
-        };
+        }
+    };
     let snaplen = int(c, &cap.snaplen, "capture.snaplen", 1500, 262_144, 65_535) as i32;
     let queue = int(c, &cap.queue, "capture.queue", 1_000, 10_000_000, 20_000) as usize;
     let size = |c: &mut Checker, v: &Option<S<String>>, key: &str, default: u64| -> u64 {
@@ -1365,12 +1094,7 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
             Some(s) => match parse_size(s.get_ref()) {
                 Some(n) if n > 0 => n,
                 _ => {
-                    c.bad(
-                        s,
-                        key,
-                        format!("`{}` is not a size", s.get_ref()),
-                        "write a number with a unit: 16MiB, 512KiB",
-                    );
+                    c.bad(s, key, format!("`{}` is not a size", s.get_ref()), "write a number with a unit: 16MiB, 512KiB");
                     default
                 }
             },
@@ -1378,39 +1102,24 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
     };
     // the kernel ring is mapped into the process (twice its size in RSS):
     // 4 MiB holds seconds of SIP at hundreds of calls a second
-    let buffer_bytes =
-        size(c, &cap.buffer_size, "capture.buffer_size", 4 << 20).min(i32::MAX as u64) as i32;
+    let buffer_bytes = size(c, &cap.buffer_size, "capture.buffer_size", 4 << 20).min(i32::MAX as u64) as i32;
     // HEP arrives in bursts from several agents; the socket's queue is the
     // only buffer between them and the engine
-    let hep_receive_buffer =
-        size(c, &raw.hep.receive_buffer, "hep.receive_buffer", 8 << 20).min(1 << 30) as usize;
+    let hep_receive_buffer = size(c, &raw.hep.receive_buffer, "hep.receive_buffer", 8 << 20).min(1 << 30) as usize;
     // without immediate mode, how long the kernel holds a block of packets
     // before it wakes the capture: a batch per wake-up (docs/configuration.md)
     let read_timeout_ms = match &cap.read_timeout {
         None => 20,
-        Some(v) => {
-            (c.duration(v, "capture.read_timeout").unwrap_or(20_000) / 1000).clamp(1, 10_000) as i32
-        }
+        Some(v) => (c.duration(v, "capture.read_timeout").unwrap_or(20_000) / 1000).clamp(1, 10_000) as i32,
     };
     let st = &raw.store;
-    let store_dir = st
-        .dir
-        .as_ref()
-        .map_or(PathBuf::from(DEFAULT_STORE), |v| PathBuf::from(v.get_ref()));
+    let store_dir = st.dir.as_ref().map_or(PathBuf::from(DEFAULT_STORE), |v| PathBuf::from(v.get_ref()));
     const DAY: Micros = 24 * 3600 * SECOND;
     let retention = match &st.retention {
         None => 800 * DAY,
         Some(v) => match c.duration(v, "store.retention") {
             Some(d) if d < DAY => {
-                c.bad(
-                    v,
-                    "store.retention",
-                    format!(
-                        "`{}` is less than a day: day figures would go before they are sent",
-                        v.get_ref()
-                    ),
-                    "write at least \"1d\" (the default is \"800d\")",
-                );
+                c.bad(v, "store.retention", format!("`{}` is less than a day: day figures would go before they are sent", v.get_ref()), "write at least \"1d\" (the default is \"800d\")");
                 800 * DAY
             }
             Some(d) => d,
@@ -1438,22 +1147,9 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
             None => retention.min(62 * DAY),
         },
     };
-    let legacy_call_retention = st.call_retention.is_none().then(|| {
-        if st.retention.is_some() {
-            retention
-        } else {
-            400 * DAY
-        }
-    });
+    let legacy_call_retention = st.call_retention.is_none().then(|| if st.retention.is_some() { retention } else { 400 * DAY });
     let cache_bytes = size(c, &st.cache, "store.cache", 8 << 20);
-    let memory_calls = int(
-        c,
-        &st.memory_calls,
-        "store.memory_calls",
-        100,
-        10_000_000,
-        200_000,
-    ) as usize;
+    let memory_calls = int(c, &st.memory_calls, "store.memory_calls", 100, 10_000_000, 200_000) as usize;
     let snapshot_every = match &st.snapshot_every {
         None => 30 * SECOND,
         Some(v) => c.duration(v, "store.snapshot_every").unwrap_or(30 * SECOND),
@@ -1468,12 +1164,7 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
                 match s.parse() {
                     Ok(a) => Listen::Tcp(a),
                     Err(_) => {
-                        c.bad(
-                            v,
-                            "status.listen",
-                            format!("`{s}` is not address:port or unix:PATH"),
-                            "write \"127.0.0.1:9465\" or \"unix:/run/cbt-agent/status.sock\"",
-                        );
+                        c.bad(v, "status.listen", format!("`{s}` is not address:port or unix:PATH"), "write \"127.0.0.1:9465\" or \"unix:/run/cbt-agent/status.sock\"");
                         Listen::Tcp(DEFAULT_STATUS.parse().expect("default address"))
                     }
                 }
@@ -1485,12 +1176,7 @@ fn agent_config(c: &mut Checker, raw: &Raw) -> AgentConfig {
         Some(v) => {
             let l = v.get_ref().trim().to_ascii_lowercase();
             if !["error", "warn", "info", "debug", "trace"].contains(&l.as_str()) {
-                c.bad(
-                    v,
-                    "log.level",
-                    format!("`{l}` is not a log level"),
-                    "use error, warn, info, debug or trace",
-                );
+                c.bad(v, "log.level", format!("`{l}` is not a log level"), "use error, warn, info, debug or trace");
             }
             l
         }
@@ -1537,13 +1223,8 @@ fn upload_config(c: &mut Checker, u: &RawUpload) -> Option<UploadConfig> {
         Some(v) => {
             let s = v.get_ref().trim().trim_end_matches('/').to_string();
             let lower = s.to_ascii_lowercase();
-            let local_http = ["http://127.", "http://localhost", "http://[::1]"]
-                .iter()
-                .any(|p| lower.starts_with(p));
-            if !(lower.starts_with("https://") || local_http)
-                || s.contains(char::is_whitespace)
-                || s.len() < 10
-            {
+            let local_http = ["http://127.", "http://localhost", "http://[::1]"].iter().any(|p| lower.starts_with(p));
+            if !(lower.starts_with("https://") || local_http) || s.contains(char::is_whitespace) || s.len() < 10 {
                 c.bad(v, "upload.url", format!("`{s}` is not an https:// URL"), "write the collector's address, like \"https://collector.example.net\" (plain http only to this machine)");
                 None
             } else {
@@ -1555,12 +1236,7 @@ fn upload_config(c: &mut Checker, u: &RawUpload) -> Option<UploadConfig> {
         let v = v.as_ref()?;
         let s = v.get_ref().trim();
         if s.is_empty() || !s.starts_with('/') {
-            c.bad(
-                v,
-                key,
-                format!("`{s}` is not an absolute path"),
-                "write the file's full path, like \"/etc/cbt-agent/upload-token\"",
-            );
+            c.bad(v, key, format!("`{s}` is not an absolute path"), "write the file's full path, like \"/etc/cbt-agent/upload-token\"");
             return None;
         }
         Some(PathBuf::from(s))
@@ -1578,52 +1254,25 @@ fn upload_config(c: &mut Checker, u: &RawUpload) -> Option<UploadConfig> {
     let client_cert = path(c, &u.client_cert, "upload.client_cert");
     let client_key = path(c, &u.client_key, "upload.client_key");
     if client_cert.is_some() != client_key.is_some() {
-        let v = u
-            .client_cert
-            .as_ref()
-            .or(u.client_key.as_ref())
-            .expect("one is set");
-        c.bad(
-            v,
-            "upload.client_cert",
-            "client_cert and client_key go together",
-            "set both (PEM files), or neither",
-        );
+        let v = u.client_cert.as_ref().or(u.client_key.as_ref()).expect("one is set");
+        c.bad(v, "upload.client_cert", "client_cert and client_key go together", "set both (PEM files), or neither");
     }
     let proxy = u.proxy.as_ref().and_then(|v| {
         let s = v.get_ref().trim().to_string();
-        if ["http://", "https://", "socks5://"]
-            .iter()
-            .any(|p| s.to_ascii_lowercase().starts_with(p))
-        {
+        if ["http://", "https://", "socks5://"].iter().any(|p| s.to_ascii_lowercase().starts_with(p)) {
             Some(s)
         } else {
-            c.bad(
-                v,
-                "upload.proxy",
-                format!("`{s}` is not a proxy URL"),
-                "write it like \"http://proxy.example.nhs.uk:8080\"",
-            );
+            c.bad(v, "upload.proxy", format!("`{s}` is not a proxy URL"), "write it like \"http://proxy.example.nhs.uk:8080\"");
             None
         }
     });
-    let dur = |c: &mut Checker,
-               v: &Option<S<String>>,
-               key: &str,
-               default: Micros,
-               min: Micros|
-     -> Micros {
+    let dur = |c: &mut Checker, v: &Option<S<String>>, key: &str, default: Micros, min: Micros| -> Micros {
         match v {
             None => default,
             Some(v) => match c.duration(v, key) {
                 Some(d) if d >= min => d,
                 Some(_) => {
-                    c.bad(
-                        v,
-                        key,
-                        format!("`{}` is too short", v.get_ref()),
-                        format!("use at least {} s", min / SECOND),
-                    );
+                    c.bad(v, key, format!("`{}` is too short", v.get_ref()), format!("use at least {} s", min / SECOND));
                     default
                 }
                 None => default,
@@ -1636,26 +1285,12 @@ fn upload_config(c: &mut Checker, u: &RawUpload) -> Option<UploadConfig> {
     let agent_id = match &u.agent_id {
         Some(v) => {
             let s = v.get_ref().trim().to_string();
-            if s.is_empty()
-                || s.len() > 128
-                || !s
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-            {
-                c.bad(
-                    v,
-                    "upload.agent_id",
-                    format!("`{s}` is not a usable name"),
-                    "use letters, digits, '-', '_' and '.', at most 128",
-                );
+            if s.is_empty() || s.len() > 128 || !s.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
+                c.bad(v, "upload.agent_id", format!("`{s}` is not a usable name"), "use letters, digits, '-', '_' and '.', at most 128");
             }
             s
         }
-        None => hostname::get()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "cbt-agent".into()),
+        None => hostname::get().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty()).unwrap_or_else(|| "cbt-agent".into()),
     };
     Some(UploadConfig {
         url: url?,
@@ -1674,12 +1309,7 @@ fn upload_config(c: &mut Checker, u: &RawUpload) -> Option<UploadConfig> {
 fn check_header_name(c: &mut Checker, h: &S<String>, key: &str) {
     let s = h.get_ref().trim();
     if s.is_empty() || !s.bytes().all(cbt_proto::sip::is_token_char) {
-        c.bad(
-            h,
-            key,
-            format!("`{s}` is not a SIP header name"),
-            "write the header's name without a colon, like \"X-CID\"",
-        );
+        c.bad(h, key, format!("`{s}` is not a SIP header name"), "write the header's name without a colon, like \"X-CID\"");
     }
 }
 

@@ -62,12 +62,7 @@ fn check(name: &str, verdict: Verdict, detail: impl Into<String>, fix: Option<&s
 fn capabilities() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("CapEff:")
-                    .map(|v| u64::from_str_radix(v.trim(), 16).unwrap_or(0))
-            })
-        })
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| u64::from_str_radix(v.trim(), 16).unwrap_or(0))))
         .unwrap_or(0)
 }
 
@@ -85,10 +80,8 @@ fn watch(iface: &str, a: &AgentConfig, secs: u64) -> Result<Seen, String> {
     let mut cap = crate::daemon::capture::open(iface, a)?;
     let dl = cap.get_datalink();
     let filter = a.filter_for(dl == pcap::Linktype::ETHERNET);
-    cap.filter(&filter, true)
-        .map_err(|e| format!("the capture filter does not compile: {e}"))?;
-    let link = LinkType::from_linktype(dl.0)
-        .ok_or_else(|| format!("link type {} is not supported", dl.0))?;
+    cap.filter(&filter, true).map_err(|e| format!("the capture filter does not compile: {e}"))?;
+    let link = LinkType::from_linktype(dl.0).ok_or_else(|| format!("link type {} is not supported", dl.0))?;
     let mut engine = Engine::new(EngineConfig {
         journal: true,
         emit_legs: false,
@@ -100,10 +93,7 @@ fn watch(iface: &str, a: &AgentConfig, secs: u64) -> Result<Seen, String> {
         match cap.next_packet() {
             Ok(p) => {
                 seen.packets += 1;
-                let ts = cbt_proto::Timestamp::from_secs_micros(
-                    p.header.ts.tv_sec as i64,
-                    p.header.ts.tv_usec as i64 / 1000,
-                );
+                let ts = cbt_proto::Timestamp::from_secs_micros(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64 / 1000);
                 engine.ingest(ts, link, p.data);
                 while let Some(j) = engine.poll_journal() {
                     *seen.addrs.entry(j.src.ip()).or_default() += 1;
@@ -121,9 +111,7 @@ fn watch(iface: &str, a: &AgentConfig, secs: u64) -> Result<Seen, String> {
 }
 
 fn operstate(iface: &str) -> Option<String> {
-    std::fs::read_to_string(format!("/sys/class/net/{iface}/operstate"))
-        .ok()
-        .map(|s| s.trim().to_string())
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/operstate")).ok().map(|s| s.trim().to_string())
 }
 
 /// The kernel's clock discipline: synchronised (NTP, chrony, timesyncd) or not.
@@ -138,11 +126,7 @@ fn clock_synchronised() -> Option<bool> {
 }
 
 fn roles(c: &Config) -> Vec<(&'static str, &Vec<AddrMatch>)> {
-    vec![
-        ("carrier", &c.site.carrier),
-        ("pbx", &c.site.pbx),
-        ("staff", &c.site.staff),
-    ]
+    vec![("carrier", &c.site.carrier), ("pbx", &c.site.pbx), ("staff", &c.site.staff)]
 }
 
 pub fn run(args: DoctorArgs) -> Result<ExitCode> {
@@ -154,15 +138,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
                 "configuration",
                 if warn > 0 { Verdict::Warn } else { Verdict::Ok },
                 if warn > 0 {
-                    format!(
-                        "{} is valid, with {warn} warnings: {}",
-                        args.config.display(),
-                        c.warnings
-                            .iter()
-                            .map(|w| format!("{}: {}", w.key, w.message))
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    )
+                    format!("{} is valid, with {warn} warnings: {}", args.config.display(), c.warnings.iter().map(|w| format!("{}: {}", w.key, w.message)).collect::<Vec<_>>().join("; "))
                 } else {
                     format!("{} is valid", args.config.display())
                 },
@@ -171,12 +147,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
             Some(c)
         }
         Err(e) => {
-            checks.push(check(
-                "configuration",
-                Verdict::Fail,
-                e.to_string(),
-                Some("fix the file; `cbt-agent check-config FILE` lists every problem"),
-            ));
+            checks.push(check("configuration", Verdict::Fail, e.to_string(), Some("fix the file; `cbt-agent check-config FILE` lists every problem")));
             None
         }
     };
@@ -195,30 +166,11 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
         match client::get(&a.status_listen, "/status") {
             Ok(body) => {
                 let s: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                let errors: Vec<String> = s["diagnostics"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|d| d["severity"] == "error")
-                    .map(|d| d["message"].as_str().unwrap_or("").to_string())
-                    .collect();
+                let errors: Vec<String> = s["diagnostics"].as_array().into_iter().flatten().filter(|d| d["severity"] == "error").map(|d| d["message"].as_str().unwrap_or("").to_string()).collect();
                 checks.push(if errors.is_empty() {
-                    check(
-                        "service",
-                        Verdict::Ok,
-                        format!(
-                            "cbt-agent {} is running and reports no error",
-                            s["version"].as_str().unwrap_or("?")
-                        ),
-                        None,
-                    )
+                    check("service", Verdict::Ok, format!("cbt-agent {} is running and reports no error", s["version"].as_str().unwrap_or("?")), None)
                 } else {
-                    check(
-                        "service",
-                        Verdict::Fail,
-                        format!("running, reporting: {}", errors.join("; ")),
-                        Some("see `cbt-agent status` and docs/operations.md, \"Troubleshooting\""),
-                    )
+                    check("service", Verdict::Fail, format!("running, reporting: {}", errors.join("; ")), Some("see `cbt-agent status` and docs/operations.md, \"Troubleshooting\""))
                 });
             }
             Err(e) if client::is_not_running(&e) => checks.push(check(
@@ -268,11 +220,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
             writeln!(w, "      fix: {f}")?;
         }
     }
-    let worst = checks
-        .iter()
-        .map(|c| c.verdict)
-        .max()
-        .unwrap_or(Verdict::Ok);
+    let worst = checks.iter().map(|c| c.verdict).max().unwrap_or(Verdict::Ok);
     Ok(match worst {
         Verdict::Ok => ExitCode::SUCCESS,
         Verdict::Warn => ExitCode::from(1),
@@ -283,19 +231,9 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
 fn upload_check(u: &crate::config::UploadConfig, c: &Config) -> Check {
     let (client, token) = match crate::upload::deliver::client(u) {
         Ok(x) => x,
-        Err(e) => {
-            return check(
-                "collector",
-                Verdict::Fail,
-                e,
-                Some("fix [upload] (docs/configuration.md)"),
-            )
-        }
+        Err(e) => return check("collector", Verdict::Fail, e, Some("fix [upload] (docs/configuration.md)")),
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return check("collector", Verdict::Warn, e.to_string(), None),
     };
@@ -308,19 +246,8 @@ fn upload_check(u: &crate::config::UploadConfig, c: &Config) -> Check {
     match r {
         Ok((200, body)) => {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let bound: Vec<String> = v["practices"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.as_str().map(str::to_string))
-                .collect();
-            let missing: Vec<&str> = c
-                .site
-                .practices
-                .iter()
-                .map(|p| p.ods.as_str())
-                .filter(|p| !bound.iter().any(|b| b == p))
-                .collect();
+            let bound: Vec<String> = v["practices"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(str::to_string)).collect();
+            let missing: Vec<&str> = c.site.practices.iter().map(|p| p.ods.as_str()).filter(|p| !bound.iter().any(|b| b == p)).collect();
             let name = v["agent"].as_str().unwrap_or_default();
             if name != u.agent_id {
                 check(
@@ -330,16 +257,7 @@ fn upload_check(u: &crate::config::UploadConfig, c: &Config) -> Check {
                     Some("set upload.agent_id to the name given to `cbt-collector token add --agent`, or have a token made for this name"),
                 )
             } else if missing.is_empty() {
-                check(
-                    "collector",
-                    Verdict::Ok,
-                    format!(
-                        "{} accepts the token (agent {})",
-                        u.url,
-                        v["agent"].as_str().unwrap_or("?")
-                    ),
-                    None,
-                )
+                check("collector", Verdict::Ok, format!("{} accepts the token (agent {})", u.url, v["agent"].as_str().unwrap_or("?")), None)
             } else {
                 check(
                     "collector",
@@ -351,8 +269,7 @@ fn upload_check(u: &crate::config::UploadConfig, c: &Config) -> Check {
         }
         Ok((status, body)) => {
             let detail = match crate::upload::deliver::classify(status, &body, None) {
-                crate::upload::deliver::Outcome::Park(r)
-                | crate::upload::deliver::Outcome::Retry(r, _) => r,
+                crate::upload::deliver::Outcome::Park(r) | crate::upload::deliver::Outcome::Retry(r, _) => r,
                 crate::upload::deliver::Outcome::Taken(_) => format!("{status}"),
             };
             check("collector", Verdict::Fail, detail, None)
@@ -374,12 +291,7 @@ fn capture_checks(c: &Config, secs: u64) -> Vec<Check> {
     let a = &c.agent;
     let mut out = Vec::new();
     if a.interfaces.is_empty() {
-        out.push(check(
-            "interfaces",
-            Verdict::Ok,
-            "none configured (HEP input only)",
-            None,
-        ));
+        out.push(check("interfaces", Verdict::Ok, "none configured (HEP input only)", None));
         return out;
     }
     let mut all = Seen::default();
@@ -388,12 +300,7 @@ fn capture_checks(c: &Config, secs: u64) -> Vec<Check> {
         if iface != "any" {
             match operstate(iface) {
                 None => {
-                    out.push(check(
-                        &name,
-                        Verdict::Fail,
-                        "does not exist",
-                        Some("set capture.interfaces to a name from `ip link`"),
-                    ));
+                    out.push(check(&name, Verdict::Fail, "does not exist", Some("set capture.interfaces to a name from `ip link`")));
                     continue;
                 }
                 Some(s) if s == "down" => {
@@ -448,10 +355,7 @@ fn capture_checks(c: &Config, secs: u64) -> Vec<Check> {
         if list.is_empty() {
             continue;
         }
-        let hit = all.addrs.keys().any(|ip| {
-            list.iter()
-                .any(|m| m.matches(std::net::SocketAddr::new(*ip, 0)))
-        });
+        let hit = all.addrs.keys().any(|ip| list.iter().any(|m| m.matches(std::net::SocketAddr::new(*ip, 0))));
         out.push(if hit {
             check(&format!("{role} addresses"), Verdict::Ok, "seen in the calls", None)
         } else {
@@ -465,20 +369,10 @@ fn capture_checks(c: &Config, secs: u64) -> Vec<Check> {
     }
     let known = |ip: &IpAddr| {
         let sa = std::net::SocketAddr::new(*ip, 0);
-        roles(c)
-            .iter()
-            .any(|(_, l)| l.iter().any(|m| m.matches(sa)))
-            || c.site.callback_originators.iter().any(|m| m.matches(sa))
+        roles(c).iter().any(|(_, l)| l.iter().any(|m| m.matches(sa))) || c.site.callback_originators.iter().any(|m| m.matches(sa))
     };
-    let stray: Vec<String> = all
-        .addrs
-        .iter()
-        .filter(|(ip, _)| !known(ip))
-        .map(|(ip, n)| format!("{ip} ({n} messages)"))
-        .collect();
-    if !stray.is_empty()
-        && !(c.site.carrier.is_empty() && c.site.pbx.is_empty() && c.site.staff.is_empty())
-    {
+    let stray: Vec<String> = all.addrs.iter().filter(|(ip, _)| !known(ip)).map(|(ip, n)| format!("{ip} ({n} messages)")).collect();
+    if !stray.is_empty() && !(c.site.carrier.is_empty() && c.site.pbx.is_empty() && c.site.staff.is_empty()) {
         out.push(check(
             "addresses in no role",
             Verdict::Warn,

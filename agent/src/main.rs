@@ -20,20 +20,13 @@ fn main() -> ExitCode {
             cbt_agent::cli::write_completions(shell, &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man { dir } => cbt_agent::cli::write_man_pages(&dir)
-            .map(|_| ExitCode::SUCCESS)
-            .map_err(Into::into),
+        Command::Man { dir } => cbt_agent::cli::write_man_pages(&dir).map(|_| ExitCode::SUCCESS).map_err(Into::into),
         Command::PagePassword(args) => cbt_agent::page::access::page_password(args),
     };
     match result {
         Ok(code) => code,
         // the reader went away (`| head`): not an error
-        Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) =>
-        {
+        Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => {
             ExitCode::SUCCESS
         }
         Err(e) => {

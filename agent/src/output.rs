@@ -96,35 +96,24 @@ impl LegTally {
         if leg.answered.is_some() {
             self.answered += 1;
         }
-        let status = leg
-            .final_status
-            .map_or("none".to_string(), |s| s.to_string());
+        let status = leg.final_status.map_or("none".to_string(), |s| s.to_string());
         *self.by_status.entry(status).or_default() += 1;
-        *self
-            .by_end
-            .entry(leg.end.map_or("open", |e| e.name()).to_string())
-            .or_default() += 1;
+        *self.by_end.entry(leg.end.map_or("open", |e| e.name()).to_string()).or_default() += 1;
     }
 }
 
 /// The human summary printed by `replay --output summary`.
-pub fn write_summary(
-    w: &mut impl Write,
-    tally: &LegTally,
-    stats: &EngineStats,
-    unsupported: u64,
-) -> std::io::Result<()> {
-    let section =
-        |w: &mut dyn Write, title: &str, rows: &BTreeMap<String, u64>| -> std::io::Result<()> {
-            writeln!(w, "\n{title}")?;
-            if rows.is_empty() {
-                writeln!(w, "  (none)")?;
-            }
-            for (k, v) in rows {
-                writeln!(w, "  {k:<28} {v:>10}")?;
-            }
-            Ok(())
-        };
+pub fn write_summary(w: &mut impl Write, tally: &LegTally, stats: &EngineStats, unsupported: u64) -> std::io::Result<()> {
+    let section = |w: &mut dyn Write, title: &str, rows: &BTreeMap<String, u64>| -> std::io::Result<()> {
+        writeln!(w, "\n{title}")?;
+        if rows.is_empty() {
+            writeln!(w, "  (none)")?;
+        }
+        for (k, v) in rows {
+            writeln!(w, "  {k:<28} {v:>10}")?;
+        }
+        Ok(())
+    };
     writeln!(w, "Legs")?;
     writeln!(w, "  {:<28} {:>10}", "total", tally.legs)?;
     writeln!(w, "  {:<28} {:>10}", "answered", tally.answered)?;
@@ -157,21 +146,9 @@ pub fn write_summary(
     section(w, "Packets not read, by reason", &wire_issues)?;
     writeln!(w, "\nSIP")?;
     writeln!(w, "  {:<28} {:>10}", "messages", stats.sip.messages)?;
-    writeln!(
-        w,
-        "  {:<28} {:>10}",
-        "reassembled IP datagrams", stats.wire.datagrams_reassembled
-    )?;
-    writeln!(
-        w,
-        "  {:<28} {:>10}",
-        "non-dialog (REGISTER...)", stats.sip.ignored
-    )?;
-    writeln!(
-        w,
-        "  {:<28} {:>10}",
-        "retransmissions", stats.legs.retransmissions
-    )?;
+    writeln!(w, "  {:<28} {:>10}", "reassembled IP datagrams", stats.wire.datagrams_reassembled)?;
+    writeln!(w, "  {:<28} {:>10}", "non-dialog (REGISTER...)", stats.sip.ignored)?;
+    writeln!(w, "  {:<28} {:>10}", "retransmissions", stats.legs.retransmissions)?;
     section(w, "Requests", &stats.sip.requests)?;
     section(w, "Responses", &stats.sip.responses)?;
     section(w, "Parse errors by reason", &stats.sip.parse_errors)?;
@@ -198,17 +175,7 @@ pub fn write_summary(
     }
     section(w, "Kept out of the figures (scanners, floods)", &kept)?;
     for src in &stats.guard.sources {
-        writeln!(
-            w,
-            "  {:<28} {:>10}  {}{}",
-            src.address,
-            src.total(),
-            src.why,
-            src.user_agent
-                .as_deref()
-                .map(|a| format!(" ({a})"))
-                .unwrap_or_default()
-        )?;
+        writeln!(w, "  {:<28} {:>10}  {}{}", src.address, src.total(), src.why, src.user_agent.as_deref().map(|a| format!(" ({a})")).unwrap_or_default())?;
     }
     Ok(())
 }
@@ -278,15 +245,9 @@ impl CallJson {
     /// Back to a record (what `report` counts), or why not.
     pub fn record(&self) -> Result<cbt_proto::call::CallRecord, String> {
         use cbt_proto::call::{EndedBy, Outcome};
-        let ts = |s: &str| {
-            cbt_proto::Timestamp::parse_rfc3339(s)
-                .ok_or_else(|| format!("`{s}` is not an RFC 3339 time"))
-        };
+        let ts = |s: &str| cbt_proto::Timestamp::parse_rfc3339(s).ok_or_else(|| format!("`{s}` is not an RFC 3339 time"));
         let opt = |s: &Option<String>| s.as_deref().map(ts).transpose();
-        let outcome = *Outcome::ALL
-            .iter()
-            .find(|o| o.name() == self.outcome)
-            .ok_or_else(|| format!("unknown outcome `{}`", self.outcome))?;
+        let outcome = *Outcome::ALL.iter().find(|o| o.name() == self.outcome).ok_or_else(|| format!("unknown outcome `{}`", self.outcome))?;
         let ended_by = [EndedBy::Caller, EndedBy::Practice, EndedBy::Inferred]
             .into_iter()
             .find(|e| e.name() == self.ended_by)
@@ -330,20 +291,10 @@ pub fn write_report(w: &mut dyn Write, r: &cbt_proto::metrics::Report) -> std::i
     };
     let s = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1} s"));
     for p in &r.practices {
-        writeln!(
-            w,
-            "Practice {}  ({span}, times in {})",
-            p.practice, r.timezone
-        )?;
+        writeln!(w, "Practice {}  ({span}, times in {})", p.practice, r.timezone)?;
         writeln!(w, "  Indicators")?;
         for i in Indicator::ALL {
-            writeln!(
-                w,
-                "    {} {:<24} {:>8}",
-                i.code(),
-                i.name(),
-                p.totals[i.code()]
-            )?;
+            writeln!(w, "    {} {:<24} {:>8}", i.code(), i.name(), p.totals[i.code()])?;
         }
         write!(w, "  By time band    ")?;
         for i in Indicator::BY_TIME {
@@ -382,12 +333,7 @@ pub fn write_report(w: &mut dyn Write, r: &cbt_proto::metrics::Report) -> std::i
                 "    2 Calls abandoned           {:>8}   ({} while waiting, {} in the IVR)",
                 d.calls_abandoned, d.calls_abandoned_waiting, d.calls_abandoned_in_ivr
             )?;
-            writeln!(
-                w,
-                "    3 Time to answer            mean {}, median {}",
-                s(d.mean_wait_to_answer_s),
-                s(d.median_wait_to_answer_s)
-            )?;
+            writeln!(w, "    3 Time to answer            mean {}, median {}", s(d.mean_wait_to_answer_s), s(d.median_wait_to_answer_s))?;
             writeln!(w, "    4 Missed calls              {:>8}", d.missed_calls)?;
             writeln!(
                 w,
@@ -395,26 +341,13 @@ pub fn write_report(w: &mut dyn Write, r: &cbt_proto::metrics::Report) -> std::i
                 s(d.mean_wait_before_abandonment_s),
                 s(d.median_wait_before_abandonment_s)
             )?;
-            writeln!(
-                w,
-                "    6 Callbacks requested       {:>8}",
-                d.callbacks_requested
-            )?;
+            writeln!(w, "    6 Callbacks requested       {:>8}", d.callbacks_requested)?;
             writeln!(w, "    7 Callbacks made            {:>8}", d.callbacks_made)?;
-            writeln!(
-                w,
-                "    8 Call length               mean {}, median {}",
-                s(d.mean_call_length_s),
-                s(d.median_call_length_s)
-            )?;
+            writeln!(w, "    8 Call length               mean {}, median {}", s(d.mean_call_length_s), s(d.median_call_length_s))?;
             writeln!(w, "    9 Inbound calls answered    {:>8}", d.answered_calls)?;
         }
         if p.partial_calls > 0 {
-            writeln!(
-                w,
-                "  Calls seen only in part (an end inferred, a leg missing): {}",
-                p.partial_calls
-            )?;
+            writeln!(w, "  Calls seen only in part (an end inferred, a leg missing): {}", p.partial_calls)?;
         }
         writeln!(w)?;
     }
@@ -431,8 +364,7 @@ pub fn write_nhs_csv(
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     if !unassigned {
-        fig.practices
-            .retain(|(p, _)| p != cbt_proto::site::UNASSIGNED);
+        fig.practices.retain(|(p, _)| p != cbt_proto::site::UNASSIGNED);
     }
     for (name, text) in cbt_proto::metrics::export::files(&fig, from, to) {
         let path = dir.join(name);

@@ -117,10 +117,7 @@ pub fn run_with(args: ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> R
         Some(p) => Some(Config::load(p)?),
         None => None,
     };
-    let needs_site = matches!(
-        args.output,
-        Output::Calls | Output::Metrics | Output::Report | Output::Staffing
-    ) || args.nhs_csv.is_some();
+    let needs_site = matches!(args.output, Output::Calls | Output::Metrics | Output::Report | Output::Staffing) || args.nhs_csv.is_some();
     if needs_site && config.is_none() {
         bail!("--output calls, metrics, report, staffing and --nhs-csv need --config FILE: the practices, their numbers and the network roles (see docs/configuration.md)");
     }
@@ -130,30 +127,25 @@ pub fn run_with(args: ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> R
         .or_else(|| config.as_ref().and_then(|c| c.secret_file.clone()))
         .unwrap_or_else(crate::secret::default_path);
     let key = crate::secret::load_or_create(&secret_path)?;
-    let (site, mut engine) = new_engine(
-        config.as_ref(),
-        key,
-        matches!(args.output, Output::Legs | Output::Summary),
-    );
+    let (site, mut engine) = new_engine(config.as_ref(), key, matches!(args.output, Output::Legs | Output::Summary));
     let mut out = BufWriter::with_capacity(1 << 16, out);
     let mut tally = LegTally::default();
     let mut book = CallBook::default();
     let mut unsupported = 0u64;
     let mut write_err: Option<std::io::Error> = None;
-    let mut drain =
-        |engine: &mut Engine, out: &mut BufWriter<_>, tally: &mut LegTally, book: &mut CallBook| {
-            while let Some(leg) = engine.poll_leg() {
-                tally.add(&leg);
-                if args.output == Output::Legs && write_err.is_none() {
-                    if let Err(e) = writeln!(out, "{}", leg_json(&leg, args.reveal_numbers)) {
-                        write_err = Some(e);
-                    }
+    let mut drain = |engine: &mut Engine, out: &mut BufWriter<_>, tally: &mut LegTally, book: &mut CallBook| {
+        while let Some(leg) = engine.poll_leg() {
+            tally.add(&leg);
+            if args.output == Output::Legs && write_err.is_none() {
+                if let Err(e) = writeln!(out, "{}", leg_json(&leg, args.reveal_numbers)) {
+                    write_err = Some(e);
                 }
             }
-            while let Some(ev) = engine.poll_call() {
-                book.apply(ev);
-            }
-        };
+        }
+        while let Some(ev) = engine.poll_call() {
+            book.apply(ev);
+        }
+    };
     let mut inputs = Merged::open(&args.files);
     inputs.for_each(|pkt| {
         match LinkType::from_linktype(pkt.linktype) {
@@ -171,21 +163,9 @@ pub fn run_with(args: ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> R
             Output::Report => CallsOutput::Report,
             Output::Legs | Output::Summary | Output::Staffing => CallsOutput::Nothing,
         };
-        book.emit(
-            site,
-            what,
-            args.from,
-            args.to,
-            args.nhs_csv.as_deref(),
-            !args.no_unassigned,
-            &mut out,
-            err,
-        )?;
+        book.emit(site, what, args.from, args.to, args.nhs_csv.as_deref(), !args.no_unassigned, &mut out, err)?;
         if args.output == Output::Staffing {
-            let params = config
-                .as_ref()
-                .map(|c| c.page.staffing.params())
-                .unwrap_or_default();
+            let params = config.as_ref().map(|c| c.page.staffing.params()).unwrap_or_default();
             crate::page::write_staffing(&mut out, &book.records(), site, &params, args.to)?;
         }
     }

@@ -21,9 +21,7 @@ fn main() {
     println!("opened ({} calls): {} MiB", store.call_count(), rss_mib());
     let c = store.verify().expect("verify");
     println!("verified {} calls: {} MiB", c.calls, rss_mib());
-    let all = store
-        .calls_between(Timestamp::MIN, Timestamp::MAX)
-        .expect("read");
+    let all = store.calls_between(Timestamp::MIN, Timestamp::MAX).expect("read");
     println!("read {} calls into memory: {} MiB", all.len(), rss_mib());
     drop(all);
     println!("dropped them: {} MiB", rss_mib());

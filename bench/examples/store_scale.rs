@@ -23,11 +23,7 @@ fn status(field: &str) -> u64 {
 }
 
 fn mem() -> String {
-    format!(
-        "VmRSS {} MiB, VmHWM {} MiB",
-        status("VmRSS:") / 1024,
-        status("VmHWM:") / 1024
-    )
+    format!("VmRSS {} MiB, VmHWM {} MiB", status("VmRSS:") / 1024, status("VmHWM:") / 1024)
 }
 
 fn site() -> Site {
@@ -45,8 +41,7 @@ fn rec(seq: u64, day: i64, i: i64, per_day: i64) -> CallRecord {
         2 => Outcome::EndedInIvr,
         _ => Outcome::Answered,
     };
-    let answered = (outcome == Outcome::Answered)
-        .then(|| started.add(20_000_000 + (seq % 60) as i64 * 1_000_000));
+    let answered = (outcome == Outcome::Answered).then(|| started.add(20_000_000 + (seq % 60) as i64 * 1_000_000));
     CallRecord {
         seq,
         call_id: format!("{seq:016x}@bench.invalid"),
@@ -87,35 +82,19 @@ fn fill(dir: &str, days: i64, per_day: i64) {
             }
             assert!(store.put_call(&rec(seq, day, i, per_day)).expect("write"));
             if seq == window {
-                println!(
-                    "write rate, first {window} calls (fresh store): {:.0} calls/s",
-                    window as f64 / t.elapsed().as_secs_f64()
-                );
+                println!("write rate, first {window} calls (fresh store): {:.0} calls/s", window as f64 / t.elapsed().as_secs_f64());
             }
             if seq % 100_000 == 0 {
                 eprintln!("  {seq} calls written, {}", mem());
             }
         }
     }
-    println!(
-        "write rate, last {window} calls (store at {total}): {:.0} calls/s",
-        window as f64 / t.elapsed().as_secs_f64()
-    );
-    println!(
-        "all {total} calls: {:.1} s ({:.0} calls/s), {}",
-        t_all.elapsed().as_secs_f64(),
-        total as f64 / t_all.elapsed().as_secs_f64(),
-        mem()
-    );
+    println!("write rate, last {window} calls (store at {total}): {:.0} calls/s", window as f64 / t.elapsed().as_secs_f64());
+    println!("all {total} calls: {:.1} s ({:.0} calls/s), {}", t_all.elapsed().as_secs_f64(), total as f64 / t_all.elapsed().as_secs_f64(), mem());
     let t = Instant::now();
-    let today =
-        chrono::NaiveDate::from_ymd_opt(2024, 11, 4).unwrap() + chrono::Duration::days(days);
+    let today = chrono::NaiveDate::from_ymd_opt(2024, 11, 4).unwrap() + chrono::Duration::days(days);
     let closed = store.close_days(&site(), today).expect("close days");
-    println!(
-        "closed {} days (figures from the calls) in {:.1} s",
-        closed.len(),
-        t.elapsed().as_secs_f64()
-    );
+    println!("closed {} days (figures from the calls) in {:.1} s", closed.len(), t.elapsed().as_secs_f64());
     store.flush().expect("flush");
     println!("store on disk: {} MiB", store.size_on_disk() / (1 << 20));
 }
@@ -125,28 +104,14 @@ fn read(dir: &str, date: &str) {
     println!("before opening: {}", mem());
     let t = Instant::now();
     let store = Store::open(std::path::Path::new(dir), 8 << 20).expect("open");
-    println!(
-        "opened in {:.2} s ({} calls): {}",
-        t.elapsed().as_secs_f64(),
-        store.call_count(),
-        mem()
-    );
+    println!("opened in {:.2} s ({} calls): {}", t.elapsed().as_secs_f64(), store.call_count(), mem());
     let s = site();
     let t = Instant::now();
     let calls = store.calls_on(&s, date).expect("calls");
-    println!(
-        "calls of {date}: {} in {:.1} ms{}",
-        calls.len(),
-        t.elapsed().as_secs_f64() * 1e3,
-        reads(&store)
-    );
+    println!("calls of {date}: {} in {:.1} ms{}", calls.len(), t.elapsed().as_secs_f64() * 1e3, reads(&store));
     let t = Instant::now();
     let days = day_figures(&store, date);
-    println!(
-        "day figures of {date}: {days} in {:.1} ms{}",
-        t.elapsed().as_secs_f64() * 1e3,
-        reads(&store)
-    );
+    println!("day figures of {date}: {days} in {:.1} ms{}", t.elapsed().as_secs_f64() * 1e3, reads(&store));
     println!("after the reads: {}", mem());
 }
 
@@ -155,20 +120,13 @@ fn reads(store: &Store) -> String {
 }
 
 fn day_figures(store: &Store, date: chrono::NaiveDate) -> usize {
-    store
-        .days_between(Some(date), Some(date))
-        .expect("days")
-        .len()
+    store.days_between(Some(date), Some(date)).expect("days").len()
 }
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     match a.get(1).map(String::as_str) {
-        Some("fill") if a.len() == 5 => fill(
-            &a[2],
-            a[3].parse().expect("DAYS"),
-            a[4].parse().expect("PER_DAY"),
-        ),
+        Some("fill") if a.len() == 5 => fill(&a[2], a[3].parse().expect("DAYS"), a[4].parse().expect("PER_DAY")),
         Some("read") if a.len() == 4 => read(&a[2], &a[3]),
         _ => {
             eprintln!("usage: store_scale fill DIR DAYS PER_DAY | store_scale read DIR YYYY-MM-DD");

@@ -64,14 +64,7 @@ impl fmt::Display for ConfigError {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(
-                f,
-                "{}:{}: {}: {}",
-                self.path.display(),
-                p.line,
-                p.key,
-                p.message
-            )?;
+            write!(f, "{}:{}: {}: {}", self.path.display(), p.line, p.key, p.message)?;
             if !p.fix.is_empty() {
                 write!(f, "; fix: {}", p.fix)?;
             }
@@ -132,10 +125,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn line_of(&self, span: std::ops::Range<usize>) -> usize {
-        self.text[..span.start.min(self.text.len())]
-            .matches('\n')
-            .count()
-            + 1
+        self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
     }
 
     fn bad<T>(&mut self, v: &S<T>, key: &str, message: impl Into<String>, fix: impl Into<String>) {
@@ -184,25 +174,14 @@ pub fn mask_password(url: &str) -> String {
         if let Some(at) = rest[..auth_end].rfind('@') {
             let userinfo = &rest[..at];
             if let Some(colon) = userinfo.find(':') {
-                return format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &userinfo[..colon],
-                    &rest[at..]
-                );
+                return format!("{}{}:***{}", &url[..scheme_end + 3], &userinfo[..colon], &rest[at..]);
             }
         }
         return url.to_string();
     }
     // key=value form
     url.split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***"
-            } else {
-                kv
-            }
-        })
+        .map(|kv| if kv.starts_with("password=") { "password=***" } else { kv })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -215,9 +194,7 @@ impl Config {
                 line: 0,
                 key: "(file)".into(),
                 message: format!("cannot read the file: {e}"),
-                fix:
-                    "check the path given with --config and that the file is readable by this user"
-                        .into(),
+                fix: "check the path given with --config and that the file is readable by this user".into(),
             }],
         })?;
         Config::parse(&text, path)
@@ -252,21 +229,13 @@ impl Config {
         };
         let listen = match &raw.listen {
             None => {
-                c.missing(
-                    "listen",
-                    "add listen = \"0.0.0.0:8443\" (address and port to serve agents on)",
-                );
+                c.missing("listen", "add listen = \"0.0.0.0:8443\" (address and port to serve agents on)");
                 None
             }
             Some(v) => match v.get_ref().trim().parse::<SocketAddr>() {
                 Ok(a) => Some(a),
                 Err(_) => {
-                    c.bad(
-                        v,
-                        "listen",
-                        format!("`{}` is not an address and port", v.get_ref()),
-                        "write it like \"0.0.0.0:8443\" or \"[::]:8443\"",
-                    );
+                    c.bad(v, "listen", format!("`{}` is not an address and port", v.get_ref()), "write it like \"0.0.0.0:8443\" or \"[::]:8443\"");
                     None
                 }
             },
@@ -279,12 +248,7 @@ impl Config {
                     if v.get_ref().trim().is_empty() {
                         c.bad(v, k, "is empty", "give the path of a PEM file");
                     } else if let Err(e) = std::fs::metadata(p) {
-                        c.bad(
-                            v,
-                            k,
-                            format!("cannot read {}: {e}", p.display()),
-                            "give the path of a PEM file readable by the collector's user",
-                        );
+                        c.bad(v, k, format!("cannot read {}: {e}", p.display()), "give the path of a PEM file readable by the collector's user");
                     }
                 }
                 Some(Tls {
@@ -303,29 +267,16 @@ impl Config {
         };
         let database = match &raw.database {
             None => {
-                c.missing(
-                    "database",
-                    "add database = \"postgresql://cbt_collector@localhost/cbt\"",
-                );
+                c.missing("database", "add database = \"postgresql://cbt_collector@localhost/cbt\"");
                 None
             }
             Some(v) => match v.get_ref().trim().parse::<tokio_postgres::Config>() {
                 Ok(cfg) if cfg.get_hosts().is_empty() => {
-                    c.bad(
-                        v,
-                        "database",
-                        "names no host",
-                        "write a URL like \"postgresql://user:password@host:5432/dbname\"",
-                    );
+                    c.bad(v, "database", "names no host", "write a URL like \"postgresql://user:password@host:5432/dbname\"");
                     None
                 }
                 Ok(cfg) if cfg.get_dbname().is_none() => {
-                    c.bad(
-                        v,
-                        "database",
-                        "names no database",
-                        "add the database name after the host: \"postgresql://user@host/cbt\"",
-                    );
+                    c.bad(v, "database", "names no database", "add the database name after the host: \"postgresql://user@host/cbt\"");
                     None
                 }
                 Ok(cfg) => Some(cfg),
@@ -367,12 +318,7 @@ impl Config {
             None => DEFAULT_POOL_SIZE,
             Some(v) if (1..=1000).contains(v.get_ref()) => *v.get_ref() as usize,
             Some(v) => {
-                c.bad(
-                    v,
-                    "pool_size",
-                    format!("{} is not from 1 to 1000", v.get_ref()),
-                    "give the number of database connections this collector may open, like 16",
-                );
+                c.bad(v, "pool_size", format!("{} is not from 1 to 1000", v.get_ref()), "give the number of database connections this collector may open, like 16");
                 DEFAULT_POOL_SIZE
             }
         };
@@ -381,12 +327,7 @@ impl Config {
             Some(v) => {
                 let l = v.get_ref().trim().to_ascii_lowercase();
                 if !matches!(l.as_str(), "error" | "warn" | "info" | "debug" | "trace") {
-                    c.bad(
-                        v,
-                        "log_level",
-                        format!("`{}` is not a level", v.get_ref()),
-                        "write one of error, warn, info, debug, trace",
-                    );
+                    c.bad(v, "log_level", format!("`{}` is not a level", v.get_ref()), "write one of error, warn, info, debug, trace");
                 }
                 l
             }
@@ -395,11 +336,7 @@ impl Config {
             c.problems.sort_by_key(|p| p.line);
             return Err(err(c.problems));
         }
-        let url = raw
-            .database
-            .as_ref()
-            .map(|v| v.get_ref().clone())
-            .unwrap_or_default();
+        let url = raw.database.as_ref().map(|v| v.get_ref().clone()).unwrap_or_default();
         Ok(Config {
             path: path.to_path_buf(),
             listen: listen.expect("checked"),
@@ -436,25 +373,16 @@ mod tests {
     #[test]
     fn problems_name_line_key_and_fix() {
         let e = parse("listen = \"127.0.0.1\"\ndatabase = \"postgresql://localhost/cbt\"\nbody_limit = \"lots\"\npool_size = 0\n").unwrap_err();
-        assert!(
-            e.contains("c.toml:1: listen: `127.0.0.1` is not an address and port; fix:"),
-            "{e}"
-        );
+        assert!(e.contains("c.toml:1: listen: `127.0.0.1` is not an address and port; fix:"), "{e}");
         assert!(e.contains("c.toml:3: body_limit:"), "{e}");
-        assert!(
-            e.contains("c.toml:4: pool_size: 0 is not from 1 to 1000"),
-            "{e}"
-        );
+        assert!(e.contains("c.toml:4: pool_size: 0 is not from 1 to 1000"), "{e}");
         let e = parse("listen = \"127.0.0.1:1\"\ndatabase = \"postgresql://localhost/cbt\"\ntls_cert = \"/nonexistent.pem\"\n").unwrap_err();
         assert!(e.contains(":3: tls_cert: is set but tls_key is not"), "{e}");
-        let e =
-            parse("listen = \"127.0.0.1:1\"\ndatabase = \"postgresql://localhost/cbt\"\ntls = 1\n")
-                .unwrap_err();
+        let e = parse("listen = \"127.0.0.1:1\"\ndatabase = \"postgresql://localhost/cbt\"\ntls = 1\n").unwrap_err();
         assert!(e.contains(":3: (toml): unknown field `tls`"), "{e}");
         let e = parse("listen = \"127.0.0.1:1\"\n").unwrap_err();
         assert!(e.contains("database: is required"), "{e}");
-        let e =
-            parse("listen = \"127.0.0.1:1\"\ndatabase = \"postgresql://localhost\"\n").unwrap_err();
+        let e = parse("listen = \"127.0.0.1:1\"\ndatabase = \"postgresql://localhost\"\n").unwrap_err();
         assert!(e.contains("names no database"), "{e}");
     }
 
@@ -470,14 +398,8 @@ mod tests {
 
     #[test]
     fn passwords_are_masked() {
-        assert_eq!(
-            mask_password("postgresql://a:b@h/d"),
-            "postgresql://a:***@h/d"
-        );
+        assert_eq!(mask_password("postgresql://a:b@h/d"), "postgresql://a:***@h/d");
         assert_eq!(mask_password("postgresql://a@h/d"), "postgresql://a@h/d");
-        assert_eq!(
-            mask_password("host=h password=x dbname=d"),
-            "host=h password=*** dbname=d"
-        );
+        assert_eq!(mask_password("host=h password=x dbname=d"), "host=h password=*** dbname=d");
     }
 }

@@ -8,14 +8,13 @@
 //! refused: an older collector would not know its tables.
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use std::time::Duration;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Every migration, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
 
 /// The schema version this build writes and reads.
 pub fn latest_version() -> i32 {
@@ -47,9 +46,7 @@ impl From<PoolError> for DbError {
     fn from(e: PoolError) -> Self {
         match e {
             PoolError::Backend(e) => classify(&e),
-            PoolError::Timeout(t) => DbError::Unavailable(format!(
-                "no database connection within the time allowed ({t:?})"
-            )),
+            PoolError::Timeout(t) => DbError::Unavailable(format!("no database connection within the time allowed ({t:?})")),
             other => DbError::Unavailable(other.to_string()),
         }
     }
@@ -62,12 +59,7 @@ fn classify(e: &tokio_postgres::Error) -> DbError {
         // intervention (shutdown, starting up), serialization failures
         Some(code) => {
             let c = code.code();
-            if c.starts_with("08")
-                || c.starts_with("53")
-                || c.starts_with("57P")
-                || c == "40001"
-                || c == "40P01"
-            {
+            if c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") || c == "40001" || c == "40P01" {
                 DbError::Unavailable(text)
             } else {
                 DbError::Other(text)
@@ -110,27 +102,18 @@ pub fn tls(ca: Option<&Path>) -> anyhow::Result<MakeRustlsConnect> {
     if let Some(p) = ca {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(p)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "database_ca {}: cannot read PEM certificates: {e}",
-                    p.display()
-                )
-            })?;
+            .map_err(|e| anyhow::anyhow!("database_ca {}: cannot read PEM certificates: {e}", p.display()))?;
         if certs.is_empty() {
             anyhow::bail!("database_ca {}: no certificate in the file", p.display());
         }
         for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| anyhow::anyhow!("database_ca {}: {e}", p.display()))?;
+            roots.add(c).map_err(|e| anyhow::anyhow!("database_ca {}: {e}", p.display()))?;
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))
 }
 
@@ -144,13 +127,7 @@ pub fn pool(cfg: &tokio_postgres::Config, size: usize, ca: Option<&Path>) -> any
     if cfg.get_application_name().is_none() {
         cfg.application_name("cbt-collector");
     }
-    let mgr = Manager::from_config(
-        cfg,
-        tls(ca)?,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let mgr = Manager::from_config(cfg, tls(ca)?, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(mgr)
         .max_size(size)
         .runtime(Runtime::Tokio1)
@@ -164,13 +141,9 @@ pub fn pool(cfg: &tokio_postgres::Config, size: usize, ca: Option<&Path>) -> any
 /// version after).
 pub async fn migrate(pool: &Pool) -> Result<(i32, i32), MigrateError> {
     let mut client = pool.get().await.map_err(|e| MigrateError::Db(e.into()))?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| MigrateError::Db(e.into()))?;
+    let tx = client.transaction().await.map_err(|e| MigrateError::Db(e.into()))?;
     let run = async {
-        tx.query_one("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await?;
+        tx.query_one("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS cbt_schema_migrations (
                 version    integer     PRIMARY KEY,
@@ -180,36 +153,23 @@ pub async fn migrate(pool: &Pool) -> Result<(i32, i32), MigrateError> {
             )",
         )
         .await?;
-        let row = tx
-            .query_one(
-                "SELECT COALESCE(max(version), 0) FROM cbt_schema_migrations",
-                &[],
-            )
-            .await?;
+        let row = tx.query_one("SELECT COALESCE(max(version), 0) FROM cbt_schema_migrations", &[]).await?;
         Ok::<i32, tokio_postgres::Error>(row.get(0))
     };
     let before = run.await.map_err(|e| MigrateError::Db(e.into()))?;
     if before > latest_version() {
-        return Err(MigrateError::Newer {
-            found: before,
-            known: latest_version(),
-        });
+        return Err(MigrateError::Newer { found: before, known: latest_version() });
     }
     let by = format!("cbt-collector {}", env!("CARGO_PKG_VERSION"));
     for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > before) {
-        tx.batch_execute(sql)
+        tx.batch_execute(sql).await.map_err(|e| MigrateError::Failed {
+            version: *version,
+            name,
+            error: describe(&e),
+        })?;
+        tx.execute("INSERT INTO cbt_schema_migrations (version, name, applied_by) VALUES ($1, $2, $3)", &[version, name, &by])
             .await
-            .map_err(|e| MigrateError::Failed {
-                version: *version,
-                name,
-                error: describe(&e),
-            })?;
-        tx.execute(
-            "INSERT INTO cbt_schema_migrations (version, name, applied_by) VALUES ($1, $2, $3)",
-            &[version, name, &by],
-        )
-        .await
-        .map_err(|e| MigrateError::Db(e.into()))?;
+            .map_err(|e| MigrateError::Db(e.into()))?;
     }
     tx.commit().await.map_err(|e| MigrateError::Db(e.into()))?;
     Ok((before, latest_version()))
@@ -222,11 +182,7 @@ pub enum MigrateError {
     #[error("the database is at schema version {found}, made by a newer cbt-collector (this one knows versions up to {known}); upgrade this collector, or point it at another database")]
     Newer { found: i32, known: i32 },
     #[error("migration {version} ({name}) failed: {error}; nothing of it was applied (it runs in one transaction)")]
-    Failed {
-        version: i32,
-        name: &'static str,
-        error: String,
-    },
+    Failed { version: i32, name: &'static str, error: String },
 }
 
 /// Connects, migrates, and says what it did (used by every command).

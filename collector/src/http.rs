@@ -41,11 +41,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"error": "no such endpoint: agents POST /v1/days and GET /v1/ping"})),
-    )
-        .into_response()
+    (StatusCode::NOT_FOUND, Json(json!({"error": "no such endpoint: agents POST /v1/days and GET /v1/ping"}))).into_response()
 }
 
 /// Replaces runs of seven or more digits (spaces, `+` and brackets between
@@ -91,12 +87,7 @@ struct Refusal {
 
 impl Refusal {
     fn new(status: StatusCode, result: &'static str, message: impl Into<String>) -> Refusal {
-        Refusal {
-            status,
-            result,
-            message: message.into(),
-            retry: false,
-        }
+        Refusal { status, result, message: message.into(), retry: false }
     }
 
     fn unavailable(e: &DbError) -> Refusal {
@@ -118,14 +109,10 @@ impl Refusal {
         }
         let mut r = (self.status, Json(body)).into_response();
         if self.retry {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"cbt-collector\""),
-            );
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"cbt-collector\""));
         }
         r
     }
@@ -136,12 +123,8 @@ fn bearer(headers: &HeaderMap) -> Result<&str, &'static str> {
     let Some(v) = headers.get(header::AUTHORIZATION) else {
         return Err("no Authorization header: send `Authorization: Bearer <token>` with the token from `cbt-collector token add`");
     };
-    let v = v
-        .to_str()
-        .map_err(|_| "the Authorization header is not text")?;
-    let (scheme, token) = v
-        .split_once(' ')
-        .ok_or("the Authorization header is not `Bearer <token>`")?;
+    let v = v.to_str().map_err(|_| "the Authorization header is not text")?;
+    let (scheme, token) = v.split_once(' ').ok_or("the Authorization header is not `Bearer <token>`")?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err("the Authorization header is not `Bearer <token>`");
     }
@@ -149,19 +132,10 @@ fn bearer(headers: &HeaderMap) -> Result<&str, &'static str> {
 }
 
 /// Authenticates; `Err` is the refusal (401 or 503) with what is known.
-async fn authenticate(
-    pool: &Pool,
-    headers: &HeaderMap,
-    audit: &mut AuditEntry,
-) -> Result<Auth, Refusal> {
-    let token =
-        bearer(headers).map_err(|m| Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", m))?;
+async fn authenticate(pool: &Pool, headers: &HeaderMap, audit: &mut AuditEntry) -> Result<Auth, Refusal> {
+    let token = bearer(headers).map_err(|m| Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", m))?;
     if token.len() > 200 {
-        return Err(Refusal::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "unknown token",
-        ));
+        return Err(Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token"));
     }
     match tokens::lookup(pool, token).await {
         Ok(Lookup::Valid(a)) => {
@@ -169,11 +143,7 @@ async fn authenticate(
             audit.agent = Some(a.agent.clone());
             Ok(a)
         }
-        Ok(Lookup::Revoked {
-            token_id,
-            agent,
-            at,
-        }) => {
+        Ok(Lookup::Revoked { token_id, agent, at }) => {
             audit.token_id = Some(token_id);
             audit.agent = Some(agent.clone());
             Err(Refusal::new(
@@ -182,11 +152,7 @@ async fn authenticate(
                 format!("this token (id {token_id}, agent {agent}) was revoked at {at}; ask your IT supplier for a new one"),
             ))
         }
-        Ok(Lookup::Unknown) => Err(Refusal::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "unknown token: check upload.token in the agent's configuration",
-        )),
+        Ok(Lookup::Unknown) => Err(Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token: check upload.token in the agent's configuration")),
         Err(e) => {
             tracing::warn!(error = %e, "cannot check a token");
             Err(Refusal::unavailable(&e))
@@ -217,12 +183,7 @@ async fn read_body(mut body: Body, limit: usize, cap: usize) -> Result<Vec<u8>, 
     loop {
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) if total > limit => return Err(BodyError::TooLarge),
-            Err(_) => {
-                return Err(BodyError::Failed(format!(
-                    "not received within {} s",
-                    BODY_TIMEOUT.as_secs()
-                )))
-            }
+            Err(_) => return Err(BodyError::Failed(format!("not received within {} s", BODY_TIMEOUT.as_secs()))),
             Ok(None) => break,
             Ok(Some(Err(e))) => return Err(BodyError::Failed(e.to_string())),
             Ok(Some(Ok(frame))) => {
@@ -254,12 +215,7 @@ fn key_parts(key: &str) -> (Option<String>, Option<NaiveDate>, Option<i64>) {
     (practice, date, rev)
 }
 
-async fn finish(
-    st: &AppState,
-    audit: AuditEntry,
-    refusal: Refusal,
-    extra: Option<serde_json::Value>,
-) -> Response {
+async fn finish(st: &AppState, audit: AuditEntry, refusal: Refusal, extra: Option<serde_json::Value>) -> Response {
     st.metrics.count(refusal.result);
     let mut audit = audit;
     audit.status = refusal.status.as_u16() as i16;
@@ -280,15 +236,8 @@ async fn finish(
     refusal.response(extra)
 }
 
-async fn post_day(
-    State(st): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let key = headers
-        .get("idempotency-key")
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+async fn post_day(State(st): State<Arc<AppState>>, ConnectInfo(remote): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Body) -> Response {
+    let key = headers.get("idempotency-key").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let mut audit = AuditEntry {
         remote: Some(remote.ip()),
         idempotency_key: key.clone(),
@@ -310,29 +259,18 @@ async fn post_day(
         .and_then(|v| v.split(';').next())
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
     if !json_type {
-        let r = Refusal::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the document with `Content-Type: application/json`",
-        );
+        let r = Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the document with `Content-Type: application/json`");
         return finish(&st, audit, r, None).await;
     }
     let too_large = || {
         Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!(
-                "the body is larger than this collector accepts ({} bytes, `body_limit`)",
-                st.body_limit
-            ),
+            format!("the body is larger than this collector accepts ({} bytes, `body_limit`)", st.body_limit),
         )
     };
     let cap = drain_cap(st.body_limit);
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
         if len > cap as u64 {
             return finish(&st, audit, too_large(), None).await;
         }
@@ -341,17 +279,7 @@ async fn post_day(
         Ok(b) => b,
         Err(BodyError::TooLarge) => return finish(&st, audit, too_large(), None).await,
         Err(BodyError::Failed(why)) => {
-            return finish(
-                &st,
-                audit,
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("the body could not be read to its end: {why}"),
-                ),
-                None,
-            )
-            .await;
+            return finish(&st, audit, Refusal::new(StatusCode::BAD_REQUEST, "bad_request", format!("the body could not be read to its end: {why}")), None).await;
         }
     };
     let doc = match DayDocument::parse(&bytes) {
@@ -361,32 +289,16 @@ async fn post_day(
                 DocError::Version { .. } | DocError::Schema(_) => e.to_string(),
                 _ => format!("the document is refused: {e}"),
             };
-            return finish(
-                &st,
-                audit,
-                Refusal::new(StatusCode::BAD_REQUEST, "bad_request", message),
-                None,
-            )
-            .await;
+            return finish(&st, audit, Refusal::new(StatusCode::BAD_REQUEST, "bad_request", message), None).await;
         }
     };
     audit.practice = Some(doc.practice.clone());
     audit.day = Some(doc.date);
     audit.revision = i64::try_from(doc.revision).ok();
-    let expected_key = format!(
-        "{}:{}:{}:{}",
-        doc.agent.id,
-        doc.practice,
-        doc.date.format("%Y-%m-%d"),
-        doc.revision
-    );
+    let expected_key = format!("{}:{}:{}:{}", doc.agent.id, doc.practice, doc.date.format("%Y-%m-%d"), doc.revision);
     match &key {
         None => {
-            let r = Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("no Idempotency-Key header: send `Idempotency-Key: {expected_key}`"),
-            );
+            let r = Refusal::new(StatusCode::BAD_REQUEST, "bad_request", format!("no Idempotency-Key header: send `Idempotency-Key: {expected_key}`"));
             return finish(&st, audit, r, None).await;
         }
         Some(k) if *k != expected_key => {
@@ -430,29 +342,14 @@ async fn post_day(
         let r = Refusal::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            format!(
-                "the date {} is in the future (today is {today} in {}): check the agent's clock",
-                doc.date, doc.timezone
-            ),
+            format!("the date {} is in the future (today is {today} in {}): check the agent's clock", doc.date, doc.timezone),
         );
         return finish(&st, audit, r, None).await;
     }
     // the document as sent: it is valid UTF-8 (it parsed as JSON)
     let text = match std::str::from_utf8(&bytes) {
         Ok(t) => t,
-        Err(_) => {
-            return finish(
-                &st,
-                audit,
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the body is not UTF-8",
-                ),
-                None,
-            )
-            .await
-        }
+        Err(_) => return finish(&st, audit, Refusal::new(StatusCode::BAD_REQUEST, "bad_request", "the body is not UTF-8"), None).await,
     };
     match store::store(&st.pool, &auth, &doc, text, audit.clone()).await {
         Ok(s) if s.outcome == Outcome::Conflict => {
@@ -490,11 +387,7 @@ async fn post_day(
     }
 }
 
-async fn ping(
-    State(st): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
+async fn ping(State(st): State<Arc<AppState>>, ConnectInfo(remote): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
     let mut audit = AuditEntry {
         remote: Some(remote.ip()),
         ..AuditEntry::default()
@@ -502,11 +395,7 @@ async fn ping(
     match authenticate(&st.pool, &headers, &mut audit).await {
         Ok(a) => {
             st.metrics.count("ping");
-            (
-                StatusCode::OK,
-                Json(json!({"agent": a.agent, "practices": a.practices})),
-            )
-                .into_response()
+            (StatusCode::OK, Json(json!({"agent": a.agent, "practices": a.practices}))).into_response()
         }
         Err(r) => finish(&st, audit, r, None).await,
     }
@@ -522,15 +411,10 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
         Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
         Ok(Err(e)) => {
             let mut r = (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response();
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
             r
         }
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the database did not answer within 5 s\n",
-        )
-            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the database did not answer within 5 s\n").into_response(),
     }
 }
 
@@ -540,28 +424,15 @@ mod tests {
 
     #[test]
     fn phone_numbers_are_redacted_dates_are_not() {
-        assert_eq!(
-            redact("invalid type: string \"07700 900123\", expected u64"),
-            "invalid type: string \"[digits removed]\", expected u64"
-        );
+        assert_eq!(redact("invalid type: string \"07700 900123\", expected u64"), "invalid type: string \"[digits removed]\", expected u64");
         assert_eq!(redact("+44 7700 900123 called"), "[digits removed] called");
-        assert_eq!(
-            redact("date 2026-11-02 revision 3"),
-            "date 2026-11-02 revision 3"
-        );
+        assert_eq!(redact("date 2026-11-02 revision 3"), "date 2026-11-02 revision 3");
         assert_eq!(redact("at line 1 column 1234"), "at line 1 column 1234");
     }
 
     #[test]
     fn idempotency_keys_split_from_the_right() {
-        assert_eq!(
-            key_parts("pbx:01:B82005:2026-11-02:3"),
-            (
-                Some("B82005".into()),
-                NaiveDate::from_ymd_opt(2026, 11, 2),
-                Some(3)
-            )
-        );
+        assert_eq!(key_parts("pbx:01:B82005:2026-11-02:3"), (Some("B82005".into()), NaiveDate::from_ymd_opt(2026, 11, 2), Some(3)));
         assert_eq!(key_parts("junk"), (None, None, None));
     }
 
@@ -569,15 +440,9 @@ mod tests {
     fn bearer_tokens_are_read() {
         let mut h = HeaderMap::new();
         assert!(bearer(&h).is_err());
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer cbt_abc"),
-        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer cbt_abc"));
         assert_eq!(bearer(&h), Ok("cbt_abc"));
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic Zm9v"),
-        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic Zm9v"));
         assert!(bearer(&h).is_err());
     }
 }

@@ -50,17 +50,10 @@ impl Metrics {
     }
 
     pub fn get(&self, result: &str) -> u64 {
-        RESULTS
-            .iter()
-            .position(|r| *r == result)
-            .map_or(0, |i| self.counts[i].load(Ordering::Relaxed))
+        RESULTS.iter().position(|r| *r == result).map_or(0, |i| self.counts[i].load(Ordering::Relaxed))
     }
 
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        RESULTS
-            .iter()
-            .zip(&self.counts)
-            .map(|(r, c)| (*r, c.load(Ordering::Relaxed)))
-            .collect()
+        RESULTS.iter().zip(&self.counts).map(|(r, c)| (*r, c.load(Ordering::Relaxed))).collect()
     }
 }

@@ -18,11 +18,7 @@ struct Cli {
 #[derive(Args, Debug)]
 struct ConfigArg {
     /// The collector's configuration file.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/etc/cbt-collector/cbt-collector.toml"
-    )]
+    #[arg(long, value_name = "FILE", default_value = "/etc/cbt-collector/cbt-collector.toml")]
     config: PathBuf,
 }
 
@@ -77,12 +73,7 @@ enum TokenCmd {
     Revoke {
         #[command(flatten)]
         config: ConfigArg,
-        #[arg(
-            long,
-            value_name = "NAME",
-            conflicts_with = "token_id",
-            required_unless_present = "token_id"
-        )]
+        #[arg(long, value_name = "NAME", conflicts_with = "token_id", required_unless_present = "token_id")]
         agent: Option<String>,
         #[arg(long, value_name = "N")]
         token_id: Option<i64>,
@@ -118,17 +109,10 @@ enum ParticipationCmd {
 }
 
 fn init_logging(level: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("CBT_COLLECTOR_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(format!("warn,cbt_collector={level}"))
-        });
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CBT_COLLECTOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,cbt_collector={level}")));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false).init();
 }
 
 fn load(p: &std::path::Path) -> Result<Config> {
@@ -138,10 +122,7 @@ fn load(p: &std::path::Path) -> Result<Config> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 fn main() -> ExitCode {
@@ -159,13 +140,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::CheckConfig { file } => {
             let c = Config::load(&file)?;
-            println!(
-                "{}: valid (listen {}, {}, database {})",
-                file.display(),
-                c.listen,
-                if c.tls.is_some() { "TLS" } else { "plain HTTP" },
-                c.database_display
-            );
+            println!("{}: valid (listen {}, {}, database {})", file.display(), c.listen, if c.tls.is_some() { "TLS" } else { "plain HTTP" }, c.database_display);
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(a) => {
@@ -175,25 +150,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Token(t) => token(t),
         Command::Participation(p) => participation_cmd(p),
-        Command::Submission {
-            config,
-            month,
-            dir,
-            no_unassigned,
-        } => {
+        Command::Submission { config, month, dir, no_unassigned } => {
             let c = load(&config.config)?;
             let month = participation::parse_month(&month)?;
             let rep = runtime()?.block_on(async {
                 let pool = cbt_collector::db::open(&c).await?;
-                submission::run(
-                    &pool,
-                    &submission::Request {
-                        month,
-                        dir: dir.clone(),
-                        include_unassigned: !no_unassigned,
-                    },
-                )
-                .await
+                submission::run(&pool, &submission::Request { month, dir: dir.clone(), include_unassigned: !no_unassigned }).await
             })?;
             match &rep.refused {
                 Some(why) => eprintln!("cbt-collector: {} not written: {why}", rep.month),
@@ -206,11 +168,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for w in &rep.warnings {
                 eprintln!("warning: {w}");
             }
-            println!(
-                "{} (details there and in {})",
-                dir.join(submission::VALIDATION_TXT).display(),
-                submission::VALIDATION_JSON
-            );
+            println!("{} (details there and in {})", dir.join(submission::VALIDATION_TXT).display(), submission::VALIDATION_JSON);
             Ok(ExitCode::from(rep.verdict.exit_code()))
         }
     }
@@ -218,30 +176,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn token(t: TokenCmd) -> Result<ExitCode> {
     match t {
-        TokenCmd::Add {
-            config,
-            agent,
-            practices,
-        } => {
+        TokenCmd::Add { config, agent, practices } => {
             let c = load(&config.config)?;
             tokens::check_agent_name(&agent)?;
             let (id, token) = runtime()?.block_on(async {
                 let pool = cbt_collector::db::open(&c).await?;
                 tokens::add(&pool, &agent, &practices).await
             })?;
-            println!(
-                "token {id} for agent {agent}, practices {} (and Unassigned).",
-                practices.join(", ")
-            );
+            println!("token {id} for agent {agent}, practices {} (and Unassigned).", practices.join(", "));
             println!("Put it in the agent's configuration as upload.token; it is not shown again (only its hash is kept):");
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
-        TokenCmd::Revoke {
-            config,
-            agent,
-            token_id,
-        } => {
+        TokenCmd::Revoke { config, agent, token_id } => {
             let c = load(&config.config)?;
             let ids = runtime()?.block_on(async {
                 let pool = cbt_collector::db::open(&c).await?;
@@ -251,13 +198,7 @@ fn token(t: TokenCmd) -> Result<ExitCode> {
                 eprintln!("cbt-collector: no active token matched (already revoked, or no such agent or id; see `token list`)");
                 return Ok(ExitCode::from(1));
             }
-            println!(
-                "revoked token(s) {}",
-                ids.iter()
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            println!("revoked token(s) {}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
             Ok(ExitCode::SUCCESS)
         }
         TokenCmd::List { config, json } => {
@@ -269,10 +210,7 @@ fn token(t: TokenCmd) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!(
-                    "{:>5}  {:<24} {:<17} {:<17} {:<17} practices",
-                    "id", "agent", "created (UTC)", "revoked", "last upload"
-                );
+                println!("{:>5}  {:<24} {:<17} {:<17} {:<17} practices", "id", "agent", "created (UTC)", "revoked", "last upload");
                 for t in &list {
                     println!(
                         "{:>5}  {:<24} {:<17} {:<17} {:<17} {}",
@@ -292,17 +230,11 @@ fn token(t: TokenCmd) -> Result<ExitCode> {
 
 fn participation_cmd(p: ParticipationCmd) -> Result<ExitCode> {
     match p {
-        ParticipationCmd::Import {
-            config,
-            month,
-            file,
-        } => {
+        ParticipationCmd::Import { config, month, file } => {
             let c = load(&config.config)?;
             let m = participation::parse_month(&month)?;
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let list =
-                participation::parse_list(&bytes).with_context(|| format!("{}", file.display()))?;
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let list = participation::parse_list(&bytes).with_context(|| format!("{}", file.display()))?;
             for (line, v) in &list.invalid {
                 eprintln!("{}:{line}: {v:?} is not an ODS practice code (a letter and five digits); line skipped", file.display());
             }
@@ -310,45 +242,26 @@ fn participation_cmd(p: ParticipationCmd) -> Result<ExitCode> {
                 eprintln!("cbt-collector: {} holds no valid practice code; the list for {month} was not changed", file.display());
                 return Ok(ExitCode::from(2));
             }
-            let source = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let source = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             runtime()?.block_on(async {
                 let pool = cbt_collector::db::open(&c).await?;
-                participation::replace(&pool, m, &list.practices, &source)
-                    .await
-                    .map_err(anyhow::Error::from)
+                participation::replace(&pool, m, &list.practices, &source).await.map_err(anyhow::Error::from)
             })?;
             println!(
                 "participation list for {month}: {} practices imported from {}{}{}",
                 list.practices.len(),
                 file.display(),
-                if list.duplicates > 0 {
-                    format!(", {} duplicate line(s) ignored", list.duplicates)
-                } else {
-                    String::new()
-                },
-                if list.invalid.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} invalid line(s) skipped", list.invalid.len())
-                }
+                if list.duplicates > 0 { format!(", {} duplicate line(s) ignored", list.duplicates) } else { String::new() },
+                if list.invalid.is_empty() { String::new() } else { format!(", {} invalid line(s) skipped", list.invalid.len()) }
             );
-            Ok(if list.invalid.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(if list.invalid.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         ParticipationCmd::Show { config, month } => {
             let c = load(&config.config)?;
             let m = participation::parse_month(&month)?;
             let list = runtime()?.block_on(async {
                 let pool = cbt_collector::db::open(&c).await?;
-                participation::list(&pool, m)
-                    .await
-                    .map_err(anyhow::Error::from)
+                participation::list(&pool, m).await.map_err(anyhow::Error::from)
             })?;
             match list {
                 None => {

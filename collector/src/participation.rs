@@ -93,17 +93,13 @@ pub struct ParsedList {
 /// Reads the `PRACTICE_CODE` column (header matched without regard to case;
 /// a UTF-8 byte order mark is skipped; other columns are ignored).
 pub fn parse_list(bytes: &[u8]) -> Result<ParsedList> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| anyhow::anyhow!("the file is not UTF-8 text ({e}); save it as CSV (UTF-8)"))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| anyhow::anyhow!("the file is not UTF-8 text ({e}); save it as CSV (UTF-8)"))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut records = csv_records(text).into_iter();
     let Some((_, header)) = records.next() else {
         bail!("the file is empty: it needs a header line with a PRACTICE_CODE column");
     };
-    let Some(col) = header
-        .iter()
-        .position(|h| h.trim().eq_ignore_ascii_case("PRACTICE_CODE"))
-    else {
+    let Some(col) = header.iter().position(|h| h.trim().eq_ignore_ascii_case("PRACTICE_CODE")) else {
         bail!(
             "no PRACTICE_CODE column in the header line (columns: {}); use NHS England's participation file as given",
             header.iter().map(|h| h.trim()).collect::<Vec<_>>().join(", ")
@@ -128,21 +124,12 @@ pub fn parse_list(bytes: &[u8]) -> Result<ParsedList> {
 }
 
 /// Replaces the month's list with `practices`, in one transaction.
-pub async fn replace(
-    pool: &Pool,
-    month: NaiveDate,
-    practices: &[String],
-    source: &str,
-) -> Result<(), DbError> {
+pub async fn replace(pool: &Pool, month: NaiveDate, practices: &[String], source: &str) -> Result<(), DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    tx.execute("DELETE FROM participation WHERE month = $1", &[&month])
+    tx.execute("DELETE FROM participation WHERE month = $1", &[&month]).await?;
+    tx.execute("INSERT INTO participation (month, practice) SELECT $1, unnest($2::text[])", &[&month, &practices])
         .await?;
-    tx.execute(
-        "INSERT INTO participation (month, practice) SELECT $1, unnest($2::text[])",
-        &[&month, &practices],
-    )
-    .await?;
     let n = practices.len() as i32;
     tx.execute(
         "INSERT INTO participation_imports (month, source, practices) VALUES ($1, $2, $3)
@@ -157,22 +144,10 @@ pub async fn replace(
 /// The month's list, or `None` if none was imported.
 pub async fn list(pool: &Pool, month: NaiveDate) -> Result<Option<Vec<String>>, DbError> {
     let client = pool.get().await?;
-    if client
-        .query_opt(
-            "SELECT 1 FROM participation_imports WHERE month = $1",
-            &[&month],
-        )
-        .await?
-        .is_none()
-    {
+    if client.query_opt("SELECT 1 FROM participation_imports WHERE month = $1", &[&month]).await?.is_none() {
         return Ok(None);
     }
-    let rows = client
-        .query(
-            "SELECT practice FROM participation WHERE month = $1 ORDER BY practice",
-            &[&month],
-        )
-        .await?;
+    let rows = client.query("SELECT practice FROM participation WHERE month = $1 ORDER BY practice", &[&month]).await?;
     Ok(Some(rows.iter().map(|r| r.get(0)).collect()))
 }
 
@@ -182,10 +157,7 @@ mod tests {
 
     #[test]
     fn months() {
-        assert_eq!(
-            parse_month("2026-11").unwrap(),
-            NaiveDate::from_ymd_opt(2026, 11, 1).unwrap()
-        );
+        assert_eq!(parse_month("2026-11").unwrap(), NaiveDate::from_ymd_opt(2026, 11, 1).unwrap());
         assert!(parse_month("2026-13").is_err());
         assert!(parse_month("11/2026").is_err());
         assert!(parse_month("2026-1").is_err());
@@ -211,10 +183,7 @@ mod tests {
         assert_eq!(l.invalid, vec![(4, "X1".to_string()), (6, "".to_string())]);
         assert_eq!(l.duplicates, 1);
         let e = parse_list(b"ODS,NAME\nB82005,x\n").unwrap_err().to_string();
-        assert!(
-            e.contains("no PRACTICE_CODE column") && e.contains("ODS, NAME"),
-            "{e}"
-        );
+        assert!(e.contains("no PRACTICE_CODE column") && e.contains("ODS, NAME"), "{e}");
         assert!(parse_list(b"").is_err());
     }
 }

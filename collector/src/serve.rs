@@ -59,35 +59,18 @@ pub async fn run(cfg: Config) -> Result<()> {
             if let Some(tcfg) = cfg.tls.clone() {
                 tokio::spawn(reload_on_hup(reload, tcfg));
             }
-            axum_server::bind_rustls(cfg.listen, t)
-                .handle(handle)
-                .serve(app)
-                .await
+            axum_server::bind_rustls(cfg.listen, t).handle(handle).serve(app).await
         }
-        None => {
-            axum_server::bind(cfg.listen)
-                .handle(handle)
-                .serve(app)
-                .await
-        }
+        None => axum_server::bind(cfg.listen).handle(handle).serve(app).await,
     };
-    served.with_context(|| {
-        format!(
-            "cannot serve on {} (`listen` in {}): is another process using the port?",
-            cfg.listen,
-            cfg.path.display()
-        )
-    })?;
+    served.with_context(|| format!("cannot serve on {} (`listen` in {}): is another process using the port?", cfg.listen, cfg.path.display()))?;
     tracing::info!("cbt-collector stopped");
     Ok(())
 }
 
 async fn signals(handle: Handle, _cfg: Config) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -108,9 +91,7 @@ async fn reload_on_hup(tls: RustlsConfig, cfg: crate::config::Tls) {
     while hup.recv().await.is_some() {
         match tls.reload_from_pem_file(&cfg.cert, &cfg.key).await {
             Ok(()) => tracing::info!(cert = %cfg.cert.display(), "TLS certificate reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, cert = %cfg.cert.display(), "cannot reload the TLS certificate; the previous one stays in use")
-            }
+            Err(e) => tracing::error!(error = %e, cert = %cfg.cert.display(), "cannot reload the TLS certificate; the previous one stays in use"),
         }
     }
 }

@@ -148,21 +148,13 @@ pub async fn practices(pool: &Pool) -> Result<Overview, DbError> {
     {
         acc.entry(r.get(0)).or_default().token = true;
     }
-    let listed = client
-        .query(
-            "SELECT practice FROM participation WHERE month = $1",
-            &[&first],
-        )
-        .await?;
+    let listed = client.query("SELECT practice FROM participation WHERE month = $1", &[&first]).await?;
     let participation_list = !listed.is_empty();
     for r in listed {
         acc.entry(r.get(0)).or_default().listed = true;
     }
     let totals = client
-        .query_one(
-            "SELECT count(*), COALESCE(sum(duplicates), 0)::bigint FROM documents WHERE day >= $1",
-            &[&first],
-        )
+        .query_one("SELECT count(*), COALESCE(sum(duplicates), 0)::bigint FROM documents WHERE day >= $1", &[&first])
         .await?;
     let now = Utc::now();
     let days_so_far = (today - first).num_days();
@@ -245,11 +237,7 @@ pub async fn practices(pool: &Pool) -> Result<Overview, DbError> {
             .then(a.last_upload.is_some().cmp(&b.last_upload.is_some()))
             .then(b.days_missing.cmp(&a.days_missing))
             .then(b.flags.len().cmp(&a.flags.len()))
-            .then(
-                b.last_upload_age_s
-                    .unwrap_or(f64::INFINITY)
-                    .total_cmp(&a.last_upload_age_s.unwrap_or(f64::INFINITY)),
-            )
+            .then(b.last_upload_age_s.unwrap_or(f64::INFINITY).total_cmp(&a.last_upload_age_s.unwrap_or(f64::INFINITY)))
             .then(a.practice.cmp(&b.practice))
     });
     Ok(Overview {
@@ -275,8 +263,7 @@ fn human_age(s: f64) -> String {
 fn unavailable(e: DbError) -> Response {
     tracing::warn!(error = %e, "status query failed");
     let mut r = (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response();
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
     r
 }
 
@@ -301,11 +288,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}ul{margin:0;padding-left
 
 fn render(o: &Overview) -> Markup {
     let bad = o.practices.iter().filter(|p| p.level == Level::Bad).count();
-    let warn = o
-        .practices
-        .iter()
-        .filter(|p| p.level == Level::Warn)
-        .count();
+    let warn = o.practices.iter().filter(|p| p.level == Level::Warn).count();
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -357,111 +340,60 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let _ = writeln!(out, "# HELP cbt_collector_requests_total Requests to POST /v1/days and GET /v1/ping by result (this collector since it started).");
     let _ = writeln!(out, "# TYPE cbt_collector_requests_total counter");
     for (result, n) in st.metrics.snapshot() {
-        let _ = writeln!(
-            out,
-            "cbt_collector_requests_total{{result=\"{result}\"}} {n}"
-        );
+        let _ = writeln!(out, "cbt_collector_requests_total{{result=\"{result}\"}} {n}");
     }
     let _ = writeln!(out, "# HELP cbt_collector_documents_stored_total Day documents stored (new or a higher revision) by this collector since it started.");
     let _ = writeln!(out, "# TYPE cbt_collector_documents_stored_total counter");
-    let _ = writeln!(
-        out,
-        "cbt_collector_documents_stored_total {}",
-        st.metrics.get("stored")
-    );
+    let _ = writeln!(out, "cbt_collector_documents_stored_total {}", st.metrics.get("stored"));
     let _ = writeln!(out, "# HELP cbt_collector_duplicates_absorbed_total Uploads of a revision already stored, answered `duplicate` by this collector since it started.");
-    let _ = writeln!(
-        out,
-        "# TYPE cbt_collector_duplicates_absorbed_total counter"
-    );
-    let _ = writeln!(
-        out,
-        "cbt_collector_duplicates_absorbed_total {}",
-        st.metrics.get("duplicate")
-    );
+    let _ = writeln!(out, "# TYPE cbt_collector_duplicates_absorbed_total counter");
+    let _ = writeln!(out, "cbt_collector_duplicates_absorbed_total {}", st.metrics.get("duplicate"));
     let o = match practices(&st.pool).await {
         Ok(o) => o,
         Err(e) => {
-            let _ = writeln!(
-                out,
-                "# HELP cbt_collector_database_up 1 if the database answered this scrape."
-            );
+            let _ = writeln!(out, "# HELP cbt_collector_database_up 1 if the database answered this scrape.");
             let _ = writeln!(out, "# TYPE cbt_collector_database_up gauge");
             let _ = writeln!(out, "cbt_collector_database_up 0");
             tracing::warn!(error = %e, "metrics: database query failed");
             return text(out);
         }
     };
-    let _ = writeln!(
-        out,
-        "# HELP cbt_collector_database_up 1 if the database answered this scrape."
-    );
+    let _ = writeln!(out, "# HELP cbt_collector_database_up 1 if the database answered this scrape.");
     let _ = writeln!(out, "# TYPE cbt_collector_database_up gauge");
     let _ = writeln!(out, "cbt_collector_database_up 1");
     let _ = writeln!(out, "# HELP cbt_collector_documents_month Day documents stored for this month (all collectors).");
     let _ = writeln!(out, "# TYPE cbt_collector_documents_month gauge");
-    let _ = writeln!(
-        out,
-        "cbt_collector_documents_month {}",
-        o.documents_this_month
-    );
+    let _ = writeln!(out, "cbt_collector_documents_month {}", o.documents_this_month);
     let _ = writeln!(out, "# HELP cbt_collector_duplicates_month Duplicate uploads absorbed for this month's documents (all collectors).");
     let _ = writeln!(out, "# TYPE cbt_collector_duplicates_month gauge");
-    let _ = writeln!(
-        out,
-        "cbt_collector_duplicates_month {}",
-        o.duplicates_this_month
-    );
+    let _ = writeln!(out, "cbt_collector_duplicates_month {}", o.duplicates_this_month);
     let _ = writeln!(out, "# HELP cbt_collector_practice_last_upload_age_seconds Seconds since the practice's last upload (practices with one in the last 45 days).");
-    let _ = writeln!(
-        out,
-        "# TYPE cbt_collector_practice_last_upload_age_seconds gauge"
-    );
+    let _ = writeln!(out, "# TYPE cbt_collector_practice_last_upload_age_seconds gauge");
     for p in &o.practices {
         if let Some(a) = p.last_upload_age_s {
-            let _ = writeln!(
-                out,
-                "cbt_collector_practice_last_upload_age_seconds{{practice=\"{}\"}} {a}",
-                p.practice
-            );
+            let _ = writeln!(out, "cbt_collector_practice_last_upload_age_seconds{{practice=\"{}\"}} {a}", p.practice);
         }
     }
     let _ = writeln!(out, "# HELP cbt_collector_practice_days_complete Days of this month whose documents are all final.");
     let _ = writeln!(out, "# TYPE cbt_collector_practice_days_complete gauge");
     for p in &o.practices {
-        let _ = writeln!(
-            out,
-            "cbt_collector_practice_days_complete{{practice=\"{}\"}} {}",
-            p.practice, p.days_complete
-        );
+        let _ = writeln!(out, "cbt_collector_practice_days_complete{{practice=\"{}\"}} {}", p.practice, p.days_complete);
     }
     let _ = writeln!(out, "# HELP cbt_collector_practice_days_missing Days of this month before today without any document.");
     let _ = writeln!(out, "# TYPE cbt_collector_practice_days_missing gauge");
     for p in &o.practices {
-        let _ = writeln!(
-            out,
-            "cbt_collector_practice_days_missing{{practice=\"{}\"}} {}",
-            p.practice, p.days_missing
-        );
+        let _ = writeln!(out, "cbt_collector_practice_days_missing{{practice=\"{}\"}} {}", p.practice, p.days_missing);
     }
     let _ = writeln!(out, "# HELP cbt_collector_practice_flags Data-quality flags raised for the practice this month.");
     let _ = writeln!(out, "# TYPE cbt_collector_practice_flags gauge");
     for p in &o.practices {
-        let _ = writeln!(
-            out,
-            "cbt_collector_practice_flags{{practice=\"{}\"}} {}",
-            p.practice,
-            p.flags.len()
-        );
+        let _ = writeln!(out, "cbt_collector_practice_flags{{practice=\"{}\"}} {}", p.practice, p.flags.len());
     }
     text(out)
 }
 
 fn text(out: String) -> Response {
     let mut r = out.into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     r
 }

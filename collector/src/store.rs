@@ -70,10 +70,7 @@ fn clip(s: &Option<String>, n: usize) -> Option<String> {
 }
 
 impl AuditEntry {
-    async fn write(
-        &self,
-        client: &impl deadpool_postgres::GenericClient,
-    ) -> Result<(), tokio_postgres::Error> {
+    async fn write(&self, client: &impl deadpool_postgres::GenericClient) -> Result<(), tokio_postgres::Error> {
         let st = client.prepare_cached(INSERT_AUDIT).await?;
         // what came from the network is clipped: the audit is not a store
         let agent = clip(&self.agent, 128);
@@ -83,18 +80,7 @@ impl AuditEntry {
         client
             .execute(
                 &st,
-                &[
-                    &self.remote,
-                    &self.token_id,
-                    &agent,
-                    &practice,
-                    &self.day,
-                    &self.revision,
-                    &key,
-                    &self.status,
-                    &self.result,
-                    &reason,
-                ],
+                &[&self.remote, &self.token_id, &agent, &practice, &self.day, &self.revision, &key, &self.status, &self.result, &reason],
             )
             .await?;
         Ok(())
@@ -152,15 +138,8 @@ SELECT revision FROM up";
 
 /// Stores `doc` (already checked: parsed, authorised, its key matching) for
 /// the token's agent, and audits the request, atomically.
-pub async fn store(
-    pool: &Pool,
-    auth: &Auth,
-    doc: &DayDocument,
-    body: &str,
-    mut audit: AuditEntry,
-) -> Result<Stored, DbError> {
-    let revision =
-        i64::try_from(doc.revision).map_err(|_| DbError::Other("revision out of range".into()))?;
+pub async fn store(pool: &Pool, auth: &Auth, doc: &DayDocument, body: &str, mut audit: AuditEntry) -> Result<Stored, DbError> {
+    let revision = i64::try_from(doc.revision).map_err(|_| DbError::Other("revision out of range".into()))?;
     let hash = content_hash(doc);
     let generated: DateTime<Utc> = DateTime::parse_from_rfc3339(&doc.generated_at)
         .map(|t| t.with_timezone(&Utc))
@@ -173,26 +152,14 @@ pub async fn store(
     let reconcile_error = day.reconciles().err();
     let q = &doc.quality;
     let i = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let hours = q
-        .hours_without_capture
-        .iter()
-        .collect::<std::collections::BTreeSet<_>>()
-        .len() as i32;
-    let partial_hours = q
-        .partial_view_hours
-        .iter()
-        .collect::<std::collections::BTreeSet<_>>()
-        .len() as i32;
+    let hours = q.hours_without_capture.iter().collect::<std::collections::BTreeSet<_>>().len() as i32;
+    let partial_hours = q.partial_view_hours.iter().collect::<std::collections::BTreeSet<_>>().len() as i32;
     let codes = &doc.org_codes;
     let key = clip(&audit.idempotency_key, 256).map(|k| crate::http::redact(&k));
 
     let mut client = pool.get().await?;
     let upsert = client.prepare_cached(UPSERT).await?;
-    let (partial_calls, packets_dropped, b2bua_ambiguous) = (
-        i(q.partial_calls),
-        i(q.packets_dropped),
-        i(q.b2bua_ambiguous),
-    );
+    let (partial_calls, packets_dropped, b2bua_ambiguous) = (i(q.partial_calls), i(q.packets_dropped), i(q.b2bua_ambiguous));
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 28] = [
         &auth.agent,
         &doc.practice,
@@ -224,10 +191,7 @@ pub async fn store(
         &key,
     ];
     if client.query_opt(&upsert, &params).await?.is_some() {
-        return Ok(Stored {
-            outcome: Outcome::Stored,
-            stored_revision: revision,
-        });
+        return Ok(Stored { outcome: Outcome::Stored, stored_revision: revision });
     }
     // A revision >= ours is stored. Decide under the row's lock: a
     // duplicate, a conflict, or superseded (by then perhaps by a revision
@@ -247,15 +211,9 @@ pub async fn store(
     let stored_hash: Vec<u8> = cur.get(1);
     let stored_final: bool = cur.get(2);
     let stored = if stored_revision > revision {
-        Stored {
-            outcome: Outcome::Superseded,
-            stored_revision,
-        }
+        Stored { outcome: Outcome::Superseded, stored_revision }
     } else if stored_hash != hash {
-        Stored {
-            outcome: Outcome::Conflict,
-            stored_revision,
-        }
+        Stored { outcome: Outcome::Conflict, stored_revision }
     } else {
         if doc.is_final && !stored_final {
             // the same figures, now declared final
@@ -272,21 +230,12 @@ pub async fn store(
             )
             .await?;
         }
-        Stored {
-            outcome: Outcome::Duplicate,
-            stored_revision,
-        }
+        Stored { outcome: Outcome::Duplicate, stored_revision }
     };
-    audit.status = if stored.outcome == Outcome::Conflict {
-        409
-    } else {
-        200
-    };
+    audit.status = if stored.outcome == Outcome::Conflict { 409 } else { 200 };
     audit.result = stored.outcome.as_str().to_string();
     if stored.outcome == Outcome::Conflict {
-        audit.reason = Some(format!(
-            "revision {revision} is already stored with other content"
-        ));
+        audit.reason = Some(format!("revision {revision} is already stored with other content"));
     } else if stored.outcome == Outcome::Superseded {
         audit.reason = Some(format!("revision {} is stored", stored.stored_revision));
     }

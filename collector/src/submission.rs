@@ -34,11 +34,7 @@ use std::time::{Duration, Instant};
 
 pub const VALIDATION_TXT: &str = "validation.txt";
 pub const VALIDATION_JSON: &str = "validation.json";
-pub const CSV_FILES: [&str; 3] = [
-    export::BY_DAY_AND_TIME_FILE,
-    export::BY_DURATIONS_FILE,
-    export::CALLS_ANSWERED_FILE,
-];
+pub const CSV_FILES: [&str; 3] = [export::BY_DAY_AND_TIME_FILE, export::BY_DURATIONS_FILE, export::CALLS_ANSWERED_FILE];
 
 /// How a submission ended (the process exit status).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -178,8 +174,7 @@ fn last_of_month(first: NaiveDate) -> NaiveDate {
     } else {
         NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
     };
-    next.and_then(|d| d.pred_opt())
-        .expect("a month has a last day")
+    next.and_then(|d| d.pred_opt()).expect("a month has a last day")
 }
 
 fn dates(from: NaiveDate, to: NaiveDate) -> impl Iterator<Item = NaiveDate> {
@@ -199,9 +194,7 @@ pub struct Request {
 pub async fn run(pool: &Pool, req: &Request) -> Result<Report> {
     let from = req.month;
     let to = last_of_month(from);
-    let today = Utc::now()
-        .with_timezone(&crate::status::TIMEZONE)
-        .date_naive();
+    let today = Utc::now().with_timezone(&crate::status::TIMEZONE).date_naive();
     let mut rep = Report {
         month: from.format("%Y-%m").to_string(),
         from,
@@ -230,8 +223,7 @@ pub async fn run(pool: &Pool, req: &Request) -> Result<Report> {
         quality: Vec::new(),
         warnings: Vec::new(),
     };
-    std::fs::create_dir_all(&req.dir)
-        .with_context(|| format!("cannot create the directory {}", req.dir.display()))?;
+    std::fs::create_dir_all(&req.dir).with_context(|| format!("cannot create the directory {}", req.dir.display()))?;
     let outcome = build(pool, req, &mut rep, today).await;
     if let Err(e) = outcome {
         match e.downcast::<Refused>() {
@@ -243,9 +235,7 @@ pub async fn run(pool: &Pool, req: &Request) -> Result<Report> {
                 for name in CSV_FILES {
                     let p = req.dir.join(name);
                     if p.exists() {
-                        std::fs::remove_file(&p).with_context(|| {
-                            format!("cannot remove the earlier {}", p.display())
-                        })?;
+                        std::fs::remove_file(&p).with_context(|| format!("cannot remove the earlier {}", p.display()))?;
                     }
                 }
             }
@@ -253,10 +243,7 @@ pub async fn run(pool: &Pool, req: &Request) -> Result<Report> {
         }
     }
     finish_warnings(&mut rep);
-    write_atomic(
-        &req.dir.join(VALIDATION_JSON),
-        serde_json::to_string_pretty(&rep)?.as_bytes(),
-    )?;
+    write_atomic(&req.dir.join(VALIDATION_JSON), serde_json::to_string_pretty(&rep)?.as_bytes())?;
     write_atomic(&req.dir.join(VALIDATION_TXT), text_report(&rep).as_bytes())?;
     Ok(rep)
 }
@@ -280,16 +267,12 @@ fn refuse(reason: impl Into<String>) -> anyhow::Error {
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_name(path);
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 
 fn tmp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp"))
 }
 
@@ -350,29 +333,13 @@ async fn build(pool: &Pool, req: &Request, rep: &mut Report, today: NaiveDate) -
         rep.bucket_edges.push(EdgeSet { wait: r.get(0), duration: r.get(1), documents: r.get(2), practices: r.get(3) });
     }
     if rep.bucket_edges.is_empty() {
-        return Err(refuse(format!(
-            "no day documents of {} for any listed practice{}",
-            rep.month,
-            if req.include_unassigned {
-                " nor Unassigned"
-            } else {
-                ""
-            }
-        )));
+        return Err(refuse(format!("no day documents of {} for any listed practice{}", rep.month, if req.include_unassigned { " nor Unassigned" } else { "" })));
     }
     if rep.bucket_edges.len() > 1 {
         let sets: Vec<String> = rep
             .bucket_edges
             .iter()
-            .map(|e| {
-                format!(
-                    "wait {:?} duration {:?}: {} documents of {}",
-                    e.wait,
-                    e.duration,
-                    e.documents,
-                    summarise(&e.practices)
-                )
-            })
+            .map(|e| format!("wait {:?} duration {:?}: {} documents of {}", e.wait, e.duration, e.documents, summarise(&e.practices)))
             .collect();
         return Err(refuse(format!(
             "the documents use different bucket edges, which cannot share one file ({}); give every agent the same [buckets] and let it send its days again",
@@ -381,10 +348,8 @@ async fn build(pool: &Pool, req: &Request, rep: &mut Report, today: NaiveDate) -
     }
     let edges = &rep.bucket_edges[0];
     let to_u32 = |v: &[i32]| v.iter().map(|e| *e as u32).collect::<Vec<u32>>();
-    let wait = Buckets::new(&to_u32(&edges.wait))
-        .map_err(|e| refuse(format!("stored wait edges are invalid: {e}")))?;
-    let duration = Buckets::new(&to_u32(&edges.duration))
-        .map_err(|e| refuse(format!("stored duration edges are invalid: {e}")))?;
+    let wait = Buckets::new(&to_u32(&edges.wait)).map_err(|e| refuse(format!("stored wait edges are invalid: {e}")))?;
+    let duration = Buckets::new(&to_u32(&edges.duration)).map_err(|e| refuse(format!("stored duration edges are invalid: {e}")))?;
 
     // organisation codes: the latest per practice; one header for all rows
     let mut codes: BTreeMap<String, (NaiveDate, OrgCodes)> = BTreeMap::new();
@@ -423,12 +388,7 @@ async fn build(pool: &Pool, req: &Request, rep: &mut Report, today: NaiveDate) -
                 }
                 // the writer prints empty columns for these, as the agent's does
                 // for a practice without codes beside one with them
-                *c = OrgCodes {
-                    region: Some(String::new()),
-                    icb: Some(String::new()),
-                    sub_icb: Some(String::new()),
-                    pcn: Some(String::new()),
-                };
+                *c = OrgCodes { region: Some(String::new()), icb: Some(String::new()), sub_icb: Some(String::new()), pcn: Some(String::new()) };
             }
         }
     }
@@ -436,8 +396,7 @@ async fn build(pool: &Pool, req: &Request, rep: &mut Report, today: NaiveDate) -
 
     // the files, one date at a time; the next date is fetched while one is written
     let mut out = Outputs::create(&req.dir)?;
-    let (tx, mut rx) =
-        tokio::sync::mpsc::channel::<Result<(NaiveDate, Vec<tokio_postgres::Row>), DbError>>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(NaiveDate, Vec<tokio_postgres::Row>), DbError>>(2);
     {
         let pool = pool.clone();
         let included = included.clone();
@@ -465,12 +424,7 @@ async fn build(pool: &Pool, req: &Request, rep: &mut Report, today: NaiveDate) -
     let mut with_data: BTreeMap<String, BTreeSet<NaiveDate>> = BTreeMap::new();
     let mut timezones = BTreeSet::new();
     let mut written: BTreeSet<String> = BTreeSet::new();
-    let (mut waited, mut parsed, mut made, mut wrote) = (
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-    );
+    let (mut waited, mut parsed, mut made, mut wrote) = (Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut documents = 0usize;
     loop {
         let t = Instant::now();
@@ -486,26 +440,13 @@ async fn build(pool: &Pool, req: &Request, rep: &mut Report, today: NaiveDate) -
         let mut agents: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut quality: BTreeMap<String, QualityRow> = BTreeMap::new();
         // reading the documents is most of the work: both cores
-        let read = tokio::task::block_in_place(|| {
-            read_documents(&rows, date, &edges.wait, &edges.duration)
-        });
+        let read = tokio::task::block_in_place(|| read_documents(&rows, date, &edges.wait, &edges.duration));
         for (practice, agent, doc) in read? {
             if !doc.is_final {
-                rep.not_final.push(DocRef {
-                    practice: practice.clone(),
-                    date,
-                    agent: agent.clone(),
-                    revision: doc.revision,
-                });
+                rep.not_final.push(DocRef { practice: practice.clone(), date, agent: agent.clone(), revision: doc.revision });
             }
             timezones.insert(doc.timezone.clone());
-            let q = quality
-                .entry(practice.clone())
-                .or_insert_with(|| QualityRow {
-                    practice: practice.clone(),
-                    date,
-                    ..QualityRow::default()
-                });
+            let q = quality.entry(practice.clone()).or_insert_with(|| QualityRow { practice: practice.clone(), date, ..QualityRow::default() });
             let dq = &doc.quality;
             q.partial_calls += dq.partial_calls;
             q.gap_minutes += dq.gap_minutes;
@@ -515,9 +456,7 @@ async fn build(pool: &Pool, req: &Request, rep: &mut Report, today: NaiveDate) -
             q.packets_dropped += dq.packets_dropped;
             q.b2bua_ambiguous += dq.b2bua_ambiguous;
             let day = doc.to_day();
-            days.entry((practice.clone(), date))
-                .and_modify(|d| d.merge(&day))
-                .or_insert(day);
+            days.entry((practice.clone(), date)).and_modify(|d| d.merge(&day)).or_insert(day);
             agents.entry(practice).or_default().push(agent);
         }
         for mut q in quality.into_values() {
@@ -532,41 +471,19 @@ async fn build(pool: &Pool, req: &Request, rep: &mut Report, today: NaiveDate) -
         for ((practice, _), day) in &days {
             let a = &agents[practice];
             if let Err(reason) = day.reconciles() {
-                rep.not_reconciled.push(NotReconciled {
-                    practice: practice.clone(),
-                    date,
-                    agents: a.clone(),
-                    reason,
-                });
+                rep.not_reconciled.push(NotReconciled { practice: practice.clone(), date, agents: a.clone(), reason });
             }
             if a.len() > 1 {
-                rep.several_agents.push(SeveralAgents {
-                    practice: practice.clone(),
-                    date,
-                    agents: a.clone(),
-                });
+                rep.several_agents.push(SeveralAgents { practice: practice.clone(), date, agents: a.clone() });
             }
             with_data.entry(practice.clone()).or_default().insert(date);
             written.insert(practice.clone());
         }
         parsed += t.elapsed();
         let t = Instant::now();
-        let mut practices: Vec<(String, OrgCodes)> = agents
-            .keys()
-            .map(|p| {
-                (
-                    p.clone(),
-                    codes.get(p).map(|c| c.1.clone()).unwrap_or_default(),
-                )
-            })
-            .collect();
+        let mut practices: Vec<(String, OrgCodes)> = agents.keys().map(|p| (p.clone(), codes.get(p).map(|c| c.1.clone()).unwrap_or_default())).collect();
         practices.sort_by(|a, b| practice_order(&a.0, &b.0));
-        let fig = export::Figures {
-            practices,
-            days: &days,
-            wait: &wait,
-            duration: &duration,
-        };
+        let fig = export::Figures { practices, days: &days, wait: &wait, duration: &duration };
         let files = export::files(&fig, date, date);
         made += t.elapsed();
         let t = Instant::now();
@@ -591,14 +508,9 @@ async fn build(pool: &Pool, req: &Request, rep: &mut Report, today: NaiveDate) -
         match with_data.get(p) {
             None => rep.listed_without_data.push(p.clone()),
             Some(have) => {
-                let missing: Vec<NaiveDate> = dates(from, last_expected)
-                    .filter(|d| !have.contains(d))
-                    .collect();
+                let missing: Vec<NaiveDate> = dates(from, last_expected).filter(|d| !have.contains(d)).collect();
                 if !missing.is_empty() {
-                    rep.missing_days.push(PracticeDays {
-                        practice: p.clone(),
-                        dates: missing,
-                    });
+                    rep.missing_days.push(PracticeDays { practice: p.clone(), dates: missing });
                 }
             }
         }
@@ -664,41 +576,19 @@ impl From<Counts> for DayDocument {
 /// more (without the DPN inputs), and their schema, version and bucket edges
 /// checked against what the submission uses, so that a row edited by hand
 /// is refused rather than misread.
-fn read_documents(
-    rows: &[tokio_postgres::Row],
-    date: NaiveDate,
-    wait: &[i32],
-    duration: &[i32],
-) -> Result<Vec<(String, String, DayDocument)>> {
+fn read_documents(rows: &[tokio_postgres::Row], date: NaiveDate, wait: &[i32], duration: &[i32]) -> Result<Vec<(String, String, DayDocument)>> {
     let read = |row: &tokio_postgres::Row| -> Result<(String, String, DayDocument)> {
         let practice: String = row.get(0);
         let agent: String = row.get(1);
         let body: &str = row.get(2);
-        let bad = |why: String| {
-            refuse(format!(
-                "the stored document of {practice} {date} from agent {agent} cannot be read: {why}"
-            ))
-        };
-        let doc: DayDocument = serde_json::from_str::<Counts>(body)
-            .map_err(|e| bad(e.to_string()))?
-            .into();
-        let same = |a: &[u32], b: &[i32]| {
-            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| i64::from(*x) == i64::from(*y))
-        };
+        let bad = |why: String| refuse(format!("the stored document of {practice} {date} from agent {agent} cannot be read: {why}"));
+        let doc: DayDocument = serde_json::from_str::<Counts>(body).map_err(|e| bad(e.to_string()))?.into();
+        let same = |a: &[u32], b: &[i32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| i64::from(*x) == i64::from(*y));
         if doc.schema != cbt_proto::upload::SCHEMA || doc.version != cbt_proto::upload::VERSION {
-            return Err(bad(format!(
-                "schema {:?} version {}",
-                doc.schema, doc.version
-            )));
+            return Err(bad(format!("schema {:?} version {}", doc.schema, doc.version)));
         }
-        if !same(&doc.buckets.wait, wait)
-            || !same(&doc.buckets.duration, duration)
-            || doc.practice != practice
-            || doc.date != date
-        {
-            return Err(bad(
-                "its body does not match its row (edited by hand?)".into()
-            ));
+        if !same(&doc.buckets.wait, wait) || !same(&doc.buckets.duration, duration) || doc.practice != practice || doc.date != date {
+            return Err(bad("its body does not match its row (edited by hand?)".into()));
         }
         Ok((practice, agent, doc))
     };
@@ -710,9 +600,7 @@ fn read_documents(
     std::thread::scope(|s| {
         let other = s.spawn(|| b.iter().map(read).collect::<Result<Vec<_>>>());
         let mut first: Vec<_> = a.iter().map(read).collect::<Result<Vec<_>>>()?;
-        let second = other
-            .join()
-            .map_err(|_| anyhow::anyhow!("a reading thread failed"))??;
+        let second = other.join().map_err(|_| anyhow::anyhow!("a reading thread failed"))??;
         first.extend(second);
         Ok(first)
     })
@@ -745,15 +633,8 @@ impl Outputs {
         for name in CSV_FILES {
             let path = dir.join(name);
             let tmp = tmp_name(&path);
-            let f = std::fs::File::create(&tmp)
-                .with_context(|| format!("cannot create {}", tmp.display()))?;
-            files.push(Output {
-                path,
-                w: std::io::BufWriter::with_capacity(1 << 20, f),
-                header: None,
-                rows: 0,
-                bytes: 0,
-            });
+            let f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            files.push(Output { path, w: std::io::BufWriter::with_capacity(1 << 20, f), header: None, rows: 0, bytes: 0 });
         }
         Ok(Outputs { files })
     }
@@ -762,11 +643,7 @@ impl Outputs {
     /// the header once, then the rows.
     fn append(&mut self, made: Vec<(&'static str, String)>) -> Result<()> {
         for (name, text) in made {
-            let Some(slot) = self
-                .files
-                .iter_mut()
-                .find(|f| f.path.file_name().is_some_and(|n| n == name))
-            else {
+            let Some(slot) = self.files.iter_mut().find(|f| f.path.file_name().is_some_and(|n| n == name)) else {
                 anyhow::bail!("the writer made an unexpected file {name}");
             };
             let cut = text.find("\r\n").map_or(text.len(), |i| i + 2);
@@ -778,13 +655,9 @@ impl Outputs {
                     slot.header = Some(head.to_string());
                 }
                 Some(h) if h == head => {}
-                Some(h) => {
-                    anyhow::bail!("{name}: the header changed from {h:?} to {head:?} between dates")
-                }
+                Some(h) => anyhow::bail!("{name}: the header changed from {h:?} to {head:?} between dates"),
             }
-            slot.w
-                .write_all(rows.as_bytes())
-                .with_context(|| format!("cannot write {}", slot.path.display()))?;
+            slot.w.write_all(rows.as_bytes()).with_context(|| format!("cannot write {}", slot.path.display()))?;
             slot.rows += rows.matches("\r\n").count() as u64;
             slot.bytes += rows.len() as u64;
         }
@@ -793,34 +666,15 @@ impl Outputs {
 
     fn finish(self, rep: &mut Report) -> Result<()> {
         let mut done = Vec::new();
-        for Output {
-            path,
-            mut w,
-            rows,
-            bytes,
-            ..
-        } in self.files
-        {
-            w.flush()
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            let f = w
-                .into_inner()
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error()))?;
-            f.sync_all()
-                .with_context(|| format!("cannot write {}", path.display()))?;
+        for Output { path, mut w, rows, bytes, .. } in self.files {
+            w.flush().with_context(|| format!("cannot write {}", path.display()))?;
+            let f = w.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error()))?;
+            f.sync_all().with_context(|| format!("cannot write {}", path.display()))?;
             done.push((path, rows, bytes));
         }
         for (path, rows, bytes) in done {
-            std::fs::rename(tmp_name(&path), &path)
-                .with_context(|| format!("cannot rename into {}", path.display()))?;
-            rep.files.push(FileInfo {
-                name: path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                rows,
-                bytes,
-            });
+            std::fs::rename(tmp_name(&path), &path).with_context(|| format!("cannot rename into {}", path.display()))?;
+            rep.files.push(FileInfo { name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), rows, bytes });
         }
         Ok(())
     }
@@ -830,76 +684,38 @@ fn finish_warnings(rep: &mut Report) {
     let mut w = Vec::new();
     if rep.verdict != Verdict::NotWritten {
         if rep.month_not_over {
-            w.push(format!(
-                "{} is not over: days after today are neither written nor reported missing",
-                rep.month
-            ));
+            w.push(format!("{} is not over: days after today are neither written nor reported missing", rep.month));
         }
         if !rep.listed_without_data.is_empty() {
-            w.push(format!(
-                "{} listed practice(s) have no data: {}",
-                rep.listed_without_data.len(),
-                summarise(&rep.listed_without_data)
-            ));
+            w.push(format!("{} listed practice(s) have no data: {}", rep.listed_without_data.len(), summarise(&rep.listed_without_data)));
         }
         if !rep.missing_days.is_empty() {
             let n: usize = rep.missing_days.iter().map(|m| m.dates.len()).sum();
-            w.push(format!(
-                "{n} practice-day(s) missing for {} practice(s)",
-                rep.missing_days.len()
-            ));
+            w.push(format!("{n} practice-day(s) missing for {} practice(s)", rep.missing_days.len()));
         }
         if !rep.not_listed_left_out.is_empty() {
-            let names: Vec<String> = rep
-                .not_listed_left_out
-                .iter()
-                .map(|l| l.practice.clone())
-                .collect();
-            w.push(format!(
-                "{} practice(s) with data are not on the participation list and were left out: {}",
-                names.len(),
-                summarise(&names)
-            ));
+            let names: Vec<String> = rep.not_listed_left_out.iter().map(|l| l.practice.clone()).collect();
+            w.push(format!("{} practice(s) with data are not on the participation list and were left out: {}", names.len(), summarise(&names)));
         }
         if !rep.not_reconciled.is_empty() {
-            w.push(format!(
-                "{} practice-day(s) do not reconcile",
-                rep.not_reconciled.len()
-            ));
+            w.push(format!("{} practice-day(s) do not reconcile", rep.not_reconciled.len()));
         }
         if !rep.not_final.is_empty() {
             w.push(format!("{} document(s) are not final", rep.not_final.len()));
         }
         if rep.timezones.len() > 1 {
-            w.push(format!(
-                "documents use several timezones: {}",
-                rep.timezones.join(", ")
-            ));
+            w.push(format!("documents use several timezones: {}", rep.timezones.join(", ")));
         }
         if !rep.org_codes_missing.is_empty() {
-            w.push(format!(
-                "{} practice(s) have no organisation codes while others do: {}",
-                rep.org_codes_missing.len(),
-                summarise(&rep.org_codes_missing)
-            ));
+            w.push(format!("{} practice(s) have no organisation codes while others do: {}", rep.org_codes_missing.len(), summarise(&rep.org_codes_missing)));
         }
         if !rep.org_codes_changed.is_empty() {
-            w.push(format!(
-                "organisation codes changed during the month for {} (the latest are written)",
-                summarise(&rep.org_codes_changed)
-            ));
+            w.push(format!("organisation codes changed during the month for {} (the latest are written)", summarise(&rep.org_codes_changed)));
         }
         if !rep.quality.is_empty() {
-            w.push(format!(
-                "{} practice-day(s) carry data-quality flags",
-                rep.quality.len()
-            ));
+            w.push(format!("{} practice-day(s) carry data-quality flags", rep.quality.len()));
         }
-        rep.verdict = if w.is_empty() {
-            Verdict::Clean
-        } else {
-            Verdict::Warnings
-        };
+        rep.verdict = if w.is_empty() { Verdict::Clean } else { Verdict::Warnings };
     }
     rep.warnings = w;
 }
@@ -907,16 +723,8 @@ fn finish_warnings(rep: &mut Report) {
 /// validation.txt: the same as validation.json, for a person.
 pub fn text_report(r: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "NHS England CBT submission for {} ({} to {})",
-        r.month, r.from, r.to
-    );
-    let _ = writeln!(
-        s,
-        "made {} by cbt-collector {}",
-        r.generated_at, r.collector_version
-    );
+    let _ = writeln!(s, "NHS England CBT submission for {} ({} to {})", r.month, r.from, r.to);
+    let _ = writeln!(s, "made {} by cbt-collector {}", r.generated_at, r.collector_version);
     let _ = writeln!(s);
     match &r.refused {
         Some(why) => {
@@ -926,25 +734,13 @@ pub fn text_report(r: &Report) -> String {
             let _ = writeln!(
                 s,
                 "{}: {} practice(s) written ({} on the participation list{})",
-                if r.verdict == Verdict::Clean {
-                    "WRITTEN, no warnings"
-                } else {
-                    "WRITTEN WITH WARNINGS"
-                },
+                if r.verdict == Verdict::Clean { "WRITTEN, no warnings" } else { "WRITTEN WITH WARNINGS" },
                 r.practices_written.len(),
                 r.listed_practices,
-                if r.include_unassigned {
-                    format!(", plus Unassigned with {} day(s)", r.unassigned_days)
-                } else {
-                    ", Unassigned left out".into()
-                }
+                if r.include_unassigned { format!(", plus Unassigned with {} day(s)", r.unassigned_days) } else { ", Unassigned left out".into() }
             );
             for f in &r.files {
-                let _ = writeln!(
-                    s,
-                    "  {:<28} {:>10} rows {:>12} bytes",
-                    f.name, f.rows, f.bytes
-                );
+                let _ = writeln!(s, "  {:<28} {:>10} rows {:>12} bytes", f.name, f.rows, f.bytes);
             }
         }
     }
@@ -962,98 +758,43 @@ pub fn text_report(r: &Report) -> String {
             }
         }
     };
-    section(
-        &mut s,
-        "Listed practices with no data (not in the files)",
-        r.listed_without_data.clone(),
-    );
+    section(&mut s, "Listed practices with no data (not in the files)", r.listed_without_data.clone());
     section(
         &mut s,
         "Practice-dates missing (no document: no rows written)",
-        r.missing_days
-            .iter()
-            .map(|m| format!("{}: {}", m.practice, date_ranges(&m.dates)))
-            .collect(),
+        r.missing_days.iter().map(|m| format!("{}: {}", m.practice, date_ranges(&m.dates))).collect(),
     );
     section(
         &mut s,
         "Practices with data not on the participation list (left out)",
-        r.not_listed_left_out
-            .iter()
-            .map(|l| format!("{}: {} day(s)", l.practice, l.days))
-            .collect(),
+        r.not_listed_left_out.iter().map(|l| format!("{}: {} day(s)", l.practice, l.days)).collect(),
     );
     if r.unassigned_left_out_days > 0 {
-        section(
-            &mut s,
-            "Unassigned left out (--no-unassigned)",
-            vec![format!("{} day(s)", r.unassigned_left_out_days)],
-        );
+        section(&mut s, "Unassigned left out (--no-unassigned)", vec![format!("{} day(s)", r.unassigned_left_out_days)]);
     }
     section(
         &mut s,
         "Not reconciling (CBT001 = CBT002+CBT003+CBT004+CBT005, CBT003 = CBT007)",
-        r.not_reconciled
-            .iter()
-            .map(|n| {
-                format!(
-                    "{} {} ({}): {}",
-                    n.practice,
-                    n.date,
-                    n.agents.join(", "),
-                    n.reason
-                )
-            })
-            .collect(),
+        r.not_reconciled.iter().map(|n| format!("{} {} ({}): {}", n.practice, n.date, n.agents.join(", "), n.reason)).collect(),
     );
     section(
         &mut s,
         "Documents not final (the agent may still send a later revision)",
-        r.not_final
-            .iter()
-            .map(|d| {
-                format!(
-                    "{} {} from {} (revision {})",
-                    d.practice, d.date, d.agent, d.revision
-                )
-            })
-            .collect(),
+        r.not_final.iter().map(|d| format!("{} {} from {} (revision {})", d.practice, d.date, d.agent, d.revision)).collect(),
     );
     if r.bucket_edges.len() > 1 {
         section(
             &mut s,
             "Bucket edges",
-            r.bucket_edges
-                .iter()
-                .map(|e| {
-                    format!(
-                        "wait {:?} duration {:?}: {} documents of {}",
-                        e.wait,
-                        e.duration,
-                        e.documents,
-                        summarise(&e.practices)
-                    )
-                })
-                .collect(),
+            r.bucket_edges.iter().map(|e| format!("wait {:?} duration {:?}: {} documents of {}", e.wait, e.duration, e.documents, summarise(&e.practices))).collect(),
         );
     }
-    section(
-        &mut s,
-        "Practices without organisation codes",
-        r.org_codes_missing.clone(),
-    );
-    section(
-        &mut s,
-        "Organisation codes changed during the month",
-        r.org_codes_changed.clone(),
-    );
+    section(&mut s, "Practices without organisation codes", r.org_codes_missing.clone());
+    section(&mut s, "Organisation codes changed during the month", r.org_codes_changed.clone());
     section(
         &mut s,
         "Several agents summed",
-        r.several_agents
-            .iter()
-            .map(|a| format!("{} {}: {}", a.practice, a.date, a.agents.join(" + ")))
-            .collect(),
+        r.several_agents.iter().map(|a| format!("{} {}: {}", a.practice, a.date, a.agents.join(" + "))).collect(),
     );
     section(
         &mut s,
@@ -1069,16 +810,10 @@ pub fn text_report(r: &Report) -> String {
                     parts.push(format!("{:.1} gap minute(s)", q.gap_minutes));
                 }
                 if !q.hours_without_capture.is_empty() {
-                    parts.push(format!(
-                        "no capture in hour(s) {:?}",
-                        q.hours_without_capture
-                    ));
+                    parts.push(format!("no capture in hour(s) {:?}", q.hours_without_capture));
                 }
                 if !q.partial_view_hours.is_empty() {
-                    parts.push(format!(
-                        "handsets-only view in hour(s) {:?}",
-                        q.partial_view_hours
-                    ));
+                    parts.push(format!("handsets-only view in hour(s) {:?}", q.partial_view_hours));
                 }
                 if q.parse_error_share > 0.0 {
                     parts.push(format!("{:.2}% parse errors", q.parse_error_share * 100.0));
@@ -1093,11 +828,7 @@ pub fn text_report(r: &Report) -> String {
             })
             .collect(),
     );
-    let _ = writeln!(
-        s,
-        "\nExit status {}: 0 written and clean, 1 written with warnings, 2 not written.",
-        r.verdict.exit_code()
-    );
+    let _ = writeln!(s, "\nExit status {}: 0 written and clean, 1 written with warnings, 2 not written.", r.verdict.exit_code());
     s
 }
 
@@ -1110,11 +841,7 @@ fn date_ranges(d: &[NaiveDate]) -> String {
         while j + 1 < d.len() && d[j].succ_opt() == Some(d[j + 1]) {
             j += 1;
         }
-        out.push(if i == j {
-            d[i].to_string()
-        } else {
-            format!("{}..{}", d[i], d[j])
-        });
+        out.push(if i == j { d[i].to_string() } else { format!("{}..{}", d[i], d[j]) });
         i = j + 1;
     }
     out.join(", ")
@@ -1130,15 +857,7 @@ mod tests {
         assert_eq!(last_of_month(d(2026, 2, 1)), d(2026, 2, 28));
         assert_eq!(last_of_month(d(2028, 2, 1)), d(2028, 2, 29));
         assert_eq!(last_of_month(d(2026, 12, 1)), d(2026, 12, 31));
-        assert_eq!(
-            date_ranges(&[
-                d(2026, 11, 3),
-                d(2026, 11, 4),
-                d(2026, 11, 5),
-                d(2026, 11, 9)
-            ]),
-            "2026-11-03..2026-11-05, 2026-11-09"
-        );
+        assert_eq!(date_ranges(&[d(2026, 11, 3), d(2026, 11, 4), d(2026, 11, 5), d(2026, 11, 9)]), "2026-11-03..2026-11-05, 2026-11-09");
     }
 
     #[test]

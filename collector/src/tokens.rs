@@ -4,8 +4,8 @@
 
 use crate::db::DbError;
 use base64::Engine as _;
-use cbt_proto::site::UNASSIGNED;
 use cbt_proto::upload::is_ods;
+use cbt_proto::site::UNASSIGNED;
 use deadpool_postgres::Pool;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -16,10 +16,7 @@ pub const PREFIX: &str = "cbt_";
 pub fn generate() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    format!(
-        "{PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// What is stored of a token.
@@ -45,11 +42,7 @@ impl Auth {
 /// What a presented token is.
 pub enum Lookup {
     Valid(Auth),
-    Revoked {
-        token_id: i64,
-        agent: String,
-        at: String,
-    },
+    Revoked { token_id: i64, agent: String, at: String },
     Unknown,
 }
 
@@ -71,11 +64,7 @@ pub async fn lookup(pool: &Pool, token: &str) -> Result<Lookup, DbError> {
     let token_id: i64 = row.get(0);
     let agent: String = row.get(1);
     if let Some(at) = row.get::<_, Option<String>>(2) {
-        return Ok(Lookup::Revoked {
-            token_id,
-            agent,
-            at,
-        });
+        return Ok(Lookup::Revoked { token_id, agent, at });
     }
     Ok(Lookup::Valid(Auth {
         token_id,
@@ -86,11 +75,7 @@ pub async fn lookup(pool: &Pool, token: &str) -> Result<Lookup, DbError> {
 
 /// Checks an agent name given on the command line.
 pub fn check_agent_name(name: &str) -> anyhow::Result<()> {
-    if name.trim().is_empty()
-        || name.len() > 128
-        || name.trim() != name
-        || name.chars().any(char::is_control)
-    {
+    if name.trim().is_empty() || name.len() > 128 || name.trim() != name || name.chars().any(char::is_control) {
         anyhow::bail!("--agent {name:?}: an agent name is 1 to 128 characters without surrounding spaces (use the agent's upload.agent_id, by default its host name)");
     }
     Ok(())
@@ -116,10 +101,7 @@ pub async fn add(pool: &Pool, agent: &str, practices: &[String]) -> anyhow::Resu
     let tx = client.transaction().await.map_err(DbError::from)?;
     let h = hash(&token);
     let row = tx
-        .query_one(
-            "INSERT INTO tokens (agent, hash) VALUES ($1, $2) RETURNING id",
-            &[&agent, &&h[..]],
-        )
+        .query_one("INSERT INTO tokens (agent, hash) VALUES ($1, $2) RETURNING id", &[&agent, &&h[..]])
         .await
         .map_err(DbError::from)?;
     let id: i64 = row.get(0);
@@ -198,23 +180,14 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with(PREFIX));
         assert_eq!(a.len(), PREFIX.len() + 43, "{a}");
-        assert!(
-            a[PREFIX.len()..]
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-            "{a}"
-        );
+        assert!(a[PREFIX.len()..].chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{a}");
         assert_eq!(hash(&a), hash(&a));
         assert_ne!(hash(&a), hash(&b));
     }
 
     #[test]
     fn unassigned_is_always_allowed() {
-        let a = Auth {
-            token_id: 1,
-            agent: "x".into(),
-            practices: vec!["B82005".into()],
-        };
+        let a = Auth { token_id: 1, agent: "x".into(), practices: vec!["B82005".into()] };
         assert!(a.may_send("B82005"));
         assert!(a.may_send("Unassigned"));
         assert!(!a.may_send("B82099"));

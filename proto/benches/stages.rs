@@ -2,9 +2,9 @@
 //! framing, the normalising step, rsip, the whole parse, and the whole engine
 //! (frame in, legs out). `cargo bench -p cbt-proto` prints ns per message.
 
+use cbt_proto::sip::{find, Framing};
 use cbt_proto::sip::normalize;
 use cbt_proto::sip::Parser;
-use cbt_proto::sip::{find, Framing};
 use cbt_proto::synth::{frames, Call, Script};
 use cbt_proto::time::Timestamp;
 use cbt_proto::{Engine, EngineConfig, LinkType};
@@ -13,36 +13,18 @@ use std::hint::black_box;
 
 fn messages() -> Vec<Vec<u8>> {
     let scripts = [
-        Script::Answered {
-            ring: 100,
-            answer: 2000,
-            talk: 3000,
-            caller_hangs_up: true,
-        },
-        Script::Cancelled {
-            ring: 100,
-            cancel: 5000,
-        },
-        Script::Rejected {
-            ring: Some(50),
-            at: 300,
-            code: 486,
-        },
+        Script::Answered { ring: 100, answer: 2000, talk: 3000, caller_hangs_up: true },
+        Script::Cancelled { ring: 100, cancel: 5000 },
+        Script::Rejected { ring: Some(50), at: 300, code: 486 },
     ];
     scripts
         .iter()
         .enumerate()
         .flat_map(|(n, s)| {
-            Call::numbered(
-                n as u64,
-                "192.0.2.1:5060".parse().unwrap(),
-                "10.20.0.5:5060".parse().unwrap(),
-                Timestamp(0),
-                s.clone(),
-            )
-            .messages()
-            .into_iter()
-            .map(|m| m.bytes)
+            Call::numbered(n as u64, "192.0.2.1:5060".parse().unwrap(), "10.20.0.5:5060".parse().unwrap(), Timestamp(0), s.clone())
+                .messages()
+                .into_iter()
+                .map(|m| m.bytes)
         })
         .collect()
 }
@@ -66,21 +48,9 @@ fn stages(c: &mut Criterion) {
         .collect();
     let mut g = c.benchmark_group("per_message");
     g.throughput(Throughput::Elements(msgs.len() as u64));
-    g.bench_function("frame", |b| {
-        b.iter(|| {
-            for m in &msgs {
-                black_box(find(black_box(m)));
-            }
-        })
-    });
+    g.bench_function("frame", |b| b.iter(|| for m in &msgs { black_box(find(black_box(m))); }));
     let mut out = String::new();
-    g.bench_function("normalize", |b| {
-        b.iter(|| {
-            for h in &heads {
-                black_box(normalize(black_box(h), &[], &mut out).ok());
-            }
-        })
-    });
+    g.bench_function("normalize", |b| b.iter(|| for h in &heads { black_box(normalize(black_box(h), &[], &mut out).ok()); }));
     g.bench_function("rsip", |b| {
         b.iter(|| {
             for t in &canonical {
@@ -93,33 +63,17 @@ fn stages(c: &mut Criterion) {
         })
     });
     let mut p = Parser::default();
-    g.bench_function("parse", |b| {
-        b.iter(|| {
-            for h in &heads {
-                black_box(p.parse(black_box(h)).ok());
-            }
-        })
-    });
+    g.bench_function("parse", |b| b.iter(|| for h in &heads { black_box(p.parse(black_box(h)).ok()); }));
     // whole engine: Ethernet/IPv4/UDP frames of many calls, legs drained
     let calls: Vec<Vec<(Timestamp, Vec<u8>)>> = (0..200u64)
         .map(|n| {
-            Call::numbered(
-                n,
-                "192.0.2.1:5060".parse().unwrap(),
-                "10.20.0.5:5060".parse().unwrap(),
-                Timestamp(n as i64 * 50_000),
-                Script::Answered {
-                    ring: 100,
-                    answer: 2000,
-                    talk: 3000,
-                    caller_hangs_up: n % 2 == 0,
-                },
-            )
-            .messages()
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| (m.ts, frames::udp(m.src, m.dst, i as u16, &m.bytes)))
-            .collect()
+            Call::numbered(n, "192.0.2.1:5060".parse().unwrap(), "10.20.0.5:5060".parse().unwrap(), Timestamp(n as i64 * 50_000),
+                Script::Answered { ring: 100, answer: 2000, talk: 3000, caller_hangs_up: n % 2 == 0 })
+                .messages()
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| (m.ts, frames::udp(m.src, m.dst, i as u16, &m.bytes)))
+                .collect()
         })
         .collect();
     let mut all: Vec<(Timestamp, Vec<u8>)> = calls.into_iter().flatten().collect();
@@ -151,10 +105,7 @@ fn tcp_head_in_small_segments(c: &mut Criterion) {
         i += 1;
     }
     head.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-    let (a, b) = (
-        "192.0.2.1:5060".parse().unwrap(),
-        "10.20.0.5:5060".parse().unwrap(),
-    );
+    let (a, b) = ("192.0.2.1:5060".parse().unwrap(), "10.20.0.5:5060".parse().unwrap());
     let mut segs = vec![frames::tcp(a, b, 0, true, false, b"")];
     for (k, chunk) in head.chunks(100).enumerate() {
         segs.push(frames::tcp(a, b, 1 + (k * 100) as u32, false, false, chunk));

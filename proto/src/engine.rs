@@ -9,15 +9,13 @@
 use crate::call::{CallEvent, CallSnapshot, CallStats, CallTracker, LegAction};
 use crate::guard::{GuardConfig, GuardStats, MemoryStats, Screen, BOOK_SHOWN};
 use crate::leg::{Hop, Leg, LegConfig, LegEvent, LegSnapshot, LegStats, LegTracker, UserHashes};
+use crate::site::Site;
 use crate::number::Hasher;
 use crate::sip::{self, ContentLength, Framing};
 use crate::sip::{Method, Parsed, Parser, SipMessage};
-use crate::site::Site;
 use crate::time::{Timestamp, SECOND};
 use crate::wire::LinkType;
-use crate::wire::{
-    Datagram, Decoder, Flow, FlowKey, Sink, Source, Transport, WireConfig, WireStats,
-};
+use crate::wire::{Datagram, Decoder, Flow, FlowKey, Sink, Source, Transport, WireConfig, WireStats};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -121,14 +119,9 @@ impl SipStage {
     fn seal(&self, msg: &mut SipMessage) -> UserHashes {
         let h = self.legs.hasher();
         let mut out = UserHashes::default();
-        for (i, user) in [
-            &mut msg.from.user,
-            &mut msg.to.user,
-            &mut msg.ruri_user,
-            &mut msg.asserted_user,
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, user) in [&mut msg.from.user, &mut msg.to.user, &mut msg.ruri_user, &mut msg.asserted_user]
+            .into_iter()
+            .enumerate()
         {
             if let Some(u) = user.as_deref() {
                 out.0[i] = Some(h.hash_id(u));
@@ -143,11 +136,7 @@ impl SipStage {
     }
 
     fn count_error(&mut self, reason: &str) {
-        *self
-            .stats
-            .parse_errors
-            .entry(reason.to_string())
-            .or_default() += 1;
+        *self.stats.parse_errors.entry(reason.to_string()).or_default() += 1;
     }
 
     /// One framed message: its head, and as much of its body as is at
@@ -165,16 +154,10 @@ impl SipStage {
             }) => {
                 match msg.kind {
                     crate::sip::Kind::Request(m) => self.method_counts[m as usize] += 1,
-                    crate::sip::Kind::Response(c) => {
-                        self.class_counts[(c / 100).min(6) as usize] += 1
-                    }
+                    crate::sip::Kind::Response(c) => self.class_counts[(c / 100).min(6) as usize] += 1,
                 }
                 if let Some(step) = rsip_rejected {
-                    *self
-                        .stats
-                        .rsip_rejected
-                        .entry(step.to_string())
-                        .or_default() += 1;
+                    *self.stats.rsip_rejected.entry(step.to_string()).or_default() += 1;
                 }
                 if repairs != Default::default() {
                     for (name, hit) in [
@@ -215,10 +198,7 @@ impl SipStage {
             Ok(Parsed::Ignored(m)) => {
                 self.stats.ignored += 1;
                 if head.starts_with(b"SIP/") || head.starts_with(b"sip/") {
-                    let code = head
-                        .get(8..11)
-                        .and_then(|c| std::str::from_utf8(c).ok())
-                        .and_then(|c| c.parse::<u16>().ok());
+                    let code = head.get(8..11).and_then(|c| std::str::from_utf8(c).ok()).and_then(|c| c.parse::<u16>().ok());
                     self.class_counts[code.map_or(0, |c| (c / 100).min(6) as usize)] += 1;
                 } else {
                     self.method_counts[m as usize] += 1;
@@ -256,11 +236,7 @@ impl SipStage {
         }
         for (class, n) in self.class_counts.iter().enumerate() {
             if *n > 0 {
-                let key = if class == 0 {
-                    "other".to_string()
-                } else {
-                    format!("{class}xx")
-                };
+                let key = if class == 0 { "other".to_string() } else { format!("{class}xx") };
                 s.responses.insert(key, *n);
             }
         }
@@ -300,11 +276,7 @@ impl Sink for SipStage {
                         ContentLength::Missing | ContentLength::Invalid => (rest, true),
                     };
                     // (a body cut short is not read: its last line may be cut too)
-                    let at_hand = if whole {
-                        &buf[off + head_end..off + head_end + body]
-                    } else {
-                        &[]
-                    };
+                    let at_hand = if whole { &buf[off + head_end..off + head_end + body] } else { &[] };
                     self.message(d.ts, hop, &buf[off + start..off + head_end], at_hand);
                     off += head_end + body;
                 }
@@ -353,11 +325,7 @@ impl Sink for SipStage {
                     let avail = flow.pending().len() - off - head_end;
                     let pending = flow.pending();
                     // (a body not all arrived yet is not read: its last line may be cut)
-                    let at_hand = if body <= avail {
-                        &pending[off + head_end..off + head_end + body]
-                    } else {
-                        &[]
-                    };
+                    let at_hand = if body <= avail { &pending[off + head_end..off + head_end + body] } else { &[] };
                     self.message(ts, hop, &pending[off + start..off + head_end], at_hand);
                     if body <= avail {
                         off += head_end + body;
@@ -457,10 +425,7 @@ impl Engine {
     /// Bytes of engine state counted against the ceiling: legs, calls in
     /// progress, reassembly buffers, the screen's tables.
     pub fn state_bytes(&self) -> usize {
-        self.sip.legs.bytes()
-            + self.calls.as_ref().map_or(0, |c| c.bytes())
-            + self.decoder.state_bytes()
-            + self.sip.screen.bytes()
+        self.sip.legs.bytes() + self.calls.as_ref().map_or(0, |c| c.bytes()) + self.decoder.state_bytes() + self.sip.screen.bytes()
     }
 
     /// Keeps engine state under the ceiling: when it is over, removes open
@@ -482,10 +447,7 @@ impl Engine {
         self.memory.last_shed = self.last_ts;
         let target = self.memory_limit - self.memory_limit / 10;
         let calls = self.calls.as_ref();
-        let shed = self
-            .sip
-            .legs
-            .shed(used - target, |id| calls.is_none_or(|c| c.may_shed(id)));
+        let shed = self.sip.legs.shed(used - target, |id| calls.is_none_or(|c| c.may_shed(id)));
         let now = self.last_ts.unwrap_or_default();
         for l in &shed {
             if let Some(c) = self.calls.as_mut() {
@@ -504,13 +466,7 @@ impl Engine {
         for a in c.take_actions() {
             match a {
                 LegAction::Suspect(id) => self.sip.legs.mark_suspect(id),
-                LegAction::SetAside {
-                    legs,
-                    call_id,
-                    source,
-                    at,
-                    why,
-                } => {
+                LegAction::SetAside { legs, call_id, source, at, why } => {
                     for id in legs {
                         self.sip.legs.set_aside(id);
                     }
@@ -584,14 +540,10 @@ impl Engine {
     /// reassembly state to expire. `None`: nothing is pending. The daemon
     /// sleeps until then instead of ticking on a fixed beat.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        [
-            self.sip.legs.next_deadline(),
-            self.calls.as_ref().and_then(|c| c.next_deadline()),
-            self.decoder.next_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.sip.legs.next_deadline(), self.calls.as_ref().and_then(|c| c.next_deadline()), self.decoder.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Advances timers to `now` without a packet (idle live capture).
@@ -816,46 +768,19 @@ mod tests {
 
     #[test]
     fn poll_timeout_says_when_timers_are_due_and_nothing_when_idle() {
-        let mut site =
-            crate::site::Site::single("B82005", &["441632960123"], &Hasher::new([1; 32], "44"));
+        let mut site = crate::site::Site::single("B82005", &["441632960123"], &Hasher::new([1; 32], "44"));
         site.settle = 10 * SECOND;
-        let mut e = Engine::new(EngineConfig {
-            site: Some(site),
-            emit_legs: false,
-            ..EngineConfig::default()
-        });
+        let mut e = Engine::new(EngineConfig { site: Some(site), emit_legs: false, ..EngineConfig::default() });
         assert_eq!(e.poll_timeout(), None, "a new engine has nothing to do");
         let t0 = Timestamp(1_793_610_000 * SECOND);
         // ringing, never answered, never cancelled: the ring timeout (30 min
         // after the last provisional response) is the deadline
-        let c = Call::numbered(
-            1,
-            "192.0.2.7:5060".parse().unwrap(),
-            "10.20.1.11:5060".parse().unwrap(),
-            t0,
-            Script::Cancelled {
-                ring: 100,
-                cancel: 3_600_000,
-            },
-        );
-        for (i, m) in c
-            .messages()
-            .iter()
-            .filter(|m| m.ts < t0.add(MINUTE))
-            .enumerate()
-        {
-            e.ingest(
-                m.ts,
-                LinkType::Ethernet,
-                &frames::udp(m.src, m.dst, i as u16, &m.bytes),
-            );
+        let c = Call::numbered(1, "192.0.2.7:5060".parse().unwrap(), "10.20.1.11:5060".parse().unwrap(), t0, Script::Cancelled { ring: 100, cancel: 3_600_000 });
+        for (i, m) in c.messages().iter().filter(|m| m.ts < t0.add(MINUTE)).enumerate() {
+            e.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
         }
         let due = e.poll_timeout().expect("a timer is pending");
-        assert_eq!(
-            due,
-            t0.add(100 * crate::time::MILLISECOND + 30 * MINUTE),
-            "the ring timeout"
-        );
+        assert_eq!(due, t0.add(100 * crate::time::MILLISECOND + 30 * MINUTE), "the ring timeout");
         // nothing happens before it...
         e.tick(due.add(-SECOND));
         assert_eq!(e.open_calls(), 1);
@@ -864,18 +789,12 @@ mod tests {
         // (the leg times out, the call settles) and then there is nothing
         let mut ticks = 0;
         while let Some(t) = e.poll_timeout() {
-            assert!(
-                t >= due && t <= due.add(MINUTE),
-                "{t}: only the leg, its call and its linger are pending"
-            );
+            assert!(t >= due && t <= due.add(MINUTE), "{t}: only the leg, its call and its linger are pending");
             e.tick(t);
             ticks += 1;
             assert!(ticks < 10);
         }
-        assert!(matches!(
-            e.poll_call(),
-            Some(crate::call::CallEvent::Finished(_))
-        ));
+        assert!(matches!(e.poll_call(), Some(crate::call::CallEvent::Finished(_))));
         assert_eq!(e.open_calls(), 0);
     }
 }

@@ -65,10 +65,7 @@ impl Default for GuardConfig {
     fn default() -> Self {
         GuardConfig {
             memory_limit: DEFAULT_MEMORY_LIMIT,
-            scanner_agents: DEFAULT_SCANNER_AGENTS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            scanner_agents: DEFAULT_SCANNER_AGENTS.iter().map(|s| s.to_string()).collect(),
             burst: 50,
             burst_window: 10 * SECOND,
         }
@@ -214,26 +211,14 @@ impl SourceBook {
         self.entries.is_empty()
     }
 
-    fn entry(
-        &mut self,
-        ip: IpAddr,
-        at: Timestamp,
-        why: Why,
-        stats: &mut ScreenStats,
-    ) -> &mut Entry {
+    fn entry(&mut self, ip: IpAddr, at: Timestamp, why: Why, stats: &mut ScreenStats) -> &mut Entry {
         if !self.entries.contains_key(&ip) {
             if self.entries.len() >= BOOK_CAPACITY {
                 // forget the quietest of the least recently seen
                 let victim = self
                     .entries
                     .iter()
-                    .min_by_key(|(ip, e)| {
-                        (
-                            e.last_seen,
-                            e.invites + e.requests.values().sum::<u64>(),
-                            **ip,
-                        )
-                    })
+                    .min_by_key(|(ip, e)| (e.last_seen, e.invites + e.requests.values().sum::<u64>(), **ip))
                     .map(|(ip, _)| *ip);
                 if let Some(v) = victim {
                     self.entries.remove(&v);
@@ -259,15 +244,7 @@ impl SourceBook {
     }
 
     /// Records a request kept out (an INVITE dialog, or another method).
-    pub fn record(
-        &mut self,
-        ip: IpAddr,
-        at: Timestamp,
-        why: Why,
-        method: Method,
-        agent: Option<&str>,
-        stats: &mut ScreenStats,
-    ) {
+    pub fn record(&mut self, ip: IpAddr, at: Timestamp, why: Why, method: Method, agent: Option<&str>, stats: &mut ScreenStats) {
         let e = self.entry(ip, at, why, stats);
         if method == Method::Invite {
             e.invites += 1;
@@ -288,21 +265,13 @@ impl SourceBook {
                 address: ip.to_string(),
                 why: e.why.name().to_string(),
                 invites: e.invites,
-                requests: e
-                    .requests
-                    .iter()
-                    .map(|(m, n)| (m.name().to_string(), *n))
-                    .collect(),
+                requests: e.requests.iter().map(|(m, n)| (m.name().to_string(), *n)).collect(),
                 first_seen: e.first_seen,
                 last_seen: e.last_seen,
                 user_agent: e.user_agent.clone(),
             })
             .collect();
-        v.sort_by(|a, b| {
-            b.total()
-                .cmp(&a.total())
-                .then_with(|| a.address.cmp(&b.address))
-        });
+        v.sort_by(|a, b| b.total().cmp(&a.total()).then_with(|| a.address.cmp(&b.address)));
         v.truncate(n);
         v
     }
@@ -316,10 +285,7 @@ impl SourceBook {
 /// Printable ASCII, at most 80 characters: what may be shown of a header a
 /// stranger wrote.
 fn printable(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(80)
-        .collect()
+    s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(80).collect()
 }
 
 /// Call-IDs of set-aside dialogs, so that the rest of each dialog is
@@ -339,12 +305,7 @@ impl Default for Tombstones {
     fn default() -> Self {
         Tombstones {
             // fixed seeds: the same Call-ID always hashes the same
-            hasher: ahash::RandomState::with_seeds(
-                0x6362_7461,
-                0x6775_6172,
-                0x746f_6d62,
-                0x7374_6f6e,
-            ),
+            hasher: ahash::RandomState::with_seeds(0x6362_7461, 0x6775_6172, 0x746f_6d62, 0x7374_6f6e),
             until: ahash::HashMap::default(),
             order: VecDeque::new(),
         }
@@ -426,10 +387,7 @@ pub fn header_value<'a>(head: &'a [u8], name: &str) -> Option<&'a str> {
             continue;
         }
         let rest = &line[name.len()..];
-        let rest = &rest[rest
-            .iter()
-            .take_while(|b| **b == b' ' || **b == b'\t')
-            .count()..];
+        let rest = &rest[rest.iter().take_while(|b| **b == b' ' || **b == b'\t').count()..];
         if let Some(v) = rest.strip_prefix(b":") {
             return std::str::from_utf8(v).ok().map(str::trim);
         }
@@ -440,9 +398,7 @@ pub fn header_value<'a>(head: &'a [u8], name: &str) -> Option<&'a str> {
 /// Whether a User-Agent is a known scanner's.
 pub fn is_scanner_agent(agent: &str, fragments: &[String]) -> bool {
     let a = agent.to_ascii_lowercase();
-    fragments
-        .iter()
-        .any(|f| !f.is_empty() && a.contains(f.as_str()))
+    fragments.iter().any(|f| !f.is_empty() && a.contains(f.as_str()))
 }
 
 /// In front of the legs: what can be set aside on arrival, and the rest of
@@ -492,22 +448,13 @@ impl Screen {
         let why = if site.unexpected_source(hop.src, hop.dst) {
             self.stats.unexpected_invites += 1;
             Why::UnexpectedSource
-        } else if !site.is_configured_carrier(hop.src.ip())
-            && agent.is_some_and(|a| is_scanner_agent(a, &self.agents))
-        {
+        } else if !site.is_configured_carrier(hop.src.ip()) && agent.is_some_and(|a| is_scanner_agent(a, &self.agents)) {
             self.stats.scanner_agent_invites += 1;
             Why::ScannerUserAgent
         } else {
             return true;
         };
-        self.book.record(
-            hop.src.ip(),
-            ts,
-            why,
-            Method::Invite,
-            agent,
-            &mut self.stats,
-        );
+        self.book.record(hop.src.ip(), ts, why, Method::Invite, agent, &mut self.stats);
         self.tombs.bury(&msg.call_id, ts);
         false
     }
@@ -532,15 +479,13 @@ impl Screen {
             return;
         };
         self.stats.other_requests += 1;
-        self.book
-            .record(ip, ts, why, method, agent, &mut self.stats);
+        self.book.record(ip, ts, why, method, agent, &mut self.stats);
     }
 
     /// A dialog set aside after it reached the legs (by the call layer):
     /// its sender goes in the book, the rest of it is absorbed.
     pub fn set_aside(&mut self, ts: Timestamp, call_id: &str, source: IpAddr, why: Why) {
-        self.book
-            .record(source, ts, why, Method::Invite, None, &mut self.stats);
+        self.book.record(source, ts, why, Method::Invite, None, &mut self.stats);
         self.tombs.bury(call_id, ts);
     }
 
@@ -588,9 +533,7 @@ impl Bursts {
     pub fn hit(&mut self, ip: IpAddr, at: Timestamp) -> bool {
         if !self.map.contains_key(&ip) && self.map.len() >= BURST_CAPACITY {
             let (window, before) = (self.window, self.map.len());
-            self.map.retain(|_, b| {
-                at.since(b.start) <= window || b.flagged_until.is_some_and(|f| f >= at)
-            });
+            self.map.retain(|_, b| at.since(b.start) <= window || b.flagged_until.is_some_and(|f| f >= at));
             if self.map.len() == before {
                 // all busy: forget the first (deterministic)
                 let first = *self.map.keys().next().expect("full map");
@@ -619,10 +562,7 @@ impl Bursts {
 
     /// Whether `ip` was marked as bursting at `at`.
     pub fn flagged(&self, ip: IpAddr, at: Timestamp) -> bool {
-        self.map
-            .get(&ip)
-            .and_then(|b| b.flagged_until)
-            .is_some_and(|f| f >= at)
+        self.map.get(&ip).and_then(|b| b.flagged_until).is_some_and(|f| f >= at)
     }
 
     pub fn bytes(&self) -> usize {
@@ -656,10 +596,7 @@ pub const PERSON_REFUSALS: [u16; 5] = [408, 480, 486, 600, 603];
 /// Whether the phone system engaged with the call: it rang, answered,
 /// offered the call to someone, or refused it as one refuses a person.
 pub fn engaged(e: &Evidence) -> bool {
-    e.rang
-        || e.answered
-        || e.offered
-        || e.final_status.is_some_and(|s| PERSON_REFUSALS.contains(&s))
+    e.rang || e.answered || e.offered || e.final_status.is_some_and(|s| PERSON_REFUSALS.contains(&s))
 }
 
 /// The scanner rule for calls when no carrier list says who may call: the

@@ -26,8 +26,8 @@ pub mod national;
 pub mod number;
 pub mod period;
 pub mod persist;
-pub mod sip;
 pub mod site;
+pub mod sip;
 pub mod staffing;
 /// Synthetic traffic for tests, fuzzing and benchmarks (feature `synth`).
 #[cfg(any(test, feature = "synth"))]

@@ -80,11 +80,7 @@ impl Buckets {
         let mut labels = Vec::with_capacity(edges.len() + 1);
         for (i, e) in edges.iter().enumerate() {
             let lo = if i == 0 { 0 } else { edges[i - 1] + 1 };
-            labels.push(if lo == *e {
-                e.to_string()
-            } else {
-                format!("{lo}_{e}")
-            });
+            labels.push(if lo == *e { e.to_string() } else { format!("{lo}_{e}") });
         }
         labels.push(format!(">{}", edges[edges.len() - 1]));
         Ok(Buckets {
@@ -95,11 +91,7 @@ impl Buckets {
 
     /// The bucket of a span in seconds (whole seconds, truncated).
     pub fn index(&self, secs: f64) -> usize {
-        let whole = if secs.is_finite() && secs > 0.0 {
-            secs.floor() as u64
-        } else {
-            0
-        };
+        let whole = if secs.is_finite() && secs > 0.0 { secs.floor() as u64 } else { 0 };
         self.edges
             .iter()
             .position(|e| whole <= *e as u64)
@@ -275,15 +267,9 @@ impl Day {
     pub fn reconciles(&self) -> Result<(), String> {
         use Indicator::*;
         for (b, label) in TIME_CATEGORIES.iter().enumerate() {
-            let parts = self.band(Cbt002, b)
-                + self.band(Cbt003, b)
-                + self.band(Cbt004, b)
-                + self.band(Cbt005, b);
+            let parts = self.band(Cbt002, b) + self.band(Cbt003, b) + self.band(Cbt004, b) + self.band(Cbt005, b);
             if self.band(Cbt001, b) != parts {
-                return Err(format!(
-                    "{label}: CBT001 is {} but CBT002+CBT003+CBT004+CBT005 is {parts}",
-                    self.band(Cbt001, b)
-                ));
+                return Err(format!("{label}: CBT001 is {} but CBT002+CBT003+CBT004+CBT005 is {parts}", self.band(Cbt001, b)));
             }
         }
         let by_wait: u64 = self.answered_by_wait.iter().flatten().sum();
@@ -320,17 +306,10 @@ impl Aggregator {
         Aggregator {
             tz: site.timezone,
             holidays: site.bank_holidays.clone(),
-            wait: Buckets::new(&site.wait_edges).unwrap_or_else(|_| {
-                Buckets::new(&crate::site::DEFAULT_EDGES).expect("default edges")
-            }),
-            duration: Buckets::new(&site.duration_edges).unwrap_or_else(|_| {
-                Buckets::new(&crate::site::DEFAULT_EDGES).expect("default edges")
-            }),
-            practices: site
-                .practices
-                .iter()
-                .map(|p| (p.ods.clone(), p.codes.clone()))
-                .collect(),
+            wait: Buckets::new(&site.wait_edges).unwrap_or_else(|_| Buckets::new(&crate::site::DEFAULT_EDGES).expect("default edges")),
+            duration: Buckets::new(&site.duration_edges)
+                .unwrap_or_else(|_| Buckets::new(&crate::site::DEFAULT_EDGES).expect("default edges")),
+            practices: site.practices.iter().map(|p| (p.ods.clone(), p.codes.clone())).collect(),
             days: BTreeMap::new(),
         }
     }
@@ -393,9 +372,7 @@ impl Aggregator {
     pub fn add_callback(&mut self, practice: &str, at: Timestamp) {
         let t = local(self.tz, at);
         let band = time_category(t);
-        *self
-            .day(practice, t.date())
-            .band_mut(Indicator::Cbt006, band) += 1;
+        *self.day(practice, t.date()).band_mut(Indicator::Cbt006, band) += 1;
     }
 
     pub fn days(&self) -> &BTreeMap<(String, NaiveDate), Day> {
@@ -417,9 +394,7 @@ impl Aggregator {
     /// has calls, in configuration order.
     pub fn practice_list(&self) -> Vec<(String, OrgCodes)> {
         let mut out = self.practices.clone();
-        if self.days.keys().any(|(p, _)| p == UNASSIGNED)
-            && !out.iter().any(|(p, _)| p == UNASSIGNED)
-        {
+        if self.days.keys().any(|(p, _)| p == UNASSIGNED) && !out.iter().any(|(p, _)| p == UNASSIGNED) {
             out.push((UNASSIGNED.to_string(), OrgCodes::default()));
         }
         for (p, _) in self.days.keys() {
@@ -472,10 +447,7 @@ impl Aggregator {
                 icb_code: codes.icb.clone(),
                 sub_icb_location_code: codes.sub_icb.clone(),
                 pcn_code: codes.pcn.clone(),
-                totals: Indicator::ALL
-                    .iter()
-                    .map(|i| (i.code().to_string(), total.total(*i)))
-                    .collect(),
+                totals: Indicator::ALL.iter().map(|i| (i.code().to_string(), total.total(*i))).collect(),
                 by_time_category: Indicator::BY_TIME
                     .iter()
                     .map(|i| {
@@ -545,11 +517,7 @@ fn merge(into: &mut Day, d: &Day) {
             a[c] += b[c];
         }
     }
-    for (a, b) in into
-        .answered_by_duration
-        .iter_mut()
-        .zip(&d.answered_by_duration)
-    {
+    for (a, b) in into.answered_by_duration.iter_mut().zip(&d.answered_by_duration) {
         *a += b;
     }
     into.answered_waits.extend(&d.answered_waits);
@@ -629,11 +597,7 @@ pub fn median(v: &[f64]) -> Option<f64> {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
-    Some(round3(if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }))
+    Some(round3(if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -678,12 +642,7 @@ pub mod export {
     use super::*;
 
     pub const DATE: &str = "Date";
-    pub const ORG_CODES: [&str; 4] = [
-        "REGION_CODE",
-        "ICB_CODE",
-        "SUB_ICB_LOCATION_CODE",
-        "PCN_CODE",
-    ];
+    pub const ORG_CODES: [&str; 4] = ["REGION_CODE", "ICB_CODE", "SUB_ICB_LOCATION_CODE", "PCN_CODE"];
     pub const PRACTICE: &str = "PRACTICE_CODE";
     pub const INDICATOR: &str = "Indicator";
     pub const TIME_CATEGORY: &str = "Time_Category";
@@ -716,11 +675,7 @@ pub mod export {
     }
 
     fn line(fields: &[String]) -> String {
-        let mut l = fields
-            .iter()
-            .map(|f| field(f))
-            .collect::<Vec<_>>()
-            .join(",");
+        let mut l = fields.iter().map(|f| field(f)).collect::<Vec<_>>().join(",");
         l.push_str("\r\n");
         l
     }
@@ -804,12 +759,7 @@ pub mod export {
                 for (label, n) in labels.iter().zip(&day.answered_by_duration) {
                     row(&mut by_duration, &lead, &[cbt007, label], *n);
                 }
-                row(
-                    &mut by_duration,
-                    &lead,
-                    &[cbt007, TOTAL],
-                    day.total(Indicator::Cbt007),
-                );
+                row(&mut by_duration, &lead, &[cbt007, TOTAL], day.total(Indicator::Cbt007));
                 for (c, core) in CORE_CATEGORIES.iter().enumerate() {
                     for (label, counts) in fig.wait.labels().iter().zip(&day.answered_by_wait) {
                         row(&mut answered, &lead, &[cbt003, label, core], counts[c]);

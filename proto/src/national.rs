@@ -52,9 +52,7 @@ impl National {
         let m = self.month.as_bytes();
         let month_ok = m.len() == 7
             && m[4] == b'-'
-            && m.iter()
-                .enumerate()
-                .all(|(i, b)| i == 4 || b.is_ascii_digit())
+            && m.iter().enumerate().all(|(i, b)| i == 4 || b.is_ascii_digit())
             && (1..=12).contains(&self.month[5..].parse::<u32>().unwrap_or(0));
         if !month_ok {
             return Err(format!("month `{}` is not YYYY-MM", self.month));
@@ -80,9 +78,7 @@ impl National {
             }
             let edges: Vec<Option<u32>> = self.call_length.iter().map(|l| l.up_to_s).collect();
             let closed: Vec<u32> = edges.iter().flatten().copied().collect();
-            if closed.windows(2).any(|w| w[0] >= w[1])
-                || edges.iter().rev().skip(1).any(|e| e.is_none())
-            {
+            if closed.windows(2).any(|w| w[0] >= w[1]) || edges.iter().rev().skip(1).any(|e| e.is_none()) {
                 return Err("call_length bands must rise, and only the last may be open".into());
             }
         }
@@ -148,13 +144,7 @@ fn pct(v: Option<f64>) -> Option<f64> {
 }
 
 fn length_label(lo: u32, hi: Option<u32>) -> String {
-    let m = |s: u32| {
-        if (s / 60) * 60 == s {
-            format!("{} min", s / 60)
-        } else {
-            format!("{s} s")
-        }
-    };
+    let m = |s: u32| if (s / 60) * 60 == s { format!("{} min", s / 60) } else { format!("{s} s") };
     match hi {
         Some(h) if lo == 0 => format!("up to {}", m(h)),
         Some(h) => format!("{} to {}", m(lo), m(h)),
@@ -172,41 +162,13 @@ pub fn compare(fig: &PeriodFigures, nat: &National, setup: Setup, durations: &[f
     let o = &nat.outcomes;
     let round1 = |v: Option<f64>| v.map(|x| (x * 10.0).round() / 10.0);
     let rows = vec![
-        Row {
-            measure: "Answered",
-            practice: pct(fig.answered_share),
-            england: Some(o.answered),
-        },
-        Row {
-            measure: "Ended in IVR",
-            practice: pct(fig.ended_in_ivr_share),
-            england: Some(o.ended_in_ivr),
-        },
-        Row {
-            measure: "Callback requested",
-            practice: pct(fig.callback_requested_share),
-            england: Some(o.callback_requested),
-        },
-        Row {
-            measure: "Missed",
-            practice: pct(fig.missed_share),
-            england: Some(o.missed),
-        },
-        Row {
-            measure: "Answered, of calls past the IVR",
-            practice: pct(past(fig.dpn.answered_calls)),
-            england: round1(nat.answered_past_ivr()),
-        },
-        Row {
-            measure: "Missed, of calls past the IVR",
-            practice: pct(past(fig.dpn.missed_calls)),
-            england: round1(nat.missed_past_ivr()),
-        },
-        Row {
-            measure: "Answered within 2 minutes, of answered calls",
-            practice: pct(fig.answered_within_2_min_share),
-            england: nat.answered_within_2_minutes,
-        },
+        Row { measure: "Answered", practice: pct(fig.answered_share), england: Some(o.answered) },
+        Row { measure: "Ended in IVR", practice: pct(fig.ended_in_ivr_share), england: Some(o.ended_in_ivr) },
+        Row { measure: "Callback requested", practice: pct(fig.callback_requested_share), england: Some(o.callback_requested) },
+        Row { measure: "Missed", practice: pct(fig.missed_share), england: Some(o.missed) },
+        Row { measure: "Answered, of calls past the IVR", practice: pct(past(fig.dpn.answered_calls)), england: round1(nat.answered_past_ivr()) },
+        Row { measure: "Missed, of calls past the IVR", practice: pct(past(fig.dpn.missed_calls)), england: round1(nat.missed_past_ivr()) },
+        Row { measure: "Answered within 2 minutes, of answered calls", practice: pct(fig.answered_within_2_min_share), england: nat.answered_within_2_minutes },
     ];
     let mut call_length = Vec::new();
     let mut lo = 0u32;
@@ -219,8 +181,7 @@ pub fn compare(fig: &PeriodFigures, nat: &National, setup: Setup, durations: &[f
                 above && band.up_to_s.is_none_or(|h| s <= h as u64)
             })
             .count();
-        let practice = (!durations.is_empty())
-            .then(|| (n as f64 / durations.len() as f64 * 1000.0).round() / 10.0);
+        let practice = (!durations.is_empty()).then(|| (n as f64 / durations.len() as f64 * 1000.0).round() / 10.0);
         call_length.push((length_label(lo, band.up_to_s), practice, band.percent));
         lo = band.up_to_s.unwrap_or(lo);
     }
@@ -256,9 +217,7 @@ pub fn compare(fig: &PeriodFigures, nat: &National, setup: Setup, durations: &[f
         ));
     }
     if setup.voicemail {
-        notes.push(
-            "Calls that reach voicemail count as missed, as NHS England counts them.".to_string(),
-        );
+        notes.push("Calls that reach voicemail count as missed, as NHS England counts them.".to_string());
     }
     Comparison {
         month: nat.month.clone(),
@@ -301,14 +260,8 @@ mod tests {
         assert!(n.check().is_err());
         let mut n = nat();
         n.call_length = vec![
-            LengthShare {
-                up_to_s: Some(60),
-                percent: 30.0,
-            },
-            LengthShare {
-                up_to_s: None,
-                percent: 70.0,
-            },
+            LengthShare { up_to_s: Some(60), percent: 30.0 },
+            LengthShare { up_to_s: None, percent: 70.0 },
         ];
         assert!(n.check().is_ok());
         n.call_length.swap(0, 1);
@@ -318,11 +271,7 @@ mod tests {
 
     fn figures(outcomes: &[crate::call::Outcome]) -> (PeriodFigures, Site) {
         use crate::call::{CallRecord, Correlation, EndedBy, Outcome};
-        let site = Site::single(
-            "B82005",
-            &["01632 960123"],
-            &crate::number::Hasher::new([1; 32], "44"),
-        );
+        let site = Site::single("B82005", &["01632 960123"], &crate::number::Hasher::new([1; 32], "44"));
         let mut agg = crate::metrics::Aggregator::new(&site);
         let t = crate::time::Timestamp(1_762_243_200_000_000); // 2025-11-04T08:00Z
         for (i, o) in outcomes.iter().enumerate() {
@@ -337,8 +286,7 @@ mod tests {
                 ended: t,
                 ended_by: EndedBy::Caller,
                 outcome: *o,
-                wait_s: (*o == Outcome::Answered || *o == Outcome::Missed)
-                    .then_some(30.0 + 100.0 * i as f64),
+                wait_s: (*o == Outcome::Answered || *o == Outcome::Missed).then_some(30.0 + 100.0 * i as f64),
                 duration_s: (*o == Outcome::Answered).then_some(100.0),
                 abandoned: *o == Outcome::Missed,
                 voicemail: None,
@@ -366,33 +314,17 @@ mod tests {
         assert_eq!(row("Answered, of calls past the IVR").practice, Some(75.0));
         assert_eq!(row("Answered, of calls past the IVR").england, Some(77.2));
         // waits 30, 130, 230 s: one within 2 minutes
-        assert_eq!(
-            row("Answered within 2 minutes, of answered calls").practice,
-            Some(33.3)
-        );
+        assert_eq!(row("Answered within 2 minutes, of answered calls").practice, Some(33.3));
         assert!(c.notes[0].starts_with("No IVR"), "{:?}", c.notes);
-        assert!(
-            c.notes[1].starts_with("No callback service"),
-            "{:?}",
-            c.notes
-        );
+        assert!(c.notes[1].starts_with("No callback service"), "{:?}", c.notes);
         // an IVR answering first and a callback line, as configured
         let h = crate::number::Hasher::new([1; 32], "44");
         site.automated.push(crate::site::Endpoint::parse("ivr", &h));
-        site.callback_request
-            .push(crate::site::Endpoint::parse("callback", &h));
+        site.callback_request.push(crate::site::Endpoint::parse("callback", &h));
         let (f, _) = figures(&[Answered, EndedInIvr, CallbackRequested, Missed]);
         let c = compare(&f, &nat(), Setup::of(&site), &[100.0]);
-        assert!(
-            c.notes[0].contains("ended in IVR (25.0% here, 25.3% in England)"),
-            "{:?}",
-            c.notes
-        );
-        assert!(
-            c.notes[1].contains("callback requested (25.0% here, 6.6% in England)"),
-            "{:?}",
-            c.notes
-        );
+        assert!(c.notes[0].contains("ended in IVR (25.0% here, 25.3% in England)"), "{:?}", c.notes);
+        assert!(c.notes[1].contains("callback requested (25.0% here, 6.6% in England)"), "{:?}", c.notes);
         assert_eq!(row("Answered").england, Some(57.7));
     }
 

@@ -82,9 +82,7 @@ pub struct Hasher {
 
 impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hasher")
-            .field("country", &self.country)
-            .finish_non_exhaustive()
+        f.debug_struct("Hasher").field("country", &self.country).finish_non_exhaustive()
     }
 }
 
@@ -267,27 +265,13 @@ mod tests {
         ] {
             assert_eq!(normalize(form, "44"), want, "{form}");
         }
-        assert_eq!(
-            normalize("07700 900123", "44").as_deref(),
-            Some("+447700900123")
-        );
-        assert_eq!(
-            normalize("+1 202 555 0100", "44").as_deref(),
-            Some("+12025550100")
-        );
+        assert_eq!(normalize("07700 900123", "44").as_deref(), Some("+447700900123"));
+        assert_eq!(normalize("+1 202 555 0100", "44").as_deref(), Some("+12025550100"));
     }
 
     #[test]
     fn non_numbers_are_none() {
-        for s in [
-            "anonymous",
-            "201",
-            "ivr",
-            "",
-            "+",
-            "0800 abc",
-            "12345678901234567890",
-        ] {
+        for s in ["anonymous", "201", "ivr", "", "+", "0800 abc", "12345678901234567890"] {
             assert_eq!(normalize(s, "44"), None, "{s}");
         }
     }

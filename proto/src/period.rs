@@ -14,12 +14,7 @@ use serde::Serialize;
 pub const OUTCOMES: [&str; 4] = ["answered", "missed", "ended_in_ivr", "callback_requested"];
 
 /// The indicator of each of [`OUTCOMES`].
-pub const OUTCOME_INDICATORS: [Indicator; 4] = [
-    Indicator::Cbt003,
-    Indicator::Cbt004,
-    Indicator::Cbt002,
-    Indicator::Cbt005,
-];
+pub const OUTCOME_INDICATORS: [Indicator; 4] = [Indicator::Cbt003, Indicator::Cbt004, Indicator::Cbt002, Indicator::Cbt005];
 
 /// Calls by outcome (in [`OUTCOMES`] order) in one band, weekday or date.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -106,13 +101,7 @@ pub fn period(agg: &Aggregator, practice: &str, from: NaiveDate, to: NaiveDate) 
     let report = agg.report(Some(from), Some(to));
     let pr = report.practices.iter().find(|p| p.practice == practice);
     let mut total = crate::metrics::Day::new(agg.wait_buckets(), agg.duration_buckets());
-    let mut by_band: Vec<Counts> = TIME_CATEGORIES
-        .iter()
-        .map(|l| Counts {
-            label: l.to_string(),
-            ..Counts::default()
-        })
-        .collect();
+    let mut by_band: Vec<Counts> = TIME_CATEGORIES.iter().map(|l| Counts { label: l.to_string(), ..Counts::default() }).collect();
     let mut by_weekday: Vec<Counts> = WEEKDAYS
         .iter()
         .map(|w| Counts {
@@ -124,10 +113,7 @@ pub fn period(agg: &Aggregator, practice: &str, from: NaiveDate, to: NaiveDate) 
     let mut by_date = Vec::new();
     let mut date = from;
     while date <= to {
-        if let Some(d) = by_weekday[date.weekday().num_days_from_monday() as usize]
-            .days
-            .as_mut()
-        {
+        if let Some(d) = by_weekday[date.weekday().num_days_from_monday() as usize].days.as_mut() {
             *d += 1;
         }
         let mut c = Counts {
@@ -157,9 +143,7 @@ pub fn period(agg: &Aggregator, practice: &str, from: NaiveDate, to: NaiveDate) 
             None => break,
         };
     }
-    let dpn = pr
-        .map(|p| p.dpn.clone())
-        .unwrap_or_else(|| crate::metrics::Dpn::of(&total));
+    let dpn = pr.map(|p| p.dpn.clone()).unwrap_or_else(|| crate::metrics::Dpn::of(&total));
     let inbound = dpn.call_volume;
     let ended_in_ivr = total.total(Indicator::Cbt002);
     let wait = agg.wait_buckets();
@@ -167,11 +151,7 @@ pub fn period(agg: &Aggregator, practice: &str, from: NaiveDate, to: NaiveDate) 
     for w in &total.abandoned_waits {
         abandoned[wait.index(*w)] += 1;
     }
-    let within = total
-        .answered_waits
-        .iter()
-        .filter(|w| w.is_finite() && w.floor() <= 120.0)
-        .count() as u64;
+    let within = total.answered_waits.iter().filter(|w| w.is_finite() && w.floor() <= 120.0).count() as u64;
     PeriodFigures {
         practice: practice.to_string(),
         from,
@@ -182,11 +162,7 @@ pub fn period(agg: &Aggregator, practice: &str, from: NaiveDate, to: NaiveDate) 
         by_date,
         answered_by_wait: Histogram {
             labels: wait.labels().to_vec(),
-            counts: total
-                .answered_by_wait
-                .iter()
-                .map(|c| c.iter().sum())
-                .collect(),
+            counts: total.answered_by_wait.iter().map(|c| c.iter().sum()).collect(),
         },
         abandoned_by_wait: Histogram {
             labels: wait.labels().to_vec(),

@@ -37,18 +37,10 @@ impl AddrMatch {
     pub fn parse(s: &str) -> Result<AddrMatch, String> {
         let s = s.trim();
         if let Some((a, b)) = s.split_once('-') {
-            let a: IpAddr = a
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{a}` is not an IP address"))?;
-            let b: IpAddr = b
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{b}` is not an IP address"))?;
+            let a: IpAddr = a.trim().parse().map_err(|_| format!("`{a}` is not an IP address"))?;
+            let b: IpAddr = b.trim().parse().map_err(|_| format!("`{b}` is not an IP address"))?;
             if a.is_ipv4() != b.is_ipv4() || a > b {
-                return Err(format!(
-                    "`{s}` is not a range (write low-high, both IPv4 or both IPv6)"
-                ));
+                return Err(format!("`{s}` is not a range (write low-high, both IPv4 or both IPv6)"));
             }
             return Ok(AddrMatch::Range(a, b));
         }
@@ -397,62 +389,13 @@ pub const DEFAULT_EDGES: [u32; 7] = [0, 30, 60, 120, 180, 240, 300];
 /// Bank holidays in England and Wales, 2024-2030 (gov.uk; 2027 onwards as
 /// announced or by the usual rules, substitute days included).
 pub const BANK_HOLIDAYS_ENGLAND_WALES: &[&str] = &[
-    "2024-01-01",
-    "2024-03-29",
-    "2024-04-01",
-    "2024-05-06",
-    "2024-05-27",
-    "2024-08-26",
-    "2024-12-25",
-    "2024-12-26",
-    "2025-01-01",
-    "2025-04-18",
-    "2025-04-21",
-    "2025-05-05",
-    "2025-05-26",
-    "2025-08-25",
-    "2025-12-25",
-    "2025-12-26",
-    "2026-01-01",
-    "2026-04-03",
-    "2026-04-06",
-    "2026-05-04",
-    "2026-05-25",
-    "2026-08-31",
-    "2026-12-25",
-    "2026-12-28",
-    "2027-01-01",
-    "2027-03-26",
-    "2027-03-29",
-    "2027-05-03",
-    "2027-05-31",
-    "2027-08-30",
-    "2027-12-27",
-    "2027-12-28",
-    "2028-01-03",
-    "2028-04-14",
-    "2028-04-17",
-    "2028-05-01",
-    "2028-05-29",
-    "2028-08-28",
-    "2028-12-25",
-    "2028-12-26",
-    "2029-01-01",
-    "2029-03-30",
-    "2029-04-02",
-    "2029-05-07",
-    "2029-05-28",
-    "2029-08-27",
-    "2029-12-25",
-    "2029-12-26",
-    "2030-01-01",
-    "2030-04-19",
-    "2030-04-22",
-    "2030-05-06",
-    "2030-05-27",
-    "2030-08-26",
-    "2030-12-25",
-    "2030-12-26",
+    "2024-01-01", "2024-03-29", "2024-04-01", "2024-05-06", "2024-05-27", "2024-08-26", "2024-12-25", "2024-12-26",
+    "2025-01-01", "2025-04-18", "2025-04-21", "2025-05-05", "2025-05-26", "2025-08-25", "2025-12-25", "2025-12-26",
+    "2026-01-01", "2026-04-03", "2026-04-06", "2026-05-04", "2026-05-25", "2026-08-31", "2026-12-25", "2026-12-28",
+    "2027-01-01", "2027-03-26", "2027-03-29", "2027-05-03", "2027-05-31", "2027-08-30", "2027-12-27", "2027-12-28",
+    "2028-01-03", "2028-04-14", "2028-04-17", "2028-05-01", "2028-05-29", "2028-08-28", "2028-12-25", "2028-12-26",
+    "2029-01-01", "2029-03-30", "2029-04-02", "2029-05-07", "2029-05-28", "2029-08-27", "2029-12-25", "2029-12-26",
+    "2030-01-01", "2030-04-19", "2030-04-22", "2030-05-06", "2030-05-27", "2030-08-26", "2030-12-25", "2030-12-26",
 ];
 
 pub fn default_bank_holidays() -> BTreeSet<NaiveDate> {
@@ -465,11 +408,7 @@ pub fn default_bank_holidays() -> BTreeSet<NaiveDate> {
 impl Site {
     /// The engine's rules for a configured site, numbers hashed by `hasher`.
     pub fn new(spec: SiteSpec, hasher: &Hasher) -> Site {
-        let eps = |l: &[String]| {
-            l.iter()
-                .map(|s| Endpoint::parse(s, hasher))
-                .collect::<Vec<_>>()
-        };
+        let eps = |l: &[String]| l.iter().map(|s| Endpoint::parse(s, hasher)).collect::<Vec<_>>();
         Site {
             practices: spec
                 .practices
@@ -526,22 +465,10 @@ impl Site {
     pub fn is_site(&self, a: SocketAddr) -> bool {
         self.pbx.iter().any(|m| m.matches(a))
             || self.staff.iter().any(|m| m.matches(a))
-            || self
-                .automated
-                .iter()
-                .any(|e| matches!(e, Endpoint::Addr(m) if m.matches(a)))
-            || self
-                .voicemail
-                .iter()
-                .any(|e| matches!(e, Endpoint::Addr(m) if m.matches(a)))
-            || self
-                .queue
-                .iter()
-                .any(|e| matches!(e, Endpoint::Addr(m) if m.matches(a)))
-            || self
-                .callback_request
-                .iter()
-                .any(|e| matches!(e, Endpoint::Addr(m) if m.matches(a)))
+            || self.automated.iter().any(|e| matches!(e, Endpoint::Addr(m) if m.matches(a)))
+            || self.voicemail.iter().any(|e| matches!(e, Endpoint::Addr(m) if m.matches(a)))
+            || self.queue.iter().any(|e| matches!(e, Endpoint::Addr(m) if m.matches(a)))
+            || self.callback_request.iter().any(|e| matches!(e, Endpoint::Addr(m) if m.matches(a)))
             || self.callback_originators.iter().any(|m| m.matches(a))
     }
 
@@ -565,10 +492,7 @@ impl Site {
     /// neither the carrier nor the site, to anywhere but the carrier, comes
     /// from an unexpected sender: its INVITEs are never trunk legs.
     pub fn unexpected_source(&self, src: SocketAddr, dst: SocketAddr) -> bool {
-        !self.carrier.is_empty()
-            && !self.is_configured_carrier(src.ip())
-            && !self.is_site(src)
-            && !self.is_configured_carrier(dst.ip())
+        !self.carrier.is_empty() && !self.is_configured_carrier(src.ip()) && !self.is_site(src) && !self.is_configured_carrier(dst.ip())
     }
 
     /// Whether any of the dialled hashes is a practice's number. `None`
@@ -577,21 +501,17 @@ impl Site {
         if self.practices.iter().all(|p| p.number_hashes.is_empty()) {
             return None;
         }
-        Some(self.practices.iter().any(|p| {
-            dialled_hashes
+        Some(
+            self.practices
                 .iter()
-                .flatten()
-                .any(|h| p.number_hashes.iter().any(|n| n == h))
-        }))
+                .any(|p| dialled_hashes.iter().flatten().any(|h| p.number_hashes.iter().any(|n| n == h))),
+        )
     }
 
     /// Whether any address role is configured.
     pub fn has_network(&self) -> bool {
         !(self.carrier.is_empty() && self.pbx.is_empty() && self.staff.is_empty())
-            || self
-                .automated
-                .iter()
-                .any(|e| matches!(e, Endpoint::Addr(_)))
+            || self.automated.iter().any(|e| matches!(e, Endpoint::Addr(_)))
     }
 }
 
@@ -608,16 +528,10 @@ mod tests {
         let a = AddrMatch::parse("192.0.2.8/29").unwrap();
         assert!(a.matches(sa("192.0.2.15:5060")) && !a.matches(sa("192.0.2.16:5060")));
         let r = AddrMatch::parse("10.20.2.10-10.20.2.40").unwrap();
-        assert!(
-            r.matches(sa("10.20.2.10:1"))
-                && r.matches(sa("10.20.2.40:1"))
-                && !r.matches(sa("10.20.2.41:1"))
-        );
+        assert!(r.matches(sa("10.20.2.10:1")) && r.matches(sa("10.20.2.40:1")) && !r.matches(sa("10.20.2.41:1")));
         let p = AddrMatch::parse("10.20.0.5:5080").unwrap();
         assert!(p.matches(sa("10.20.0.5:5080")) && !p.matches(sa("10.20.0.5:5060")));
-        assert!(AddrMatch::parse("[2001:db8::1]:5060")
-            .unwrap()
-            .matches(sa("[2001:db8::1]:5060")));
+        assert!(AddrMatch::parse("[2001:db8::1]:5060").unwrap().matches(sa("[2001:db8::1]:5060")));
         assert!(AddrMatch::parse("10.20.2.40-10.20.2.10").is_err());
         assert!(AddrMatch::parse("pbx.local").is_err());
         assert!(AddrMatch::parse("10.0.0.0/33").is_err());
@@ -653,27 +567,15 @@ mod tests {
             number_hashes: vec![h.hash("+44 1632 960777")],
             codes: OrgCodes::default(),
         });
-        assert_eq!(
-            site.practice_for(&[None, Some(&h.hash("01632960777"))]),
-            "B82099"
-        );
-        assert_eq!(
-            site.practice_for(&[Some(&h.hash("01632960555"))]),
-            UNASSIGNED
-        );
+        assert_eq!(site.practice_for(&[None, Some(&h.hash("01632960777"))]), "B82099");
+        assert_eq!(site.practice_for(&[Some(&h.hash("01632960555"))]), UNASSIGNED);
     }
 
     #[test]
     fn endpoints_parse_as_address_or_user() {
         let h = Hasher::new([3; 32], "44");
-        assert!(matches!(
-            Endpoint::parse("10.20.0.6", &h),
-            Endpoint::Addr(_)
-        ));
-        assert!(matches!(
-            Endpoint::parse("voicemail", &h),
-            Endpoint::User(_)
-        ));
+        assert!(matches!(Endpoint::parse("10.20.0.6", &h), Endpoint::Addr(_)));
+        assert!(matches!(Endpoint::parse("voicemail", &h), Endpoint::User(_)));
         assert!(matches!(Endpoint::parse("700", &h), Endpoint::User(_)));
     }
 

@@ -112,13 +112,7 @@ pub struct ErlangA {
 /// Erlang A for `servers` people, callers arriving at `arrival_per_s`, each
 /// taking `handle_s` of a person's time, giving up after an exponential
 /// patience of mean `patience_s`.
-pub fn erlang_a(
-    servers: u32,
-    arrival_per_s: f64,
-    handle_s: f64,
-    patience_s: f64,
-    target_s: f64,
-) -> ErlangA {
+pub fn erlang_a(servers: u32, arrival_per_s: f64, handle_s: f64, patience_s: f64, target_s: f64) -> ErlangA {
     if arrival_per_s.is_nan() || arrival_per_s <= 0.0 {
         return ErlangA {
             answered_within: 1.0,
@@ -175,13 +169,7 @@ pub fn erlang_a(
     let mut log_pois = -lt;
     let mut mass_left = 1.0;
     for m in 0..=steps {
-        let w = if lt > 0.0 {
-            log_pois.exp()
-        } else if m == 0 {
-            1.0
-        } else {
-            0.0
-        };
+        let w = if lt > 0.0 { log_pois.exp() } else if m == 0 { 1.0 } else { 0.0 };
         within += w * served;
         mass_left -= w;
         if lt > 0.0 {
@@ -215,30 +203,18 @@ pub fn erlang_a(
 
 /// The fewest people for which Erlang A's share answered within the target
 /// reaches `share`; `None` if not reached within `limit` people.
-pub fn staff_needed_a(
-    arrival_per_s: f64,
-    handle_s: f64,
-    patience_s: f64,
-    target_s: f64,
-    share: f64,
-    limit: u32,
-) -> Option<u32> {
+pub fn staff_needed_a(arrival_per_s: f64, handle_s: f64, patience_s: f64, target_s: f64, share: f64, limit: u32) -> Option<u32> {
     if arrival_per_s.is_nan() || arrival_per_s <= 0.0 {
         return Some(0);
     }
-    (1..=limit).find(|n| {
-        erlang_a(*n, arrival_per_s, handle_s, patience_s, target_s).answered_within >= share
-    })
+    (1..=limit).find(|n| erlang_a(*n, arrival_per_s, handle_s, patience_s, target_s).answered_within >= share)
 }
 
 /// Mean patience (seconds) from calls, as exponential patience's maximum
 /// likelihood estimate: calls abandoned while waiting divided by the total
 /// time all callers spent waiting for a person (answered and missed calls).
 /// `None` below `min_abandoned` abandonments: too little to go on.
-pub fn estimate_patience<'a>(
-    calls: impl IntoIterator<Item = &'a CallRecord>,
-    min_abandoned: u64,
-) -> Option<f64> {
+pub fn estimate_patience<'a>(calls: impl IntoIterator<Item = &'a CallRecord>, min_abandoned: u64) -> Option<f64> {
     let (mut abandoned, mut exposure) = (0u64, 0.0f64);
     for c in calls {
         if !matches!(c.outcome, Outcome::Answered | Outcome::Missed) {
@@ -286,15 +262,7 @@ impl Default for StaffingParams {
 /// Half-hours in a day.
 pub const SLOTS: usize = 48;
 
-pub const WEEKDAYS: [Weekday; 7] = [
-    Weekday::Mon,
-    Weekday::Tue,
-    Weekday::Wed,
-    Weekday::Thu,
-    Weekday::Fri,
-    Weekday::Sat,
-    Weekday::Sun,
-];
+pub const WEEKDAYS: [Weekday; 7] = [Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri, Weekday::Sat, Weekday::Sun];
 
 /// English name of a weekday.
 pub fn weekday_name(w: Weekday) -> &'static str {
@@ -402,9 +370,7 @@ pub fn window(weeks: u32, to: NaiveDate, first_data: Option<NaiveDate>) -> (Naiv
 }
 
 fn local(site: &Site, t: Timestamp) -> NaiveDateTime {
-    t.to_datetime()
-        .map(|d| d.with_timezone(&site.timezone).naive_local())
-        .unwrap_or_default()
+    t.to_datetime().map(|d| d.with_timezone(&site.timezone).naive_local()).unwrap_or_default()
 }
 
 fn round(x: f64, digits: i32) -> f64 {
@@ -432,13 +398,7 @@ impl Acc {
 
 /// The staffing tables of `from..=to` (see [`window`]) from the calls, by
 /// the site's local time; bank-holiday dates are left out.
-pub fn staffing(
-    calls: &[CallRecord],
-    site: &Site,
-    p: &StaffingParams,
-    from: NaiveDate,
-    to: NaiveDate,
-) -> Staffing {
+pub fn staffing(calls: &[CallRecord], site: &Site, p: &StaffingParams, from: NaiveDate, to: NaiveDate) -> Staffing {
     let mut days = [0u32; 7];
     let mut d = from;
     while d <= to {
@@ -454,18 +414,11 @@ pub fn staffing(
     for c in calls {
         let at = local(site, c.started);
         let date = at.date();
-        if date < from
-            || date > to
-            || site.bank_holidays.contains(&date)
-            || c.outcome == Outcome::EndedInIvr
-        {
+        if date < from || date > to || site.bank_holidays.contains(&date) || c.outcome == Outcome::EndedInIvr {
             continue;
         }
         let a = acc.entry(c.practice.clone()).or_insert_with(Acc::new);
-        let (w, s) = (
-            at.weekday().num_days_from_monday() as usize,
-            (at.hour() * 2 + at.minute() / 30) as usize,
-        );
+        let (w, s) = (at.weekday().num_days_from_monday() as usize, (at.hour() * 2 + at.minute() / 30) as usize);
         a.calls[w][s] += 1;
         if c.outcome == Outcome::Answered {
             if let Some(dur) = c.duration_s {
@@ -493,21 +446,13 @@ pub fn staffing(
             let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
             let practice_handle = mean(&a.all_durations).map(|m| m + p.wrap_up_s);
             let patience = estimate_patience(&a.waiting, p.min_abandoned);
-            let abandoned_waiting = a
-                .waiting
-                .iter()
-                .filter(|c| c.outcome == Outcome::Missed && c.abandoned)
-                .count() as u64;
+            let abandoned_waiting = a.waiting.iter().filter(|c| c.outcome == Outcome::Missed && c.abandoned).count() as u64;
             let mut slots = Vec::with_capacity(7 * SLOTS);
             for (w, weekday) in WEEKDAYS.iter().enumerate() {
                 for s in 0..SLOTS {
                     let calls = a.calls[w][s];
                     let n_days = days[w];
-                    let per_hour = if n_days == 0 {
-                        0.0
-                    } else {
-                        calls as f64 / n_days as f64 * 2.0
-                    };
+                    let per_hour = if n_days == 0 { 0.0 } else { calls as f64 / n_days as f64 * 2.0 };
                     let durs = &a.durations[w * SLOTS + s];
                     let (handle, from) = if durs.len() as u64 >= p.min_answered.max(1) {
                         (mean(durs).map(|m| m + p.wrap_up_s), "half_hour")
@@ -523,11 +468,7 @@ pub fn staffing(
                             (
                                 n,
                                 Some(service_level(n, traffic, h, p.target_s)),
-                                Some(if n == 0 {
-                                    0.0
-                                } else {
-                                    service_level(n - 1, traffic, h, p.target_s)
-                                }),
+                                Some(if n == 0 { 0.0 } else { service_level(n - 1, traffic, h, p.target_s) }),
                                 Some(service_level(n + 1, traffic, h, p.target_s)),
                                 mean_wait(n, traffic, h),
                             )
@@ -537,21 +478,10 @@ pub fn staffing(
                     let (sa, sla, aba) = match (handle, patience) {
                         (Some(h), Some(pat)) if per_hour > 0.0 => {
                             let lambda = per_hour / 3600.0;
-                            match staff_needed_a(
-                                lambda,
-                                h,
-                                pat,
-                                p.target_s,
-                                p.target_share,
-                                staff.max(1) + 50,
-                            ) {
+                            match staff_needed_a(lambda, h, pat, p.target_s, p.target_share, staff.max(1) + 50) {
                                 Some(n) => {
                                     let r = erlang_a(n, lambda, h, pat, p.target_s);
-                                    (
-                                        Some(n),
-                                        Some(round(r.answered_within, 4)),
-                                        Some(round(r.abandon, 4)),
-                                    )
+                                    (Some(n), Some(round(r.answered_within, 4)), Some(round(r.abandon, 4)))
                                 }
                                 None => (None, None, None),
                             }

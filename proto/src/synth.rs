@@ -12,18 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 pub enum Script {
     /// 100, 180 at `ring`, 200 at `answer`, BYE at `answer + talk` by the
     /// caller (or the callee).
-    Answered {
-        ring: u32,
-        answer: u32,
-        talk: u32,
-        caller_hangs_up: bool,
-    },
+    Answered { ring: u32, answer: u32, talk: u32, caller_hangs_up: bool },
     /// 100, optional 180, then a final error.
-    Rejected {
-        ring: Option<u32>,
-        at: u32,
-        code: u16,
-    },
+    Rejected { ring: Option<u32>, at: u32, code: u16 },
     /// 180 at `ring`, CANCEL at `cancel`, 487.
     Cancelled { ring: u32, cancel: u32 },
     /// 407 at 20 ms, ACK, INVITE again with CSeq+1, then answered.
@@ -68,13 +59,7 @@ const SDP: &str = "v=0\r\no=- 3849271 3849271 IN IP4 192.0.2.10\r\ns=-\r\nc=IN I
 
 impl Call {
     /// A call with identifiers derived from `n`.
-    pub fn numbered(
-        n: u64,
-        a: SocketAddr,
-        b: SocketAddr,
-        start: Timestamp,
-        script: Script,
-    ) -> Call {
+    pub fn numbered(n: u64, a: SocketAddr, b: SocketAddr, start: Timestamp, script: Script) -> Call {
         Call {
             call_id: format!("{n:08x}-synth@{}", a.ip()),
             from_tag: format!("f{n:x}"),
@@ -102,9 +87,7 @@ impl Call {
             (false, _) => "",
             (true, None) => SDP,
             (true, Some(m)) => {
-                offer = SDP
-                    .replace("c=IN IP4 192.0.2.10", &format!("c=IN IP4 {}", m.ip()))
-                    .replace("m=audio 40000", &format!("m=audio {}", m.port()));
+                offer = SDP.replace("c=IN IP4 192.0.2.10", &format!("c=IN IP4 {}", m.ip())).replace("m=audio 40000", &format!("m=audio {}", m.port()));
                 &offer
             }
         };
@@ -130,30 +113,14 @@ impl Call {
             caller = self.caller,
             ft = self.from_tag,
             cid = self.call_id,
-            cm = if method == "ACK" && cseq > 0 {
-                "ACK"
-            } else {
-                method
-            },
+            cm = if method == "ACK" && cseq > 0 { "ACK" } else { method },
             len = body.len(),
         )
         .into_bytes()
     }
 
-    fn response(
-        &self,
-        code: u16,
-        reason: &str,
-        cseq: u32,
-        method: &str,
-        branch: &str,
-        body: bool,
-    ) -> Vec<u8> {
-        let to_tag = if code == 100 {
-            String::new()
-        } else {
-            format!(";tag={}", self.to_tag)
-        };
+    fn response(&self, code: u16, reason: &str, cseq: u32, method: &str, branch: &str, body: bool) -> Vec<u8> {
+        let to_tag = if code == 100 { String::new() } else { format!(";tag={}", self.to_tag) };
         let body = if body { SDP } else { "" };
         format!(
             "SIP/2.0 {code} {reason}\r\n\
@@ -204,110 +171,48 @@ impl Call {
                 talk,
                 caller_hangs_up,
             } => {
-                out.push(back(
-                    5.min(*ring),
-                    self.response(100, "Trying", 1, "INVITE", &br, false),
-                ));
-                out.push(back(
-                    *ring,
-                    self.response(180, "Ringing", 1, "INVITE", &br, false),
-                ));
-                out.push(back(
-                    *answer,
-                    self.response(200, "OK", 1, "INVITE", &br, true),
-                ));
-                out.push(fwd(
-                    answer + 2,
-                    self.request("ACK", 1, &format!("{}-ack", self.branch), true, false),
-                ));
+                out.push(back(5.min(*ring), self.response(100, "Trying", 1, "INVITE", &br, false)));
+                out.push(back(*ring, self.response(180, "Ringing", 1, "INVITE", &br, false)));
+                out.push(back(*answer, self.response(200, "OK", 1, "INVITE", &br, true)));
+                out.push(fwd(answer + 2, self.request("ACK", 1, &format!("{}-ack", self.branch), true, false)));
                 let end = answer + talk;
                 if *caller_hangs_up {
                     let bb = format!("{}-bye", self.branch);
                     out.push(fwd(end, self.request("BYE", 2, &bb, true, false)));
-                    out.push(back(
-                        end + 3,
-                        self.response(200, "OK", 2, "BYE", &bb, false),
-                    ));
+                    out.push(back(end + 3, self.response(200, "OK", 2, "BYE", &bb, false)));
                 } else {
                     let bye = self.callee_bye();
                     out.push(back(end, bye));
                     out.push(fwd(end + 3, self.callee_bye_ok()));
                 }
             }
-            Script::Rejected {
-                ring,
-                at: when,
-                code,
-            } => {
-                out.push(back(
-                    2,
-                    self.response(100, "Trying", 1, "INVITE", &br, false),
-                ));
+            Script::Rejected { ring, at: when, code } => {
+                out.push(back(2, self.response(100, "Trying", 1, "INVITE", &br, false)));
                 if let Some(r) = ring {
-                    out.push(back(
-                        *r,
-                        self.response(180, "Ringing", 1, "INVITE", &br, false),
-                    ));
+                    out.push(back(*r, self.response(180, "Ringing", 1, "INVITE", &br, false)));
                 }
-                out.push(back(
-                    *when,
-                    self.response(*code, "Error", 1, "INVITE", &br, false),
-                ));
+                out.push(back(*when, self.response(*code, "Error", 1, "INVITE", &br, false)));
                 out.push(fwd(when + 2, self.request("ACK", 1, &br, true, false)));
             }
             Script::Cancelled { ring, cancel } => {
-                out.push(back(
-                    2,
-                    self.response(100, "Trying", 1, "INVITE", &br, false),
-                ));
-                out.push(back(
-                    *ring,
-                    self.response(180, "Ringing", 1, "INVITE", &br, false),
-                ));
+                out.push(back(2, self.response(100, "Trying", 1, "INVITE", &br, false)));
+                out.push(back(*ring, self.response(180, "Ringing", 1, "INVITE", &br, false)));
                 out.push(fwd(*cancel, self.request("CANCEL", 1, &br, false, false)));
-                out.push(back(
-                    cancel + 2,
-                    self.response(200, "OK", 1, "CANCEL", &br, false),
-                ));
-                out.push(back(
-                    cancel + 3,
-                    self.response(487, "Request Terminated", 1, "INVITE", &br, false),
-                ));
+                out.push(back(cancel + 2, self.response(200, "OK", 1, "CANCEL", &br, false)));
+                out.push(back(cancel + 3, self.response(487, "Request Terminated", 1, "INVITE", &br, false)));
                 out.push(fwd(cancel + 5, self.request("ACK", 1, &br, true, false)));
             }
             Script::ChallengedThenAnswered { answer, talk } => {
-                out.push(back(
-                    20,
-                    self.response(
-                        407,
-                        "Proxy Authentication Required",
-                        1,
-                        "INVITE",
-                        &br,
-                        false,
-                    ),
-                ));
+                out.push(back(20, self.response(407, "Proxy Authentication Required", 1, "INVITE", &br, false)));
                 out.push(fwd(22, self.request("ACK", 1, &br, true, false)));
                 let br2 = format!("{}-2", self.branch);
                 out.push(fwd(30, self.request("INVITE", 2, &br2, false, true)));
-                out.push(back(
-                    35,
-                    self.response(100, "Trying", 2, "INVITE", &br2, false),
-                ));
-                out.push(back(
-                    *answer,
-                    self.response(200, "OK", 2, "INVITE", &br2, true),
-                ));
-                out.push(fwd(
-                    answer + 2,
-                    self.request("ACK", 2, &format!("{}-ack", self.branch), true, false),
-                ));
+                out.push(back(35, self.response(100, "Trying", 2, "INVITE", &br2, false)));
+                out.push(back(*answer, self.response(200, "OK", 2, "INVITE", &br2, true)));
+                out.push(fwd(answer + 2, self.request("ACK", 2, &format!("{}-ack", self.branch), true, false)));
                 let bb = format!("{}-bye", self.branch);
                 out.push(fwd(answer + talk, self.request("BYE", 3, &bb, true, false)));
-                out.push(back(
-                    answer + talk + 3,
-                    self.response(200, "OK", 3, "BYE", &bb, false),
-                ));
+                out.push(back(answer + talk + 3, self.response(200, "OK", 3, "BYE", &bb, false)));
             }
             Script::NoResponse => {
                 // Timer A retransmissions: 0.5, 1.5, 3.5, 7.5, 15.5 s
@@ -316,18 +221,9 @@ impl Call {
                 }
             }
             Script::AnsweredNoBye { answer } => {
-                out.push(back(
-                    answer / 2,
-                    self.response(180, "Ringing", 1, "INVITE", &br, false),
-                ));
-                out.push(back(
-                    *answer,
-                    self.response(200, "OK", 1, "INVITE", &br, true),
-                ));
-                out.push(fwd(
-                    answer + 2,
-                    self.request("ACK", 1, &format!("{}-ack", self.branch), true, false),
-                ));
+                out.push(back(answer / 2, self.response(180, "Ringing", 1, "INVITE", &br, false)));
+                out.push(back(*answer, self.response(200, "OK", 1, "INVITE", &br, true)));
+                out.push(fwd(answer + 2, self.request("ACK", 1, &format!("{}-ack", self.branch), true, false)));
             }
         }
         out.sort_by_key(|m| m.ts);
@@ -381,14 +277,7 @@ pub struct Probe {
 }
 
 impl Probe {
-    pub fn new(
-        method: &'static str,
-        n: u64,
-        src: SocketAddr,
-        dst: SocketAddr,
-        user: &str,
-        at: Timestamp,
-    ) -> Probe {
+    pub fn new(method: &'static str, n: u64, src: SocketAddr, dst: SocketAddr, user: &str, at: Timestamp) -> Probe {
         Probe {
             method,
             n,
@@ -436,15 +325,8 @@ impl Probe {
 
     /// The phone system's response `code`, `after` microseconds later.
     pub fn response(&self, code: u16, reason: &str, after: Micros) -> Msg {
-        let tag = if code == 100 {
-            String::new()
-        } else {
-            format!(";tag=pbx{}", self.n)
-        };
-        let text = format!(
-            "SIP/2.0 {code} {reason}\r\n{}Content-Length: 0\r\n\r\n",
-            self.headers(&tag)
-        );
+        let tag = if code == 100 { String::new() } else { format!(";tag=pbx{}", self.n) };
+        let text = format!("SIP/2.0 {code} {reason}\r\n{}Content-Length: 0\r\n\r\n", self.headers(&tag));
         Msg {
             ts: self.at.add(after),
             src: self.dst,
@@ -472,15 +354,7 @@ pub mod frames {
         f
     }
 
-    fn ipv4_header(
-        src: [u8; 4],
-        dst: [u8; 4],
-        proto: u8,
-        id: u16,
-        frag_off: u16,
-        more: bool,
-        len: usize,
-    ) -> [u8; 20] {
+    fn ipv4_header(src: [u8; 4], dst: [u8; 4], proto: u8, id: u16, frag_off: u16, more: bool, len: usize) -> [u8; 20] {
         let mut h = [0u8; 20];
         h[0] = 0x45;
         h[2..4].copy_from_slice(&((20 + len) as u16).to_be_bytes());
@@ -498,8 +372,7 @@ pub mod frames {
     pub fn ip(src: IpAddr, dst: IpAddr, proto: u8, id: u16, l4: &[u8]) -> Vec<u8> {
         match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
-                let mut p =
-                    ipv4_header(s.octets(), d.octets(), proto, id, 0, false, l4.len()).to_vec();
+                let mut p = ipv4_header(s.octets(), d.octets(), proto, id, 0, false, l4.len()).to_vec();
                 p.extend_from_slice(l4);
                 p
             }
@@ -532,105 +405,55 @@ pub mod frames {
 
     /// Ethernet + IP + UDP.
     pub fn udp(src: SocketAddr, dst: SocketAddr, id: u16, payload: &[u8]) -> Vec<u8> {
-        let ethertype = if src.is_ipv4() && dst.is_ipv4() {
-            0x0800
-        } else {
-            0x86DD
-        };
-        ethernet(
-            ethertype,
-            &ip(src.ip(), dst.ip(), 17, id, &udp_segment(src, dst, payload)),
-        )
+        let ethertype = if src.is_ipv4() && dst.is_ipv4() { 0x0800 } else { 0x86DD };
+        ethernet(ethertype, &ip(src.ip(), dst.ip(), 17, id, &udp_segment(src, dst, payload)))
     }
 
     /// Ethernet + IPv4 fragments of one UDP datagram, each carrying at most
     /// `chunk` bytes of IP payload (rounded down to a multiple of 8).
-    pub fn udp_fragments_v4(
-        src: SocketAddr,
-        dst: SocketAddr,
-        id: u16,
-        payload: &[u8],
-        chunk: usize,
-    ) -> Vec<Vec<u8>> {
+    pub fn udp_fragments_v4(src: SocketAddr, dst: SocketAddr, id: u16, payload: &[u8], chunk: usize) -> Vec<Vec<u8>> {
         let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
             panic!("IPv4 addresses expected");
         };
-        fragments(
-            &udp_segment(src, dst, payload),
-            chunk,
-            |off, more, piece| {
-                let mut p = ipv4_header(
-                    s.octets(),
-                    d.octets(),
-                    17,
-                    id,
-                    off as u16,
-                    more,
-                    piece.len(),
-                )
-                .to_vec();
-                p.extend_from_slice(piece);
-                ethernet(0x0800, &p)
-            },
-        )
+        fragments(&udp_segment(src, dst, payload), chunk, |off, more, piece| {
+            let mut p = ipv4_header(s.octets(), d.octets(), 17, id, off as u16, more, piece.len()).to_vec();
+            p.extend_from_slice(piece);
+            ethernet(0x0800, &p)
+        })
     }
 
     /// Ethernet + IPv6 fragments (a Fragment extension header in each) of
     /// one UDP datagram, each carrying at most `chunk` bytes of it (rounded
     /// down to a multiple of 8).
-    pub fn udp_fragments_v6(
-        src: SocketAddr,
-        dst: SocketAddr,
-        id: u32,
-        payload: &[u8],
-        chunk: usize,
-    ) -> Vec<Vec<u8>> {
+    pub fn udp_fragments_v6(src: SocketAddr, dst: SocketAddr, id: u32, payload: &[u8], chunk: usize) -> Vec<Vec<u8>> {
         let (IpAddr::V6(s), IpAddr::V6(d)) = (src.ip(), dst.ip()) else {
             panic!("IPv6 addresses expected");
         };
-        fragments(
-            &udp_segment(src, dst, payload),
-            chunk,
-            |off, more, piece| {
-                let mut p = vec![0x60, 0, 0, 0];
-                p.extend_from_slice(&((piece.len() + 8) as u16).to_be_bytes());
-                p.push(44); // next header: Fragment
-                p.push(64);
-                p.extend_from_slice(&s.octets());
-                p.extend_from_slice(&d.octets());
-                p.push(17);
-                p.push(0);
-                p.extend_from_slice(&((off as u16) | more as u16).to_be_bytes());
-                p.extend_from_slice(&id.to_be_bytes());
-                p.extend_from_slice(piece);
-                ethernet(0x86DD, &p)
-            },
-        )
+        fragments(&udp_segment(src, dst, payload), chunk, |off, more, piece| {
+            let mut p = vec![0x60, 0, 0, 0];
+            p.extend_from_slice(&((piece.len() + 8) as u16).to_be_bytes());
+            p.push(44); // next header: Fragment
+            p.push(64);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+            p.push(17);
+            p.push(0);
+            p.extend_from_slice(&((off as u16) | more as u16).to_be_bytes());
+            p.extend_from_slice(&id.to_be_bytes());
+            p.extend_from_slice(piece);
+            ethernet(0x86DD, &p)
+        })
     }
 
     /// Cuts `l4` into pieces of `chunk` bytes (a multiple of 8) and frames
     /// each with `frame(offset, more_fragments, piece)`.
-    fn fragments(
-        l4: &[u8],
-        chunk: usize,
-        frame: impl Fn(usize, bool, &[u8]) -> Vec<u8>,
-    ) -> Vec<Vec<u8>> {
+    fn fragments(l4: &[u8], chunk: usize, frame: impl Fn(usize, bool, &[u8]) -> Vec<u8>) -> Vec<Vec<u8>> {
         let chunk = (chunk / 8).max(1) * 8;
-        l4.chunks(chunk)
-            .enumerate()
-            .map(|(i, piece)| frame(i * chunk, (i + 1) * chunk < l4.len(), piece))
-            .collect()
+        l4.chunks(chunk).enumerate().map(|(i, piece)| frame(i * chunk, (i + 1) * chunk < l4.len(), piece)).collect()
     }
 
     /// Ethernet + IP + one TCP segment (flags: PSH|ACK, plus SYN/FIN if asked).
-    pub fn tcp(
-        src: SocketAddr,
-        dst: SocketAddr,
-        seq: u32,
-        syn: bool,
-        fin: bool,
-        payload: &[u8],
-    ) -> Vec<u8> {
+    pub fn tcp(src: SocketAddr, dst: SocketAddr, seq: u32, syn: bool, fin: bool, payload: &[u8]) -> Vec<u8> {
         let mut t = Vec::with_capacity(20 + payload.len());
         t.extend_from_slice(&src.port().to_be_bytes());
         t.extend_from_slice(&dst.port().to_be_bytes());
@@ -648,11 +471,7 @@ pub mod frames {
         t.extend_from_slice(&65535u16.to_be_bytes());
         t.extend_from_slice(&[0, 0, 0, 0]);
         t.extend_from_slice(payload);
-        let ethertype = if src.is_ipv4() && dst.is_ipv4() {
-            0x0800
-        } else {
-            0x86DD
-        };
+        let ethertype = if src.is_ipv4() && dst.is_ipv4() { 0x0800 } else { 0x86DD };
         ethernet(ethertype, &ip(src.ip(), dst.ip(), 6, 0, &t))
     }
 }
@@ -682,10 +501,7 @@ mod tests {
             match crate::sip::find(&m.bytes) {
                 crate::sip::Framing::Message { head_end, .. } => {
                     match p.parse(&m.bytes[..head_end]) {
-                        Ok(crate::sip::Parsed::Message {
-                            rsip_rejected: None,
-                            ..
-                        }) => {}
+                        Ok(crate::sip::Parsed::Message { rsip_rejected: None, .. }) => {}
                         // the 200 to the BYE matters to no leg
                         Ok(crate::sip::Parsed::Ignored(crate::sip::Method::Bye)) => {}
                         other => panic!("{other:?}"),

@@ -9,8 +9,8 @@
 //! the day's data quality. Never a number, a name, a hash of a number or a
 //! Call-ID. See docs/upload-format.md and docs/upload-format.schema.json.
 
-use crate::metrics::Indicator;
 use crate::metrics::{Buckets, Day, CORE_CATEGORIES, TIME_CATEGORIES};
+use crate::metrics::Indicator;
 use crate::site::{OrgCodes, UNASSIGNED};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -221,12 +221,7 @@ impl DayDocument {
             .iter()
             .enumerate()
             .map(|(c, core)| {
-                let row = wait
-                    .labels()
-                    .iter()
-                    .zip(&day.answered_by_wait)
-                    .map(|(l, n)| (l.clone(), n[c]))
-                    .collect();
+                let row = wait.labels().iter().zip(&day.answered_by_wait).map(|(l, n)| (l.clone(), n[c])).collect();
                 (core.to_string(), row)
             })
             .collect();
@@ -247,12 +242,7 @@ impl DayDocument {
             },
             by_time,
             cbt003_by_wait,
-            cbt007_by_duration: duration
-                .labels()
-                .iter()
-                .zip(&day.answered_by_duration)
-                .map(|(l, n)| (l.clone(), *n))
-                .collect(),
+            cbt007_by_duration: duration.labels().iter().zip(&day.answered_by_duration).map(|(l, n)| (l.clone(), *n)).collect(),
             dpn: DpnInputs {
                 answered_waits_s: day.answered_waits.clone(),
                 abandoned_waits_s: day.abandoned_waits.clone(),
@@ -277,32 +267,17 @@ impl DayDocument {
             schema: Option<serde_json::Value>,
             version: Option<serde_json::Value>,
         }
-        let head: Head =
-            serde_json::from_slice(bytes).map_err(|e| DocError::Syntax(e.to_string()))?;
+        let head: Head = serde_json::from_slice(bytes).map_err(|e| DocError::Syntax(e.to_string()))?;
         match head.schema.as_ref().and_then(|s| s.as_str()) {
             Some(SCHEMA) => {}
-            other => {
-                return Err(DocError::Schema(
-                    other.map_or_else(|| "missing".to_string(), str::to_string),
-                ))
-            }
+            other => return Err(DocError::Schema(other.map_or_else(|| "missing".to_string(), str::to_string))),
         }
         match head.version.as_ref().and_then(|v| v.as_u64()) {
             Some(v) if v == VERSION as u64 => {}
-            Some(v) => {
-                return Err(DocError::Version {
-                    found: v.min(u32::MAX as u64) as u32,
-                    supported: VERSION,
-                })
-            }
-            None => {
-                return Err(DocError::Invalid(
-                    "`version` is missing or not a number".into(),
-                ))
-            }
+            Some(v) => return Err(DocError::Version { found: v.min(u32::MAX as u64) as u32, supported: VERSION }),
+            None => return Err(DocError::Invalid("`version` is missing or not a number".into())),
         }
-        let doc: DayDocument =
-            serde_json::from_slice(bytes).map_err(|e| DocError::Syntax(e.to_string()))?;
+        let doc: DayDocument = serde_json::from_slice(bytes).map_err(|e| DocError::Syntax(e.to_string()))?;
         doc.check()?;
         Ok(doc)
     }
@@ -319,90 +294,50 @@ impl DayDocument {
             return bad("`agent.id` must be 1 to 128 characters".into());
         }
         if self.timezone.parse::<chrono_tz::Tz>().is_err() {
-            return bad(format!(
-                "`timezone` {:?} is not an IANA time zone",
-                self.timezone
-            ));
+            return bad(format!("`timezone` {:?} is not an IANA time zone", self.timezone));
         }
         if chrono::DateTime::parse_from_rfc3339(&self.generated_at).is_err() {
-            return bad(format!(
-                "`generated_at` {:?} is not an RFC 3339 time",
-                self.generated_at
-            ));
+            return bad(format!("`generated_at` {:?} is not an RFC 3339 time", self.generated_at));
         }
-        let wait = Buckets::new(&self.buckets.wait)
-            .map_err(|e| DocError::Invalid(format!("`buckets.wait`: {e}")))?;
-        let duration = Buckets::new(&self.buckets.duration)
-            .map_err(|e| DocError::Invalid(format!("`buckets.duration`: {e}")))?;
-        let keys =
-            |m: &BTreeMap<String, u64>, want: &[String], what: &str| -> Result<(), DocError> {
-                let mut got: Vec<&String> = m.keys().collect();
-                let mut w: Vec<&String> = want.iter().collect();
-                got.sort();
-                w.sort();
-                if got != w {
-                    return Err(DocError::Invalid(format!(
-                        "{what} must have exactly the keys {want:?}, has {:?}",
-                        m.keys().collect::<Vec<_>>()
-                    )));
-                }
-                Ok(())
-            };
+        let wait = Buckets::new(&self.buckets.wait).map_err(|e| DocError::Invalid(format!("`buckets.wait`: {e}")))?;
+        let duration = Buckets::new(&self.buckets.duration).map_err(|e| DocError::Invalid(format!("`buckets.duration`: {e}")))?;
+        let keys = |m: &BTreeMap<String, u64>, want: &[String], what: &str| -> Result<(), DocError> {
+            let mut got: Vec<&String> = m.keys().collect();
+            let mut w: Vec<&String> = want.iter().collect();
+            got.sort();
+            w.sort();
+            if got != w {
+                return Err(DocError::Invalid(format!("{what} must have exactly the keys {want:?}, has {:?}", m.keys().collect::<Vec<_>>())));
+            }
+            Ok(())
+        };
         let bands: Vec<String> = TIME_CATEGORIES.iter().map(|s| s.to_string()).collect();
-        let codes: Vec<String> = Indicator::BY_TIME
-            .iter()
-            .map(|i| i.code().to_string())
-            .collect();
+        let codes: Vec<String> = Indicator::BY_TIME.iter().map(|i| i.code().to_string()).collect();
         if self.by_time.keys().collect::<Vec<_>>() != codes.iter().collect::<Vec<_>>() {
-            return bad(format!(
-                "`by_time` must have exactly the indicators {codes:?}"
-            ));
+            return bad(format!("`by_time` must have exactly the indicators {codes:?}"));
         }
         for (i, row) in &self.by_time {
             keys(row, &bands, &format!("`by_time.{i}`"))?;
         }
         let cores: Vec<String> = CORE_CATEGORIES.iter().map(|s| s.to_string()).collect();
-        if self.cbt003_by_wait.len() != cores.len()
-            || !cores.iter().all(|c| self.cbt003_by_wait.contains_key(c))
-        {
-            return bad(format!(
-                "`cbt003_by_wait` must have exactly the categories {cores:?}"
-            ));
+        if self.cbt003_by_wait.len() != cores.len() || !cores.iter().all(|c| self.cbt003_by_wait.contains_key(c)) {
+            return bad(format!("`cbt003_by_wait` must have exactly the categories {cores:?}"));
         }
         for (c, row) in &self.cbt003_by_wait {
             keys(row, wait.labels(), &format!("`cbt003_by_wait.{c}`"))?;
         }
-        keys(
-            &self.cbt007_by_duration,
-            duration.labels(),
-            "`cbt007_by_duration`",
-        )?;
+        keys(&self.cbt007_by_duration, duration.labels(), "`cbt007_by_duration`")?;
         let d = &self.dpn;
-        for (name, list) in [
-            ("answered_waits_s", &d.answered_waits_s),
-            ("abandoned_waits_s", &d.abandoned_waits_s),
-            ("durations_s", &d.durations_s),
-        ] {
+        for (name, list) in [("answered_waits_s", &d.answered_waits_s), ("abandoned_waits_s", &d.abandoned_waits_s), ("durations_s", &d.durations_s)] {
             if list.iter().any(|x| !x.is_finite() || *x < 0.0) {
-                return bad(format!(
-                    "`dpn.{name}` holds a negative or non-finite number"
-                ));
+                return bad(format!("`dpn.{name}` holds a negative or non-finite number"));
             }
         }
         let q = &self.quality;
-        if !q.gap_minutes.is_finite()
-            || q.gap_minutes < 0.0
-            || !(0.0..=1.0).contains(&q.parse_error_share)
-        {
-            return bad(
-                "`quality.gap_minutes` or `quality.parse_error_share` is out of range".into(),
-            );
+        if !q.gap_minutes.is_finite() || q.gap_minutes < 0.0 || !(0.0..=1.0).contains(&q.parse_error_share) {
+            return bad("`quality.gap_minutes` or `quality.parse_error_share` is out of range".into());
         }
-        if q.hours_without_capture
-            .iter()
-            .chain(&q.partial_view_hours)
-            .any(|h| *h > 23)
-        {
+        if q.hours_without_capture.iter().chain(&q.partial_view_hours).any(|h| *h > 23) {
             return bad("hours in `quality` are 0 to 23".into());
         }
         Ok(())
@@ -415,22 +350,12 @@ impl DayDocument {
         let mut day = Day::new(&wait, &duration);
         for i in Indicator::BY_TIME {
             for (b, label) in TIME_CATEGORIES.iter().enumerate() {
-                *day.band_mut(i, b) = self
-                    .by_time
-                    .get(i.code())
-                    .and_then(|r| r.get(*label))
-                    .copied()
-                    .unwrap_or(0);
+                *day.band_mut(i, b) = self.by_time.get(i.code()).and_then(|r| r.get(*label)).copied().unwrap_or(0);
             }
         }
         for (c, core) in CORE_CATEGORIES.iter().enumerate() {
             for (w, label) in wait.labels().iter().enumerate() {
-                day.answered_by_wait[w][c] = self
-                    .cbt003_by_wait
-                    .get(*core)
-                    .and_then(|r| r.get(label))
-                    .copied()
-                    .unwrap_or(0);
+                day.answered_by_wait[w][c] = self.cbt003_by_wait.get(*core).and_then(|r| r.get(label)).copied().unwrap_or(0);
             }
         }
         for (w, label) in duration.labels().iter().enumerate() {
@@ -475,9 +400,7 @@ pub struct DocFigures {
 impl DocFigures {
     /// `Err` when the documents count waits or durations in different
     /// buckets (their rows could not share the files).
-    pub fn from_documents<'a>(
-        docs: impl IntoIterator<Item = &'a DayDocument>,
-    ) -> Result<DocFigures, String> {
+    pub fn from_documents<'a>(docs: impl IntoIterator<Item = &'a DayDocument>) -> Result<DocFigures, String> {
         let mut edges: Option<&BucketEdges> = None;
         let mut days: BTreeMap<(String, NaiveDate), Day> = BTreeMap::new();
         let mut codes: BTreeMap<String, OrgCodes> = BTreeMap::new();
@@ -505,11 +428,8 @@ impl DocFigures {
             }
         }
         let default_edges = crate::site::DEFAULT_EDGES.to_vec();
-        let (w, du) = edges.map_or((default_edges.clone(), default_edges), |e| {
-            (e.wait.clone(), e.duration.clone())
-        });
-        let mut practices: Vec<(String, OrgCodes)> =
-            codes.into_iter().filter(|(p, _)| p != UNASSIGNED).collect();
+        let (w, du) = edges.map_or((default_edges.clone(), default_edges), |e| (e.wait.clone(), e.duration.clone()));
+        let mut practices: Vec<(String, OrgCodes)> = codes.into_iter().filter(|(p, _)| p != UNASSIGNED).collect();
         if days.keys().any(|(p, _)| p == UNASSIGNED) {
             practices.push((UNASSIGNED.to_string(), OrgCodes::default()));
         }
@@ -533,10 +453,7 @@ impl DocFigures {
 
     /// The dates with figures, as a span.
     pub fn span(&self) -> Option<(NaiveDate, NaiveDate)> {
-        Some((
-            self.days.keys().map(|(_, d)| *d).min()?,
-            self.days.keys().map(|(_, d)| *d).max()?,
-        ))
+        Some((self.days.keys().map(|(_, d)| *d).min()?, self.days.keys().map(|(_, d)| *d).max()?))
     }
 }
 

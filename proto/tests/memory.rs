@@ -52,28 +52,15 @@ fn flood(carrier: bool, limit: usize, n: u64) -> (f64, f64, Engine) {
         site: Some(site),
         emit_legs: false,
         journal: true,
-        legs: LegConfig {
-            adopt_orphans: true,
-            ..LegConfig::default()
-        },
-        guard: GuardConfig {
-            memory_limit: limit,
-            ..GuardConfig::default()
-        },
+        legs: LegConfig { adopt_orphans: true, ..LegConfig::default() },
+        guard: GuardConfig { memory_limit: limit, ..GuardConfig::default() },
         ..EngineConfig::default()
     });
     let t0 = Timestamp::from_secs_micros(1_730_710_800, 0);
     let (mut worst, mut best): (f64, f64) = (0.0, f64::MAX);
     for i in 0..n {
         let ts = t0.add(i as i64 * 500);
-        let mut p = Probe::new(
-            "INVITE",
-            i,
-            "203.0.113.9:5070".parse().unwrap(),
-            "10.20.1.11:5060".parse().unwrap(),
-            "441632960123",
-            ts,
-        );
+        let mut p = Probe::new("INVITE", i, "203.0.113.9:5070".parse().unwrap(), "10.20.1.11:5060".parse().unwrap(), "441632960123", ts);
         p.agent = "Z 5.6".into();
         let m = p.request();
         let f = frames::udp(m.src, m.dst, i as u16, &m.bytes);
@@ -86,12 +73,7 @@ fn flood(carrier: bool, limit: usize, n: u64) -> (f64, f64, Engine) {
             let counted = e.state_bytes() as f64;
             worst = worst.max(heap / counted);
             best = best.min(heap / counted);
-            assert!(
-                heap as usize <= limit + limit / 20 + (1 << 20),
-                "{} MiB of heap over a {} MiB ceiling",
-                heap / 1048576.0,
-                limit >> 20
-            );
+            assert!(heap as usize <= limit + limit / 20 + (1 << 20), "{} MiB of heap over a {} MiB ceiling", heap / 1048576.0, limit >> 20);
         }
     }
     (worst, best, e)
@@ -107,19 +89,10 @@ fn counted_bytes_follow_the_heap_under_a_flood() {
     assert!(g.legs_shed > 10_000, "{g:?}");
     assert!(g.peak_bytes as usize <= limit + (1 << 20), "{g:?}");
     // the count may be a little high, never much lower than the heap
-    assert!(
-        worst < 1.1 && best > 0.7,
-        "the heap is {best:.2} to {worst:.2} times what the engine counts"
-    );
+    assert!(worst < 1.1 && best > 0.7, "the heap is {best:.2} to {worst:.2} times what the engine counts");
     drop(e);
     // with one, the screen's tables are all that grows
     let (worst, best, e) = flood(true, limit, 40_000);
-    eprintln!(
-        "carrier list: heap / counted from {best:.2} to {worst:.2}; {:?}",
-        e.stats().guard.memory
-    );
-    assert!(
-        worst < 1.1 && best > 0.5,
-        "the heap is {best:.2} to {worst:.2} times what the engine counts"
-    );
+    eprintln!("carrier list: heap / counted from {best:.2} to {worst:.2}; {:?}", e.stats().guard.memory);
+    assert!(worst < 1.1 && best > 0.5, "the heap is {best:.2} to {worst:.2} times what the engine counts");
 }

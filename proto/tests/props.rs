@@ -80,71 +80,44 @@ fn udp_frames(msgs: &[Msg]) -> Vec<(Timestamp, Vec<u8>)> {
 
 fn script() -> impl Strategy<Value = Script> {
     prop_oneof![
-        (10u32..3000, 3000u32..20_000, 1000u32..60_000, any::<bool>()).prop_map(
-            |(ring, answer, talk, c)| Script::Answered {
-                ring,
-                answer,
-                talk,
-                caller_hangs_up: c
-            }
-        ),
-        (
-            proptest::option::of(5u32..500),
-            500u32..3000,
-            prop::sample::select(vec![404u16, 480, 486, 503, 603])
-        )
-            .prop_map(|(ring, at, code)| Script::Rejected { ring, at, code }),
-        (10u32..2000, 2000u32..30_000)
-            .prop_map(|(ring, cancel)| Script::Cancelled { ring, cancel }),
-        (100u32..5000, 100u32..10_000).prop_map(|(answer, talk)| Script::ChallengedThenAnswered {
-            answer: answer + 40,
-            talk
+        (10u32..3000, 3000u32..20_000, 1000u32..60_000, any::<bool>()).prop_map(|(ring, answer, talk, c)| Script::Answered {
+            ring,
+            answer,
+            talk,
+            caller_hangs_up: c
         }),
+        (proptest::option::of(5u32..500), 500u32..3000, prop::sample::select(vec![404u16, 480, 486, 503, 603])).prop_map(
+            |(ring, at, code)| Script::Rejected { ring, at, code }
+        ),
+        (10u32..2000, 2000u32..30_000).prop_map(|(ring, cancel)| Script::Cancelled { ring, cancel }),
+        (100u32..5000, 100u32..10_000).prop_map(|(answer, talk)| Script::ChallengedThenAnswered { answer: answer + 40, talk }),
         Just(Script::NoResponse),
         (50u32..5000).prop_map(|answer| Script::AnsweredNoBye { answer }),
     ]
 }
 
 fn addr_pool() -> Vec<SocketAddr> {
-    [
-        "192.0.2.1:5060",
-        "192.0.2.9:5060",
-        "10.20.0.5:5060",
-        "10.20.0.5:5080",
-        "[2001:db8::7]:5060",
-    ]
-    .iter()
-    .map(|s| s.parse().unwrap())
-    .collect()
+    ["192.0.2.1:5060", "192.0.2.9:5060", "10.20.0.5:5060", "10.20.0.5:5080", "[2001:db8::7]:5060"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect()
 }
 
 fn calls(max: usize) -> impl Strategy<Value = Vec<Call>> {
-    prop::collection::vec((script(), 0u32..60_000, 0usize..5, 0usize..5), 1..max).prop_map(
-        |specs| {
-            let pool = addr_pool();
-            specs
-                .into_iter()
-                .enumerate()
-                .map(|(n, (script, start, a, b))| {
-                    let (a, mut b) = (pool[a], pool[b]);
-                    if a == b || a.is_ipv4() != b.is_ipv4() {
-                        b = if a.is_ipv4() {
-                            pool[if a == pool[2] { 0 } else { 2 }]
-                        } else {
-                            "[2001:db8::9]:5060".parse().unwrap()
-                        };
-                    }
-                    Call::numbered(
-                        n as u64,
-                        a,
-                        b,
-                        Timestamp(start as i64 * MILLISECOND),
-                        script,
-                    )
-                })
-                .collect()
-        },
-    )
+    prop::collection::vec((script(), 0u32..60_000, 0usize..5, 0usize..5), 1..max).prop_map(|specs| {
+        let pool = addr_pool();
+        specs
+            .into_iter()
+            .enumerate()
+            .map(|(n, (script, start, a, b))| {
+                let (a, mut b) = (pool[a], pool[b]);
+                if a == b || a.is_ipv4() != b.is_ipv4() {
+                    b = if a.is_ipv4() { pool[if a == pool[2] { 0 } else { 2 }] } else { "[2001:db8::9]:5060".parse().unwrap() };
+                }
+                Call::numbered(n as u64, a, b, Timestamp(start as i64 * MILLISECOND), script)
+            })
+            .collect()
+    })
 }
 
 fn all_messages(calls: &[Call]) -> Vec<Msg> {
@@ -261,36 +234,20 @@ fn several_messages_in_one_segment_and_one_message_across_segments() {
         "192.0.2.1:5060".parse().unwrap(),
         "10.20.0.5:5060".parse().unwrap(),
         Timestamp(0),
-        Script::Cancelled {
-            ring: 100,
-            cancel: 100,
-        },
+        Script::Cancelled { ring: 100, cancel: 100 },
     );
     let msgs = c.messages();
     // all responses (B -> A) in one segment; the requests split in two halves each
     let mut frames_out = Vec::new();
-    let back: Vec<u8> = msgs
-        .iter()
-        .filter(|m| m.src == c.b)
-        .flat_map(|m| m.bytes.clone())
-        .collect();
+    let back: Vec<u8> = msgs.iter().filter(|m| m.src == c.b).flat_map(|m| m.bytes.clone()).collect();
     let mut s = 1u32;
     for m in msgs.iter().filter(|m| m.src == c.a) {
         let half = m.bytes.len() / 2;
-        frames_out.push((
-            m.ts,
-            frames::tcp(c.a, c.b, s, false, false, &m.bytes[..half]),
-        ));
-        frames_out.push((
-            m.ts,
-            frames::tcp(c.a, c.b, s + half as u32, false, false, &m.bytes[half..]),
-        ));
+        frames_out.push((m.ts, frames::tcp(c.a, c.b, s, false, false, &m.bytes[..half])));
+        frames_out.push((m.ts, frames::tcp(c.a, c.b, s + half as u32, false, false, &m.bytes[half..])));
         s += m.bytes.len() as u32;
     }
-    frames_out.push((
-        Timestamp(200 * MILLISECOND),
-        frames::tcp(c.b, c.a, 1, false, false, &back),
-    ));
+    frames_out.push((Timestamp(200 * MILLISECOND), frames::tcp(c.b, c.a, 1, false, false, &back)));
     let legs = legs_of(frames_out);
     assert_eq!(legs.len(), 1);
     assert_eq!(legs[0].final_status, Some(487));
@@ -304,11 +261,7 @@ fn capture_started_mid_connection_resynchronises_on_the_next_message() {
         "192.0.2.1:5060".parse().unwrap(),
         "10.20.0.5:5060".parse().unwrap(),
         Timestamp(0),
-        Script::Rejected {
-            ring: Some(10),
-            at: 50,
-            code: 486,
-        },
+        Script::Rejected { ring: Some(10), at: 50, code: 486 },
     );
     let msgs = c.messages();
     // an earlier message's tail arrives first (its start was sent before the capture began)

@@ -35,8 +35,7 @@ const IVR: &str = "10.20.0.6:5060";
 
 /// `2026-11-02 09:00:00` UTC (GMT in November) as a timestamp.
 fn at(date: &str, hms: &str) -> Timestamp {
-    let t = chrono::NaiveDateTime::parse_from_str(&format!("{date} {hms}"), "%Y-%m-%d %H:%M:%S")
-        .expect("time");
+    let t = chrono::NaiveDateTime::parse_from_str(&format!("{date} {hms}"), "%Y-%m-%d %H:%M:%S").expect("time");
     Timestamp(t.and_utc().timestamp_micros())
 }
 
@@ -50,35 +49,18 @@ struct Planned {
 
 fn script_json(s: &Script) -> Value {
     match s {
-        Script::Answered {
-            ring,
-            answer,
-            talk,
-            caller_hangs_up,
-        } => {
+        Script::Answered { ring, answer, talk, caller_hangs_up } => {
             json!({"answered": {"ring": ring, "answer": answer, "talk": talk, "caller_hangs_up": caller_hangs_up}})
         }
-        Script::Rejected { ring, at, code } => {
-            json!({"rejected": {"ring": ring, "at": at, "code": code}})
-        }
-        Script::Cancelled { ring, cancel } => {
-            json!({"cancelled": {"ring": ring, "cancel": cancel}})
-        }
-        Script::ChallengedThenAnswered { answer, talk } => {
-            json!({"challenged_then_answered": {"answer": answer, "talk": talk}})
-        }
+        Script::Rejected { ring, at, code } => json!({"rejected": {"ring": ring, "at": at, "code": code}}),
+        Script::Cancelled { ring, cancel } => json!({"cancelled": {"ring": ring, "cancel": cancel}}),
+        Script::ChallengedThenAnswered { answer, talk } => json!({"challenged_then_answered": {"answer": answer, "talk": talk}}),
         other => panic!("not used in the fixture: {other:?}"),
     }
 }
 
 fn call(p: &Planned) -> Call {
-    Call::numbered(
-        p.n,
-        CARRIER.parse().unwrap(),
-        p.to.parse().unwrap(),
-        p.start,
-        p.script.clone(),
-    )
+    Call::numbered(p.n, CARRIER.parse().unwrap(), p.to.parse().unwrap(), p.start, p.script.clone())
 }
 
 fn send(sock: &UdpSocket, hep: SocketAddr, msgs: &[cbt_proto::synth::Msg]) {
@@ -105,11 +87,7 @@ struct Agent {
 
 impl Agent {
     fn start(bin: &Path, config: &Path, status: SocketAddr, fake: &str, log: &Path) -> Agent {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log");
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
         let mut cmd = Command::new(bin);
         cmd.args(["run", "--config"])
             .arg(config)
@@ -127,23 +105,15 @@ impl Agent {
         };
         let t0 = Instant::now();
         while a.get().is_none() {
-            assert!(
-                a.proc.try_wait().is_none(),
-                "cbt-agent exited: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "cbt-agent did not start"
-            );
+            assert!(a.proc.try_wait().is_none(), "cbt-agent exited: {}", std::fs::read_to_string(log).unwrap_or_default());
+            assert!(t0.elapsed() < Duration::from_secs(20), "cbt-agent did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
         a
     }
 
     fn get(&self) -> Option<Value> {
-        let body =
-            cbt_agent::client::get(&cbt_agent::config::Listen::Tcp(self.status), "/status").ok()?;
+        let body = cbt_agent::client::get(&cbt_agent::config::Listen::Tcp(self.status), "/status").ok()?;
         serde_json::from_str(&body).ok()
     }
 
@@ -154,21 +124,14 @@ impl Agent {
             if s["store"]["calls_stored"].as_u64() == Some(n) {
                 return;
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "{n} calls not stored: {s:#}"
-            );
+            assert!(t0.elapsed() < Duration::from_secs(20), "{n} calls not stored: {s:#}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -191,10 +154,7 @@ fn main() {
         eprintln!("usage: make-store-fixture AGENT_BIN OUT_DIR [--upload]");
         std::process::exit(2);
     }
-    assert!(
-        Path::new(FAKETIME_LIB).exists(),
-        "libfaketime is needed (apt-get install faketime)"
-    );
+    assert!(Path::new(FAKETIME_LIB).exists(), "libfaketime is needed (apt-get install faketime)");
     let bin = PathBuf::from(&args[1]);
     let out = PathBuf::from(&args[2]);
     let work = std::env::temp_dir().join(format!("cbt-store-fixture-{}", std::process::id()));
@@ -230,98 +190,16 @@ fn main() {
     let day_a = "2026-11-02";
     let a0 = at(day_a, "09:00:05");
     let a_scripts: Vec<(&'static str, Script, &'static str)> = vec![
-        (
-            HANDSET,
-            Script::Answered {
-                ring: 300,
-                answer: 4_000,
-                talk: 95_000,
-                caller_hangs_up: true,
-            },
-            "answered",
-        ),
-        (
-            HANDSET,
-            Script::Answered {
-                ring: 200,
-                answer: 31_500,
-                talk: 40_000,
-                caller_hangs_up: false,
-            },
-            "answered",
-        ),
-        (
-            HANDSET,
-            Script::Answered {
-                ring: 100,
-                answer: 75_000,
-                talk: 400_000,
-                caller_hangs_up: true,
-            },
-            "answered",
-        ),
-        (
-            HANDSET,
-            Script::ChallengedThenAnswered {
-                answer: 2_500,
-                talk: 61_000,
-            },
-            "answered",
-        ),
-        (
-            HANDSET,
-            Script::Cancelled {
-                ring: 150,
-                cancel: 12_000,
-            },
-            "missed",
-        ),
-        (
-            HANDSET,
-            Script::Cancelled {
-                ring: 150,
-                cancel: 45_000,
-            },
-            "missed",
-        ),
-        (
-            HANDSET,
-            Script::Rejected {
-                ring: None,
-                at: 300,
-                code: 486,
-            },
-            "missed",
-        ),
-        (
-            HANDSET,
-            Script::Rejected {
-                ring: Some(100),
-                at: 20_000,
-                code: 480,
-            },
-            "missed",
-        ),
-        (
-            IVR,
-            Script::Answered {
-                ring: 50,
-                answer: 200,
-                talk: 15_000,
-                caller_hangs_up: true,
-            },
-            "ended_in_ivr",
-        ),
-        (
-            IVR,
-            Script::Answered {
-                ring: 50,
-                answer: 200,
-                talk: 30_000,
-                caller_hangs_up: false,
-            },
-            "ended_in_ivr",
-        ),
+        (HANDSET, Script::Answered { ring: 300, answer: 4_000, talk: 95_000, caller_hangs_up: true }, "answered"),
+        (HANDSET, Script::Answered { ring: 200, answer: 31_500, talk: 40_000, caller_hangs_up: false }, "answered"),
+        (HANDSET, Script::Answered { ring: 100, answer: 75_000, talk: 400_000, caller_hangs_up: true }, "answered"),
+        (HANDSET, Script::ChallengedThenAnswered { answer: 2_500, talk: 61_000 }, "answered"),
+        (HANDSET, Script::Cancelled { ring: 150, cancel: 12_000 }, "missed"),
+        (HANDSET, Script::Cancelled { ring: 150, cancel: 45_000 }, "missed"),
+        (HANDSET, Script::Rejected { ring: None, at: 300, code: 486 }, "missed"),
+        (HANDSET, Script::Rejected { ring: Some(100), at: 20_000, code: 480 }, "missed"),
+        (IVR, Script::Answered { ring: 50, answer: 200, talk: 15_000, caller_hangs_up: true }, "ended_in_ivr"),
+        (IVR, Script::Answered { ring: 50, answer: 200, talk: 30_000, caller_hangs_up: false }, "ended_in_ivr"),
     ];
     let mut plan: Vec<Planned> = a_scripts
         .into_iter()
@@ -343,11 +221,7 @@ fn main() {
     }
     agent.wait_stored(plan.len() as u64);
     agent.proc.signal(libc::SIGTERM).unwrap();
-    assert!(agent
-        .proc
-        .wait_timeout(Duration::from_secs(20))
-        .unwrap()
-        .success());
+    assert!(agent.proc.wait_timeout(Duration::from_secs(20)).unwrap().success());
     let finished_a = plan.len();
 
     // phase B on 2026-11-03, until the kill lands after a snapshot (a
@@ -356,77 +230,27 @@ fn main() {
     let mut attempt = 0;
     let (store, b_plan, b1_until, b2_until) = loop {
         attempt += 1;
-        assert!(
-            attempt <= 10,
-            "no attempt left a journal after the snapshot"
-        );
+        assert!(attempt <= 10, "no attempt left a journal after the snapshot");
         let store = work.join(format!("store-b{attempt}"));
         copy_dir(&store_a, &store);
         write_config(&store);
         let started = Instant::now();
         let agent = Agent::start(&bin, &config, status, &format!("{day_b} 10:00:00"), &log);
         // the agent's clock: the fake start plus real time since
-        let clock =
-            |t: Instant| at(day_b, "10:00:00").add(t.duration_since(started).as_micros() as i64);
+        let clock = |t: Instant| at(day_b, "10:00:00").add(t.duration_since(started).as_micros() as i64);
         agent.wait_stored(finished_a as u64);
         let t = clock(Instant::now());
         // B1: three calls ringing, and one answered with no BYE yet
         let b: Vec<Planned> = vec![
-            Planned {
-                n: 200,
-                to: HANDSET,
-                script: Script::Answered {
-                    ring: 100,
-                    answer: 4_200,
-                    talk: 60_000,
-                    caller_hangs_up: true,
-                },
-                start: t.add(-200_000),
-                expect: "answered",
-            },
-            Planned {
-                n: 201,
-                to: HANDSET,
-                script: Script::Cancelled {
-                    ring: 100,
-                    cancel: 4_100,
-                },
-                start: t.add(-150_000),
-                expect: "missed",
-            },
-            Planned {
-                n: 202,
-                to: HANDSET,
-                script: Script::Answered {
-                    ring: 50,
-                    answer: 100,
-                    talk: 90_000,
-                    caller_hangs_up: false,
-                },
-                start: t.add(-400_000),
-                expect: "answered",
-            },
-            Planned {
-                n: 203,
-                to: HANDSET,
-                script: Script::Answered {
-                    ring: 500,
-                    answer: 9_000,
-                    talk: 30_000,
-                    caller_hangs_up: true,
-                },
-                start: t.add(3_000_000),
-                expect: "answered",
-            },
+            Planned { n: 200, to: HANDSET, script: Script::Answered { ring: 100, answer: 4_200, talk: 60_000, caller_hangs_up: true }, start: t.add(-200_000), expect: "answered" },
+            Planned { n: 201, to: HANDSET, script: Script::Cancelled { ring: 100, cancel: 4_100 }, start: t.add(-150_000), expect: "missed" },
+            Planned { n: 202, to: HANDSET, script: Script::Answered { ring: 50, answer: 100, talk: 90_000, caller_hangs_up: false }, start: t.add(-400_000), expect: "answered" },
+            Planned { n: 203, to: HANDSET, script: Script::Answered { ring: 500, answer: 9_000, talk: 30_000, caller_hangs_up: true }, start: t.add(3_000_000), expect: "answered" },
         ];
         let b1_until = t.add(1_000_000);
         let b2_until = t.add(6_000_000);
         let msgs = |lo: Timestamp, hi: Timestamp| -> Vec<cbt_proto::synth::Msg> {
-            let mut v: Vec<_> = b
-                .iter()
-                .flat_map(|p| call(p).messages())
-                .filter(|m| m.ts >= lo && m.ts < hi)
-                .collect();
+            let mut v: Vec<_> = b.iter().flat_map(|p| call(p).messages()).filter(|m| m.ts >= lo && m.ts < hi).collect();
             v.sort_by_key(|m| m.ts);
             v
         };
@@ -439,18 +263,11 @@ fn main() {
         agent.proc.signal(libc::SIGKILL).unwrap();
         agent.proc.wait_timeout(Duration::from_secs(10)).unwrap();
         // the journal the snapshot names must hold records
-        let snap: Value =
-            serde_json::from_slice(&std::fs::read(store.join("snapshot.json")).unwrap()).unwrap();
+        let snap: Value = serde_json::from_slice(&std::fs::read(store.join("snapshot.json")).unwrap()).unwrap();
         let gen = snap["journal"].as_u64().unwrap();
-        let len = std::fs::metadata(store.join(format!("journal-{gen}.log")))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let open = snap["snapshot"]["calls"]["open"]
-            .as_array()
-            .map_or(0, |a| a.len());
-        eprintln!(
-            "attempt {attempt}: journal-{gen}.log {len} bytes, {open} calls open in the snapshot"
-        );
+        let len = std::fs::metadata(store.join(format!("journal-{gen}.log"))).map(|m| m.len()).unwrap_or(0);
+        let open = snap["snapshot"]["calls"]["open"].as_array().map_or(0, |a| a.len());
+        eprintln!("attempt {attempt}: journal-{gen}.log {len} bytes, {open} calls open in the snapshot");
         if len > 0 && open >= 3 {
             break (store, b, b1_until, b2_until);
         }
@@ -477,11 +294,7 @@ fn main() {
         "phase_b2_until_us": b2_until.0,
         "notes": "calls 100-109 finished on 2026-11-02 (day closed, in the outbox); 200-203 on 2026-11-03: the agent saw their messages before phase_b2_until_us, the rest is for the test to send",
     });
-    std::fs::write(
-        out.join("plan.json"),
-        serde_json::to_string_pretty(&doc).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(out.join("plan.json"), serde_json::to_string_pretty(&doc).unwrap()).unwrap();
     let _ = std::fs::remove_dir_all(&work);
     eprintln!("fixture written to {}", out.display());
 }

@@ -14,23 +14,12 @@ use std::time::{Duration, Instant};
 /// profile the tests run in).
 pub fn collector_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf();
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
     let bin = profile_dir.join("cbt-collector");
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(crate::workspace_root()).args([
-        "build",
-        "-q",
-        "-p",
-        "cbt-collector",
-        "--bin",
-        "cbt-collector",
-    ]);
+    cmd.current_dir(crate::workspace_root()).args(["build", "-q", "-p", "cbt-collector", "--bin", "cbt-collector"]);
     if release {
         cmd.arg("--release");
     }
@@ -59,9 +48,7 @@ impl Setup {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).expect("collector directory");
         let ca = TestCa::new(&dir.join("tls"));
-        let listen: SocketAddr = format!("127.0.0.1:{}", crate::daemon::free_tcp_port())
-            .parse()
-            .expect("addr");
+        let listen: SocketAddr = format!("127.0.0.1:{}", crate::daemon::free_tcp_port()).parse().expect("addr");
         let config = dir.join("collector.toml");
         std::fs::write(
             &config,
@@ -94,14 +81,8 @@ impl Setup {
     /// Runs a command (`token add ...`) with `--config` added after it.
     pub fn run(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(&self.bin);
-        let split = args
-            .iter()
-            .position(|a| a.starts_with("--"))
-            .unwrap_or(args.len());
-        cmd.args(&args[..split])
-            .arg("--config")
-            .arg(&self.config)
-            .args(&args[split..]);
+        let split = args.iter().position(|a| a.starts_with("--")).unwrap_or(args.len());
+        cmd.args(&args[..split]).arg("--config").arg(&self.config).args(&args[split..]);
         cmd.stdin(Stdio::null());
         crate::die_with_test(&mut cmd);
         cmd.output().expect("run cbt-collector")
@@ -116,17 +97,8 @@ impl Setup {
         }
         let out = self.run(&args);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "token add: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-            .lines()
-            .last()
-            .expect("the token is the last line")
-            .trim()
-            .to_string()
+        assert!(out.status.success(), "token add: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout.lines().last().expect("the token is the last line").trim().to_string()
     }
 
     pub fn log(&self) -> PathBuf {
@@ -135,17 +107,9 @@ impl Setup {
 
     /// Starts `cbt-collector serve` and waits until /healthz answers.
     pub fn start(&self) -> Collector {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log())
-            .expect("log file");
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).expect("log file");
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["serve", "--config"])
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out);
+        cmd.args(["serve", "--config"]).arg(&self.config).stdin(Stdio::null()).stdout(out.try_clone().expect("log")).stderr(out);
         crate::die_with_test(&mut cmd);
         let child = cmd.spawn().expect("start cbt-collector");
         let mut c = Collector {
@@ -171,34 +135,18 @@ impl Collector {
         let t0 = Instant::now();
         while t0.elapsed() < timeout {
             if let Some(st) = self.proc.try_wait() {
-                panic!(
-                    "cbt-collector exited ({st}): {}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
+                panic!("cbt-collector exited ({st}): {}", std::fs::read_to_string(&self.log).unwrap_or_default());
             }
-            if self
-                .client
-                .get(format!("{}/healthz", self.base))
-                .send()
-                .is_ok_and(|r| r.status().is_success())
-            {
+            if self.client.get(format!("{}/healthz", self.base)).send().is_ok_and(|r| r.status().is_success()) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "cbt-collector not ready after {timeout:?}: {}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
+        panic!("cbt-collector not ready after {timeout:?}: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
 
     /// POSTs a day document with the headers an agent sends.
-    pub fn post_day(
-        &self,
-        token: &str,
-        idempotency_key: &str,
-        body: Vec<u8>,
-    ) -> reqwest::blocking::Response {
+    pub fn post_day(&self, token: &str, idempotency_key: &str, body: Vec<u8>) -> reqwest::blocking::Response {
         self.client
             .post(format!("{}/v1/days", self.base))
             .bearer_auth(token)
@@ -212,14 +160,7 @@ impl Collector {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
         let _ = self.proc.signal(libc::SIGTERM);
-        let st = self
-            .proc
-            .wait_timeout(Duration::from_secs(30))
-            .expect("cbt-collector stops");
-        assert!(
-            st.success(),
-            "cbt-collector exited with {st}: {}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
+        let st = self.proc.wait_timeout(Duration::from_secs(30)).expect("cbt-collector stops");
+        assert!(st.success(), "cbt-collector exited with {st}: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
 }

@@ -14,23 +14,12 @@ use std::time::{Duration, Instant};
 pub fn agent_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test> -> target/<profile>/cbt-agent
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf();
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
     let bin = profile_dir.join("cbt-agent");
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(crate::workspace_root()).args([
-        "build",
-        "-q",
-        "-p",
-        "cbt-agent",
-        "--bin",
-        "cbt-agent",
-    ]);
+    cmd.current_dir(crate::workspace_root()).args(["build", "-q", "-p", "cbt-agent", "--bin", "cbt-agent"]);
     if release {
         cmd.arg("--release");
     }
@@ -45,11 +34,7 @@ pub fn agent_bin() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1 (for the status API).
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 pub struct Daemon {
@@ -61,11 +46,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `cbt-agent run --config CONFIG`, its output in `log`.
     pub fn start(bin: &Path, config: &Path, status: SocketAddr, log: &Path) -> Daemon {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
         let mut cmd = Command::new(bin);
         cmd.args(["run", "--config"])
             .arg(config)
@@ -73,7 +54,9 @@ impl Daemon {
             .stdout(out.try_clone().expect("log"))
             .stderr(out);
         crate::die_with_test(&mut cmd);
-        let child = cmd.spawn().expect("start cbt-agent");
+        let child = cmd
+            .spawn()
+            .expect("start cbt-agent");
         Daemon {
             proc: ChildGuard::new("cbt-agent", child),
             status,
@@ -95,24 +78,17 @@ impl Daemon {
         let t0 = Instant::now();
         while t0.elapsed() < timeout {
             if let Some(st) = self.proc.try_wait() {
-                return Err(format!(
-                    "cbt-agent exited ({st}): {}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                ));
+                return Err(format!("cbt-agent exited ({st}): {}", std::fs::read_to_string(&self.log).unwrap_or_default()));
             }
             if let Ok(s) = self.status() {
                 let sources = s["sources"].as_array().cloned().unwrap_or_default();
-                if !sources.is_empty() && sources.iter().all(|x| x["running"] == Value::Bool(true))
-                {
+                if !sources.is_empty() && sources.iter().all(|x| x["running"] == Value::Bool(true)) {
                     return Ok(t0.elapsed());
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!(
-            "cbt-agent not ready after {timeout:?}: {}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        ))
+        Err(format!("cbt-agent not ready after {timeout:?}: {}", std::fs::read_to_string(&self.log).unwrap_or_default()))
     }
 
     /// kill -9.
@@ -128,23 +104,14 @@ impl Daemon {
         if st.success() {
             Ok(())
         } else {
-            Err(format!(
-                "cbt-agent exited with {st}: {}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            ))
+            Err(format!("cbt-agent exited with {st}: {}", std::fs::read_to_string(&self.log).unwrap_or_default()))
         }
     }
 }
 
 /// A site configuration for a sipp caller on `carrier` calling handset
 /// `staff`, capturing `lo` with a filter limited to those endpoints.
-pub fn config_text(
-    carrier: SocketAddr,
-    staff: SocketAddr,
-    store: &Path,
-    status: SocketAddr,
-    extra: &str,
-) -> String {
+pub fn config_text(carrier: SocketAddr, staff: SocketAddr, store: &Path, status: SocketAddr, extra: &str) -> String {
     format!(
         r#"[[practice]]
 ods = "B82005"

@@ -84,13 +84,7 @@ pub struct Target {
 
 /// Sends `kind` at `rate` packets a second for `dur` (or until `stop`).
 /// Returns the packets (or stream segments) sent.
-pub fn run(
-    kind: Kind,
-    t: &Target,
-    rate: u32,
-    dur: Duration,
-    stop: &AtomicBool,
-) -> std::io::Result<u64> {
+pub fn run(kind: Kind, t: &Target, rate: u32, dur: Duration, stop: &AtomicBool) -> std::io::Result<u64> {
     let mut sender = Sender::new(kind, t)?;
     let t0 = Instant::now();
     let mut sent = 0u64;
@@ -163,8 +157,7 @@ impl Sender {
                 s.listener_stop = Some(stop);
                 for i in 0..20 {
                     let local = SocketAddr::new(t.scanner.into(), 0);
-                    let sock =
-                        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+                    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
                     sock.bind(&local.into())?;
                     sock.connect(&SocketAddr::V4(t.stream).into())?;
                     let mut c: TcpStream = sock.into();
@@ -172,12 +165,7 @@ impl Sender {
                     // half the streams: a head that never ends; the others:
                     // a head announcing an endless body
                     let head = if i % 2 == 0 {
-                        format!(
-                            "INVITE sip:{}@{} SIP/2.0\r\nVia: SIP/2.0/TCP {}\r\nX-Pad: ",
-                            t.ddi,
-                            t.stream.ip(),
-                            t.scanner
-                        )
+                        format!("INVITE sip:{}@{} SIP/2.0\r\nVia: SIP/2.0/TCP {}\r\nX-Pad: ", t.ddi, t.stream.ip(), t.scanner)
                     } else {
                         format!(
                             "MESSAGE sip:{}@{} SIP/2.0\r\nVia: SIP/2.0/TCP {}\r\nCall-ID: stream{i}\r\nFrom: <sip:x@{}>;tag=1\r\nTo: <sip:{}@{}>\r\nCSeq: 1 MESSAGE\r\nContent-Length: 16000000\r\n\r\n",
@@ -206,11 +194,7 @@ impl Sender {
     }
 
     fn request(&self, method: &str, n: u64, user: &str, agent: &str) -> String {
-        let local = self
-            .udp
-            .as_ref()
-            .and_then(|u| u.local_addr().ok())
-            .unwrap_or(SocketAddr::new(self.t.scanner.into(), 5060));
+        let local = self.udp.as_ref().and_then(|u| u.local_addr().ok()).unwrap_or(SocketAddr::new(self.t.scanner.into(), 5060));
         let body = if method == "INVITE" {
             "v=0\r\no=- 1 1 IN IP4 127.0.0.66\r\ns=-\r\nc=IN IP4 127.0.0.66\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
         } else {
@@ -230,13 +214,7 @@ impl Sender {
             pbx = self.t.pbx.ip(),
             scanner = self.t.scanner,
             pid = std::process::id(),
-            extra = if method == "INVITE" {
-                "Content-Type: application/sdp\r\n"
-            } else if method == "SUBSCRIBE" {
-                "Event: presence\r\nExpires: 3600\r\n"
-            } else {
-                ""
-            },
+            extra = if method == "INVITE" { "Content-Type: application/sdp\r\n" } else if method == "SUBSCRIBE" { "Event: presence\r\nExpires: 3600\r\n" } else { "" },
             len = body.len(),
         )
     }
@@ -270,19 +248,10 @@ impl Sender {
             Kind::TcpSyn => {
                 let port = 1024 + (n % 64_000) as u16;
                 let seq = self.rand() as u32;
-                let tcp = tcp_syn(
-                    self.t.scanner,
-                    port,
-                    *self.t.pbx.ip(),
-                    self.t.pbx.port(),
-                    seq,
-                );
+                let tcp = tcp_syn(self.t.scanner, port, *self.t.pbx.ip(), self.t.pbx.port(), seq);
                 let id = self.next_id();
                 let pkt = ipv4(self.t.scanner, *self.t.pbx.ip(), 6, id, 0, false, &tcp);
-                self.raw
-                    .as_ref()
-                    .expect("raw socket")
-                    .send(&pkt, *self.t.pbx.ip())?;
+                self.raw.as_ref().expect("raw socket").send(&pkt, *self.t.pbx.ip())?;
             }
             Kind::Fragments => {
                 // the first 1480 bytes of a 3000-byte UDP datagram: the rest never comes
@@ -296,19 +265,8 @@ impl Sender {
                 udp.extend_from_slice(&[0, 0]);
                 udp.extend_from_slice(&payload);
                 let id = self.next_id();
-                let pkt = ipv4(
-                    self.t.scanner,
-                    *self.t.pbx.ip(),
-                    17,
-                    id,
-                    0,
-                    true,
-                    &udp[..1480],
-                );
-                self.raw
-                    .as_ref()
-                    .expect("raw socket")
-                    .send(&pkt, *self.t.pbx.ip())?;
+                let pkt = ipv4(self.t.scanner, *self.t.pbx.ip(), 17, id, 0, true, &udp[..1480]);
+                self.raw.as_ref().expect("raw socket").send(&pkt, *self.t.pbx.ip())?;
             }
             Kind::TcpStream => {
                 let i = (n % self.streams.len() as u64) as usize;
@@ -381,9 +339,7 @@ impl RawSocket {
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(dst).to_be(),
-            },
+            sin_addr: libc::in_addr { s_addr: u32::from(dst).to_be() },
             sin_zero: [0; 8],
         };
         // SAFETY: a valid descriptor, a buffer of the length given and a
@@ -416,15 +372,7 @@ fn checksum(data: &[u8], mut sum: u32) -> u16 {
 }
 
 /// An IPv4 packet (the kernel fills in the header checksum).
-fn ipv4(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: u8,
-    id: u16,
-    offset8: u16,
-    more: bool,
-    payload: &[u8],
-) -> Vec<u8> {
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, id: u16, offset8: u16, more: bool, payload: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(20 + payload.len());
     p.push(0x45);
     p.push(0);
@@ -469,13 +417,7 @@ fn tcp_syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, seq: u32) -> Ve
 /// Resident memory (bytes) and CPU time (seconds) of a process.
 pub fn rss_and_cpu(pid: u32) -> Option<(u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
+    let rss_kib: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // the fields after the command name (which may hold spaces)
     let rest = &stat[stat.rfind(')')? + 2..];

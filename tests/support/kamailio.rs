@@ -889,10 +889,7 @@ impl Differences {
     /// Differences checked against another tolerance than [`LAG_US`], for
     /// reference times that trail their packets more than a log line does.
     pub fn with_lag(lag_us: i64) -> Self {
-        Differences {
-            lag: Some(lag_us),
-            ..Default::default()
-        }
+        Differences { lag: Some(lag_us), ..Default::default() }
     }
 
     fn lag(&self) -> i64 {
@@ -1364,3 +1361,4 @@ pub fn plan() -> Vec<PlannedCall> {
     );
     calls
 }
+

@@ -4,17 +4,12 @@ use std::path::{Path, PathBuf};
 
 /// The workspace root (the directory holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
 }
 
 /// True when running under CI (`CI=true`): missing inputs are failures there.
 pub fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| v == "true" || v == "1")
-        .unwrap_or(false)
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
 }
 
 /// The public capture corpus: `$CBT_CORPUS_DIR`, else `../shared/corpus`
@@ -33,18 +28,13 @@ pub fn corpus_dir() -> Option<PathBuf> {
             dir.display()
         );
     }
-    eprintln!(
-        "SKIP: no capture corpus at {} (set CBT_CORPUS_DIR to run these tests)",
-        dir.display()
-    );
+    eprintln!("SKIP: no capture corpus at {} (set CBT_CORPUS_DIR to run these tests)", dir.display());
     None
 }
 
 /// Replays capture files through the engine with a fixed key and returns
 /// every leg, in the order they finished.
-pub fn replay_legs(
-    files: &[PathBuf],
-) -> (Vec<cbt_proto::Leg>, cbt_proto::EngineStats, Vec<String>) {
+pub fn replay_legs(files: &[PathBuf]) -> (Vec<cbt_proto::Leg>, cbt_proto::EngineStats, Vec<String>) {
     use cbt_proto::{Engine, EngineConfig, LinkType};
     let mut engine = Engine::new(EngineConfig {
         hash_key: [7; 32],

@@ -173,11 +173,7 @@ display=0
                 .spawn(move || {
                     // SAFETY: setpriority(2) on this thread (its tid).
                     unsafe {
-                        libc::setpriority(
-                            libc::PRIO_PROCESS,
-                            libc::gettid() as libc::id_t,
-                            PRIORITY,
-                        );
+                        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, PRIORITY);
                     }
                     let mut reader = BufReader::new(stdout);
                     let mut raw = Vec::new();
@@ -201,10 +197,7 @@ display=0
                         }
                         let _ = writeln!(file, "{at} {text}");
                         let (m, cv) = &*console;
-                        m.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .lines
-                            .push(Line { at, text });
+                        m.lock().unwrap_or_else(|p| p.into_inner()).lines.push(Line { at, text });
                         cv.notify_all();
                     }
                     let (m, cv) = &*console;
@@ -213,13 +206,7 @@ display=0
                 })
                 .map_err(|e| e.to_string())?;
         }
-        let mut phone = Linphone {
-            spec: spec.clone(),
-            proc,
-            stdin,
-            console,
-            log,
-        };
+        let mut phone = Linphone { spec: spec.clone(), proc, stdin, console, log };
         phone.command("soundcard use files")?;
         phone.wait_for("Using wav files", 1, Duration::from_secs(15))?;
         Ok(phone)
@@ -229,33 +216,17 @@ display=0
     pub fn command(&mut self, command: &str) -> Result<(), String> {
         writeln!(self.stdin, "{command}")
             .and_then(|_| self.stdin.flush())
-            .map_err(|e| {
-                format!(
-                    "{}: cannot send `{command}`: {e} (log {})",
-                    self.spec.name,
-                    self.log.display()
-                )
-            })
+            .map_err(|e| format!("{}: cannot send `{command}`: {e} (log {})", self.spec.name, self.log.display()))
     }
 
     /// Waits (at most `timeout`) for the `n`-th line (from 1) holding
     /// every one of `parts`, and returns it.
-    pub fn wait_for_all(
-        &self,
-        parts: &[&str],
-        n: usize,
-        timeout: Duration,
-    ) -> Result<Line, String> {
+    pub fn wait_for_all(&self, parts: &[&str], n: usize, timeout: Duration) -> Result<Line, String> {
         let deadline = Instant::now() + timeout;
         let (m, cv) = &*self.console;
         let mut c = m.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if let Some(l) = c
-                .lines
-                .iter()
-                .filter(|l| parts.iter().all(|p| l.text.contains(p)))
-                .nth(n - 1)
-            {
+            if let Some(l) = c.lines.iter().filter(|l| parts.iter().all(|p| l.text.contains(p))).nth(n - 1) {
                 return Ok(l.clone());
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -267,10 +238,7 @@ display=0
                     self.log.display()
                 ));
             }
-            c = cv
-                .wait_timeout(c, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            c = cv.wait_timeout(c, left).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
 
@@ -292,10 +260,7 @@ display=0
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "{}: not registered after {timeout:?} ({})",
-                    self.spec.name, answer.text
-                ));
+                return Err(format!("{}: not registered after {timeout:?} ({})", self.spec.name, answer.text));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -16,11 +16,7 @@ use std::time::{Duration, Instant};
 pub fn fill_store(dir: &Path, records: &[CallRecord]) {
     let store = cbt_agent::store::Store::open(dir, 8 << 20).expect("open store");
     for r in records {
-        assert!(
-            store.put_call(r).expect("store a call"),
-            "call {} stored twice",
-            r.seq
-        );
+        assert!(store.put_call(r).expect("store a call"), "call {} stored twice", r.seq);
     }
     store.flush().expect("flush");
 }
@@ -41,16 +37,9 @@ pub fn serve_store(site_toml: &str, dir: &Path, extra: &str) -> (Daemon, SocketA
     let t0 = Instant::now();
     while d.status().is_err() {
         if let Some(st) = d.proc.try_wait() {
-            panic!(
-                "cbt-agent exited ({st}): {}",
-                std::fs::read_to_string(&d.log).unwrap_or_default()
-            );
+            panic!("cbt-agent exited ({st}): {}", std::fs::read_to_string(&d.log).unwrap_or_default());
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "cbt-agent did not answer: {}",
-            std::fs::read_to_string(&d.log).unwrap_or_default()
-        );
+        assert!(t0.elapsed() < Duration::from_secs(60), "cbt-agent did not answer: {}", std::fs::read_to_string(&d.log).unwrap_or_default());
         std::thread::sleep(Duration::from_millis(50));
     }
     (d, status)
@@ -72,16 +61,8 @@ pub fn chromium() -> Option<PathBuf> {
 }
 
 /// Runs headless Chromium with a fresh profile on a loopback URL.
-pub fn chromium_run(
-    bin: &Path,
-    profile: &Path,
-    args: &[String],
-    url: &str,
-) -> std::process::Output {
-    assert!(
-        url.starts_with("http://127.0.0.1:") || url.starts_with("https://127."),
-        "only loopback: {url}"
-    );
+pub fn chromium_run(bin: &Path, profile: &Path, args: &[String], url: &str) -> std::process::Output {
+    assert!(url.starts_with("http://127.0.0.1:") || url.starts_with("https://127."), "only loopback: {url}");
     let mut cmd = Command::new(bin);
     cmd.args([
         "--headless",
@@ -105,47 +86,26 @@ pub fn chromium_run(
     .stderr(Stdio::piped());
     crate::die_with_test(&mut cmd);
     let out = cmd.output().expect("run chromium");
-    assert!(
-        out.status.success(),
-        "chromium failed on {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "chromium failed on {url}: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
 /// The DOM of a page after Chromium loaded it.
 pub fn dump_dom(bin: &Path, profile: &Path, url: &str) -> String {
-    String::from_utf8(chromium_run(bin, profile, &["--dump-dom".into()], url).stdout)
-        .expect("utf-8 DOM")
+    String::from_utf8(chromium_run(bin, profile, &["--dump-dom".into()], url).stdout).expect("utf-8 DOM")
 }
 
 /// A PNG of a page at `width` x `height`.
 pub fn screenshot(bin: &Path, profile: &Path, url: &str, png: &Path, width: u32, height: u32) {
     let _ = std::fs::remove_file(png);
-    chromium_run(
-        bin,
-        profile,
-        &[
-            format!("--screenshot={}", png.display()),
-            format!("--window-size={width},{height}"),
-        ],
-        url,
-    );
+    chromium_run(bin, profile, &[format!("--screenshot={}", png.display()), format!("--window-size={width},{height}")], url);
     assert!(png.exists(), "no screenshot of {url}");
 }
 
 /// The page printed to PDF (A4, as the page's print style asks).
 pub fn print_pdf(bin: &Path, profile: &Path, url: &str, pdf: &Path) {
     let _ = std::fs::remove_file(pdf);
-    chromium_run(
-        bin,
-        profile,
-        &[
-            format!("--print-to-pdf={}", pdf.display()),
-            "--no-pdf-header-footer".into(),
-        ],
-        url,
-    );
+    chromium_run(bin, profile, &[format!("--print-to-pdf={}", pdf.display()), "--no-pdf-header-footer".into()], url);
     assert!(pdf.exists(), "no PDF of {url}");
 }
 
@@ -153,11 +113,7 @@ pub fn print_pdf(bin: &Path, profile: &Path, url: &str, pdf: &Path) {
 pub fn pdf_pages(pdf: &Path) -> usize {
     let b = std::fs::read(pdf).unwrap();
     let s = String::from_utf8_lossy(&b);
-    s.matches("/Type /Page\n").count()
-        + s.matches("/Type /Page ").count()
-        + s.matches("/Type /Page>").count()
-        + s.matches("/Type/Page/").count()
-        + s.matches("/Type/Page>").count()
+    s.matches("/Type /Page\n").count() + s.matches("/Type /Page ").count() + s.matches("/Type /Page>").count() + s.matches("/Type/Page/").count() + s.matches("/Type/Page>").count()
 }
 
 /// Every `data-metric="K" data-value="V"` pair of a page, in order.
@@ -172,11 +128,7 @@ pub fn metrics(dom: &str) -> Vec<(String, String)> {
         let value = after
             .find("data-value=\"")
             .filter(|j| *j < 40)
-            .and_then(|j| {
-                after[j + 12..]
-                    .find('"')
-                    .map(|k| after[j + 12..j + 12 + k].to_string())
-            })
+            .and_then(|j| after[j + 12..].find('"').map(|k| after[j + 12..j + 12 + k].to_string()))
             .unwrap_or_default();
         out.push((key, value));
     }
@@ -187,15 +139,11 @@ pub fn metrics(dom: &str) -> Vec<(String, String)> {
 /// `row_attr` (like `data-row="08:00-09:59"`) within the table with
 /// `data-table="table"`.
 pub fn row_cells(dom: &str, table: &str, row_attr: &str) -> Vec<String> {
-    let t = dom
-        .find(&format!("data-table=\"{table}\""))
-        .unwrap_or_else(|| panic!("no table {table}"));
+    let t = dom.find(&format!("data-table=\"{table}\"")).unwrap_or_else(|| panic!("no table {table}"));
     let dom = &dom[t..];
     let end = dom.find("</table>").unwrap_or(dom.len());
     let dom = &dom[..end];
-    let r = dom
-        .find(row_attr)
-        .unwrap_or_else(|| panic!("no row {row_attr} in {table}"));
+    let r = dom.find(row_attr).unwrap_or_else(|| panic!("no row {row_attr} in {table}"));
     let row = &dom[r..];
     let row = &row[..row.find("</tr>").unwrap_or(row.len())];
     row.split("<td")
@@ -236,13 +184,8 @@ impl Rng {
 }
 
 fn local_ts(site: &Site, d: NaiveDate, secs_of_day: f64) -> Timestamp {
-    let t = d.and_hms_opt(0, 0, 0).unwrap()
-        + chrono::Duration::milliseconds((secs_of_day * 1000.0) as i64);
-    let utc = site
-        .timezone
-        .from_local_datetime(&t)
-        .earliest()
-        .expect("a local time");
+    let t = d.and_hms_opt(0, 0, 0).unwrap() + chrono::Duration::milliseconds((secs_of_day * 1000.0) as i64);
+    let utc = site.timezone.from_local_datetime(&t).earliest().expect("a local time");
     Timestamp(utc.timestamp_micros())
 }
 
@@ -253,22 +196,11 @@ fn local_ts(site: &Site, d: NaiveDate, secs_of_day: f64) -> Timestamp {
 /// for a callback (most made two hours later), the rest wait (longer in the
 /// rush) and are answered, or give up after an exponential patience, or
 /// reach voicemail. Sequence numbers from `first_seq`.
-pub fn synthetic_calls(
-    site: &Site,
-    from: NaiveDate,
-    to: NaiveDate,
-    first_seq: u64,
-    seed: u64,
-) -> Vec<CallRecord> {
+pub fn synthetic_calls(site: &Site, from: NaiveDate, to: NaiveDate, first_seq: u64, seed: u64) -> Vec<CallRecord> {
     let mut rng = Rng(seed);
     let mut out = Vec::new();
     let mut seq = first_seq;
-    let mut practices: Vec<(String, f64)> = site
-        .practices
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.ods.clone(), if i == 0 { 1.0 } else { 0.5 }))
-        .collect();
+    let mut practices: Vec<(String, f64)> = site.practices.iter().enumerate().map(|(i, p)| (p.ods.clone(), if i == 0 { 1.0 } else { 0.5 })).collect();
     if practices.len() > 1 {
         practices.push((cbt_proto::site::UNASSIGNED.to_string(), 0.03));
     }
@@ -281,11 +213,7 @@ pub fn synthetic_calls(
             Weekday::Sat | Weekday::Sun => 0.04,
             _ => 1.0,
         };
-        let wd = if site.bank_holidays.contains(&d) {
-            0.04
-        } else {
-            wd
-        };
+        let wd = if site.bank_holidays.contains(&d) { 0.04 } else { wd };
         for (practice, pf) in &practices {
             for slot in 14..40 {
                 // calls per half-hour: the 08:00 rush, then a lull
@@ -378,10 +306,7 @@ pub fn synthetic_calls(
 
 /// Local date of a timestamp in the site's zone.
 pub fn local_date(site: &Site, t: Timestamp) -> NaiveDate {
-    t.to_datetime()
-        .unwrap()
-        .with_timezone(&site.timezone)
-        .date_naive()
+    t.to_datetime().unwrap().with_timezone(&site.timezone).date_naive()
 }
 
 /// Local hour and minute (for checks).

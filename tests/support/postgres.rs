@@ -54,17 +54,13 @@ fn run_as() -> Option<(u32, u32)> {
         }
         let name = std::ffi::CString::new("nobody").expect("name");
         let pw = libc::getpwnam(name.as_ptr());
-        assert!(
-            !pw.is_null(),
-            "the tests run as root and there is no user `nobody` to run PostgreSQL as"
-        );
+        assert!(!pw.is_null(), "the tests run as root and there is no user `nobody` to run PostgreSQL as");
         Some(((*pw).pw_uid, (*pw).pw_gid))
     }
 }
 
 fn chown_r(path: &Path, uid: u32, gid: u32) {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
-        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
     if path.is_dir() {
         for e in std::fs::read_dir(path).expect("read_dir").flatten() {
             chown_r(&e.path(), uid, gid);
@@ -73,11 +69,7 @@ fn chown_r(path: &Path, uid: u32, gid: u32) {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 pub struct Postgres {
@@ -96,8 +88,7 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 /// True when PostgreSQL's programs are installed.
 pub fn installed() -> bool {
     std::env::var_os("CBT_PG_BIN").is_some()
-        || std::fs::read_dir("/usr/lib/postgresql")
-            .is_ok_and(|rd| rd.flatten().any(|e| e.path().join("bin/postgres").exists()))
+        || std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|rd| rd.flatten().any(|e| e.path().join("bin/postgres").exists()))
 }
 
 impl Postgres {
@@ -114,21 +105,13 @@ impl Postgres {
     /// A new cluster, started. fsync is off: the tests never crash the
     /// machine, and it keeps them fast on a shared disk.
     pub fn start() -> Postgres {
-        Postgres::start_with(&[
-            "fsync=off",
-            "synchronous_commit=off",
-            "full_page_writes=off",
-        ])
+        Postgres::start_with(&["fsync=off", "synchronous_commit=off", "full_page_writes=off"])
     }
 
     /// A new cluster, started with these `name=value` settings.
     pub fn start_with(settings: &[&str]) -> Postgres {
         let bin = bin_dir();
-        let root = std::env::temp_dir().join(format!(
-            "cbt-pg-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+        let root = std::env::temp_dir().join(format!("cbt-pg-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("data")).expect("temporary directory");
         let user = run_as();
@@ -147,23 +130,10 @@ impl Postgres {
             .command("initdb")
             .args(["-D"])
             .arg(pg.data())
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ])
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
             .output()
             .expect("run initdb");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "initdb failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         pg.restart();
         pg
     }
@@ -183,10 +153,7 @@ impl Postgres {
             use std::os::unix::process::CommandExt;
             c.uid(uid).gid(gid);
         }
-        c.current_dir(&self.root)
-            .stdin(Stdio::null())
-            .env_remove("PGDATA")
-            .env("PGCONNECT_TIMEOUT", "5");
+        c.current_dir(&self.root).stdin(Stdio::null()).env_remove("PGDATA").env("PGCONNECT_TIMEOUT", "5");
         c
     }
 
@@ -194,20 +161,9 @@ impl Postgres {
     /// it accepts connections.
     pub fn restart(&mut self) {
         assert!(self.server.is_none(), "PostgreSQL is already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
         let mut cmd = self.command("postgres");
-        cmd.arg("-D").arg(self.data()).args([
-            "-p",
-            &self.port.to_string(),
-            "-h",
-            "127.0.0.1",
-            "-k",
-            "",
-        ]);
+        cmd.arg("-D").arg(self.data()).args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k", ""]);
         for s in &self.settings {
             cmd.args(["-c", s]);
         }
@@ -219,31 +175,16 @@ impl Postgres {
         loop {
             let ready = self
                 .command("pg_isready")
-                .args([
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    "postgres",
-                ])
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
                 .status()
                 .is_ok_and(|s| s.success());
             if ready {
                 return;
             }
             if let Some(st) = self.server.as_mut().and_then(|s| s.try_wait()) {
-                panic!(
-                    "postgres exited ({st}): {}",
-                    std::fs::read_to_string(self.log_path()).unwrap_or_default()
-                );
+                panic!("postgres exited ({st}): {}", std::fs::read_to_string(self.log_path()).unwrap_or_default());
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "postgres not ready after 60 s: {}",
-                std::fs::read_to_string(self.log_path()).unwrap_or_default()
-            );
+            assert!(t0.elapsed() < Duration::from_secs(60), "postgres not ready after 60 s: {}", std::fs::read_to_string(self.log_path()).unwrap_or_default());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -273,10 +214,8 @@ impl Postgres {
             chown_r(&key, uid, gid);
         }
         self.settings.push("ssl=on".into());
-        self.settings
-            .push(format!("ssl_cert_file={}", cert.display()));
-        self.settings
-            .push(format!("ssl_key_file={}", key.display()));
+        self.settings.push(format!("ssl_cert_file={}", cert.display()));
+        self.settings.push(format!("ssl_key_file={}", key.display()));
         self.restart();
     }
 
@@ -298,33 +237,13 @@ impl Postgres {
     /// Runs SQL with psql (unaligned, tuples only); panics on failure.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = self.psql_output(db, sql);
-        assert!(
-            out.status.success(),
-            "psql {sql:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn psql_output(&self, db: &str, sql: &str) -> Output {
         self.command("psql")
-            .args([
-                "-X",
-                "-q",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-                "-c",
-                sql,
-            ])
+            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
             .output()
             .expect("run psql")
     }
@@ -333,22 +252,10 @@ impl Postgres {
     pub fn dump(&self, db: &str) -> String {
         let out = self
             .command("pg_dump")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                db,
-            ])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", db])
             .output()
             .expect("run pg_dump");
-        assert!(
-            out.status.success(),
-            "pg_dump: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }

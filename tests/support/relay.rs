@@ -76,20 +76,12 @@ impl Relay {
                         let c = c.clone();
                         std::thread::spawn(move || serve(client, target, faults, n, c));
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
                     Err(_) => return,
                 }
             }
         });
-        Relay {
-            addr,
-            faults,
-            counters,
-            stop,
-            live,
-        }
+        Relay { addr, faults, counters, stop, live }
     }
 
     /// New faults, for new connections; open ones are closed (a client
@@ -117,9 +109,7 @@ fn serve(client: TcpStream, target: SocketAddr, faults: Faults, n: u64, counters
     let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
     // an HTTP CONNECT proxy, or a transparent relay
     let mut first = [0u8; 8];
-    let Ok(k) = client.peek(&mut first) else {
-        return;
-    };
+    let Ok(k) = client.peek(&mut first) else { return };
     let mut to = target;
     if &first[..k] == b"CONNECT " {
         let mut head = Vec::new();
@@ -130,30 +120,16 @@ fn serve(client: TcpStream, target: SocketAddr, faults: Faults, n: u64, counters
                 _ => return,
             }
         }
-        let line = String::from_utf8_lossy(&head)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let Some(dest) = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|h| h.parse::<SocketAddr>().ok())
-        else {
+        let line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_string();
+        let Some(dest) = line.split_whitespace().nth(1).and_then(|h| h.parse::<SocketAddr>().ok()) else {
             let _ = client.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
             return;
         };
         // loopback only: tests never send anywhere else
-        assert!(
-            dest.ip().is_loopback(),
-            "CONNECT to {dest}: the test relay only reaches loopback"
-        );
+        assert!(dest.ip().is_loopback(), "CONNECT to {dest}: the test relay only reaches loopback");
         to = dest;
         counters.tunnels.fetch_add(1, Ordering::Relaxed);
-        if client
-            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            .is_err()
-        {
+        if client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
             return;
         }
     }
@@ -161,15 +137,10 @@ fn serve(client: TcpStream, target: SocketAddr, faults: Faults, n: u64, counters
         reset(&client);
         return;
     };
-    let reset_this = faults
-        .reset_after_client_bytes
-        .filter(|_| faults.reset_every <= 1 || n % faults.reset_every == 0);
+    let reset_this = faults.reset_after_client_bytes.filter(|_| faults.reset_every <= 1 || n % faults.reset_every == 0);
     let client_bytes = Arc::new(AtomicU64::new(0));
     let up_bytes = client_bytes.clone();
-    let (mut c_read, mut s_write) = (
-        client.try_clone().expect("clone"),
-        server.try_clone().expect("clone"),
-    );
+    let (mut c_read, mut s_write) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
     let (mut s_read, mut c_write) = (server, client);
     let up = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
@@ -203,9 +174,7 @@ fn serve(client: TcpStream, target: SocketAddr, faults: Faults, n: u64, counters
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if !faults.delay_response.is_zero()
-            && client_bytes.load(Ordering::Relaxed) > faults.delay_after_client_bytes
-        {
+        if !faults.delay_response.is_zero() && client_bytes.load(Ordering::Relaxed) > faults.delay_after_client_bytes {
             std::thread::sleep(faults.delay_response);
         }
         if c_write.write_all(&buf[..n]).is_err() {

@@ -3,10 +3,7 @@
 //! all written as PEM files into a directory. For the collector's HTTPS
 //! tests, and the agent's uploads to it later.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use std::path::{Path, PathBuf};
 
 /// The files of a test CA.
@@ -29,43 +26,26 @@ impl TestCa {
         std::fs::create_dir_all(dir).expect("TLS directory");
         let ca_key = KeyPair::generate().expect("CA key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "cbt test CA");
+        ca_params.distinguished_name.push(DnType::CommonName, "cbt test CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
 
         let server_key = KeyPair::generate().expect("server key");
         let mut sp = CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
-        sp.subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
-        sp.subject_alt_names
-            .push(SanType::IpAddress("::1".parse().expect("ip")));
-        sp.distinguished_name
-            .push(DnType::CommonName, "cbt-collector test server");
+        sp.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+        sp.subject_alt_names.push(SanType::IpAddress("::1".parse().expect("ip")));
+        sp.distinguished_name.push(DnType::CommonName, "cbt-collector test server");
         sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        sp.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        let server = sp
-            .signed_by(&server_key, &ca, &ca_key)
-            .expect("server certificate");
+        sp.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        let server = sp.signed_by(&server_key, &ca, &ca_key).expect("server certificate");
 
         let client_key = KeyPair::generate().expect("client key");
         let mut cp = CertificateParams::new(Vec::<String>::new()).expect("client params");
-        cp.distinguished_name
-            .push(DnType::CommonName, "cbt-agent-test");
+        cp.distinguished_name.push(DnType::CommonName, "cbt-agent-test");
         cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         cp.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let client = cp
-            .signed_by(&client_key, &ca, &ca_key)
-            .expect("client certificate");
+        let client = cp.signed_by(&client_key, &ca, &ca_key).expect("client certificate");
 
         let t = TestCa {
             dir: dir.to_path_buf(),
@@ -75,9 +55,7 @@ impl TestCa {
             client_cert: dir.join("client.pem"),
             client_key: dir.join("client-key.pem"),
         };
-        let write = |p: &Path, s: String| {
-            std::fs::write(p, s).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        };
+        let write = |p: &Path, s: String| std::fs::write(p, s).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         write(&t.ca_cert, ca.pem());
         write(&t.server_cert, format!("{}{}", server.pem(), ca.pem()));
         write(&t.server_key, server_key.serialize_pem());

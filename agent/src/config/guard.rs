@@ -48,10 +48,7 @@ impl Default for GuardSettings {
             hep_allow: Vec::new(),
             engine_memory: DEFAULT_MEMORY_LIMIT,
             queue_memory: DEFAULT_QUEUE_MEMORY,
-            scanner_agents: DEFAULT_SCANNER_AGENTS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            scanner_agents: DEFAULT_SCANNER_AGENTS.iter().map(|s| s.to_string()).collect(),
             burst: 50,
             burst_window: 10 * SECOND,
         }
@@ -80,12 +77,7 @@ impl GuardSettings {
     }
 }
 
-pub(super) fn settings(
-    c: &mut Checker,
-    allow: &[S<String>],
-    sc: &RawScanners,
-    lim: &RawLimits,
-) -> GuardSettings {
+pub(super) fn settings(c: &mut Checker, allow: &[S<String>], sc: &RawScanners, lim: &RawLimits) -> GuardSettings {
     let d = GuardSettings::default();
     let mut hep_allow = Vec::new();
     for v in allow {
@@ -105,71 +97,31 @@ pub(super) fn settings(
             ),
         }
     }
-    let size = |c: &mut Checker,
-                v: &Option<S<String>>,
-                key: &str,
-                lo: u64,
-                hi: u64,
-                default: usize,
-                example: &str|
-     -> usize {
+    let size = |c: &mut Checker, v: &Option<S<String>>, key: &str, lo: u64, hi: u64, default: usize, example: &str| -> usize {
         let Some(v) = v else { return default };
         match parse_size(v.get_ref()) {
             Some(n) if (lo..=hi).contains(&n) => n as usize,
             Some(_) => {
-                c.bad(
-                    v,
-                    key,
-                    format!("`{}` is out of range", v.get_ref()),
-                    format!(
-                        "write a size from {} MiB to {} MiB, like \"{example}\"",
-                        lo >> 20,
-                        hi >> 20
-                    ),
-                );
+                c.bad(v, key, format!("`{}` is out of range", v.get_ref()), format!("write a size from {} MiB to {} MiB, like \"{example}\"", lo >> 20, hi >> 20));
                 default
             }
             None => {
-                c.bad(
-                    v,
-                    key,
-                    format!("`{}` is not a size", v.get_ref()),
-                    format!("write a number with a unit, like \"{example}\""),
-                );
+                c.bad(v, key, format!("`{}` is not a size", v.get_ref()), format!("write a number with a unit, like \"{example}\""));
                 default
             }
         }
     };
     // the packaged unit stops the agent at 256 MiB (MemoryMax): the engine's
     // ceiling must leave room for the rest (store cache, queue, capture rings)
-    let engine_memory = size(
-        c,
-        &lim.engine_memory,
-        "limits.engine_memory",
-        8 << 20,
-        4 << 30,
-        d.engine_memory,
-        "64MiB",
-    );
-    let queue_memory = size(
-        c,
-        &lim.queue_memory,
-        "limits.queue_memory",
-        1 << 20,
-        1 << 30,
-        d.queue_memory,
-        "32MiB",
-    );
+    let engine_memory = size(c, &lim.engine_memory, "limits.engine_memory", 8 << 20, 4 << 30, d.engine_memory, "64MiB");
+    let queue_memory = size(c, &lim.queue_memory, "limits.queue_memory", 1 << 20, 1 << 30, d.queue_memory, "32MiB");
     let scanner_agents = match &sc.user_agents {
         None => d.scanner_agents,
         Some(list) => {
             let mut out = Vec::new();
             for v in list {
                 let s = v.get_ref().trim();
-                if s.is_empty()
-                    || s.len() > 64
-                    || !s.chars().all(|ch| ch.is_ascii_graphic() || ch == ' ')
-                {
+                if s.is_empty() || s.len() > 64 || !s.chars().all(|ch| ch.is_ascii_graphic() || ch == ' ') {
                     c.bad(v, "scanners.user_agents", format!("`{s}` is not a User-Agent fragment"), "write a word of the scanner's User-Agent header (printable ASCII, at most 64 characters), like \"friendly-scanner\"");
                 } else {
                     out.push(s.to_ascii_lowercase());
@@ -191,12 +143,7 @@ pub(super) fn settings(
         Some(v) => match parse_duration(v.get_ref()) {
             Some(t) if (SECOND..=10 * MINUTE).contains(&t) => t,
             _ => {
-                c.bad(
-                    v,
-                    "scanners.burst_window",
-                    format!("`{}` is not a duration from 1s to 10m", v.get_ref()),
-                    "write a duration like \"10s\"",
-                );
+                c.bad(v, "scanners.burst_window", format!("`{}` is not a duration from 1s to 10m", v.get_ref()), "write a duration like \"10s\"");
                 d.burst_window
             }
         },

@@ -125,29 +125,15 @@ fn abs_path(c: &mut Checker, v: &Option<S<String>>, key: &str, example: &str) ->
     let v = v.as_ref()?;
     let s = v.get_ref().trim();
     if !s.starts_with('/') {
-        c.bad(
-            v,
-            key,
-            format!("`{s}` is not an absolute path"),
-            format!("write the file's full path, like \"{example}\""),
-        );
+        c.bad(v, key, format!("`{s}` is not an absolute path"), format!("write the file's full path, like \"{example}\""));
         return None;
     }
     Some(PathBuf::from(s))
 }
 
-pub(super) fn page_config(
-    c: &mut Checker,
-    page: &RawPage,
-    staffing: &RawStaffing,
-    status_listen: &super::Listen,
-) -> PageConfig {
-    let national = abs_path(c, &page.national, "page.national", DEFAULT_NATIONAL)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_NATIONAL));
-    let lan = page
-        .lan
-        .as_ref()
-        .and_then(|l| lan_config(c, l, status_listen));
+pub(super) fn page_config(c: &mut Checker, page: &RawPage, staffing: &RawStaffing, status_listen: &super::Listen) -> PageConfig {
+    let national = abs_path(c, &page.national, "page.national", DEFAULT_NATIONAL).unwrap_or_else(|| PathBuf::from(DEFAULT_NATIONAL));
+    let lan = page.lan.as_ref().and_then(|l| lan_config(c, l, status_listen));
     PageConfig {
         national,
         lan,
@@ -175,22 +161,12 @@ fn lan_config(c: &mut Checker, l: &RawLan, status_listen: &super::Listen) -> Opt
         }
         Some(v) => match v.get_ref().trim().parse::<SocketAddr>() {
             Ok(a) if *status_listen == super::Listen::Tcp(a) => {
-                c.bad(
-                    v,
-                    "page.lan.listen",
-                    format!("{a} is also status.listen"),
-                    "give the LAN listener its own port, like 9443",
-                );
+                c.bad(v, "page.lan.listen", format!("{a} is also status.listen"), "give the LAN listener its own port, like 9443");
                 None
             }
             Ok(a) => Some(a),
             Err(_) => {
-                c.bad(
-                    v,
-                    "page.lan.listen",
-                    format!("`{}` is not address:port", v.get_ref()),
-                    "write it like \"192.168.10.5:9443\"",
-                );
+                c.bad(v, "page.lan.listen", format!("`{}` is not address:port", v.get_ref()), "write it like \"192.168.10.5:9443\"");
                 None
             }
         },
@@ -205,12 +181,7 @@ fn lan_config(c: &mut Checker, l: &RawLan, status_listen: &super::Listen) -> Opt
             }
         }
     });
-    let token_file = abs_path(
-        c,
-        &l.token_file,
-        "page.lan.token_file",
-        "/etc/cbt-agent/page-token",
-    );
+    let token_file = abs_path(c, &l.token_file, "page.lan.token_file", "/etc/cbt-agent/page-token");
     if l.password_hash.is_none() && l.token_file.is_none() {
         missing(
             c,
@@ -245,52 +216,24 @@ fn staffing_config(c: &mut Checker, s: &RawStaffing) -> StaffingConfig {
         if (1..=52).contains(v.get_ref()) {
             out.weeks = *v.get_ref() as u32;
         } else {
-            c.bad(
-                v,
-                "staffing.weeks",
-                format!("{} is out of range", v.get_ref()),
-                "use 1 to 52 weeks",
-            );
+            c.bad(v, "staffing.weeks", format!("{} is out of range", v.get_ref()), "use 1 to 52 weeks");
         }
     }
-    let secs = |c: &mut Checker,
-                v: &Option<S<String>>,
-                key: &str,
-                lo: f64,
-                hi: f64,
-                default: f64|
-     -> f64 {
+    let secs = |c: &mut Checker, v: &Option<S<String>>, key: &str, lo: f64, hi: f64, default: f64| -> f64 {
         let Some(v) = v else { return default };
         match parse_duration(v.get_ref()).map(|us| us as f64 / SECOND as f64) {
             Some(s) if (lo..=hi).contains(&s) => s,
             Some(_) => {
-                c.bad(
-                    v,
-                    key,
-                    format!("`{}` is out of range", v.get_ref()),
-                    format!("use {lo} to {hi} seconds, like \"{default}s\""),
-                );
+                c.bad(v, key, format!("`{}` is out of range", v.get_ref()), format!("use {lo} to {hi} seconds, like \"{default}s\""));
                 default
             }
             None => {
-                c.bad(
-                    v,
-                    key,
-                    format!("`{}` is not a duration", v.get_ref()),
-                    format!("write seconds with a unit, like \"{default}s\""),
-                );
+                c.bad(v, key, format!("`{}` is not a duration", v.get_ref()), format!("write seconds with a unit, like \"{default}s\""));
                 default
             }
         }
     };
-    out.target_s = secs(
-        c,
-        &s.target_wait,
-        "staffing.target_wait",
-        1.0,
-        3600.0,
-        out.target_s,
-    );
+    out.target_s = secs(c, &s.target_wait, "staffing.target_wait", 1.0, 3600.0, out.target_s);
     out.wrap_up_s = match &s.wrap_up {
         // "0s" is a fair answer: no wrap-up
         Some(v) if matches!(v.get_ref().trim(), "0" | "0s") => 0.0,
@@ -301,12 +244,7 @@ fn staffing_config(c: &mut Checker, s: &RawStaffing) -> StaffingConfig {
         if x > 0.0 && x < 1.0 {
             out.target_share = x;
         } else {
-            c.bad(
-                v,
-                "staffing.target_share",
-                format!("{x} is not a share between 0 and 1"),
-                "write it like 0.8 (80% of callers)",
-            );
+            c.bad(v, "staffing.target_share", format!("{x} is not a share between 0 and 1"), "write it like 0.8 (80% of callers)");
         }
     }
     out
@@ -332,15 +270,7 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.page.national, Path::new(super::DEFAULT_NATIONAL));
         assert!(c.page.lan.is_none());
-        assert_eq!(
-            (
-                c.page.staffing.weeks,
-                c.page.staffing.target_s,
-                c.page.staffing.target_share,
-                c.page.staffing.wrap_up_s
-            ),
-            (4, 120.0, 0.8, 30.0)
-        );
+        assert_eq!((c.page.staffing.weeks, c.page.staffing.target_s, c.page.staffing.target_share, c.page.staffing.wrap_up_s), (4, 120.0, 0.8, 30.0));
     }
 
     #[test]
@@ -350,15 +280,7 @@ mod tests {
             "[staffing]\nweeks = 6\ntarget_wait = \"90s\"\ntarget_share = 0.9\nwrap_up = \"0s\"\n[page]\nnational = \"/etc/cbt-agent/national.toml\"\n[page.lan]\nlisten = \"192.168.10.5:9443\"\npassword_hash = \"{hash}\"\ncert = \"/etc/cbt-agent/page.crt\"\nkey = \"/etc/cbt-agent/page.key\"\n"
         ))
         .unwrap();
-        assert_eq!(
-            (
-                c.page.staffing.weeks,
-                c.page.staffing.target_s,
-                c.page.staffing.target_share,
-                c.page.staffing.wrap_up_s
-            ),
-            (6, 90.0, 0.9, 0.0)
-        );
+        assert_eq!((c.page.staffing.weeks, c.page.staffing.target_s, c.page.staffing.target_share, c.page.staffing.wrap_up_s), (6, 90.0, 0.9, 0.0));
         let lan = c.page.lan.unwrap();
         assert_eq!(lan.listen.to_string(), "192.168.10.5:9443");
         assert!(!lan.api && lan.token_file.is_none());
@@ -368,21 +290,11 @@ mod tests {
     fn mistakes_are_named() {
         let p = problems("[staffing]\nweeks = 0\ntarget_share = 1.5\ntarget_wait = \"soon\"\n");
         let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "staffing.weeks",
-                "staffing.target_share",
-                "staffing.target_wait"
-            ]
-        );
+        assert_eq!(keys, ["staffing.weeks", "staffing.target_share", "staffing.target_wait"]);
         // a listener with nothing to protect it, and no certificate
         let p = problems("[page.lan]\nlisten = \"192.168.10.5:9443\"\n");
         let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
-        assert!(
-            keys.contains(&"page.lan") && keys.contains(&"page.lan.cert"),
-            "{keys:?}"
-        );
+        assert!(keys.contains(&"page.lan") && keys.contains(&"page.lan.cert"), "{keys:?}");
         let p = problems("[page.lan]\nlisten = \"192.168.10.5:9443\"\npassword_hash = \"hunter2\"\ncert = \"/c\"\nkey = \"/k\"\n");
         assert_eq!(p[0].key, "page.lan.password_hash");
         assert!(p[0].fix.contains("page-password"));
@@ -390,17 +302,9 @@ mod tests {
         assert_eq!(p[0].key, "page.lan.listen");
         assert!(problems("[page]\nnational = \"national.toml\"\n")[0].key == "page.national");
         let p = problems("[page.lan]\nlisten = \"192.168.10.5:9443\"\ntoken_fille = \"/t\"\n");
-        assert!(
-            p.iter()
-                .any(|p| p.key == "page.lan.token_fille" && p.fix.contains("token_file")),
-            "{p:?}"
-        );
+        assert!(p.iter().any(|p| p.key == "page.lan.token_fille" && p.fix.contains("token_file")), "{p:?}");
         // the same for the other optional section
         let p = problems("[upload]\nurl = \"https://collector.example.net\"\ntoken_file = \"/t\"\nproxi = \"http://p:8080\"\n");
-        assert!(
-            p.iter()
-                .any(|p| p.key == "upload.proxi" && p.fix.contains("proxy") && p.line == 6),
-            "{p:?}"
-        );
+        assert!(p.iter().any(|p| p.key == "upload.proxi" && p.fix.contains("proxy") && p.line == 6), "{p:?}");
     }
 }

@@ -68,13 +68,7 @@ impl Batch {
 
     /// Counts a packet for its source and adds it, if the queue's ceiling
     /// allows (else counts it dropped). Returns whether the batch is full.
-    fn take(
-        &mut self,
-        ts: Timestamp,
-        bytes: &[u8],
-        stats: &SourceStats,
-        queue: &QueueBudget,
-    ) -> bool {
+    fn take(&mut self, ts: Timestamp, bytes: &[u8], stats: &SourceStats, queue: &QueueBudget) -> bool {
         stats.packets.fetch_add(1, Ordering::Relaxed);
         stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if queue.reserve(bytes.len()) {
@@ -89,13 +83,7 @@ impl Batch {
 
 /// Sends a batch to the engine; a full queue drops it, counted. Returns
 /// false when the engine has gone.
-fn hand_over(
-    batch: Batch,
-    make: impl FnOnce(Batch) -> Input,
-    tx: &SyncSender<Input>,
-    stats: &SourceStats,
-    queue: &QueueBudget,
-) -> bool {
+fn hand_over(batch: Batch, make: impl FnOnce(Batch) -> Input, tx: &SyncSender<Input>, stats: &SourceStats, queue: &QueueBudget) -> bool {
     let (n, bytes) = (batch.len(), batch.bytes());
     match tx.try_send(make(batch)) {
         Ok(()) => true,
@@ -110,11 +98,7 @@ fn hand_over(
 
 /// Waits until `fd` has something to read, at most `timeout`.
 fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd, alive for the duration of the call.
     let rc = unsafe { libc::poll(&mut p, 1, timeout.as_millis().min(i32::MAX as u128) as i32) };
     rc > 0
@@ -186,14 +170,7 @@ pub(crate) fn open(iface: &str, cfg: &AgentConfig) -> Result<pcap::Capture<pcap:
 
 /// Starts a capture thread. It retries opening the interface every 5 s
 /// until `stop` is set.
-pub fn spawn(
-    iface: String,
-    cfg: AgentConfig,
-    tx: SyncSender<Input>,
-    stats: Arc<SourceStats>,
-    stop: Arc<AtomicBool>,
-    queue: Arc<QueueBudget>,
-) {
+pub fn spawn(iface: String, cfg: AgentConfig, tx: SyncSender<Input>, stats: Arc<SourceStats>, stop: Arc<AtomicBool>, queue: Arc<QueueBudget>) {
     std::thread::Builder::new()
         .name(format!("capture-{iface}"))
         .spawn(move || {
@@ -235,20 +212,12 @@ fn run(
     let filter = cfg.filter_for(ethernet);
     cap.filter(&filter, true)
         .map_err(|e| format!("the capture filter does not compile: {e}: {filter}"))?;
-    let link_name = cbt_proto::LinkType::from_linktype(dl.0).map_or_else(
-        || format!("unsupported ({})", dl.0),
-        |l| l.name().to_string(),
-    );
+    let link_name = cbt_proto::LinkType::from_linktype(dl.0).map_or_else(|| format!("unsupported ({})", dl.0), |l| l.name().to_string());
     if cbt_proto::LinkType::from_linktype(dl.0).is_none() {
-        return Err(format!(
-            "link type {} is not supported; capture on an Ethernet interface or on `any`",
-            dl.0
-        ));
+        return Err(format!("link type {} is not supported; capture on an Ethernet interface or on `any`", dl.0));
     }
     // non-blocking reads and our own wait: see the module's note on batches
-    let mut cap = cap
-        .setnonblock()
-        .map_err(|e| format!("cannot read the capture without blocking: {e}"))?;
+    let mut cap = cap.setnonblock().map_err(|e| format!("cannot read the capture without blocking: {e}"))?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&cap);
     *stats.linktype.lock().unwrap_or_else(|e| e.into_inner()) = Some(link_name);
     *stats.error.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -257,10 +226,7 @@ fn run(
     tracing::info!(interface = %stats.name, filter = %filter, "capturing");
     let (mut kd, mut ifd) = (Wrapping::default(), Wrapping::default());
     let mut last_stats = std::time::Instant::now();
-    let frames = |batch| Input::Frames {
-        linktype: dl.0,
-        batch,
-    };
+    let frames = |batch| Input::Frames { linktype: dl.0, batch };
     while !stop.load(Ordering::Relaxed) {
         // everything the kernel holds now, without blocking
         let mut batch = Batch::default();
@@ -268,10 +234,7 @@ fn run(
             match cap.next_packet() {
                 Ok(p) => {
                     // nanoseconds (asked for), truncated to microseconds as for files
-                    let ts = Timestamp::from_secs_micros(
-                        p.header.ts.tv_sec as i64,
-                        p.header.ts.tv_usec as i64 / 1000,
-                    );
+                    let ts = Timestamp::from_secs_micros(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64 / 1000);
                     if batch.take(ts, p.data, stats, queue) {
                         break true;
                     }
@@ -286,12 +249,8 @@ fn run(
         if last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = std::time::Instant::now();
             if let Ok(s) = cap.stats() {
-                stats
-                    .kernel_dropped
-                    .fetch_add(kd.delta(s.dropped), Ordering::Relaxed);
-                stats
-                    .if_dropped
-                    .fetch_add(ifd.delta(s.if_dropped), Ordering::Relaxed);
+                stats.kernel_dropped.fetch_add(kd.delta(s.dropped), Ordering::Relaxed);
+                stats.if_dropped.fetch_add(ifd.delta(s.if_dropped), Ordering::Relaxed);
             }
         }
         if !more {
@@ -351,15 +310,11 @@ fn force_recv_buffer(_: &socket2::Socket, _: usize) -> bool {
 pub fn udp_socket_drops(socket: &UdpSocket) -> Option<u32> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
-    let inode = std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd()))
-        .ok()?
-        .ino();
-    ["/proc/net/udp", "/proc/net/udp6"]
-        .iter()
-        .find_map(|table| {
-            let text = std::fs::read_to_string(table).ok()?;
-            udp_table_drops(&text, inode)
-        })
+    let inode = std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd())).ok()?.ino();
+    ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|table| {
+        let text = std::fs::read_to_string(table).ok()?;
+        udp_table_drops(&text, inode)
+    })
 }
 
 /// Finds the drops column of the row with this inode in a /proc/net/udp table.
@@ -375,21 +330,13 @@ fn udp_table_drops(table: &str, inode: u64) -> Option<u32> {
 }
 
 /// Receives HEPv3 on UDP, from the senders `guard` allows only.
-pub fn spawn_hep(
-    socket: UdpSocket,
-    tx: SyncSender<Input>,
-    stats: Arc<SourceStats>,
-    stop: Arc<AtomicBool>,
-    queue: Arc<QueueBudget>,
-    guard: Arc<HepGuard>,
-) {
+pub fn spawn_hep(socket: UdpSocket, tx: SyncSender<Input>, stats: Arc<SourceStats>, stop: Arc<AtomicBool>, queue: Arc<QueueBudget>, guard: Arc<HepGuard>) {
     std::thread::Builder::new()
         .name("hep".into())
         .spawn(move || {
             use std::os::fd::AsRawFd;
             if let Err(e) = socket.set_nonblocking(true) {
-                *stats.error.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(format!("cannot read the HEP socket without blocking: {e}"));
+                *stats.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("cannot read the HEP socket without blocking: {e}"));
                 return;
             }
             stats.since.store(now().0, Ordering::Relaxed);
@@ -402,9 +349,7 @@ pub fn spawn_hep(
                 if last_drops.elapsed() >= Duration::from_secs(1) {
                     last_drops = std::time::Instant::now();
                     if let Some(n) = udp_socket_drops(&socket) {
-                        stats
-                            .kernel_dropped
-                            .fetch_add(drops.delta(n), Ordering::Relaxed);
+                        stats.kernel_dropped.fetch_add(drops.delta(n), Ordering::Relaxed);
                     }
                 }
                 // every datagram waiting, without blocking
@@ -420,17 +365,9 @@ pub fn spawn_hep(
                                 break true;
                             }
                         }
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                            ) =>
-                        {
-                            break false
-                        }
+                        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break false,
                         Err(e) => {
-                            *stats.error.lock().unwrap_or_else(|e| e.into_inner()) =
-                                Some(e.to_string());
+                            *stats.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                             std::thread::sleep(Duration::from_millis(200));
                             break false;
                         }
@@ -472,10 +409,7 @@ mod tests {
             tx.send_to(&[0u8; 1200], to).unwrap();
         }
         let dropped = udp_socket_drops(&rx).expect("/proc/net/udp lists the socket");
-        assert!(
-            dropped > 100,
-            "only {dropped} of 200 datagrams counted as dropped on a 4 KiB queue"
-        );
+        assert!(dropped > 100, "only {dropped} of 200 datagrams counted as dropped on a 4 KiB queue");
     }
 
     #[test]

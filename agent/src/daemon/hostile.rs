@@ -41,9 +41,7 @@ impl QueueBudget {
 
     /// Takes room for a packet of `n` bytes; false (and counted) when full.
     pub fn reserve(&self, n: usize) -> bool {
-        if self.packet_limit > 0
-            && self.packets.fetch_add(1, Ordering::Relaxed) >= self.packet_limit
-        {
+        if self.packet_limit > 0 && self.packets.fetch_add(1, Ordering::Relaxed) >= self.packet_limit {
             self.packets.fetch_sub(1, Ordering::Relaxed);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
@@ -58,12 +56,7 @@ impl QueueBudget {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
-            match self.used.compare_exchange_weak(
-                cur,
-                cur + n,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
+            match self.used.compare_exchange_weak(cur, cur + n, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => {
                     self.peak.fetch_max(cur + n, Ordering::Relaxed);
                     return true;
@@ -76,8 +69,7 @@ impl QueueBudget {
     /// Gives back the room of `packets` packets of `bytes` bytes in all
     /// (taken by the engine, or not sent).
     pub fn release_many(&self, packets: usize, bytes: usize) {
-        self.used
-            .fetch_sub(bytes + packets * QUEUE_ENTRY_BYTES, Ordering::Relaxed);
+        self.used.fetch_sub(bytes + packets * QUEUE_ENTRY_BYTES, Ordering::Relaxed);
         if self.packet_limit > 0 {
             self.packets.fetch_sub(packets, Ordering::Relaxed);
         }
@@ -120,11 +112,7 @@ impl HepGuard {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        if self
-            .allow
-            .iter()
-            .any(|m| m.matches(std::net::SocketAddr::new(ip, 0)))
-        {
+        if self.allow.iter().any(|m| m.matches(std::net::SocketAddr::new(ip, 0))) {
             return true;
         }
         self.rejected.fetch_add(1, Ordering::Relaxed);
@@ -150,11 +138,7 @@ impl HepGuard {
                 last_seen: *at,
             })
             .collect();
-        v.sort_by(|a, b| {
-            b.packets
-                .cmp(&a.packets)
-                .then_with(|| a.address.cmp(&b.address))
-        });
+        v.sort_by(|a, b| b.packets.cmp(&a.packets).then_with(|| a.address.cmp(&b.address)));
         v.truncate(20);
         v
     }
@@ -205,17 +189,11 @@ pub struct MemoryStatus {
 }
 
 impl HostileStatus {
-    pub fn new(
-        g: GuardStats,
-        wire_hep_rejected: u64,
-        hep: Option<&HepGuard>,
-        queue: &QueueBudget,
-    ) -> HostileStatus {
+    pub fn new(g: GuardStats, wire_hep_rejected: u64, hep: Option<&HepGuard>, queue: &QueueBudget) -> HostileStatus {
         HostileStatus {
             kept_out: KeptOut {
                 invites: g.screen.invites_kept_out(),
-                hep_rejected: wire_hep_rejected
-                    + hep.map_or(0, |h| h.rejected.load(Ordering::Relaxed)),
+                hep_rejected: wire_hep_rejected + hep.map_or(0, |h| h.rejected.load(Ordering::Relaxed)),
                 screen: g.screen,
                 sources: g.sources,
                 hep_senders: hep.map(|h| h.senders()).unwrap_or_default(),
@@ -252,28 +230,15 @@ impl Watch {
     pub fn diagnostics(&mut self, h: &HostileStatus, t: Timestamp) -> Vec<Diagnostic> {
         let k = &h.kept_out;
         let shed = h.memory.engine.legs_shed + h.memory.queue_dropped;
-        self.window
-            .push_back((t, k.invites, k.screen.other_requests, shed, k.hep_rejected));
-        while self
-            .window
-            .front()
-            .is_some_and(|w| t.since(w.0) > 600 * SECOND)
-        {
+        self.window.push_back((t, k.invites, k.screen.other_requests, shed, k.hep_rejected));
+        while self.window.front().is_some_and(|w| t.since(w.0) > 600 * SECOND) {
             self.window.pop_front();
         }
         let first = *self.window.front().expect("just pushed");
         let mut d = Vec::new();
-        let (invites, requests) = (
-            k.invites - first.1.min(k.invites),
-            k.screen.other_requests - first.2.min(k.screen.other_requests),
-        );
+        let (invites, requests) = (k.invites - first.1.min(k.invites), k.screen.other_requests - first.2.min(k.screen.other_requests));
         if invites + requests > 0 {
-            let who: Vec<&str> = k
-                .sources
-                .iter()
-                .take(3)
-                .map(|s| s.address.as_str())
-                .collect();
+            let who: Vec<&str> = k.sources.iter().take(3).map(|s| s.address.as_str()).collect();
             let more = k.sources.len().saturating_sub(3);
             d.push(Diagnostic::warn(
                 "scanner",
@@ -297,12 +262,7 @@ impl Watch {
             ));
         }
         if k.hep_rejected > first.4 {
-            let who: Vec<&str> = k
-                .hep_senders
-                .iter()
-                .take(3)
-                .map(|s| s.address.as_str())
-                .collect();
+            let who: Vec<&str> = k.hep_senders.iter().take(3).map(|s| s.address.as_str()).collect();
             d.push(Diagnostic::warn(
                 "hep_rejected",
                 format!(
@@ -316,12 +276,11 @@ impl Watch {
     }
 }
 
+
 /// Prometheus rows for hostile traffic and memory.
 pub fn prometheus(h: &HostileStatus) -> String {
     let mut o = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
-        write_metric(&mut o, name, kind, help, rows)
-    };
+    let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| write_metric(&mut o, name, kind, help, rows);
     let k = &h.kept_out;
     let one = |v: u64| vec![(String::new(), v as f64)];
     metric(
@@ -329,59 +288,22 @@ pub fn prometheus(h: &HostileStatus) -> String {
         "counter",
         "INVITE dialogs kept out of the figures, by reason.",
         vec![
-            (
-                "reason=\"unexpected_source\"".into(),
-                k.screen.unexpected_invites as f64,
-            ),
-            (
-                "reason=\"scanner_user_agent\"".into(),
-                k.screen.scanner_agent_invites as f64,
-            ),
-            (
-                "reason=\"scanner_behaviour\"".into(),
-                k.screen.scanner_calls as f64,
-            ),
+            ("reason=\"unexpected_source\"".into(), k.screen.unexpected_invites as f64),
+            ("reason=\"scanner_user_agent\"".into(), k.screen.scanner_agent_invites as f64),
+            ("reason=\"scanner_behaviour\"".into(), k.screen.scanner_calls as f64),
         ],
     );
-    metric(
-        "cbt_kept_out_requests_total",
-        "counter",
-        "REGISTER, OPTIONS and other requests from unexpected senders and scanners.",
-        one(k.screen.other_requests),
-    );
-    metric(
-        "cbt_kept_out_messages_absorbed_total",
-        "counter",
-        "Later messages of set-aside dialogs absorbed before the legs.",
-        one(k.screen.absorbed),
-    );
-    metric(
-        "cbt_hep_rejected_total",
-        "counter",
-        "HEP datagrams from senders not in hep.allow.",
-        one(k.hep_rejected),
-    );
+    metric("cbt_kept_out_requests_total", "counter", "REGISTER, OPTIONS and other requests from unexpected senders and scanners.", one(k.screen.other_requests));
+    metric("cbt_kept_out_messages_absorbed_total", "counter", "Later messages of set-aside dialogs absorbed before the legs.", one(k.screen.absorbed));
+    metric("cbt_hep_rejected_total", "counter", "HEP datagrams from senders not in hep.allow.", one(k.hep_rejected));
     metric(
         "cbt_kept_out_source_requests",
         "gauge",
         "Requests kept out from each of the busiest addresses (scanners; not patient data).",
-        k.sources
-            .iter()
-            .map(|s| {
-                (
-                    format!("address=\"{}\",why=\"{}\"", esc(&s.address), esc(&s.why)),
-                    s.total() as f64,
-                )
-            })
-            .collect(),
+        k.sources.iter().map(|s| (format!("address=\"{}\",why=\"{}\"", esc(&s.address), esc(&s.why)), s.total() as f64)).collect(),
     );
     let m = &h.memory;
-    metric(
-        "cbt_engine_memory_limit_bytes",
-        "gauge",
-        "Ceiling for engine state (limits.engine_memory).",
-        one(m.engine.limit_bytes),
-    );
+    metric("cbt_engine_memory_limit_bytes", "gauge", "Ceiling for engine state (limits.engine_memory).", one(m.engine.limit_bytes));
     metric(
         "cbt_engine_memory_bytes",
         "gauge",
@@ -389,55 +311,17 @@ pub fn prometheus(h: &HostileStatus) -> String {
         vec![
             ("part=\"legs\"".into(), m.engine.legs_bytes as f64),
             ("part=\"calls\"".into(), m.engine.calls_bytes as f64),
-            (
-                "part=\"reassembly\"".into(),
-                m.engine.reassembly_bytes as f64,
-            ),
+            ("part=\"reassembly\"".into(), m.engine.reassembly_bytes as f64),
             ("part=\"screen\"".into(), m.engine.screen_bytes as f64),
         ],
     );
-    metric(
-        "cbt_engine_memory_peak_bytes",
-        "gauge",
-        "Highest engine state since start.",
-        one(m.engine.peak_bytes),
-    );
-    metric(
-        "cbt_shed_legs_total",
-        "counter",
-        "INVITE legs with no response shed to stay under the ceiling.",
-        one(m.engine.legs_shed),
-    );
-    metric(
-        "cbt_shed_calls_total",
-        "counter",
-        "Calls in progress (never answered by anything) shed with them.",
-        one(m.engine.calls_shed),
-    );
-    metric(
-        "cbt_queue_bytes",
-        "gauge",
-        "Bytes of packets waiting for the engine.",
-        one(m.queue_bytes),
-    );
-    metric(
-        "cbt_queue_memory_limit_bytes",
-        "gauge",
-        "Ceiling for the queue (limits.queue_memory).",
-        one(m.queue_limit_bytes),
-    );
-    metric(
-        "cbt_queue_byte_dropped_total",
-        "counter",
-        "Packets dropped because the queue's byte or packet ceiling was reached.",
-        one(m.queue_dropped),
-    );
-    metric(
-        "cbt_resident_memory_bytes",
-        "gauge",
-        "Resident memory of the agent process.",
-        one(m.rss_bytes),
-    );
+    metric("cbt_engine_memory_peak_bytes", "gauge", "Highest engine state since start.", one(m.engine.peak_bytes));
+    metric("cbt_shed_legs_total", "counter", "INVITE legs with no response shed to stay under the ceiling.", one(m.engine.legs_shed));
+    metric("cbt_shed_calls_total", "counter", "Calls in progress (never answered by anything) shed with them.", one(m.engine.calls_shed));
+    metric("cbt_queue_bytes", "gauge", "Bytes of packets waiting for the engine.", one(m.queue_bytes));
+    metric("cbt_queue_memory_limit_bytes", "gauge", "Ceiling for the queue (limits.queue_memory).", one(m.queue_limit_bytes));
+    metric("cbt_queue_byte_dropped_total", "counter", "Packets dropped because the queue's byte or packet ceiling was reached.", one(m.queue_dropped));
+    metric("cbt_resident_memory_bytes", "gauge", "Resident memory of the agent process.", one(m.rss_bytes));
     o
 }
 
@@ -476,16 +360,10 @@ mod tests {
 
     #[test]
     fn hep_is_taken_from_allowed_senders_only() {
-        let g = HepGuard::new(vec![
-            AddrMatch::parse("127.0.0.1").unwrap(),
-            AddrMatch::parse("10.20.0.0/24").unwrap(),
-        ]);
+        let g = HepGuard::new(vec![AddrMatch::parse("127.0.0.1").unwrap(), AddrMatch::parse("10.20.0.0/24").unwrap()]);
         let t = Timestamp(0);
         assert!(g.admit("127.0.0.1".parse().unwrap(), t));
-        assert!(
-            g.admit("::ffff:10.20.0.9".parse().unwrap(), t),
-            "IPv4 mapped on a dual-stack socket"
-        );
+        assert!(g.admit("::ffff:10.20.0.9".parse().unwrap(), t), "IPv4 mapped on a dual-stack socket");
         assert!(!g.admit("127.0.0.66".parse().unwrap(), t));
         for i in 0..200u32 {
             assert!(!g.admit(IpAddr::from((0xCB00_7100 + i).to_be_bytes()), t));
@@ -500,20 +378,11 @@ mod tests {
         let mut w = Watch::default();
         assert!(w.diagnostics(&h, Timestamp(0)).is_empty());
         h.kept_out.invites = 500;
-        h.kept_out.sources.push(SourceReport {
-            address: "203.0.113.9".into(),
-            invites: 500,
-            ..Default::default()
-        });
+        h.kept_out.sources.push(SourceReport { address: "203.0.113.9".into(), invites: 500, ..Default::default() });
         let d = w.diagnostics(&h, Timestamp(SECOND));
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].code, "scanner");
-        assert!(
-            d[0].message.starts_with("500 INVITEs and 0 other requests")
-                && d[0].message.contains("203.0.113.9"),
-            "{}",
-            d[0].message
-        );
+        assert!(d[0].message.starts_with("500 INVITEs and 0 other requests") && d[0].message.contains("203.0.113.9"), "{}", d[0].message);
         assert!(w.diagnostics(&h, Timestamp(601 * SECOND)).is_empty());
     }
 }

@@ -87,12 +87,7 @@ fn signals(tx: SyncSender<Input>) {
     };
     let t = tx.clone();
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
@@ -101,9 +96,7 @@ fn signals(tx: SyncSender<Input>) {
         send(t, || Input::Shutdown);
     });
     tokio::spawn(async move {
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            return;
-        };
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the configuration");
             send(tx.clone(), || Input::Reload);
@@ -133,14 +126,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        super::status::prometheus(&current(&s)),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], super::status::prometheus(&current(&s))).into_response()
 }
 
 /// 200 while the engine thread loops and the store takes writes.
@@ -149,21 +135,10 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Response {
     let now = super::capture::now().micros() / 1_000_000;
     let st = current(&s);
     if now - beat > 10 {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("engine stalled: last loop {} s ago\n", now - beat),
-        )
-            .into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("engine stalled: last loop {} s ago\n", now - beat)).into_response();
     }
     if !st.store.healthy {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "store unavailable: {}\n",
-                st.store.error.unwrap_or_default()
-            ),
-        )
-            .into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {}\n", st.store.error.unwrap_or_default())).into_response();
     }
     (StatusCode::OK, "ok\n").into_response()
 }
@@ -180,11 +155,7 @@ struct Range {
 async fn calls(State(s): State<Arc<Shared>>, Query(r): Query<Range>) -> Response {
     with_store(&s, move |store, site, _| {
         let (from, to) = crate::store::local_span(&site, r.from, r.to);
-        Ok(store
-            .calls_between(from, to)?
-            .iter()
-            .map(|c| crate::output::CallJson::of(c, true))
-            .collect::<Vec<_>>())
+        Ok(store.calls_between(from, to)?.iter().map(|c| crate::output::CallJson::of(c, true)).collect::<Vec<_>>())
     })
     .await
 }
@@ -196,12 +167,7 @@ async fn days(State(s): State<Arc<Shared>>, Query(r): Query<Range>) -> Response 
     with_store(&s, move |store, site, _| {
         let now = super::capture::now();
         let today_date = cbt_proto::metrics::Aggregator::new(&site).local_date(now);
-        let today: Vec<_> = store
-            .figures_on(&site, today_date)?
-            .days()
-            .iter()
-            .map(|(k, d)| (k.clone(), d.clone()))
-            .collect();
+        let today: Vec<_> = store.figures_on(&site, today_date)?.days().iter().map(|(k, d)| (k.clone(), d.clone())).collect();
         Ok(serde_json::json!({
             "days": store.days_between(r.from, r.to)?,
             "closed_through": store.closed_through()?,
@@ -216,17 +182,11 @@ async fn days(State(s): State<Arc<Shared>>, Query(r): Query<Range>) -> Response 
 /// Runs a blocking read of the store, answering 503 without one.
 async fn with_store<T: serde::Serialize + Send + 'static>(
     s: &Shared,
-    f: impl FnOnce(Arc<crate::store::Store>, cbt_proto::site::Site, String) -> anyhow::Result<T>
-        + Send
-        + 'static,
+    f: impl FnOnce(Arc<crate::store::Store>, cbt_proto::site::Site, String) -> anyhow::Result<T> + Send + 'static,
 ) -> Response {
     let store = s.store.read().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(store) = store else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the store is not available\n",
-        )
-            .into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, "the store is not available\n").into_response();
     };
     let site = s.site.read().unwrap_or_else(|e| e.into_inner()).clone();
     let agent = s.agent_id.read().unwrap_or_else(|e| e.into_inner()).clone();
@@ -240,16 +200,9 @@ async fn with_store<T: serde::Serialize + Send + 'static>(
 /// The day documents of `from..=to` as they stand now (for `cbt-agent export`).
 async fn documents(State(s): State<Arc<Shared>>, Query(r): Query<Range>) -> Response {
     let (Some(from), Some(to)) = (r.from, r.to) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "give from=YYYY-MM-DD and to=YYYY-MM-DD\n",
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, "give from=YYYY-MM-DD and to=YYYY-MM-DD\n").into_response();
     };
-    with_store(&s, move |store, site, agent| {
-        crate::upload::documents_between(&store, &site, &agent, from, to, super::capture::now())
-    })
-    .await
+    with_store(&s, move |store, site, agent| crate::upload::documents_between(&store, &site, &agent, from, to, super::capture::now())).await
 }
 
 /// The outbox, and today's documents as they would be made now (for `cbt-agent upload --dry-run`).

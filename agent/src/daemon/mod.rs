@@ -24,18 +24,18 @@ pub mod status;
 
 use crate::config::Config;
 use crate::store::{Gap, Store};
-use crate::upload::deliver::{self, Control, UploadStatus};
-use crate::upload::Scheduler;
 use anyhow::Result;
 use capture::SourceStats;
 use cbt_proto::call::CallEvent;
 use cbt_proto::metrics::{Aggregator, TIME_CATEGORIES};
 use cbt_proto::number::Hasher;
-use cbt_proto::persist::v1::HourV1;
 use cbt_proto::site::Site;
 use cbt_proto::time::{Micros, SECOND};
 use cbt_proto::{Engine, EngineConfig, LinkType, Timestamp};
 use status::{SourceStatus, Status};
+use crate::upload::deliver::{self, Control, UploadStatus};
+use crate::upload::Scheduler;
+use cbt_proto::persist::v1::HourV1;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,10 +81,7 @@ impl Clock for ManualClock {
 /// What the engine thread receives.
 pub enum Input {
     /// Link-layer frames of one capture (`linktype` is pcap's).
-    Frames {
-        linktype: i32,
-        batch: capture::Batch,
-    },
+    Frames { linktype: i32, batch: capture::Batch },
     /// HEP datagrams.
     Hep(capture::Batch),
     Reload,
@@ -115,8 +112,7 @@ const IDLE_TICK: Duration = Duration::from_secs(5);
 
 fn init_logging(level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("cbt_agent={level},warn")));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("cbt_agent={level},warn")));
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -136,10 +132,7 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
     };
     init_logging(&config.agent.log_level);
     let a = config.agent.clone();
-    let secret_path = config
-        .secret_file
-        .clone()
-        .unwrap_or_else(|| a.store_dir.join("secret"));
+    let secret_path = config.secret_file.clone().unwrap_or_else(|| a.store_dir.join("secret"));
     let key = crate::secret::load_or_create(&secret_path)?;
     let hasher = Hasher::new(key, &config.site.country_code);
     let site = config.site(&hasher);
@@ -161,10 +154,7 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
         },
         ..EngineConfig::default()
     });
-    let queue = Arc::new(hostile::QueueBudget::new(
-        config.guard.queue_memory,
-        a.queue,
-    ));
+    let queue = Arc::new(hostile::QueueBudget::new(config.guard.queue_memory, a.queue));
     let shared = Arc::new(Shared {
         status: RwLock::new(Status::default()),
         heartbeat: AtomicU64::new(0),
@@ -217,14 +207,7 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
             name: iface.clone(),
             ..SourceStats::default()
         });
-        capture::spawn(
-            iface.clone(),
-            a.clone(),
-            tx.clone(),
-            s.clone(),
-            stop.clone(),
-            queue.clone(),
-        );
+        capture::spawn(iface.clone(), a.clone(), tx.clone(), s.clone(), stop.clone(), queue.clone());
         state.sources.push(("capture", s));
     }
     if let Some(addr) = a.hep_listen {
@@ -244,19 +227,11 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
                 }
                 let guard = Arc::new(hostile::HepGuard::new(state.config.guard.hep_senders()));
                 state.guard.hep = Some(guard.clone());
-                capture::spawn_hep(
-                    sock,
-                    tx.clone(),
-                    s.clone(),
-                    stop.clone(),
-                    queue.clone(),
-                    guard,
-                )
+                capture::spawn_hep(sock, tx.clone(), s.clone(), stop.clone(), queue.clone(), guard)
             }
             Err(e) => {
                 tracing::error!("cannot listen for HEP on {addr}: {e}");
-                *s.error.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(format!("cannot listen on {addr}: {e}"));
+                *s.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("cannot listen on {addr}: {e}"));
             }
         }
         state.sources.push(("hep", s));
@@ -327,17 +302,13 @@ impl Daemon {
             let wait = self.persister.wait();
             match rx.recv_timeout(wait) {
                 Ok(input) => {
-                    let Some(n) = self.feed(engine, input) else {
-                        return ExitCode::SUCCESS;
-                    };
+                    let Some(n) = self.feed(engine, input) else { return ExitCode::SUCCESS };
                     got += n;
                     // take what is queued, in order, bounded per round
                     while got < 4096 {
                         match rx.try_recv() {
                             Ok(input) => {
-                                let Some(n) = self.feed(engine, input) else {
-                                    return ExitCode::SUCCESS;
-                                };
+                                let Some(n) = self.feed(engine, input) else { return ExitCode::SUCCESS };
                                 got += n;
                             }
                             Err(_) => break,
@@ -350,28 +321,18 @@ impl Daemon {
             // timers run when the engine says something is due (packet
             // time is the wall clock's in a live capture)
             let t = self.clock.now();
-            if engine.poll_timeout().is_some_and(|due| due <= t) || last_tick.elapsed() >= IDLE_TICK
-            {
+            if engine.poll_timeout().is_some_and(|due| due <= t) || last_tick.elapsed() >= IDLE_TICK {
                 last_tick = Instant::now();
                 engine.tick(t);
             }
             self.persist(engine);
             self.persister.retry(engine);
-            let running = self
-                .sources
-                .iter()
-                .filter(|(_, s)| s.running.load(Ordering::Relaxed))
-                .count();
+            let running = self.sources.iter().filter(|(_, s)| s.running.load(Ordering::Relaxed)).count();
             if last_status.elapsed() >= STATUS_EVERY || running != last_running {
                 last_running = running;
                 last_status = Instant::now();
                 // a restart's gap ends when the first source captured again
-                let since = self
-                    .sources
-                    .iter()
-                    .map(|(_, s)| s.since.load(Ordering::Relaxed))
-                    .filter(|t| *t > 0)
-                    .min();
+                let since = self.sources.iter().map(|(_, s)| s.since.load(Ordering::Relaxed)).filter(|t| *t > 0).min();
                 if let Some(since) = since {
                     self.persister.capture_began(engine, Timestamp(since));
                 }
@@ -380,9 +341,7 @@ impl Daemon {
             }
             self.persister.snapshot_if_due(engine);
             // at least as often as today's documents are due
-            let days_every = self.config.upload.as_ref().map_or(DAYS_EVERY, |u| {
-                DAYS_EVERY.min(Duration::from_micros(u.interval.max(0) as u64))
-            });
+            let days_every = self.config.upload.as_ref().map_or(DAYS_EVERY, |u| DAYS_EVERY.min(Duration::from_micros(u.interval.max(0) as u64)));
             if last_days.is_none_or(|t| t.elapsed() >= days_every) {
                 last_days = Some(Instant::now());
                 self.days();
@@ -397,10 +356,7 @@ impl Daemon {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
             }
-            self.shared.heartbeat.store(
-                (self.clock.now().micros() / SECOND) as u64,
-                Ordering::Relaxed,
-            );
+            self.shared.heartbeat.store((self.clock.now().micros() / SECOND) as u64, Ordering::Relaxed);
         }
     }
 
@@ -439,9 +395,7 @@ impl Daemon {
     }
 
     fn acknowledge(&mut self, acked: &[CallEvent]) {
-        let Some(store) = self.persister.store().cloned() else {
-            return;
-        };
+        let Some(store) = self.persister.store().cloned() else { return };
         for ev in acked {
             self.count_today(ev);
             self.late(&store, ev);
@@ -458,10 +412,7 @@ impl Daemon {
                     agg.add_call(&r);
                 }
                 let since = self.clock.now().add(-3 * 86_400_000_000);
-                for r in store
-                    .calls_between(since, Timestamp::MAX)
-                    .unwrap_or_default()
-                {
+                for r in store.calls_between(since, Timestamp::MAX).unwrap_or_default() {
                     if let Some(at) = r.callback_made.filter(|t| agg.local_date(*t) == today) {
                         agg.add_callback(&r.practice, at);
                     }
@@ -481,9 +432,7 @@ impl Daemon {
         }
         match ev {
             CallEvent::Finished(r) if agg.local_date(r.started) == today => agg.add_call(r),
-            CallEvent::CallbackMade { practice, at, .. } if agg.local_date(*at) == today => {
-                agg.add_callback(practice, *at)
-            }
+            CallEvent::CallbackMade { practice, at, .. } if agg.local_date(*at) == today => agg.add_callback(practice, *at),
             _ => {}
         }
     }
@@ -493,11 +442,7 @@ impl Daemon {
         let dropped: u64 = self
             .sources
             .iter()
-            .map(|(_, s)| {
-                s.kernel_dropped.load(Ordering::Relaxed)
-                    + s.if_dropped.load(Ordering::Relaxed)
-                    + s.queue_dropped.load(Ordering::Relaxed)
-            })
+            .map(|(_, s)| s.kernel_dropped.load(Ordering::Relaxed) + s.if_dropped.load(Ordering::Relaxed) + s.queue_dropped.load(Ordering::Relaxed))
             .sum();
         if dropped > self.dropped_seen {
             let n = dropped - self.dropped_seen;
@@ -518,9 +463,7 @@ impl Daemon {
     /// A call or callback stored for a date already closed: that date's
     /// figures must be computed (and sent) again.
     fn late(&self, store: &Store, ev: &CallEvent) {
-        let Some(closed) = self.closed_through else {
-            return;
-        };
+        let Some(closed) = self.closed_through else { return };
         let agg = Aggregator::new(&self.site);
         let date = match ev {
             CallEvent::Finished(r) => agg.local_date(r.started),
@@ -535,9 +478,7 @@ impl Daemon {
 
     /// Every minute: the activity record, days that closed, documents.
     fn days(&mut self) {
-        let Some(store) = self.persister.store().cloned() else {
-            return;
-        };
+        let Some(store) = self.persister.store().cloned() else { return };
         if !self.activity.is_empty() {
             match store.add_activity(&self.activity) {
                 Ok(()) => self.activity.clear(),
@@ -548,11 +489,7 @@ impl Daemon {
         let result = match self.scheduler.as_mut() {
             Some(sch) => sch.run(&store, &self.site, t).map(|o| {
                 if o.documents > 0 {
-                    tracing::debug!(
-                        closed_days = o.closed_days,
-                        documents = o.documents,
-                        "documents queued for upload"
-                    );
+                    tracing::debug!(closed_days = o.closed_days, documents = o.documents, "documents queued for upload");
                 }
                 o.closed_days
             }),
@@ -572,11 +509,7 @@ impl Daemon {
     /// Starts (or stops) the uploader to match the configuration.
     fn start_upload(&mut self) {
         let cfg = self.config.upload.clone();
-        *self
-            .shared
-            .agent_id
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = crate::upload::agent_id(cfg.as_ref());
+        *self.shared.agent_id.write().unwrap_or_else(|e| e.into_inner()) = crate::upload::agent_id(cfg.as_ref());
         {
             let mut st = self.shared.upload.lock().unwrap_or_else(|e| e.into_inner());
             st.enabled = cfg.is_some();
@@ -595,13 +528,7 @@ impl Daemon {
                 self.scheduler = Some(Scheduler::new(&cfg));
                 let (tx, rx) = channel();
                 let shared = self.shared.clone();
-                let store = move || {
-                    shared
-                        .store
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clone()
-                };
+                let store = move || shared.store.read().unwrap_or_else(|e| e.into_inner()).clone();
                 match deliver::spawn(cfg.clone(), store, self.shared.upload.clone(), rx) {
                     Ok(_) => {
                         tracing::info!(url = %cfg.url, agent = %cfg.agent_id, "uploading day documents");
@@ -621,33 +548,12 @@ impl Daemon {
     }
 
     /// Adds what the last status period saw to the activity record.
-    fn record_activity(
-        &mut self,
-        t: Timestamp,
-        messages: u64,
-        parse_errors: u64,
-        dropped: u64,
-        ambiguous: u64,
-        capturing: bool,
-        partial_view: bool,
-    ) {
-        let prev = self
-            .activity_seen
-            .replace((t, messages, parse_errors, dropped, ambiguous));
-        let Some((t0, m0, p0, d0, a0)) = prev else {
-            return;
-        };
-        let Some(local) = t
-            .to_datetime()
-            .map(|x| x.with_timezone(&self.site.timezone).naive_local())
-        else {
-            return;
-        };
+    fn record_activity(&mut self, t: Timestamp, messages: u64, parse_errors: u64, dropped: u64, ambiguous: u64, capturing: bool, partial_view: bool) {
+        let prev = self.activity_seen.replace((t, messages, parse_errors, dropped, ambiguous));
+        let Some((t0, m0, p0, d0, a0)) = prev else { return };
+        let Some(local) = t.to_datetime().map(|x| x.with_timezone(&self.site.timezone).naive_local()) else { return };
         let secs = (t.since(t0) / SECOND).clamp(0, 3600) as u32;
-        let h = self
-            .activity
-            .entry((local.date(), chrono::Timelike::hour(&local) as u8))
-            .or_default();
+        let h = self.activity.entry((local.date(), chrono::Timelike::hour(&local) as u8)).or_default();
         h.add(&HourV1 {
             up_s: if capturing { secs } else { 0 },
             partial_view_s: if partial_view { secs } else { 0 },
@@ -659,25 +565,17 @@ impl Daemon {
     }
 
     fn maintenance(&mut self) {
-        let Some(store) = self.persister.store().cloned() else {
-            return;
-        };
+        let Some(store) = self.persister.store().cloned() else { return };
         let now = self.clock.now();
         let upgraded_at = store.upgraded_at().unwrap_or(None);
         match store.prune_calls(&self.site, self.config.agent.call_cut(now, upgraded_at)) {
-            Ok(n) if n > 0 => tracing::info!(
-                pruned = n,
-                "call records older than store.call_retention removed (day figures kept)"
-            ),
+            Ok(n) if n > 0 => tracing::info!(pruned = n, "call records older than store.call_retention removed (day figures kept)"),
             Err(e) => tracing::warn!("pruning failed: {e:#}"),
             _ => {}
         }
-        let days_cut =
-            Aggregator::new(&self.site).local_date(now.add(-self.config.agent.retention));
+        let days_cut = Aggregator::new(&self.site).local_date(now.add(-self.config.agent.retention));
         match store.prune_days(days_cut) {
-            Ok(n) if n > 0 => {
-                tracing::info!(pruned = n, "day figures older than store.retention removed")
-            }
+            Ok(n) if n > 0 => tracing::info!(pruned = n, "day figures older than store.retention removed"),
             Err(e) => tracing::warn!("pruning day figures failed: {e:#}"),
             _ => {}
         }
@@ -696,11 +594,7 @@ impl Daemon {
         if old_a.interfaces != new_a.interfaces {
             needs_restart.push("capture.interfaces");
         }
-        if old_a.filter != new_a.filter
-            || old_a.sip_ports != new_a.sip_ports
-            || old_a.snaplen != new_a.snaplen
-            || old_a.buffer_bytes != new_a.buffer_bytes
-        {
+        if old_a.filter != new_a.filter || old_a.sip_ports != new_a.sip_ports || old_a.snaplen != new_a.snaplen || old_a.buffer_bytes != new_a.buffer_bytes {
             needs_restart.push("capture settings");
         }
         if old_a.hep_listen != new_a.hep_listen {
@@ -716,9 +610,7 @@ impl Daemon {
             needs_restart.push("page.lan");
         }
         *self.shared.page.write().unwrap_or_else(|e| e.into_inner()) = new.page.clone();
-        if new.secret_file != self.config.secret_file
-            || new.site.country_code != self.config.site.country_code
-        {
+        if new.secret_file != self.config.secret_file || new.site.country_code != self.config.site.country_code {
             needs_restart.push("privacy.secret_file / country_code");
         }
         if new.guard != self.config.guard {
@@ -737,10 +629,7 @@ impl Daemon {
             tracing::info!("configuration reloaded");
         } else {
             // keep running with the old values of what cannot change live
-            let (retention, call_retention) = (
-                self.config.agent.retention,
-                self.config.agent.call_retention,
-            );
+            let (retention, call_retention) = (self.config.agent.retention, self.config.agent.call_retention);
             let quiet = self.config.agent.quiet;
             let snapshot_every = self.config.agent.snapshot_every;
             self.config.agent = keep_agent;
@@ -754,10 +643,8 @@ impl Daemon {
                 needs_restart.join(", ")
             );
         }
-        self.persister
-            .set_memory_calls(self.config.agent.memory_calls);
-        self.persister
-            .set_snapshot_every(self.config.agent.snapshot_every);
+        self.persister.set_memory_calls(self.config.agent.memory_calls);
+        self.persister.set_snapshot_every(self.config.agent.snapshot_every);
     }
 
     fn shutdown(&mut self, engine: &mut Engine) {
@@ -784,15 +671,9 @@ impl Daemon {
             .map(|(kind, src)| SourceStatus {
                 name: src.name.clone(),
                 kind: kind.to_string(),
-                linktype: src
-                    .linktype
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
+                linktype: src.linktype.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                 running: src.running.load(Ordering::Relaxed),
-                since: Some(src.since.load(Ordering::Relaxed))
-                    .filter(|t| *t > 0)
-                    .map(Timestamp),
+                since: Some(src.since.load(Ordering::Relaxed)).filter(|t| *t > 0).map(Timestamp),
                 packets: src.packets.load(Ordering::Relaxed),
                 bytes: src.bytes.load(Ordering::Relaxed),
                 kernel_dropped: src.kernel_dropped.load(Ordering::Relaxed),
@@ -811,29 +692,15 @@ impl Daemon {
             calls_stored: store.map_or(0, |x| x.call_count() as u64),
             held_in_memory: p.held_in_memory() as u64,
             lost_in_memory: p.lost_in_memory(),
-            snapshot_age_s: p
-                .last_snapshot()
-                .map(|l| (t.since(l) / SECOND).max(0) as u64),
+            snapshot_age_s: p.last_snapshot().map(|l| (t.since(l) / SECOND).max(0) as u64),
             outbox: store.map_or(0, |x| x.outbox_len() as u64),
             recovered: p.recovered().map(str::to_string),
             problems: store.map(|x| x.problems()).unwrap_or_default(),
             kept_aside_records: store.map_or(0, |x| x.kept_aside().0 as u64),
             kept_aside_files: store.map_or(0, |x| x.kept_aside().1 as u64),
         };
-        let gaps = self
-            .persister
-            .gaps()
-            .iter()
-            .rev()
-            .take(20)
-            .cloned()
-            .collect();
-        let hostile = hostile::HostileStatus::new(
-            st.guard.clone(),
-            st.wire.hep_rejected,
-            self.guard.hep.as_deref(),
-            &self.guard.queue,
-        );
+        let gaps = self.persister.gaps().iter().rev().take(20).cloned().collect();
+        let hostile = hostile::HostileStatus::new(st.guard.clone(), st.wire.hep_rejected, self.guard.hep.as_deref(), &self.guard.queue);
         let upload = self.upload_status();
         let today = self.today_status(t);
         let config_path = self.config_path.display().to_string();
@@ -859,28 +726,12 @@ impl Daemon {
         let mut s = self.status.build(observed, &rules);
         let watched = self.guard.watch.diagnostics(&s.hostile, t);
         s.diagnostics.extend(watched);
-        let dropped: u64 = s
-            .sources
-            .iter()
-            .map(|x| x.kernel_dropped + x.if_dropped + x.queue_dropped)
-            .sum();
+        let dropped: u64 = s.sources.iter().map(|x| x.kernel_dropped + x.if_dropped + x.queue_dropped).sum();
         let parse_errors: u64 = s.sip.parse_errors.values().sum();
         let capturing = s.sources.iter().any(|x| x.running);
         let partial_view = s.view == "partial";
-        self.record_activity(
-            t,
-            s.sip.messages,
-            parse_errors,
-            dropped,
-            s.engine.b2bua_ambiguous,
-            capturing,
-            partial_view,
-        );
-        *self
-            .shared
-            .status
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = s;
+        self.record_activity(t, s.sip.messages, parse_errors, dropped, s.engine.b2bua_ambiguous, capturing, partial_view);
+        *self.shared.status.write().unwrap_or_else(|e| e.into_inner()) = s;
     }
 
     /// Today's figures per practice (configured ones first).
@@ -899,24 +750,10 @@ impl Daemon {
             }
         }
         for p in names {
-            let day = agg
-                .days()
-                .get(&(p.clone(), date))
-                .cloned()
-                .unwrap_or_default();
+            let day = agg.days().get(&(p.clone(), date)).cloned().unwrap_or_default();
             use cbt_proto::metrics::Indicator::*;
-            let band = |b: usize| {
-                [
-                    day.band(Cbt003, b),
-                    day.band(Cbt004, b),
-                    day.band(Cbt002, b),
-                    day.band(Cbt005, b),
-                ]
-            };
-            let (abandoned, callbacks_made) = (
-                day.abandoned_missed + day.abandoned_in_ivr,
-                day.total(Cbt006),
-            );
+            let band = |b: usize| [day.band(Cbt003, b), day.band(Cbt004, b), day.band(Cbt002, b), day.band(Cbt005, b)];
+            let (abandoned, callbacks_made) = (day.abandoned_missed + day.abandoned_in_ivr, day.total(Cbt006));
             today.practices.push(status::TodayPractice {
                 practice: p,
                 inbound: day.total(Cbt001),
@@ -926,11 +763,7 @@ impl Daemon {
                 callback_requested: day.total(Cbt005),
                 callbacks_made,
                 abandoned,
-                by_band: TIME_CATEGORIES
-                    .iter()
-                    .enumerate()
-                    .map(|(b, l)| (l.to_string(), band(b)))
-                    .collect(),
+                by_band: TIME_CATEGORIES.iter().enumerate().map(|(b, l)| (l.to_string(), band(b))).collect(),
             });
         }
         today
@@ -938,12 +771,7 @@ impl Daemon {
 
     /// The uploader's state with the outbox's.
     fn upload_status(&self) -> UploadStatus {
-        let mut u = self
-            .shared
-            .upload
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let mut u = self.shared.upload.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if !u.enabled {
             return u;
         }

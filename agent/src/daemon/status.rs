@@ -204,20 +204,12 @@ pub const DIAGNOSTIC_CODES: &[&str] = &[
 
 /// A label value escaped for the Prometheus text format.
 pub(crate) fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// One metric in the Prometheus text exposition format (version 0.0.4):
 /// its HELP and TYPE lines, then a line per row (labels, value).
-pub(crate) fn write_metric(
-    o: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    rows: Vec<(String, f64)>,
-) {
+pub(crate) fn write_metric(o: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>) {
     let _ = writeln!(o, "# HELP {name} {help}");
     let _ = writeln!(o, "# TYPE {name} {kind}");
     for (labels, v) in rows {
@@ -232,122 +224,38 @@ pub(crate) fn write_metric(
 /// Prometheus text exposition format (version 0.0.4).
 pub fn prometheus(s: &Status) -> String {
     let mut o = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
-        write_metric(&mut o, name, kind, help, rows)
-    };
+    let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| write_metric(&mut o, name, kind, help, rows);
     let src = |f: fn(&SourceStatus) -> u64| -> Vec<(String, f64)> {
         s.sources
             .iter()
-            .map(|x| {
-                (
-                    format!("source=\"{}\",kind=\"{}\"", esc(&x.name), x.kind),
-                    f(x) as f64,
-                )
-            })
+            .map(|x| (format!("source=\"{}\",kind=\"{}\"", esc(&x.name), x.kind), f(x) as f64))
             .collect()
     };
-    metric(
-        "cbt_up",
-        "gauge",
-        "1 while the agent runs.",
-        vec![(String::new(), 1.0)],
-    );
-    metric(
-        "cbt_uptime_seconds",
-        "gauge",
-        "Seconds since the agent started.",
-        vec![(String::new(), s.uptime_s as f64)],
-    );
-    metric(
-        "cbt_source_up",
-        "gauge",
-        "1 if the capture source is running.",
-        src(|x| x.running as u64),
-    );
-    metric(
-        "cbt_packets_total",
-        "counter",
-        "Packets received by each source.",
-        src(|x| x.packets),
-    );
-    metric(
-        "cbt_kernel_dropped_total",
-        "counter",
-        "Packets dropped by the kernel (pcap stats).",
-        src(|x| x.kernel_dropped),
-    );
-    metric(
-        "cbt_interface_dropped_total",
-        "counter",
-        "Packets dropped by the interface (pcap stats).",
-        src(|x| x.if_dropped),
-    );
-    metric(
-        "cbt_queue_dropped_total",
-        "counter",
-        "Packets dropped because the engine queue was full.",
-        src(|x| x.queue_dropped),
-    );
-    metric(
-        "cbt_sip_messages_total",
-        "counter",
-        "SIP messages framed.",
-        vec![(String::new(), s.sip.messages as f64)],
-    );
+    metric("cbt_up", "gauge", "1 while the agent runs.", vec![(String::new(), 1.0)]);
+    metric("cbt_uptime_seconds", "gauge", "Seconds since the agent started.", vec![(String::new(), s.uptime_s as f64)]);
+    metric("cbt_source_up", "gauge", "1 if the capture source is running.", src(|x| x.running as u64));
+    metric("cbt_packets_total", "counter", "Packets received by each source.", src(|x| x.packets));
+    metric("cbt_kernel_dropped_total", "counter", "Packets dropped by the kernel (pcap stats).", src(|x| x.kernel_dropped));
+    metric("cbt_interface_dropped_total", "counter", "Packets dropped by the interface (pcap stats).", src(|x| x.if_dropped));
+    metric("cbt_queue_dropped_total", "counter", "Packets dropped because the engine queue was full.", src(|x| x.queue_dropped));
+    metric("cbt_sip_messages_total", "counter", "SIP messages framed.", vec![(String::new(), s.sip.messages as f64)]);
     metric(
         "cbt_parse_errors_total",
         "counter",
         "SIP messages that could not be read, by reason.",
-        s.sip
-            .parse_errors
-            .iter()
-            .map(|(k, v)| (format!("reason=\"{}\"", esc(k)), *v as f64))
-            .collect(),
+        s.sip.parse_errors.iter().map(|(k, v)| (format!("reason=\"{}\"", esc(k)), *v as f64)).collect(),
     );
-    metric(
-        "cbt_tls_records_total",
-        "counter",
-        "TLS records seen on port 5061 (unreadable SIP).",
-        vec![(String::new(), s.sip.tls_records as f64)],
-    );
-    metric(
-        "cbt_legs_in_progress",
-        "gauge",
-        "SIP INVITE legs in progress.",
-        vec![(String::new(), s.engine.legs_in_progress as f64)],
-    );
-    metric(
-        "cbt_calls_in_progress",
-        "gauge",
-        "Inbound calls in progress.",
-        vec![(String::new(), s.engine.calls_in_progress as f64)],
-    );
-    metric(
-        "cbt_store_healthy",
-        "gauge",
-        "1 if the store takes writes.",
-        vec![(String::new(), s.store.healthy as u64 as f64)],
-    );
-    metric(
-        "cbt_store_size_bytes",
-        "gauge",
-        "Size of the store on disk.",
-        vec![(String::new(), s.store.size_bytes as f64)],
-    );
-    metric(
-        "cbt_calls_held_in_memory",
-        "gauge",
-        "Finished calls waiting for the store.",
-        vec![(String::new(), s.store.held_in_memory as f64)],
-    );
+    metric("cbt_tls_records_total", "counter", "TLS records seen on port 5061 (unreadable SIP).", vec![(String::new(), s.sip.tls_records as f64)]);
+    metric("cbt_legs_in_progress", "gauge", "SIP INVITE legs in progress.", vec![(String::new(), s.engine.legs_in_progress as f64)]);
+    metric("cbt_calls_in_progress", "gauge", "Inbound calls in progress.", vec![(String::new(), s.engine.calls_in_progress as f64)]);
+    metric("cbt_store_healthy", "gauge", "1 if the store takes writes.", vec![(String::new(), s.store.healthy as u64 as f64)]);
+    metric("cbt_store_size_bytes", "gauge", "Size of the store on disk.", vec![(String::new(), s.store.size_bytes as f64)]);
+    metric("cbt_calls_held_in_memory", "gauge", "Finished calls waiting for the store.", vec![(String::new(), s.store.held_in_memory as f64)]);
     metric(
         "cbt_snapshot_age_seconds",
         "gauge",
         "Seconds since the engine state was last saved.",
-        s.store
-            .snapshot_age_s
-            .map(|a| vec![(String::new(), a as f64)])
-            .unwrap_or_default(),
+        s.store.snapshot_age_s.map(|a| vec![(String::new(), a as f64)]).unwrap_or_default(),
     );
     let mut today = Vec::new();
     let mut indicators = Vec::new();
@@ -362,104 +270,48 @@ pub fn prometheus(s: &Status) -> String {
             indicators.push((i(ind.code()), p.total(ind) as f64));
         }
     }
-    metric(
-        "cbt_calls_today",
-        "gauge",
-        "Today's inbound calls by outcome (local date).",
-        today,
-    );
-    metric(
-        "cbt_indicator_today",
-        "gauge",
-        "Today's CBT indicators (local date).",
-        indicators,
-    );
+    metric("cbt_calls_today", "gauge", "Today's inbound calls by outcome (local date).", today);
+    metric("cbt_indicator_today", "gauge", "Today's CBT indicators (local date).", indicators);
     metric(
         "cbt_diagnostic",
         "gauge",
         "1 while a diagnostic condition holds.",
         DIAGNOSTIC_CODES
             .iter()
-            .map(|c| {
-                (
-                    format!("code=\"{c}\""),
-                    s.diagnostics.iter().any(|d| d.code == *c) as u64 as f64,
-                )
-            })
+            .map(|c| (format!("code=\"{c}\""), s.diagnostics.iter().any(|d| d.code == *c) as u64 as f64))
             .collect(),
     );
-    metric(
-        "cbt_view_partial",
-        "gauge",
-        "1 if only part of the calls can be seen (handsets only).",
-        vec![(String::new(), (s.view == "partial") as u64 as f64)],
-    );
+    metric("cbt_view_partial", "gauge", "1 if only part of the calls can be seen (handsets only).", vec![(String::new(), (s.view == "partial") as u64 as f64)]);
     let u = &s.upload;
     if u.enabled {
         let one = |v: u64| vec![(String::new(), v as f64)];
-        metric(
-            "cbt_upload_outbox",
-            "gauge",
-            "Day documents waiting to be delivered (parked included).",
-            one(u.outbox),
-        );
-        metric(
-            "cbt_upload_parked",
-            "gauge",
-            "Day documents the collector refused, kept until a reload.",
-            one(u.parked.len() as u64),
-        );
-        metric(
-            "cbt_upload_delivered_total",
-            "counter",
-            "Day documents the collector took since the agent started.",
-            one(u.delivered),
-        );
-        metric(
-            "cbt_upload_duplicates_total",
-            "counter",
-            "Of which the collector already had.",
-            one(u.duplicates),
-        );
-        metric(
-            "cbt_upload_retries_total",
-            "counter",
-            "Delivery attempts that failed and are retried.",
-            one(u.retries),
-        );
+        metric("cbt_upload_outbox", "gauge", "Day documents waiting to be delivered (parked included).", one(u.outbox));
+        metric("cbt_upload_parked", "gauge", "Day documents the collector refused, kept until a reload.", one(u.parked.len() as u64));
+        metric("cbt_upload_delivered_total", "counter", "Day documents the collector took since the agent started.", one(u.delivered));
+        metric("cbt_upload_duplicates_total", "counter", "Of which the collector already had.", one(u.duplicates));
+        metric("cbt_upload_retries_total", "counter", "Delivery attempts that failed and are retried.", one(u.retries));
         let age = |at: &Option<String>| {
             at.as_deref()
                 .and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok())
-                .map_or(-1.0, |a| {
-                    (chrono::Utc::now().timestamp() - a.timestamp()) as f64
-                })
+                .map_or(-1.0, |a| (chrono::Utc::now().timestamp() - a.timestamp()) as f64)
         };
         metric(
             "cbt_upload_last_success_age_seconds",
             "gauge",
             "Seconds since the last delivery (-1: none yet).",
-            vec![(
-                String::new(),
-                age(&u.last_success.as_ref().map(|d| d.at.clone())),
-            )],
+            vec![(String::new(), age(&u.last_success.as_ref().map(|d| d.at.clone())))],
         );
         let oldest = u
             .oldest_undelivered
             .as_deref()
             .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-            .map_or(0.0, |d| {
-                (chrono::Utc::now().date_naive() - d).num_days().max(0) as f64
-            });
-        metric(
-            "cbt_upload_oldest_undelivered_days",
-            "gauge",
-            "Age in days of the oldest undelivered day (0: none or today).",
-            vec![(String::new(), oldest)],
-        );
+            .map_or(0.0, |d| (chrono::Utc::now().date_naive() - d).num_days().max(0) as f64);
+        metric("cbt_upload_oldest_undelivered_days", "gauge", "Age in days of the oldest undelivered day (0: none or today).", vec![(String::new(), oldest)]);
     }
     o.push_str(&super::hostile::prometheus(&s.hostile));
     o
 }
+
 
 /// What the daemon gathered for one status refresh: the engine's counters,
 /// the capture sources, the store, today's figures and the uploader.
@@ -534,11 +386,7 @@ impl StatusBuilder {
         }
         let prev = self.window.back().copied().unwrap_or(now);
         self.window.push_back(now);
-        while self
-            .window
-            .front()
-            .is_some_and(|w| t.since(w.at) > 600 * SECOND)
-        {
+        while self.window.front().is_some_and(|w| t.since(w.at) > 600 * SECOND) {
             self.window.pop_front();
         }
         let first = *self.window.front().expect("just pushed");
@@ -551,16 +399,8 @@ impl StatusBuilder {
             config: o.config_path.to_string(),
             sources: o.sources,
             rates: Rates {
-                packets_per_s: if prev.at == t {
-                    0.0
-                } else {
-                    now.frames.saturating_sub(prev.frames) as f64 / secs
-                },
-                sip_messages_per_s: if prev.at == t {
-                    0.0
-                } else {
-                    now.messages.saturating_sub(prev.messages) as f64 / secs
-                },
+                packets_per_s: if prev.at == t { 0.0 } else { now.frames.saturating_sub(prev.frames) as f64 / secs },
+                sip_messages_per_s: if prev.at == t { 0.0 } else { now.messages.saturating_sub(prev.messages) as f64 / secs },
             },
             sip: SipCounters {
                 frames: now.frames,
@@ -590,10 +430,7 @@ impl StatusBuilder {
             today: o.today,
             diagnostics: Vec::new(),
             gaps: o.gaps,
-            view: if calls.calls >= 5
-                && !rules.site.carrier.is_empty()
-                && calls.from_configured_carrier == 0
-            {
+            view: if calls.calls >= 5 && !rules.site.carrier.is_empty() && calls.from_configured_carrier == 0 {
                 "partial".into()
             } else if calls.calls >= 5 {
                 "full".into()
@@ -607,23 +444,14 @@ impl StatusBuilder {
         s
     }
 
-    fn diagnose(
-        &self,
-        s: &Status,
-        first: &Sample,
-        t: Timestamp,
-        rules: &Rules<'_>,
-    ) -> Vec<Diagnostic> {
+    fn diagnose(&self, s: &Status, first: &Sample, t: Timestamp, rules: &Rules<'_>) -> Vec<Diagnostic> {
         let mut d = Vec::new();
         if s.sources.is_empty() {
             d.push(Diagnostic::error("no_source", "no capture interface and no HEP listener configured: nothing is observed; set capture.interfaces or hep.listen".into()));
         }
         for src in &s.sources {
             if let Some(e) = &src.error {
-                d.push(Diagnostic::error(
-                    "capture_error",
-                    format!("{}: {e}", src.name),
-                ));
+                d.push(Diagnostic::error("capture_error", format!("{}: {e}", src.name)));
             }
             if src.kernel_dropped + src.if_dropped > 0 {
                 d.push(Diagnostic::warn(
@@ -632,21 +460,10 @@ impl StatusBuilder {
                 ));
             }
             if src.queue_dropped > 0 {
-                d.push(Diagnostic::warn(
-                    "queue_drops",
-                    format!(
-                        "{}: {} packets dropped because the engine fell behind",
-                        src.name, src.queue_dropped
-                    ),
-                ));
+                d.push(Diagnostic::warn("queue_drops", format!("{}: {} packets dropped because the engine fell behind", src.name, src.queue_dropped)));
             }
         }
-        let (invites, responses, msgs, tls) = (
-            s.sip.invites - first.invites,
-            s.sip.invite_responses - first.responses,
-            s.sip.messages - first.messages,
-            s.sip.tls_records - first.tls,
-        );
+        let (invites, responses, msgs, tls) = (s.sip.invites - first.invites, s.sip.invite_responses - first.responses, s.sip.messages - first.messages, s.sip.tls_records - first.tls);
         if invites >= 10 && responses == 0 {
             d.push(Diagnostic::warn(
                 "one_way",
@@ -661,13 +478,7 @@ impl StatusBuilder {
         }
         let total: u64 = s.sip.parse_errors.values().sum();
         if total > 20 && total * 10 > s.sip.messages {
-            d.push(Diagnostic::warn(
-                "parse_errors",
-                format!(
-                    "{total} of {} SIP messages could not be read (see sip.parse_errors)",
-                    s.sip.messages
-                ),
-            ));
+            d.push(Diagnostic::warn("parse_errors", format!("{total} of {} SIP messages could not be read (see sip.parse_errors)", s.sip.messages)));
         }
         if let Some(e) = &s.store.error {
             d.push(Diagnostic::error(
@@ -700,29 +511,16 @@ impl StatusBuilder {
         }
         if let Some(age) = s.store.snapshot_age_s {
             if age as i64 * SECOND > 3 * rules.snapshot_every + 10 * SECOND {
-                d.push(Diagnostic::warn(
-                    "snapshot_stale",
-                    format!("the engine state was last saved {age} s ago"),
-                ));
+                d.push(Diagnostic::warn("snapshot_stale", format!("the engine state was last saved {age} s ago")));
             }
         }
         // no INVITE for a while during core hours
-        if let Some(local) = t
-            .to_datetime()
-            .map(|x| x.with_timezone(&rules.site.timezone).naive_local())
-        {
+        if let Some(local) = t.to_datetime().map(|x| x.with_timezone(&rules.site.timezone).naive_local()) {
             let core = cbt_proto::metrics::core_category(local, &rules.site.bank_holidays) < 2;
-            if core
-                && t.since(self.last_invite_at) >= rules.quiet
-                && t.since(self.started) >= rules.quiet
-            {
+            if core && t.since(self.last_invite_at) >= rules.quiet && t.since(self.started) >= rules.quiet {
                 d.push(Diagnostic::warn(
                     "quiet",
-                    format!(
-                        "no INVITE seen for {} minutes during core hours (last: {})",
-                        t.since(self.last_invite_at) / 60 / SECOND,
-                        self.last_invite_at
-                    ),
+                    format!("no INVITE seen for {} minutes during core hours (last: {})", t.since(self.last_invite_at) / 60 / SECOND, self.last_invite_at),
                 ));
             }
         }
@@ -755,25 +553,12 @@ fn upload_diagnostics(u: &UploadStatus, t: Timestamp) -> Vec<Diagnostic> {
             ),
         ));
     }
-    let since = |at: &str| {
-        chrono::DateTime::parse_from_rfc3339(at)
-            .map(|x| t.micros() / SECOND - x.timestamp())
-            .unwrap_or(0)
-    };
-    let failing = u
-        .last_error
-        .as_ref()
-        .is_some_and(|e| u.last_success.as_ref().is_none_or(|s| s.at < e.at));
+    let since = |at: &str| chrono::DateTime::parse_from_rfc3339(at).map(|x| t.micros() / SECOND - x.timestamp()).unwrap_or(0);
+    let failing = u.last_error.as_ref().is_some_and(|e| u.last_success.as_ref().is_none_or(|s| s.at < e.at));
     if failing && u.outbox > u.parked.len() as u64 {
         let e = u.last_error.as_ref().expect("failing");
         let stale = u.last_success.as_ref().map_or(i64::MAX, |s| since(&s.at));
-        let msg = format!(
-            "{} documents not delivered to {} (oldest {}): {}",
-            u.outbox,
-            u.url,
-            u.oldest_undelivered.clone().unwrap_or_default(),
-            e.message
-        );
+        let msg = format!("{} documents not delivered to {} (oldest {}): {}", u.outbox, u.url, u.oldest_undelivered.clone().unwrap_or_default(), e.message);
         if stale > 24 * 3600 {
             d.push(Diagnostic::error("upload_failing", msg));
         } else {
@@ -825,11 +610,7 @@ pbx = ["10.20.0.5"]
                 site: site(),
                 builder: StatusBuilder::new(started),
                 stats: EngineStats::default(),
-                store: StoreStatus {
-                    healthy: true,
-                    dir: "/var/lib/cbt-agent".into(),
-                    ..StoreStatus::default()
-                },
+                store: StoreStatus { healthy: true, dir: "/var/lib/cbt-agent".into(), ..StoreStatus::default() },
                 upload: UploadStatus::default(),
             }
         }
@@ -846,25 +627,14 @@ pbx = ["10.20.0.5"]
                 config_path: "/etc/cbt-agent/cbt-agent.toml",
                 stats: &self.stats,
                 reassembly_bytes: 0,
-                sources: vec![SourceStatus {
-                    name: "eth1".into(),
-                    kind: "pcap".into(),
-                    running: true,
-                    ..SourceStatus::default()
-                }],
+                sources: vec![SourceStatus { name: "eth1".into(), kind: "pcap".into(), running: true, ..SourceStatus::default() }],
                 store: self.store.clone(),
                 today: Today::default(),
                 gaps: Vec::new(),
                 hostile: Default::default(),
                 upload: self.upload.clone(),
             };
-            let rules = Rules {
-                site: &self.site,
-                quiet: 30 * MINUTE,
-                snapshot_every: 30 * SECOND,
-                memory_calls: 10_000,
-                store_retry: 5 * SECOND,
-            };
+            let rules = Rules { site: &self.site, quiet: 30 * MINUTE, snapshot_every: 30 * SECOND, memory_calls: 10_000, store_retry: 5 * SECOND };
             self.builder.build(o, &rules)
         }
     }
@@ -879,10 +649,7 @@ pbx = ["10.20.0.5"]
         let mut f = Feed::new(t);
         f.counts(0, 0, 1_000);
         let s = f.at(t);
-        assert_eq!(
-            s.rates.sip_messages_per_s, 0.0,
-            "no rate from a single sample"
-        );
+        assert_eq!(s.rates.sip_messages_per_s, 0.0, "no rate from a single sample");
         f.counts(0, 0, 1_100);
         let s = f.at(t.add(2 * SECOND));
         assert_eq!(s.rates.sip_messages_per_s, 50.0);
@@ -898,11 +665,7 @@ pbx = ["10.20.0.5"]
         f.counts(12, 0, 12);
         let s = f.at(t.add(MINUTE));
         assert!(codes(&s).contains(&"one_way"), "{:?}", s.diagnostics);
-        assert!(
-            s.diagnostics[0].message.starts_with("12 INVITEs"),
-            "{}",
-            s.diagnostics[0].message
-        );
+        assert!(s.diagnostics[0].message.starts_with("12 INVITEs"), "{}", s.diagnostics[0].message);
         // nine invites are not enough evidence
         let mut f = Feed::new(t);
         f.counts(0, 0, 0);
@@ -956,27 +719,13 @@ pbx = ["10.20.0.5"]
     fn calls_never_from_the_carrier_mean_a_partial_view() {
         let t = tuesday_10am();
         let mut f = Feed::new(t);
-        f.stats.calls = Some(CallStats {
-            calls: 4,
-            ..CallStats::default()
-        });
-        assert_eq!(
-            f.at(t).view,
-            "unknown",
-            "four calls are not enough to judge"
-        );
-        f.stats.calls = Some(CallStats {
-            calls: 5,
-            ..CallStats::default()
-        });
+        f.stats.calls = Some(CallStats { calls: 4, ..CallStats::default() });
+        assert_eq!(f.at(t).view, "unknown", "four calls are not enough to judge");
+        f.stats.calls = Some(CallStats { calls: 5, ..CallStats::default() });
         let s = f.at(t.add(SECOND));
         assert_eq!(s.view, "partial");
         assert!(codes(&s).contains(&"partial_view"));
-        f.stats.calls = Some(CallStats {
-            calls: 6,
-            from_configured_carrier: 1,
-            ..CallStats::default()
-        });
+        f.stats.calls = Some(CallStats { calls: 6, from_configured_carrier: 1, ..CallStats::default() });
         let s = f.at(t.add(2 * SECOND));
         assert_eq!(s.view, "full");
         assert!(!codes(&s).contains(&"partial_view"));
@@ -990,18 +739,9 @@ pbx = ["10.20.0.5"]
         f.store.error = Some("the disk holding /var/lib/cbt-agent is full".into());
         f.store.held_in_memory = 37;
         let s = f.at(t);
-        let d = s
-            .diagnostics
-            .iter()
-            .find(|d| d.code == "store_error")
-            .expect("store_error");
+        let d = s.diagnostics.iter().find(|d| d.code == "store_error").expect("store_error");
         assert_eq!(d.severity, "error");
-        assert!(
-            d.message
-                .contains("37 finished calls held in memory (at most 10000), retrying every 5 s"),
-            "{}",
-            d.message
-        );
+        assert!(d.message.contains("37 finished calls held in memory (at most 10000), retrying every 5 s"), "{}", d.message);
     }
 
     #[test]
@@ -1013,34 +753,17 @@ pbx = ["10.20.0.5"]
             url: "https://collector.example/v1/days".into(),
             outbox: 3,
             oldest_undelivered: Some("2026-11-01".into()),
-            last_success: Some(crate::upload::deliver::Delivery {
-                at: "2026-11-03T08:00:00Z".into(),
-                ..Default::default()
-            }),
-            last_error: Some(crate::upload::deliver::Failure {
-                at: "2026-11-03T09:59:00Z".into(),
-                message: "connection refused".into(),
-            }),
+            last_success: Some(crate::upload::deliver::Delivery { at: "2026-11-03T08:00:00Z".into(), ..Default::default() }),
+            last_error: Some(crate::upload::deliver::Failure { at: "2026-11-03T09:59:00Z".into(), message: "connection refused".into() }),
             ..UploadStatus::default()
         };
         let s = f.at(t);
-        let d = s
-            .diagnostics
-            .iter()
-            .find(|d| d.code == "upload_failing")
-            .expect("upload_failing");
+        let d = s.diagnostics.iter().find(|d| d.code == "upload_failing").expect("upload_failing");
         assert_eq!(d.severity, "warning");
         assert_eq!(d.message, "3 documents not delivered to https://collector.example/v1/days (oldest 2026-11-01): connection refused");
         f.upload.last_success.as_mut().unwrap().at = "2026-11-02T09:00:00Z".into();
         let s = f.at(t.add(SECOND));
-        assert_eq!(
-            s.diagnostics
-                .iter()
-                .find(|d| d.code == "upload_failing")
-                .unwrap()
-                .severity,
-            "error"
-        );
+        assert_eq!(s.diagnostics.iter().find(|d| d.code == "upload_failing").unwrap().severity, "error");
         // delivered since the failure: nothing to say
         f.upload.last_success.as_mut().unwrap().at = "2026-11-03T09:59:30Z".into();
         assert!(!codes(&f.at(t.add(2 * SECOND))).contains(&"upload_failing"));
@@ -1055,10 +778,7 @@ pbx = ["10.20.0.5"]
         f.store.problems = vec!["journal 3: 40 bytes".into()];
         f.store.snapshot_age_s = Some(600);
         f.stats.sip.parse_errors.insert("bad start line".into(), 50);
-        f.stats.calls = Some(CallStats {
-            calls: 5,
-            ..CallStats::default()
-        });
+        f.stats.calls = Some(CallStats { calls: 5, ..CallStats::default() });
         f.stats.wire.tls_records = 3;
         f.counts(0, 0, 0);
         f.at(t);
@@ -1066,11 +786,7 @@ pbx = ["10.20.0.5"]
         let s = f.at(t.add(5 * MINUTE));
         assert!(s.diagnostics.len() >= 6, "{:?}", s.diagnostics);
         for d in &s.diagnostics {
-            assert!(
-                DIAGNOSTIC_CODES.contains(&d.code.as_str()),
-                "{} is not in DIAGNOSTIC_CODES",
-                d.code
-            );
+            assert!(DIAGNOSTIC_CODES.contains(&d.code.as_str()), "{} is not in DIAGNOSTIC_CODES", d.code);
         }
     }
 }

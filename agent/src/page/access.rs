@@ -66,45 +66,25 @@ impl Gate {
 
     fn token_matches(&self, presented: &str) -> bool {
         // blake3::Hash compares in constant time
-        self.token
-            .is_some_and(|t| t == blake3::hash(presented.as_bytes()))
+        self.token.is_some_and(|t| t == blake3::hash(presented.as_bytes()))
     }
 
     /// Whether an `Authorization` header value lets the request in.
     pub async fn allows(&self, authorization: Option<&str>) -> bool {
-        let Some(value) = authorization else {
-            return false;
-        };
+        let Some(value) = authorization else { return false };
         let value = value.trim();
-        if let Some(t) = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-        {
+        if let Some(t) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
             return self.token_matches(t.trim());
         }
-        let Some(b64) = value
-            .strip_prefix("Basic ")
-            .or_else(|| value.strip_prefix("basic "))
-        else {
-            return false;
-        };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
-            return false;
-        };
-        let Ok(text) = String::from_utf8(decoded) else {
-            return false;
-        };
+        let Some(b64) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else { return false };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else { return false };
+        let Ok(text) = String::from_utf8(decoded) else { return false };
         // any user name; the password is what counts
-        let password = text
-            .split_once(':')
-            .map_or(text.as_str(), |(_, p)| p)
-            .to_string();
+        let password = text.split_once(':').map_or(text.as_str(), |(_, p)| p).to_string();
         if self.token_matches(&password) {
             return true;
         }
-        let Some(hash) = self.password_hash.clone() else {
-            return false;
-        };
+        let Some(hash) = self.password_hash.clone() else { return false };
         let memo = blake3::keyed_hash(&self.key, password.as_bytes());
         {
             let mut m = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
@@ -114,12 +94,8 @@ impl Gate {
                 return true;
             }
         }
-        let Ok(_permit) = self.one_at_a_time.acquire().await else {
-            return false;
-        };
-        let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
-            .await
-            .unwrap_or(false);
+        let Ok(_permit) = self.one_at_a_time.acquire().await else { return false };
+        let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password)).await.unwrap_or(false);
         if ok {
             let mut m = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
             if m.len() > 1000 {
@@ -138,20 +114,12 @@ impl Gate {
 
 /// The password's argon2id hash as a PHC string (what `page.lan.password_hash` holds).
 pub fn hash_password(password: &str) -> Result<String> {
-    let salt =
-        SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .to_string())
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("{e}"))?.to_string())
 }
 
 pub fn verify_password(phc: &str, password: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
-    })
+    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
 /// A new read-only token: 32 random bytes, base64url.
@@ -203,11 +171,7 @@ pub fn page_password(args: PagePasswordArgs) -> Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::SUCCESS);
     }
     let interactive = std::io::stdin().is_terminal();
-    let password = read_hidden(if interactive {
-        "Password for the practice page: "
-    } else {
-        ""
-    })?;
+    let password = read_hidden(if interactive { "Password for the practice page: " } else { "" })?;
     if interactive && read_hidden("Again: ")? != password {
         bail!("the two passwords differ; nothing printed");
     }
@@ -221,24 +185,11 @@ pub fn page_password(args: PagePasswordArgs) -> Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-async fn guard(
-    State(gate): State<Arc<Gate>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+async fn guard(State(gate): State<Arc<Gate>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request, next: Next) -> Response {
+    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
     if gate.allows(auth.as_deref()).await {
         if !gate.serves(req.uri().path()) {
-            return (
-                StatusCode::NOT_FOUND,
-                "not served on this address (page.lan.api is off)\n",
-            )
-                .into_response();
+            return (StatusCode::NOT_FOUND, "not served on this address (page.lan.api is off)\n").into_response();
         }
         return next.run(req).await;
     }
@@ -268,58 +219,27 @@ fn tls_config(cfg: &LanConfig) -> Result<rustls::ServerConfig> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
-        .with_context(|| {
-            format!(
-                "cannot read the certificate {} (page.lan.cert)",
-                cfg.cert.display()
-            )
-        })?
+        .with_context(|| format!("cannot read the certificate {} (page.lan.cert)", cfg.cert.display()))?
         .collect::<std::result::Result<_, _>>()
-        .with_context(|| {
-            format!(
-                "{} (page.lan.cert) is not a PEM certificate",
-                cfg.cert.display()
-            )
-        })?;
+        .with_context(|| format!("{} (page.lan.cert) is not a PEM certificate", cfg.cert.display()))?;
     if certs.is_empty() {
-        bail!(
-            "{} (page.lan.cert) holds no certificate",
-            cfg.cert.display()
-        );
+        bail!("{} (page.lan.cert) holds no certificate", cfg.cert.display());
     }
-    let key = PrivateKeyDer::from_pem_file(&cfg.key).with_context(|| {
-        format!(
-            "cannot read a PEM private key from {} (page.lan.key)",
-            cfg.key.display()
-        )
-    })?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key).with_context(|| format!("cannot read a PEM private key from {} (page.lan.key)", cfg.key.display()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut c = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS set-up")?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .with_context(|| {
-            format!(
-                "the key {} does not go with the certificate {}",
-                cfg.key.display(),
-                cfg.cert.display()
-            )
-        })?;
+        .with_context(|| format!("the key {} does not go with the certificate {}", cfg.key.display(), cfg.cert.display()))?;
     c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(c)
 }
 
 fn read_token(cfg: &LanConfig) -> Result<Option<String>> {
-    let Some(path) = &cfg.token_file else {
-        return Ok(None);
-    };
-    let t = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "cannot read the page token {} (page.lan.token_file)",
-            path.display()
-        )
-    })?;
+    let Some(path) = &cfg.token_file else { return Ok(None) };
+    let t = std::fs::read_to_string(path).with_context(|| format!("cannot read the page token {} (page.lan.token_file)", path.display()))?;
     let t = t.trim().to_string();
     if t.len() < 16 {
         bail!("the page token in {} is shorter than 16 characters; make one with `cbt-agent page-password --token`", path.display());
@@ -340,8 +260,7 @@ pub fn check_lan(cfg: &LanConfig) -> Result<()> {
 pub fn prepare_lan(cfg: &LanConfig) -> Result<Lan> {
     let tls = tls_config(cfg)?;
     let token = read_token(cfg)?;
-    let listener = std::net::TcpListener::bind(cfg.listen)
-        .with_context(|| format!("cannot listen on {} (page.lan.listen)", cfg.listen))?;
+    let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("cannot listen on {} (page.lan.listen)", cfg.listen))?;
     listener.set_nonblocking(true)?;
     Ok(Lan {
         listener,
@@ -372,16 +291,10 @@ pub fn bind(cfg: Option<&LanConfig>) -> Option<Lan> {
 impl Lan {
     /// Serves `app` (the daemon's whole router) behind the gate.
     pub async fn serve(self, app: Router) {
-        let app = app.layer(axum::middleware::from_fn_with_state(
-            self.gate.clone(),
-            guard,
-        ));
+        let app = app.layer(axum::middleware::from_fn_with_state(self.gate.clone(), guard));
         tracing::info!(listen = %self.addr, "practice page on the LAN (HTTPS, password or token)");
         let server = axum_server::from_tcp_rustls(self.listener, self.tls);
-        if let Err(e) = server
-            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-        {
+        if let Err(e) = server.serve(app.into_make_service_with_connect_info::<SocketAddr>()).await {
             set_problem(Some(e.to_string()));
             tracing::error!("the practice page's LAN listener stopped: {e}");
         }
@@ -393,10 +306,7 @@ mod tests {
     use super::*;
 
     fn basic(user: &str, pass: &str) -> String {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-        )
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
     }
 
     #[tokio::test]
@@ -408,29 +318,13 @@ mod tests {
         assert!(!g.allows(None).await);
         assert!(!g.allows(Some(&basic("manager", "wrong"))).await);
         assert!(g.allows(Some(&basic("manager", "correct horse"))).await);
-        assert!(
-            g.allows(Some(&basic("", "correct horse"))).await,
-            "remembered, and any user"
-        );
+        assert!(g.allows(Some(&basic("", "correct horse"))).await, "remembered, and any user");
         assert!(g.allows(Some("Bearer a-token-of-enough-length")).await);
-        assert!(
-            g.allows(Some(&basic("x", "a-token-of-enough-length")))
-                .await
-        );
+        assert!(g.allows(Some(&basic("x", "a-token-of-enough-length"))).await);
         assert!(!g.allows(Some("Bearer a-token-of-enough-lengtX")).await);
         assert!(!g.allows(Some("Basic !!!")).await);
-        assert!(
-            g.serves("/")
-                && g.serves("/staffing")
-                && !g.serves("/metrics")
-                && !g.serves("/api/calls")
-        );
+        assert!(g.serves("/") && g.serves("/staffing") && !g.serves("/metrics") && !g.serves("/api/calls"));
         assert!(Gate::new(None, None, true).serves("/api/calls"));
-        assert!(
-            !Gate::new(None, None, true)
-                .allows(Some(&basic("a", "")))
-                .await,
-            "nothing configured lets nothing in"
-        );
+        assert!(!Gate::new(None, None, true).allows(Some(&basic("a", ""))).await, "nothing configured lets nothing in");
     }
 }

@@ -67,12 +67,7 @@ fn stack(base: f64, scale: f64, parts: &[u64; 4]) -> [(f64, f64); 4] {
 pub fn stacked_bars(id: &str, caption: &str, rows: &[(String, [u64; 4])]) -> Markup {
     let (w, h, left, top, bottom) = (520.0, 250.0, 34.0, 16.0, 62.0);
     let plot_h = h - top - bottom;
-    let max = nice_max(
-        rows.iter()
-            .map(|(_, v)| v.iter().sum::<u64>())
-            .max()
-            .unwrap_or(0) as f64,
-    );
+    let max = nice_max(rows.iter().map(|(_, v)| v.iter().sum::<u64>()).max().unwrap_or(0) as f64);
     let n = rows.len().max(1) as f64;
     let slot = (w - left - 8.0) / n;
     let bar = (slot * 0.7).min(60.0);
@@ -113,13 +108,7 @@ pub fn stacked_bars(id: &str, caption: &str, rows: &[(String, [u64; 4])]) -> Mar
 }
 
 /// Answered and abandoned callers by how long they waited (bucket labels).
-pub fn wait_histogram(
-    id: &str,
-    caption: &str,
-    labels: &[String],
-    answered: &[u64],
-    abandoned: &[u64],
-) -> Markup {
+pub fn wait_histogram(id: &str, caption: &str, labels: &[String], answered: &[u64], abandoned: &[u64]) -> Markup {
     let (w, h, left, top, bottom) = (520.0, 220.0, 34.0, 16.0, 52.0);
     let plot_h = h - top - bottom;
     let max = nice_max(answered.iter().chain(abandoned).copied().max().unwrap_or(0) as f64);
@@ -189,9 +178,7 @@ pub fn mix_bars(id: &str, caption: &str, rows: &[(String, [f64; 4])]) -> Markup 
 /// Seven weekdays by 48 half-hours of arrivals per hour, hours with calls
 /// (any day) shown; darker is busier.
 pub fn heatmap(id: &str, caption: &str, weekdays: &[&str; 7], values: &[[f64; 48]; 7]) -> Markup {
-    let busy: Vec<usize> = (0..48)
-        .filter(|s| values.iter().any(|d| d[*s] > 0.0))
-        .collect();
+    let busy: Vec<usize> = (0..48).filter(|s| values.iter().any(|d| d[*s] > 0.0)).collect();
     let (first, last) = match (busy.first(), busy.last()) {
         (Some(a), Some(b)) => ((a / 2) * 2, (b / 2) * 2 + 1),
         _ => (16, 37),
@@ -201,12 +188,7 @@ pub fn heatmap(id: &str, caption: &str, weekdays: &[&str; 7], values: &[[f64; 48
     let w = 640.0;
     let cell_w = (w - left - 6.0) / cols as f64;
     let h = top + 7.0 * cell_h + 30.0;
-    let max = values
-        .iter()
-        .flat_map(|d| d.iter())
-        .cloned()
-        .fold(0.0, f64::max)
-        .max(1e-9);
+    let max = values.iter().flat_map(|d| d.iter()).cloned().fold(0.0, f64::max).max(1e-9);
     html! {
         svg id=(id) class="chart" viewBox=(format!("0 0 {w} {}", f(h))) role="img" aria-label=(caption) xmlns="http://www.w3.org/2000/svg" {
             title { (caption) }
@@ -238,17 +220,9 @@ pub type CurvePoint = (String, f64, u32, Option<u32>);
 /// A day's staffing curve: arrivals per hour as bars (right axis), people
 /// needed by Erlang C as a step line and by Erlang A dashed (left axis).
 pub fn staffing_curve(id: &str, caption: &str, slots: &[CurvePoint]) -> Markup {
-    let busy: Vec<usize> = slots
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.1 > 0.0)
-        .map(|(i, _)| i)
-        .collect();
+    let busy: Vec<usize> = slots.iter().enumerate().filter(|(_, s)| s.1 > 0.0).map(|(i, _)| i).collect();
     let (first, last) = match (busy.first(), busy.last()) {
-        (Some(a), Some(b)) => (
-            a.saturating_sub(1),
-            (*b + 1).min(slots.len().saturating_sub(1)),
-        ),
+        (Some(a), Some(b)) => (a.saturating_sub(1), (*b + 1).min(slots.len().saturating_sub(1))),
         _ => (16.min(slots.len()), 37.min(slots.len().saturating_sub(1))),
     };
     let view = &slots[first..=last.max(first).min(slots.len().saturating_sub(1))];
@@ -258,31 +232,15 @@ pub fn staffing_curve(id: &str, caption: &str, slots: &[CurvePoint]) -> Markup {
     let n = view.len().max(1) as f64;
     let slot = plot_w / n;
     let max_calls = nice_max(view.iter().map(|s| s.1).fold(0.0, f64::max));
-    let max_staff = view
-        .iter()
-        .map(|s| s.2.max(s.3.unwrap_or(0)))
-        .max()
-        .unwrap_or(0)
-        .max(1) as f64;
+    let max_staff = view.iter().map(|s| s.2.max(s.3.unwrap_or(0))).max().unwrap_or(0).max(1) as f64;
     let max_staff = max_staff.ceil() + 1.0;
     let ys = |v: f64| top + plot_h * (1.0 - v / max_staff);
     let step = |pick: &dyn Fn(&CurvePoint) -> Option<u32>| -> String {
         let mut d = String::new();
         for (i, s) in view.iter().enumerate() {
             if let Some(v) = pick(s) {
-                let (x0, x1, y) = (
-                    left + slot * i as f64,
-                    left + slot * (i + 1) as f64,
-                    ys(v as f64),
-                );
-                d.push_str(&format!(
-                    "{}{} {} L{} {} ",
-                    if d.is_empty() { "M" } else { "L" },
-                    f(x0),
-                    f(y),
-                    f(x1),
-                    f(y)
-                ));
+                let (x0, x1, y) = (left + slot * i as f64, left + slot * (i + 1) as f64, ys(v as f64));
+                d.push_str(&format!("{}{} {} L{} {} ", if d.is_empty() { "M" } else { "L" }, f(x0), f(y), f(x1), f(y)));
             }
         }
         d
@@ -328,14 +286,7 @@ mod tests {
 
     #[test]
     fn axis_maxima_are_round() {
-        for (v, max) in [
-            (0.0, 1.0),
-            (7.0, 8.0),
-            (13.0, 16.0),
-            (45.0, 50.0),
-            (1104.0, 1200.0),
-            (100.0, 100.0),
-        ] {
+        for (v, max) in [(0.0, 1.0), (7.0, 8.0), (13.0, 16.0), (45.0, 50.0), (1104.0, 1200.0), (100.0, 100.0)] {
             assert!((nice_max(v) - max).abs() < 1e-9, "{v}: {}", nice_max(v));
         }
         assert_eq!(f(2.0), "2");

@@ -46,13 +46,7 @@ pub enum Period {
 }
 
 impl Period {
-    pub const ALL: [Period; 5] = [
-        Period::Today,
-        Period::Yesterday,
-        Period::Week,
-        Period::Month,
-        Period::LastMonth,
-    ];
+    pub const ALL: [Period; 5] = [Period::Today, Period::Yesterday, Period::Week, Period::Month, Period::LastMonth];
 
     pub fn slug(self) -> &'static str {
         match self {
@@ -116,46 +110,20 @@ pub fn load_national(path: &Path) -> std::result::Result<(National, String), Str
     const BUILT_IN: &str = include_str!("../../../packaging/national.toml");
     let (text, from) = match std::fs::read_to_string(path) {
         Ok(t) => (t, path.display().to_string()),
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_NATIONAL) =>
-        {
-            (
-                BUILT_IN.to_string(),
-                format!(
-                    "the copy built into cbt-agent {} (no file at {})",
-                    env!("CARGO_PKG_VERSION"),
-                    path.display()
-                ),
-            )
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_NATIONAL) => {
+            (BUILT_IN.to_string(), format!("the copy built into cbt-agent {} (no file at {})", env!("CARGO_PKG_VERSION"), path.display()))
         }
-        Err(e) => {
-            return Err(format!(
-                "cannot read {} (page.national): {e}",
-                path.display()
-            ))
-        }
+        Err(e) => return Err(format!("cannot read {} (page.national): {e}", path.display())),
     };
-    let n: National = toml::from_str(&text).map_err(|e| {
-        format!(
-            "{} (page.national) is not a national figures file: {}",
-            path.display(),
-            e.message()
-        )
-    })?;
-    n.check()
-        .map_err(|e| format!("{} (page.national): {e}", path.display()))?;
+    let n: National = toml::from_str(&text).map_err(|e| format!("{} (page.national) is not a national figures file: {}", path.display(), e.message()))?;
+    n.check().map_err(|e| format!("{} (page.national): {e}", path.display()))?;
     Ok((n, from))
 }
 
 /// The calls (and, for dates whose calls retention pruned, the stored day
 /// figures) of `from..=to`, with three days before for callbacks made in
 /// the period.
-pub fn book_between(
-    store: &Store,
-    site: &Site,
-    from: NaiveDate,
-    to: NaiveDate,
-) -> Result<CallBook> {
+pub fn book_between(store: &Store, site: &Site, from: NaiveDate, to: NaiveDate) -> Result<CallBook> {
     let (start, end) = local_span(site, from - Duration::days(3), to);
     let cut = store.pruned_before()?;
     // calls before the cut are being pruned (a prune cut short leaves
@@ -165,13 +133,7 @@ pub fn book_between(
     if let Some(cut) = cut {
         let first_kept = Aggregator::new(site).local_date(cut);
         if from < first_kept {
-            book.add_days(
-                store
-                    .days_between(Some(from), Some(to))?
-                    .into_iter()
-                    .filter(|((_, d), _)| *d < first_kept)
-                    .collect(),
-            );
+            book.add_days(store.days_between(Some(from), Some(to))?.into_iter().filter(|((_, d), _)| *d < first_kept).collect());
         }
     }
     Ok(book)
@@ -180,41 +142,25 @@ pub fn book_between(
 /// The staffing tables from call records: `weeks` ending with `to`
 /// (default: the last date with calls), not before the first date with
 /// calls (`first`, default: of these records).
-pub fn staffing_of(
-    records: &[&CallRecord],
-    site: &Site,
-    params: &StaffingParams,
-    to: Option<NaiveDate>,
-    first: Option<NaiveDate>,
-) -> Option<Staffing> {
+pub fn staffing_of(records: &[&CallRecord], site: &Site, params: &StaffingParams, to: Option<NaiveDate>, first: Option<NaiveDate>) -> Option<Staffing> {
     let agg = Aggregator::new(site);
     let dates = || records.iter().map(|r| agg.local_date(r.started));
     let to = to.or_else(|| dates().max())?;
     let first = first.or_else(|| dates().min());
     let (from, to) = cbt_proto::staffing::window(params.weeks, to, first);
     let calls: Vec<CallRecord> = records.iter().map(|r| (*r).clone()).collect();
-    Some(cbt_proto::staffing::staffing(
-        &calls, site, params, from, to,
-    ))
+    Some(cbt_proto::staffing::staffing(&calls, site, params, from, to))
 }
 
 /// `--output staffing`: one JSON object per practice, weekday and half-hour.
-pub fn write_staffing(
-    out: &mut dyn std::io::Write,
-    records: &[&CallRecord],
-    site: &Site,
-    params: &StaffingParams,
-    to: Option<NaiveDate>,
-) -> Result<()> {
+pub fn write_staffing(out: &mut dyn std::io::Write, records: &[&CallRecord], site: &Site, params: &StaffingParams, to: Option<NaiveDate>) -> Result<()> {
     match staffing_of(records, site, params, to, None) {
         Some(st) => {
             for r in st.rows() {
                 writeln!(out, "{}", serde_json::to_string(r)?)?;
             }
         }
-        None => eprintln!(
-            "cbt-agent: no calls, so no staffing figures (give --to to see the empty table)"
-        ),
+        None => eprintln!("cbt-agent: no calls, so no staffing figures (give --to to see the empty table)"),
     }
     Ok(())
 }
@@ -226,11 +172,7 @@ pub fn write_staffing(
 /// so on the page and in its log.
 pub fn check_config_lines(w: &mut dyn std::io::Write, c: &PageConfig) -> std::io::Result<()> {
     match load_national(&c.national) {
-        Ok((n, from)) => writeln!(
-            w,
-            "Practice page: national figures of {} ({}), from {from}",
-            n.month, n.source
-        )?,
+        Ok((n, from)) => writeln!(w, "Practice page: national figures of {} ({}), from {from}", n.month, n.source)?,
         Err(e) => {
             writeln!(w, "Practice page: NO national figures")?;
             eprintln!("warning: {e}; the page shows no comparison with England");
@@ -245,12 +187,7 @@ pub fn check_config_lines(w: &mut dyn std::io::Write, c: &PageConfig) -> std::io
                 (None, Some(t)) => format!("token ({})", t.display()),
                 (None, None) => "nothing".to_string(),
             };
-            writeln!(
-                w,
-                "  also on https://{} behind a {how}; API and /metrics there: {}",
-                l.listen,
-                if l.api { "yes" } else { "no" }
-            )?;
+            writeln!(w, "  also on https://{} behind a {how}; API and /metrics there: {}", l.listen, if l.api { "yes" } else { "no" })?;
             if let Err(e) = access::check_lan(l) {
                 writeln!(w, "  LAN LISTENER WILL NOT START")?;
                 eprintln!("warning: {e:#}; the page stays on this machine only");
@@ -286,17 +223,9 @@ impl Ctx {
     /// The practices to offer: configured ones in order (and `Unassigned`
     /// when the site has several).
     pub fn practices(&self) -> Vec<(String, Option<String>)> {
-        let mut v: Vec<(String, Option<String>)> = self
-            .site
-            .practices
-            .iter()
-            .map(|p| (p.ods.clone(), p.name.clone()))
-            .collect();
+        let mut v: Vec<(String, Option<String>)> = self.site.practices.iter().map(|p| (p.ods.clone(), p.name.clone())).collect();
         if v.len() > 1 {
-            v.push((
-                cbt_proto::site::UNASSIGNED.to_string(),
-                Some("calls to other numbers".into()),
-            ));
+            v.push((cbt_proto::site::UNASSIGNED.to_string(), Some("calls to other numbers".into())));
         }
         v
     }
@@ -313,16 +242,11 @@ impl Ctx {
     /// before `to` (default: yesterday, the last whole day).
     pub fn staffing(&self, params: &StaffingParams, to: Option<NaiveDate>) -> Result<Staffing> {
         let to = to.unwrap_or_else(|| self.today() - Duration::days(1));
-        let first = self
-            .store
-            .first_call_start()?
-            .map(|t| Aggregator::new(&self.site).local_date(t));
+        let first = self.store.first_call_start()?.map(|t| Aggregator::new(&self.site).local_date(t));
         let (from, to) = cbt_proto::staffing::window(params.weeks, to, first.or(Some(to)));
         let (start, end) = local_span(&self.site, from, to);
         let calls = self.store.calls_between(start, end)?;
-        Ok(cbt_proto::staffing::staffing(
-            &calls, &self.site, params, from, to,
-        ))
+        Ok(cbt_proto::staffing::staffing(&calls, &self.site, params, from, to))
     }
 }
 
@@ -405,13 +329,7 @@ pub const PAGE_PATHS: [&str; 3] = ["/", "/staffing", "/report"];
 fn ctx(s: &Shared) -> std::result::Result<Ctx, Box<Response>> {
     let store = s.store.read().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(store) = store else {
-        return Err(Box::new(
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the store is not available; see `cbt-agent status`\n",
-            )
-                .into_response(),
-        ));
+        return Err(Box::new((StatusCode::SERVICE_UNAVAILABLE, "the store is not available; see `cbt-agent status`\n").into_response()));
     };
     Ok(Ctx {
         site: s.site.read().unwrap_or_else(|e| e.into_inner()).clone(),
@@ -474,18 +392,9 @@ async fn report_page(State(s): State<Arc<Shared>>, Query(q): Query<ReportQuery>)
             from.format("%Y-%m").to_string()
         });
         let Some((from, to)) = month_span(&month) else {
-            return Ok((
-                StatusCode::BAD_REQUEST,
-                format!("month: `{month}` is not YYYY-MM\n"),
-            )
-                .into_response());
+            return Ok((StatusCode::BAD_REQUEST, format!("month: `{month}` is not YYYY-MM\n")).into_response());
         };
-        Ok(html(render::month_report(
-            &c,
-            q.practice.as_deref(),
-            from,
-            to,
-        )?))
+        Ok(html(render::month_report(&c, q.practice.as_deref(), from, to)?))
     })
     .await
 }
@@ -499,10 +408,7 @@ async fn staffing_api(State(s): State<Arc<Shared>>, Query(q): Query<StaffingQuer
             Err(e) => return Ok((StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()),
         };
         let st = c.staffing(&params, q.to)?;
-        let rows: Vec<_> = st
-            .rows()
-            .filter(|r| q.practice.as_deref().is_none_or(|p| r.practice == p))
-            .collect();
+        let rows: Vec<_> = st.rows().filter(|r| q.practice.as_deref().is_none_or(|p| r.practice == p)).collect();
         Ok(axum::Json(rows).into_response())
     })
     .await
@@ -517,20 +423,11 @@ mod tests {
         let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
         let today = d(2026, 3, 2);
         assert_eq!(Period::Today.span(today), (today, today));
-        assert_eq!(
-            Period::Yesterday.span(today),
-            (d(2026, 3, 1), d(2026, 3, 1))
-        );
+        assert_eq!(Period::Yesterday.span(today), (d(2026, 3, 1), d(2026, 3, 1)));
         assert_eq!(Period::Week.span(today), (d(2026, 2, 24), today));
         assert_eq!(Period::Month.span(today), (d(2026, 3, 1), today));
-        assert_eq!(
-            Period::LastMonth.span(today),
-            (d(2026, 2, 1), d(2026, 2, 28))
-        );
-        assert_eq!(
-            Period::LastMonth.span(d(2026, 1, 15)),
-            (d(2025, 12, 1), d(2025, 12, 31))
-        );
+        assert_eq!(Period::LastMonth.span(today), (d(2026, 2, 1), d(2026, 2, 28)));
+        assert_eq!(Period::LastMonth.span(d(2026, 1, 15)), (d(2025, 12, 1), d(2025, 12, 31)));
         for p in Period::ALL {
             assert_eq!(Period::parse(p.slug()), Some(p));
         }
@@ -538,13 +435,7 @@ mod tests {
 
     #[test]
     fn the_shipped_national_file_is_valid() {
-        let (n, _) = load_national(Path::new(DEFAULT_NATIONAL))
-            .or_else(|_| {
-                load_national(
-                    &Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/national.toml"),
-                )
-            })
-            .unwrap();
+        let (n, _) = load_national(Path::new(DEFAULT_NATIONAL)).or_else(|_| load_national(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/national.toml"))).unwrap();
         assert_eq!(n.outcomes.answered, 57.7);
         assert!(n.check().is_ok());
     }

@@ -107,10 +107,7 @@ fn dates(from: NaiveDate, to: NaiveDate) -> String {
 fn q(pairs: &[(&str, Option<String>)]) -> String {
     let parts: Vec<String> = pairs
         .iter()
-        .filter_map(|(k, v)| {
-            v.as_ref()
-                .map(|v| format!("{k}={}", v.replace('&', "%26").replace(' ', "+")))
-        })
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", v.replace('&', "%26").replace(' ', "+"))))
         .collect();
     if parts.is_empty() {
         String::new()
@@ -135,15 +132,7 @@ fn practice_label(c: &Ctx, ods: &str) -> String {
         .map_or(ods.to_string(), |n| format!("{n} ({ods})"))
 }
 
-fn layout(
-    c: &Ctx,
-    title: &str,
-    tab: Tab,
-    practice: &str,
-    date: Option<NaiveDate>,
-    refresh: Option<u32>,
-    body: Markup,
-) -> Markup {
+fn layout(c: &Ctx, title: &str, tab: Tab, practice: &str, date: Option<NaiveDate>, refresh: Option<u32>, body: Markup) -> Markup {
     let d = date.map(|d| d.to_string());
     let practices = c.practices();
     let link = |t: Tab, p: &str| -> String {
@@ -192,13 +181,7 @@ fn layout(
     }
 }
 
-fn tile(
-    label: &str,
-    value: String,
-    sub: Option<String>,
-    metric: &str,
-    raw_value: String,
-) -> Markup {
+fn tile(label: &str, value: String, sub: Option<String>, metric: &str, raw_value: String) -> Markup {
     html! {
         div.tile data-metric=(metric) data-value=(raw_value) {
             span { (label) }
@@ -227,8 +210,7 @@ fn tiles(f: &PeriodFigures) -> Markup {
 /// The nine Data Provision Notice metrics, with the report's field names.
 fn dpn_table(d: &Dpn, title: &str) -> Markup {
     let n = |k: &str, v: u64| html! { td data-metric=(k) data-value=(v) { (v) } };
-    let s =
-        |k: &str, v: Option<f64>| html! { td data-metric=(k) data-value=(raw(v)) { (secs(v)) } };
+    let s = |k: &str, v: Option<f64>| html! { td data-metric=(k) data-value=(raw(v)) { (secs(v)) } };
     html! {
         section #dpn {
             h2 { (title) }
@@ -411,12 +393,7 @@ fn period_view(
     practice: &str,
     from: NaiveDate,
     to: NaiveDate,
-) -> Result<(
-    PeriodFigures,
-    std::result::Result<(Comparison, String), String>,
-    Vec<(String, [u64; 4])>,
-    Vec<(String, [u64; 4])>,
-)> {
+) -> Result<(PeriodFigures, std::result::Result<(Comparison, String), String>, Vec<(String, [u64; 4])>, Vec<(String, [u64; 4])>)> {
     let book = book_between(&c.store, &c.site, from, to)?;
     let agg = book.aggregate(&c.site);
     let f = period(&agg, practice, from, to);
@@ -426,18 +403,9 @@ fn period_view(
         .filter(|((p, d), _)| p == practice && *d >= from && *d <= to)
         .flat_map(|(_, day)| day.durations.iter().copied())
         .collect();
-    let cmp = load_national(&c.config.national)
-        .map(|(n, src)| (compare(&f, &n, Setup::of(&c.site), &durations), src));
-    let bands = f
-        .by_band
-        .iter()
-        .map(|b| (b.label.clone(), b.outcomes))
-        .collect();
-    let weekdays = f
-        .by_weekday
-        .iter()
-        .map(|b| (b.label[..3].to_string(), b.outcomes))
-        .collect();
+    let cmp = load_national(&c.config.national).map(|(n, src)| (compare(&f, &n, Setup::of(&c.site), &durations), src));
+    let bands = f.by_band.iter().map(|b| (b.label.clone(), b.outcomes)).collect();
+    let weekdays = f.by_weekday.iter().map(|b| (b.label[..3].to_string(), b.outcomes)).collect();
     Ok((f, cmp, bands, weekdays))
 }
 
@@ -446,19 +414,11 @@ pub fn period_page(c: &Ctx, pq: &PeriodQuery) -> Result<Markup> {
     let real_today = c.today();
     let today = pq.date.unwrap_or(real_today);
     let live = today == real_today;
-    let per = pq
-        .period
-        .as_deref()
-        .and_then(Period::parse)
-        .unwrap_or(Period::Today);
+    let per = pq.period.as_deref().and_then(Period::parse).unwrap_or(Period::Today);
     let practice = c.practice_or_first(pq.practice.as_deref());
     let (from, to) = per.span(today);
     let (f, cmp, bands, weekdays) = period_view(c, &practice, from, to)?;
-    let dated: Vec<(String, [u64; 4])> = f
-        .by_date
-        .iter()
-        .map(|b| (b.label[8..].trim_start_matches('0').to_string(), b.outcomes))
-        .collect();
+    let dated: Vec<(String, [u64; 4])> = f.by_date.iter().map(|b| (b.label[8..].trim_start_matches('0').to_string(), b.outcomes)).collect();
     let month_like = matches!(per, Period::Month | Period::LastMonth);
     let title = format!("{}: {}", per.name(), dates(from, to));
     let refresh = (live && to == real_today).then_some(60);
@@ -492,25 +452,12 @@ pub fn period_page(c: &Ctx, pq: &PeriodQuery) -> Result<Markup> {
         (dpn_table(&f.dpn, &if month_like { format!("The nine DPN metrics for {}", from.format("%B %Y")) } else { "The nine DPN metrics for these dates".to_string() }))
         @if live { (agent_section(c)) }
     };
-    Ok(layout(
-        c,
-        &title,
-        Tab::Calls,
-        &practice,
-        pq.date,
-        refresh,
-        body,
-    ))
+    Ok(layout(c, &title, Tab::Calls, &practice, pq.date, refresh, body))
 }
 
 fn weekday_index(s: Option<&str>) -> usize {
-    s.and_then(|s| {
-        WEEKDAYS.iter().position(|w| {
-            weekday_name(*w).eq_ignore_ascii_case(s)
-                || weekday_name(*w)[..3].eq_ignore_ascii_case(s)
-        })
-    })
-    .unwrap_or(0)
+    s.and_then(|s| WEEKDAYS.iter().position(|w| weekday_name(*w).eq_ignore_ascii_case(s) || weekday_name(*w)[..3].eq_ignore_ascii_case(s)))
+        .unwrap_or(0)
 }
 
 fn share_input(v: f64) -> String {
@@ -541,27 +488,11 @@ pub fn staffing_page(c: &Ctx, sq: &StaffingQuery, p: &StaffingParams) -> Result<
     let names: [&str; 7] = WEEKDAYS.map(weekday_name);
     let curve: Vec<charts::CurvePoint> = (0..48)
         .filter_map(|s| slot(wd, s))
-        .map(|r| {
-            (
-                r.start.clone(),
-                r.arrivals_per_hour,
-                r.staff_erlang_c,
-                r.staff_erlang_a,
-            )
-        })
+        .map(|r| (r.start.clone(), r.arrivals_per_hour, r.staff_erlang_c, r.staff_erlang_a))
         .collect();
-    let busy: Vec<usize> = (0..48)
-        .filter(|s| (0..7).any(|d| slot(d, *s).is_some_and(|r| r.calls > 0)))
-        .collect();
-    let day_rows: Vec<_> = (0..48)
-        .filter_map(|s| slot(wd, s))
-        .filter(|r| r.calls > 0)
-        .collect();
-    let target = format!(
-        "{:.0}% answered within {}",
-        p.target_share * 100.0,
-        secs(Some(p.target_s))
-    );
+    let busy: Vec<usize> = (0..48).filter(|s| (0..7).any(|d| slot(d, *s).is_some_and(|r| r.calls > 0))).collect();
+    let day_rows: Vec<_> = (0..48).filter_map(|s| slot(wd, s)).filter(|r| r.calls > 0).collect();
+    let target = format!("{:.0}% answered within {}", p.target_share * 100.0, secs(Some(p.target_s)));
     let body = html! {
         h1 { "How many people the phones need" }
         p.dates { "Learnt from " (dates(st.from, st.to)) " (" (p.weeks) (if p.weeks == 1 { " week" } else { " weeks" }) " asked for; bank holidays left out) · target: " (target) }
@@ -651,30 +582,15 @@ pub fn staffing_page(c: &Ctx, sq: &StaffingQuery, p: &StaffingParams) -> Result<
             }
         }
     };
-    Ok(layout(
-        c,
-        "Staffing",
-        Tab::Staffing,
-        &practice,
-        None,
-        None,
-        body,
-    ))
+    Ok(layout(c, "Staffing", Tab::Staffing, &practice, None, None, body))
 }
 
 /// `/report`: the month on one printable page.
-pub fn month_report(
-    c: &Ctx,
-    practice: Option<&str>,
-    from: NaiveDate,
-    to: NaiveDate,
-) -> Result<Markup> {
+pub fn month_report(c: &Ctx, practice: Option<&str>, from: NaiveDate, to: NaiveDate) -> Result<Markup> {
     let practice = c.practice_or_first(practice);
     let (f, cmp, bands, weekdays) = period_view(c, &practice, from, to)?;
     let month = from.format("%B %Y").to_string();
-    let prev = (from - chrono::Duration::days(1))
-        .format("%Y-%m")
-        .to_string();
+    let prev = (from - chrono::Duration::days(1)).format("%Y-%m").to_string();
     let next = (to + chrono::Duration::days(1)).format("%Y-%m").to_string();
     let body = html! {
         nav.noprint aria-label="months" {
@@ -703,13 +619,5 @@ pub fn month_report(
             (setup_notes(&cmp))
         }
     };
-    Ok(layout(
-        c,
-        &format!("Monthly report {month}"),
-        Tab::Report,
-        &practice,
-        None,
-        None,
-        body,
-    ))
+    Ok(layout(c, &format!("Monthly report {month}"), Tab::Report, &practice, None, None, body))
 }

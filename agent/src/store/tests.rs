@@ -44,43 +44,17 @@ fn calls_are_stored_once_and_survive_reopening() {
     {
         let st = Store::open(dir.path(), 1 << 20).unwrap();
         assert!(st.put_call(&rec(1, 0, Outcome::Answered)).unwrap());
-        assert!(
-            !st.put_call(&rec(1, 0, Outcome::Answered)).unwrap(),
-            "second write of seq 1"
-        );
+        assert!(!st.put_call(&rec(1, 0, Outcome::Answered)).unwrap(), "second write of seq 1");
         assert!(st.put_call(&rec(2, 60, Outcome::Missed)).unwrap());
-        assert!(st
-            .callback_made(
-                2,
-                Timestamp::from_secs_micros(1_730_710_870, 0),
-                Timestamp::from_secs_micros(1_730_711_000, 0)
-            )
-            .unwrap());
-        assert!(!st
-            .callback_made(
-                2,
-                Timestamp::from_secs_micros(1_730_710_870, 0),
-                Timestamp::from_secs_micros(1_730_711_001, 0)
-            )
-            .unwrap());
-        assert!(
-            !st.callback_made(
-                9,
-                Timestamp::from_secs_micros(1_730_710_870, 0),
-                Timestamp::from_secs_micros(1_730_711_001, 0)
-            )
-            .unwrap(),
-            "an unknown call"
-        );
+        assert!(st.callback_made(2, Timestamp::from_secs_micros(1_730_710_870, 0), Timestamp::from_secs_micros(1_730_711_000, 0)).unwrap());
+        assert!(!st.callback_made(2, Timestamp::from_secs_micros(1_730_710_870, 0), Timestamp::from_secs_micros(1_730_711_001, 0)).unwrap());
+        assert!(!st.callback_made(9, Timestamp::from_secs_micros(1_730_710_870, 0), Timestamp::from_secs_micros(1_730_711_001, 0)).unwrap(), "an unknown call");
         st.flush().unwrap();
     }
     let st = Store::open(dir.path(), 1 << 20).unwrap();
     let calls = st.calls_between(Timestamp(0), Timestamp::MAX).unwrap();
     assert_eq!(calls.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2]);
-    assert!(
-        calls.iter().all(|c| c.caller.is_none()),
-        "no caller hash is stored"
-    );
+    assert!(calls.iter().all(|c| c.caller.is_none()), "no caller hash is stored");
     assert!(calls[1].callback_made.is_some());
     assert_eq!(st.calls_on(&site(), date(2024, 11, 4)).unwrap().len(), 2);
     assert_eq!(st.max_seq().unwrap(), 2);
@@ -130,9 +104,7 @@ fn the_journal_since_the_snapshot_is_replayed_and_a_torn_tail_ignored() {
     let gens = journal_generations(dir.path()).unwrap();
     assert_eq!(gens, [2], "the journal before the snapshot is gone");
     let path = journal_path(dir.path(), 2);
-    assert!(std::fs::read(&path)
-        .unwrap()
-        .starts_with(&framing::FILE_HEADER));
+    assert!(std::fs::read(&path).unwrap().starts_with(&framing::FILE_HEADER));
     let len = std::fs::metadata(&path).unwrap().len();
     let f = OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(len - 10).unwrap();
@@ -141,11 +113,7 @@ fn the_journal_since_the_snapshot_is_replayed_and_a_torn_tail_ignored() {
     assert!(rec.snapshot.is_some());
     assert_eq!(rec.entries, [entry(3)], "entry 4 was torn");
     assert!(rec.torn_bytes > 0);
-    assert!(
-        st.problems().is_empty(),
-        "a torn tail is not damage: {:?}",
-        st.problems()
-    );
+    assert!(st.problems().is_empty(), "a torn tail is not damage: {:?}", st.problems());
 }
 
 #[test]
@@ -153,8 +121,7 @@ fn a_damaged_record_in_the_middle_of_the_journal_is_kept_aside_and_the_rest_repl
     let dir = tempfile::tempdir().unwrap();
     {
         let st = Store::open(dir.path(), 1 << 20).unwrap();
-        st.append_journal(&(1..=5).map(entry).collect::<Vec<_>>())
-            .unwrap();
+        st.append_journal(&(1..=5).map(entry).collect::<Vec<_>>()).unwrap();
         st.flush().unwrap();
     }
     let gens = journal_generations(dir.path()).unwrap();
@@ -169,21 +136,11 @@ fn a_damaged_record_in_the_middle_of_the_journal_is_kept_aside_and_the_rest_repl
     assert_eq!(rec.entries, [entry(1), entry(2), entry(4), entry(5)]);
     let problems = st.problems();
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(
-        problems[0].contains("damaged") && problems[0].contains("kept in"),
-        "{}",
-        problems[0]
-    );
-    let aside: Vec<_> = std::fs::read_dir(dir.path().join("aside"))
-        .unwrap()
-        .flatten()
-        .collect();
+    assert!(problems[0].contains("damaged") && problems[0].contains("kept in"), "{}", problems[0]);
+    let aside: Vec<_> = std::fs::read_dir(dir.path().join("aside")).unwrap().flatten().collect();
     assert_eq!(aside.len(), 1);
     let kept = std::fs::read(aside[0].path()).unwrap();
-    assert!(
-        kept.windows(4).any(|w| w == b"\"cX\""),
-        "the damaged record is kept as it was"
-    );
+    assert!(kept.windows(4).any(|w| w == b"\"cX\""), "the damaged record is kept as it was");
     assert_eq!(st.kept_aside(), (0, 1));
 }
 
@@ -197,10 +154,7 @@ fn what_a_newer_agent_wrote_is_refused_untouched() {
         st.meta.insert("schema", json(&(SCHEMA + 1))).unwrap();
         st.flush().unwrap();
     }
-    let err = Store::open(dir.path(), 1 << 20)
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = Store::open(dir.path(), 1 << 20).err().expect("refused").to_string();
     assert!(err.contains("written by a newer cbt-agent"), "{err}");
     // a newer snapshot in a store of this layout
     let dir = tempfile::tempdir().unwrap();
@@ -219,15 +173,8 @@ fn what_a_newer_agent_wrote_is_refused_untouched() {
     std::fs::write(&snap, &text).unwrap();
     let st = Store::open(dir.path(), 1 << 20).unwrap();
     let err = st.recovery().err().expect("refused").to_string();
-    assert!(
-        err.contains("version 7") && err.contains("newer cbt-agent"),
-        "{err}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(&snap).unwrap(),
-        text,
-        "left as it was"
-    );
+    assert!(err.contains("version 7") && err.contains("newer cbt-agent"), "{err}");
+    assert_eq!(std::fs::read_to_string(&snap).unwrap(), text, "left as it was");
 }
 
 #[test]
@@ -237,28 +184,14 @@ fn an_unreadable_call_is_kept_aside_and_reported_not_dropped() {
     st.put_call(&rec(1, 0, Outcome::Answered)).unwrap();
     st.put_call(&rec(2, 60, Outcome::Missed)).unwrap();
     let key = call_key(rec(2, 60, Outcome::Missed).started, 2);
-    st.calls
-        .insert(key, &b"{\"v\":1,\"seq\":2,\"practice\":"[..])
-        .unwrap();
+    st.calls.insert(key, &b"{\"v\":1,\"seq\":2,\"practice\":"[..]).unwrap();
     let counts = st.verify().unwrap();
     assert_eq!((counts.calls, counts.unreadable), (1, 1));
-    assert_eq!(
-        st.calls_between(Timestamp(0), Timestamp::MAX)
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(st.calls_between(Timestamp(0), Timestamp::MAX).unwrap().len(), 1);
     assert_eq!(st.problems().len(), 1);
-    assert!(
-        st.problems()[0].contains("stored call"),
-        "{:?}",
-        st.problems()
-    );
+    assert!(st.problems()[0].contains("stored call"), "{:?}", st.problems());
     assert_eq!(st.kept_aside(), (1, 0));
-    assert_eq!(
-        st.quarantine.get(key).unwrap().as_deref(),
-        Some(&b"{\"v\":1,\"seq\":2,\"practice\":"[..])
-    );
+    assert_eq!(st.quarantine.get(key).unwrap().as_deref(), Some(&b"{\"v\":1,\"seq\":2,\"practice\":"[..]));
 }
 
 #[test]
@@ -268,34 +201,16 @@ fn days_close_with_their_figures_and_pruning_keeps_them() {
     let s = site();
     for i in 0..10 {
         // two days: 4 and 5 November
-        st.put_call(&rec(i + 1, i as i64 * 3 * 3600, Outcome::Answered))
-            .unwrap();
+        st.put_call(&rec(i + 1, i as i64 * 3 * 3600, Outcome::Answered)).unwrap();
     }
-    assert_eq!(
-        st.close_days(&s, date(2024, 11, 5)).unwrap(),
-        [date(2024, 11, 4)],
-        "only the 4th is over"
-    );
-    assert!(
-        st.close_days(&s, date(2024, 11, 5)).unwrap().is_empty(),
-        "once"
-    );
-    assert_eq!(
-        st.close_days(&s, date(2024, 11, 6)).unwrap(),
-        [date(2024, 11, 5)]
-    );
+    assert_eq!(st.close_days(&s, date(2024, 11, 5)).unwrap(), [date(2024, 11, 4)], "only the 4th is over");
+    assert!(st.close_days(&s, date(2024, 11, 5)).unwrap().is_empty(), "once");
+    assert_eq!(st.close_days(&s, date(2024, 11, 6)).unwrap(), [date(2024, 11, 5)]);
     let days = st.days().unwrap();
-    let totals: Vec<u64> = days
-        .iter()
-        .map(|(_, d)| d.total(cbt_proto::metrics::Indicator::Cbt001))
-        .collect();
+    let totals: Vec<u64> = days.iter().map(|(_, d)| d.total(cbt_proto::metrics::Indicator::Cbt001)).collect();
     assert_eq!(totals, [5, 5]);
     let cut = Timestamp::MAX;
-    assert_eq!(
-        st.prune_calls(&s, cut).unwrap(),
-        10,
-        "all days closed: all prunable"
-    );
+    assert_eq!(st.prune_calls(&s, cut).unwrap(), 10, "all days closed: all prunable");
     assert_eq!(st.call_count(), 0);
     assert!(st.pruned_before().unwrap().is_some());
     assert_eq!(st.days().unwrap().len(), 2, "figures stay");
@@ -307,10 +222,7 @@ fn a_second_process_on_the_same_store_is_told_plainly() {
     let _first = Store::open(dir.path(), 1 << 20).unwrap();
     // flock locks are per open file description: a second open in this
     // process conflicts as a second process would
-    let err = Store::open(dir.path(), 1 << 20)
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = Store::open(dir.path(), 1 << 20).err().expect("refused").to_string();
     assert_eq!(
         err,
         format!(
@@ -349,16 +261,7 @@ fn store_of_days(dir: &Path, days: i64, per_day: i64) -> Store {
     for d in 0..days {
         for i in 0..per_day {
             seq += 1;
-            st.put_call(&rec(
-                seq,
-                d * 86_400 + i * 60,
-                if i % 3 == 0 {
-                    Outcome::Missed
-                } else {
-                    Outcome::Answered
-                },
-            ))
-            .unwrap();
+            st.put_call(&rec(seq, d * 86_400 + i * 60, if i % 3 == 0 { Outcome::Missed } else { Outcome::Answered })).unwrap();
         }
     }
     let last = date(2024, 11, 4) + Duration::days(days);
@@ -372,58 +275,25 @@ fn a_call_past_call_retention_goes_and_its_days_figures_stay() {
     let s = site();
     let st = store_of_days(dir.path(), 6, 4);
     let figures_before = st.days().unwrap();
-    assert_eq!(
-        figures_before
-            .iter()
-            .filter(|((p, _), _)| p == "B82005")
-            .count(),
-        6
-    );
+    assert_eq!(figures_before.iter().filter(|((p, _), _)| p == "B82005").count(), 6);
     // the 7th is dirty (a late call): nothing from it on goes
     st.mark_dirty(date(2024, 11, 7)).unwrap();
     // call retention reaches 12:00 on the 9th: the 4th to the 6th go, the
     // day holding the cut is kept whole
     let cut = Timestamp::from_secs_micros(1_730_710_800 + 5 * 86_400 + 3 * 3600, 0);
-    assert_eq!(
-        st.prune_calls(&s, cut).unwrap(),
-        12,
-        "three days of four calls"
-    );
+    assert_eq!(st.prune_calls(&s, cut).unwrap(), 12, "three days of four calls");
     assert_eq!(st.call_count(), 12);
-    let left: Vec<NaiveDate> = st
-        .calls_between(Timestamp::MIN, Timestamp::MAX)
-        .unwrap()
-        .iter()
-        .map(|c| Aggregator::new(&s).local_date(c.started))
-        .collect();
-    assert_eq!(
-        left.first(),
-        Some(&date(2024, 11, 7)),
-        "the dirty day and after kept"
-    );
-    assert_eq!(
-        st.pruned_before().unwrap(),
-        Some(local_day_span(&s, date(2024, 11, 7)).0)
-    );
-    assert_eq!(
-        st.days().unwrap(),
-        figures_before,
-        "every day's figures stay"
-    );
+    let left: Vec<NaiveDate> = st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().iter().map(|c| Aggregator::new(&s).local_date(c.started)).collect();
+    assert_eq!(left.first(), Some(&date(2024, 11, 7)), "the dirty day and after kept");
+    assert_eq!(st.pruned_before().unwrap(), Some(local_day_span(&s, date(2024, 11, 7)).0));
+    assert_eq!(st.days().unwrap(), figures_before, "every day's figures stay");
     // the book of the first week: the pruned days from their figures,
     // the rest from their calls, every call counted once
     let book = crate::page::book_between(&st, &s, date(2024, 11, 4), date(2024, 11, 9)).unwrap();
     let agg = book.aggregate(&s);
     let cbt001 = |d: &Day| d.total(cbt_proto::metrics::Indicator::Cbt001);
-    let total: u64 = (4..=9)
-        .filter_map(|d| agg.days().get(&("B82005".to_string(), date(2024, 11, d))))
-        .map(cbt001)
-        .sum();
-    let stored: u64 = figures_before
-        .iter()
-        .filter(|((p, _), _)| p == "B82005")
-        .map(|(_, d)| cbt001(d))
-        .sum();
+    let total: u64 = (4..=9).filter_map(|d| agg.days().get(&("B82005".to_string(), date(2024, 11, d)))).map(cbt001).sum();
+    let stored: u64 = figures_before.iter().filter(|((p, _), _)| p == "B82005").map(|(_, d)| cbt001(d)).sum();
     assert!(stored > 0);
     assert_eq!(total, stored);
     // clean again: the next prune takes the calls up to the cut
@@ -433,87 +303,33 @@ fn a_call_past_call_retention_goes_and_its_days_figures_stay() {
     assert_eq!(st.days().unwrap().len(), figures_before.len());
 
     // day figures, upload states and activity go by store.retention
-    st.offer_document("B82005", date(2024, 11, 4), "a", true, cut, |r| {
-        format!("doc {r}")
-    })
-    .unwrap();
-    st.offer_document("B82005", date(2024, 11, 6), "a", true, cut, |r| {
-        format!("doc {r}")
-    })
-    .unwrap();
+    st.offer_document("B82005", date(2024, 11, 4), "a", true, cut, |r| format!("doc {r}")).unwrap();
+    st.offer_document("B82005", date(2024, 11, 6), "a", true, cut, |r| format!("doc {r}")).unwrap();
     for d in [4, 6] {
         st.delivered("B82005", date(2024, 11, d), 1, cut).unwrap();
     }
     let mut hours = std::collections::BTreeMap::new();
-    hours.insert(
-        (date(2024, 11, 4), 9),
-        HourV1 {
-            up_s: 3600,
-            ..Default::default()
-        },
-    );
-    hours.insert(
-        (date(2024, 11, 6), 9),
-        HourV1 {
-            up_s: 3600,
-            ..Default::default()
-        },
-    );
+    hours.insert((date(2024, 11, 4), 9), HourV1 { up_s: 3600, ..Default::default() });
+    hours.insert((date(2024, 11, 6), 9), HourV1 { up_s: 3600, ..Default::default() });
     st.add_activity(&hours).unwrap();
-    let practices = figures_before
-        .iter()
-        .filter(|((_, d), _)| *d == date(2024, 11, 4))
-        .count();
-    assert_eq!(
-        st.prune_days(date(2024, 11, 6)).unwrap(),
-        2 * practices + 2,
-        "the 4th and 5th's figures, the 4th's upload state and activity"
-    );
-    assert_eq!(
-        st.days().unwrap().first().map(|((_, d), _)| *d),
-        Some(date(2024, 11, 6))
-    );
-    assert_eq!(
-        st.upload_states()
-            .unwrap()
-            .iter()
-            .map(|((_, d), _)| *d)
-            .collect::<Vec<_>>(),
-        [date(2024, 11, 6)]
-    );
+    let practices = figures_before.iter().filter(|((_, d), _)| *d == date(2024, 11, 4)).count();
+    assert_eq!(st.prune_days(date(2024, 11, 6)).unwrap(), 2 * practices + 2, "the 4th and 5th's figures, the 4th's upload state and activity");
+    assert_eq!(st.days().unwrap().first().map(|((_, d), _)| *d), Some(date(2024, 11, 6)));
+    assert_eq!(st.upload_states().unwrap().iter().map(|((_, d), _)| *d).collect::<Vec<_>>(), [date(2024, 11, 6)]);
     assert!(st.activity_on(date(2024, 11, 4)).unwrap().is_none());
     assert!(st.activity_on(date(2024, 11, 6)).unwrap().is_some());
     assert_eq!(st.days_pruned_before().unwrap(), Some(date(2024, 11, 6)));
     // an undelivered document holds its day's figures (and later days')
-    st.offer_document("B82005", date(2024, 11, 7), "b", true, cut, |r| {
-        format!("doc {r}")
-    })
-    .unwrap();
-    assert_eq!(
-        st.prune_days(date(2024, 11, 30)).unwrap(),
-        practices + 2,
-        "only the 6th goes"
-    );
-    assert_eq!(
-        st.days().unwrap().first().map(|((_, d), _)| *d),
-        Some(date(2024, 11, 7))
-    );
+    st.offer_document("B82005", date(2024, 11, 7), "b", true, cut, |r| format!("doc {r}")).unwrap();
+    assert_eq!(st.prune_days(date(2024, 11, 30)).unwrap(), practices + 2, "only the 6th goes");
+    assert_eq!(st.days().unwrap().first().map(|((_, d), _)| *d), Some(date(2024, 11, 7)));
     // the count of calls kept with them survives reopening
     st.flush().unwrap();
     drop(st);
     let st = Store::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(st.call_count(), 4);
-    assert_eq!(
-        st.calls_between(Timestamp::MIN, Timestamp::MAX)
-            .unwrap()
-            .len(),
-        4
-    );
-    assert_eq!(
-        st.max_seq().unwrap(),
-        24,
-        "numbering goes on after the pruned calls"
-    );
+    assert_eq!(st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().len(), 4);
+    assert_eq!(st.max_seq().unwrap(), 24, "numbering goes on after the pruned calls");
 }
 
 #[test]
@@ -524,34 +340,16 @@ fn reading_some_days_reads_only_their_records() {
     let before = st.records_read();
     let calls = st.calls_on(&s, date(2024, 11, 20)).unwrap();
     assert_eq!(calls.len(), 20);
-    assert_eq!(
-        st.records_read() - before,
-        20,
-        "one day of 30: its 20 calls read"
-    );
+    assert_eq!(st.records_read() - before, 20, "one day of 30: its 20 calls read");
     let before = st.records_read();
-    let days = st
-        .days_between(Some(date(2024, 11, 10)), Some(date(2024, 11, 11)))
-        .unwrap();
+    let days = st.days_between(Some(date(2024, 11, 10)), Some(date(2024, 11, 11))).unwrap();
     assert!(!days.is_empty());
-    assert!(
-        days.iter()
-            .all(|((_, d), _)| *d == date(2024, 11, 10) || *d == date(2024, 11, 11)),
-        "{days:?}"
-    );
+    assert!(days.iter().all(|((_, d), _)| *d == date(2024, 11, 10) || *d == date(2024, 11, 11)), "{days:?}");
     assert_eq!(days.iter().filter(|((p, _), _)| p == "B82005").count(), 2);
-    assert_eq!(
-        st.records_read() - before,
-        days.len(),
-        "two days of 30: only their figures read"
-    );
+    assert_eq!(st.records_read() - before, days.len(), "two days of 30: only their figures read");
     let before = st.records_read();
     assert_eq!(st.days_on(date(2024, 12, 25)).unwrap().len(), 0);
-    assert_eq!(
-        st.records_read() - before,
-        0,
-        "a day after the stored ones reads nothing"
-    );
+    assert_eq!(st.records_read() - before, 0, "a day after the stored ones reads nothing");
 }
 
 /// Rewrites a store of this layout as layout 3 wrote it: `days` and
@@ -567,11 +365,7 @@ fn as_layout_3(dir: &Path, cut_short: bool) {
         o.extend_from_slice(date.format("%Y-%m-%d").to_string().as_bytes());
         o
     };
-    let trees: &[&sled::Tree] = if cut_short {
-        &[&st.uploads]
-    } else {
-        &[&st.days, &st.uploads]
-    };
+    let trees: &[&sled::Tree] = if cut_short { &[&st.uploads] } else { &[&st.days, &st.uploads] };
     for tree in trees {
         for r in tree.iter() {
             let (k, v) = r.unwrap();
@@ -598,71 +392,26 @@ fn a_layout_3_store_migrates_even_after_a_migration_cut_short() {
         let dir = tempfile::tempdir().unwrap();
         let (calls, days, states) = {
             let st = store_of_days(dir.path(), 3, 5);
-            st.offer_document("B82005", date(2024, 11, 5), "a", true, Timestamp(0), |r| {
-                format!("doc {r}")
-            })
-            .unwrap();
-            st.delivered("B82005", date(2024, 11, 5), 1, Timestamp(0))
-                .unwrap();
-            st.offer_document("B82005", date(2024, 11, 6), "b", true, Timestamp(0), |r| {
-                format!("doc {r}")
-            })
-            .unwrap();
+            st.offer_document("B82005", date(2024, 11, 5), "a", true, Timestamp(0), |r| format!("doc {r}")).unwrap();
+            st.delivered("B82005", date(2024, 11, 5), 1, Timestamp(0)).unwrap();
+            st.offer_document("B82005", date(2024, 11, 6), "b", true, Timestamp(0), |r| format!("doc {r}")).unwrap();
             st.flush().unwrap();
-            (
-                st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap(),
-                st.days().unwrap(),
-                st.upload_states().unwrap(),
-            )
+            (st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap(), st.days().unwrap(), st.upload_states().unwrap())
         };
         as_layout_3(dir.path(), cut_short);
         let st = Store::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(
-            st.meta.get("schema").unwrap().as_deref(),
-            Some(&json(&SCHEMA)[..])
-        );
-        assert!(
-            !st.db.tree_names().iter().any(|n| n.as_ref() == b"seqs"),
-            "the index is gone"
-        );
-        assert_eq!(
-            st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap(),
-            calls,
-            "cut short: {cut_short}"
-        );
+        assert_eq!(st.meta.get("schema").unwrap().as_deref(), Some(&json(&SCHEMA)[..]));
+        assert!(!st.db.tree_names().iter().any(|n| n.as_ref() == b"seqs"), "the index is gone");
+        assert_eq!(st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap(), calls, "cut short: {cut_short}");
         assert_eq!(st.call_count(), 15);
         assert_eq!(st.max_seq().unwrap(), 15);
         assert_eq!(st.days().unwrap(), days, "cut short: {cut_short}");
-        assert_eq!(
-            st.days_on(date(2024, 11, 5)).unwrap().len(),
-            days.iter()
-                .filter(|((_, d), _)| *d == date(2024, 11, 5))
-                .count()
-        );
-        assert_eq!(
-            st.upload_states().unwrap(),
-            states,
-            "cut short: {cut_short}"
-        );
-        assert_eq!(
-            st.undelivered_dates().unwrap(),
-            BTreeSet::from([date(2024, 11, 6)])
-        );
+        assert_eq!(st.days_on(date(2024, 11, 5)).unwrap().len(), days.iter().filter(|((_, d), _)| *d == date(2024, 11, 5)).count());
+        assert_eq!(st.upload_states().unwrap(), states, "cut short: {cut_short}");
+        assert_eq!(st.undelivered_dates().unwrap(), BTreeSet::from([date(2024, 11, 6)]));
         // the journal replayed after the upgrade finds its calls stored
-        assert!(
-            !st.put_call(&rec(7, 86_400 + 60, Outcome::Answered))
-                .unwrap(),
-            "stored once"
-        );
-        assert!(st
-            .callback_made(
-                7,
-                rec(7, 86_400 + 60, Outcome::Answered)
-                    .started
-                    .add(30_000_000),
-                Timestamp::from_secs_micros(1_730_900_000, 0)
-            )
-            .unwrap());
+        assert!(!st.put_call(&rec(7, 86_400 + 60, Outcome::Answered)).unwrap(), "stored once");
+        assert!(st.callback_made(7, rec(7, 86_400 + 60, Outcome::Answered).started.add(30_000_000), Timestamp::from_secs_micros(1_730_900_000, 0)).unwrap());
         assert_eq!(st.call_count(), 15);
     }
 }
@@ -680,25 +429,12 @@ fn after_a_clean_close_the_start_does_not_read_every_call_but_a_damaged_one_is_s
     {
         let st = Store::open(dir.path(), 1 << 20).unwrap();
         let counts = st.verify().unwrap();
-        assert_eq!(
-            (counts.calls, counts.unreadable),
-            (2, 0),
-            "not read at start"
-        );
+        assert_eq!((counts.calls, counts.unreadable), (2, 0), "not read at start");
         assert_eq!(st.records_read(), 0);
         // read when asked for: kept aside and reported then
-        assert_eq!(
-            st.calls_between(Timestamp(0), Timestamp::MAX)
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(st.calls_between(Timestamp(0), Timestamp::MAX).unwrap().len(), 1);
         assert_eq!(st.kept_aside(), (1, 0));
-        assert!(
-            st.problems()[0].contains("stored call"),
-            "{:?}",
-            st.problems()
-        );
+        assert!(st.problems()[0].contains("stored call"), "{:?}", st.problems());
     }
     // a crash (no clean close): the next start reads every call
     let mut st = Store::open(dir.path(), 1 << 20).unwrap();

@@ -111,19 +111,11 @@ fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, String> {
 /// The HTTP client and the token for a configuration, or why not.
 pub fn client(cfg: &UploadConfig) -> Result<(reqwest::Client, String), String> {
     let token = String::from_utf8(read(&cfg.token_file, "upload.token_file")?)
-        .map_err(|_| {
-            format!(
-                "{} does not hold a token (it is not text)",
-                cfg.token_file.display()
-            )
-        })?
+        .map_err(|_| format!("{} does not hold a token (it is not text)", cfg.token_file.display()))?
         .trim()
         .to_string();
     if token.is_empty() || token.contains(char::is_whitespace) {
-        return Err(format!(
-            "{} does not hold a token: put the one line `cbt-collector token add` printed in it",
-            cfg.token_file.display()
-        ));
+        return Err(format!("{} does not hold a token: put the one line `cbt-collector token add` printed in it", cfg.token_file.display()));
     }
     let timeout = Duration::from_micros(cfg.timeout.max(1) as u64);
     let mut b = reqwest::Client::builder()
@@ -133,8 +125,7 @@ pub fn client(cfg: &UploadConfig) -> Result<(reqwest::Client, String), String> {
         .pool_idle_timeout(Duration::from_secs(60));
     if let Some(ca) = &cfg.ca_file {
         let pem = read(ca, "upload.ca_file")?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{}: not PEM certificates: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: not PEM certificates: {e}", ca.display()))?;
         if certs.is_empty() {
             return Err(format!("{} holds no certificate", ca.display()));
         }
@@ -143,16 +134,13 @@ pub fn client(cfg: &UploadConfig) -> Result<(reqwest::Client, String), String> {
     if let (Some(cert), Some(key)) = (&cfg.client_cert, &cfg.client_key) {
         let mut pem = read(cert, "upload.client_cert")?;
         pem.extend(read(key, "upload.client_key")?);
-        let id = reqwest::Identity::from_pem(&pem)
-            .map_err(|e| format!("the client certificate or key is not usable PEM: {e}"))?;
+        let id = reqwest::Identity::from_pem(&pem).map_err(|e| format!("the client certificate or key is not usable PEM: {e}"))?;
         b = b.identity(id);
     }
     if let Some(p) = &cfg.proxy {
         b = b.proxy(reqwest::Proxy::all(p).map_err(|e| format!("upload.proxy `{p}`: {e}"))?);
     }
-    let c = b
-        .build()
-        .map_err(|e| format!("cannot set up HTTPS: {}", chain(&e)))?;
+    let c = b.build().map_err(|e| format!("cannot set up HTTPS: {}", chain(&e)))?;
     Ok((c, token))
 }
 
@@ -175,10 +163,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 fn explain(e: &reqwest::Error, url: &str) -> String {
     let detail = chain(e);
     let lower = detail.to_ascii_lowercase();
-    if lower.contains("certificate")
-        || lower.contains("unknownissuer")
-        || lower.contains("invalid peer")
-    {
+    if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer") {
         format!("the collector's certificate is not trusted ({detail}): set upload.ca_file to the CA that signed it, or fix the collector's certificate")
     } else if e.is_timeout() {
         format!("no answer from {url} in time ({detail})")
@@ -209,10 +194,7 @@ struct Answer {
 pub fn classify(status: u16, body: &str, retry_after: Option<u64>) -> Outcome {
     let parsed: Option<Answer> = serde_json::from_str(body).ok();
     let reason = || {
-        let text = parsed
-            .as_ref()
-            .and_then(|a| a.error.clone())
-            .unwrap_or_else(|| body.trim().chars().take(300).collect());
+        let text = parsed.as_ref().and_then(|a| a.error.clone()).unwrap_or_else(|| body.trim().chars().take(300).collect());
         format!("{status}: {text}")
     };
     match status {
@@ -226,14 +208,8 @@ pub fn classify(status: u16, body: &str, retry_after: Option<u64>) -> Outcome {
 
 impl Uploader {
     pub fn new(cfg: UploadConfig) -> std::io::Result<Uploader> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        Ok(Uploader {
-            client: client(&cfg),
-            cfg,
-            rt,
-        })
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Ok(Uploader { client: client(&cfg), cfg, rt })
     }
 
     /// Sends one item and says how it went.
@@ -243,10 +219,7 @@ impl Uploader {
             Err(e) => return Outcome::Retry(e.clone(), Some(30)),
         };
         let url = self.cfg.days_url();
-        let key = format!(
-            "{}:{}:{}:{}",
-            self.cfg.agent_id, item.practice, item.date, item.revision
-        );
+        let key = format!("{}:{}:{}:{}", self.cfg.agent_id, item.practice, item.date, item.revision);
         let req = client
             .post(&url)
             .bearer_auth(token)
@@ -275,61 +248,54 @@ pub fn spawn(
     status: Arc<Mutex<UploadStatus>>,
     control: Receiver<Control>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("upload".into())
-        .spawn(move || {
-            let mut up = match Uploader::new(cfg) {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::error!("the uploader cannot start: {e}");
-                    return;
-                }
-            };
-            if let Err(e) = &up.client {
-                tracing::error!("upload: {e}");
+    std::thread::Builder::new().name("upload".into()).spawn(move || {
+        let mut up = match Uploader::new(cfg) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!("the uploader cannot start: {e}");
+                return;
             }
-            let mut wait = Duration::from_millis(200);
-            let mut paused_until = Timestamp(0);
-            loop {
-                match control.recv_timeout(wait) {
-                    Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-                    Ok(Control::Reload(new)) => {
-                        let Some(cfg) = new else { return };
-                        up.client = client(&cfg);
-                        up.cfg = cfg;
-                        if let Err(e) = &up.client {
-                            tracing::error!("upload: {e}");
-                        }
-                        paused_until = Timestamp(0);
-                        if let Some(s) = store() {
-                            match s.unpark_all(now()) {
-                                Ok(n) if n > 0 => tracing::info!(
-                                    documents = n,
-                                    "upload: parked documents will be sent again"
-                                ),
-                                _ => {}
-                            }
+        };
+        if let Err(e) = &up.client {
+            tracing::error!("upload: {e}");
+        }
+        let mut wait = Duration::from_millis(200);
+        let mut paused_until = Timestamp(0);
+        loop {
+            match control.recv_timeout(wait) {
+                Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Control::Reload(new)) => {
+                    let Some(cfg) = new else { return };
+                    up.client = client(&cfg);
+                    up.cfg = cfg;
+                    if let Err(e) = &up.client {
+                        tracing::error!("upload: {e}");
+                    }
+                    paused_until = Timestamp(0);
+                    if let Some(s) = store() {
+                        match s.unpark_all(now()) {
+                            Ok(n) if n > 0 => tracing::info!(documents = n, "upload: parked documents will be sent again"),
+                            _ => {}
                         }
                     }
-                    Err(RecvTimeoutError::Timeout) => {}
                 }
-                let Some(st) = store() else {
-                    wait = Duration::from_secs(1);
-                    continue;
-                };
-                if now() < paused_until {
-                    wait = Duration::from_micros(
-                        paused_until.since(now()).clamp(10_000, 1_000_000) as u64,
-                    );
-                    continue;
-                }
-                let (w, pause) = round(&up, &st, &status);
-                wait = w;
-                if let Some(p) = pause {
-                    paused_until = p;
-                }
+                Err(RecvTimeoutError::Timeout) => {}
             }
-        })
+            let Some(st) = store() else {
+                wait = Duration::from_secs(1);
+                continue;
+            };
+            if now() < paused_until {
+                wait = Duration::from_micros(paused_until.since(now()).clamp(10_000, 1_000_000) as u64);
+                continue;
+            }
+            let (w, pause) = round(&up, &st, &status);
+            wait = w;
+            if let Some(p) = pause {
+                paused_until = p;
+            }
+        }
+    })
 }
 
 fn set<F: FnOnce(&mut UploadStatus)>(status: &Mutex<UploadStatus>, f: F) {
@@ -339,11 +305,7 @@ fn set<F: FnOnce(&mut UploadStatus)>(status: &Mutex<UploadStatus>, f: F) {
 /// Sends every due item; returns how long to sleep, and until when to send
 /// nothing after a failure (the collector or the way to it is down: the
 /// other items would fail the same way).
-fn round(
-    up: &Uploader,
-    store: &Store,
-    status: &Mutex<UploadStatus>,
-) -> (Duration, Option<Timestamp>) {
+fn round(up: &Uploader, store: &Store, status: &Mutex<UploadStatus>) -> (Duration, Option<Timestamp>) {
     let items = match store.due_items(now(), 64) {
         Ok(i) => i,
         Err(e) => {
@@ -420,16 +382,12 @@ fn round(
         }
     }
     // sleep until the next item is due (at most a second, so new ones go soon)
-    let next = store.outbox_items().ok().and_then(|all| {
-        all.iter()
-            .filter(|i| i.parked.is_none())
-            .map(|i| i.next_attempt)
-            .min()
-    });
+    let next = store
+        .outbox_items()
+        .ok()
+        .and_then(|all| all.iter().filter(|i| i.parked.is_none()).map(|i| i.next_attempt).min());
     let sleep = match next {
-        Some(t) if t > now() => {
-            Duration::from_micros(t.since(now()).clamp(10_000, 1_000_000) as u64)
-        }
+        Some(t) if t > now() => Duration::from_micros(t.since(now()).clamp(10_000, 1_000_000) as u64),
         Some(_) => Duration::from_millis(10),
         None => Duration::from_secs(1),
     };

@@ -56,13 +56,7 @@ pub fn quality(store: &Store, site: &Site, date: NaiveDate, now: Timestamp) -> R
         q.activity_recorded = true;
         // hours not over yet say nothing
         let (today, hour_now) = local_hour(site, now).unwrap_or((date, 24));
-        let last = if date < today {
-            24
-        } else if date == today {
-            hour_now
-        } else {
-            0
-        };
+        let last = if date < today { 24 } else if date == today { hour_now } else { 0 };
         for (h, x) in a.hours.iter().enumerate() {
             if (h as u32) < last && x.up_s == 0 {
                 q.hours_without_capture.push(h as u8);
@@ -87,13 +81,7 @@ pub fn quality(store: &Store, site: &Site, date: NaiveDate, now: Timestamp) -> R
 /// The documents of one local date, one per practice: from the kept day
 /// figures when the date is closed, else from its calls as they are now.
 /// `revision`, `final` and `generated_at` are left for the caller.
-pub fn documents_for(
-    store: &Store,
-    site: &Site,
-    agent_id: &str,
-    date: NaiveDate,
-    now: Timestamp,
-) -> Result<Vec<DayDocument>> {
+pub fn documents_for(store: &Store, site: &Site, agent_id: &str, date: NaiveDate, now: Timestamp) -> Result<Vec<DayDocument>> {
     let agg = Aggregator::new(site);
     let closed = store.closed_through()?.is_some_and(|c| date <= c);
     let days: Vec<(String, Day)> = if closed {
@@ -104,11 +92,7 @@ pub fn documents_for(
         live.practice_list()
             .into_iter()
             .map(|(p, _)| {
-                let d = live
-                    .days()
-                    .get(&(p.clone(), date))
-                    .cloned()
-                    .unwrap_or_else(|| empty.clone());
+                let d = live.days().get(&(p.clone(), date)).cloned().unwrap_or_else(|| empty.clone());
                 (p, d)
             })
             .collect()
@@ -121,12 +105,7 @@ pub fn documents_for(
     Ok(days
         .into_iter()
         .map(|(practice, day)| {
-            let codes = site
-                .practices
-                .iter()
-                .find(|p| p.ods == practice)
-                .map(|p| p.codes.clone())
-                .unwrap_or_else(OrgCodes::default);
+            let codes = site.practices.iter().find(|p| p.ods == practice).map(|p| p.codes.clone()).unwrap_or_else(OrgCodes::default);
             DayDocument::new(
                 agent.clone(),
                 &practice,
@@ -144,33 +123,17 @@ pub fn documents_for(
 
 /// Documents for `from..=to` as they stand (for `export` and `upload
 /// --dry-run`): final for closed dates, numbered after what was offered.
-pub fn documents_between(
-    store: &Store,
-    site: &Site,
-    agent_id: &str,
-    from: NaiveDate,
-    to: NaiveDate,
-    now: Timestamp,
-) -> Result<Vec<DayDocument>> {
-    let states: std::collections::BTreeMap<(String, NaiveDate), u64> = store
-        .upload_states_between(Some(from), Some(to))?
-        .into_iter()
-        .map(|(k, s)| (k, s.revision))
-        .collect();
+pub fn documents_between(store: &Store, site: &Site, agent_id: &str, from: NaiveDate, to: NaiveDate, now: Timestamp) -> Result<Vec<DayDocument>> {
+    let states: std::collections::BTreeMap<(String, NaiveDate), u64> =
+        store.upload_states_between(Some(from), Some(to))?.into_iter().map(|(k, s)| (k, s.revision)).collect();
     let closed = store.closed_through()?;
     let mut out = Vec::new();
     let mut date = from;
     while date <= to {
-        let active = store.activity_on(date)?.is_some()
-            || !store.days_on(date)?.is_empty()
-            || !store.calls_on(site, date)?.is_empty();
+        let active = store.activity_on(date)?.is_some() || !store.days_on(date)?.is_empty() || !store.calls_on(site, date)?.is_empty();
         if active {
             for mut d in documents_for(store, site, agent_id, date, now)? {
-                d.revision = states
-                    .get(&(d.practice.clone(), date))
-                    .copied()
-                    .unwrap_or(0)
-                    .max(1);
+                d.revision = states.get(&(d.practice.clone(), date)).copied().unwrap_or(0).max(1);
                 d.is_final = closed.is_some_and(|c| date <= c);
                 d.generated_at = now.to_rfc3339();
                 out.push(d);
@@ -185,33 +148,22 @@ pub fn documents_between(
 pub fn agent_id(cfg: Option<&UploadConfig>) -> String {
     match cfg {
         Some(c) => c.agent_id.clone(),
-        None => hostname::get()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "cbt-agent".into()),
+        None => hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "cbt-agent".into()),
     }
 }
 
 /// Offers a date's documents to the outbox; returns how many got a new revision.
-pub fn offer(
-    store: &Store,
-    site: &Site,
-    agent_id: &str,
-    date: NaiveDate,
-    is_final: bool,
-    now: Timestamp,
-) -> Result<usize> {
+pub fn offer(store: &Store, site: &Site, agent_id: &str, date: NaiveDate, is_final: bool, now: Timestamp) -> Result<usize> {
     let mut n = 0;
     for doc in documents_for(store, site, agent_id, date, now)? {
         let content = blake3::hash(&doc.content_key()).to_hex().to_string();
-        let made =
-            store.offer_document(&doc.practice, date, &content, is_final, now, |revision| {
-                let mut d = doc.clone();
-                d.revision = revision;
-                d.is_final = is_final;
-                d.generated_at = now.to_rfc3339();
-                serde_json::to_string(&d).expect("a document serialises")
-            })?;
+        let made = store.offer_document(&doc.practice, date, &content, is_final, now, |revision| {
+            let mut d = doc.clone();
+            d.revision = revision;
+            d.is_final = is_final;
+            d.generated_at = now.to_rfc3339();
+            serde_json::to_string(&d).expect("a document serialises")
+        })?;
         n += made.is_some() as usize;
     }
     Ok(n)
@@ -269,30 +221,17 @@ impl Scheduler {
         }
         if !self.backlog_checked {
             self.backlog_checked = true;
-            let final_offered: std::collections::BTreeSet<(String, NaiveDate)> = store
-                .upload_states()?
-                .into_iter()
-                .filter(|(_, s)| s.is_final)
-                .map(|(k, _)| k)
-                .collect();
-            let dates: std::collections::BTreeSet<NaiveDate> = store
-                .days()?
-                .into_iter()
-                .filter(|(k, _)| !final_offered.contains(k))
-                .map(|((_, d), _)| d)
-                .collect();
+            let final_offered: std::collections::BTreeSet<(String, NaiveDate)> =
+                store.upload_states()?.into_iter().filter(|(_, s)| s.is_final).map(|(k, _)| k).collect();
+            let dates: std::collections::BTreeSet<NaiveDate> =
+                store.days()?.into_iter().filter(|(k, _)| !final_offered.contains(k)).map(|((_, d), _)| d).collect();
             for date in dates {
                 out.documents += offer(store, site, &self.agent_id, date, true, now)?;
             }
         }
-        if self
-            .last_live
-            .is_none_or(|t| now.since(t) >= self.interval || now < t)
-        {
+        if self.last_live.is_none_or(|t| now.since(t) >= self.interval || now < t) {
             self.last_live = Some(now);
-            let first_open = store
-                .closed_through()?
-                .map_or(today, |c| c + Duration::days(1));
+            let first_open = store.closed_through()?.map_or(today, |c| c + Duration::days(1));
             let now_date = Aggregator::new(site).local_date(now);
             let mut date = first_open.max(now_date - Duration::days(1));
             while date <= now_date {
@@ -308,9 +247,7 @@ impl Scheduler {
 /// at most `max`, with jitter (a random point in its upper half) so many
 /// agents do not come back at once.
 pub fn backoff(attempts: u32, max: Micros, jitter: f64) -> Micros {
-    let base = (2 * SECOND)
-        .saturating_mul(1i64 << attempts.saturating_sub(1).min(30))
-        .min(max.max(SECOND));
+    let base = (2 * SECOND).saturating_mul(1i64 << attempts.saturating_sub(1).min(30)).min(max.max(SECOND));
     (base as f64 * (0.5 + 0.5 * jitter.clamp(0.0, 1.0))) as Micros
 }
 

@@ -41,9 +41,7 @@ impl Args {
         let mut m = BTreeMap::new();
         let mut it = v.iter();
         while let Some(k) = it.next() {
-            let Some(k) = k.strip_prefix("--") else {
-                usage()
-            };
+            let Some(k) = k.strip_prefix("--") else { usage() };
             let Some(val) = it.next() else { usage() };
             m.insert(k.to_string(), val.clone());
         }
@@ -56,9 +54,7 @@ impl Args {
         self.get(k).unwrap_or_else(|| usage())
     }
     fn num(&self, k: &str, d: u64) -> u64 {
-        self.get(k)
-            .map(|v| v.parse().unwrap_or_else(|_| usage()))
-            .unwrap_or(d)
+        self.get(k).map(|v| v.parse().unwrap_or_else(|_| usage())).unwrap_or(d)
     }
 }
 
@@ -87,15 +83,7 @@ impl Rng {
 
 /// A plausible day: `calls` inbound calls spread over the bands, 70%
 /// answered, with their waits and lengths.
-fn document(
-    agent_name: &str,
-    practice: &str,
-    date: NaiveDate,
-    revision: u64,
-    calls: u64,
-    seed: u64,
-    is_final: bool,
-) -> DayDocument {
+fn document(agent_name: &str, practice: &str, date: NaiveDate, revision: u64, calls: u64, seed: u64, is_final: bool) -> DayDocument {
     let wait = Buckets::new(&DEFAULT_EDGES).expect("edges");
     let duration = Buckets::new(&DEFAULT_EDGES).expect("edges");
     let mut day = Day::new(&wait, &duration);
@@ -108,13 +96,7 @@ fn document(
             *day.band_mut(Indicator::Cbt003, band) += 1;
             let w = (rng.below(400_000) as f64) / 1000.0;
             let d = (rng.below(600_000) as f64) / 1000.0 + 5.0;
-            let core = if band == 2 {
-                0
-            } else if band <= 6 {
-                1
-            } else {
-                2
-            };
+            let core = if band == 2 { 0 } else if band <= 6 { 1 } else { 2 };
             day.answered_by_wait[wait.index(w)][core] += 1;
             day.answered_by_duration[duration.index(d)] += 1;
             day.answered_waits.push(w);
@@ -123,8 +105,7 @@ fn document(
             *day.band_mut(Indicator::Cbt004, band) += 1;
             if r < 82 {
                 day.abandoned_missed += 1;
-                day.abandoned_waits
-                    .push((rng.below(200_000) as f64) / 1000.0);
+                day.abandoned_waits.push((rng.below(200_000) as f64) / 1000.0);
             }
         } else if r < 96 {
             *day.band_mut(Indicator::Cbt002, band) += 1;
@@ -134,10 +115,7 @@ fn document(
     }
     let _ = CORE_CATEGORIES;
     let mut d = DayDocument::new(
-        AgentInfo {
-            id: agent_name.to_string(),
-            version: "0.2.0".into(),
-        },
+        AgentInfo { id: agent_name.to_string(), version: "0.2.0".into() },
         practice,
         &OrgCodes::default(),
         date,
@@ -145,10 +123,7 @@ fn document(
         &wait,
         &duration,
         &day,
-        Quality {
-            sip_messages: calls * 12,
-            ..Quality::default()
-        },
+        Quality { sip_messages: calls * 12, ..Quality::default() },
     );
     d.revision = revision;
     d.is_final = is_final;
@@ -156,26 +131,13 @@ fn document(
     d
 }
 
-async fn ensure_tokens(
-    pool: &deadpool_postgres::Pool,
-    agents: usize,
-) -> Result<Vec<(i64, String)>> {
+async fn ensure_tokens(pool: &deadpool_postgres::Pool, agents: usize) -> Result<Vec<(i64, String)>> {
     // one token per agent, made with the collector's own code; tokens are
     // only shown once, so a run makes new ones and revokes the old
-    let existing = pool
-        .get()
-        .await?
-        .query("SELECT count(*) FROM tokens WHERE revoked_at IS NULL", &[])
-        .await?;
+    let existing = pool.get().await?.query("SELECT count(*) FROM tokens WHERE revoked_at IS NULL", &[]).await?;
     let n: i64 = existing[0].get(0);
     if n > 0 {
-        pool.get()
-            .await?
-            .execute(
-                "UPDATE tokens SET revoked_at = now() WHERE revoked_at IS NULL",
-                &[],
-            )
-            .await?;
+        pool.get().await?.execute("UPDATE tokens SET revoked_at = now() WHERE revoked_at IS NULL", &[]).await?;
     }
     let t0 = Instant::now();
     let mut out = vec![(0i64, String::new()); agents];
@@ -186,19 +148,14 @@ async fn ensure_tokens(
         let sem = sem.clone();
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire().await;
-            tokens::add(&pool, &agent(i), &[practice(i)])
-                .await
-                .map(|t| (i, t))
+            tokens::add(&pool, &agent(i), &[practice(i)]).await.map(|t| (i, t))
         }));
     }
     for t in tasks {
         let (i, tok) = t.await??;
         out[i] = tok;
     }
-    eprintln!(
-        "{agents} tokens made in {:.1} s",
-        t0.elapsed().as_secs_f64()
-    );
+    eprintln!("{agents} tokens made in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(out)
 }
 
@@ -226,15 +183,8 @@ async fn load(a: &Args) -> Result<()> {
         .timeout(Duration::from_secs(60))
         .build()?;
     let toks = ensure_tokens(&pool, agents).await?;
-    let audit_before: i64 = pool
-        .get()
-        .await?
-        .query_one("SELECT count(*) FROM audit", &[])
-        .await?
-        .get(0);
-    let today = Utc::now()
-        .with_timezone(&chrono_tz::Europe::London)
-        .date_naive();
+    let audit_before: i64 = pool.get().await?.query_one("SELECT count(*) FROM audit", &[]).await?.get(0);
+    let today = Utc::now().with_timezone(&chrono_tz::Europe::London).date_naive();
     let start = tokio::time::Instant::now() + Duration::from_secs(1);
     let end = start + Duration::from_secs(seconds);
     // at most this many requests in flight (the file descriptors of one client)
@@ -261,20 +211,9 @@ async fn load(a: &Args) -> Result<()> {
                 k += 1;
                 let progress = ((k as f64) * interval.as_secs_f64() * 100.0 / 86_400.0).min(1.0);
                 let calls = (daily as f64 * (0.3 + 0.7 * progress)) as u64;
-                let doc = document(
-                    &agent(i),
-                    &practice(i),
-                    today,
-                    revision,
-                    calls,
-                    i as u64 * 1_000_003 + revision,
-                    false,
-                );
+                let doc = document(&agent(i), &practice(i), today, revision, calls, i as u64 * 1_000_003 + revision, false);
                 let body = serde_json::to_vec(&doc).expect("serialise");
-                let key = format!(
-                    "{}:{}:{}:{}",
-                    doc.agent.id, doc.practice, doc.date, doc.revision
-                );
+                let key = format!("{}:{}:{}:{}", doc.agent.id, doc.practice, doc.date, doc.revision);
                 let times = if rng.below(100) < 2 { 2 } else { 1 };
                 for _ in 0..times {
                     let _p = inflight.acquire().await;
@@ -327,12 +266,7 @@ async fn load(a: &Args) -> Result<()> {
     lat.sort_unstable();
     // nothing lost: every agent's stored revision is its highest acknowledged
     let client_db = pool.get().await?;
-    let rows = client_db
-        .query(
-            "SELECT agent, revision FROM documents WHERE day = $1",
-            &[&today],
-        )
-        .await?;
+    let rows = client_db.query("SELECT agent, revision FROM documents WHERE day = $1", &[&today]).await?;
     let stored: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let mut lost = 0u64;
     for (i, a) in acked.iter().enumerate() {
@@ -340,10 +274,7 @@ async fn load(a: &Args) -> Result<()> {
             lost += 1;
         }
     }
-    let audit_after: i64 = client_db
-        .query_one("SELECT count(*) FROM audit", &[])
-        .await?
-        .get(0);
+    let audit_after: i64 = client_db.query_one("SELECT count(*) FROM audit", &[]).await?.get(0);
     let report = serde_json::json!({
         "agents": agents,
         "interval_s": interval.as_secs_f64(),
@@ -377,15 +308,8 @@ async fn fill(a: &Args) -> Result<()> {
     let pool = cbt_collector::db::open(&cfg).await?;
     let agents = a.num("agents", 6500) as usize;
     let month = cbt_collector::participation::parse_month(a.req("month"))?;
-    let days: Vec<NaiveDate> = month
-        .iter_days()
-        .take_while(|d| d.month() == month.month())
-        .collect();
-    let rows = pool
-        .get()
-        .await?
-        .query("SELECT id, agent FROM tokens WHERE revoked_at IS NULL", &[])
-        .await?;
+    let days: Vec<NaiveDate> = month.iter_days().take_while(|d| d.month() == month.month()).collect();
+    let rows = pool.get().await?.query("SELECT id, agent FROM tokens WHERE revoked_at IS NULL", &[]).await?;
     let ids: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
     let mut csv = String::from("PRACTICE_CODE,PRACTICE_NAME\r\n");
     for i in 0..agents {
@@ -403,31 +327,15 @@ async fn fill(a: &Args) -> Result<()> {
         for (n, date) in days.iter().enumerate() {
             let weekend = matches!(date.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun);
             let mut rng = Rng((i * 31 + n) as u64);
-            let calls = if weekend {
-                rng.below(10)
-            } else {
-                50 + rng.below(550)
-            };
-            let doc = document(
-                &agent(i),
-                &practice(i),
-                *date,
-                1,
-                calls,
-                (i * 1000 + n) as u64,
-                true,
-            );
+            let calls = if weekend { rng.below(10) } else { 50 + rng.below(550) };
+            let doc = document(&agent(i), &practice(i), *date, 1, calls, (i * 1000 + n) as u64, true);
             let body = serde_json::to_string(&doc)?;
             bytes += body.len();
             let pool = pool.clone();
             let sem = sem.clone().acquire_owned().await?;
             tasks.push(tokio::spawn(async move {
                 let _s = sem;
-                let auth = Auth {
-                    token_id: id,
-                    agent: doc.agent.id.clone(),
-                    practices: vec![doc.practice.clone()],
-                };
+                let auth = Auth { token_id: id, agent: doc.agent.id.clone(), practices: vec![doc.practice.clone()] };
                 store::store(&pool, &auth, &doc, &body, AuditEntry::default()).await
             }));
             if tasks.len() >= 256 {
@@ -454,9 +362,7 @@ async fn fill(a: &Args) -> Result<()> {
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let Some((cmd, rest)) = argv.split_first() else {
-        usage()
-    };
+    let Some((cmd, rest)) = argv.split_first() else { usage() };
     let a = Args::parse(rest);
     match cmd.as_str() {
         "load" => load(&a).await,

@@ -15,20 +15,14 @@
 use anyhow::{Context, Result};
 use cbt_proto::synth::{frames, Call, Script};
 use cbt_proto::time::{Timestamp, SECOND};
-use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::cmp::Reverse;
 use std::net::SocketAddr;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let out = args
-        .get(1)
-        .context("usage: cbt-gen-capture OUT.pcap [CALLS] [CALLS_PER_SECOND] [KEEPALIVES]")?;
-    let calls: u64 = args
-        .get(2)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(100_000);
+    let out = args.get(1).context("usage: cbt-gen-capture OUT.pcap [CALLS] [CALLS_PER_SECOND] [KEEPALIVES]")?;
+    let calls: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100_000);
     let rate: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(30);
     let keepalives: u64 = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(0);
     let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET)?;
@@ -44,39 +38,37 @@ fn main() -> Result<()> {
     };
     // messages are produced call by call and merged in time order
     let mut heap: BinaryHeap<Reverse<(Timestamp, u64, usize)>> = BinaryHeap::new();
-    let mut pending: std::collections::HashMap<u64, Vec<cbt_proto::synth::Msg>> =
-        Default::default();
+    let mut pending: std::collections::HashMap<u64, Vec<cbt_proto::synth::Msg>> = Default::default();
     let mut written = 0u64;
     let mut ip_id = 0u16;
-    let mut flush_until =
-        |heap: &mut BinaryHeap<Reverse<(Timestamp, u64, usize)>>,
-         pending: &mut std::collections::HashMap<u64, Vec<cbt_proto::synth::Msg>>,
-         until: Timestamp,
-         save: &mut pcap::Savefile|
-         -> Result<()> {
-            while let Some(Reverse((ts, n, i))) = heap.peek().copied() {
-                if ts > until {
-                    break;
-                }
-                heap.pop();
-                let msgs = pending.get(&n).expect("pending call");
-                let m = &msgs[i];
-                ip_id = ip_id.wrapping_add(1);
-                let frame = frames::udp(m.src, m.dst, ip_id, &m.bytes);
-                let us = m.ts.micros();
-                let header = pcap::PacketHeader {
-                    ts: libc_timeval(us),
-                    caplen: frame.len() as u32,
-                    len: frame.len() as u32,
-                };
-                save.write(&pcap::Packet::new(&header, &frame));
-                written += 1;
-                if i + 1 == msgs.len() {
-                    pending.remove(&n);
-                }
+    let mut flush_until = |heap: &mut BinaryHeap<Reverse<(Timestamp, u64, usize)>>,
+                           pending: &mut std::collections::HashMap<u64, Vec<cbt_proto::synth::Msg>>,
+                           until: Timestamp,
+                           save: &mut pcap::Savefile|
+     -> Result<()> {
+        while let Some(Reverse((ts, n, i))) = heap.peek().copied() {
+            if ts > until {
+                break;
             }
-            Ok(())
-        };
+            heap.pop();
+            let msgs = pending.get(&n).expect("pending call");
+            let m = &msgs[i];
+            ip_id = ip_id.wrapping_add(1);
+            let frame = frames::udp(m.src, m.dst, ip_id, &m.bytes);
+            let us = m.ts.micros();
+            let header = pcap::PacketHeader {
+                ts: libc_timeval(us),
+                caplen: frame.len() as u32,
+                len: frame.len() as u32,
+            };
+            save.write(&pcap::Packet::new(&header, &frame));
+            written += 1;
+            if i + 1 == msgs.len() {
+                pending.remove(&n);
+            }
+        }
+        Ok(())
+    };
     for n in 0..calls {
         let start = t0.add((n as i64 * SECOND) / rate as i64 + (next() % 20_000) as i64);
         let carrier: SocketAddr = format!("192.0.2.{}:5060", 1 + next() % 200).parse()?;
@@ -115,9 +107,7 @@ fn main() -> Result<()> {
         if keepalives > 0 {
             // spread over the time until the next call, as their own "call"
             let gap = SECOND / rate as i64;
-            let ka: Vec<cbt_proto::synth::Msg> = (0..keepalives)
-                .map(|k| keepalive(n, k, start.add(gap * k as i64 / keepalives as i64), pbx))
-                .collect();
+            let ka: Vec<cbt_proto::synth::Msg> = (0..keepalives).map(|k| keepalive(n, k, start.add(gap * k as i64 / keepalives as i64), pbx)).collect();
             let key = calls + n;
             for (i, m) in ka.iter().enumerate() {
                 heap.push(Reverse((m.ts, key, i)));
@@ -137,9 +127,7 @@ fn main() -> Result<()> {
 /// from the PBX to a handset and its 200, a REGISTER refresh with its 401
 /// and the retried REGISTER with its 200, a presence SUBSCRIBE, a NOTIFY.
 fn keepalive(n: u64, k: u64, ts: Timestamp, pbx: SocketAddr) -> cbt_proto::synth::Msg {
-    let phone: SocketAddr = format!("10.20.1.{}:5060", 10 + (n + k) % 40)
-        .parse()
-        .expect("address");
+    let phone: SocketAddr = format!("10.20.1.{}:5060", 10 + (n + k) % 40).parse().expect("address");
     let tag = format!("{n:x}k{k:x}");
     let (src, dst, text) = match k % 8 {
         0 => (pbx, phone, format!("OPTIONS sip:{phone} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bKo{tag}\r\nFrom: <sip:pbx@{pbx}>;tag=o{tag}\r\nTo: <sip:{phone}>\r\nCall-ID: o{tag}@pbx\r\nCSeq: 102 OPTIONS\r\nMax-Forwards: 70\r\nUser-Agent: Asterisk PBX 20.5.0\r\nContent-Length: 0\r\n\r\n")),
@@ -150,12 +138,7 @@ fn keepalive(n: u64, k: u64, ts: Timestamp, pbx: SocketAddr) -> cbt_proto::synth
         6 => (phone, pbx, format!("SUBSCRIBE sip:2{:02}@{pbx} SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKs{tag}\r\nFrom: <sip:2{:02}@{pbx}>;tag=s{tag}\r\nTo: <sip:2{:02}@{pbx}>\r\nCall-ID: s{n:x}@{phone}\r\nCSeq: 1 SUBSCRIBE\r\nEvent: dialog\r\nExpires: 1800\r\nContact: <sip:2{:02}@{phone}>\r\nContent-Length: 0\r\n\r\n", (n + 1) % 40, n % 40, (n + 1) % 40, n % 40)),
         _ => (pbx, phone, format!("NOTIFY sip:2{:02}@{phone} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bKn{tag}\r\nFrom: <sip:2{:02}@{pbx}>;tag=n{tag}\r\nTo: <sip:2{:02}@{pbx}>;tag=s{tag}\r\nCall-ID: s{n:x}@{phone}\r\nCSeq: 2 NOTIFY\r\nEvent: dialog\r\nSubscription-State: active;expires=1800\r\nContent-Type: application/dialog-info+xml\r\nContent-Length: 0\r\n\r\n", n % 40, (n + 1) % 40, n % 40)),
     };
-    cbt_proto::synth::Msg {
-        ts,
-        src,
-        dst,
-        bytes: text.into_bytes(),
-    }
+    cbt_proto::synth::Msg { ts, src, dst, bytes: text.into_bytes() }
 }
 
 fn libc_timeval(us: i64) -> libc::timeval {

@@ -14,12 +14,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn now() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_micros() as i64,
-    )
+    Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as i64)
 }
 
 fn main() -> Result<()> {
@@ -67,9 +62,6 @@ fn main() -> Result<()> {
             std::thread::sleep(wait);
         }
     }
-    eprintln!(
-        "{calls} calls ({sent} HEP packets) in {:.1} s",
-        t0.elapsed().as_secs_f64()
-    );
+    eprintln!("{calls} calls ({sent} HEP packets) in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

@@ -3,9 +3,7 @@
 //! `packets bytes checksum`.
 
 fn main() -> anyhow::Result<()> {
-    let path = std::env::args()
-        .nth(1)
-        .ok_or_else(|| anyhow::anyhow!("usage: cbt-pcap-iterate FILE"))?;
+    let path = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: cbt-pcap-iterate FILE"))?;
     let mut cap = pcap::Capture::from_file(&path)?;
     let (mut packets, mut bytes, mut sum) = (0u64, 0u64, 0u64);
     loop {

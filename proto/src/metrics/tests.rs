@@ -17,21 +17,10 @@ fn site() -> Site {
 }
 
 fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Timestamp {
-    Timestamp(
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
-            .unwrap()
-            .timestamp_micros(),
-    )
+    Timestamp(Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap().timestamp_micros())
 }
 
-fn call(
-    practice: &str,
-    started: Timestamp,
-    outcome: Outcome,
-    wait: Option<f64>,
-    duration: Option<f64>,
-    abandoned: bool,
-) -> CallRecord {
+fn call(practice: &str, started: Timestamp, outcome: Outcome, wait: Option<f64>, duration: Option<f64>, abandoned: bool) -> CallRecord {
     CallRecord {
         seq: 1,
         call_id: String::new(),
@@ -59,18 +48,13 @@ fn call(
 
 fn local(h: u32, m: u32, s: u32) -> NaiveDateTime {
     // Monday 4 November 2024
-    NaiveDate::from_ymd_opt(2024, 11, 4)
-        .unwrap()
-        .and_time(NaiveTime::from_hms_opt(h, m, s).unwrap())
+    NaiveDate::from_ymd_opt(2024, 11, 4).unwrap().and_time(NaiveTime::from_hms_opt(h, m, s).unwrap())
 }
 
 #[test]
 fn bucket_edges_truncate_to_whole_seconds() {
     let b = Buckets::new(&crate::site::DEFAULT_EDGES).unwrap();
-    assert_eq!(
-        b.labels(),
-        ["0", "1_30", "31_60", "61_120", "121_180", "181_240", "241_300", ">300"]
-    );
+    assert_eq!(b.labels(), ["0", "1_30", "31_60", "61_120", "121_180", "181_240", "241_300", ">300"]);
     let label = |s: f64| b.labels()[b.index(s)].as_str();
     assert_eq!(label(0.0), "0");
     assert_eq!(label(0.999), "0");
@@ -86,10 +70,7 @@ fn bucket_edges_truncate_to_whole_seconds() {
     assert_eq!(label(301.0), ">300");
     assert_eq!(label(-1.0), "0");
     assert!(Buckets::new(&[30, 10]).is_err());
-    assert_eq!(
-        Buckets::new(&[10, 60]).unwrap().labels(),
-        ["0_10", "11_60", ">60"]
-    );
+    assert_eq!(Buckets::new(&[10, 60]).unwrap().labels(), ["0_10", "11_60", ">60"]);
 }
 
 #[test]
@@ -113,15 +94,9 @@ fn time_bands_and_core_hours_at_their_edges() {
     assert_eq!(core(local(18, 30, 0)), "Non-Core");
     let saturday = local(9, 0, 0) + chrono::Duration::days(5);
     assert_eq!(core(saturday), "Non-Core");
-    let christmas = NaiveDate::from_ymd_opt(2024, 12, 25)
-        .unwrap()
-        .and_hms_opt(9, 0, 0)
-        .unwrap();
+    let christmas = NaiveDate::from_ymd_opt(2024, 12, 25).unwrap().and_hms_opt(9, 0, 0).unwrap();
     assert_eq!(core(christmas), "Non-Core");
-    let boxing_day_2026_substitute = NaiveDate::from_ymd_opt(2026, 12, 28)
-        .unwrap()
-        .and_hms_opt(9, 0, 0)
-        .unwrap();
+    let boxing_day_2026_substitute = NaiveDate::from_ymd_opt(2026, 12, 28).unwrap().and_hms_opt(9, 0, 0).unwrap();
     assert_eq!(core(boxing_day_2026_substitute), "Non-Core");
 }
 
@@ -135,10 +110,7 @@ fn check_dst(cases: &[(Timestamp, &str, &str)]) {
         let d = NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap();
         assert_eq!(agg.local_date(*t), d, "{t}");
         let b = TIME_CATEGORIES.iter().position(|x| x == band).unwrap();
-        assert!(
-            agg.days()[&("B82005".to_string(), d)].band(Indicator::Cbt001, b) > 0,
-            "{t} not in {band}"
-        );
+        assert!(agg.days()[&("B82005".to_string(), d)].band(Indicator::Cbt001, b) > 0, "{t} not in {band}");
     }
 }
 
@@ -177,64 +149,23 @@ fn dpn_metrics_means_and_medians() {
     let mut agg = Aggregator::new(&site());
     let t = utc(2024, 11, 4, 9, 0, 0);
     for (w, d) in [(10.0, 60.0), (20.0, 120.0), (40.0, 30.0)] {
-        agg.add_call(&call(
-            "B82005",
-            t,
-            Outcome::Answered,
-            Some(w),
-            Some(d),
-            false,
-        ));
+        agg.add_call(&call("B82005", t, Outcome::Answered, Some(w), Some(d), false));
     }
     agg.add_call(&call("B82005", t, Outcome::Missed, Some(5.0), None, true));
     agg.add_call(&call("B82005", t, Outcome::Missed, Some(15.0), None, true));
     agg.add_call(&call("B82005", t, Outcome::Missed, Some(0.2), None, false));
     agg.add_call(&call("B82005", t, Outcome::EndedInIvr, None, None, true));
-    agg.add_call(&call(
-        "B82005",
-        t,
-        Outcome::CallbackRequested,
-        None,
-        None,
-        false,
-    ));
+    agg.add_call(&call("B82005", t, Outcome::CallbackRequested, None, None, false));
     agg.add_callback("B82005", t);
     let r = agg.report(None, None);
     let p = &r.practices[0];
     let d = &p.dpn;
     assert_eq!(d.call_volume, 8);
-    assert_eq!(
-        (
-            d.answered_calls,
-            d.missed_calls,
-            d.callbacks_requested,
-            d.callbacks_made
-        ),
-        (3, 3, 1, 1)
-    );
-    assert_eq!(
-        (
-            d.calls_abandoned,
-            d.calls_abandoned_waiting,
-            d.calls_abandoned_in_ivr
-        ),
-        (3, 2, 1)
-    );
-    assert_eq!(
-        (d.mean_wait_to_answer_s, d.median_wait_to_answer_s),
-        (Some(23.333), Some(20.0))
-    );
-    assert_eq!(
-        (
-            d.mean_wait_before_abandonment_s,
-            d.median_wait_before_abandonment_s
-        ),
-        (Some(10.0), Some(10.0))
-    );
-    assert_eq!(
-        (d.mean_call_length_s, d.median_call_length_s),
-        (Some(70.0), Some(60.0))
-    );
+    assert_eq!((d.answered_calls, d.missed_calls, d.callbacks_requested, d.callbacks_made), (3, 3, 1, 1));
+    assert_eq!((d.calls_abandoned, d.calls_abandoned_waiting, d.calls_abandoned_in_ivr), (3, 2, 1));
+    assert_eq!((d.mean_wait_to_answer_s, d.median_wait_to_answer_s), (Some(23.333), Some(20.0)));
+    assert_eq!((d.mean_wait_before_abandonment_s, d.median_wait_before_abandonment_s), (Some(10.0), Some(10.0)));
+    assert_eq!((d.mean_call_length_s, d.median_call_length_s), (Some(70.0), Some(60.0)));
     assert_eq!(p.totals["CBT003"], p.totals["CBT007"]);
     assert_eq!(p.months.len(), 1);
     assert_eq!(p.months[0].month, "2024-11");
@@ -245,14 +176,7 @@ fn dpn_metrics_means_and_medians() {
 #[test]
 fn csv_headers_are_exact_and_zero_days_are_present() {
     let mut agg = Aggregator::new(&site());
-    agg.add_call(&call(
-        "B82005",
-        utc(2024, 11, 4, 9, 0, 0),
-        Outcome::Answered,
-        Some(12.0),
-        Some(75.0),
-        false,
-    ));
+    agg.add_call(&call("B82005", utc(2024, 11, 4, 9, 0, 0), Outcome::Answered, Some(12.0), Some(75.0), false));
     let from = NaiveDate::from_ymd_opt(2024, 11, 4).unwrap();
     let to = NaiveDate::from_ymd_opt(2024, 11, 5).unwrap();
     let files = export::files(&agg.figures(), from, to);
@@ -260,26 +184,15 @@ fn csv_headers_are_exact_and_zero_days_are_present() {
     assert_eq!(files[0].0, "by_day_and_time.csv");
     assert_eq!(first(0), "Date,PRACTICE_CODE,Indicator,Time_Category,Value");
     assert_eq!(first(1), "Date,PRACTICE_CODE,Indicator,Duration,Value");
-    assert_eq!(
-        first(2),
-        "Date,PRACTICE_CODE,Indicator,Wait_Time,Core_Category,Value"
-    );
+    assert_eq!(first(2), "Date,PRACTICE_CODE,Indicator,Wait_Time,Core_Category,Value");
     // 2 days x 2 practices x 6 indicators x 9 bands
     assert_eq!(files[0].1.lines().count(), 1 + 2 * 2 * 6 * 9);
-    assert!(files[0]
-        .1
-        .contains("2024-11-04,B82005,CBT003,08:00-09:59,1\r\n"));
-    assert!(files[0]
-        .1
-        .contains("2024-11-05,B82099,CBT001,08:00-09:59,0\r\n"));
+    assert!(files[0].1.contains("2024-11-04,B82005,CBT003,08:00-09:59,1\r\n"));
+    assert!(files[0].1.contains("2024-11-05,B82099,CBT001,08:00-09:59,0\r\n"));
     assert!(files[1].1.contains("2024-11-04,B82005,CBT007,61_120,1\r\n"));
     assert!(files[1].1.contains("2024-11-04,B82005,CBT007,TOTAL,1\r\n"));
-    assert!(files[2]
-        .1
-        .contains("2024-11-04,B82005,CBT003,1_30,Core_8_10,1\r\n"));
-    assert!(files[2]
-        .1
-        .contains("2024-11-04,B82005,CBT003,TOTAL,Core_8_10,1\r\n"));
+    assert!(files[2].1.contains("2024-11-04,B82005,CBT003,1_30,Core_8_10,1\r\n"));
+    assert!(files[2].1.contains("2024-11-04,B82005,CBT003,TOTAL,Core_8_10,1\r\n"));
     assert_eq!(export::field("a,\"b\""), "\"a,\"\"b\"\"\"");
 }
 
@@ -300,13 +213,8 @@ fn org_codes_add_their_columns() {
         lines.next().unwrap(),
         "Date,REGION_CODE,ICB_CODE,SUB_ICB_LOCATION_CODE,PCN_CODE,PRACTICE_CODE,Indicator,Time_Category,Value"
     );
-    assert_eq!(
-        lines.next().unwrap(),
-        "2024-11-04,Y63,QOQ,02Y,U12345,B82005,CBT001,00:00-05:59,0"
-    );
-    assert!(files[0]
-        .1
-        .contains("2024-11-04,,,,,B82099,CBT001,00:00-05:59,0"));
+    assert_eq!(lines.next().unwrap(), "2024-11-04,Y63,QOQ,02Y,U12345,B82005,CBT001,00:00-05:59,0");
+    assert!(files[0].1.contains("2024-11-04,,,,,B82099,CBT001,00:00-05:59,0"));
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
@@ -349,11 +257,7 @@ proptest! {
 fn files_reference(fig: &export::Figures<'_>, from: NaiveDate, to: NaiveDate) -> Vec<String> {
     use export::*;
     let line = |fields: &[String]| {
-        let mut l = fields
-            .iter()
-            .map(|f| field(f))
-            .collect::<Vec<_>>()
-            .join(",");
+        let mut l = fields.iter().map(|f| field(f)).collect::<Vec<_>>().join(",");
         l.push_str("\r\n");
         l
     };
@@ -388,49 +292,27 @@ fn files_reference(fig: &export::Figures<'_>, from: NaiveDate, to: NaiveDate) ->
             for ind in Indicator::BY_TIME {
                 for (b, cat) in TIME_CATEGORIES.iter().enumerate() {
                     let mut f = lead(date, ods, codes);
-                    f.extend([
-                        ind.code().to_string(),
-                        cat.to_string(),
-                        day.band(ind, b).to_string(),
-                    ]);
+                    f.extend([ind.code().to_string(), cat.to_string(), day.band(ind, b).to_string()]);
                     by_time.push_str(&line(&f));
                 }
             }
             for (label, n) in fig.duration.labels().iter().zip(&day.answered_by_duration) {
                 let mut f = lead(date, ods, codes);
-                f.extend([
-                    Indicator::Cbt007.code().to_string(),
-                    label.clone(),
-                    n.to_string(),
-                ]);
+                f.extend([Indicator::Cbt007.code().to_string(), label.clone(), n.to_string()]);
                 by_duration.push_str(&line(&f));
             }
             let mut f = lead(date, ods, codes);
-            f.extend([
-                Indicator::Cbt007.code().to_string(),
-                TOTAL.to_string(),
-                day.total(Indicator::Cbt007).to_string(),
-            ]);
+            f.extend([Indicator::Cbt007.code().to_string(), TOTAL.to_string(), day.total(Indicator::Cbt007).to_string()]);
             by_duration.push_str(&line(&f));
             for (c, core) in CORE_CATEGORIES.iter().enumerate() {
                 for (label, counts) in fig.wait.labels().iter().zip(&day.answered_by_wait) {
                     let mut f = lead(date, ods, codes);
-                    f.extend([
-                        Indicator::Cbt003.code().to_string(),
-                        label.clone(),
-                        core.to_string(),
-                        counts[c].to_string(),
-                    ]);
+                    f.extend([Indicator::Cbt003.code().to_string(), label.clone(), core.to_string(), counts[c].to_string()]);
                     answered.push_str(&line(&f));
                 }
                 let total: u64 = day.answered_by_wait.iter().map(|x| x[c]).sum();
                 let mut f = lead(date, ods, codes);
-                f.extend([
-                    Indicator::Cbt003.code().to_string(),
-                    TOTAL.to_string(),
-                    core.to_string(),
-                    total.to_string(),
-                ]);
+                f.extend([Indicator::Cbt003.code().to_string(), TOTAL.to_string(), core.to_string(), total.to_string()]);
                 answered.push_str(&line(&f));
             }
         }

@@ -93,11 +93,7 @@ fn record_at(framing: Framing, b: &[u8], at: usize) -> At<'_> {
     match framing {
         Framing::V2 => {
             if rest < HEAD_V2 {
-                return if b[at..].iter().zip(SYNC).all(|(x, y)| *x == y) {
-                    At::Short
-                } else {
-                    At::Invalid
-                };
+                return if b[at..].iter().zip(SYNC).all(|(x, y)| *x == y) { At::Short } else { At::Invalid };
             }
             if b[at..at + 2] != SYNC {
                 return At::Invalid;
@@ -117,14 +113,7 @@ fn record_at(framing: Framing, b: &[u8], at: usize) -> At<'_> {
             if h.finalize() != u32_at(b, at + 8) {
                 return At::Invalid;
             }
-            At::Record(
-                Frame {
-                    offset: at,
-                    version,
-                    body,
-                },
-                HEAD_V2 + len,
-            )
+            At::Record(Frame { offset: at, version, body }, HEAD_V2 + len)
         }
         Framing::V1 => {
             if rest < HEAD_V1 {
@@ -141,14 +130,7 @@ fn record_at(framing: Framing, b: &[u8], at: usize) -> At<'_> {
             if crc32fast::hash(body) != u32_at(b, at + 4) || body.first() != Some(&b'{') {
                 return At::Invalid;
             }
-            At::Record(
-                Frame {
-                    offset: at,
-                    version: 1,
-                    body,
-                },
-                HEAD_V1 + len,
-            )
+            At::Record(Frame { offset: at, version: 1, body }, HEAD_V1 + len)
         }
     }
 }
@@ -156,8 +138,7 @@ fn record_at(framing: Framing, b: &[u8], at: usize) -> At<'_> {
 /// The next offset after `from` where an intact record starts.
 fn next_valid(framing: Framing, b: &[u8], from: usize) -> Option<usize> {
     (from..b.len()).find(|&q| {
-        (framing == Framing::V1 || b[q] == SYNC[0])
-            && matches!(record_at(framing, b, q), At::Record(..))
+        (framing == Framing::V1 || b[q] == SYNC[0]) && matches!(record_at(framing, b, q), At::Record(..))
     })
 }
 
@@ -190,16 +171,11 @@ pub fn scan(b: &[u8]) -> Scan<'_> {
                 let skip = match framing {
                     Framing::V1 if b.len() - at >= HEAD_V1 => {
                         let end = at + HEAD_V1 + u32_at(b, at) as usize;
-                        (end <= b.len()
-                            && (end == b.len()
-                                || matches!(record_at(framing, b, end), At::Record(..))))
-                        .then_some(end)
+                        (end <= b.len() && (end == b.len() || matches!(record_at(framing, b, end), At::Record(..)))).then_some(end)
                     }
                     _ => None,
                 };
-                let next = skip
-                    .or_else(|| next_valid(framing, b, at + 1))
-                    .unwrap_or(b.len());
+                let next = skip.or_else(|| next_valid(framing, b, at + 1)).unwrap_or(b.len());
                 out.damaged.push(Damage {
                     offset: at,
                     len: next - at,
@@ -295,15 +271,12 @@ mod tests {
         for n in 0..2000 {
             let mut f = if n % 2 == 0 { file(&R) } else { legacy(&R) };
             for _ in 0..(n % 7) {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 let i = (seed >> 33) as usize % f.len();
                 f[i] = (seed >> 17) as u8;
             }
             let s = scan(&f);
-            let covered: usize = s.frames.iter().map(|x| x.body.len()).sum::<usize>()
-                + s.damaged.iter().map(|d| d.len).sum::<usize>();
+            let covered: usize = s.frames.iter().map(|x| x.body.len()).sum::<usize>() + s.damaged.iter().map(|d| d.len).sum::<usize>();
             assert!(covered <= f.len());
         }
     }

@@ -37,21 +37,14 @@ pub const SNAPSHOT_VERSION: u32 = 2;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
     #[error("{what} has format version {found}, but this cbt-agent reads versions up to {supported}: it was written by a newer cbt-agent; install that version again, or move the store aside")]
-    Newer {
-        what: &'static str,
-        found: u32,
-        supported: u32,
-    },
+    Newer { what: &'static str, found: u32, supported: u32 },
     #[error("{what} cannot be decoded: {detail}")]
     Undecodable { what: &'static str, detail: String },
 }
 
 impl FormatError {
     fn undecodable(what: &'static str, e: impl std::fmt::Display) -> FormatError {
-        FormatError::Undecodable {
-            what,
-            detail: e.to_string(),
-        }
+        FormatError::Undecodable { what, detail: e.to_string() }
     }
 }
 
@@ -62,29 +55,16 @@ fn version_of(bytes: &[u8]) -> Option<u32> {
         #[serde(default)]
         v: Option<u32>,
     }
-    serde_json::from_slice::<Tag>(bytes)
-        .ok()
-        .map(|t| t.v.unwrap_or(1))
+    serde_json::from_slice::<Tag>(bytes).ok().map(|t| t.v.unwrap_or(1))
 }
 
 /// Decodes a `v`-tagged JSON value whose only known version is 1 (the
 /// current one). A newer version is reported as such, not as garbage.
-fn decode_v1<T: for<'de> Deserialize<'de>>(
-    what: &'static str,
-    supported: u32,
-    bytes: &[u8],
-) -> Result<T, FormatError> {
+fn decode_v1<T: for<'de> Deserialize<'de>>(what: &'static str, supported: u32, bytes: &[u8]) -> Result<T, FormatError> {
     match version_of(bytes) {
         Some(1) => serde_json::from_slice(bytes).map_err(|e| FormatError::undecodable(what, e)),
-        Some(found) if found > supported => Err(FormatError::Newer {
-            what,
-            found,
-            supported,
-        }),
-        Some(found) => Err(FormatError::Undecodable {
-            what,
-            detail: format!("unknown version {found}"),
-        }),
+        Some(found) if found > supported => Err(FormatError::Newer { what, found, supported }),
+        Some(found) => Err(FormatError::Undecodable { what, detail: format!("unknown version {found}") }),
         None => Err(FormatError::undecodable(what, "not a JSON object")),
     }
 }
@@ -109,10 +89,7 @@ pub fn decode_day(bytes: &[u8]) -> Result<Day, FormatError> {
 
 /// A journal record's body, and the version to put in its header.
 pub fn encode_journal_record(e: &JournalEntry) -> (u16, Vec<u8>) {
-    (
-        JOURNAL_RECORD_VERSION,
-        serde_json::to_vec(&v1::JournalRecordV1::from(e)).expect("a record serialises"),
-    )
+    (JOURNAL_RECORD_VERSION, serde_json::to_vec(&v1::JournalRecordV1::from(e)).expect("a record serialises"))
 }
 
 pub fn decode_journal_record(version: u16, body: &[u8]) -> Result<JournalEntry, FormatError> {
@@ -126,32 +103,19 @@ pub fn decode_journal_record(version: u16, body: &[u8]) -> Result<JournalEntry, 
             found: v as u32,
             supported: JOURNAL_RECORD_VERSION as u32,
         }),
-        v => Err(FormatError::Undecodable {
-            what: WHAT,
-            detail: format!("unknown version {v}"),
-        }),
+        v => Err(FormatError::Undecodable { what: WHAT, detail: format!("unknown version {v}") }),
     }
 }
 
 /// Writes `snapshot.json`: the journal generation that continues from it,
 /// and the engine state.
-pub fn write_snapshot<W: std::io::Write>(
-    w: W,
-    journal: u64,
-    snap: &EngineSnapshotRef<'_>,
-) -> serde_json::Result<()> {
+pub fn write_snapshot<W: std::io::Write>(w: W, journal: u64, snap: &EngineSnapshotRef<'_>) -> serde_json::Result<()> {
     #[derive(serde::Serialize)]
     struct Doc<'a> {
         journal: u64,
         snapshot: v2::SnapshotV2Writer<'a>,
     }
-    serde_json::to_writer(
-        w,
-        &Doc {
-            journal,
-            snapshot: v2::SnapshotV2Writer(snap),
-        },
-    )
+    serde_json::to_writer(w, &Doc { journal, snapshot: v2::SnapshotV2Writer(snap) })
 }
 
 /// The journal generation a snapshot names (read without the state).
@@ -176,46 +140,29 @@ pub fn read_snapshot(bytes: &[u8]) -> Result<(u64, EngineSnapshot), FormatError>
     struct VersionOnly {
         version: u32,
     }
-    let version = serde_json::from_slice::<Head>(bytes)
-        .map_err(|e| FormatError::undecodable(WHAT, e))?
-        .snapshot
-        .version;
+    let version = serde_json::from_slice::<Head>(bytes).map_err(|e| FormatError::undecodable(WHAT, e))?.snapshot.version;
     // `snapshot.json` as written with state of shape `T`
-    fn read<T: serde::de::DeserializeOwned + Into<EngineSnapshot>>(
-        bytes: &[u8],
-    ) -> Result<(u64, EngineSnapshot), FormatError> {
+    fn read<T: serde::de::DeserializeOwned + Into<EngineSnapshot>>(bytes: &[u8]) -> Result<(u64, EngineSnapshot), FormatError> {
         #[derive(Deserialize)]
         #[serde(bound = "T: serde::de::DeserializeOwned")]
         struct Doc<T> {
             journal: u64,
             snapshot: T,
         }
-        let d: Doc<T> =
-            serde_json::from_slice(bytes).map_err(|e| FormatError::undecodable(WHAT, e))?;
+        let d: Doc<T> = serde_json::from_slice(bytes).map_err(|e| FormatError::undecodable(WHAT, e))?;
         Ok((d.journal, d.snapshot.into()))
     }
     match version {
         1 => read::<v1::SnapshotV1>(bytes),
         2 => read::<v2::SnapshotV2>(bytes),
-        v if v > SNAPSHOT_VERSION => Err(FormatError::Newer {
-            what: WHAT,
-            found: v,
-            supported: SNAPSHOT_VERSION,
-        }),
-        v => Err(FormatError::Undecodable {
-            what: WHAT,
-            detail: format!("unknown version {v}"),
-        }),
+        v if v > SNAPSHOT_VERSION => Err(FormatError::Newer { what: WHAT, found: v, supported: SNAPSHOT_VERSION }),
+        v => Err(FormatError::Undecodable { what: WHAT, detail: format!("unknown version {v}") }),
     }
 }
 
 /// The recent gaps, as kept under the store's `gaps` mark.
 pub fn encode_gaps(gaps: &[v1::GapV1]) -> Vec<u8> {
-    serde_json::to_vec(&v1::GapsV1 {
-        v: 1,
-        gaps: gaps.to_vec(),
-    })
-    .expect("gaps serialise")
+    serde_json::to_vec(&v1::GapsV1 { v: 1, gaps: gaps.to_vec() }).expect("gaps serialise")
 }
 
 pub fn decode_gaps(bytes: &[u8]) -> Result<Vec<v1::GapV1>, FormatError> {

@@ -7,11 +7,7 @@ use crate::wire::{encode_hep as encode, HepPacket};
 
 /// An engine with a site, fed synthetic calls: some finished, some not.
 fn site() -> Site {
-    let mut site = Site::single(
-        "B82005",
-        &["441632960123"],
-        &crate::number::Hasher::new([9; 32], "44"),
-    );
+    let mut site = Site::single("B82005", &["441632960123"], &crate::number::Hasher::new([9; 32], "44"));
     site.staff = vec![crate::site::AddrMatch::parse("10.20.1.0/24").unwrap()];
     site.carrier = vec![crate::site::AddrMatch::parse("192.0.2.0/24").unwrap()];
     site
@@ -27,46 +23,15 @@ fn busy_engine() -> Engine {
     });
     let t0 = Timestamp(1_793_610_000 * SECOND);
     let scripts = [
-        Script::Answered {
-            ring: 100,
-            answer: 2000,
-            talk: 600_000,
-            caller_hangs_up: true,
-        },
-        Script::Cancelled {
-            ring: 100,
-            cancel: 900_000,
-        },
+        Script::Answered { ring: 100, answer: 2000, talk: 600_000, caller_hangs_up: true },
+        Script::Cancelled { ring: 100, cancel: 900_000 },
         Script::AnsweredNoBye { answer: 1500 },
-        Script::Rejected {
-            ring: None,
-            at: 300,
-            code: 486,
-        },
+        Script::Rejected { ring: None, at: 300, code: 486 },
     ];
     for (n, s) in scripts.iter().enumerate() {
-        let c = Call::numbered(
-            n as u64,
-            "192.0.2.7:5060".parse().unwrap(),
-            "10.20.1.11:5060".parse().unwrap(),
-            t0.add(n as i64 * SECOND),
-            s.clone(),
-        );
-        for m in c
-            .messages()
-            .into_iter()
-            .filter(|m| m.ts < t0.add(60 * SECOND))
-        {
-            let pkt = encode(&HepPacket {
-                ts: Some(m.ts),
-                src: m.src,
-                dst: m.dst,
-                ip_proto: 17,
-                proto_type: 1,
-                capture_id: None,
-                correlation_id: None,
-                payload: &m.bytes,
-            });
+        let c = Call::numbered(n as u64, "192.0.2.7:5060".parse().unwrap(), "10.20.1.11:5060".parse().unwrap(), t0.add(n as i64 * SECOND), s.clone());
+        for m in c.messages().into_iter().filter(|m| m.ts < t0.add(60 * SECOND)) {
+            let pkt = encode(&HepPacket { ts: Some(m.ts), src: m.src, dst: m.dst, ip_proto: 17, proto_type: 1, capture_id: None, correlation_id: None, payload: &m.bytes });
             e.ingest_hep(m.ts, &pkt);
         }
     }
@@ -91,10 +56,7 @@ fn snapshot_round_trips() {
     e2.restore(snap);
     let mut again = Vec::new();
     write_snapshot(&mut again, 7, &e2.snapshot_ref()).unwrap();
-    assert_eq!(
-        String::from_utf8(again).unwrap(),
-        String::from_utf8(bytes).unwrap()
-    );
+    assert_eq!(String::from_utf8(again).unwrap(), String::from_utf8(bytes).unwrap());
 }
 
 #[test]
@@ -102,25 +64,14 @@ fn a_newer_or_broken_snapshot_is_an_error_that_says_so() {
     let e = busy_engine();
     let mut bytes = Vec::new();
     write_snapshot(&mut bytes, 3, &e.snapshot_ref()).unwrap();
-    let newer =
-        String::from_utf8(bytes.clone())
-            .unwrap()
-            .replacen("\"version\":2", "\"version\":3", 1);
+    let newer = String::from_utf8(bytes.clone()).unwrap().replacen("\"version\":2", "\"version\":3", 1);
     match read_snapshot(newer.as_bytes()) {
-        Err(FormatError::Newer {
-            found: 3,
-            supported: 2,
-            ..
-        }) => {}
+        Err(FormatError::Newer { found: 3, supported: 2, .. }) => {}
         other => panic!("{other:?}"),
     }
     let err = read_snapshot(&bytes[..bytes.len() / 2]).unwrap_err();
     assert!(matches!(err, FormatError::Undecodable { .. }), "{err}");
-    assert!(
-        err.to_string()
-            .starts_with("the engine snapshot cannot be decoded"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("the engine snapshot cannot be decoded"), "{err}");
 }
 
 #[test]
@@ -134,10 +85,7 @@ fn journal_records_round_trip() {
         n += 1;
     }
     assert!(n > 10);
-    assert!(matches!(
-        decode_journal_record(9, b"{}"),
-        Err(FormatError::Newer { found: 9, .. })
-    ));
+    assert!(matches!(decode_journal_record(9, b"{}"), Err(FormatError::Newer { found: 9, .. })));
 }
 
 #[test]
@@ -148,19 +96,9 @@ fn calls_and_days_carry_their_version() {
     let mut n = 0;
     while let Some(crate::call::CallEvent::Finished(r)) = e.poll_call() {
         let bytes = encode_call(&r);
-        assert!(
-            bytes.starts_with(b"{\"v\":1,"),
-            "{}",
-            String::from_utf8_lossy(&bytes)
-        );
+        assert!(bytes.starts_with(b"{\"v\":1,"), "{}", String::from_utf8_lossy(&bytes));
         let back = decode_call(&bytes).unwrap();
-        assert_eq!(
-            back,
-            CallRecord {
-                caller: None,
-                ..(*r).clone()
-            }
-        );
+        assert_eq!(back, CallRecord { caller: None, ..(*r).clone() });
         agg.add_call(&r);
         n += 1;
     }
@@ -175,21 +113,9 @@ fn what_0_1_0_wrote_is_read_and_newer_versions_are_refused() {
     // a call record exactly as 0.1.0 stored it (no `v`, `caller` null)
     let old = br#"{"seq":3,"call_id":"x@y","practice":"B82005","started":1793610005000000,"queue_joined":1793610005000000,"first_ring":1793610005300000,"answered":1793610009000000,"ended":1793610104000000,"ended_by":"caller","outcome":"answered","wait_s":4.0,"duration_s":95.0,"abandoned":false,"voicemail":null,"callback_requested":null,"callback_made":null,"offered_to_staff":true,"legs":1,"correlation":{"same_call_id":0,"header":0,"b2bua":0},"partial":false,"caller":null}"#;
     let r = decode_call(old).unwrap();
-    assert_eq!(
-        (r.seq, r.outcome, r.wait_s, r.duration_s),
-        (3, crate::call::Outcome::Answered, Some(4.0), Some(95.0))
-    );
+    assert_eq!((r.seq, r.outcome, r.wait_s, r.duration_s), (3, crate::call::Outcome::Answered, Some(4.0), Some(95.0)));
     let newer = String::from_utf8_lossy(old).replacen("{", "{\"v\":2,", 1);
-    assert!(matches!(
-        decode_call(newer.as_bytes()),
-        Err(FormatError::Newer { found: 2, .. })
-    ));
-    assert!(matches!(
-        decode_call(b"[1,2]"),
-        Err(FormatError::Undecodable { .. })
-    ));
-    assert!(matches!(
-        decode_call(b"{\"v\":1}"),
-        Err(FormatError::Undecodable { .. })
-    ));
+    assert!(matches!(decode_call(newer.as_bytes()), Err(FormatError::Newer { found: 2, .. })));
+    assert!(matches!(decode_call(b"[1,2]"), Err(FormatError::Undecodable { .. })));
+    assert!(matches!(decode_call(b"{\"v\":1}"), Err(FormatError::Undecodable { .. })));
 }

@@ -60,12 +60,7 @@ pub fn find_from(buf: &[u8], scanned: usize) -> Framing {
     let crlf = p;
     let start = match start_line_at(buf, p) {
         LineCheck::Yes => p,
-        LineCheck::NeedMore => {
-            return Framing::Garbage {
-                discard: crlf,
-                garbage: 0,
-            }
-        }
+        LineCheck::NeedMore => return Framing::Garbage { discard: crlf, garbage: 0 },
         LineCheck::No => match resync(buf, p) {
             Some(s) => s,
             None => {
@@ -123,13 +118,9 @@ fn head_end(buf: &[u8], from_newline: usize) -> Option<usize> {
     static CRLF: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
     static LF: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
     let hay = buf.get(from_newline..)?;
-    let crlf = CRLF
-        .get_or_init(|| memchr::memmem::Finder::new(b"\n\r\n"))
-        .find(hay);
+    let crlf = CRLF.get_or_init(|| memchr::memmem::Finder::new(b"\n\r\n")).find(hay);
     // a bare-LF end counts only if it comes first
-    let lf = LF
-        .get_or_init(|| memchr::memmem::Finder::new(b"\n\n"))
-        .find(&hay[..crlf.map_or(hay.len(), |j| j + 1)]);
+    let lf = LF.get_or_init(|| memchr::memmem::Finder::new(b"\n\n")).find(&hay[..crlf.map_or(hay.len(), |j| j + 1)]);
     match (lf, crlf) {
         (Some(j), _) => Some(from_newline + j + 2),
         (None, Some(j)) => Some(from_newline + j + 3),
@@ -202,10 +193,7 @@ pub fn is_start_line(line: &[u8]) -> bool {
         return false;
     }
     let after = trim_start(after);
-    let uri = after
-        .iter()
-        .take_while(|c| !matches!(c, b' ' | b'\t'))
-        .count();
+    let uri = after.iter().take_while(|c| !matches!(c, b' ' | b'\t')).count();
     if uri == 0 {
         return false;
     }
@@ -277,10 +265,7 @@ fn content_length(headers: &[u8]) -> ContentLength {
             if v.is_empty() || v.len() > 9 || !v.iter().all(u8::is_ascii_digit) {
                 return ContentLength::Invalid;
             }
-            let n: usize = std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(usize::MAX);
+            let n: usize = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
             return if n <= MAX_BODY {
                 ContentLength::Declared(n)
             } else {
@@ -322,17 +307,9 @@ mod tests {
     fn frames_by_content_length_with_compact_form() {
         let m = "SIP/2.0 200 OK\nl: 3\n\nabcSIP/2.0 180 Ringing\r\n\r\n";
         match find(m.as_bytes()) {
-            Framing::Message {
-                start: 0,
-                head_end,
-                content_length: ContentLength::Declared(3),
-                garbage: 0,
-            } => {
+            Framing::Message { start: 0, head_end, content_length: ContentLength::Declared(3), garbage: 0 } => {
                 assert_eq!(&m[head_end..head_end + 3], "abc");
-                assert!(matches!(
-                    find(&m.as_bytes()[head_end + 3..]),
-                    Framing::Message { start: 0, .. }
-                ));
+                assert!(matches!(find(&m.as_bytes()[head_end + 3..]), Framing::Message { start: 0, .. }));
             }
             other => panic!("{other:?}"),
         }
@@ -341,14 +318,7 @@ mod tests {
     #[test]
     fn keepalives_are_not_garbage_and_garbage_is_counted() {
         let m = format!("\r\n\r\n{}", msg(""));
-        assert!(matches!(
-            find(m.as_bytes()),
-            Framing::Message {
-                start: 4,
-                garbage: 0,
-                ..
-            }
-        ));
+        assert!(matches!(find(m.as_bytes()), Framing::Message { start: 4, garbage: 0, .. }));
         let m = format!("\x00\x01junk line\r\nmore junk\r\n{}", msg("x"));
         match find(m.as_bytes()) {
             Framing::Message { start, garbage, .. } => {
@@ -357,13 +327,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(
-            find(b"\r\n\r\n"),
-            Framing::Garbage {
-                discard: 4,
-                garbage: 0
-            }
-        );
+        assert_eq!(find(b"\r\n\r\n"), Framing::Garbage { discard: 4, garbage: 0 });
     }
 
     #[test]
@@ -380,17 +344,8 @@ mod tests {
                 while n < b.len() {
                     n = (n + step).min(b.len());
                     let full = find(&b[..n]);
-                    assert_eq!(
-                        find_from(&b[..n], scanned),
-                        full,
-                        "at {n} of {} (step {step})",
-                        b.len()
-                    );
-                    scanned = if matches!(full, Framing::Partial { start: 0, .. }) {
-                        n
-                    } else {
-                        0
-                    };
+                    assert_eq!(find_from(&b[..n], scanned), full, "at {n} of {} (step {step})", b.len());
+                    scanned = if matches!(full, Framing::Partial { start: 0, .. }) { n } else { 0 };
                 }
             }
         }
@@ -407,27 +362,15 @@ mod tests {
         }
         let mut runaway = b"INVITE sip:a SIP/2.0\r\n".to_vec();
         runaway.resize(MAX_HEAD + 100, b'a');
-        assert!(matches!(
-            find(&runaway),
-            Framing::Garbage { discard: 22, .. }
-        ));
+        assert!(matches!(find(&runaway), Framing::Garbage { discard: 22, .. }));
     }
 
     #[test]
     fn content_length_forms() {
-        assert_eq!(
-            content_length(b"Content-Length : 12\r\n"),
-            ContentLength::Declared(12)
-        );
-        assert_eq!(
-            content_length(b"content-length:bad\r\n"),
-            ContentLength::Invalid
-        );
+        assert_eq!(content_length(b"Content-Length : 12\r\n"), ContentLength::Declared(12));
+        assert_eq!(content_length(b"content-length:bad\r\n"), ContentLength::Invalid);
         assert_eq!(content_length(b"L:\t7 \r\n"), ContentLength::Declared(7));
         assert_eq!(content_length(b"Call-ID: l: 4\r\n"), ContentLength::Missing);
-        assert_eq!(
-            content_length(b"Content-Length: 99999999999\r\n"),
-            ContentLength::Invalid
-        );
+        assert_eq!(content_length(b"Content-Length: 99999999999\r\n"), ContentLength::Invalid);
     }
 }

@@ -9,9 +9,9 @@ mod sdp;
 // public for the benchmarks and the fuzz targets of each step)
 pub use frame::{find, find_from, is_start_line, is_token_char, ContentLength, Framing, MAX_HEAD};
 pub use normalize::{normalize, Repairs};
+pub use sdp::media_key;
 use rsip::headers::UntypedHeader;
 use rsip::message::HasHeaders;
-pub use sdp::media_key;
 use serde::{Deserialize, Serialize};
 
 /// SIP methods the engine distinguishes.
@@ -255,11 +255,7 @@ impl Parser {
         // REGISTER refreshes, presence): the start line, or a response's
         // CSeq line, says so before any rewriting
         if let Some((request, m)) = quick_method(head) {
-            let matters = if request {
-                m.affects_legs()
-            } else {
-                matches!(m, Method::Invite | Method::Update)
-            };
+            let matters = if request { m.affects_legs() } else { matches!(m, Method::Invite | Method::Update) };
             if !matters && m != Method::Other {
                 return Ok(Parsed::Ignored(m));
             }
@@ -308,10 +304,7 @@ impl Parser {
                     ),
                     rsip::SipMessage::Response(r) => (Kind::Response(r.status_code.code()), None),
                 };
-                (
-                    read_headers(kind, ruri_user, m.headers().iter().filter_map(rsip_header))?,
-                    None,
-                )
+                (read_headers(kind, ruri_user, m.headers().iter().filter_map(rsip_header))?, None)
             }
             Err(e) => {
                 // rsip refused the canonical text (an unusual URI scheme, a
@@ -328,10 +321,7 @@ impl Parser {
                     Kind::Response(_) => None,
                 };
                 let headers = lines.filter_map(|l| l.split_once(": "));
-                (
-                    read_headers(kind, ruri_user, headers)?,
-                    Some(rsip_error_kind(&e)),
-                )
+                (read_headers(kind, ruri_user, headers)?, Some(rsip_error_kind(&e)))
             }
         };
         Ok(Parsed::Message {
@@ -348,9 +338,7 @@ impl Parser {
 fn quick_method(head: &[u8]) -> Option<(bool, Method)> {
     let end = memchr::memchr(b'\n', head).unwrap_or(head.len());
     let first = normalize::trim(&head[..end]);
-    let word = first
-        .split(|c| *c == b' ' || *c == b'\t')
-        .find(|w| !w.is_empty())?;
+    let word = first.split(|c| *c == b' ' || *c == b'\t').find(|w| !w.is_empty())?;
     if !word.eq_ignore_ascii_case(b"SIP/2.0") {
         return Some((true, Method::from_token(word)));
     }
@@ -361,9 +349,7 @@ fn quick_method(head: &[u8]) -> Option<(bool, Method)> {
         }
         if line.len() > 4 && line[..4].eq_ignore_ascii_case(b"CSeq") {
             let rest = normalize::trim(&line[4..]).strip_prefix(b":")?;
-            let mut words = rest
-                .split(|c| *c == b' ' || *c == b'\t')
-                .filter(|w| !w.is_empty());
+            let mut words = rest.split(|c| *c == b' ' || *c == b'\t').filter(|w| !w.is_empty());
             let _number = words.next()?;
             return Some((false, Method::from_token(words.next()?)));
         }
@@ -460,11 +446,7 @@ fn read_headers<'a>(
 }
 
 fn leading_number(v: &str) -> Option<u32> {
-    let digits: String = v
-        .trim()
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
+    let digits: String = v.trim().chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok()
 }
 
@@ -509,9 +491,7 @@ pub fn uri_user(v: &str) -> Option<String> {
     let is_tel = bytes[pos].eq_ignore_ascii_case(&b't');
     let rest = &v[pos + skip..];
     let end = rest
-        .find(|c: char| {
-            c == '>' || c == ';' || c == '?' || c.is_whitespace() || (!is_tel && c == '@')
-        })
+        .find(|c: char| c == '>' || c == ';' || c == '?' || c.is_whitespace() || (!is_tel && c == '@'))
         .unwrap_or(rest.len());
     if !is_tel && !rest[end..].starts_with('@') {
         return None; // sip:host has no user part

@@ -97,11 +97,7 @@ pub enum NormalizeError {
 
 /// Rewrites `head` (start line and headers, with or without the final empty
 /// line) into `out`. `extra` names further headers to keep (any case).
-pub fn normalize(
-    head: &[u8],
-    extra: &[String],
-    out: &mut String,
-) -> Result<Prelude, NormalizeError> {
+pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prelude, NormalizeError> {
     out.clear();
     let mut repairs = Repairs::default();
     let mut lines = head.split(|c| *c == b'\n').peekable();
@@ -291,14 +287,8 @@ fn push_text(out: &mut String, bytes: &[u8], repairs: &mut Repairs) {
 }
 
 pub fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |i| i + 1);
     &b[start..end.max(start)]
 }
 
@@ -338,17 +328,9 @@ mod tests {
     #[test]
     fn extras_are_kept_and_first_value_respects_quotes() {
         let mut out = String::new();
-        normalize(
-            b"BYE sip:x SIP/2.0\r\nx-cid: 77\r\nX-Other: no\r\n",
-            &["X-CID".into()],
-            &mut out,
-        )
-        .unwrap();
+        normalize(b"BYE sip:x SIP/2.0\r\nx-cid: 77\r\nX-Other: no\r\n", &["X-CID".into()], &mut out).unwrap();
         assert_eq!(out, "BYE sip:x SIP/2.0\r\nX-CID: 77\r\n\r\n");
-        assert_eq!(
-            first_value(b"\"a, b\" <sip:x>, <sip:y>"),
-            b"\"a, b\" <sip:x>"
-        );
+        assert_eq!(first_value(b"\"a, b\" <sip:x>, <sip:y>"), b"\"a, b\" <sip:x>");
         assert_eq!(first_value(b"<sip:x;a=b,c>"), b"<sip:x;a=b,c>");
     }
 

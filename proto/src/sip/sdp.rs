@@ -34,8 +34,8 @@ pub fn media_key(body: &[u8]) -> Option<NonZeroU64> {
     };
     let mut session_c: Option<&[u8]> = None;
     let mut audio: Option<(&[u8], Option<&[u8]>)> = None; // (port, its own c=)
-                                                          // which part the lines are in: the session's (before any m=), the
-                                                          // first audio stream's, or another stream's
+    // which part the lines are in: the session's (before any m=), the
+    // first audio stream's, or another stream's
     let mut part = Part::Session;
     for line in body.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -65,8 +65,7 @@ pub fn media_key(body: &[u8]) -> Option<NonZeroU64> {
     if port == 0 || addr == b"0.0.0.0" || addr == b"::" {
         return None;
     }
-    let mut h = ahash::RandomState::with_seeds(0x6d65_6469, 0x6173_6470, 0x6362_7461, 0x6b65_7973)
-        .build_hasher();
+    let mut h = ahash::RandomState::with_seeds(0x6d65_6469, 0x6173_6470, 0x6362_7461, 0x6b65_7973).build_hasher();
     for b in addr {
         h.write_u8(b.to_ascii_lowercase());
     }
@@ -106,16 +105,8 @@ mod tests {
         // codec list, use bare LFs or a media-level c= with the same address
         let passed = "v=0\no=pbx 99 2 IN IP4 10.0.0.5\ns=pbx\nt=0 0\nm=audio 31000 RTP/AVP 0\nc=IN IP4 198.51.100.7\na=ptime:20\n";
         assert_eq!(key(passed), Some(k));
-        assert_ne!(
-            key(&OFFER.replace("31000", "31002")),
-            Some(k),
-            "another port"
-        );
-        assert_ne!(
-            key(&OFFER.replace("c=IN IP4 198.51.100.7", "c=IN IP4 198.51.100.8")),
-            Some(k),
-            "another address"
-        );
+        assert_ne!(key(&OFFER.replace("31000", "31002")), Some(k), "another port");
+        assert_ne!(key(&OFFER.replace("c=IN IP4 198.51.100.7", "c=IN IP4 198.51.100.8")), Some(k), "another address");
     }
 
     #[test]
@@ -125,14 +116,10 @@ mod tests {
         assert_eq!(key(sdp), key(want));
         assert!(key(want).is_some());
         // another stream's own address is not the session's
-        let video_first =
-            "v=0\r\nm=video 5000 RTP/AVP 96\r\nc=IN IP4 192.0.2.9\r\nm=audio 6000 RTP/AVP 0\r\n";
+        let video_first = "v=0\r\nm=video 5000 RTP/AVP 96\r\nc=IN IP4 192.0.2.9\r\nm=audio 6000 RTP/AVP 0\r\n";
         assert_eq!(key(video_first), None);
         let ipv6 = "v=0\r\nc=IN IP6 2001:DB8::7\r\nm=audio 6000/2 RTP/AVP 0\r\n";
-        assert_eq!(
-            key(ipv6),
-            key("v=0\r\nc=IN IP6 2001:db8::7\r\nm=audio 6000 RTP/AVP 0\r\n")
-        );
+        assert_eq!(key(ipv6), key("v=0\r\nc=IN IP6 2001:db8::7\r\nm=audio 6000 RTP/AVP 0\r\n"));
     }
 
     #[test]
@@ -155,10 +142,7 @@ mod tests {
         assert!(sdp.len() > super::MAX_BODY);
         assert_eq!(key(&sdp), None);
         // within the limit it is read
-        let early = format!(
-            "v=0\r\nc=IN IP4 198.51.100.7\r\nm=audio 31000 RTP/AVP 0\r\n{}",
-            "a=x-filler\r\n".repeat(800)
-        );
+        let early = format!("v=0\r\nc=IN IP4 198.51.100.7\r\nm=audio 31000 RTP/AVP 0\r\n{}", "a=x-filler\r\n".repeat(800));
         assert!(early.len() > super::MAX_BODY);
         assert_eq!(key(&early), key(OFFER));
     }

@@ -13,13 +13,8 @@ fn raw_rsip(bytes: &[u8]) -> Result<rsip::SipMessage, rsip::Error> {
 
 fn ours(bytes: &[u8]) -> SipMessage {
     match Parser::default().parse(bytes).expect("parses") {
-        Parsed::Message {
-            msg, rsip_rejected, ..
-        } => {
-            assert_eq!(
-                rsip_rejected, None,
-                "rsip should accept the normalised text"
-            );
+        Parsed::Message { msg, rsip_rejected, .. } => {
+            assert_eq!(rsip_rejected, None, "rsip should accept the normalised text");
             *msg
         }
         other => panic!("{other:?}"),
@@ -63,19 +58,10 @@ fn pitfall_compact_headers_lose_call_id_and_from_tag_in_rsip() {
 #[test]
 fn pitfall_folded_header_lines_are_rejected_by_rsip() {
     let folded = CANONICAL.replace("CSeq: 10 INVITE\r\n", "CSeq: 10\r\n INVITE\r\n");
-    let folded = folded.replace(
-        "To: <sip:+441632960123@pbx.example>\r\n",
-        "To:\r\n\t<sip:+441632960123@pbx.example>\r\n",
-    );
+    let folded = folded.replace("To: <sip:+441632960123@pbx.example>\r\n", "To:\r\n\t<sip:+441632960123@pbx.example>\r\n");
     let raw = raw_rsip(folded.as_bytes());
     assert!(
-        raw.is_err()
-            || raw
-                .as_ref()
-                .unwrap()
-                .cseq_header()
-                .and_then(|c| c.typed())
-                .is_err(),
+        raw.is_err() || raw.as_ref().unwrap().cseq_header().and_then(|c| c.typed()).is_err(),
         "rsip reads the folded CSeq: {raw:?}"
     );
     let m = ours(folded.as_bytes());
@@ -119,13 +105,9 @@ fn pitfall_rsip_ignores_content_length_and_merges_two_messages() {
     assert!(!r.body().is_empty(), "rsip swallowed the 200 OK as a body");
     // our framer finds two messages
     let b = both.as_bytes();
-    let Framing::Message { head_end, .. } = find(b) else {
-        panic!()
-    };
+    let Framing::Message { head_end, .. } = find(b) else { panic!() };
     assert_eq!(head_end, first.len());
-    let Framing::Message { start: 0, .. } = find(&b[head_end..]) else {
-        panic!()
-    };
+    let Framing::Message { start: 0, .. } = find(&b[head_end..]) else { panic!() };
     assert_eq!(ours(&b[head_end..]).kind, Kind::Response(200));
 }
 
@@ -148,34 +130,19 @@ fn unknown_uri_scheme_is_salvaged_not_lost() {
 #[test]
 fn non_dialog_methods_are_ignored_before_rsip() {
     let reg = "REGISTER sip:x SIP/2.0\r\nCall-ID: r\r\nCSeq: 1 REGISTER\r\n\r\n";
-    assert!(matches!(
-        Parser::default().parse(reg.as_bytes()),
-        Ok(Parsed::Ignored(Method::Register))
-    ));
+    assert!(matches!(Parser::default().parse(reg.as_bytes()), Ok(Parsed::Ignored(Method::Register))));
     let ok = "SIP/2.0 200 OK\r\nCall-ID: r\r\nCSeq: 7 OPTIONS\r\n\r\n";
-    assert!(matches!(
-        Parser::default().parse(ok.as_bytes()),
-        Ok(Parsed::Ignored(Method::Options))
-    ));
+    assert!(matches!(Parser::default().parse(ok.as_bytes()), Ok(Parsed::Ignored(Method::Options))));
     let odd = "INVITE1 sip:x SIP/2.0\r\nCall-ID: r\r\nCSeq: 1 INVITE1\r\n\r\n";
-    assert_eq!(
-        Parser::default().parse(odd.as_bytes()).unwrap_err(),
-        ParseError::UnknownMethod
-    );
+    assert_eq!(Parser::default().parse(odd.as_bytes()).unwrap_err(), ParseError::UnknownMethod);
 }
 
 #[test]
 fn missing_essentials_are_errors_with_reasons() {
     let no_cid = CANONICAL.replace("Call-ID: call-1@carrier\r\n", "");
-    assert_eq!(
-        Parser::default().parse(no_cid.as_bytes()).unwrap_err(),
-        ParseError::MissingCallId
-    );
+    assert_eq!(Parser::default().parse(no_cid.as_bytes()).unwrap_err(), ParseError::MissingCallId);
     let no_cseq = CANONICAL.replace("CSeq: 10 INVITE\r\n", "");
-    assert_eq!(
-        Parser::default().parse(no_cseq.as_bytes()).unwrap_err(),
-        ParseError::BadCSeq
-    );
+    assert_eq!(Parser::default().parse(no_cseq.as_bytes()).unwrap_err(), ParseError::BadCSeq);
 }
 
 #[test]
@@ -185,9 +152,7 @@ fn pai_reason_session_expires_and_extras() {
         "P-Asserted-Identity: \"X\" <sip:+447700900999@c>\r\nSession-Expires: 1800;refresher=uac\r\nReason: Q.850;cause=16\r\nX-CID: abc\r\nContent-Length: 0\r\n",
     );
     let mut p = Parser::new(vec!["x-cid".into()]);
-    let Parsed::Message { msg, .. } = p.parse(m.as_bytes()).unwrap() else {
-        panic!()
-    };
+    let Parsed::Message { msg, .. } = p.parse(m.as_bytes()).unwrap() else { panic!() };
     assert_eq!(msg.asserted_user.as_deref(), Some("+447700900999"));
     assert_eq!(msg.session_expires, Some(1800));
     assert_eq!(msg.reason.as_deref(), Some("Q.850;cause=16"));
@@ -197,14 +162,8 @@ fn pai_reason_session_expires_and_extras() {
 #[test]
 fn uri_user_forms() {
     assert_eq!(uri_user("<sip:123@h>").as_deref(), Some("123"));
-    assert_eq!(
-        uri_user("\"A\" <sips:alice@h;x=y>").as_deref(),
-        Some("alice")
-    );
-    assert_eq!(
-        uri_user("tel:+441632960000;ext=1").as_deref(),
-        Some("+441632960000")
-    );
+    assert_eq!(uri_user("\"A\" <sips:alice@h;x=y>").as_deref(), Some("alice"));
+    assert_eq!(uri_user("tel:+441632960000;ext=1").as_deref(), Some("+441632960000"));
     assert_eq!(uri_user("<sip:host.example>").as_deref(), None);
 }
 
@@ -216,77 +175,21 @@ fn keepalives_are_set_aside_from_their_start_line_or_cseq_whatever_their_form() 
         _ => None,
     };
     // requests that cannot touch a leg, in tidy and untidy forms
-    assert_eq!(
-        ignored(
-            &mut p,
-            "OPTIONS sip:pbx SIP/2.0\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\n\r\n"
-        ),
-        Some(Method::Options)
-    );
-    assert_eq!(
-        ignored(
-            &mut p,
-            "  REGISTER   sip:pbx SIP/2.0\nCall-ID: r1\nCSeq: 7 REGISTER\n\n"
-        ),
-        Some(Method::Register)
-    );
-    assert_eq!(
-        ignored(&mut p, "NOTIFY sip:201@h SIP/2.0\r\n\r\n"),
-        Some(Method::Notify),
-        "no headers needed"
-    );
+    assert_eq!(ignored(&mut p, "OPTIONS sip:pbx SIP/2.0\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\n\r\n"), Some(Method::Options));
+    assert_eq!(ignored(&mut p, "  REGISTER   sip:pbx SIP/2.0\nCall-ID: r1\nCSeq: 7 REGISTER\n\n"), Some(Method::Register));
+    assert_eq!(ignored(&mut p, "NOTIFY sip:201@h SIP/2.0\r\n\r\n"), Some(Method::Notify), "no headers needed");
     // responses to them, by their CSeq line (spaces before the colon, any case)
-    assert_eq!(
-        ignored(
-            &mut p,
-            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\ncseq : 102 options\r\n\r\n"
-        ),
-        Some(Method::Options)
-    );
-    assert_eq!(
-        ignored(
-            &mut p,
-            "SIP/2.0 401 Unauthorized\r\nCSeq:3 REGISTER\r\nCall-ID: r1\r\n\r\n"
-        ),
-        Some(Method::Register)
-    );
-    assert_eq!(
-        ignored(
-            &mut p,
-            "SIP/2.0 200 OK\r\nCall-ID: b\r\nCSeq: 2 BYE\r\n\r\n"
-        ),
-        Some(Method::Bye),
-        "a 200 to BYE changes nothing a leg records"
-    );
+    assert_eq!(ignored(&mut p, "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\ncseq : 102 options\r\n\r\n"), Some(Method::Options));
+    assert_eq!(ignored(&mut p, "SIP/2.0 401 Unauthorized\r\nCSeq:3 REGISTER\r\nCall-ID: r1\r\n\r\n"), Some(Method::Register));
+    assert_eq!(ignored(&mut p, "SIP/2.0 200 OK\r\nCall-ID: b\r\nCSeq: 2 BYE\r\n\r\n"), Some(Method::Bye), "a 200 to BYE changes nothing a leg records");
     // a folded CSeq is left to the full path, which reads it the same way
-    assert_eq!(
-        ignored(
-            &mut p,
-            "SIP/2.0 200 OK\r\nCall-ID: x\r\nCSeq:\r\n 5 SUBSCRIBE\r\n\r\n"
-        ),
-        Some(Method::Subscribe)
-    );
+    assert_eq!(ignored(&mut p, "SIP/2.0 200 OK\r\nCall-ID: x\r\nCSeq:\r\n 5 SUBSCRIBE\r\n\r\n"), Some(Method::Subscribe));
     // what can touch a leg is parsed in full
-    assert!(matches!(
-        p.parse(CANONICAL.as_bytes()),
-        Ok(Parsed::Message { .. })
-    ));
-    let ok = CANONICAL.replacen(
-        "INVITE sip:+441632960123@pbx.example SIP/2.0",
-        "SIP/2.0 200 OK",
-        1,
-    );
+    assert!(matches!(p.parse(CANONICAL.as_bytes()), Ok(Parsed::Message { .. })));
+    let ok = CANONICAL.replacen("INVITE sip:+441632960123@pbx.example SIP/2.0", "SIP/2.0 200 OK", 1);
     assert!(ok.starts_with("SIP/2.0 200 OK"), "{ok}");
     assert!(matches!(p.parse(ok.as_bytes()), Ok(Parsed::Message { .. })));
     // and what is unknown still errs as before
-    assert_eq!(
-        p.parse(b"FOO sip:x SIP/2.0\r\nCSeq: 1 FOO\r\n\r\n")
-            .unwrap_err(),
-        ParseError::UnknownMethod
-    );
-    assert_eq!(
-        p.parse(b"SIP/2.0 200 OK\r\nCall-ID: x\r\n\r\n")
-            .unwrap_err(),
-        ParseError::BadCSeq
-    );
+    assert_eq!(p.parse(b"FOO sip:x SIP/2.0\r\nCSeq: 1 FOO\r\n\r\n").unwrap_err(), ParseError::UnknownMethod);
+    assert_eq!(p.parse(b"SIP/2.0 200 OK\r\nCall-ID: x\r\n\r\n").unwrap_err(), ParseError::BadCSeq);
 }

@@ -11,9 +11,7 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
 /// Erlang B by its textbook formula, A^N/N! / Σ A^k/k!, in log space (an
 /// independent evaluation to hold the recursion against).
 fn erlang_b_direct(n: u32, a: f64) -> f64 {
-    let logs: Vec<f64> = (0..=n)
-        .map(|k| k as f64 * a.ln() - (1..=k).map(|i| (i as f64).ln()).sum::<f64>())
-        .collect();
+    let logs: Vec<f64> = (0..=n).map(|k| k as f64 * a.ln() - (1..=k).map(|i| (i as f64).ln()).sum::<f64>()).collect();
     let max = logs.iter().cloned().fold(f64::MIN, f64::max);
     let z: f64 = logs.iter().map(|l| (l - max).exp()).sum();
     (logs[n as usize] - max).exp() / z
@@ -33,18 +31,9 @@ fn erlang_b_matches_published_tables() {
     // Erlang B tables (e.g. the traffic tables in ITU-T's "Teletraffic
     // Engineering Handbook" and every telephony handbook): the traffic
     // that N lines carry at 1% blocking.
-    for (n, a) in [
-        (5, 1.36),
-        (10, 4.46),
-        (20, 12.03),
-        (50, 37.90),
-        (100, 84.06),
-    ] {
+    for (n, a) in [(5, 1.36), (10, 4.46), (20, 12.03), (50, 37.90), (100, 84.06)] {
         let b = erlang_b(n, a);
-        assert!(
-            close(b, 0.01, 0.0001),
-            "B({n}, {a}) = {b}, the tables say 1%"
-        );
+        assert!(close(b, 0.01, 0.0001), "B({n}, {a}) = {b}, the tables say 1%");
         assert!(close(b, erlang_b_direct(n, a), 1e-12));
     }
     assert_eq!(erlang_b(0, 3.0), 1.0);
@@ -108,16 +97,9 @@ fn no_overflow_with_hundreds_of_agents() {
         let c = erlang_c(n, a);
         assert!(b.is_finite() && b > 0.0 && b < 1.0, "B({n},{a}) = {b}");
         assert!(c.is_finite() && c > 0.0 && c < 1.0, "C({n},{a}) = {c}");
-        assert!(
-            close(b, erlang_b_direct(n, a), 1e-9),
-            "{b} vs {}",
-            erlang_b_direct(n, a)
-        );
+        assert!(close(b, erlang_b_direct(n, a), 1e-9), "{b} vs {}", erlang_b_direct(n, a));
         let staff = staff_needed(a, 200.0, 120.0, 0.8);
-        assert!(
-            staff as f64 > a && (staff as f64) < a * 1.2 + 10.0,
-            "{staff} for {a}"
-        );
+        assert!(staff as f64 > a && (staff as f64) < a * 1.2 + 10.0, "{staff} for {a}");
     }
 }
 
@@ -125,11 +107,7 @@ fn no_overflow_with_hundreds_of_agents() {
 fn edges() {
     assert_eq!(staff_needed(0.0, 200.0, 120.0, 0.8), 0);
     assert_eq!(service_level(0, 0.0, 200.0, 120.0), 1.0);
-    assert_eq!(
-        service_level(3, 3.0, 200.0, 120.0),
-        0.0,
-        "as many people as erlangs cannot keep up"
-    );
+    assert_eq!(service_level(3, 3.0, 200.0, 120.0), 0.0, "as many people as erlangs cannot keep up");
     assert_eq!(erlang_c(3, 5.0), 1.0);
     assert!(mean_wait(3, 5.0, 200.0).is_none());
     // a trickle of calls: one person
@@ -168,24 +146,12 @@ proptest! {
 #[test]
 fn erlang_a_tends_to_erlang_c_as_patience_grows() {
     // Erlang A with callers who (nearly) never give up is Erlang C
-    for (n, per_hour, h, t) in [
-        (14u32, 200.0, 180.0, 20.0),
-        (3, 40.0, 180.0, 120.0),
-        (55, 720.0, 240.0, 15.0),
-    ] {
+    for (n, per_hour, h, t) in [(14u32, 200.0, 180.0, 20.0), (3, 40.0, 180.0, 120.0), (55, 720.0, 240.0, 15.0)] {
         let lambda = per_hour / 3600.0;
         let a = lambda * h;
         let r = erlang_a(n, lambda, h, 1e8, t);
-        assert!(
-            close(r.answered_within, service_level(n, a, h, t), 2e-4),
-            "n {n}: {r:?} vs C {}",
-            service_level(n, a, h, t)
-        );
-        assert!(
-            close(r.wait_prob, erlang_c(n, a), 2e-4),
-            "{r:?} vs {}",
-            erlang_c(n, a)
-        );
+        assert!(close(r.answered_within, service_level(n, a, h, t), 2e-4), "n {n}: {r:?} vs C {}", service_level(n, a, h, t));
+        assert!(close(r.wait_prob, erlang_c(n, a), 2e-4), "{r:?} vs {}", erlang_c(n, a));
         assert!(r.abandon < 1e-4);
     }
 }
@@ -207,15 +173,7 @@ impl Rng {
 }
 
 /// M/M/n+M by simulation: (answered within t, abandoned) shares.
-fn simulate(
-    n: usize,
-    per_hour: f64,
-    h: f64,
-    patience: f64,
-    t: f64,
-    callers: usize,
-    seed: u64,
-) -> (f64, f64) {
+fn simulate(n: usize, per_hour: f64, h: f64, patience: f64, t: f64, callers: usize, seed: u64) -> (f64, f64) {
     let mut rng = Rng(seed);
     let mut free_at = vec![0.0f64; n];
     let mut queue: std::collections::VecDeque<(f64, f64)> = std::collections::VecDeque::new(); // (arrival, gives up at)
@@ -223,11 +181,7 @@ fn simulate(
     let warm = callers / 20;
     let mut clock = 0.0;
     let mut seen = 0usize;
-    let record = |idx: usize,
-                  waited: Option<f64>,
-                  within: &mut usize,
-                  abandoned: &mut usize,
-                  counted: &mut usize| {
+    let record = |idx: usize, waited: Option<f64>, within: &mut usize, abandoned: &mut usize, counted: &mut usize| {
         if idx < warm {
             return;
         }
@@ -240,25 +194,13 @@ fn simulate(
     };
     let mut indices: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
     for i in 0..=callers {
-        let arrival = if i < callers {
-            clock + rng.exp(3600.0 / per_hour)
-        } else {
-            f64::INFINITY
-        };
+        let arrival = if i < callers { clock + rng.exp(3600.0 / per_hour) } else { f64::INFINITY };
         // servers freeing before this arrival take the queue
         loop {
             if queue.is_empty() {
                 break;
             }
-            let (k, f) =
-                free_at
-                    .iter()
-                    .cloned()
-                    .enumerate()
-                    .fold(
-                        (0, f64::INFINITY),
-                        |m, (k, f)| if f < m.1 { (k, f) } else { m },
-                    );
+            let (k, f) = free_at.iter().cloned().enumerate().fold((0, f64::INFINITY), |m, (k, f)| if f < m.1 { (k, f) } else { m });
             if f > arrival {
                 break;
             }
@@ -268,13 +210,7 @@ fn simulate(
                 record(idx, None, &mut within, &mut abandoned, &mut counted);
                 continue;
             }
-            record(
-                idx,
-                Some(f - arr),
-                &mut within,
-                &mut abandoned,
-                &mut counted,
-            );
+            record(idx, Some(f - arr), &mut within, &mut abandoned, &mut counted);
             free_at[k] = f + rng.exp(h);
         }
         if i == callers {
@@ -282,14 +218,7 @@ fn simulate(
         }
         clock = arrival;
         seen += 1;
-        let (k, f) = free_at
-            .iter()
-            .cloned()
-            .enumerate()
-            .fold(
-                (0, f64::INFINITY),
-                |m, (k, f)| if f < m.1 { (k, f) } else { m },
-            );
+        let (k, f) = free_at.iter().cloned().enumerate().fold((0, f64::INFINITY), |m, (k, f)| if f < m.1 { (k, f) } else { m });
         if f <= arrival && queue.is_empty() {
             record(i, Some(0.0), &mut within, &mut abandoned, &mut counted);
             free_at[k] = arrival + rng.exp(h);
@@ -299,10 +228,7 @@ fn simulate(
         }
     }
     assert_eq!(seen, callers);
-    (
-        within as f64 / counted as f64,
-        abandoned as f64 / counted as f64,
-    )
+    (within as f64 / counted as f64, abandoned as f64 / counted as f64)
 }
 
 #[test]
@@ -310,40 +236,15 @@ fn erlang_a_agrees_with_simulation() {
     // a busy hour: 240 calls of 180 s (12 erlangs), callers patient for 90 s
     // on average, target 60 s; and a GP-sized queue: 60 calls an hour of
     // 150 s, patience 120 s, target 120 s
-    for (n, per_hour, h, patience, t) in [
-        (12usize, 240.0, 180.0, 90.0, 60.0),
-        (14, 240.0, 180.0, 90.0, 60.0),
-        (2, 60.0, 150.0, 120.0, 120.0),
-        (3, 60.0, 150.0, 120.0, 120.0),
-    ] {
+    for (n, per_hour, h, patience, t) in [(12usize, 240.0, 180.0, 90.0, 60.0), (14, 240.0, 180.0, 90.0, 60.0), (2, 60.0, 150.0, 120.0, 120.0), (3, 60.0, 150.0, 120.0, 120.0)] {
         let model = erlang_a(n as u32, per_hour / 3600.0, h, patience, t);
-        let (within, abandon) = simulate(
-            n,
-            per_hour,
-            h,
-            patience,
-            t,
-            400_000,
-            0x9E37_79B9_7F4A_7C15 ^ n as u64,
-        );
-        assert!(
-            close(model.answered_within, within, 0.01),
-            "n {n}: model {model:?}, simulation within {within}"
-        );
-        assert!(
-            close(model.abandon, abandon, 0.01),
-            "n {n}: model {model:?}, simulation abandoned {abandon}"
-        );
+        let (within, abandon) = simulate(n, per_hour, h, patience, t, 400_000, 0x9E37_79B9_7F4A_7C15 ^ n as u64);
+        assert!(close(model.answered_within, within, 0.01), "n {n}: model {model:?}, simulation within {within}");
+        assert!(close(model.abandon, abandon, 0.01), "n {n}: model {model:?}, simulation abandoned {abandon}");
     }
 }
 
-fn call(
-    started: Timestamp,
-    outcome: Outcome,
-    wait: Option<f64>,
-    duration: Option<f64>,
-    abandoned: bool,
-) -> CallRecord {
+fn call(started: Timestamp, outcome: Outcome, wait: Option<f64>, duration: Option<f64>, abandoned: bool) -> CallRecord {
     CallRecord {
         seq: 1,
         call_id: String::new(),
@@ -370,11 +271,7 @@ fn call(
 }
 
 fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Timestamp {
-    Timestamp(
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
-            .unwrap()
-            .timestamp_micros(),
-    )
+    Timestamp(Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap().timestamp_micros())
 }
 
 #[test]
@@ -406,70 +303,30 @@ fn table_from_calls() {
     };
     let st = staffing(&calls, &site, &p, from, to);
     assert_eq!(st.rows().count(), 7 * 48);
-    let row = st
-        .rows()
-        .find(|r| r.weekday == "Monday" && r.start == "08:00")
-        .unwrap();
+    let row = st.rows().find(|r| r.weekday == "Monday" && r.start == "08:00").unwrap();
     assert_eq!((row.days, row.calls, row.answered), (4, 76, 64));
     assert_eq!(row.arrivals_per_hour, 38.0);
     assert_eq!(row.mean_handle_s, Some(180.0));
     assert_eq!(row.handle_from, "half_hour");
     assert!(close(row.traffic_erlangs, 1.9, 1e-9));
     assert_eq!(row.staff_erlang_c, staff_needed(1.9, 180.0, 120.0, 0.8));
-    assert_eq!(
-        row.service_level_at_staff,
-        Some(round(
-            service_level(row.staff_erlang_c, 1.9, 180.0, 120.0),
-            4
-        ))
-    );
-    assert!(
-        row.service_level_one_fewer.unwrap() < 0.8
-            && row.service_level_one_more.unwrap() >= row.service_level_at_staff.unwrap()
-    );
+    assert_eq!(row.service_level_at_staff, Some(round(service_level(row.staff_erlang_c, 1.9, 180.0, 120.0), 4)));
+    assert!(row.service_level_one_fewer.unwrap() < 0.8 && row.service_level_one_more.unwrap() >= row.service_level_at_staff.unwrap());
     // 8 abandoned, each having waited 200 s; 64 answered after 30 s
     let pr = st.practice("B82005").unwrap();
     assert_eq!(pr.abandoned_waiting, 8);
-    assert_eq!(
-        pr.patience_s,
-        Some(round((8.0 * 200.0 + 64.0 * 30.0) / 8.0, 1))
-    );
+    assert_eq!(pr.patience_s, Some(round((8.0 * 200.0 + 64.0 * 30.0) / 8.0, 1)));
     assert!(row.staff_erlang_a.is_some());
-    assert!(
-        staffing(&calls, &site, &StaffingParams::default(), from, to)
-            .practice("B82005")
-            .unwrap()
-            .patience_s
-            .is_none(),
-        "fewer than 10 abandoned: no estimate"
-    );
-    let quiet = st
-        .rows()
-        .find(|r| r.weekday == "Tuesday" && r.start == "08:00")
-        .unwrap();
-    assert_eq!(
-        (
-            quiet.calls,
-            quiet.staff_erlang_c,
-            quiet.service_level_at_staff
-        ),
-        (0, 0, None)
-    );
+    assert!(staffing(&calls, &site, &StaffingParams::default(), from, to).practice("B82005").unwrap().patience_s.is_none(), "fewer than 10 abandoned: no estimate");
+    let quiet = st.rows().find(|r| r.weekday == "Tuesday" && r.start == "08:00").unwrap();
+    assert_eq!((quiet.calls, quiet.staff_erlang_c, quiet.service_level_at_staff), (0, 0, None));
     // a bank holiday Monday is left out: its calls and the day
     let mut site2 = site.clone();
-    site2
-        .bank_holidays
-        .insert(NaiveDate::from_ymd_opt(2026, 6, 8).unwrap());
+    site2.bank_holidays.insert(NaiveDate::from_ymd_opt(2026, 6, 8).unwrap());
     let st2 = staffing(&calls, &site2, &p, from, to);
-    let row2 = st2
-        .rows()
-        .find(|r| r.weekday == "Monday" && r.start == "08:00")
-        .unwrap();
+    let row2 = st2.rows().find(|r| r.weekday == "Monday" && r.start == "08:00").unwrap();
     assert_eq!((row2.days, row2.calls), (3, 57));
     assert_eq!(row2.arrivals_per_hour, 38.0);
     // a window that starts where the data starts
-    assert_eq!(
-        window(4, to, NaiveDate::from_ymd_opt(2026, 6, 20)).0,
-        NaiveDate::from_ymd_opt(2026, 6, 20).unwrap()
-    );
+    assert_eq!(window(4, to, NaiveDate::from_ymd_opt(2026, 6, 20)).0, NaiveDate::from_ymd_opt(2026, 6, 20).unwrap());
 }

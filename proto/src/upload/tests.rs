@@ -5,13 +5,7 @@ use crate::number::Hasher;
 use crate::site::Site;
 use crate::time::Timestamp;
 
-fn call(
-    seq: u64,
-    at_s: i64,
-    outcome: Outcome,
-    wait: Option<f64>,
-    duration: Option<f64>,
-) -> CallRecord {
+fn call(seq: u64, at_s: i64, outcome: Outcome, wait: Option<f64>, duration: Option<f64>) -> CallRecord {
     let started = Timestamp::from_secs_micros(1_793_610_000 + at_s, 0); // 2026-11-02 09:00 UTC
     CallRecord {
         seq,
@@ -45,17 +39,11 @@ fn doc() -> (DayDocument, Day) {
     agg.add_call(&call(2, 3600, Outcome::Answered, Some(150.0), Some(30.0)));
     agg.add_call(&call(3, 7200, Outcome::Missed, Some(40.0), None));
     agg.add_call(&call(4, 30_000, Outcome::EndedInIvr, None, None));
-    agg.add_callback(
-        "B82005",
-        Timestamp::from_secs_micros(1_793_610_000 + 9000, 0),
-    );
+    agg.add_callback("B82005", Timestamp::from_secs_micros(1_793_610_000 + 9000, 0));
     let date = NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
     let day = agg.days()[&("B82005".to_string(), date)].clone();
     let mut d = DayDocument::new(
-        AgentInfo {
-            id: "pbx-01".into(),
-            version: "0.2.0".into(),
-        },
+        AgentInfo { id: "pbx-01".into(), version: "0.2.0".into() },
         "B82005",
         &OrgCodes::default(),
         date,
@@ -63,10 +51,7 @@ fn doc() -> (DayDocument, Day) {
         agg.wait_buckets(),
         agg.duration_buckets(),
         &day,
-        Quality {
-            sip_messages: 100,
-            ..Quality::default()
-        },
+        Quality { sip_messages: 100, ..Quality::default() },
     );
     d.revision = 1;
     d.generated_at = "2026-11-02T12:00:00Z".into();
@@ -113,58 +98,23 @@ fn refused(edit: impl Fn(&mut serde_json::Value)) -> DocError {
 fn bad_documents_are_refused_with_a_reason() {
     let (d, _) = doc();
     let bytes = serde_json::to_vec(&d).unwrap();
-    assert!(matches!(
-        DayDocument::parse(&bytes[..bytes.len() - 5]),
-        Err(DocError::Syntax(_))
-    ));
-    assert!(matches!(
-        refused(|v| v["schema"] = "other".into()),
-        DocError::Schema(_)
-    ));
-    assert_eq!(
-        refused(|v| v["version"] = 2.into()),
-        DocError::Version {
-            found: 2,
-            supported: 1
-        }
-    );
+    assert!(matches!(DayDocument::parse(&bytes[..bytes.len() - 5]), Err(DocError::Syntax(_))));
+    assert!(matches!(refused(|v| v["schema"] = "other".into()), DocError::Schema(_)));
+    assert_eq!(refused(|v| v["version"] = 2.into()), DocError::Version { found: 2, supported: 1 });
     let e = refused(|v| v["by_time"]["CBT004"]["10:00-11:59"] = (-1).into());
     assert!(matches!(e, DocError::Syntax(_)), "{e}");
     let e = refused(|v| {
-        v["by_time"]["CBT001"]
-            .as_object_mut()
-            .unwrap()
-            .remove("08:00-09:59");
+        v["by_time"]["CBT001"].as_object_mut().unwrap().remove("08:00-09:59");
     });
     assert!(e.to_string().contains("by_time.CBT001"), "{e}");
     let e = refused(|v| v["cbt007_by_duration"]["999"] = 1.into());
     assert!(e.to_string().contains("cbt007_by_duration"), "{e}");
-    assert!(refused(|v| v["practice"] = "b82005".into())
-        .to_string()
-        .contains("ODS"));
-    assert!(refused(|v| v["revision"] = 0.into())
-        .to_string()
-        .contains("revision"));
-    assert!(refused(|v| v["timezone"] = "Mars/Olympus".into())
-        .to_string()
-        .contains("timezone"));
-    assert!(
-        matches!(
-            refused(|v| v["caller"] = "07700900123".into()),
-            DocError::Syntax(_)
-        ),
-        "unknown members are refused"
-    );
-    assert!(
-        refused(|v| v["dpn"]["durations_s"] = serde_json::json!([1.0, -2.0]))
-            .to_string()
-            .contains("durations_s")
-    );
-    assert!(
-        refused(|v| v["quality"]["hours_without_capture"] = serde_json::json!([24]))
-            .to_string()
-            .contains("0 to 23")
-    );
+    assert!(refused(|v| v["practice"] = "b82005".into()).to_string().contains("ODS"));
+    assert!(refused(|v| v["revision"] = 0.into()).to_string().contains("revision"));
+    assert!(refused(|v| v["timezone"] = "Mars/Olympus".into()).to_string().contains("timezone"));
+    assert!(matches!(refused(|v| v["caller"] = "07700900123".into()), DocError::Syntax(_)), "unknown members are refused");
+    assert!(refused(|v| v["dpn"]["durations_s"] = serde_json::json!([1.0, -2.0])).to_string().contains("durations_s"));
+    assert!(refused(|v| v["quality"]["hours_without_capture"] = serde_json::json!([24])).to_string().contains("0 to 23"));
 }
 
 #[test]
@@ -177,13 +127,8 @@ fn unassigned_is_a_practice_of_its_own() {
 #[test]
 fn counts_that_do_not_add_up_are_reported() {
     let (mut d, _) = doc();
-    *d.by_time
-        .get_mut("CBT001")
-        .unwrap()
-        .get_mut("10:00-11:59")
-        .unwrap() += 1;
-    let parsed = DayDocument::parse(&serde_json::to_vec(&d).unwrap())
-        .expect("accepted: reported, not refused");
+    *d.by_time.get_mut("CBT001").unwrap().get_mut("10:00-11:59").unwrap() += 1;
+    let parsed = DayDocument::parse(&serde_json::to_vec(&d).unwrap()).expect("accepted: reported, not refused");
     let e = parsed.reconciles().unwrap_err();
     assert!(e.contains("10:00-11:59") && e.contains("CBT001"), "{e}");
 }

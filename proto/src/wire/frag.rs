@@ -266,16 +266,10 @@ mod tests {
         let mut st = WireStats::default();
         let mut f = Defrag::new(FragLimits::default());
         let t = Timestamp(0);
-        assert!(f
-            .insert(t, key(1), 1480, true, &d[1480..2960], &mut st)
-            .is_none());
-        assert!(f
-            .insert(t, key(1), 2960, false, &d[2960..], &mut st)
-            .is_none());
+        assert!(f.insert(t, key(1), 1480, true, &d[1480..2960], &mut st).is_none());
+        assert!(f.insert(t, key(1), 2960, false, &d[2960..], &mut st).is_none());
         // overlapping duplicate of the middle
-        assert!(f
-            .insert(t, key(1), 1480, true, &d[1480..2960], &mut st)
-            .is_none());
+        assert!(f.insert(t, key(1), 1480, true, &d[1480..2960], &mut st).is_none());
         let out = f.insert(t, key(1), 0, true, &d[..1480], &mut st).unwrap();
         assert_eq!(out, d);
         assert_eq!(f.pending(), 0);

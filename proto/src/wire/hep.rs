@@ -161,16 +161,8 @@ pub fn encode(p: &HepPacket<'_>) -> Vec<u8> {
     chunk(&mut out, 8, &p.dst.port().to_be_bytes());
     if let Some(ts) = p.ts {
         let us = ts.micros();
-        chunk(
-            &mut out,
-            9,
-            &(us.div_euclid(1_000_000) as u32).to_be_bytes(),
-        );
-        chunk(
-            &mut out,
-            10,
-            &(us.rem_euclid(1_000_000) as u32).to_be_bytes(),
-        );
+        chunk(&mut out, 9, &(us.div_euclid(1_000_000) as u32).to_be_bytes());
+        chunk(&mut out, 10, &(us.rem_euclid(1_000_000) as u32).to_be_bytes());
     }
     chunk(&mut out, 11, &[p.proto_type]);
     if let Some(id) = p.capture_id {

@@ -146,8 +146,7 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<L3<'_>, LinkSkip> {
             }
         }
         LinkType::LinuxSll => {
-            let sll =
-                etherparse::LinuxSllSlice::from_slice(frame).map_err(|_| LinkSkip::Truncated)?;
+            let sll = etherparse::LinuxSllSlice::from_slice(frame).map_err(|_| LinkSkip::Truncated)?;
             let proto = u16::from_be_bytes([frame[14], frame[15]]);
             // ARPHRD_NETLINK and friends carry no ethertype; everything we care
             // about has the ethertype in the protocol field.
@@ -193,8 +192,8 @@ pub fn ethertype_payload(ethertype: u16, payload: &[u8], depth: u8) -> Result<L3
         IPV4 => Ok(L3::Ipv4(payload)),
         IPV6 => Ok(L3::Ipv6(payload)),
         VLAN | QINQ | QINQ_OLD => {
-            let vlan = etherparse::SingleVlanSlice::from_slice(payload)
-                .map_err(|_| LinkSkip::Truncated)?;
+            let vlan =
+                etherparse::SingleVlanSlice::from_slice(payload).map_err(|_| LinkSkip::Truncated)?;
             ethertype_payload(vlan.ether_type().0, vlan.payload_slice(), depth + 1)
         }
         PPPOE_SESSION => pppoe(payload, depth + 1),
@@ -277,10 +276,7 @@ mod tests {
 
     #[test]
     fn ethernet_untagged_single_and_double_tagged() {
-        assert_eq!(
-            decode(LinkType::Ethernet, &eth(0x0800, &IP4)),
-            Ok(L3::Ipv4(&IP4))
-        );
+        assert_eq!(decode(LinkType::Ethernet, &eth(0x0800, &IP4)), Ok(L3::Ipv4(&IP4)));
         let one = eth(0x8100, &vlan(0x0800, &IP4));
         assert_eq!(decode(LinkType::Ethernet, &one), Ok(L3::Ipv4(&IP4)));
         let two = eth(0x88A8, &vlan(0x8100, &vlan(0x86DD, &IP4)));
@@ -293,10 +289,7 @@ mod tests {
         for _ in 0..100 {
             p = vlan(0x8100, &p);
         }
-        assert_eq!(
-            decode(LinkType::Ethernet, &eth(0x8100, &p)),
-            Err(LinkSkip::TooDeep)
-        );
+        assert_eq!(decode(LinkType::Ethernet, &eth(0x8100, &p)), Err(LinkSkip::TooDeep));
     }
 
     #[test]
@@ -304,15 +297,10 @@ mod tests {
         let mut sll = vec![0, 0, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0, 0x08, 0x00];
         sll.extend_from_slice(&IP4);
         assert_eq!(decode(LinkType::LinuxSll, &sll), Ok(L3::Ipv4(&IP4)));
-        let mut sll2 = vec![
-            0x86, 0xDD, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0,
-        ];
+        let mut sll2 = vec![0x86, 0xDD, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0];
         sll2.extend_from_slice(&IP4);
         assert_eq!(decode(LinkType::LinuxSll2, &sll2), Ok(L3::Ipv6(&IP4)));
-        assert_eq!(
-            decode(LinkType::LinuxSll2, &sll2[..19]),
-            Err(LinkSkip::Truncated)
-        );
+        assert_eq!(decode(LinkType::LinuxSll2, &sll2[..19]), Err(LinkSkip::Truncated));
     }
 
     #[test]
@@ -332,22 +320,13 @@ mod tests {
     fn pppoe_mpls_and_raw() {
         let mut pppoe = vec![0x11, 0, 0, 1, 0, 22, 0x00, 0x21];
         pppoe.extend_from_slice(&IP4);
-        assert_eq!(
-            decode(LinkType::Ethernet, &eth(0x8864, &pppoe)),
-            Ok(L3::Ipv4(&IP4))
-        );
+        assert_eq!(decode(LinkType::Ethernet, &eth(0x8864, &pppoe)), Ok(L3::Ipv4(&IP4)));
         let mut mpls = vec![0, 0, 0x10, 64, 0, 0, 0x21, 64];
         mpls.extend_from_slice(&IP4);
-        assert_eq!(
-            decode(LinkType::Ethernet, &eth(0x8847, &mpls)),
-            Ok(L3::Ipv4(&IP4))
-        );
+        assert_eq!(decode(LinkType::Ethernet, &eth(0x8847, &mpls)), Ok(L3::Ipv4(&IP4)));
         assert_eq!(decode(LinkType::Raw, &IP4), Ok(L3::Ipv4(&IP4)));
         assert_eq!(decode(LinkType::Raw, &[]), Err(LinkSkip::Truncated));
-        assert_eq!(
-            decode(LinkType::Ethernet, &eth(0x0806, &[0; 28])),
-            Err(LinkSkip::NotIp)
-        );
+        assert_eq!(decode(LinkType::Ethernet, &eth(0x0806, &[0; 28])), Err(LinkSkip::NotIp));
     }
 
     #[test]

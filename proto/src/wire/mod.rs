@@ -237,14 +237,10 @@ impl Decoder {
                 proto,
             };
             let offset = h.fragments_offset().byte_offset() as u32;
-            if let Some(whole) = self.frags.insert(
-                ts,
-                key,
-                offset,
-                h.more_fragments(),
-                payload,
-                &mut self.stats,
-            ) {
+            if let Some(whole) =
+                self.frags
+                    .insert(ts, key, offset, h.more_fragments(), payload, &mut self.stats)
+            {
                 self.transport(ts, proto, src, dst, &whole, depth, sink);
             }
             return;
@@ -287,14 +283,10 @@ impl Decoder {
                 proto: fh.next_header().0,
             };
             let offset = fh.fragment_offset().byte_offset() as u32;
-            if let Some(whole) = self.frags.insert(
-                ts,
-                key,
-                offset,
-                fh.more_fragments(),
-                pl.payload,
-                &mut self.stats,
-            ) {
+            if let Some(whole) =
+                self.frags
+                    .insert(ts, key, offset, fh.more_fragments(), pl.payload, &mut self.stats)
+            {
                 self.transport(ts, fh.next_header().0, src, dst, &whole, depth, sink);
             }
             return;
@@ -337,9 +329,7 @@ impl Decoder {
             }
             47 => {
                 self.stats.tunnels += 1;
-                match gre(payload)
-                    .and_then(|(et, inner)| link::ethertype_payload(et, inner, depth + 1))
-                {
+                match gre(payload).and_then(|(et, inner)| link::ethertype_payload(et, inner, depth + 1)) {
                     Ok(l3) => self.l3(ts, l3, depth + 1, sink),
                     Err(e) => self.count_skip(e),
                 }
@@ -417,14 +407,7 @@ impl Decoder {
         }
     }
 
-    fn tcp_segment(
-        &mut self,
-        ts: Timestamp,
-        src: IpAddr,
-        dst: IpAddr,
-        payload: &[u8],
-        sink: &mut impl Sink,
-    ) {
+    fn tcp_segment(&mut self, ts: Timestamp, src: IpAddr, dst: IpAddr, payload: &[u8], sink: &mut impl Sink) {
         let tcp = match etherparse::TcpSlice::from_slice(payload) {
             Ok(t) => t,
             Err(_) => {
@@ -449,14 +432,10 @@ impl Decoder {
             fin: tcp.fin(),
             rst: tcp.rst(),
         };
-        if self.tcp.segment(
-            ts,
-            key,
-            tcp.sequence_number(),
-            flags,
-            tcp.payload(),
-            &mut self.stats,
-        ) {
+        if self
+            .tcp
+            .segment(ts, key, tcp.sequence_number(), flags, tcp.payload(), &mut self.stats)
+        {
             if let Some(flow) = self.tcp.flow_mut(&key) {
                 sink.stream(ts, key, flow);
                 if flow.finished() {

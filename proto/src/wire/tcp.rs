@@ -386,11 +386,7 @@ impl TcpTable {
             let fits = (delta as u32) <= limits.ooo_window
                 && flow.ooo_bytes + payload.len() <= limits.max_ooo_bytes
                 && flow.ooo.len() < limits.max_ooo_segments;
-            if !flow
-                .ooo
-                .iter()
-                .any(|(s, d)| *s == seq && d.len() >= payload.len())
-            {
+            if !flow.ooo.iter().any(|(s, d)| *s == seq && d.len() >= payload.len()) {
                 flow.ooo.push((seq, payload.to_vec()));
                 flow.ooo_bytes += payload.len();
             }
@@ -411,12 +407,7 @@ impl TcpTable {
     /// Skips holes older than the gap timeout and forgets idle flows.
     /// Calls `on_gap` for each flow whose hole was skipped so the consumer can
     /// process the bytes that became available.
-    pub fn expire(
-        &mut self,
-        now: Timestamp,
-        stats: &mut WireStats,
-        mut on_gap: impl FnMut(FlowKey, &mut Flow),
-    ) {
+    pub fn expire(&mut self, now: Timestamp, stats: &mut WireStats, mut on_gap: impl FnMut(FlowKey, &mut Flow)) {
         let idle = self.limits.idle_timeout;
         let half_open = self.limits.half_open_timeout;
         let gap_timeout = self.limits.gap_timeout;
@@ -432,8 +423,7 @@ impl TcpTable {
         self.bytes -= freed;
         stats.tcp_flows_expired += (before - self.flows.len()) as u64;
         let flows = &self.flows;
-        self.half_open
-            .retain(|k| flows.get(k).is_some_and(|f| !f.got_data));
+        self.half_open.retain(|k| flows.get(k).is_some_and(|f| !f.got_data));
         let mut stuck: Vec<FlowKey> = self
             .flows
             .iter()
@@ -471,9 +461,7 @@ impl TcpTable {
     /// Drops the oldest flow of the half-open queue if it is still
     /// half-open. Returns whether a flow was dropped.
     fn evict_half_open(&mut self) -> bool {
-        let Some(k) = self.half_open.pop_front() else {
-            return false;
-        };
+        let Some(k) = self.half_open.pop_front() else { return false };
         if self.flows.get(&k).is_some_and(|f| !f.got_data) {
             self.take(&k);
             return true;
@@ -512,14 +500,7 @@ mod tests {
         let mut st = WireStats::default();
         let mut t = TcpTable::new(TcpLimits::default());
         let isn = u32::MAX - 3; // wraps inside the stream
-        t.segment(
-            Timestamp(0),
-            key(),
-            isn,
-            TcpFlags { syn: true, ..NONE },
-            b"",
-            &mut st,
-        );
+        t.segment(Timestamp(0), key(), isn, TcpFlags { syn: true, ..NONE }, b"", &mut st);
         let base = isn.wrapping_add(1);
         feed(&mut t, &mut st, base, b"hello ");
         feed(&mut t, &mut st, base, b"hello "); // retransmission
@@ -566,9 +547,7 @@ mod tests {
         feed(&mut t, &mut st, 0, b"first");
         // ten idle seconds later a segment arrives out of order: a new hole
         t.segment(Timestamp(10 * SECOND), key(), 10, NONE, b"later", &mut st);
-        t.expire(Timestamp(11 * SECOND), &mut st, |_, _| {
-            panic!("hole skipped after 1 s")
-        });
+        t.expire(Timestamp(11 * SECOND), &mut st, |_, _| panic!("hole skipped after 1 s"));
         assert_eq!(st.tcp_gaps, 0);
         let mut skipped = false;
         t.expire(Timestamp(16 * SECOND), &mut st, |_, _| skipped = true);
@@ -584,23 +563,9 @@ mod tests {
             ..TcpLimits::default()
         };
         let mut t = TcpTable::new(limits);
-        assert!(t.segment(
-            Timestamp(0),
-            key(),
-            0,
-            TcpFlags { fin: true, ..NONE },
-            b"x",
-            &mut st
-        ));
+        assert!(t.segment(Timestamp(0), key(), 0, TcpFlags { fin: true, ..NONE }, b"x", &mut st));
         assert!(t.flow_mut(&key()).unwrap().finished());
-        t.segment(
-            Timestamp(0),
-            key(),
-            1,
-            TcpFlags { rst: true, ..NONE },
-            b"",
-            &mut st,
-        );
+        t.segment(Timestamp(0), key(), 1, TcpFlags { rst: true, ..NONE }, b"", &mut st);
         assert!(t.len() == 0);
         for port in 0..5u16 {
             let k = FlowKey {

@@ -160,10 +160,7 @@ impl Persister {
         self.last_retry = t;
         self.open(engine);
         if self.store.is_some() {
-            tracing::info!(
-                "store available again; writing {} calls held in memory",
-                self.pending.len()
-            );
+            tracing::info!("store available again; writing {} calls held in memory", self.pending.len());
         }
     }
 
@@ -176,10 +173,7 @@ impl Persister {
         self.error = Some(e);
         self.journal_off = true;
         // calls written since the last flush may not be on disk: held again
-        let held = std::mem::take(&mut self.unflushed)
-            .into_iter()
-            .map(|(ev, _)| ev)
-            .collect();
+        let held = std::mem::take(&mut self.unflushed).into_iter().map(|(ev, _)| ev).collect();
         self.hold(held);
     }
 
@@ -284,8 +278,7 @@ impl Persister {
         // calls held while the store was away go first
         let first = self.unflushed.len();
         let held: Vec<CallEvent> = self.pending.drain(..).collect();
-        self.unflushed
-            .extend(held.into_iter().chain(events).map(|ev| (ev, false)));
+        self.unflushed.extend(held.into_iter().chain(events).map(|ev| (ev, false)));
         let now = self.clock.now();
         let mut flushed = false;
         let result = (|| -> Result<()> {
@@ -308,11 +301,7 @@ impl Persister {
         match result {
             // written, not yet on disk: kept until the flush
             Ok(()) if !flushed => Vec::new(),
-            Ok(()) => self
-                .unflushed
-                .drain(..)
-                .filter_map(|(ev, changed)| changed.then_some(ev))
-                .collect(),
+            Ok(()) => self.unflushed.drain(..).filter_map(|(ev, changed)| changed.then_some(ev)).collect(),
             Err(e) => {
                 let e = store.write_error(e);
                 // nothing since the last flush is known to be on disk: keep
@@ -338,19 +327,14 @@ impl Persister {
     /// once after the journal was off).
     pub fn snapshot_if_due(&mut self, engine: &Engine) {
         let t = self.clock.now();
-        let due = self
-            .last_snapshot
-            .is_none_or(|l| t.since(l) >= self.snapshot_every)
-            || self.journal_off;
+        let due = self.last_snapshot.is_none_or(|l| t.since(l) >= self.snapshot_every) || self.journal_off;
         if due && self.store.is_some() {
             self.snapshot(engine);
         }
     }
 
     pub fn snapshot(&mut self, engine: &Engine) {
-        let Some(store) = self.store.clone() else {
-            return;
-        };
+        let Some(store) = self.store.clone() else { return };
         match store.save_snapshot(&engine.snapshot_ref()) {
             Ok(()) => {
                 self.last_snapshot = Some(self.clock.now());
@@ -367,12 +351,8 @@ impl Persister {
     /// packet kept to the process start) really ended then, after the store
     /// was recovered. Extends it, in the store, in memory and in the engine.
     pub fn capture_began(&mut self, engine: &mut Engine, since: Timestamp) {
-        let Some(from) = self.restart_gap.take() else {
-            return;
-        };
-        let Some(gap) = self.gaps.iter_mut().rev().find(|g| g.from == from) else {
-            return;
-        };
+        let Some(from) = self.restart_gap.take() else { return };
+        let Some(gap) = self.gaps.iter_mut().rev().find(|g| g.from == from) else { return };
         if since <= gap.to {
             return;
         }
@@ -402,18 +382,12 @@ impl Persister {
         if let Some(store) = self.store.clone() {
             self.snapshot(engine);
             let _ = store.flush();
-            tracing::info!(
-                held_in_memory = self.pending.len(),
-                "stopped; engine state saved"
-            );
+            tracing::info!(held_in_memory = self.pending.len(), "stopped; engine state saved");
         } else if !self.pending.is_empty() {
             tracing::error!(
                 "stopping with {} finished calls that could not be stored: {}",
                 self.pending.len(),
-                self.error
-                    .as_ref()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default()
+                self.error.as_ref().map(|e| e.to_string()).unwrap_or_default()
             );
         }
         acked
@@ -424,9 +398,7 @@ impl Persister {
 fn write_event(store: &Store, ev: &CallEvent) -> Result<bool> {
     match ev {
         CallEvent::Finished(r) => store.put_call(r),
-        CallEvent::CallbackMade {
-            seq, requested, at, ..
-        } => store.callback_made(*seq, *requested, *at),
+        CallEvent::CallbackMade { seq, requested, at, .. } => store.callback_made(*seq, *requested, *at),
     }
 }
 

@@ -9,18 +9,8 @@ use cbt_proto::{EngineConfig, LinkType};
 use std::sync::Mutex;
 
 fn engine() -> Engine {
-    let site = cbt_proto::site::Site::single(
-        "B82005",
-        &["441632960123"],
-        &cbt_proto::number::Hasher::new([2; 32], "44"),
-    );
-    Engine::new(EngineConfig {
-        site: Some(site),
-        journal: true,
-        emit_legs: false,
-        hash_key: [2; 32],
-        ..EngineConfig::default()
-    })
+    let site = cbt_proto::site::Site::single("B82005", &["441632960123"], &cbt_proto::number::Hasher::new([2; 32], "44"));
+    Engine::new(EngineConfig { site: Some(site), journal: true, emit_legs: false, hash_key: [2; 32], ..EngineConfig::default() })
 }
 
 const T0: i64 = 1_793_610_000 * SECOND;
@@ -28,44 +18,18 @@ const T0: i64 = 1_793_610_000 * SECOND;
 /// Feeds `n` answered calls, `first` numbering them.
 fn calls(e: &mut Engine, first: u64, n: u64) {
     for k in first..first + n {
-        let c = Call::numbered(
-            k,
-            "192.0.2.7:5060".parse().unwrap(),
-            "10.20.1.11:5060".parse().unwrap(),
-            Timestamp(T0 + k as i64 * SECOND),
-            Script::Answered {
-                ring: 100,
-                answer: 500,
-                talk: 1000,
-                caller_hangs_up: true,
-            },
-        );
+        let c = Call::numbered(k, "192.0.2.7:5060".parse().unwrap(), "10.20.1.11:5060".parse().unwrap(), Timestamp(T0 + k as i64 * SECOND), Script::Answered { ring: 100, answer: 500, talk: 1000, caller_hangs_up: true });
         for (i, m) in c.messages().iter().enumerate() {
-            e.ingest(
-                m.ts,
-                LinkType::Ethernet,
-                &frames::udp(m.src, m.dst, i as u16, &m.bytes),
-            );
+            e.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
         }
     }
     e.tick(Timestamp(T0 + (first + n) as i64 * SECOND + 30 * SECOND));
 }
 
-fn persister(
-    dir: PathBuf,
-    memory_calls: usize,
-    clock: Arc<ManualClock>,
-) -> (Persister, Arc<Mutex<Option<bool>>>) {
+fn persister(dir: PathBuf, memory_calls: usize, clock: Arc<ManualClock>) -> (Persister, Arc<Mutex<Option<bool>>>) {
     let seen = Arc::new(Mutex::new(None));
     let s = seen.clone();
-    let p = Persister::new(
-        dir,
-        1 << 20,
-        memory_calls,
-        30 * SECOND,
-        clock,
-        Box::new(move |st| *s.lock().unwrap() = Some(st.is_some())),
-    );
+    let p = Persister::new(dir, 1 << 20, memory_calls, 30 * SECOND, clock, Box::new(move |st| *s.lock().unwrap() = Some(st.is_some())));
     (p, seen)
 }
 
@@ -76,11 +40,7 @@ fn calls_are_durable_before_they_are_acknowledged() {
     let (mut p, published) = persister(dir.path().join("store"), 100, clock.clone());
     let mut e = engine();
     p.open(&mut e);
-    assert_eq!(
-        *published.lock().unwrap(),
-        Some(true),
-        "the store was published"
-    );
+    assert_eq!(*published.lock().unwrap(), Some(true), "the store was published");
     calls(&mut e, 1, 3);
     // written, but not acknowledged before the flush that is due
     // FLUSH_EVERY after the last (one flush for every call meanwhile)
@@ -108,22 +68,11 @@ fn a_store_that_fails_holds_calls_in_memory_and_writes_them_when_it_returns() {
     let mut e = engine();
     p.open(&mut e);
     assert!(p.store().is_none());
-    assert!(
-        matches!(p.error(), Some(StoreError::Io { .. })),
-        "{:?}",
-        p.error()
-    );
+    assert!(matches!(p.error(), Some(StoreError::Io { .. })), "{:?}", p.error());
     assert_eq!(*published.lock().unwrap(), Some(false));
     calls(&mut e, 1, 6);
-    assert!(
-        p.persist(&mut e).is_empty(),
-        "nothing is acknowledged without a store"
-    );
-    assert_eq!(
-        (p.held_in_memory(), p.lost_in_memory()),
-        (4, 2),
-        "held within the bound, the oldest dropped and counted"
-    );
+    assert!(p.persist(&mut e).is_empty(), "nothing is acknowledged without a store");
+    assert_eq!((p.held_in_memory(), p.lost_in_memory()), (4, 2), "held within the bound, the oldest dropped and counted");
     // too early to retry
     std::fs::remove_file(&path).unwrap();
     clock.advance(STORE_RETRY / 2);
@@ -152,19 +101,9 @@ fn a_restart_restores_calls_in_progress_and_records_the_gap() {
         let mut e = engine();
         p.open(&mut e);
         // one call answered, not yet ended
-        let c = Call::numbered(
-            9,
-            "192.0.2.7:5060".parse().unwrap(),
-            "10.20.1.11:5060".parse().unwrap(),
-            Timestamp(T0),
-            Script::AnsweredNoBye { answer: 500 },
-        );
+        let c = Call::numbered(9, "192.0.2.7:5060".parse().unwrap(), "10.20.1.11:5060".parse().unwrap(), Timestamp(T0), Script::AnsweredNoBye { answer: 500 });
         for (i, m) in c.messages().iter().enumerate() {
-            e.ingest(
-                m.ts,
-                LinkType::Ethernet,
-                &frames::udp(m.src, m.dst, i as u16, &m.bytes),
-            );
+            e.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
         }
         p.snapshot(&e);
         p.persist(&mut e);
@@ -176,73 +115,33 @@ fn a_restart_restores_calls_in_progress_and_records_the_gap() {
     let mut e = engine();
     p.open(&mut e);
     assert_eq!(e.open_calls(), 1, "the call in progress came back");
-    assert!(
-        p.recovered()
-            .is_some_and(|r| r.contains("1 calls in progress")),
-        "{:?}",
-        p.recovered()
-    );
-    assert_eq!(
-        p.gaps().last().map(|g| g.reason.as_str()),
-        Some("agent stopped")
-    );
+    assert!(p.recovered().is_some_and(|r| r.contains("1 calls in progress")), "{:?}", p.recovered());
+    assert_eq!(p.gaps().last().map(|g| g.reason.as_str()), Some("agent stopped"));
     let gap = p.gaps().last().cloned().unwrap();
-    assert_eq!(
-        gap.to,
-        Timestamp(T0 + 60 * SECOND),
-        "until capture began, the gap ends at the process start"
-    );
+    assert_eq!(gap.to, Timestamp(T0 + 60 * SECOND), "until capture began, the gap ends at the process start");
     // capture began 3 s later (the store took that long to recover): the
     // gap really ended then, in memory, in the store and for the engine
     let since = Timestamp(T0 + 63 * SECOND);
     p.capture_began(&mut e, since);
-    assert_eq!(
-        p.gaps().last().map(|g| (g.from, g.to)),
-        Some((gap.from, since))
-    );
+    assert_eq!(p.gaps().last().map(|g| (g.from, g.to)), Some((gap.from, since)));
     p.capture_began(&mut e, Timestamp(T0 + 99 * SECOND));
-    assert_eq!(
-        p.gaps().last().map(|g| g.to),
-        Some(since),
-        "only the restart's own gap, once"
-    );
+    assert_eq!(p.gaps().last().map(|g| g.to), Some(since), "only the restart's own gap, once");
     drop(p);
     let store = Store::open(&dir.path().join("store"), 1 << 20).unwrap();
-    assert_eq!(
-        store.gaps().unwrap().last().map(|g| (g.from, g.to)),
-        Some((gap.from, since))
-    );
+    assert_eq!(store.gaps().unwrap().last().map(|g| (g.from, g.to)), Some((gap.from, since)));
 }
 
 #[test]
 fn write_errors_are_told_apart_by_type() {
     let dir = std::path::Path::new("/var/lib/cbt-agent");
-    let full = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::StorageFull))
-        .context("appending to the journal");
-    assert_eq!(
-        StoreError::classify(dir, &full),
-        StoreError::DiskFull { dir: dir.into() }
-    );
-    let sled_full = anyhow::Error::from(sled::Error::Io(std::io::Error::from(
-        std::io::ErrorKind::StorageFull,
-    )));
-    assert_eq!(
-        StoreError::classify(dir, &sled_full),
-        StoreError::DiskFull { dir: dir.into() }
-    );
+    let full = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::StorageFull)).context("appending to the journal");
+    assert_eq!(StoreError::classify(dir, &full), StoreError::DiskFull { dir: dir.into() });
+    let sled_full = anyhow::Error::from(sled::Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull)));
+    assert_eq!(StoreError::classify(dir, &sled_full), StoreError::DiskFull { dir: dir.into() });
     let corrupt = anyhow::Error::from(sled::Error::Corruption { at: None, bt: () });
-    assert!(matches!(
-        StoreError::classify(dir, &corrupt),
-        StoreError::Corrupt { .. }
-    ));
+    assert!(matches!(StoreError::classify(dir, &corrupt), StoreError::Corrupt { .. }));
     let denied = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
-    assert!(matches!(
-        StoreError::classify(dir, &denied),
-        StoreError::Io { .. }
-    ));
+    assert!(matches!(StoreError::classify(dir, &denied), StoreError::Io { .. }));
     // a message that merely says "No space left" is not a full disk
-    assert!(matches!(
-        StoreError::classify(dir, &anyhow::anyhow!("No space left on device")),
-        StoreError::Io { .. }
-    ));
+    assert!(matches!(StoreError::classify(dir, &anyhow::anyhow!("No space left on device")), StoreError::Io { .. }));
 }
