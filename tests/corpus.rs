@@ -33,9 +33,9 @@ fn fold(legs: &[cbt_proto::Leg]) -> BTreeMap<String, Expect> {
                 e.0.final_status = l.final_status;
             }
             e.0.answered = true;
-        } else if !e.0.answered && l.final_status.is_some() && l.final_at >= e.1 {
+        } else if !e.0.answered && l.final_status.is_some() && l.final_at.get() >= e.1 {
             e.0.final_status = l.final_status;
-            e.1 = l.final_at;
+            e.1 = l.final_at.get();
         }
     }
     out.into_iter().map(|(k, (e, _))| (k, e)).collect()

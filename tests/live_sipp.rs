@@ -371,7 +371,7 @@ fn check_capture(
             &mut measured,
             call,
             "ringing",
-            leg.ringing,
+            leg.ringing.get(),
             want.ringing,
         );
         check_time(
@@ -379,7 +379,7 @@ fn check_capture(
             &mut measured,
             call,
             "answered",
-            leg.answered,
+            leg.answered.get(),
             want.answered,
         );
         check_time(
@@ -387,7 +387,7 @@ fn check_capture(
             &mut measured,
             call,
             "ended",
-            leg.ended,
+            leg.ended.get(),
             Some(want.ended),
         );
         check_time(
@@ -395,7 +395,7 @@ fn check_capture(
             &mut measured,
             call,
             "final_at",
-            leg.final_at,
+            leg.final_at.get(),
             Some(want.final_at),
         );
     }

@@ -54,9 +54,9 @@ pub fn leg_json(leg: &Leg, reveal: bool) -> String {
         dst: leg.dst.to_string(),
         transport: leg.transport.name(),
         started: leg.started.to_rfc3339(),
-        ringing: leg.ringing.map(|t| t.to_rfc3339()),
-        answered: leg.answered.map(|t| t.to_rfc3339()),
-        ended: leg.ended.map(|t| t.to_rfc3339()),
+        ringing: leg.ringing.get().map(|t| t.to_rfc3339()),
+        answered: leg.answered.get().map(|t| t.to_rfc3339()),
+        ended: leg.ended.get().map(|t| t.to_rfc3339()),
         final_status: leg.final_status,
         end: leg.end.map(|e| e.name()),
         ended_by: leg.ended_by.map(|s| match s {

@@ -94,7 +94,7 @@ fn finish(mut e: Engine, now: Timestamp, long: bool) -> EngineStats {
     let mut polled = 0u64;
     while let Some(leg) = e.poll_leg() {
         polled += 1;
-        let ended = leg.ended.expect("finished leg has an end time");
+        let ended = leg.ended.get().expect("finished leg has an end time");
         assert!(ended >= leg.started, "leg ends before it starts: {leg:?}");
         assert!(
             leg.end.is_some() && !leg.is_open(),

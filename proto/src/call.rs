@@ -18,7 +18,7 @@ use crate::guard::{self, Bursts, Evidence, Why};
 use crate::leg::{EndReason, Leg, LegEvent, LegId, Side};
 use crate::number::NumHash;
 use crate::site::{Endpoint, Site};
-use crate::time::{Micros, Timestamp, HOUR};
+use crate::time::{Micros, OptTime, Timestamp, HOUR};
 use ahash::HashMap;
 use chrono::{Duration, NaiveTime, TimeZone};
 use serde::{Deserialize, Serialize};
@@ -182,9 +182,10 @@ pub(crate) struct LegInfo {
     /// Where the leg's INVITE went (tells ring-group legs apart).
     pub(crate) dst: std::net::SocketAddr,
     pub(crate) started: Timestamp,
-    pub(crate) ringing: Option<Timestamp>,
-    pub(crate) answered: Option<Timestamp>,
-    pub(crate) ended: Option<Timestamp>,
+    /// 8 bytes each, not 16 ([`OptTime`]): a call keeps one of these per leg.
+    pub(crate) ringing: OptTime,
+    pub(crate) answered: OptTime,
+    pub(crate) ended: OptTime,
     pub(crate) end: Option<EndReason>,
     pub(crate) ended_by: Option<Side>,
     pub(crate) partial: bool,
@@ -207,9 +208,9 @@ impl LegInfo {
             id: leg.id,
             dst: leg.dst,
             started: leg.started,
-            ringing: leg.ringing,
-            answered: leg.answered,
-            ended: leg.ended,
+            ringing: leg.ringing.into(),
+            answered: leg.answered.into(),
+            ended: leg.ended.into(),
             end: leg.end,
             ended_by: leg.ended_by,
             partial: leg.partial,
@@ -222,9 +223,9 @@ impl LegInfo {
     }
 
     fn update(&mut self, leg: &Leg) {
-        self.ringing = leg.ringing;
-        self.answered = leg.answered;
-        self.ended = leg.ended;
+        self.ringing = leg.ringing.into();
+        self.answered = leg.answered.into();
+        self.ended = leg.ended.into();
         self.end = leg.end;
         self.ended_by = leg.ended_by;
         self.partial = leg.partial;
@@ -247,7 +248,7 @@ pub(crate) struct OpenCall {
     pub(crate) auto: Vec<(Auto, LegInfo)>,
     pub(crate) correlation: Correlation,
     /// Set when the trunk leg finished: finalise by then at the latest.
-    pub(crate) settle_until: Option<Timestamp>,
+    pub(crate) settle_until: OptTime,
     /// What the scanner rule needs (in memory only).
     pub(crate) guard: CallGuard,
     /// What the trunk leg carried that other legs of the call may repeat.
@@ -364,7 +365,7 @@ pub(crate) fn hash_called(headers: &mut [(String, String)], hasher: &crate::numb
 /// headers, its Request-URI and its To.
 fn called_of(leg: &Leg) -> Vec<&str> {
     let mut out: Vec<&str> = leg
-        .headers
+        .headers()
         .iter()
         .filter(|(n, _)| CALLED_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(n)))
         .filter_map(|(_, v)| v.strip_prefix('#'))
@@ -401,7 +402,7 @@ pub(crate) struct CallSignals {
 /// null UUID a UAS answers with before it knows its own.
 pub(crate) fn session_of(leg: &Leg) -> Option<String> {
     let v = leg
-        .headers
+        .headers()
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("Session-ID"))?
         .1
@@ -795,7 +796,7 @@ impl CallTracker {
         self.site
             .callback_header
             .as_deref()
-            .is_some_and(|h| leg.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(h)))
+            .is_some_and(|h| leg.headers().iter().any(|(n, _)| n.eq_ignore_ascii_case(h)))
     }
 
     /// Feeds one leg event.
@@ -804,14 +805,14 @@ impl CallTracker {
             LegEvent::Started(leg) => self.leg_started(leg),
             LegEvent::Ringing { id, at } => {
                 if let Some(info) = self.info_mut(*id) {
-                    info.ringing.get_or_insert(*at);
+                    info.ringing.or_set(*at);
                 } else if let Some(p) = self.pickups.get_mut(id) {
-                    p.info.ringing.get_or_insert(*at);
+                    p.info.ringing.or_set(*at);
                 }
             }
             LegEvent::Answered { id, at } => {
                 if let Some(info) = self.info_mut(*id) {
-                    info.answered.get_or_insert(*at);
+                    info.answered.or_set(*at);
                 } else if self.pickups.contains_key(id) {
                     self.pickup_answered(*id, *at);
                 }
@@ -931,7 +932,7 @@ impl CallTracker {
                     staff: Vec::new(),
                     auto: Vec::new(),
                     correlation: Correlation::default(),
-                    settle_until: None,
+                    settle_until: OptTime::NONE,
                     signals: CallSignals {
                         session: session_of(leg),
                         dialled: leg.ruri.hash.or(leg.to.hash),
@@ -1027,7 +1028,7 @@ impl CallTracker {
             call.transfer.picked.push(id);
         }
         call.transfer.call_ids.push(call_id.clone());
-        call.settle_until = None;
+        call.settle_until = OptTime::NONE;
         self.by_trunk_call_id.insert(call_id, seq);
         self.leg_call.insert(id, (seq, Role::Continued));
         self.account(seq);
@@ -1045,7 +1046,7 @@ impl CallTracker {
         let Some(mut p) = self.pickups.remove(&id) else {
             return;
         };
-        p.info.answered.get_or_insert(at);
+        p.info.answered.or_set(at);
         // another hop of a pickup already tied (a proxy in front of the PBX)
         if let Some(&seq) = self.by_trunk_call_id.get(&p.call_id) {
             if self.open.contains_key(&seq) {
@@ -1057,7 +1058,7 @@ impl CallTracker {
         let ringing_since = |c: &OpenCall| -> Option<Timestamp> {
             if c.staff_answered()
                 || !c.transfer.picked.is_empty()
-                || c.trunk.ended.is_some_and(|e| e < at)
+                || c.trunk.ended.get().is_some_and(|e| e < at)
                 || c.trunk.started > at
             {
                 return None;
@@ -1068,7 +1069,7 @@ impl CallTracker {
                 .filter(|l| {
                     l.answered.is_none()
                         && l.started <= at
-                        && l.ended.is_none_or(|e| e.add(window) >= at)
+                        && l.ended.get().is_none_or(|e| e.add(window) >= at)
                 })
                 .map(|l| l.started)
                 .min();
@@ -1107,7 +1108,7 @@ impl CallTracker {
     /// (phones such as baresip send no `Referred-By`). The latest such call.
     fn transferred_call(&self, leg: &Leg) -> Option<u64> {
         let referred_by = leg
-            .headers
+            .headers()
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case("Referred-By"));
         if !referred_by && self.referred.is_empty() {
@@ -1134,7 +1135,7 @@ impl CallTracker {
     /// no person has answered it yet.
     fn picked_call(&self, leg: &Leg) -> Option<u64> {
         let v = leg
-            .headers
+            .headers()
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("Replaces"))?
             .1
@@ -1188,7 +1189,7 @@ impl CallTracker {
         }
         for h in &self.site.correlation_headers {
             let v = leg
-                .headers
+                .headers()
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(h))
                 .map(|(_, v)| v.trim());
@@ -1227,7 +1228,7 @@ impl CallTracker {
                     l.dst != leg.dst
                         && (at.since(l.started) <= 500 * crate::time::MILLISECOND
                             || (l.answered.is_none()
-                                && l.ended.is_some_and(|e| {
+                                && l.ended.get().is_some_and(|e| {
                                     e <= at && at.since(e) <= 2 * crate::time::SECOND
                                 })))
                 })
@@ -1262,7 +1263,7 @@ impl CallTracker {
             .filter(|c| {
                 c.caller == Some(caller)
                     && c.trunk.started <= leg.started
-                    && c.trunk.ended.is_none_or(|e| e >= leg.started)
+                    && c.trunk.ended.get().is_none_or(|e| e >= leg.started)
             })
             .map(|c| c.seq)
             .collect();
@@ -1317,7 +1318,7 @@ impl CallTracker {
                             let c = &self.open[&s];
                             let last = legs(c)
                                 .iter()
-                                .filter_map(|l| l.ended)
+                                .filter_map(|l| l.ended.get())
                                 .filter(|e| *e <= at && at.since(*e) <= 2 * crate::time::SECOND)
                                 .max();
                             last.filter(|_| !c.staff_answered()).map(|e| (e, s))
@@ -1376,20 +1377,20 @@ impl CallTracker {
         let carrying_done = call.transfer.legs.iter().all(|l| l.ended.is_some());
         if is_continued && carried && carrying_done {
             // the last leg carrying the caller ended
-            call.settle_until = Some(call_end(call).add(settle));
-            self.settling.insert((call.settle_until.expect("set"), seq));
+            call.settle_until = OptTime::some(call_end(call).add(settle));
+            self.settling.insert((call.settle_until.get().expect("set"), seq));
         }
         if is_trunk {
             call.trunk.update(leg);
-            let end = leg.ended.unwrap_or(leg.started);
+            let end = leg.ended.get().unwrap_or(leg.started);
             // (while a transferred leg carries the caller, it is not over)
-            call.settle_until = carrying_done.then(|| end.add(settle));
+            call.settle_until = carrying_done.then(|| end.add(settle)).into();
             if let Some(window) =
                 hold.filter(|_| call.guard.source.is_some() && !guard::engaged(&evidence(call)))
             {
                 // it may be part of a burst that is still building up: the
                 // scanner rule decides once the burst window has passed
-                call.settle_until = Some(end.add(settle.max(window)));
+                call.settle_until = OptTime::some(end.add(settle.max(window)));
                 call.guard.held = true;
             }
         } else if let Some(info) = call
@@ -1404,7 +1405,7 @@ impl CallTracker {
             && call.all_legs_done()
             && !call.guard.held
             && !call.transfer.referred;
-        if let (true, Some(t)) = (is_trunk && carrying_done, call.settle_until) {
+        if let (true, Some(t)) = (is_trunk && carrying_done, call.settle_until.get()) {
             self.settling.insert((t, seq));
         }
         if finish_now {
@@ -1433,7 +1434,7 @@ impl CallTracker {
             if self
                 .open
                 .get(&seq)
-                .is_some_and(|c| c.settle_until == Some(t))
+                .is_some_and(|c| c.settle_until.get() == Some(t))
             {
                 due.push(seq);
             }
@@ -1487,7 +1488,7 @@ impl CallTracker {
                     .collect(),
                 call_id: call.trunk_call_id.to_string(),
                 source,
-                at: call.trunk.ended.unwrap_or(call.trunk.started),
+                at: call.trunk.ended.get().unwrap_or(call.trunk.started),
                 why: Why::ScannerBehaviour,
             });
             return;
@@ -1529,7 +1530,7 @@ impl CallTracker {
         if !self.site.carrier.is_empty() {
             return false;
         }
-        let end = call.trunk.ended.unwrap_or(call.trunk.started);
+        let end = call.trunk.ended.get().unwrap_or(call.trunk.started);
         let e = Evidence {
             burst: call.guard.burst || self.bursts.flagged(source, end),
             ..evidence(call)
@@ -1654,7 +1655,7 @@ impl CallTracker {
                 self.referred.insert(c.seq);
             }
             let seq = c.seq;
-            if let Some(t) = c.settle_until {
+            if let Some(t) = c.settle_until.get() {
                 self.settling.insert((t, seq));
             }
             self.open.insert(seq, Box::new(c));
@@ -1723,8 +1724,8 @@ fn call_end(call: &OpenCall) -> Timestamp {
     call.transfer
         .legs
         .iter()
-        .filter_map(|l| l.ended)
-        .fold(t.ended.unwrap_or(t.started), Timestamp::max)
+        .filter_map(|l| l.ended.get())
+        .fold(t.ended.get().unwrap_or(t.started), Timestamp::max)
 }
 
 /// The outcome rules. Pure: a function of the call's legs.
@@ -1754,11 +1755,11 @@ fn decide(call: &OpenCall) -> CallRecord {
     let mut staff_answer = staff
         .iter()
         .chain(&call.transfer.legs)
-        .filter_map(|l| l.answered)
+        .filter_map(|l| l.answered.get())
         .filter(|a| *a <= trunk_end)
         .min();
     if call.direct_staff {
-        staff_answer = staff_answer.into_iter().chain(t.answered).min();
+        staff_answer = staff_answer.into_iter().chain(t.answered.get()).min();
     }
     let first_staff = staff
         .iter()
@@ -1792,9 +1793,9 @@ fn decide(call: &OpenCall) -> CallRecord {
     };
     let first_ring = staff
         .iter()
-        .filter_map(|l| l.ringing)
+        .filter_map(|l| l.ringing.get())
         .min()
-        .or(if call.direct_staff { t.ringing } else { None });
+        .or(if call.direct_staff { t.ringing.get() } else { None });
 
     let answered_by_anything =
         t.answered.is_some() || call.auto.iter().any(|(_, l)| l.answered.is_some());

@@ -11,7 +11,7 @@
 
 use crate::number::{Hasher, NumHash, Party};
 use crate::sip::{Kind, Method, SipMessage};
-use crate::time::{Micros, Timestamp, HOUR, MILLISECOND, MINUTE, SECOND};
+use crate::time::{Micros, OptTime, Timestamp, HOUR, MILLISECOND, MINUTE, SECOND};
 use crate::wire::{Source, Transport};
 use ahash::HashMap;
 use compact_str::CompactString;
@@ -104,12 +104,12 @@ pub struct Leg {
     pub transport: Transport,
     pub source: Source,
     pub started: Timestamp,
-    pub ringing: Option<Timestamp>,
-    pub answered: Option<Timestamp>,
-    pub ended: Option<Timestamp>,
+    pub ringing: OptTime,
+    pub answered: OptTime,
+    pub ended: OptTime,
     pub final_status: Option<u16>,
     /// When the final response (or the first 2xx) was seen.
-    pub final_at: Option<Timestamp>,
+    pub final_at: OptTime,
     pub end: Option<EndReason>,
     pub ended_by: Option<Side>,
     /// From user part.
@@ -121,10 +121,10 @@ pub struct Leg {
     /// P-Asserted-Identity (or Remote-Party-ID) user part.
     pub asserted: Party,
     pub session_expires: Option<u32>,
-    /// Reason header of the CANCEL or BYE that ended the leg.
-    pub reason: Option<String>,
-    /// Correlation and configured headers of the initial INVITE.
-    pub headers: Vec<(String, String)>,
+    /// What few legs carry (a Reason, configured headers): boxed, so
+    /// that a leg without them holds a pointer, not two empty strings'
+    /// worth. Read with [`Leg::reason`] and [`Leg::headers`].
+    pub extra: Option<Box<LegExtra>>,
     /// A REFER was seen in this dialog (transfer).
     pub referred: bool,
     /// Something that should have been seen was not (a BYE without the 2xx,
@@ -139,16 +139,16 @@ pub struct Leg {
     pub(crate) initial_cseqs: SmallVec<[u32; 2]>,
     pub(crate) last_invite: Timestamp,
     pub(crate) last_activity: Timestamp,
-    pub(crate) last_refresh: Option<Timestamp>,
-    pub(crate) challenged_at: Option<Timestamp>,
-    pub(crate) cancelled_at: Option<Timestamp>,
+    pub(crate) last_refresh: OptTime,
+    pub(crate) challenged_at: OptTime,
+    pub(crate) cancelled_at: OptTime,
     /// When this leg's timer is due (its entry in `LegTracker::timers`).
     #[serde(skip)]
-    pub(crate) timer: Option<Timestamp>,
+    pub(crate) timer: OptTime,
     /// The sender's T1 as its first INVITE retransmission showed it
     /// (in memory only: a restored leg uses the configured T1).
     #[serde(skip)]
-    pub(crate) t1_seen: Option<Micros>,
+    pub(crate) t1_seen: Option<std::num::NonZeroU32>,
     /// Bytes this leg holds, as counted against the memory budget.
     #[serde(skip)]
     pub(crate) acct: usize,
@@ -161,10 +161,41 @@ pub struct Leg {
     pub(crate) media: Option<std::num::NonZeroU64>,
 }
 
+/// A leg's rarely present fields (see [`Leg::extra`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegExtra {
+    /// Reason header of the CANCEL or BYE that ended the leg.
+    pub reason: Option<String>,
+    /// Correlation and configured headers of the initial INVITE.
+    pub headers: Vec<(String, String)>,
+}
+
+impl LegExtra {
+    /// `None` when there is nothing to keep.
+    pub fn boxed(reason: Option<String>, headers: Vec<(String, String)>) -> Option<Box<LegExtra>> {
+        (reason.is_some() || !headers.is_empty()).then(|| Box::new(LegExtra { reason, headers }))
+    }
+}
+
 impl Leg {
+    /// Reason header of the CANCEL or BYE that ended the leg.
+    pub fn reason(&self) -> Option<&str> {
+        self.extra.as_ref()?.reason.as_deref()
+    }
+
+    /// Correlation and configured headers of the initial INVITE.
+    pub fn headers(&self) -> &[(String, String)] {
+        self.extra.as_ref().map_or(&[], |e| &e.headers)
+    }
+
+    fn set_reason(&mut self, reason: Option<String>) {
+        let headers = self.extra.take().map(|e| e.headers).unwrap_or_default();
+        self.extra = LegExtra::boxed(reason, headers);
+    }
+
     /// Seconds from INVITE to answer, if answered.
     pub fn answer_delay(&self) -> Option<f64> {
-        self.answered.map(|a| a.secs_since(self.started))
+        self.answered.get().map(|a| a.secs_since(self.started))
     }
 
     pub fn is_open(&self) -> bool {
@@ -438,12 +469,12 @@ pub fn leg_bytes(l: &Leg) -> usize {
         + p(&l.to)
         + p(&l.ruri)
         + p(&l.asserted)
-        + l.reason.as_ref().map_or(0, String::capacity)
-        + l.headers.capacity() * std::mem::size_of::<(String, String)>()
-        + l.headers
-            .iter()
-            .map(|(a, b)| a.capacity() + b.capacity())
-            .sum::<usize>()
+        + l.extra.as_ref().map_or(0, |e| {
+            std::mem::size_of::<LegExtra>()
+                + e.reason.as_ref().map_or(0, String::capacity)
+                + e.headers.capacity() * std::mem::size_of::<(String, String)>()
+                + e.headers.iter().map(|(a, b)| a.capacity() + b.capacity()).sum::<usize>()
+        })
         + l.branches
             .spilled()
             .then_some(l.branches.capacity() * std::mem::size_of::<CompactString>())
@@ -586,7 +617,7 @@ impl LegTracker {
                     self.answered_in_gap(id, ts);
                     let leg = self.legs.get_mut(&id).expect("indexed leg");
                     leg.last_activity = ts;
-                    leg.last_refresh = Some(ts);
+                    leg.last_refresh = OptTime::some(ts);
                     if m.session_expires.is_some() {
                         leg.session_expires = m.session_expires;
                     }
@@ -616,7 +647,7 @@ impl LegTracker {
                 Method::Update if (200..300).contains(&code) => {
                     if let Some(id) = self.dialog_leg(hop, m, false) {
                         let leg = self.legs.get_mut(&id).expect("indexed leg");
-                        leg.last_refresh = Some(ts);
+                        leg.last_refresh = OptTime::some(ts);
                         if m.session_expires.is_some() {
                             leg.session_expires = m.session_expires;
                         }
@@ -703,7 +734,7 @@ impl LegTracker {
                 };
                 let gap = ts.since(leg.last_invite);
                 if leg.state == State::Calling && leg.t1_seen.is_none() && latest && gap >= T1_MIN {
-                    leg.t1_seen = Some(gap.min(T1_MAX));
+                    leg.t1_seen = u32::try_from(gap.min(T1_MAX)).ok().and_then(std::num::NonZeroU32::new);
                 }
                 return;
             }
@@ -728,8 +759,8 @@ impl LegTracker {
             if leg.state == State::Challenged {
                 leg.state = State::Calling;
                 leg.final_status = None;
-                leg.final_at = None;
-                leg.challenged_at = None;
+                leg.final_at = OptTime::NONE;
+                leg.challenged_at = OptTime::NONE;
                 leg.challenges += 1;
                 self.stats.challenges += 1;
             } else {
@@ -754,11 +785,11 @@ impl LegTracker {
             transport: hop.transport,
             source: hop.source,
             started: ts,
-            ringing: None,
-            answered: None,
-            ended: None,
+            ringing: OptTime::NONE,
+            answered: OptTime::NONE,
+            ended: OptTime::NONE,
             final_status: None,
-            final_at: None,
+            final_at: OptTime::NONE,
             end: None,
             ended_by: None,
             from: self.party(m.from.user.as_deref(), 0),
@@ -766,8 +797,7 @@ impl LegTracker {
             ruri: self.party(m.ruri_user.as_deref(), 2),
             asserted: self.party(m.asserted_user.as_deref(), 3),
             session_expires: m.session_expires,
-            reason: None,
-            headers: m.headers.clone(),
+            extra: LegExtra::boxed(None, m.headers.clone()),
             referred: false,
             partial: false,
             retransmissions: 0,
@@ -777,10 +807,10 @@ impl LegTracker {
             initial_cseqs: smallvec::smallvec![m.cseq],
             last_invite: ts,
             last_activity: ts,
-            last_refresh: None,
-            challenged_at: None,
-            cancelled_at: None,
-            timer: None,
+            last_refresh: OptTime::NONE,
+            challenged_at: OptTime::NONE,
+            cancelled_at: OptTime::NONE,
+            timer: OptTime::NONE,
             t1_seen: None,
             acct: 0,
             suspect: false,
@@ -919,7 +949,7 @@ impl LegTracker {
         if !initial {
             // a response to a re-INVITE: a refresh if successful
             if (200..300).contains(&code) && leg.is_open() {
-                leg.last_refresh = Some(ts);
+                leg.last_refresh = OptTime::some(ts);
                 if m.session_expires.is_some() {
                     leg.session_expires = m.session_expires;
                 }
@@ -946,7 +976,7 @@ impl LegTracker {
             }
             101..=199 => {
                 if leg.ringing.is_none() {
-                    leg.ringing = Some(ts);
+                    leg.ringing = OptTime::some(ts);
                     self.events.push_back(LegEvent::Ringing { id, at: ts });
                 }
                 if leg.answered.is_none() && m.to.tag.is_some() {
@@ -958,19 +988,19 @@ impl LegTracker {
             }
             200..=299 => {
                 if leg.answered.is_none() {
-                    leg.answered = Some(ts);
+                    leg.answered = OptTime::some(ts);
                     self.events.push_back(LegEvent::Answered { id, at: ts });
                     leg.final_status = Some(code);
-                    leg.final_at = Some(ts);
+                    leg.final_at = OptTime::some(ts);
                     leg.to_tag = m.to.tag.as_deref().map(CompactString::from);
                     leg.state = State::Confirmed;
-                    leg.challenged_at = None;
+                    leg.challenged_at = OptTime::NONE;
                     if m.session_expires.is_some() {
                         leg.session_expires = m.session_expires;
                     }
                     if leg.cancelled_at.is_some() {
                         // CANCEL raced the 200: the answer wins
-                        leg.cancelled_at = None;
+                        leg.cancelled_at = OptTime::NONE;
                         leg.ended_by = None;
                         self.stats.cancel_after_answer += 1;
                     }
@@ -981,16 +1011,16 @@ impl LegTracker {
                     return; // a sibling fork's error after the answer
                 }
                 leg.final_status = Some(code);
-                leg.final_at = Some(ts);
+                leg.final_at = OptTime::some(ts);
                 if m.to.tag.is_some() {
                     leg.to_tag = m.to.tag.as_deref().map(CompactString::from);
                 }
                 if matches!(code, 401 | 407 | 422) && leg.cancelled_at.is_none() {
                     leg.state = State::Challenged;
-                    leg.challenged_at = Some(ts);
+                    leg.challenged_at = OptTime::some(ts);
                     return;
                 }
-                let (end, at, by) = match leg.cancelled_at {
+                let (end, at, by) = match leg.cancelled_at.get() {
                     Some(c) => (EndReason::Cancel, c, Side::Caller),
                     None if code == 487 => (EndReason::Cancel, ts, Side::Caller),
                     None => (EndReason::Rejected, ts, Side::Callee),
@@ -1025,9 +1055,9 @@ impl LegTracker {
         }
         leg.last_activity = ts;
         if leg.cancelled_at.is_none() {
-            leg.cancelled_at = Some(ts);
+            leg.cancelled_at = OptTime::some(ts);
             leg.ended_by = Some(Side::Caller);
-            leg.reason = m.reason.clone();
+            leg.set_reason(m.reason.clone());
         }
         leg.state = State::Cancelling;
     }
@@ -1071,7 +1101,7 @@ impl LegTracker {
         };
         let leg = self.legs.get_mut(&id).expect("indexed leg");
         leg.partial = true;
-        let (end, at, by) = match leg.cancelled_at {
+        let (end, at, by) = match leg.cancelled_at.get() {
             Some(c) => (EndReason::Cancel, c, Side::Caller),
             None => (EndReason::Rejected, g.0, Side::Callee),
         };
@@ -1100,13 +1130,13 @@ impl LegTracker {
     fn answer_in(&mut self, id: LegId, g: (Timestamp, Timestamp)) {
         let leg = self.legs.get_mut(&id).expect("leg");
         let at = g.1.max(leg.started);
-        leg.answered = Some(at);
+        leg.answered = OptTime::some(at);
         leg.final_status = Some(200);
-        leg.final_at = Some(at);
+        leg.final_at = OptTime::some(at);
         leg.state = State::Confirmed;
         leg.partial = true;
-        leg.cancelled_at = None;
-        leg.challenged_at = None;
+        leg.cancelled_at = OptTime::NONE;
+        leg.challenged_at = OptTime::NONE;
         self.events.push_back(LegEvent::Answered { id, at });
     }
 
@@ -1135,7 +1165,7 @@ impl LegTracker {
             } else {
                 Side::Callee
             };
-            leg.reason = m.reason.clone();
+            leg.set_reason(m.reason.clone());
             self.finish(id, EndReason::Bye, ts, Some(by));
         }
     }
@@ -1147,7 +1177,7 @@ impl LegTracker {
         };
         leg.state = State::Ended;
         leg.end = Some(end);
-        leg.ended = Some(at.max(leg.started));
+        leg.ended = OptTime::some(at.max(leg.started));
         if by.is_some() {
             leg.ended_by = by;
         }
@@ -1160,8 +1190,7 @@ impl LegTracker {
         for p in [&mut leg.from, &mut leg.to, &mut leg.ruri, &mut leg.asserted] {
             *p = Party::default();
         }
-        leg.headers = Vec::new();
-        leg.reason = None;
+        leg.extra = None;
         self.reschedule(id);
     }
 
@@ -1174,7 +1203,7 @@ impl LegTracker {
         };
         let due = match leg.state {
             // at the next tick: reduced to a tomb, or left to linger whole
-            State::Ended => Some(leg.ended.unwrap_or(leg.started)),
+            State::Ended => Some(leg.ended.get().unwrap_or(leg.started)),
             _ => self.deadline(leg).map(|(at, _, _)| at),
         };
         let key = (leg.started, id);
@@ -1187,7 +1216,7 @@ impl LegTracker {
             self.calling.remove(&key);
             self.suspects.remove(&key);
         }
-        let old = leg.timer;
+        let old = leg.timer.get();
         let leg = self.legs.get_mut(&id).expect("leg");
         let bytes = leg_bytes(leg);
         self.bytes = self.bytes + bytes - leg.acct;
@@ -1195,7 +1224,7 @@ impl LegTracker {
         if due == old {
             return;
         }
-        leg.timer = due;
+        leg.timer = due.into();
         if let Some(old) = old {
             self.timers.remove(&(old, id));
         }
@@ -1213,7 +1242,7 @@ impl LegTracker {
         let normal = self.timer_deadline(leg)?;
         let last = leg
             .last_activity
-            .max(leg.last_refresh.unwrap_or(leg.last_activity));
+            .max(leg.last_refresh.get().unwrap_or(leg.last_activity));
         let Some(g) = leg.partial.then(|| self.gap_after(last)).flatten() else {
             return Some(normal);
         };
@@ -1238,7 +1267,7 @@ impl LegTracker {
             State::Calling => {
                 // Timer B: 64 times the sender's T1 (as its retransmissions
                 // showed it, else the configured one) after its last INVITE
-                let at = leg.last_invite.add(64 * leg.t1_seen.unwrap_or(self.cfg.t1));
+                let at = leg.last_invite.add(64 * leg.t1_seen.map_or(self.cfg.t1, |t| Micros::from(t.get())));
                 Some((at, EndReason::Timeout, at))
             }
             State::Proceeding if leg.ringing.is_none() => {
@@ -1257,18 +1286,18 @@ impl LegTracker {
                 leg.last_activity,
             )),
             State::Challenged => {
-                let c = leg.challenged_at.unwrap_or(leg.last_activity);
+                let c = leg.challenged_at.get().unwrap_or(leg.last_activity);
                 Some((c.add(tx), EndReason::Rejected, c))
             }
             State::Cancelling => {
-                let c = leg.cancelled_at.unwrap_or(leg.last_activity);
+                let c = leg.cancelled_at.get().unwrap_or(leg.last_activity);
                 Some((c.add(tx), EndReason::Cancel, c))
             }
             State::Confirmed => {
-                let answered = leg.answered.unwrap_or(leg.started);
+                let answered = leg.answered.get().unwrap_or(leg.started);
                 let mut at = answered.add(self.cfg.max_call);
                 if let Some(se) = leg.session_expires.filter(|s| *s > 0) {
-                    let from = leg.last_refresh.unwrap_or(answered).max(answered);
+                    let from = leg.last_refresh.get().unwrap_or(answered).max(answered);
                     at = at.min(from.add(se as i64 * SECOND));
                 }
                 Some((at, EndReason::Inferred, at))
@@ -1291,9 +1320,9 @@ impl LegTracker {
             let Some(leg) = self.legs.get_mut(&id) else {
                 continue;
             };
-            leg.timer = None;
+            leg.timer = OptTime::NONE;
             if leg.state == State::Ended {
-                let until = leg.ended.unwrap_or(leg.started).add(self.cfg.linger);
+                let until = leg.ended.get().unwrap_or(leg.started).add(self.cfg.linger);
                 if until > now {
                     let leg = &self.legs[&id];
                     if self
@@ -1306,7 +1335,7 @@ impl LegTracker {
                     } else {
                         // another leg shares the Call-ID (a proxy's hops):
                         // lingers whole, so that its messages go to the right one
-                        self.legs.get_mut(&id).expect("leg").timer = Some(until);
+                        self.legs.get_mut(&id).expect("leg").timer = OptTime::some(until);
                         self.timers.insert((until, id));
                         continue;
                     }
@@ -1342,8 +1371,8 @@ impl LegTracker {
             let leg = &self.legs[&id];
             let (end, at) = match leg.state {
                 State::Confirmed => (EndReason::Inferred, now),
-                State::Challenged => (EndReason::Rejected, leg.challenged_at.unwrap_or(now)),
-                State::Cancelling => (EndReason::Cancel, leg.cancelled_at.unwrap_or(now)),
+                State::Challenged => (EndReason::Rejected, leg.challenged_at.get().unwrap_or(now)),
+                State::Cancelling => (EndReason::Cancel, leg.cancelled_at.get().unwrap_or(now)),
                 _ => (EndReason::Inferred, now),
             };
             let by = match end {
@@ -1375,7 +1404,7 @@ impl LegTracker {
     /// Removes a leg and its index entries, without an event.
     fn remove_leg(&mut self, id: LegId) -> Option<Leg> {
         let leg = *self.legs.remove(&id)?;
-        if let Some(t) = leg.timer {
+        if let Some(t) = leg.timer.get() {
             self.timers.remove(&(t, id));
         }
         self.calling.remove(&(leg.started, id));

@@ -70,6 +70,82 @@ impl Timestamp {
     }
 }
 
+/// An optional [`Timestamp`] in 8 bytes, not 16: what a leg or call in
+/// progress keeps of its many optional instants (a leg has nine; at 12,000
+/// legs in progress the difference is over a megabyte). `i64::MIN` stands
+/// for none; `Some(Timestamp::MIN)` is kept as one microsecond later.
+/// Read and written as `Option<Timestamp>` (stored forms are unchanged);
+/// ordered as `Option<Timestamp>` is (none first).
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OptTime(i64);
+
+impl OptTime {
+    pub const NONE: OptTime = OptTime(i64::MIN);
+
+    pub const fn some(t: Timestamp) -> OptTime {
+        OptTime(if t.0 == i64::MIN { i64::MIN + 1 } else { t.0 })
+    }
+
+    pub const fn get(self) -> Option<Timestamp> {
+        if self.0 == i64::MIN {
+            None
+        } else {
+            Some(Timestamp(self.0))
+        }
+    }
+
+    pub const fn is_some(self) -> bool {
+        self.0 != i64::MIN
+    }
+
+    pub const fn is_none(self) -> bool {
+        self.0 == i64::MIN
+    }
+
+    /// Sets it to `t` unless it is already set (a first sighting).
+    pub fn or_set(&mut self, t: Timestamp) {
+        if self.is_none() {
+            *self = OptTime::some(t);
+        }
+    }
+}
+
+impl Default for OptTime {
+    fn default() -> Self {
+        OptTime::NONE
+    }
+}
+
+impl From<Option<Timestamp>> for OptTime {
+    fn from(t: Option<Timestamp>) -> Self {
+        t.map_or(OptTime::NONE, OptTime::some)
+    }
+}
+
+impl From<OptTime> for Option<Timestamp> {
+    fn from(t: OptTime) -> Self {
+        t.get()
+    }
+}
+
+impl fmt::Debug for OptTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl Serialize for OptTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for OptTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::<Timestamp>::deserialize(d).map(OptTime::from)
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_rfc3339())
@@ -89,6 +165,20 @@ mod tests {
             Timestamp::from_secs_micros(0, 0).to_rfc3339(),
             "1970-01-01T00:00:00.000000Z"
         );
+    }
+
+    #[test]
+    fn an_optional_time_is_eight_bytes_and_stored_as_an_option() {
+        assert_eq!(std::mem::size_of::<OptTime>(), 8);
+        for t in [None, Some(Timestamp(0)), Some(Timestamp(-1)), Some(Timestamp(1_711_846_799_123_456)), Some(Timestamp::MAX)] {
+            let o = OptTime::from(t);
+            assert_eq!(o.get(), t);
+            assert_eq!(serde_json::to_string(&o).unwrap(), serde_json::to_string(&t).unwrap());
+            assert_eq!(serde_json::from_str::<OptTime>(&serde_json::to_string(&t).unwrap()).unwrap(), o);
+        }
+        // the one value it cannot hold stays a time
+        assert_eq!(OptTime::some(Timestamp::MIN).get(), Some(Timestamp(i64::MIN + 1)));
+        assert_eq!(OptTime::default(), OptTime::NONE);
     }
 
     #[test]

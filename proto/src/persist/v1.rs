@@ -14,7 +14,7 @@ use crate::leg::{EndReason, Leg, LegId, LegSnapshot, LegStats, Side, State, User
 use crate::metrics::Day;
 use crate::number::{NumHash, Party};
 use crate::sip::{Kind, Method, NameAddr, SipMessage};
-use crate::time::Timestamp;
+use crate::time::{OptTime, Timestamp};
 use crate::wire::{Source, Transport};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -442,11 +442,11 @@ impl From<&Leg> for LegV1 {
             transport: l.transport.into(),
             source: l.source.into(),
             started: l.started,
-            ringing: l.ringing,
-            answered: l.answered,
-            ended: l.ended,
+            ringing: l.ringing.get(),
+            answered: l.answered.get(),
+            ended: l.ended.get(),
             final_status: l.final_status,
-            final_at: l.final_at,
+            final_at: l.final_at.get(),
             end: opt(l.end),
             ended_by: opt(l.ended_by),
             from: (&l.from).into(),
@@ -454,8 +454,8 @@ impl From<&Leg> for LegV1 {
             ruri: (&l.ruri).into(),
             asserted: (&l.asserted).into(),
             session_expires: l.session_expires,
-            reason: l.reason.clone(),
-            headers: l.headers.clone(),
+            reason: l.reason().map(str::to_string),
+            headers: l.headers().to_vec(),
             referred: l.referred,
             partial: l.partial,
             retransmissions: l.retransmissions,
@@ -465,9 +465,9 @@ impl From<&Leg> for LegV1 {
             initial_cseqs: l.initial_cseqs.to_vec(),
             last_invite: l.last_invite,
             last_activity: l.last_activity,
-            last_refresh: l.last_refresh,
-            challenged_at: l.challenged_at,
-            cancelled_at: l.cancelled_at,
+            last_refresh: l.last_refresh.get(),
+            challenged_at: l.challenged_at.get(),
+            cancelled_at: l.cancelled_at.get(),
         }
     }
 }
@@ -485,11 +485,11 @@ impl From<LegV1> for Leg {
             transport: l.transport.into(),
             source: l.source.into(),
             started: l.started,
-            ringing: l.ringing,
-            answered: l.answered,
-            ended: l.ended,
+            ringing: l.ringing.into(),
+            answered: l.answered.into(),
+            ended: l.ended.into(),
             final_status: l.final_status,
-            final_at: l.final_at,
+            final_at: l.final_at.into(),
             end: opt(l.end),
             ended_by: opt(l.ended_by),
             from: l.from.into(),
@@ -497,8 +497,7 @@ impl From<LegV1> for Leg {
             ruri: l.ruri.into(),
             asserted: l.asserted.into(),
             session_expires: l.session_expires,
-            reason: l.reason,
-            headers: l.headers,
+            extra: crate::leg::LegExtra::boxed(l.reason, l.headers),
             referred: l.referred,
             partial: l.partial,
             retransmissions: l.retransmissions,
@@ -508,10 +507,10 @@ impl From<LegV1> for Leg {
             initial_cseqs: l.initial_cseqs.into(),
             last_invite: l.last_invite,
             last_activity: l.last_activity,
-            last_refresh: l.last_refresh,
-            challenged_at: l.challenged_at,
-            cancelled_at: l.cancelled_at,
-            timer: None,
+            last_refresh: l.last_refresh.into(),
+            challenged_at: l.challenged_at.into(),
+            cancelled_at: l.cancelled_at.into(),
+            timer: OptTime::NONE,
             t1_seen: None,
             acct: 0,
             suspect: false,
@@ -592,9 +591,9 @@ impl From<&call::LegInfo> for LegInfoV1 {
             id: l.id.0,
             dst: l.dst,
             started: l.started,
-            ringing: l.ringing,
-            answered: l.answered,
-            ended: l.ended,
+            ringing: l.ringing.into(),
+            answered: l.answered.into(),
+            ended: l.ended.into(),
             end: opt(l.end),
             ended_by: opt(l.ended_by),
             partial: l.partial,
@@ -609,9 +608,9 @@ impl From<LegInfoV1> for call::LegInfo {
             id: LegId(l.id),
             dst: l.dst,
             started: l.started,
-            ringing: l.ringing,
-            answered: l.answered,
-            ended: l.ended,
+            ringing: l.ringing.into(),
+            answered: l.answered.into(),
+            ended: l.ended.into(),
             end: opt(l.end),
             ended_by: opt(l.ended_by),
             partial: l.partial,
@@ -657,7 +656,7 @@ impl From<&call::OpenCall> for OpenCallV1 {
                 .map(|(k, l)| ((*k).into(), l.into()))
                 .collect(),
             correlation: c.correlation.into(),
-            settle_until: c.settle_until,
+            settle_until: c.settle_until.into(),
         }
     }
 }
@@ -679,7 +678,7 @@ impl From<OpenCallV1> for call::OpenCall {
                 .map(|(k, l)| (k.into(), l.into()))
                 .collect(),
             correlation: c.correlation.into(),
-            settle_until: c.settle_until,
+            settle_until: c.settle_until.into(),
             // not stored: a restored call is never taken for a scanner's
             guard: Default::default(),
             // not in version 1: after a restart, legs are tied by the other signals
