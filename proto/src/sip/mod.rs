@@ -251,6 +251,18 @@ impl Parser {
 
     /// Parses a message head (start line and headers; the body is not needed).
     pub fn parse(&mut self, head: &[u8]) -> Result<Parsed, ParseError> {
+        self.parse_as(head, false)
+    }
+
+    /// As [`Parser::parse`], but every message that matters goes through
+    /// rsip, as every one did before rsip was kept for what can start a leg:
+    /// for tests that hold the two paths to the same answer.
+    #[doc(hidden)]
+    pub fn parse_with_rsip(&mut self, head: &[u8]) -> Result<Parsed, ParseError> {
+        self.parse_as(head, true)
+    }
+
+    fn parse_as(&mut self, head: &[u8], all_rsip: bool) -> Result<Parsed, ParseError> {
         // most of a PBX's signalling cannot touch a leg (OPTIONS pings,
         // REGISTER refreshes, presence): the start line, or a response's
         // CSeq line, says so before any rewriting
@@ -287,6 +299,23 @@ impl Parser {
             return Err(ParseError::BadStatus);
         }
         let text = self.scratch.as_str();
+        // rsip (the design card's parser) reads what can start a leg: a
+        // request outside any dialog (an initial INVITE, its CANCEL, a REFER
+        // outside a dialog). Responses and in-dialog requests only add times
+        // and tags to a leg that exists: our reader of the same canonical
+        // text settles them (the fields are the same: `read_headers` reads
+        // rsip's header values as it reads these lines), at about a fifth
+        // less time per message on complete dialogs.
+        if !all_rsip && (prelude.method.is_none() || in_dialog(text)) {
+            // a Request-URI is read only where a leg starts (nothing in a
+            // dialog uses it, so it is neither read nor hashed there)
+            let msg = own_reader(text, prelude.method, prelude.status, false)?;
+            return Ok(Parsed::Message {
+                msg: Box::new(msg),
+                repairs: prelude.repairs,
+                rsip_rejected: None,
+            });
+        }
         // parse as what the start line says it is: rsip's own
         // request-or-response alternation formats an error (of the whole
         // text) before it tries a response
@@ -306,23 +335,9 @@ impl Parser {
                 };
                 (read_headers(kind, ruri_user, m.headers().iter().filter_map(rsip_header))?, None)
             }
-            Err(e) => {
-                // rsip refused the canonical text (an unusual URI scheme, a
-                // parameter it does not know...): read it ourselves.
-                let kind = match (prelude.method, prelude.status) {
-                    (Some(m), _) => Kind::Request(m),
-                    (None, Some(c)) if (100..700).contains(&c) => Kind::Response(c),
-                    _ => return Err(ParseError::BadStatus),
-                };
-                let mut lines = text.split("\r\n");
-                let start = lines.next().unwrap_or("");
-                let ruri_user = match kind {
-                    Kind::Request(_) => start.split(' ').nth(1).and_then(uri_user),
-                    Kind::Response(_) => None,
-                };
-                let headers = lines.filter_map(|l| l.split_once(": "));
-                (read_headers(kind, ruri_user, headers)?, Some(rsip_error_kind(&e)))
-            }
+            // rsip refused the canonical text (an unusual URI scheme, a
+            // parameter it does not know...): read it ourselves.
+            Err(e) => (own_reader(text, prelude.method, prelude.status, true)?, Some(rsip_error_kind(&e))),
         };
         Ok(Parsed::Message {
             msg: Box::new(msg),
@@ -330,6 +345,28 @@ impl Parser {
             rsip_rejected,
         })
     }
+}
+
+/// Reads the canonical text the normaliser wrote (one `Name: value` per
+/// line, long names) without rsip.
+fn own_reader(text: &str, method: Option<Method>, status: Option<u16>, read_ruri: bool) -> Result<SipMessage, ParseError> {
+    let kind = match (method, status) {
+        (Some(m), _) => Kind::Request(m),
+        (None, Some(c)) if (100..700).contains(&c) => Kind::Response(c),
+        _ => return Err(ParseError::BadStatus),
+    };
+    let mut lines = text.split("\r\n");
+    let start = lines.next().unwrap_or("");
+    let ruri_user = match kind {
+        Kind::Request(_) if read_ruri => start.split(' ').nth(1).and_then(uri_user),
+        _ => None,
+    };
+    read_headers(kind, ruri_user, lines.filter_map(|l| l.split_once(": ")))
+}
+
+/// The canonical text's `To` has a tag: the message is in a dialog.
+fn in_dialog(text: &str) -> bool {
+    text.split("\r\n").skip(1).any(|l| l.strip_prefix("To: ").is_some_and(|v| name_addr(v).tag.is_some()))
 }
 
 /// What a message is, read from its start line (a request's method) or,
