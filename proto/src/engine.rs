@@ -114,8 +114,7 @@ struct SipStage {
 
 impl SipStage {
     /// Removes phone numbers from a message that will be stored, returning
-    /// their keyed hashes; drops the Contact (its user part is a number)
-    /// and the media key (in memory only).
+    /// their keyed hashes; drops the media key (in memory only).
     fn seal(&self, msg: &mut SipMessage) -> UserHashes {
         let h = self.legs.hasher();
         let mut out = UserHashes::default();
@@ -130,7 +129,6 @@ impl SipStage {
                 }
             }
         }
-        msg.contact = None;
         msg.media = None; // not journalled (see sip::media_key)
         out
     }

@@ -272,6 +272,8 @@ pub struct MessageV1 {
     pub cseq_method: MethodV1,
     pub via_branch: Option<String>,
     pub asserted_user: Option<String>,
+    /// Always written empty (the engine dropped it before journalling);
+    /// read and ignored.
     pub contact: Option<String>,
     pub reason: Option<String>,
     pub session_expires: Option<u32>,
@@ -316,7 +318,7 @@ impl From<&JournalEntry> for JournalRecordV1 {
                 cseq_method: m.cseq_method.into(),
                 via_branch: m.via_branch.clone(),
                 asserted_user: m.asserted_user.clone(),
-                contact: m.contact.clone(),
+                contact: None,
                 reason: m.reason.clone(),
                 session_expires: m.session_expires,
                 headers: m.headers.clone(),
@@ -348,7 +350,6 @@ impl From<JournalRecordV1> for JournalEntry {
                 cseq_method: m.cseq_method.into(),
                 via_branch: m.via_branch,
                 asserted_user: m.asserted_user,
-                contact: m.contact,
                 reason: m.reason,
                 session_expires: m.session_expires,
                 headers: m.headers,

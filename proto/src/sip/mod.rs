@@ -146,7 +146,6 @@ pub struct SipMessage {
     pub via_branch: Option<String>,
     /// P-Asserted-Identity (else Remote-Party-ID) user part.
     pub asserted_user: Option<String>,
-    pub contact: Option<String>,
     pub reason: Option<String>,
     /// Session-Expires delta-seconds.
     pub session_expires: Option<u32>,
@@ -355,7 +354,7 @@ fn own_reader(text: &str, method: Option<Method>, status: Option<u16>, read_ruri
         (None, Some(c)) if (100..700).contains(&c) => Kind::Response(c),
         _ => return Err(ParseError::BadStatus),
     };
-    let mut lines = text.split("\r\n");
+    let mut lines = canonical_lines(text);
     let start = lines.next().unwrap_or("");
     let ruri_user = match kind {
         Kind::Request(_) if read_ruri => start.split(' ').nth(1).and_then(uri_user),
@@ -364,9 +363,26 @@ fn own_reader(text: &str, method: Option<Method>, status: Option<u16>, read_ruri
     read_headers(kind, ruri_user, lines.filter_map(|l| l.split_once(": ")))
 }
 
+/// The lines of the canonical text (every one ends in CRLF).
+fn canonical_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len());
+        let line = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or("");
+        Some(line.strip_suffix('\r').unwrap_or(line))
+    })
+}
+
 /// The canonical text's `To` has a tag: the message is in a dialog.
 fn in_dialog(text: &str) -> bool {
-    text.split("\r\n").skip(1).any(|l| l.strip_prefix("To: ").is_some_and(|v| name_addr(v).tag.is_some()))
+    let Some(i) = memchr::memmem::find(text.as_bytes(), b"\r\nTo: ") else { return false };
+    let v = &text[i + 6..];
+    let v = &v[..memchr::memchr(b'\r', v.as_bytes()).unwrap_or(v.len())];
+    name_addr(v).tag.is_some()
 }
 
 /// What a message is, read from its start line (a request's method) or,
@@ -440,7 +456,6 @@ fn read_headers<'a>(
         cseq_method: Method::Other,
         via_branch: None,
         asserted_user: None,
-        contact: None,
         reason: None,
         session_expires: None,
         headers: Vec::new(),
@@ -461,7 +476,6 @@ fn read_headers<'a>(
                 }
             }
             "Via" => out.via_branch = param(value, "branch"),
-            "Contact" => out.contact = Some(value.to_string()),
             "P-Asserted-Identity" => out.asserted_user = uri_user(value),
             "Remote-Party-ID" => {
                 if out.asserted_user.is_none() {
@@ -516,13 +530,12 @@ fn param(v: &str, name: &str) -> Option<String> {
 /// User part of the first sip:, sips: or tel: URI in `v`.
 pub fn uri_user(v: &str) -> Option<String> {
     let bytes = v.as_bytes();
-    // the first scheme (case-insensitive) and where its user part starts
-    let (pos, skip) = (0..bytes.len()).find_map(|i| {
+    // the first scheme (case-insensitive) and where its user part starts:
+    // each colon, looked at from behind
+    let (pos, skip) = memchr::memchr_iter(b':', bytes).find_map(|c| {
         ["sip:", "sips:", "tel:"].iter().find_map(|s| {
-            bytes
-                .get(i..i + s.len())
-                .filter(|w| w.eq_ignore_ascii_case(s.as_bytes()))
-                .map(|_| (i, s.len()))
+            let i = (c + 1).checked_sub(s.len())?;
+            bytes[i..=c].eq_ignore_ascii_case(s.as_bytes()).then_some((i, s.len()))
         })
     })?;
     let is_tel = bytes[pos].eq_ignore_ascii_case(&b't');

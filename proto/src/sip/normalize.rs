@@ -53,7 +53,6 @@ pub const CORE_HEADERS: &[&str] = &[
     "To",
     "Call-ID",
     "CSeq",
-    "Contact",
     "P-Asserted-Identity",
     "Remote-Party-ID",
     "Reason",
@@ -61,7 +60,7 @@ pub const CORE_HEADERS: &[&str] = &[
 ];
 
 /// Headers that may appear once in the output (the first wins).
-const SINGLE: &[&str] = &["Via", "Contact", "P-Asserted-Identity", "Remote-Party-ID"];
+const SINGLE: &[&str] = &["Via", "P-Asserted-Identity", "Remote-Party-ID"];
 
 /// What the normaliser learnt on its way, before rsip.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +99,13 @@ pub enum NormalizeError {
 pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prelude, NormalizeError> {
     out.clear();
     let mut repairs = Repairs::default();
-    let mut lines = head.split(|c| *c == b'\n').peekable();
+    let mut lines = memchr::memchr_iter(b'\n', head)
+        .chain(std::iter::once(head.len()))
+        .scan(0, |from, end| {
+            let line = head.get(*from..end)?;
+            *from = end + 1;
+            Some(line)
+        });
     let first = lines.next().ok_or(NormalizeError::NoStartLine)?;
     if !first.ends_with(b"\r") && head.contains(&b'\n') {
         repairs.bare_lf = true;
@@ -143,7 +148,7 @@ pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prel
     let mut state = HeaderState {
         extra,
         cseq_method: None,
-        seen_single: [false; 4],
+        seen_single: [false; 3],
         count: 0,
     };
     let mut pending: Option<std::borrow::Cow<'_, [u8]>> = None;
@@ -186,7 +191,7 @@ pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prel
 struct HeaderState<'e> {
     extra: &'e [String],
     cseq_method: Option<Method>,
-    seen_single: [bool; 4],
+    seen_single: [bool; 3],
     count: usize,
 }
 
@@ -206,16 +211,16 @@ impl HeaderState<'_> {
         if name_trim.len() != raw_name.len() {
             repairs.space_before_colon = true;
         }
-        let long = match expand_compact(name_trim) {
+        let name = match expand_compact(name_trim) {
             Some(l) => {
                 repairs.compact = true;
-                l
+                l.as_bytes()
             }
-            None => match canonical(name_trim, self.extra) {
-                Some(l) => l,
-                None => return,
-            },
+            None => name_trim,
         };
+        // only the kept headers (a compact `s:` Subject is dropped like a
+        // long one)
+        let Some(long) = canonical(name, self.extra) else { return };
         let value = trim(&line[colon + 1..]);
         if long == "CSeq" {
             if let Some(m) = value
@@ -232,7 +237,7 @@ impl HeaderState<'_> {
             }
             self.seen_single[i] = true;
         }
-        let value = if long == "Via" || long == "Contact" {
+        let value = if long == "Via" {
             first_value(value)
         } else {
             value
