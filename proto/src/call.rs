@@ -1702,11 +1702,7 @@ fn evidence(call: &OpenCall) -> Evidence {
 /// its index entries (by trunk Call-ID, leg to call).
 fn call_bytes(c: &OpenCall) -> usize {
     std::mem::size_of::<OpenCall>()
-        + if c.practice.is_heap_allocated() {
-            c.practice.capacity()
-        } else {
-            0
-        }
+        + crate::mem::str_heap(&c.practice)
         + c.trunk_call_id.len()
         + 16
         + 2 * c.signals.session.as_ref().map_or(0, |s| s.capacity())

@@ -445,25 +445,15 @@ const LEG_INDEX_BYTES: usize = 192;
 /// Bytes a leg holds in memory: the struct, its strings and vectors, and
 /// its entries in the tracker's indexes.
 pub fn leg_bytes(l: &Leg) -> usize {
-    let s = |x: &CompactString| {
-        if x.is_heap_allocated() {
-            x.capacity()
-        } else {
-            0
-        }
-    };
-    let o = |x: &Option<CompactString>| x.as_ref().map_or(0, s);
+    use crate::mem::{str_heap as s, vec_heap as v};
     let p = |x: &Party| x.user.as_ref().map_or(0, s);
     std::mem::size_of::<Leg>()
         + LEG_INDEX_BYTES
         + l.call_id.len()
         + 16
         + s(&l.from_tag)
-        + o(&l.to_tag)
-        + l.forks
-            .spilled()
-            .then_some(l.forks.capacity() * std::mem::size_of::<CompactString>())
-            .unwrap_or(0)
+        + l.to_tag.as_ref().map_or(0, s)
+        + v(&l.forks)
         + l.forks.iter().map(s).sum::<usize>()
         + p(&l.from)
         + p(&l.to)
@@ -475,15 +465,9 @@ pub fn leg_bytes(l: &Leg) -> usize {
                 + e.headers.capacity() * std::mem::size_of::<(String, String)>()
                 + e.headers.iter().map(|(a, b)| a.capacity() + b.capacity()).sum::<usize>()
         })
-        + l.branches
-            .spilled()
-            .then_some(l.branches.capacity() * std::mem::size_of::<CompactString>())
-            .unwrap_or(0)
+        + v(&l.branches)
         + l.branches.iter().map(s).sum::<usize>()
-        + l.initial_cseqs
-            .spilled()
-            .then_some(l.initial_cseqs.capacity() * 4)
-            .unwrap_or(0)
+        + v(&l.initial_cseqs)
 }
 
 /// Keyed hashes of a message's From, To, Request-URI and asserted user

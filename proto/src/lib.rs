@@ -21,6 +21,7 @@ pub mod call;
 pub mod engine;
 pub mod guard;
 pub mod leg;
+mod mem;
 pub mod metrics;
 pub mod national;
 pub mod number;
