@@ -208,9 +208,9 @@ impl LegInfo {
             id: leg.id,
             dst: leg.dst,
             started: leg.started,
-            ringing: leg.ringing.into(),
-            answered: leg.answered.into(),
-            ended: leg.ended.into(),
+            ringing: leg.ringing,
+            answered: leg.answered,
+            ended: leg.ended,
             end: leg.end,
             ended_by: leg.ended_by,
             partial: leg.partial,
@@ -223,9 +223,9 @@ impl LegInfo {
     }
 
     fn update(&mut self, leg: &Leg) {
-        self.ringing = leg.ringing.into();
-        self.answered = leg.answered.into();
-        self.ended = leg.ended.into();
+        self.ringing = leg.ringing;
+        self.answered = leg.answered;
+        self.ended = leg.ended;
         self.end = leg.end;
         self.ended_by = leg.ended_by;
         self.partial = leg.partial;
@@ -984,7 +984,7 @@ impl CallTracker {
                     return;
                 }
                 self.stats.outbound_legs += 1;
-                let callee = leg.ruri.hash.clone().or_else(|| leg.to.hash.clone());
+                let callee = leg.ruri.hash.or(leg.to.hash);
                 if let Some(callee) = callee {
                     self.outbound_call(leg.started, callee.to_string());
                 }
