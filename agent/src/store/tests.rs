@@ -79,7 +79,6 @@ fn entry(n: u32) -> JournalEntry {
             cseq_method: cbt_proto::sip::Method::Bye,
             via_branch: None,
             asserted_user: None,
-            contact: None,
             reason: None,
             session_expires: None,
             headers: vec![],

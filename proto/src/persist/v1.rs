@@ -246,8 +246,8 @@ pub struct NameAddrV1 {
 impl From<&NameAddr> for NameAddrV1 {
     fn from(n: &NameAddr) -> Self {
         NameAddrV1 {
-            user: n.user.clone(),
-            tag: n.tag.clone(),
+            user: n.user.as_deref().map(str::to_string),
+            tag: n.tag.as_deref().map(str::to_string),
         }
     }
 }
@@ -255,8 +255,8 @@ impl From<&NameAddr> for NameAddrV1 {
 impl From<NameAddrV1> for NameAddr {
     fn from(n: NameAddrV1) -> Self {
         NameAddr {
-            user: n.user,
-            tag: n.tag,
+            user: n.user.map(Into::into),
+            tag: n.tag.map(Into::into),
         }
     }
 }
@@ -313,11 +313,11 @@ impl From<&JournalEntry> for JournalRecordV1 {
                 call_id: m.call_id.clone(),
                 from: (&m.from).into(),
                 to: (&m.to).into(),
-                ruri_user: m.ruri_user.clone(),
+                ruri_user: m.ruri_user.as_deref().map(str::to_string),
                 cseq: m.cseq,
                 cseq_method: m.cseq_method.into(),
-                via_branch: m.via_branch.clone(),
-                asserted_user: m.asserted_user.clone(),
+                via_branch: m.via_branch.as_deref().map(str::to_string),
+                asserted_user: m.asserted_user.as_deref().map(str::to_string),
                 contact: None,
                 reason: m.reason.clone(),
                 session_expires: m.session_expires,
@@ -345,11 +345,11 @@ impl From<JournalRecordV1> for JournalEntry {
                 call_id: m.call_id,
                 from: m.from.into(),
                 to: m.to.into(),
-                ruri_user: m.ruri_user,
+                ruri_user: m.ruri_user.map(Into::into),
                 cseq: m.cseq,
                 cseq_method: m.cseq_method.into(),
-                via_branch: m.via_branch,
-                asserted_user: m.asserted_user,
+                via_branch: m.via_branch.map(Into::into),
+                asserted_user: m.asserted_user.map(Into::into),
                 reason: m.reason,
                 session_expires: m.session_expires,
                 headers: m.headers,

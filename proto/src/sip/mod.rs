@@ -12,6 +12,7 @@ pub use normalize::{normalize, Repairs};
 pub use sdp::media_key;
 use rsip::headers::UntypedHeader;
 use rsip::message::HasHeaders;
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// SIP methods the engine distinguishes.
@@ -126,8 +127,8 @@ pub enum Kind {
 /// From, To or P-Asserted-Identity: the URI's user part and the tag.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameAddr {
-    pub user: Option<String>,
-    pub tag: Option<String>,
+    pub user: Option<CompactString>,
+    pub tag: Option<CompactString>,
 }
 
 /// What the leg logic needs from one SIP message. Owned and small; no rsip
@@ -139,13 +140,13 @@ pub struct SipMessage {
     pub from: NameAddr,
     pub to: NameAddr,
     /// Request-URI user part (requests only).
-    pub ruri_user: Option<String>,
+    pub ruri_user: Option<CompactString>,
     pub cseq: u32,
     pub cseq_method: Method,
     /// Branch of the top Via.
-    pub via_branch: Option<String>,
+    pub via_branch: Option<CompactString>,
     /// P-Asserted-Identity (else Remote-Party-ID) user part.
-    pub asserted_user: Option<String>,
+    pub asserted_user: Option<CompactString>,
     pub reason: Option<String>,
     /// Session-Expires delta-seconds.
     pub session_expires: Option<u32>,
@@ -328,7 +329,7 @@ impl Parser {
                 let (kind, ruri_user) = match &m {
                     rsip::SipMessage::Request(r) => (
                         Kind::Request(Method::from_rsip(&r.method)),
-                        r.uri.user().map(str::to_string),
+                        r.uri.user().map(CompactString::from),
                     ),
                     rsip::SipMessage::Response(r) => (Kind::Response(r.status_code.code()), None),
                 };
@@ -439,7 +440,7 @@ fn rsip_header(h: &rsip::Header) -> Option<(&str, &str)> {
 /// the long forms the normaliser writes.
 fn read_headers<'a>(
     kind: Kind,
-    ruri_user: Option<String>,
+    ruri_user: Option<CompactString>,
     headers: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Result<SipMessage, ParseError> {
     let mut call_id = None;
@@ -514,13 +515,13 @@ fn name_addr(v: &str) -> NameAddr {
 }
 
 /// The value of `;name=value` in a parameter list.
-fn param(v: &str, name: &str) -> Option<String> {
+fn param(v: &str, name: &str) -> Option<CompactString> {
     v.split(';').skip(1).find_map(|p| {
         let (k, val) = p.split_once('=')?;
         if k.trim().eq_ignore_ascii_case(name) {
             let val = val.trim().trim_end_matches('>');
             let val = val.split([',', ' ', '>']).next().unwrap_or("");
-            (!val.is_empty()).then(|| val.to_string())
+            (!val.is_empty()).then(|| CompactString::from(val))
         } else {
             None
         }
@@ -528,7 +529,7 @@ fn param(v: &str, name: &str) -> Option<String> {
 }
 
 /// User part of the first sip:, sips: or tel: URI in `v`.
-pub fn uri_user(v: &str) -> Option<String> {
+pub fn uri_user(v: &str) -> Option<CompactString> {
     let bytes = v.as_bytes();
     // the first scheme (case-insensitive) and where its user part starts:
     // each colon, looked at from behind
@@ -547,7 +548,7 @@ pub fn uri_user(v: &str) -> Option<String> {
         return None; // sip:host has no user part
     }
     let user = &rest[..end];
-    (!user.is_empty()).then(|| user.to_string())
+    (!user.is_empty()).then(|| CompactString::from(user))
 }
 
 #[cfg(test)]
