@@ -120,7 +120,7 @@ fn rsip_and_our_reader_agree_on_every_message_of_the_corpus() {
     let mut caps: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng" || e == "cap"))
         .collect();
     caps.sort();
     let (mut ours, mut rsip_only, mut same) = (0, 0, 0);

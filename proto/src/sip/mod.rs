@@ -304,8 +304,8 @@ impl Parser {
         // outside a dialog). Responses and in-dialog requests only add times
         // and tags to a leg that exists: our reader of the same canonical
         // text settles them (the fields are the same: `read_headers` reads
-        // rsip's header values as it reads these lines), at about a fifth
-        // less time per message on complete dialogs.
+        // rsip's header values as it reads these lines): a replay of
+        // complete dialogs took 12% less time.
         if !all_rsip && (prelude.method.is_none() || in_dialog(text)) {
             // a Request-URI is read only where a leg starts (nothing in a
             // dialog uses it, so it is neither read nor hashed there)
@@ -364,17 +364,12 @@ fn own_reader(text: &str, method: Option<Method>, status: Option<u16>, read_ruri
     read_headers(kind, ruri_user, lines.filter_map(|l| l.split_once(": ")))
 }
 
-/// The lines of the canonical text (every one ends in CRLF).
+/// The lines of the canonical text (every one ends in CRLF), without it.
 fn canonical_lines(text: &str) -> impl Iterator<Item = &str> {
-    let mut rest = text;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let end = memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len());
-        let line = &rest[..end];
-        rest = rest.get(end + 1..).unwrap_or("");
-        Some(line.strip_suffix('\r').unwrap_or(line))
+    // '\n' is ASCII: every span starts and ends on a character boundary
+    normalize::line_spans(text.as_bytes()).map(move |r| {
+        let line = &text[r];
+        line.strip_suffix('\r').unwrap_or(line)
     })
 }
 
@@ -383,7 +378,7 @@ fn in_dialog(text: &str) -> bool {
     let Some(i) = memchr::memmem::find(text.as_bytes(), b"\r\nTo: ") else { return false };
     let v = &text[i + 6..];
     let v = &v[..memchr::memchr(b'\r', v.as_bytes()).unwrap_or(v.len())];
-    name_addr(v).tag.is_some()
+    tag_of(v).is_some()
 }
 
 /// What a message is, read from its start line (a request's method) or,
@@ -504,14 +499,19 @@ fn leading_number(v: &str) -> Option<u32> {
 
 /// `"Name" <sip:user@host;p>;tag=x` or `sip:user@host;tag=x`.
 fn name_addr(v: &str) -> NameAddr {
+    NameAddr {
+        user: uri_user(v),
+        tag: tag_of(v),
+    }
+}
+
+/// The `tag` parameter of a From or To value (after the URI's `>`).
+fn tag_of(v: &str) -> Option<CompactString> {
     let after_uri = match (v.find('<'), v.rfind('>')) {
         (Some(a), Some(b)) if b > a => &v[b + 1..],
         _ => v,
     };
-    NameAddr {
-        user: uri_user(v),
-        tag: param(after_uri, "tag"),
-    }
+    param(after_uri, "tag")
 }
 
 /// The value of `;name=value` in a parameter list.

@@ -99,13 +99,7 @@ pub enum NormalizeError {
 pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prelude, NormalizeError> {
     out.clear();
     let mut repairs = Repairs::default();
-    let mut lines = memchr::memchr_iter(b'\n', head)
-        .chain(std::iter::once(head.len()))
-        .scan(0, |from, end| {
-            let line = head.get(*from..end)?;
-            *from = end + 1;
-            Some(line)
-        });
+    let mut lines = line_spans(head).map(|r| &head[r]);
     let first = lines.next().ok_or(NormalizeError::NoStartLine)?;
     if !first.ends_with(b"\r") && head.contains(&b'\n') {
         repairs.bare_lf = true;
@@ -148,7 +142,7 @@ pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prel
     let mut state = HeaderState {
         extra,
         cseq_method: None,
-        seen_single: [false; 3],
+        seen_single: [false; SINGLE.len()],
         count: 0,
     };
     let mut pending: Option<std::borrow::Cow<'_, [u8]>> = None;
@@ -188,10 +182,22 @@ pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prel
     })
 }
 
+/// Where each `\n`-ended line of `b` lies (without the `\n`; a last
+/// line without one too, empty if `b` ends in `\n`), found by memchr.
+pub(crate) fn line_spans(b: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    memchr::memchr_iter(b'\n', b)
+        .chain(std::iter::once(b.len()))
+        .scan(0, |from, end| {
+            let span = *from..end;
+            *from = end + 1;
+            Some(span)
+        })
+}
+
 struct HeaderState<'e> {
     extra: &'e [String],
     cseq_method: Option<Method>,
-    seen_single: [bool; 3],
+    seen_single: [bool; SINGLE.len()],
     count: usize,
 }
 
