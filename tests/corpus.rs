@@ -138,7 +138,8 @@ fn rsip_and_our_reader_agree_on_every_message_of_the_corpus() {
             let a = split.parse(head);
             let b = full.parse_with_rsip(head);
             match (&a, &b) {
-                (Ok(Parsed::Message { msg: x, rsip_rejected: None, .. }), Ok(Parsed::Message { msg: y, rsip_rejected: r, .. })) => {
+                (Ok(Parsed::Message { msg: x, rsip_rejected: None, repairs: rx }), Ok(Parsed::Message { msg: y, rsip_rejected: r, repairs: ry })) => {
+                    assert_eq!(rx, ry, "{}: {}", cap.display(), String::from_utf8_lossy(head));
                     let mut y = y.clone();
                     if y.method().is_some() && y.to.tag.is_some() {
                         y.ruri_user = None;

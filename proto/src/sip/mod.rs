@@ -9,6 +9,7 @@ mod sdp;
 // public for the benchmarks and the fuzz targets of each step)
 pub use frame::{find, find_from, is_start_line, is_token_char, ContentLength, Framing, MAX_HEAD};
 pub use normalize::{normalize, Repairs};
+use normalize::normalize_into;
 pub use sdp::media_key;
 use rsip::headers::UntypedHeader;
 use rsip::message::HasHeaders;
@@ -266,14 +267,38 @@ impl Parser {
         // most of a PBX's signalling cannot touch a leg (OPTIONS pings,
         // REGISTER refreshes, presence): the start line, or a response's
         // CSeq line, says so before any rewriting
-        if let Some((request, m)) = quick_method(head) {
+        let quick = quick_method(head);
+        if let Some((request, m)) = quick {
             let matters = if request { m.affects_legs() } else { matches!(m, Method::Invite | Method::Update) };
             if !matters && m != Method::Other {
                 return Ok(Parsed::Ignored(m));
             }
         }
-        let prelude = normalize(head, &self.extra_headers, &mut self.scratch)
-            .map_err(|_| ParseError::NoStartLine)?;
+        // rsip (the design card's parser) reads what can start a leg: a
+        // request outside any dialog (an initial INVITE, its CANCEL, a REFER
+        // outside a dialog). Responses and in-dialog requests only add times
+        // and tags to a leg that exists: our reader settles them, fed each
+        // kept header by the normaliser as it finds it (the same names and
+        // values as the canonical text rsip reads), so a response is read
+        // in one pass and no text is written for it. A request may need
+        // rsip, so its text is written as it is read.
+        let response = matches!(quick, Some((false, _)));
+        self.scratch.clear();
+        let mut reader = None;
+        let prelude = if all_rsip {
+            normalize_into(head, &self.extra_headers, &mut self.scratch)
+        } else if response {
+            let mut r = HeaderReader::default();
+            let p = normalize_into(head, &self.extra_headers, &mut r);
+            reader = Some(r);
+            p
+        } else {
+            let mut both = TextAndReader { text: &mut self.scratch, reader: HeaderReader::default() };
+            let p = normalize_into(head, &self.extra_headers, &mut both);
+            reader = Some(both.reader);
+            p
+        }
+        .map_err(|_| ParseError::NoStartLine)?;
         let relevant = match (prelude.method, prelude.cseq_method) {
             (Some(m), _) => m,
             (None, Some(m)) => m,
@@ -298,24 +323,19 @@ impl Parser {
         if prelude.method.is_none() && prelude.status.is_none() {
             return Err(ParseError::BadStatus);
         }
-        let text = self.scratch.as_str();
-        // rsip (the design card's parser) reads what can start a leg: a
-        // request outside any dialog (an initial INVITE, its CANCEL, a REFER
-        // outside a dialog). Responses and in-dialog requests only add times
-        // and tags to a leg that exists: our reader of the same canonical
-        // text settles them (the fields are the same: `read_headers` reads
-        // rsip's header values as it reads these lines): a replay of
-        // complete dialogs took 12% less time.
-        if !all_rsip && (prelude.method.is_none() || in_dialog(text)) {
-            // a Request-URI is read only where a leg starts (nothing in a
-            // dialog uses it, so it is neither read nor hashed there)
-            let msg = own_reader(text, prelude.method, prelude.status, false)?;
-            return Ok(Parsed::Message {
-                msg: Box::new(msg),
-                repairs: prelude.repairs,
-                rsip_rejected: None,
-            });
+        if let Some(reader) = reader {
+            if prelude.method.is_none() || reader.in_dialog() {
+                // a Request-URI is read only where a leg starts (nothing in
+                // a dialog uses it, so it is neither read nor hashed there)
+                let msg = reader.finish(kind_of(prelude.method, prelude.status)?, None)?;
+                return Ok(Parsed::Message {
+                    msg: Box::new(msg),
+                    repairs: prelude.repairs,
+                    rsip_rejected: None,
+                });
+            }
         }
+        let text = self.scratch.as_str();
         // parse as what the start line says it is: rsip's own
         // request-or-response alternation formats an error (of the whole
         // text) before it tries a response
@@ -350,11 +370,7 @@ impl Parser {
 /// Reads the canonical text the normaliser wrote (one `Name: value` per
 /// line, long names) without rsip.
 fn own_reader(text: &str, method: Option<Method>, status: Option<u16>, read_ruri: bool) -> Result<SipMessage, ParseError> {
-    let kind = match (method, status) {
-        (Some(m), _) => Kind::Request(m),
-        (None, Some(c)) if (100..700).contains(&c) => Kind::Response(c),
-        _ => return Err(ParseError::BadStatus),
-    };
+    let kind = kind_of(method, status)?;
     let mut lines = canonical_lines(text);
     let start = lines.next().unwrap_or("");
     let ruri_user = match kind {
@@ -364,6 +380,15 @@ fn own_reader(text: &str, method: Option<Method>, status: Option<u16>, read_ruri
     read_headers(kind, ruri_user, lines.filter_map(|l| l.split_once(": ")))
 }
 
+/// A request's method or a response's status, as a message's kind.
+fn kind_of(method: Option<Method>, status: Option<u16>) -> Result<Kind, ParseError> {
+    match (method, status) {
+        (Some(m), _) => Ok(Kind::Request(m)),
+        (None, Some(c)) if (100..700).contains(&c) => Ok(Kind::Response(c)),
+        _ => Err(ParseError::BadStatus),
+    }
+}
+
 /// The lines of the canonical text (every one ends in CRLF), without it.
 fn canonical_lines(text: &str) -> impl Iterator<Item = &str> {
     // '\n' is ASCII: every span starts and ends on a character boundary
@@ -371,14 +396,6 @@ fn canonical_lines(text: &str) -> impl Iterator<Item = &str> {
         let line = &text[r];
         line.strip_suffix('\r').unwrap_or(line)
     })
-}
-
-/// The canonical text's `To` has a tag: the message is in a dialog.
-fn in_dialog(text: &str) -> bool {
-    let Some(i) = memchr::memmem::find(text.as_bytes(), b"\r\nTo: ") else { return false };
-    let v = &text[i + 6..];
-    let v = &v[..memchr::memchr(b'\r', v.as_bytes()).unwrap_or(v.len())];
-    tag_of(v).is_some()
 }
 
 /// What a message is, read from its start line (a request's method) or,
@@ -438,58 +455,127 @@ fn read_headers<'a>(
     ruri_user: Option<CompactString>,
     headers: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Result<SipMessage, ParseError> {
-    let mut call_id = None;
-    let mut from = None;
-    let mut to = None;
-    let mut cseq = None;
-    let mut out = SipMessage {
-        kind,
-        call_id: String::new(),
-        from: NameAddr::default(),
-        to: NameAddr::default(),
-        ruri_user,
-        cseq: 0,
-        cseq_method: Method::Other,
-        via_branch: None,
-        asserted_user: None,
-        reason: None,
-        session_expires: None,
-        headers: Vec::new(),
-        media: None,
-    };
+    let mut reader = HeaderReader::default();
     for (name, value) in headers {
+        reader.header(name, value);
+        if let Some(e) = reader.error {
+            return Err(e);
+        }
+    }
+    reader.finish(kind, ruri_user)
+}
+
+/// The fields of a message read one canonical header at a time, as the
+/// normaliser finds them ([`normalize::HeadSink`]) or from rsip's headers.
+#[derive(Default)]
+struct HeaderReader {
+    call_id: Option<String>,
+    from: Option<NameAddr>,
+    to: Option<NameAddr>,
+    cseq: Option<(u32, Method)>,
+    via_branch: Option<CompactString>,
+    asserted_user: Option<CompactString>,
+    reason: Option<String>,
+    session_expires: Option<u32>,
+    headers: Vec<(String, String)>,
+    /// Whether the first `To` has a tag (the message is in a dialog).
+    first_to_tagged: Option<bool>,
+    /// The first header that makes the message unreadable.
+    error: Option<ParseError>,
+}
+
+impl HeaderReader {
+    fn header(&mut self, name: &str, value: &str) {
+        if name == "To" && self.first_to_tagged.is_none() {
+            // up to a CR, as the dialog test once read the canonical text
+            let line = &value[..memchr::memchr(b'\r', value.as_bytes()).unwrap_or(value.len())];
+            self.first_to_tagged = Some(tag_of(line).is_some());
+        }
+        if self.error.is_some() {
+            return;
+        }
         match name {
-            "Call-ID" if !value.is_empty() => call_id = Some(value.to_string()),
-            "From" => from = Some(name_addr(value)),
-            "To" => to = Some(name_addr(value)),
+            "Call-ID" if !value.is_empty() => self.call_id = Some(value.to_string()),
+            "From" => self.from = Some(name_addr(value)),
+            "To" => self.to = Some(name_addr(value)),
             "CSeq" => {
                 let mut it = value.split_whitespace();
                 let n = it.next().and_then(|n| n.parse::<u32>().ok());
                 let m = it.next().map(|m| Method::from_token(m.as_bytes()));
                 match (n, m) {
-                    (Some(n), Some(m)) if m != Method::Other => cseq = Some((n, m)),
-                    _ => return Err(ParseError::BadCSeq),
+                    (Some(n), Some(m)) if m != Method::Other => self.cseq = Some((n, m)),
+                    _ => self.error = Some(ParseError::BadCSeq),
                 }
             }
-            "Via" => out.via_branch = param(value, "branch"),
-            "P-Asserted-Identity" => out.asserted_user = uri_user(value),
+            "Via" => self.via_branch = param(value, "branch"),
+            "P-Asserted-Identity" => self.asserted_user = uri_user(value),
             "Remote-Party-ID" => {
-                if out.asserted_user.is_none() {
-                    out.asserted_user = uri_user(value);
+                if self.asserted_user.is_none() {
+                    self.asserted_user = uri_user(value);
                 }
             }
-            "Reason" => out.reason = Some(value.to_string()),
-            "Session-Expires" => out.session_expires = leading_number(value),
-            _ => out.headers.push((name.to_string(), value.to_string())),
+            "Reason" => self.reason = Some(value.to_string()),
+            "Session-Expires" => self.session_expires = leading_number(value),
+            _ => self.headers.push((name.to_string(), value.to_string())),
         }
     }
-    out.call_id = call_id.ok_or(ParseError::MissingCallId)?;
-    out.from = from.ok_or(ParseError::BadFrom)?;
-    out.to = to.ok_or(ParseError::BadTo)?;
-    let (n, m) = cseq.ok_or(ParseError::BadCSeq)?;
-    out.cseq = n;
-    out.cseq_method = m;
-    Ok(out)
+
+    /// The message's first `To` has a tag: it is in a dialog.
+    fn in_dialog(&self) -> bool {
+        self.first_to_tagged == Some(true)
+    }
+
+    fn finish(self, kind: Kind, ruri_user: Option<CompactString>) -> Result<SipMessage, ParseError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        // missing fields in the order a message is checked
+        let call_id = self.call_id.ok_or(ParseError::MissingCallId)?;
+        let from = self.from.ok_or(ParseError::BadFrom)?;
+        let to = self.to.ok_or(ParseError::BadTo)?;
+        let (cseq, cseq_method) = self.cseq.ok_or(ParseError::BadCSeq)?;
+        Ok(SipMessage {
+            kind,
+            call_id,
+            from,
+            to,
+            ruri_user,
+            cseq,
+            cseq_method,
+            via_branch: self.via_branch,
+            asserted_user: self.asserted_user,
+            reason: self.reason,
+            session_expires: self.session_expires,
+            headers: self.headers,
+            media: None,
+        })
+    }
+}
+
+impl normalize::HeadSink for HeaderReader {
+    fn text(&mut self) -> Option<&mut String> {
+        None
+    }
+
+    fn header(&mut self, name: &str, value: &str) {
+        HeaderReader::header(self, name, value);
+    }
+}
+
+/// The canonical text for rsip and our reader's fields, in one pass.
+struct TextAndReader<'a> {
+    text: &'a mut String,
+    reader: HeaderReader,
+}
+
+impl normalize::HeadSink for TextAndReader<'_> {
+    fn text(&mut self) -> Option<&mut String> {
+        Some(self.text)
+    }
+
+    fn header(&mut self, name: &str, value: &str) {
+        self.reader.header(name, value);
+    }
 }
 
 fn leading_number(v: &str) -> Option<u32> {
@@ -507,25 +593,34 @@ fn name_addr(v: &str) -> NameAddr {
 
 /// The `tag` parameter of a From or To value (after the URI's `>`).
 fn tag_of(v: &str) -> Option<CompactString> {
-    let after_uri = match (v.find('<'), v.rfind('>')) {
-        (Some(a), Some(b)) if b > a => &v[b + 1..],
+    let b = v.as_bytes();
+    let after_uri = match (memchr::memchr(b'<', b), memchr::memrchr(b'>', b)) {
+        (Some(a), Some(z)) if z > a => &v[z + 1..],
         _ => v,
     };
     param(after_uri, "tag")
 }
 
-/// The value of `;name=value` in a parameter list.
+/// The value of `;name=value` in a parameter list: the first parameter of
+/// that name (any case) with a value, up to a `,`, space or `>`.
 fn param(v: &str, name: &str) -> Option<CompactString> {
-    v.split(';').skip(1).find_map(|p| {
-        let (k, val) = p.split_once('=')?;
-        if k.trim().eq_ignore_ascii_case(name) {
-            let val = val.trim().trim_end_matches('>');
-            let val = val.split([',', ' ', '>']).next().unwrap_or("");
-            (!val.is_empty()).then(|| CompactString::from(val))
-        } else {
-            None
+    let b = v.as_bytes();
+    // each `;` starts a parameter that runs to the next one
+    let mut semis = memchr::memchr_iter(b';', b).peekable();
+    while let Some(start) = semis.next() {
+        let end = semis.peek().copied().unwrap_or(b.len());
+        let p = &v[start + 1..end];
+        let Some(eq) = memchr::memchr(b'=', p.as_bytes()) else { continue };
+        if !p[..eq].trim().eq_ignore_ascii_case(name) {
+            continue;
         }
-    })
+        let val = p[eq + 1..].trim().trim_end_matches('>');
+        let cut = memchr::memchr3(b',', b' ', b'>', val.as_bytes()).unwrap_or(val.len());
+        if cut > 0 {
+            return Some(CompactString::from(&val[..cut]));
+        }
+    }
+    None
 }
 
 /// User part of the first sip:, sips: or tel: URI in `v`.
@@ -541,9 +636,14 @@ pub fn uri_user(v: &str) -> Option<CompactString> {
     })?;
     let is_tel = bytes[pos].eq_ignore_ascii_case(&b't');
     let rest = &v[pos + skip..];
-    let end = rest
-        .find(|c: char| c == '>' || c == ';' || c == '?' || c.is_whitespace() || (!is_tel && c == '@'))
-        .unwrap_or(rest.len());
+    let ends = |c: char| c == '>' || c == ';' || c == '?' || c.is_whitespace() || (!is_tel && c == '@');
+    // byte by byte while the text is ASCII (as a URI's user part nearly
+    // always is), character by character from the first byte that is not
+    let end = match rest.bytes().position(|b| !b.is_ascii() || ends(b as char)) {
+        Some(i) if !rest.as_bytes()[i].is_ascii() => rest[i..].find(ends).map_or(rest.len(), |j| i + j),
+        Some(i) => i,
+        None => rest.len(),
+    };
     if !is_tel && !rest[end..].starts_with('@') {
         return None; // sip:host has no user part
     }

@@ -98,6 +98,30 @@ pub enum NormalizeError {
 /// line) into `out`. `extra` names further headers to keep (any case).
 pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prelude, NormalizeError> {
     out.clear();
+    normalize_into(head, extra, out)
+}
+
+/// Where the normaliser's work goes: the canonical text (for rsip), each
+/// kept header as it is read (for our reader), or both.
+pub(crate) trait HeadSink {
+    /// The canonical text, if this sink keeps it (appended to).
+    fn text(&mut self) -> Option<&mut String>;
+    /// One kept header, in the order of the canonical text: its long name
+    /// and its value exactly as that text holds it.
+    fn header(&mut self, name: &str, value: &str);
+}
+
+impl HeadSink for String {
+    fn text(&mut self) -> Option<&mut String> {
+        Some(self)
+    }
+
+    fn header(&mut self, _: &str, _: &str) {}
+}
+
+/// [`normalize`] into any [`HeadSink`]: the same rewriting, whether or not
+/// the canonical text is written.
+pub(crate) fn normalize_into(head: &[u8], extra: &[String], sink: &mut impl HeadSink) -> Result<Prelude, NormalizeError> {
     let mut repairs = Repairs::default();
     let mut lines = line_spans(head).map(|r| &head[r]);
     let first = lines.next().ok_or(NormalizeError::NoStartLine)?;
@@ -116,26 +140,30 @@ pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prel
         .filter(|w| !w.is_empty())
         .enumerate()
     {
-        if i > 0 {
-            out.push(' ');
-        }
-        if i == 0 && word.eq_ignore_ascii_case(b"SIP/2.0") {
-            out.push_str("SIP/2.0");
-            continue;
-        }
-        if i == 0 {
+        let is_version = word.eq_ignore_ascii_case(b"SIP/2.0");
+        if i == 0 && !is_version {
             method = Some(Method::from_token(word));
         }
         if i == 1 && method.is_none() {
             status = std::str::from_utf8(word).ok().and_then(|s| s.parse().ok());
         }
-        if i == 2 && method.is_some() && word.eq_ignore_ascii_case(b"SIP/2.0") {
-            out.push_str("SIP/2.0");
-            continue;
+        // the version in canonical case; any other word as text (a
+        // non-UTF-8 byte is a repair whether or not the text is kept)
+        let word = if is_version && (i == 0 || (i == 2 && method.is_some())) {
+            std::borrow::Cow::Borrowed("SIP/2.0")
+        } else {
+            text_of(word, &mut repairs)
+        };
+        if let Some(out) = sink.text() {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.push_str(&word);
         }
-        push_text(out, word, &mut repairs);
     }
-    out.push_str("\r\n");
+    if let Some(out) = sink.text() {
+        out.push_str("\r\n");
+    }
 
     // header lines, unfolded on the fly: a logical line is emitted when the
     // next physical line does not continue it (no allocation unless folded)
@@ -165,14 +193,16 @@ pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prel
             }
         }
         if let Some(prev) = pending.replace(std::borrow::Cow::Borrowed(line)) {
-            state.header(&prev, out, &mut repairs);
+            state.header(&prev, sink, &mut repairs);
         }
     }
     if let Some(prev) = pending {
-        state.header(&prev, out, &mut repairs);
+        state.header(&prev, sink, &mut repairs);
     }
     let (cseq_method, count) = (state.cseq_method, state.count);
-    out.push_str("\r\n");
+    if let Some(out) = sink.text() {
+        out.push_str("\r\n");
+    }
     Ok(Prelude {
         method,
         status,
@@ -203,7 +233,7 @@ struct HeaderState<'e> {
 
 impl HeaderState<'_> {
     /// Writes one logical header line in canonical form, if it is kept.
-    fn header(&mut self, line: &[u8], out: &mut String, repairs: &mut Repairs) {
+    fn header(&mut self, line: &[u8], sink: &mut impl HeadSink, repairs: &mut Repairs) {
         self.count += 1;
         let colon = match memchr::memchr(b':', line) {
             Some(i) => i,
@@ -248,10 +278,14 @@ impl HeaderState<'_> {
         } else {
             value
         };
-        out.push_str(long);
-        out.push_str(": ");
-        push_text(out, value, repairs);
-        out.push_str("\r\n");
+        let value = text_of(value, repairs);
+        if let Some(out) = sink.text() {
+            out.push_str(long);
+            out.push_str(": ");
+            out.push_str(&value);
+            out.push_str("\r\n");
+        }
+        sink.header(long, &value);
     }
 }
 
@@ -265,34 +299,44 @@ fn canonical<'e>(name: &[u8], extra: &'e [String]) -> Option<&'e str> {
         .find(|h| name.eq_ignore_ascii_case(h.as_bytes()))
 }
 
-/// The first comma-separated value, outside quotes and angle brackets.
+/// The first comma-separated value, outside quotes and angle brackets
+/// (a backslash escapes the next byte inside quotes).
 pub fn first_value(v: &[u8]) -> &[u8] {
     let mut quoted = false;
     let mut angle = 0u32;
-    let mut escaped = false;
-    for (i, &c) in v.iter().enumerate() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            b'\\' if quoted => escaped = true,
+    let mut i = 0;
+    // from one byte that can change the state to the next
+    while i < v.len() {
+        let rest = &v[i..];
+        let next = if quoted {
+            memchr::memchr2(b'"', b'\\', rest)
+        } else if angle > 0 {
+            memchr::memchr3(b'"', b'<', b'>', rest)
+        } else {
+            memchr::memchr3(b',', b'"', b'<', rest)
+        };
+        let Some(j) = next else { break };
+        i += j;
+        match v[i] {
+            b'\\' => i += 1, // quoted: the escaped byte is skipped
             b'"' => quoted = !quoted,
-            b'<' if !quoted => angle += 1,
-            b'>' if !quoted => angle = angle.saturating_sub(1),
-            b',' if !quoted && angle == 0 => return trim(&v[..i]),
-            _ => {}
+            b'<' => angle += 1,
+            b'>' => angle -= 1,
+            _ => return trim(&v[..i]), // a comma outside quotes and brackets
         }
+        i += 1;
     }
     v
 }
 
-fn push_text(out: &mut String, bytes: &[u8], repairs: &mut Repairs) {
+/// `bytes` as text, a byte that is not UTF-8 replaced by U+FFFD (and
+/// counted as a repair).
+fn text_of<'b>(bytes: &'b [u8], repairs: &mut Repairs) -> std::borrow::Cow<'b, str> {
     match std::str::from_utf8(bytes) {
-        Ok(s) => out.push_str(s),
+        Ok(s) => std::borrow::Cow::Borrowed(s),
         Err(_) => {
             repairs.non_utf8 = true;
-            out.push_str(&String::from_utf8_lossy(bytes));
+            String::from_utf8_lossy(bytes)
         }
     }
 }

@@ -3,6 +3,7 @@
 //! step plus rsip makes of the same bytes.
 
 use super::frame::{find, Framing};
+use super::normalize::first_value;
 use super::*;
 use rsip::headers::ToTypedHeader;
 use rsip::message::HeadersExt;
@@ -204,4 +205,213 @@ fn keepalives_are_set_aside_from_their_start_line_or_cseq_whatever_their_form() 
     // and what is unknown still errs as before
     assert_eq!(p.parse(b"FOO sip:x SIP/2.0\r\nCSeq: 1 FOO\r\n\r\n").unwrap_err(), ParseError::UnknownMethod);
     assert_eq!(p.parse(b"SIP/2.0 200 OK\r\nCall-ID: x\r\n\r\n").unwrap_err(), ParseError::BadCSeq);
+}
+
+/// The one-pass reader (the normaliser feeding [`HeaderReader`]) against
+/// the two-pass path it replaced for responses and in-dialog requests (the
+/// canonical text written, then read line by line), on heads built from
+/// every repair the normaliser makes: the same prelude, the same text when
+/// both are wanted, the same dialog test and the same message or error.
+mod one_pass {
+    use super::super::normalize::normalize_into;
+    use super::*;
+    use proptest::prelude::*;
+
+    const STARTS: &[&[u8]] = &[
+        b"SIP/2.0 200 OK",
+        b"SIP/2.0  180   Ringing",
+        b"sip/2.0 486 Busy Here",
+        b"SIP/2.0 100 Trying",
+        b"SIP/2.0 abc Broken",
+        b"INVITE sip:201@pbx.example SIP/2.0",
+        b"ACK   sip:201@10.0.0.1:5060 sip/2.0",
+        b"BYE sip:caller@10.0.0.9 SIP/2.0",
+        b"CANCEL sip:201@pbx SIP/2.0",
+        b"INVITE sip:Jos\xe9@pbx SIP/2.0",
+    ];
+
+    const LINES: &[&[u8]] = &[
+        b"Call-ID: abc@host",
+        b"i: compact-id",
+        b"Call-ID:",
+        b"From: \"Caller\" <sip:07700900123@carrier>;tag=f1",
+        b"f:<sip:anonymous@anonymous.invalid>;tag=x",
+        b"From : \"Jos\xe9\" <sip:j@x>;tag=9",
+        b"To: <sip:201@pbx>",
+        b"To: <sip:201@pbx>;tag=t1",
+        b"t: sip:201@pbx;tag=t2",
+        b"To: <sip:201@pbx>\r;tag=cr",
+        b"TO:   \"A, B\" <sip:a@b;x=y>  ;  TAG = t3",
+        b"CSeq: 1 INVITE",
+        b"CSeq: 2 BYE",
+        b"cseq :  7   invite",
+        b"CSeq: x INVITE",
+        b"CSeq: 3 FOO",
+        b"Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2",
+        b"v: SIP/2.0/UDP h;branch=z9hG4bKc",
+        b"P-Asserted-Identity: <tel:+441632960123>",
+        b"Remote-Party-ID: \"X\" <sip:0123@h>;party=calling",
+        b"Reason: Q.850;cause=16",
+        b"Session-Expires: 1800;refresher=uac",
+        b"x: 90",
+        b"X-CID: kept",
+        b"x-cid:  also kept  ",
+        b"User-Agent: dropped",
+        b"m: <sip:contact@h>",
+        b"not a header line",
+        b"Subject: dropped\xff",
+        b" folded continuation",
+        b"\tINVITE",
+        b"Content-Length: 0",
+    ];
+
+    fn head(start: usize, lines: &[(usize, bool)]) -> Vec<u8> {
+        let mut h = STARTS[start].to_vec();
+        h.extend_from_slice(b"\r\n");
+        for &(i, bare_lf) in lines {
+            h.extend_from_slice(LINES[i]);
+            h.extend_from_slice(if bare_lf { b"\n" } else { b"\r\n" });
+        }
+        h.extend_from_slice(b"\r\n");
+        h
+    }
+
+    /// The dialog test as it was made on the canonical text.
+    fn text_in_dialog(text: &str) -> bool {
+        let Some(i) = memchr::memmem::find(text.as_bytes(), b"\r\nTo: ") else { return false };
+        let v = &text[i + 6..];
+        let v = &v[..memchr::memchr(b'\r', v.as_bytes()).unwrap_or(v.len())];
+        tag_of(v).is_some()
+    }
+
+    fn check(h: &[u8]) {
+        let extra = vec!["X-CID".to_string()];
+        let mut text = String::new();
+        let by_text = normalize(h, &extra, &mut text);
+        let mut reader = HeaderReader::default();
+        let one_pass = normalize_into(h, &extra, &mut reader);
+        let mut both = TextAndReader { text: &mut String::new(), reader: HeaderReader::default() };
+        let with_text = normalize_into(h, &extra, &mut both);
+        let shown = String::from_utf8_lossy(h);
+        assert_eq!(by_text, one_pass, "{shown}");
+        assert_eq!(by_text, with_text, "{shown}");
+        let Ok(pre) = by_text else { return };
+        assert_eq!(&text, both.text, "{shown}");
+        assert_eq!(text_in_dialog(&text), reader.in_dialog(), "{shown}");
+        assert_eq!(text_in_dialog(&text), both.reader.in_dialog(), "{shown}");
+        let old = own_reader(&text, pre.method, pre.status, false);
+        let new = kind_of(pre.method, pre.status).and_then(|k| reader.finish(k, None));
+        assert_eq!(old, new, "{shown}");
+    }
+
+    #[test]
+    fn every_line_alone_and_each_start() {
+        for s in 0..STARTS.len() {
+            for i in 0..LINES.len() {
+                check(&head(s, &[(i, false)]));
+                check(&head(s, &[(3, false), (7, true), (i, false), (11, false), (0, false)]));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn agrees_with_the_text_path(
+            start in 0..STARTS.len(),
+            lines in proptest::collection::vec((0..LINES.len(), proptest::bool::weighted(0.2)), 0..14),
+        ) {
+            check(&head(start, &lines));
+        }
+    }
+}
+
+/// The byte-searching field readers against the character-by-character
+/// forms they replaced, on text made of the characters that matter to them.
+mod field_readers {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn old_first_value(v: &[u8]) -> &[u8] {
+        let (mut quoted, mut angle, mut escaped) = (false, 0u32, false);
+        for (i, &c) in v.iter().enumerate() {
+            if escaped {
+                escaped = false;
+                continue;
+            }
+            match c {
+                b'\\' if quoted => escaped = true,
+                b'"' => quoted = !quoted,
+                b'<' if !quoted => angle += 1,
+                b'>' if !quoted => angle = angle.saturating_sub(1),
+                b',' if !quoted && angle == 0 => return normalize::trim(&v[..i]),
+                _ => {}
+            }
+        }
+        v
+    }
+
+    fn old_param(v: &str, name: &str) -> Option<CompactString> {
+        v.split(';').skip(1).find_map(|p| {
+            let (k, val) = p.split_once('=')?;
+            if k.trim().eq_ignore_ascii_case(name) {
+                let val = val.trim().trim_end_matches('>');
+                let val = val.split([',', ' ', '>']).next().unwrap_or("");
+                (!val.is_empty()).then(|| CompactString::from(val))
+            } else {
+                None
+            }
+        })
+    }
+
+    fn old_tag_of(v: &str) -> Option<CompactString> {
+        let after_uri = match (v.find('<'), v.rfind('>')) {
+            (Some(a), Some(b)) if b > a => &v[b + 1..],
+            _ => v,
+        };
+        old_param(after_uri, "tag")
+    }
+
+    /// The user part's end as it was found, character by character.
+    fn old_uri_user(v: &str) -> Option<CompactString> {
+        let lower = v.to_ascii_lowercase();
+        let (pos, skip) = ["sip:", "sips:", "tel:"]
+            .iter()
+            .filter_map(|s| {
+                // the first scheme whose colon comes first
+                let i = lower.match_indices(s).map(|(i, _)| i).next()?;
+                Some((i, s.len()))
+            })
+            .min_by_key(|(i, skip)| i + skip)?;
+        let is_tel = lower.as_bytes()[pos] == b't';
+        let rest = &v[pos + skip..];
+        let end = rest
+            .find(|c: char| c == '>' || c == ';' || c == '?' || c.is_whitespace() || (!is_tel && c == '@'))
+            .unwrap_or(rest.len());
+        if !is_tel && !rest[end..].starts_with('@') {
+            return None;
+        }
+        let user = &rest[..end];
+        (!user.is_empty()).then(|| CompactString::from(user))
+    }
+
+    const ALPHABET: &[&str] = &[
+        "sip:", "tel:", "sips:", "SIP:", "a", "0", "7", "@", ";", "=", ",", " ", "\t", "<", ">", "\"", "\\", "?", "tag", "TAG", "branch", "\u{a0}", "é", "\u{2003}", ":",
+    ];
+
+    fn text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(0..ALPHABET.len(), 0..40).prop_map(|v| v.into_iter().map(|i| ALPHABET[i]).collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+        #[test]
+        fn agree_with_the_forms_they_replaced(v in text()) {
+            prop_assert_eq!(first_value(v.as_bytes()), old_first_value(v.as_bytes()));
+            prop_assert_eq!(param(&v, "tag"), old_param(&v, "tag"));
+            prop_assert_eq!(param(&v, "branch"), old_param(&v, "branch"));
+            prop_assert_eq!(tag_of(&v), old_tag_of(&v));
+            prop_assert_eq!(uri_user(&v), old_uri_user(&v));
+        }
+    }
 }
