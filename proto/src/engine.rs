@@ -123,8 +123,9 @@ impl SipStage {
             .enumerate()
         {
             if let Some(u) = user.as_deref() {
-                out.0[i] = Some(h.hash_id(u));
-                if h.is_number(u) {
+                let (hash, is_number) = h.hash_and_is_number(u);
+                out.0[i] = Some(hash);
+                if is_number {
                     *user = None;
                 }
             }

@@ -51,25 +51,31 @@ pub fn normalize(raw: &str, country: &str) -> Option<String> {
     if digits.len() < 7 || digits.len() > 15 + 2 {
         return None;
     }
-    let e164 = if plus {
-        digits
+    // written straight into the result: "+", then the digits in E.164
+    let mut out = String::with_capacity(1 + country.len() + digits.len());
+    out.push('+');
+    if plus {
+        out.push_str(&digits);
     } else if let Some(intl) = digits.strip_prefix("00") {
-        intl.to_string()
+        out.push_str(intl);
     } else if let Some(national) = digits.strip_prefix('0') {
-        format!("{country}{national}")
+        out.push_str(country);
+        out.push_str(national);
     } else if digits.starts_with(country) && digits.len() >= country.len() + 9 {
         // "441632960000": international without a prefix (common on trunks)
-        digits
+        out.push_str(&digits);
     } else if country == "44" && digits.len() == 10 {
         // "1632960000": national number without its trunk 0
-        format!("{country}{digits}")
+        out.push_str(country);
+        out.push_str(&digits);
     } else {
-        digits
-    };
-    if e164.len() < 8 || e164.len() > 15 {
+        out.push_str(&digits);
+    }
+    let e164 = out.len() - 1;
+    if !(8..=15).contains(&e164) {
         return None;
     }
-    Some(format!("+{e164}"))
+    Some(out)
 }
 
 /// A keyed hash of a party's identity: the normalised number when it is one,
@@ -106,7 +112,20 @@ impl Hasher {
 
     /// [`Hasher::hash`] without an allocation: what legs and calls keep.
     pub fn hash_id(&self, user: &str) -> NumHash {
-        let canonical = match normalize(user, &self.country) {
+        self.hash_normalised(user, normalize(user, &self.country))
+    }
+
+    /// [`Hasher::hash_id`] and whether `user` is a phone number (which
+    /// must never be stored), from one normalisation.
+    pub fn hash_and_is_number(&self, user: &str) -> (NumHash, bool) {
+        let number = normalize(user, &self.country);
+        let is_number = number.is_some();
+        (self.hash_normalised(user, number), is_number)
+    }
+
+    /// The hash of `user`, given what [`normalize`] made of it.
+    fn hash_normalised(&self, user: &str, number: Option<String>) -> NumHash {
+        let canonical = match number {
             Some(n) => n,
             None => user.trim().to_ascii_lowercase(),
         };
@@ -122,11 +141,14 @@ impl Hasher {
 
     pub fn party(&self, user: Option<&str>) -> Party {
         match user {
-            Some(u) if !u.is_empty() => Party {
-                hash: Some(self.hash_id(u)),
-                user: Some(u.into()),
-                storable: !self.is_number(u),
-            },
+            Some(u) if !u.is_empty() => {
+                let (hash, is_number) = self.hash_and_is_number(u);
+                Party {
+                    hash: Some(hash),
+                    user: Some(u.into()),
+                    storable: !is_number,
+                }
+            }
             _ => Party::default(),
         }
     }

@@ -252,7 +252,9 @@ fn content_length(headers: &[u8]) -> ContentLength {
     for end in ends {
         let line = &headers[start..end];
         start = (end + 1).min(headers.len());
-        if line.first().is_some_and(|c| *c == b' ' || *c == b'\t') {
+        // only a line starting `C` or `l` can be Content-Length (a folded
+        // line starts with white space): the rest are passed over unread
+        if !line.first().is_some_and(|c| matches!(c, b'c' | b'C' | b'l' | b'L')) {
             continue;
         }
         let colon = match memchr::memchr(b':', line) {

@@ -408,7 +408,9 @@ fn quick_method(head: &[u8]) -> Option<(bool, Method)> {
     if !word.eq_ignore_ascii_case(b"SIP/2.0") {
         return Some((true, Method::from_token(word)));
     }
-    for line in head.get(end + 1..)?.split(|c| *c == b'\n') {
+    let rest = head.get(end + 1..)?;
+    for span in normalize::line_spans(rest) {
+        let line = &rest[span];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             break;
