@@ -581,9 +581,9 @@ impl LegTracker {
         self.apply(ts, hop, m);
         self.hashes = None;
         // re-arm the timers of every leg the message could have touched
-        let n = self.candidates(&m.call_id).len();
-        for i in 0..n {
-            let id = self.candidates(&m.call_id)[i];
+        // (the Call-ID's legs looked up once, not once per leg)
+        let ids: LegIds = self.candidates(&m.call_id).iter().copied().collect();
+        for id in ids {
             self.reschedule(id);
         }
     }
