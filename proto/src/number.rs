@@ -71,8 +71,8 @@ pub fn normalize(raw: &str, country: &str) -> Option<String> {
     } else {
         out.push_str(&digits);
     }
-    let e164 = out.len() - 1;
-    if !(8..=15).contains(&e164) {
+    let e164_digits = out.len() - 1;
+    if !(8..=15).contains(&e164_digits) {
         return None;
     }
     Some(out)
@@ -153,10 +153,6 @@ impl Hasher {
         }
     }
 
-    /// Whether a user part is a phone number (and so must never be stored).
-    pub fn is_number(&self, user: &str) -> bool {
-        normalize(user, &self.country).is_some()
-    }
 }
 
 /// A keyed hash as [`Hasher::hash`] writes it (16 lower-case hex digits),

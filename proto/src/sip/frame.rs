@@ -252,8 +252,9 @@ fn content_length(headers: &[u8]) -> ContentLength {
     for end in ends {
         let line = &headers[start..end];
         start = (end + 1).min(headers.len());
-        // only a line starting `C` or `l` can be Content-Length (a folded
-        // line starts with white space): the rest are passed over unread
+        // only a line starting with `c` or `l` (either case) can be
+        // Content-Length (a folded line starts with white space, and the
+        // name is not trimmed at its start): the rest are passed over unread
         if !line.first().is_some_and(|c| matches!(c, b'c' | b'C' | b'l' | b'L')) {
             continue;
         }

@@ -299,6 +299,10 @@ impl Parser {
             p
         }
         .map_err(|_| ParseError::NoStartLine)?;
+        // the sink was chosen by the quick look: it must agree with the
+        // normaliser that this is a response (else a request would reach
+        // rsip with no text)
+        debug_assert!(!response || prelude.method.is_none());
         let relevant = match (prelude.method, prelude.cseq_method) {
             (Some(m), _) => m,
             (None, Some(m)) => m,
@@ -460,9 +464,6 @@ fn read_headers<'a>(
     let mut reader = HeaderReader::default();
     for (name, value) in headers {
         reader.header(name, value);
-        if let Some(e) = reader.error {
-            return Err(e);
-        }
     }
     reader.finish(kind, ruri_user)
 }
