@@ -9,15 +9,7 @@
 //! e.g. `sled_keys /tmp/k 4000000 450 1` (one JSON record a key, as the
 //! store keeps them) against `sled_keys /tmp/k 4000000 200 8`.
 
-fn rss_mib(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse::<u64>().ok())
-        .unwrap_or(0)
-        / 1024
-}
+use cbt_bench::own_mib;
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -46,9 +38,9 @@ fn main() {
         tree.insert(&k[..], &value[..]).expect("insert");
         written += per_key;
         if written % 500_000 < per_key {
-            println!("{written:>9} calls in {:>8} keys: RSS {} MiB", written / per_key, rss_mib("VmRSS:"));
+            println!("{written:>9} calls in {:>8} keys: RSS {} MiB", written / per_key, own_mib("VmRSS:"));
         }
     }
     db.flush().expect("flush");
-    println!("end: RSS {} MiB, peak {} MiB, {} calls of {bytes} bytes, {per_key} a key", rss_mib("VmRSS:"), rss_mib("VmHWM:"), written);
+    println!("end: RSS {} MiB, peak {} MiB, {} calls of {bytes} bytes, {per_key} a key", own_mib("VmRSS:"), own_mib("VmHWM:"), written);
 }

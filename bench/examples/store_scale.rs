@@ -12,18 +12,10 @@ use cbt_proto::number::Hasher;
 use cbt_proto::site::Site;
 use cbt_proto::Timestamp;
 use std::time::Instant;
-
-fn status(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse::<u64>().ok())
-        .unwrap_or(0)
-}
+use cbt_bench::own_mib;
 
 fn mem() -> String {
-    format!("VmRSS {} MiB, VmHWM {} MiB", status("VmRSS:") / 1024, status("VmHWM:") / 1024)
+    format!("VmRSS {} MiB, VmHWM {} MiB", own_mib("VmRSS:"), own_mib("VmHWM:"))
 }
 
 fn site() -> Site {
