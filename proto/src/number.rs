@@ -152,7 +152,6 @@ impl Hasher {
             _ => Party::default(),
         }
     }
-
 }
 
 /// A keyed hash as [`Hasher::hash`] writes it (16 lower-case hex digits),
