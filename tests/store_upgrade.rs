@@ -3,7 +3,9 @@
 //! `tests/fixtures/store-0.1.0/` is a store written by cbt-agent 0.1.0 itself
 //! (store layout 2), `tests/fixtures/store-layout3/` one written by the
 //! agent of store layout 3 (the first with an uploader, here offering its
-//! documents to a collector that is not there), both made by
+//! documents to a collector that is not there), `tests/fixtures/store-layout4/`
+//! one of layout 4 (the last to keep calls in sled; this build moves them
+//! to files of a day), all made by
 //! `scripts/make-store-fixture`: finished calls, a closed day, an engine
 //! snapshot with calls in progress, journal records after it, then kill -9.
 //! `plan.json` there says what was sent; every expectation below comes from
@@ -32,6 +34,7 @@ use std::time::{Duration, Instant};
 
 const FIXTURE_0_1_0: &str = "tests/fixtures/store-0.1.0";
 const FIXTURE_LAYOUT3: &str = "tests/fixtures/store-layout3";
+const FIXTURE_LAYOUT4: &str = "tests/fixtures/store-layout4";
 
 struct Planned {
     n: u64,
@@ -179,6 +182,11 @@ fn the_engine_and_store_of_this_build_finish_what_layout_3_left() {
     engine_and_store_finish(FIXTURE_LAYOUT3, "store_upgrade_engine_layout3");
 }
 
+#[test]
+fn the_engine_and_store_of_this_build_finish_what_layout_4_left() {
+    engine_and_store_finish(FIXTURE_LAYOUT4, "store_upgrade_engine_layout4");
+}
+
 fn engine_and_store_finish(fixture: &str, scratch_name: &str) {
     let plan = plan(fixture);
     let dir = scratch(scratch_name, fixture);
@@ -189,12 +197,18 @@ fn engine_and_store_finish(fixture: &str, scratch_name: &str) {
     let site = config.site(&hasher);
     let before_upgrade = cbt_agent::daemon::capture::now();
     let store = cbt_agent::store::Store::open(&dir.join("store"), 1 << 20).unwrap();
-    // the upgrade is recorded: what the earlier release stored keeps its
-    // retention (AgentConfig::call_cut)
-    let upgraded = store.upgraded_at().unwrap().expect("upgrade recorded");
-    assert!(upgraded >= before_upgrade && upgraded <= cbt_agent::daemon::capture::now());
-    let cut = config.agent.call_cut(cbt_agent::daemon::capture::now(), Some(upgraded));
-    assert!(store.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().iter().all(|c| c.started > cut), "none of its calls is due for pruning");
+    if fixture == FIXTURE_LAYOUT4 {
+        // layout 4 pruned by store.call_retention already: moving its calls
+        // to files changes no retention, and is not recorded as an upgrade
+        assert_eq!(store.upgraded_at().unwrap(), None);
+    } else {
+        // the upgrade is recorded: what the earlier release stored keeps its
+        // retention (AgentConfig::call_cut)
+        let upgraded = store.upgraded_at().unwrap().expect("upgrade recorded");
+        assert!(upgraded >= before_upgrade && upgraded <= cbt_agent::daemon::capture::now());
+        let cut = config.agent.call_cut(cbt_agent::daemon::capture::now(), Some(upgraded));
+        assert!(store.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().iter().all(|c| c.started > cut), "none of its calls is due for pruning");
+    }
 
     // what 0.1.0 stored reads as it was
     let counts = store.verify().unwrap();
@@ -273,6 +287,11 @@ fn the_daemon_of_this_build_recovers_a_0_1_0_store_and_loses_no_call() {
 #[test]
 fn the_daemon_of_this_build_recovers_a_layout_3_store_and_loses_no_call() {
     daemon_recovers(FIXTURE_LAYOUT3, "store_upgrade_daemon_layout3");
+}
+
+#[test]
+fn the_daemon_of_this_build_recovers_a_layout_4_store_and_loses_no_call() {
+    daemon_recovers(FIXTURE_LAYOUT4, "store_upgrade_daemon_layout4");
 }
 
 fn daemon_recovers(fixture: &str, scratch_name: &str) {

@@ -5,41 +5,45 @@
 //!
 //! | what | where | format |
 //! |---|---|---|
-//! | finished calls | sled tree `calls`: started (i64 as u64 + 2^63) ++ seq (u64), big-endian: one key per call, in start order | `persist::v1::CallV1` JSON (no caller hash) |
+//! | finished calls | files `calls/YYYY-MM-DD.calls`, one per UTC day of the calls' start, appended to (callbacks made later as amendment records) | `persist::calls` file format 1, calls as `persist::v1::CallV1` JSON (no caller hash) |
 //! | closed days | sled tree `days`: `YYYY-MM-DD` ++ 0x00 ++ practice | `persist::v1::DayV1` JSON |
 //! | upload outbox | sled tree `outbox`: `YYYY-MM-DD` ++ 0x00 ++ practice | `persist::v1::OutboxItemV1` JSON (the document to send) |
 //! | upload states | sled tree `uploads`: `YYYY-MM-DD` ++ 0x00 ++ practice | `persist::v1::UploadStateV1` JSON (revisions given, delivered) |
 //! | activity | sled tree `activity`: `YYYY-MM-DD` | `persist::v1::ActivityV1` JSON (capture by local hour) |
-//! | kept aside | sled tree `quarantine`: the original key | the original value, unreadable |
+//! | kept aside | sled tree `quarantine`: the original key (a call: started (i64 as u64 + 2^63) ++ seq (u64), big-endian) | the original value, unreadable |
 //! | gaps, marks | sled tree `meta`: `schema`, `call_totals`, `gaps`, `pruned_before`, `days_pruned_before`, `closed_through`, `dirty_days` | JSON |
 //! | engine snapshot | file `snapshot.json` (written to a temporary file, synced, renamed) | `{"journal": N, "snapshot": persist::v2::SnapshotV2}` (version 1 read) |
 //! | journal | files `journal-N.log`: the messages since snapshot N | `persist::journal` framing 2 (0.1.0: framing 1), records `JournalRecordV1` |
 //! | damaged bytes | directory `aside/` | what could not be read, as it was |
 //!
 //! Every value has a version ([`cbt_proto::persist`]); the store's layout
-//! has the `schema` mark: 2 was 0.1.0's, 3 the first uploader's, 4 this
-//! one's. An older store is migrated when it is opened; a newer one is
-//! refused, untouched.
+//! has the `schema` mark: 2 was 0.1.0's, 3 the first uploader's, 4 kept
+//! calls in sled (tree `calls`, one key per call), 5 this one's. An older
+//! store is migrated when it is opened; a newer one is refused, untouched.
 //!
-//! Every key starts with its date (or start time), so a read of some days
-//! is a range scan of those days, whatever the store holds; nothing is
+//! Every key starts with its date and calls are in a file per day, so a
+//! read of some days reads those days, whatever the store holds; nothing is
 //! counted by iterating a tree (sled's `len` does): the number of calls and
 //! the highest call number are kept in memory, written to `meta`
 //! (`call_totals`) when the store is closed and taken out when it is
 //! opened, so opening a store closed cleanly reads no call (after a crash,
-//! one pass over the keys counts them). Call records are kept for `store.call_retention`, day
+//! one pass over the call files counts them). Call records are kept for `store.call_retention`, day
 //! figures, upload states and the activity record for `store.retention`;
 //! neither is pruned on a day not closed, not delivered, or marked dirty.
 //!
 //! Why two kinds of storage: sled is the design card's store and holds the
-//! records; the write-ahead journal and the snapshot are a stream and a blob
-//! that sled handled badly (measured: a JSON snapshot of 12,000 legs written
-//! into sled every 30 s and one key per journaled message took the daemon's
-//! memory to hundreds of MiB). A plain append-only file with a checksum per
-//! record, synced at the same points as sled, does that job in a few lines.
+//! records that are a few a day (day figures, the outbox, upload states,
+//! activity, marks); the write-ahead journal, the snapshot and the calls
+//! are streams and a blob that sled handled badly (measured: a JSON
+//! snapshot of 12,000 legs written into sled every 30 s and one key per
+//! journaled message took the daemon's memory to hundreds of MiB; one key
+//! per call made its memory grow by about 25 bytes a call kept, whatever
+//! its cache, `bench/examples/sled_keys.rs`). Plain append-only files with
+//! a checksum per record, synced at the same points as sled, do that job
+//! ([`files`] for the calls).
 //!
-//! Durability: callers write, then `flush()` (journal file synced, then
-//! sled flushed) at the points that promise durability; the daemon flushes
+//! Durability: callers write, then `flush()` (journal file synced, call
+//! files written and synced, then sled flushed) at the points that promise durability; the daemon flushes
 //! before it counts a call anywhere. A call is written only if its sequence
 //! number is not stored yet, so replaying the journal after a crash never
 //! counts a call twice. Day figures are computed from the calls when the
@@ -162,13 +166,17 @@ fn tx_error(e: TransactionError<()>) -> anyhow::Error {
 
 /// The store layout this build writes. 2: cbt-agent 0.1.0 (outbox of day
 /// figures); 3: the outbox holds upload documents; 4: one key per call (no
-/// `seqs` index), days and upload states keyed by date first.
-pub const SCHEMA: u32 = 4;
+/// `seqs` index), days and upload states keyed by date first; 5: calls in
+/// files of a day (`files`), not in sled.
+pub const SCHEMA: u32 = 5;
+
+mod files;
+use files::CallFiles;
 
 pub struct Store {
     dir: PathBuf,
     db: sled::Db,
-    calls: sled::Tree,
+    calls: CallFiles,
     /// How many calls `calls` holds, and the highest sequence number
     /// stored (sled counts a tree by reading all of it): kept up to date
     /// here, and in `meta` (`call_totals`) only while the store is closed.
@@ -274,6 +282,11 @@ fn date_range(
         to.and_then(|d| d.succ_opt())
             .map_or(Bound::Unbounded, |d| Bound::Excluded(at(d))),
     )
+}
+
+/// A key as text, bytes that are not printable ASCII escaped.
+fn escaped(key: &[u8]) -> String {
+    String::from_utf8_lossy(&key.iter().flat_map(|b| std::ascii::escape_default(*b)).collect::<Vec<u8>>()).to_string()
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -432,6 +445,11 @@ impl Drop for Store {
         if !self.counted {
             return;
         }
+        if let Err(e) = self.calls.flush() {
+            // calls held in memory not written: counted afresh next time
+            tracing::error!("closing the store: {e:#}");
+            return;
+        }
         let t = CallTotals {
             count: self.call_count.load(Ordering::Relaxed) as u64,
             max_seq: self.max_seq.load(Ordering::Relaxed),
@@ -514,7 +532,7 @@ impl Store {
             .max(snap_gen.unwrap_or(0))
             + 1;
         let mut store = Store {
-            calls: t("calls")?,
+            calls: CallFiles::open(&dir.join("calls"))?,
             call_count: AtomicUsize::new(0),
             max_seq: AtomicU64::new(0),
             counted: false,
@@ -543,13 +561,20 @@ impl Store {
             Some(2) => {
                 store.migrate_from_2()?;
                 store.migrate_from_3(2)?;
+                store.migrate_from_4(2)?;
             }
-            Some(3) => store.migrate_from_3(3)?,
+            Some(3) => {
+                store.migrate_from_3(3)?;
+                store.migrate_from_4(3)?;
+            }
+            Some(4) => store.migrate_from_4(4)?,
             _ => {}
         }
-        // a migration cut short after its mark leaves the old index behind
-        if store.db.tree_names().iter().any(|n| n.as_ref() == b"seqs") {
-            store.db.drop_tree("seqs")?;
+        // a migration cut short after its mark leaves the old trees behind
+        for old in ["seqs", "calls"] {
+            if store.db.tree_names().iter().any(|n| n.as_ref() == old.as_bytes()) {
+                store.db.drop_tree(old)?;
+            }
         }
         // the totals written when the store was closed, taken out while it
         // is open: a store left by a crash (or of an older layout) has none,
@@ -565,12 +590,8 @@ impl Store {
                 t
             }
             None => {
-                let mut t = CallTotals::default();
-                for k in store.calls.iter().keys() {
-                    t.count += 1;
-                    t.max_seq = t.max_seq.max(key_seq(&k?).unwrap_or(0));
-                }
-                t
+                let (count, max_seq) = store.calls.count()?;
+                CallTotals { count: count as u64, max_seq }
             }
         };
         store
@@ -621,9 +642,47 @@ impl Store {
             self.meta
                 .insert("upgraded_at", json(&crate::daemon::capture::now()))?;
         }
+        self.meta.insert("schema", json(&4u32))?;
+        self.db.flush()?;
+        tracing::info!(dir = %self.dir.display(), moved, "store migrated from layout {from} to 4: day figures and upload states keyed by date, one key per call");
+        Ok(())
+    }
+
+    /// Layout 4 (and before) kept calls in sled's `calls` tree. Each is
+    /// written to its day's file (once: a migration cut short and run
+    /// again finds the calls it wrote), the files synced, then the mark
+    /// set to 5, and only then the tree dropped (`open_inner` drops one a
+    /// migration cut short after its mark left behind). One that cannot
+    /// be read is kept aside, as a read would.
+    fn migrate_from_4(&self, from: u32) -> Result<()> {
+        let old = self.db.open_tree("calls")?;
+        let (mut moved, mut bad) = (0, 0);
+        for r in old.iter() {
+            let (k, v) = r?;
+            let started = k.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(|b| Timestamp((u64::from_be_bytes(b) ^ (1 << 63)) as i64));
+            match (started, key_seq(&k), persist::decode_call(&v)) {
+                (Some(started), Some(seq), Ok(c)) => {
+                    self.calls.put(seq, started, &v, c.callback_made)?;
+                    moved += 1;
+                }
+                (_, _, Err(e @ FormatError::Newer { .. })) => return Err(e.into()),
+                (_, _, e) => {
+                    let why = e.err().map_or("its key is not a call's".to_string(), |e| e.to_string());
+                    if self.quarantine.insert(&k, &v).is_ok() {
+                        self.problem(format!("stored call {}: {why}; kept aside in the store's quarantine", escaped(&k)));
+                    }
+                    bad += 1;
+                }
+            }
+        }
+        self.calls.flush()?;
+        // counted again from the files (and every call read once: `verify`)
+        self.meta.remove(TOTALS)?;
         self.meta.insert("schema", json(&SCHEMA))?;
         self.db.flush()?;
-        tracing::info!(dir = %self.dir.display(), moved, "store migrated from layout {from} to {SCHEMA}: day figures and upload states keyed by date, one key per call");
+        drop(old);
+        self.db.drop_tree("calls")?;
+        tracing::info!(dir = %self.dir.display(), moved, unreadable = bad, "store migrated from layout {from} to {SCHEMA}: calls in files of a day (calls/), out of sled");
         Ok(())
     }
 
@@ -663,32 +722,42 @@ impl Store {
         }
     }
 
-    /// Moves an unreadable stored call to the `quarantine` tree.
-    fn quarantine_call(&self, key: &[u8], value: &[u8], e: &FormatError) {
-        let removed = if self.quarantine.insert(key, value).is_ok() {
-            self.calls.remove(key).ok()
-        } else {
-            None
-        };
-        let kept = removed.is_some();
-        if removed.flatten().is_some() {
-            let _ = self
-                .call_count
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
-        }
-        self.problem(format!(
-            "stored call {}: {e}; {}",
-            String::from_utf8_lossy(
-                &key.iter()
-                    .flat_map(|b| std::ascii::escape_default(*b))
-                    .collect::<Vec<u8>>()
-            ),
-            if kept {
-                "kept aside in the store's quarantine"
-            } else {
-                "left in place"
+    /// Keeps what `calls` found unreadable (and took out of its files):
+    /// a call that cannot be decoded in the `quarantine` tree under its old
+    /// key, damaged bytes in `aside/`; each reported. Returns how many.
+    fn take_bad(&self) -> usize {
+        let bad = self.calls.take_bad();
+        for b in &bad {
+            match b.call {
+                Some((started, seq)) => {
+                    let key = call_key(started, seq);
+                    let kept = self.quarantine.insert(key, &b.bytes[..]).is_ok();
+                    let _ = self
+                        .call_count
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+                    self.problem(format!(
+                        "stored call {} (calls/{}): {}; {}",
+                        escaped(&key),
+                        b.file,
+                        b.why,
+                        if kept { "kept aside in the store's quarantine" } else { "could not be kept aside" }
+                    ));
+                }
+                None => {
+                    let name = format!("calls-{}-at-{}.bin", b.file.trim_end_matches(".calls"), b.offset);
+                    let kept = self.keep_aside(&name, &b.bytes);
+                    self.problem(format!("calls/{}: {} at byte {}; {kept}; the records after them are read", b.file, b.why, b.offset));
+                }
             }
-        ));
+        }
+        bad.len()
+    }
+
+    /// `r`, once what the call files found unreadable meanwhile is kept
+    /// aside and reported.
+    fn reported<T>(&self, r: Result<T>) -> Result<T> {
+        self.take_bad();
+        r
     }
 
     /// Moves an unreadable stored value to the `quarantine` tree (a call:
@@ -697,11 +766,7 @@ impl Store {
         let kept = self.quarantine.insert(key, value).is_ok() && tree.remove(key).is_ok();
         self.problem(format!(
             "{what} {}: {e}; {}",
-            String::from_utf8_lossy(
-                &key.iter()
-                    .flat_map(|b| std::ascii::escape_default(*b))
-                    .collect::<Vec<u8>>()
-            ),
+            escaped(key),
             if kept {
                 "kept aside in the store's quarantine"
             } else {
@@ -715,7 +780,7 @@ impl Store {
     }
 
     /// Makes everything written so far durable: the journal file synced,
-    /// then sled flushed.
+    /// the call files written and synced, then sled flushed.
     pub fn flush(&self) -> Result<()> {
         {
             let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
@@ -726,6 +791,7 @@ impl Store {
                     .map_err(|e| self.write_error(e.into()))?;
             }
         }
+        self.calls.flush().map_err(|e| self.write_error(e))?;
         self.db.flush().map_err(|e| self.write_error(e.into()))?;
         Ok(())
     }
@@ -736,15 +802,14 @@ impl Store {
     }
 
     pub fn size_on_disk(&self) -> u64 {
-        let files: u64 = std::fs::read_dir(&self.dir)
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
+        let files: u64 = [self.dir.clone(), self.dir.join("calls")]
+            .iter()
+            .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten())
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
         self.db.size_on_disk().unwrap_or(0) + files
     }
 
@@ -756,15 +821,14 @@ impl Store {
     /// reported when something reads it.
     pub fn verify(&self) -> Result<StoreCounts> {
         let mut bad = 0;
-        for r in self
-            .calls
-            .iter()
-            .take(if self.closed_cleanly { 0 } else { usize::MAX })
-        {
-            let (k, v) = r?;
-            if let Err(e) = persist::decode_call(&v) {
-                self.quarantine_call(&k, &v, &e);
-                bad += 1;
+        if !self.closed_cleanly {
+            // a day at a time: what is held is one day's calls
+            let reads = AtomicUsize::new(0);
+            for d in self.calls.dates() {
+                let from = files::day_start(d);
+                let r = self.calls.between(from, from.add(files::DAY), &reads);
+                bad += self.take_bad();
+                r?;
             }
         }
         Ok(StoreCounts {
@@ -917,15 +981,7 @@ impl Store {
     /// was new. One key per call, written only if absent (compare and
     /// swap): no transaction, no index.
     pub fn put_call(&self, rec: &CallRecord) -> Result<bool> {
-        let key = call_key(rec.started, rec.seq);
-        let new = self
-            .calls
-            .compare_and_swap(
-                &key[..],
-                None as Option<&[u8]>,
-                Some(persist::encode_call(rec)),
-            )?
-            .is_ok();
+        let new = self.reported(self.calls.put(rec.seq, rec.started, &persist::encode_call(rec), rec.callback_made))?;
         if new {
             self.call_count.fetch_add(1, Ordering::Relaxed);
             self.max_seq.fetch_max(rec.seq, Ordering::Relaxed);
@@ -933,78 +989,19 @@ impl Store {
         Ok(new)
     }
 
-    /// Removes stored calls (one atomic batch). Returns how many there were.
-    fn remove_calls(&self, keys: Vec<sled::IVec>) -> Result<usize> {
-        let n = keys.len();
-        let mut batch = sled::Batch::default();
-        for k in keys {
-            batch.remove(k);
-        }
-        self.calls.apply_batch(batch)?;
-        let _ = self
-            .call_count
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-                Some(c.saturating_sub(n))
-            });
-        Ok(n)
-    }
-
-    /// The key of the stored call `seq` whose callback was requested at
-    /// `requested` (a call starts before it is asked for a callback): the
-    /// calls that started in the day before are searched, latest first,
-    /// then, if it is not there, the calls before them (a call pruned
-    /// meanwhile, or one that lasted over a day).
-    fn find_call(&self, seq: u64, requested: Timestamp) -> Result<Option<sled::IVec>> {
-        let near = call_key(requested.add(-86_400_000_000), 0)
-            ..call_key(requested.add(3_600_000_000), u64::MAX);
-        for r in self.calls.range(near.clone()).keys().rev() {
-            let k = r?;
-            if key_seq(&k) == Some(seq) {
-                return Ok(Some(k));
-            }
-        }
-        // a call older than a day: the calls before those, latest first
-        for r in self.calls.range(..near.start).keys().rev() {
-            let k = r?;
-            if key_seq(&k) == Some(seq) {
-                return Ok(Some(k));
-            }
-        }
-        Ok(None)
-    }
-
     /// Records that a stored call's callback was made. Returns false if it
     /// was recorded already or the call is unknown.
+    /// The call is searched for in the files of the day of `requested`
+    /// (and the hour after), then of the days before, latest first.
     pub fn callback_made(&self, seq: u64, requested: Timestamp, at: Timestamp) -> Result<bool> {
-        let Some(key) = self.find_call(seq, requested)? else {
-            return Ok(false);
-        };
-        let Some(v) = self.calls.get(&key)? else {
-            return Ok(false);
-        };
-        let mut rec = persist::decode_call(&v)?;
-        if rec.callback_made.is_some() {
-            return Ok(false);
-        }
-        rec.callback_made = Some(at);
-        self.calls.insert(key, persist::encode_call(&rec))?;
-        Ok(true)
+        self.reported(self.calls.callback(seq, requested, at))
     }
 
     /// Calls that started in `[from, to)`, in start order. One that cannot
     /// be read (damaged since the store was opened) is kept aside and
     /// reported, not returned.
     pub fn calls_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<CallRecord>> {
-        let mut out = Vec::new();
-        for r in self.calls.range(call_key(from, 0)..call_key(to, 0)) {
-            let (k, v) = r?;
-            self.reads.fetch_add(1, Ordering::Relaxed);
-            match persist::decode_call(&v) {
-                Ok(c) => out.push(c),
-                Err(e) => self.quarantine_call(&k, &v, &e),
-            }
-        }
-        Ok(out)
+        self.reported(self.calls.between(from, to, &self.reads))
     }
 
     /// The calls of a local date (in the site's timezone).
@@ -1079,13 +1076,9 @@ impl Store {
         let first = match self.closed_through()? {
             Some(d) => d + Duration::days(1),
             None => {
-                let first_call = self.calls.first()?.map(|(k, _)| {
-                    let started = Timestamp(
-                        (u64::from_be_bytes(k[..8].try_into().expect("8 bytes")) ^ (1 << 63))
-                            as i64,
-                    );
-                    Aggregator::new(site).local_date(started)
-                });
+                let first_call = self
+                    .first_call_start()?
+                    .map(|started| Aggregator::new(site).local_date(started));
                 let first_activity = self.activity.first()?.and_then(|(k, _)| {
                     NaiveDate::parse_from_str(&String::from_utf8_lossy(&k), "%Y-%m-%d").ok()
                 });
@@ -1436,22 +1429,23 @@ impl Store {
         } else {
             local_day_span(site, Aggregator::new(site).local_date(before)).0
         };
-        let Some(first) = self.calls.first()? else {
+        let Some(first) = self.first_call_start()? else {
             return Ok(0);
         };
-        if first.0[..] >= call_key(limit, 0)[..] {
+        if first >= limit {
             return Ok(0);
         }
         if self.pruned_before()?.is_none_or(|p| p < limit) {
             self.meta.insert("pruned_before", json(&limit))?;
             self.db.flush()?;
         }
-        let keys = self
-            .calls
-            .range(..call_key(limit, 0))
-            .keys()
-            .collect::<Result<Vec<_>, _>>()?;
-        self.remove_calls(keys)
+        let n = self.reported(self.calls.prune_before(limit))?;
+        let _ = self
+            .call_count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(c.saturating_sub(n))
+            });
+        Ok(n)
     }
 
     /// Deletes the day figures, upload states and activity records of dates
@@ -1556,10 +1550,7 @@ impl Store {
     /// When the earliest stored call started (`None`: no calls): where the
     /// data begins, for the staffing window.
     pub fn first_call_start(&self) -> Result<Option<Timestamp>> {
-        Ok(self.calls.first()?.and_then(|(k, _)| {
-            let b: [u8; 8] = k.get(..8)?.try_into().ok()?;
-            Some(Timestamp((u64::from_be_bytes(b) ^ (1 << 63)) as i64))
-        }))
+        self.reported(self.calls.first_start())
     }
 }
 

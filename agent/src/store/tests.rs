@@ -34,6 +34,13 @@ fn rec(seq: u64, started_s: i64, outcome: Outcome) -> CallRecord {
     }
 }
 
+/// Writes a record of call `seq` with these bytes straight into its day's
+/// file (as damage would leave it), counted as a call.
+fn put_raw(st: &Store, seq: u64, started_s: i64, bytes: &[u8]) {
+    assert!(st.calls.put(seq, rec(seq, started_s, Outcome::Answered).started, bytes, None).unwrap());
+    st.call_count.fetch_add(1, Ordering::Relaxed);
+}
+
 fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).unwrap()
 }
@@ -181,9 +188,8 @@ fn an_unreadable_call_is_kept_aside_and_reported_not_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let st = Store::open(dir.path(), 1 << 20).unwrap();
     st.put_call(&rec(1, 0, Outcome::Answered)).unwrap();
-    st.put_call(&rec(2, 60, Outcome::Missed)).unwrap();
     let key = call_key(rec(2, 60, Outcome::Missed).started, 2);
-    st.calls.insert(key, &b"{\"v\":1,\"seq\":2,\"practice\":"[..]).unwrap();
+    put_raw(&st, 2, 60, b"{\"v\":1,\"seq\":2,\"practice\":");
     let counts = st.verify().unwrap();
     assert_eq!((counts.calls, counts.unreadable), (1, 1));
     assert_eq!(st.calls_between(Timestamp(0), Timestamp::MAX).unwrap().len(), 1);
@@ -191,6 +197,66 @@ fn an_unreadable_call_is_kept_aside_and_reported_not_dropped() {
     assert!(st.problems()[0].contains("stored call"), "{:?}", st.problems());
     assert_eq!(st.kept_aside(), (1, 0));
     assert_eq!(st.quarantine.get(key).unwrap().as_deref(), Some(&b"{\"v\":1,\"seq\":2,\"practice\":"[..]));
+    // taken out of its file: read once, reported once
+    assert_eq!(st.calls_between(Timestamp(0), Timestamp::MAX).unwrap().len(), 1);
+    assert_eq!(st.problems().len(), 1);
+}
+
+#[test]
+fn damaged_bytes_in_a_call_file_are_kept_aside_and_the_calls_around_them_read() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let st = Store::open(dir.path(), 1 << 20).unwrap();
+        for i in 1..=3 {
+            st.put_call(&rec(i, i as i64 * 60, Outcome::Answered)).unwrap();
+        }
+    }
+    let path = dir.path().join("calls/2024-11-04.calls");
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.starts_with(&cbt_proto::persist::calls::FILE_HEADER));
+    let at = bytes.windows(6).position(|w| w == b"\"c2\",\"").unwrap();
+    bytes[at + 2] = b'X';
+    std::fs::write(&path, &bytes).unwrap();
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    let seqs: Vec<u64> = st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, [1, 3]);
+    let problems = st.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("calls/2024-11-04.calls") && problems[0].contains("damaged") && problems[0].contains("kept in"), "{}", problems[0]);
+    assert_eq!(st.kept_aside(), (0, 1));
+    let aside: Vec<_> = std::fs::read_dir(dir.path().join("aside")).unwrap().flatten().collect();
+    assert!(std::fs::read(aside[0].path()).unwrap().windows(4).any(|w| w == b"\"cX\""), "kept as it was");
+    // the file no longer holds them: read again, nothing more to report;
+    // the call can be stored again (the journal replaying it)
+    assert_eq!(st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().len(), 2);
+    assert!(st.put_call(&rec(2, 120, Outcome::Answered)).unwrap());
+    assert_eq!(st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().len(), 3);
+    assert_eq!(st.problems().len(), 1);
+}
+
+#[test]
+fn a_call_cut_short_by_a_kill_is_dropped_and_stored_again_by_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut st = Store::open(dir.path(), 1 << 20).unwrap();
+        st.put_call(&rec(1, 0, Outcome::Answered)).unwrap();
+        st.put_call(&rec(2, 60, Outcome::Missed)).unwrap();
+        st.flush().unwrap();
+        st.counted = false; // as a kill leaves it
+    }
+    let path = dir.path().join("calls/2024-11-04.calls");
+    let len = std::fs::metadata(&path).unwrap().len();
+    OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 7).unwrap();
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(st.call_count(), 1, "counted from the files");
+    assert_eq!(st.verify().unwrap().unreadable, 0);
+    assert!(st.problems().is_empty(), "a torn tail is not damage: {:?}", st.problems());
+    assert!(!st.put_call(&rec(1, 0, Outcome::Answered)).unwrap(), "stored");
+    assert!(st.put_call(&rec(2, 60, Outcome::Missed)).unwrap(), "cut short: stored again");
+    st.flush().unwrap();
+    let seqs: Vec<u64> = st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, [1, 2]);
+    assert!(st.problems().is_empty(), "{:?}", st.problems());
 }
 
 #[test]
@@ -351,38 +417,58 @@ fn reading_some_days_reads_only_their_records() {
     assert_eq!(st.records_read() - before, 0, "a day after the stored ones reads nothing");
 }
 
-/// Rewrites a store of this layout as layout 3 wrote it: `days` and
-/// `uploads` keyed practice first, the `seqs` index, the mark 3. With
-/// `cut_short`, the `days` tree is left as a migration cut short after
-/// rewriting it leaves it.
-fn as_layout_3(dir: &Path, cut_short: bool) {
+/// Rewrites a store of this layout as layout `layout` (3 or 4) wrote it:
+/// calls in sled's `calls` tree, one key per call (their files gone unless
+/// `keep_files`: a move to files cut short); for 3, `days` and `uploads`
+/// keyed practice first and the `seqs` index. With `cut_short` (3), the
+/// `days` tree is left as a migration cut short after rewriting it leaves
+/// it.
+fn as_layout(dir: &Path, layout: u32, cut_short: bool, keep_files: bool) {
     let mut st = Store::open(dir, 1 << 20).unwrap();
-    let old_key = |k: &[u8]| {
-        let (date, practice) = parse_day_key(k).unwrap();
-        let mut o = practice.into_bytes();
-        o.push(0);
-        o.extend_from_slice(date.format("%Y-%m-%d").to_string().as_bytes());
-        o
-    };
-    let trees: &[&sled::Tree] = if cut_short { &[&st.uploads] } else { &[&st.days, &st.uploads] };
-    for tree in trees {
-        for r in tree.iter() {
-            let (k, v) = r.unwrap();
-            tree.remove(&k).unwrap();
-            tree.insert(old_key(&k), v).unwrap();
+    let calls = st.db.open_tree("calls").unwrap();
+    for c in st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap() {
+        calls.insert(call_key(c.started, c.seq), cbt_proto::persist::encode_call(&c)).unwrap();
+    }
+    if layout == 3 {
+        let old_key = |k: &[u8]| {
+            let (date, practice) = parse_day_key(k).unwrap();
+            let mut o = practice.into_bytes();
+            o.push(0);
+            o.extend_from_slice(date.format("%Y-%m-%d").to_string().as_bytes());
+            o
+        };
+        let trees: &[&sled::Tree] = if cut_short { &[&st.uploads] } else { &[&st.days, &st.uploads] };
+        for tree in trees {
+            for r in tree.iter() {
+                let (k, v) = r.unwrap();
+                tree.remove(&k).unwrap();
+                tree.insert(old_key(&k), v).unwrap();
+            }
+        }
+        let seqs = st.db.open_tree("seqs").unwrap();
+        for k in calls.iter().keys() {
+            let k = k.unwrap();
+            seqs.insert(&k[8..16], &k[..]).unwrap();
         }
     }
-    let seqs = st.db.open_tree("seqs").unwrap();
-    for k in st.calls.iter().keys() {
-        let k = k.unwrap();
-        seqs.insert(&k[8..16], &k[..]).unwrap();
-    }
-    st.meta.insert("schema", json(&3u32)).unwrap();
+    st.meta.insert("schema", json(&layout)).unwrap();
     // the totals this layout writes when it closes, layout 3 did not (they
     // were taken out when it opened)
     assert!(st.meta.get(TOTALS).unwrap().is_none());
-    st.counted = false;
     st.flush().unwrap();
+    if layout == 4 {
+        st.meta.insert(TOTALS, json(&CallTotals { count: calls.len() as u64, max_seq: st.max_seq().unwrap() })).unwrap();
+        st.db.flush().unwrap();
+    }
+    st.counted = false;
+    drop(st);
+    if !keep_files {
+        std::fs::remove_dir_all(dir.join("calls")).unwrap();
+    }
+}
+
+fn as_layout_3(dir: &Path, cut_short: bool) {
+    as_layout(dir, 3, cut_short, false)
 }
 
 #[test]
@@ -418,12 +504,10 @@ fn a_layout_3_store_migrates_even_after_a_migration_cut_short() {
 #[test]
 fn after_a_clean_close_the_start_does_not_read_every_call_but_a_damaged_one_is_still_kept_aside() {
     let dir = tempfile::tempdir().unwrap();
-    let key = call_key(rec(2, 60, Outcome::Missed).started, 2);
     {
         let st = Store::open(dir.path(), 1 << 20).unwrap();
         st.put_call(&rec(1, 0, Outcome::Answered)).unwrap();
-        st.put_call(&rec(2, 60, Outcome::Missed)).unwrap();
-        st.calls.insert(key, &b"{\"v\":1,\"seq\":2"[..]).unwrap();
+        put_raw(&st, 2, 60, b"{\"v\":1,\"seq\":2");
     } // closed cleanly
     {
         let st = Store::open(dir.path(), 1 << 20).unwrap();
@@ -437,9 +521,69 @@ fn after_a_clean_close_the_start_does_not_read_every_call_but_a_damaged_one_is_s
     }
     // a crash (no clean close): the next start reads every call
     let mut st = Store::open(dir.path(), 1 << 20).unwrap();
-    st.calls.insert(key, &b"{\"v\":1,\"seq\":2"[..]).unwrap();
+    put_raw(&st, 2, 60, b"{\"v\":1,\"seq\":2");
+    st.flush().unwrap();
     st.counted = false; // as a kill leaves it: no totals written
     drop(st);
     let st = Store::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(st.verify().unwrap().unreadable, 1);
+}
+
+#[test]
+fn a_layout_4_store_moves_its_calls_to_files_even_after_a_move_cut_short() {
+    // 0: as 4 left it; 1: some files written, the mark still 4; 2: every
+    // file written and the mark 5, the tree not yet dropped
+    for stage in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let (calls, days) = {
+            let st = store_of_days(dir.path(), 3, 5);
+            st.callback_made(7, rec(7, 86_400 + 60, Outcome::Answered).started.add(30_000_000), Timestamp::from_secs_micros(1_730_900_000, 0)).unwrap();
+            st.flush().unwrap();
+            (st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap(), st.days().unwrap())
+        };
+        assert!(calls[6].callback_made.is_some());
+        as_layout(dir.path(), 4, false, stage > 0);
+        if stage == 1 {
+            std::fs::remove_file(dir.path().join("calls/2024-11-06.calls")).unwrap();
+        }
+        if stage == 2 {
+            let db = sled::open(dir.path().join("db")).unwrap();
+            db.open_tree("meta").unwrap().insert("schema", json(&SCHEMA)).unwrap();
+            db.flush().unwrap();
+        }
+        let st = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(st.meta.get("schema").unwrap().as_deref(), Some(&json(&SCHEMA)[..]));
+        assert!(!st.db.tree_names().iter().any(|n| n.as_ref() == b"calls"), "stage {stage}: the tree is gone");
+        assert_eq!(st.verify().unwrap().unreadable, 0);
+        assert_eq!(st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap(), calls, "stage {stage}");
+        assert_eq!(st.call_count(), 15, "stage {stage}");
+        assert_eq!(st.max_seq().unwrap(), 15);
+        assert_eq!(st.days().unwrap(), days);
+        assert!(!st.put_call(&rec(12, 2 * 86_400 + 60, Outcome::Answered)).unwrap(), "stored once");
+        assert!(!st.callback_made(7, rec(7, 86_400 + 60, Outcome::Answered).started.add(30_000_000), Timestamp::from_secs_micros(1_730_900_001, 0)).unwrap(), "its callback too");
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("calls")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+        assert_eq!(files.len(), 3, "{files:?}");
+        assert!(st.problems().is_empty(), "{:?}", st.problems());
+    }
+}
+
+#[test]
+fn a_store_of_calls_holds_in_memory_what_is_written_not_what_is_kept() {
+    // prune the calls before a cut that is not a UTC midnight (a local
+    // midnight in summer): the file holding it is rewritten, the rest go whole
+    let dir = tempfile::tempdir().unwrap();
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    for i in 0..48 {
+        st.put_call(&rec(i + 1, i as i64 * 3600, Outcome::Answered)).unwrap();
+    }
+    st.flush().unwrap();
+    assert_eq!(std::fs::read_dir(dir.path().join("calls")).unwrap().count(), 3, "4, 5 and 6 November (UTC)");
+    let cut = rec(1, 0, Outcome::Answered).started.add(24 * 3_600_000_000); // 5 Nov 09:00
+    assert_eq!(st.calls.prune_before(cut).unwrap(), 24);
+    let left: Vec<u64> = st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().iter().map(|c| c.seq).collect();
+    assert_eq!(left, (25..=48).collect::<Vec<_>>());
+    assert!(!dir.path().join("calls/2024-11-04.calls").exists());
+    assert_eq!(st.calls.count().unwrap(), (24, 48));
+    assert!(!st.put_call(&rec(30, 29 * 3600, Outcome::Answered)).unwrap(), "still known after the rewrite");
+    assert!(st.put_call(&rec(20, 19 * 3600, Outcome::Answered)).unwrap(), "pruned: a new call to the files");
 }

@@ -145,11 +145,20 @@ fn next_valid(framing: Framing, b: &[u8], from: usize) -> Option<usize> {
 /// Reads a whole journal file: its intact records in order, the damaged
 /// spans between them, and a torn tail.
 pub fn scan(b: &[u8]) -> Scan<'_> {
-    let (framing, mut at) = if b.starts_with(&FILE_HEADER) {
-        (Framing::V2, FILE_HEADER.len())
+    if b.starts_with(&FILE_HEADER) {
+        scan_from(Framing::V2, b, FILE_HEADER.len())
     } else {
-        (Framing::V1, 0)
-    };
+        scan_from(Framing::V1, b, 0)
+    }
+}
+
+/// Reads framing-2 records from `at` (after a file header of another
+/// kind: the store's call files are framed as the journal is).
+pub fn scan_records(b: &[u8], at: usize) -> Scan<'_> {
+    scan_from(Framing::V2, b, at.min(b.len()))
+}
+
+fn scan_from(framing: Framing, b: &[u8], mut at: usize) -> Scan<'_> {
     let mut out = Scan {
         framing,
         frames: Vec::new(),

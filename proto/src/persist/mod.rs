@@ -9,7 +9,7 @@
 //!
 //! | what | where (agent store) | version mark |
 //! |---|---|---|
-//! | finished call | sled `calls` | JSON member `v` (absent: 1, as 0.1.0 wrote) |
+//! | finished call | `calls/YYYY-MM-DD.calls` (store layout 5; sled `calls` before) | JSON member `v` (absent: 1, as 0.1.0 wrote), in a record of the call file format ([`calls`]: file header and record version) |
 //! | closed day | sled `days` | JSON member `v` (absent: 1) |
 //! | journal record | `journal-N.log` | record header (framing 2); framing 1 files (0.1.0) hold version-1 records |
 //! | engine snapshot | `snapshot.json` | `snapshot.version` (2 since 0.2: transfers and correlation signals of calls in progress; 1 is read) |
@@ -191,6 +191,7 @@ pub fn decode_activity(bytes: &[u8]) -> Result<v1::ActivityV1, FormatError> {
     decode_v1("an activity record", 1, bytes)
 }
 
+pub mod calls;
 pub mod journal;
 
 #[cfg(test)]

@@ -1,0 +1,536 @@
+//! Finished calls in append-only files, one per UTC day of the call's
+//! start (`calls/YYYY-MM-DD.calls`, format in
+//! [`cbt_proto::persist::calls`]). Why not sled: sled's memory follows the
+//! number of keys it holds (about 25 bytes a key whatever its cache; see
+//! docs/testing.md), so an agent keeping every call as a key grew with its
+//! history. Here memory follows the days being written, not the calls
+//! kept: the calls' numbers of the few days loaded, about one bit a call.
+//!
+//! - A call is written once: each loaded day keeps the set of numbers in
+//!   its file (read from the file the first time the day is written), so
+//!   the journal replayed after a crash finds its calls stored.
+//! - A callback made later is an amendment record appended to the file of
+//!   its call, never a rewrite.
+//! - Records are buffered and written at `flush` (or once a day's buffer
+//!   is large), then synced; a failed write cuts the file back to its last
+//!   whole record and nothing more is written to it by this process (the
+//!   daemon holds the calls and writes them again to a store opened anew).
+//! - A record cut short at the end (a kill while appending) is cut off
+//!   when the day is next loaded; damaged or undecodable records are
+//!   handed to the store (kept aside, reported) and the file is rewritten
+//!   without them (a new file synced and renamed over the old).
+//! - Retention deletes whole files; the file holding the cut (a local
+//!   midnight that is not UTC midnight) is rewritten without the calls
+//!   before it.
+
+use anyhow::{anyhow, Context, Result};
+use cbt_proto::call::CallRecord;
+use cbt_proto::persist::calls::{self as format, Kind, Record};
+use cbt_proto::persist::{self, FormatError};
+use cbt_proto::Timestamp;
+use chrono::NaiveDate;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Days whose numbers are kept in memory: the days being written (today,
+/// and yesterday's calls still finishing) and a margin.
+const LOADED_DAYS: usize = 4;
+/// A day's buffer is written out (not synced) once it holds this much.
+const WRITE_AT: usize = 256 << 10;
+pub(super) const DAY: i64 = 86_400_000_000;
+
+fn epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date")
+}
+
+/// The UTC date of a time (clamped to the dates chrono has).
+pub(super) fn utc_date(t: Timestamp) -> NaiveDate {
+    let days = t.micros().div_euclid(DAY);
+    let max = chrono::Duration::days(1 << 32);
+    let d = chrono::Duration::days(days).clamp(-max, max);
+    epoch().checked_add_signed(d).unwrap_or(if days < 0 { NaiveDate::MIN } else { NaiveDate::MAX })
+}
+
+/// When a UTC date starts.
+pub(super) fn day_start(d: NaiveDate) -> Timestamp {
+    Timestamp((d - epoch()).num_days().saturating_mul(DAY))
+}
+
+/// Sequence numbers, one bit each in blocks of 1,024.
+#[derive(Default)]
+struct SeqSet(BTreeMap<u64, [u64; 16]>);
+
+impl SeqSet {
+    fn bit(s: u64) -> (u64, usize, u64) {
+        (s >> 10, ((s >> 6) & 15) as usize, 1 << (s & 63))
+    }
+
+    fn insert(&mut self, s: u64) {
+        let (block, word, bit) = Self::bit(s);
+        self.0.entry(block).or_insert([0; 16])[word] |= bit;
+    }
+
+    fn contains(&self, s: u64) -> bool {
+        let (block, word, bit) = Self::bit(s);
+        self.0.get(&block).is_some_and(|w| w[word] & bit != 0)
+    }
+}
+
+/// What is found unreadable in a call file: the store keeps it aside and
+/// reports it; the file no longer holds it.
+pub(super) struct Bad {
+    pub file: String,
+    pub offset: usize,
+    pub bytes: Vec<u8>,
+    pub why: String,
+    /// A call that could not be decoded: its start and number.
+    pub call: Option<(Timestamp, u64)>,
+}
+
+/// A day being written.
+struct Day {
+    path: PathBuf,
+    file: Option<File>,
+    /// Bytes on disk: the header and whole records.
+    len: u64,
+    /// Records not yet written.
+    pending: Vec<u8>,
+    unsynced: bool,
+    /// The file was made by this process: the directory is synced too.
+    created: bool,
+    /// A write failed: nothing more goes to this file from this process.
+    failed: bool,
+    calls: SeqSet,
+    called: SeqSet,
+}
+
+impl Day {
+    /// Writes the buffer out (not synced).
+    fn write_out(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if self.failed {
+            return Err(anyhow!("an earlier write to {} failed", self.path.display()));
+        }
+        if self.file.is_none() {
+            self.created = self.len == 0;
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .with_context(|| format!("cannot open {}", self.path.display()))?;
+            self.file = Some(f);
+        }
+        let f = self.file.as_mut().expect("opened");
+        if let Err(e) = f.write_all(&self.pending) {
+            // no part of a record left behind
+            let _ = f.set_len(self.len);
+            self.failed = true;
+            return Err(anyhow::Error::new(e).context(format!("cannot write {}", self.path.display())));
+        }
+        self.len += self.pending.len() as u64;
+        self.pending.clear();
+        self.unsynced = true;
+        Ok(())
+    }
+
+    fn sync(&mut self, dir: &Path) -> Result<()> {
+        self.write_out()?;
+        if self.unsynced {
+            if let Some(f) = &self.file {
+                f.sync_data().with_context(|| format!("cannot sync {}", self.path.display()))?;
+            }
+            self.unsynced = false;
+        }
+        if self.created {
+            sync_dir(dir);
+            self.created = false;
+        }
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+struct Inner {
+    loaded: BTreeMap<NaiveDate, Day>,
+    /// Dates with a file.
+    present: BTreeSet<NaiveDate>,
+    bad: Vec<Bad>,
+}
+
+pub(super) struct CallFiles {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+/// What a read found in one file.
+struct Read<'a> {
+    bytes: &'a [u8],
+    file: format::CallFile<'a>,
+}
+
+impl CallFiles {
+    /// The files in `dir` (created if missing).
+    pub fn open(dir: &Path) -> Result<CallFiles> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut present = BTreeSet::new();
+        for e in std::fs::read_dir(dir)? {
+            let name = e?.file_name().to_string_lossy().to_string();
+            if let Some(d) = name.strip_suffix(".calls").and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()) {
+                present.insert(d);
+            } else if name.ends_with(".calls.tmp") {
+                // a rewrite cut short: the file it was to replace is whole
+                let _ = std::fs::remove_file(dir.join(&name));
+            }
+        }
+        Ok(CallFiles {
+            dir: dir.to_path_buf(),
+            inner: Mutex::new(Inner { loaded: BTreeMap::new(), present, bad: Vec::new() }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path(&self, d: NaiveDate) -> PathBuf {
+        self.dir.join(format!("{d}.calls"))
+    }
+
+    /// What was found unreadable since the last call.
+    pub fn take_bad(&self) -> Vec<Bad> {
+        std::mem::take(&mut self.lock().bad)
+    }
+
+    /// The dates with a file, in order.
+    pub fn dates(&self) -> Vec<NaiveDate> {
+        self.lock().present.iter().copied().collect()
+    }
+
+    /// The whole file of a date, after writing out what is buffered for it.
+    fn bytes_of(&self, inner: &mut Inner, d: NaiveDate) -> Result<Vec<u8>> {
+        if let Some(day) = inner.loaded.get_mut(&d) {
+            day.write_out()?;
+        }
+        let path = self.path(d);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
+        }
+    }
+
+    fn parse<'a>(&self, d: NaiveDate, bytes: &'a [u8]) -> Result<Read<'a>> {
+        let file = format::read(bytes).map_err(|e| anyhow::Error::new(e).context(self.path(d).display().to_string()))?;
+        Ok(Read { bytes, file })
+    }
+
+    /// Replaces a date's file by its header and the records `keep` (a new
+    /// file synced, then renamed over the old); the day is unloaded (it is
+    /// read again when next written). Returns the new length.
+    fn rewrite(&self, inner: &mut Inner, d: NaiveDate, r: &Read<'_>, keep: &[&Record<'_>]) -> Result<u64> {
+        inner.loaded.remove(&d);
+        let path = self.path(d);
+        let tmp = self.dir.join(format!("{d}.calls.tmp"));
+        let mut out = format::FILE_HEADER.to_vec();
+        for rec in keep {
+            out.extend_from_slice(&r.bytes[rec.offset..rec.offset + rec.len]);
+        }
+        {
+            let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            f.write_all(&out)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(&self.dir);
+        Ok(out.len() as u64)
+    }
+
+    /// Hands the damaged spans of a read to the store.
+    fn damaged(&self, inner: &mut Inner, d: NaiveDate, r: &Read<'_>) {
+        for dmg in &r.file.damaged {
+            inner.bad.push(Bad {
+                file: format!("{d}.calls"),
+                offset: dmg.offset,
+                bytes: r.bytes[dmg.offset..dmg.offset + dmg.len].to_vec(),
+                why: format!("{} bytes are damaged ({})", dmg.len, dmg.reason),
+                call: None,
+            });
+        }
+    }
+
+    /// The day of `d`, loaded (its numbers read from its file) if it is
+    /// not; the oldest loaded day is written, synced and let go to make
+    /// room.
+    fn load<'i>(&self, inner: &'i mut Inner, d: NaiveDate) -> Result<&'i mut Day> {
+        if !inner.loaded.contains_key(&d) {
+            while inner.loaded.len() >= LOADED_DAYS {
+                let (&old, _) = inner.loaded.iter().next().expect("not empty");
+                inner.loaded.get_mut(&old).expect("there").sync(&self.dir)?;
+                inner.loaded.remove(&old);
+            }
+            let bytes = self.bytes_of(inner, d)?;
+            let r = self.parse(d, &bytes)?;
+            let mut len = bytes.len() as u64;
+            if !r.file.damaged.is_empty() {
+                self.damaged(inner, d, &r);
+                let all: Vec<&Record<'_>> = r.file.records.iter().collect();
+                len = self.rewrite(inner, d, &r, &all)?;
+            } else if r.file.torn_tail > 0 {
+                len -= r.file.torn_tail as u64;
+                let f = OpenOptions::new().write(true).open(self.path(d))?;
+                f.set_len(len)?;
+                f.sync_all()?;
+            }
+            let mut day = Day {
+                path: self.path(d),
+                file: None,
+                len,
+                pending: Vec::new(),
+                unsynced: false,
+                created: false,
+                failed: false,
+                calls: SeqSet::default(),
+                called: SeqSet::default(),
+            };
+            for rec in &r.file.records {
+                match rec.kind {
+                    Kind::Call { .. } => day.calls.insert(rec.seq),
+                    Kind::CallbackMade(_) => day.called.insert(rec.seq),
+                }
+            }
+            inner.loaded.insert(d, day);
+        }
+        Ok(inner.loaded.get_mut(&d).expect("loaded"))
+    }
+
+    /// Stores a call (its `persist::encode_call` form) unless its number is
+    /// in its day's file already. Returns whether it was new. A call whose
+    /// callback is made already (`called_back`, also in its JSON) gets an
+    /// amendment record too, so that the day's index knows it.
+    pub fn put(&self, seq: u64, started: Timestamp, json: &[u8], called_back: Option<Timestamp>) -> Result<bool> {
+        let mut inner = self.lock();
+        let d = utc_date(started);
+        let day = self.load(&mut inner, d)?;
+        if day.calls.contains(seq) {
+            return Ok(false);
+        }
+        if day.len == 0 && day.pending.is_empty() {
+            day.pending.extend_from_slice(&format::FILE_HEADER);
+        }
+        format::frame_call(seq, started, json, &mut day.pending);
+        day.calls.insert(seq);
+        if let Some(at) = called_back {
+            format::frame_callback(seq, at, &mut day.pending);
+            day.called.insert(seq);
+        }
+        let full = day.pending.len() >= WRITE_AT;
+        if full {
+            day.write_out()?;
+        }
+        inner.present.insert(d);
+        Ok(true)
+    }
+
+    /// Records that call `seq` (asked for a callback at `requested`) was
+    /// called back at `at`: the days from `requested`'s back to the first
+    /// are searched for it. False if it was recorded already or is not
+    /// stored.
+    pub fn callback(&self, seq: u64, requested: Timestamp, at: Timestamp) -> Result<bool> {
+        let mut inner = self.lock();
+        let dates: Vec<NaiveDate> = inner.present.range(..=utc_date(requested.add(3_600_000_000))).rev().copied().collect();
+        for d in dates {
+            let day = self.load(&mut inner, d)?;
+            if !day.calls.contains(seq) {
+                continue;
+            }
+            if day.called.contains(seq) {
+                return Ok(false);
+            }
+            format::frame_callback(seq, at, &mut day.pending);
+            day.called.insert(seq);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The calls that started in `[from, to)`, in start order (then
+    /// number), with their callbacks; each decoded one counted in `reads`.
+    /// What cannot be read is taken out of its file (see `take_bad`).
+    pub fn between(&self, from: Timestamp, to: Timestamp, reads: &AtomicUsize) -> Result<Vec<CallRecord>> {
+        let mut inner = self.lock();
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let dates: Vec<NaiveDate> = inner.present.range(utc_date(from)..=utc_date(to.add(-1))).copied().collect();
+        let mut out = Vec::new();
+        for d in dates {
+            let bytes = self.bytes_of(&mut inner, d)?;
+            let r = self.parse(d, &bytes)?;
+            let mut called: HashMap<u64, Timestamp> = HashMap::new();
+            for rec in &r.file.records {
+                if let Kind::CallbackMade(at) = rec.kind {
+                    called.entry(rec.seq).or_insert(at);
+                }
+            }
+            let mut day = Vec::new();
+            let mut undecodable = BTreeSet::new();
+            for rec in &r.file.records {
+                let Kind::Call { started, json } = rec.kind else { continue };
+                if started < from || started >= to {
+                    continue;
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+                match persist::decode_call(json) {
+                    Ok(mut c) => {
+                        if let Some(at) = called.get(&rec.seq) {
+                            c.callback_made.get_or_insert(*at);
+                        }
+                        day.push(c);
+                    }
+                    Err(e @ FormatError::Newer { .. }) => return Err(anyhow::Error::new(e).context(self.path(d).display().to_string())),
+                    Err(e) => {
+                        inner.bad.push(Bad {
+                            file: format!("{d}.calls"),
+                            offset: rec.offset,
+                            bytes: json.to_vec(),
+                            why: e.to_string(),
+                            call: Some((started, rec.seq)),
+                        });
+                        undecodable.insert(rec.offset);
+                    }
+                }
+            }
+            if !undecodable.is_empty() || !r.file.damaged.is_empty() {
+                self.damaged(&mut inner, d, &r);
+                let keep: Vec<&Record<'_>> = r.file.records.iter().filter(|rec| !undecodable.contains(&rec.offset)).collect();
+                self.rewrite(&mut inner, d, &r, &keep)?;
+            }
+            day.sort_by_key(|c| (c.started, c.seq));
+            out.append(&mut day);
+        }
+        Ok(out)
+    }
+
+    /// How many calls the files hold and the highest number among them
+    /// (one pass over every file: after a crash, or a migration).
+    pub fn count(&self) -> Result<(usize, u64)> {
+        let mut inner = self.lock();
+        let (mut n, mut max) = (0, 0);
+        for d in inner.present.clone() {
+            let bytes = self.bytes_of(&mut inner, d)?;
+            let r = self.parse(d, &bytes)?;
+            for rec in &r.file.records {
+                if let Kind::Call { .. } = rec.kind {
+                    n += 1;
+                    max = max.max(rec.seq);
+                }
+            }
+        }
+        Ok((n, max))
+    }
+
+    /// When the earliest stored call started.
+    pub fn first_start(&self) -> Result<Option<Timestamp>> {
+        let mut inner = self.lock();
+        for d in inner.present.clone() {
+            let bytes = self.bytes_of(&mut inner, d)?;
+            let r = self.parse(d, &bytes)?;
+            let first = r.file.records.iter().filter_map(|rec| match rec.kind {
+                Kind::Call { started, .. } => Some(started),
+                Kind::CallbackMade(_) => None,
+            });
+            if let Some(t) = first.min() {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes the calls that started before `limit` (with their
+    /// callbacks): whole files, and the file holding the limit rewritten.
+    /// Returns how many calls went.
+    pub fn prune_before(&self, limit: Timestamp) -> Result<usize> {
+        let mut inner = self.lock();
+        let mut n = 0;
+        let dates: Vec<NaiveDate> = inner.present.range(..=utc_date(limit.add(-1))).copied().collect();
+        for d in dates {
+            if let Some(day) = inner.loaded.get_mut(&d) {
+                day.sync(&self.dir)?;
+                inner.loaded.remove(&d);
+            }
+            let bytes = self.bytes_of(&mut inner, d)?;
+            let r = self.parse(d, &bytes)?;
+            let is_call = |rec: &&Record<'_>| matches!(rec.kind, Kind::Call { .. });
+            let calls = r.file.records.iter().filter(is_call).count();
+            if day_start(d).add(DAY) <= limit {
+                std::fs::remove_file(self.path(d)).with_context(|| format!("cannot delete {}", self.path(d).display()))?;
+                inner.present.remove(&d);
+                n += calls;
+                continue;
+            }
+            let kept: BTreeSet<u64> = r
+                .file
+                .records
+                .iter()
+                .filter_map(|rec| match rec.kind {
+                    Kind::Call { started, .. } if started >= limit => Some(rec.seq),
+                    _ => None,
+                })
+                .collect();
+            if kept.len() < calls {
+                let keep: Vec<&Record<'_>> = r.file.records.iter().filter(|rec| kept.contains(&rec.seq)).collect();
+                self.rewrite(&mut inner, d, &r, &keep)?;
+                n += calls - kept.len();
+            }
+        }
+        sync_dir(&self.dir);
+        Ok(n)
+    }
+
+    /// Writes and syncs every day written since the last flush.
+    pub fn flush(&self) -> Result<()> {
+        let mut inner = self.lock();
+        for day in inner.loaded.values_mut() {
+            day.sync(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates_and_their_starts() {
+        let t = Timestamp::from_secs_micros(1_730_764_799, 999_999); // 4 Nov 2024 23:59:59.999999
+        assert_eq!(utc_date(t), NaiveDate::from_ymd_opt(2024, 11, 4).unwrap());
+        assert_eq!(utc_date(t.add(1)), NaiveDate::from_ymd_opt(2024, 11, 5).unwrap());
+        assert_eq!(day_start(utc_date(t.add(1))), t.add(1));
+        assert_eq!(utc_date(Timestamp(-1)), NaiveDate::from_ymd_opt(1969, 12, 31).unwrap());
+        assert!(utc_date(Timestamp::MIN) < utc_date(Timestamp(0)));
+        assert!(utc_date(Timestamp::MAX) > utc_date(Timestamp(0)));
+    }
+
+    #[test]
+    fn a_set_of_numbers_holds_what_was_put() {
+        let mut s = SeqSet::default();
+        for n in [0, 1, 63, 64, 1023, 1024, 5_000_000, u64::MAX] {
+            assert!(!s.contains(n));
+            s.insert(n);
+            assert!(s.contains(n));
+        }
+        assert!(!s.contains(2) && !s.contains(1025) && !s.contains(u64::MAX - 1));
+    }
+}
