@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tcp_reassembly", tcp_reassembly),
     ("sip_frame", sip_frame),
     ("hep", hep),
+    ("stored", stored),
 ];
 
 /// Packet time every input starts at (2023-11-14T22:13:20Z).
@@ -946,6 +947,37 @@ pub fn hep(data: &[u8]) {
         e.ingest(now, LinkType::Ethernet, &frames::udp(a, b, i as u16, p));
     }
     finish(e, now, false);
+}
+
+/// The store's own files read back: a journal file and a call file (the
+/// input as it is, and after a call file's header), every record in them
+/// decoded. Damage is reported as spans of the input, never a panic, and
+/// every span is inside the input.
+pub fn stored(data: &[u8]) {
+    use cbt_proto::persist::{self, calls, journal};
+    let scan = journal::scan(data);
+    for f in &scan.frames {
+        assert!(f.offset + 12 + f.body.len() <= data.len());
+        let _ = persist::decode_journal_record(f.version, f.body);
+    }
+    for d in &scan.damaged {
+        assert!(d.offset + d.len <= data.len());
+    }
+    assert!(scan.torn_tail <= data.len());
+    let mut with_header = calls::FILE_HEADER.to_vec();
+    with_header.extend_from_slice(data);
+    for bytes in [data, &with_header[..]] {
+        let Ok(file) = calls::read(bytes) else { continue };
+        for r in &file.records {
+            assert!(r.offset + r.len <= bytes.len());
+            if let calls::Kind::Call { json, .. } = r.kind {
+                let _ = persist::decode_call(json);
+            }
+        }
+        for d in &file.damaged {
+            assert!(d.offset + d.len <= bytes.len());
+        }
+    }
 }
 
 #[cfg(test)]

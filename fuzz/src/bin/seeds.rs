@@ -503,6 +503,53 @@ fn synthetic(out: &mut Out) {
         &link_input(LinkType::Ethernet, false, &tcp, false),
     );
 
+    // the store's files: a call file (calls, a callback, a damaged and a
+    // torn record) and a journal file
+    {
+        use cbt_proto::call::{CallRecord, Correlation, EndedBy, Outcome};
+        use cbt_proto::persist::{self, calls, journal};
+        use cbt_proto::time::SECOND;
+        let call = |seq: u64, outcome: Outcome| CallRecord {
+            seq,
+            call_id: format!("call-{seq}@192.0.2.1"),
+            practice: "B82005".into(),
+            started: BASE,
+            queue_joined: Some(BASE),
+            first_ring: Some(BASE.add(2 * SECOND)),
+            answered: (outcome == Outcome::Answered).then_some(BASE.add(9 * SECOND)),
+            ended: BASE.add(60 * SECOND),
+            ended_by: EndedBy::Caller,
+            outcome,
+            wait_s: Some(9.0),
+            duration_s: (outcome == Outcome::Answered).then_some(51.0),
+            abandoned: outcome == Outcome::Missed,
+            voicemail: None,
+            callback_requested: (outcome == Outcome::Missed).then_some(BASE.add(30 * SECOND)),
+            callback_made: None,
+            offered_to_staff: true,
+            legs: 2,
+            correlation: Correlation::default(),
+            partial: false,
+            caller: None,
+        };
+        let mut file = calls::FILE_HEADER.to_vec();
+        calls::frame_call(1, BASE, &persist::encode_call(&call(1, Outcome::Answered)), &mut file);
+        calls::frame_call(2, BASE, &persist::encode_call(&call(2, Outcome::Missed)), &mut file);
+        calls::frame_callback(2, BASE.add(3600 * SECOND), &mut file);
+        out.put("stored", "call-file", &file);
+        let mut damaged = file.clone();
+        let mid = damaged.len() / 2;
+        damaged[mid] ^= 0x55;
+        out.put("stored", "call-file-damaged", &damaged);
+        out.put("stored", "call-file-torn", &file[..file.len() - 5]);
+        let mut journal_file = journal::FILE_HEADER.to_vec();
+        for (i, m) in message_library().iter().take(8).enumerate() {
+            journal::frame(1, m, &mut journal_file);
+            journal::frame(7, &i.to_le_bytes(), &mut journal_file);
+        }
+        out.put("stored", "journal-file", &journal_file);
+    }
+
     // odd messages and a few HEP shapes
     for (i, m) in ODD_MESSAGES.iter().enumerate() {
         out.put("sip_frame", &format!("odd-{i}"), m.as_bytes());
