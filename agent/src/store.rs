@@ -1010,6 +1010,12 @@ impl Store {
         self.calls_between(from, to)
     }
 
+    /// Whether a call started on a local date (one read at most).
+    pub fn any_call_on(&self, site: &Site, date: NaiveDate) -> Result<bool> {
+        let (from, to) = local_day_span(site, date);
+        self.reported(self.calls.any_between(from, to))
+    }
+
     /// Stored records read since the store was opened.
     pub fn records_read(&self) -> usize {
         self.reads.load(Ordering::Relaxed)
@@ -1054,15 +1060,15 @@ impl Store {
     /// to two days before).
     pub fn figures_on(&self, site: &Site, date: NaiveDate) -> Result<Aggregator> {
         let mut agg = Aggregator::new(site);
-        for r in self.calls_on(site, date)? {
-            agg.add_call(&r);
-        }
         let (from, to) = local_day_span(site, date);
-        for r in self.calls_between(from.add(-2 * 86_400_000_000), to)? {
-            if let Some(at) = r.callback_made.filter(|t| *t >= from && *t < to) {
+        // streamed: a day's calls are not all held at once
+        self.reported(self.calls.for_each(from, to, &self.reads, |_| true, |r| agg.add_call(&r)))?;
+        let made_then = |t: Option<Timestamp>| t.is_some_and(|t| t >= from && t < to);
+        self.reported(self.calls.for_each(from.add(-2 * 86_400_000_000), to, &self.reads, made_then, |r| {
+            if let Some(at) = r.callback_made.filter(|t| made_then(Some(*t))) {
                 agg.add_callback(&r.practice, at);
             }
-        }
+        }))?;
         Ok(agg)
     }
 

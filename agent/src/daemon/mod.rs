@@ -405,19 +405,15 @@ impl Daemon {
     fn today_agg(&mut self) -> &mut Aggregator {
         let today = Aggregator::new(&self.site).local_date(self.clock.now());
         if self.today.as_ref().is_none_or(|(d, _)| *d != today) {
-            let mut agg = Aggregator::new(&self.site);
-            if let Some(store) = self.persister.store() {
-                // today's stored calls, and the callbacks made today
-                for r in store.calls_on(&self.site, today).unwrap_or_default() {
-                    agg.add_call(&r);
-                }
-                let since = self.clock.now().add(-3 * 86_400_000_000);
-                for r in store.calls_between(since, Timestamp::MAX).unwrap_or_default() {
-                    if let Some(at) = r.callback_made.filter(|t| agg.local_date(*t) == today) {
-                        agg.add_callback(&r.practice, at);
-                    }
-                }
-            }
+            // today's stored calls and the callbacks made today, as the
+            // day's close will count them (read a chunk at a time)
+            let agg = match self.persister.store() {
+                Some(store) => store.figures_on(&self.site, today).unwrap_or_else(|e| {
+                    tracing::warn!("today's stored calls could not be read: {e:#}");
+                    Aggregator::new(&self.site)
+                }),
+                None => Aggregator::new(&self.site),
+            };
             self.today = Some((today, agg));
         }
         &mut self.today.as_mut().expect("set").1

@@ -26,7 +26,7 @@
 use anyhow::{anyhow, Context, Result};
 use cbt_proto::call::CallRecord;
 use cbt_proto::persist::calls::{self as format, Kind, Record};
-use cbt_proto::persist::{self, FormatError};
+use cbt_proto::persist::{self, journal, FormatError};
 use cbt_proto::Timestamp;
 use chrono::NaiveDate;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -41,6 +41,12 @@ use std::sync::Mutex;
 const LOADED_DAYS: usize = 4;
 /// A day's buffer is written out (not synced) once it holds this much.
 const WRITE_AT: usize = 256 << 10;
+/// Bytes read at a time when a file is streamed (in tests, less than a
+/// call record: every record crosses a chunk's end somewhere).
+#[cfg(not(test))]
+const CHUNK: usize = 4 << 20;
+#[cfg(test)]
+const CHUNK: usize = 333;
 pub(super) const DAY: i64 = 86_400_000_000;
 
 fn epoch() -> NaiveDate {
@@ -166,6 +172,16 @@ struct Inner {
     /// Dates with a file.
     present: BTreeSet<NaiveDate>,
     bad: Vec<Bad>,
+}
+
+impl Inner {
+    /// The dates with a file that can hold calls started in `[from, to)`.
+    fn dates_between(&self, from: Timestamp, to: Timestamp) -> Vec<NaiveDate> {
+        if to <= from {
+            return Vec::new();
+        }
+        self.present.range(utc_date(from)..=utc_date(to.add(-1))).copied().collect()
+    }
 }
 
 pub(super) struct CallFiles {
@@ -372,54 +388,205 @@ impl CallFiles {
         if to <= from {
             return Ok(Vec::new());
         }
-        let dates: Vec<NaiveDate> = inner.present.range(utc_date(from)..=utc_date(to.add(-1))).copied().collect();
         let mut out = Vec::new();
-        for d in dates {
-            let bytes = self.bytes_of(&mut inner, d)?;
-            let r = self.parse(d, &bytes)?;
-            let mut called: HashMap<u64, Timestamp> = HashMap::new();
-            for rec in &r.file.records {
-                if let Kind::CallbackMade(at) = rec.kind {
-                    called.entry(rec.seq).or_insert(at);
+        for d in inner.dates_between(from, to) {
+            out.append(&mut self.between_on(&mut inner, d, from, to, reads)?);
+        }
+        Ok(out)
+    }
+
+    /// `between` for the file of one date.
+    fn between_on(&self, inner: &mut Inner, d: NaiveDate, from: Timestamp, to: Timestamp, reads: &AtomicUsize) -> Result<Vec<CallRecord>> {
+        let bytes = self.bytes_of(inner, d)?;
+        let r = self.parse(d, &bytes)?;
+        let mut called: HashMap<u64, Timestamp> = HashMap::new();
+        for rec in &r.file.records {
+            if let Kind::CallbackMade(at) = rec.kind {
+                called.entry(rec.seq).or_insert(at);
+            }
+        }
+        let mut day = Vec::new();
+        let mut undecodable = BTreeSet::new();
+        for rec in &r.file.records {
+            let Kind::Call { started, json } = rec.kind else { continue };
+            if started < from || started >= to {
+                continue;
+            }
+            reads.fetch_add(1, Ordering::Relaxed);
+            match persist::decode_call(json) {
+                Ok(mut c) => {
+                    if let Some(at) = called.get(&rec.seq) {
+                        c.callback_made.get_or_insert(*at);
+                    }
+                    day.push(c);
+                }
+                Err(e @ FormatError::Newer { .. }) => return Err(anyhow::Error::new(e).context(self.path(d).display().to_string())),
+                Err(e) => {
+                    inner.bad.push(Bad {
+                        file: format!("{d}.calls"),
+                        offset: rec.offset,
+                        bytes: json.to_vec(),
+                        why: e.to_string(),
+                        call: Some((started, rec.seq)),
+                    });
+                    undecodable.insert(rec.offset);
                 }
             }
-            let mut day = Vec::new();
-            let mut undecodable = BTreeSet::new();
-            for rec in &r.file.records {
-                let Kind::Call { started, json } = rec.kind else { continue };
-                if started < from || started >= to {
-                    continue;
+        }
+        if !undecodable.is_empty() || !r.file.damaged.is_empty() {
+            self.damaged(inner, d, &r);
+            let keep: Vec<&Record<'_>> = r.file.records.iter().filter(|rec| !undecodable.contains(&rec.offset)).collect();
+            self.rewrite(inner, d, &r, &keep)?;
+        }
+        day.sort_by_key(|c| (c.started, c.seq));
+        Ok(day)
+    }
+
+    /// Each call that started in `[from, to)` and that `want`s (given when
+    /// its callback was made, if it was), with its callback, to `f`, in the
+    /// order stored: what `between` gives, without holding it all. Each
+    /// file is read twice a chunk at a time (its callbacks, then its
+    /// calls), so memory is a chunk and a day's callbacks however large the
+    /// day; a file with damage is read whole by `between` instead (which
+    /// keeps the damage aside), as is one with a call that cannot be
+    /// decoded once its other calls are given.
+    pub fn for_each(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        reads: &AtomicUsize,
+        want: impl Fn(Option<Timestamp>) -> bool,
+        mut f: impl FnMut(CallRecord),
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        if to <= from {
+            return Ok(());
+        }
+        for d in inner.dates_between(from, to) {
+            let mut called: HashMap<u64, Timestamp> = HashMap::new();
+            let clean = self.stream(&mut inner, d, |r| {
+                if let Kind::CallbackMade(at) = r.kind {
+                    called.entry(r.seq).or_insert(at);
+                }
+                true
+            })?;
+            if !clean {
+                for c in self.between_on(&mut inner, d, from, to, reads)? {
+                    if want(c.callback_made) {
+                        f(c);
+                    }
+                }
+                continue;
+            }
+            let (mut undecodable, mut newer) = (false, None);
+            self.stream(&mut inner, d, |r| {
+                let Kind::Call { started, json } = r.kind else { return true };
+                let callback = called.get(&r.seq).copied();
+                if started < from || started >= to || !want(callback) {
+                    return true;
                 }
                 reads.fetch_add(1, Ordering::Relaxed);
                 match persist::decode_call(json) {
                     Ok(mut c) => {
-                        if let Some(at) = called.get(&rec.seq) {
-                            c.callback_made.get_or_insert(*at);
+                        if let Some(at) = callback {
+                            c.callback_made.get_or_insert(at);
                         }
-                        day.push(c);
+                        f(c);
+                        true
                     }
-                    Err(e @ FormatError::Newer { .. }) => return Err(anyhow::Error::new(e).context(self.path(d).display().to_string())),
-                    Err(e) => {
-                        inner.bad.push(Bad {
-                            file: format!("{d}.calls"),
-                            offset: rec.offset,
-                            bytes: json.to_vec(),
-                            why: e.to_string(),
-                            call: Some((started, rec.seq)),
-                        });
-                        undecodable.insert(rec.offset);
+                    Err(e @ FormatError::Newer { .. }) => {
+                        newer = Some(e);
+                        false
+                    }
+                    Err(_) => {
+                        undecodable = true;
+                        true
                     }
                 }
+            })?;
+            if let Some(e) = newer {
+                return Err(anyhow::Error::new(e).context(self.path(d).display().to_string()));
             }
-            if !undecodable.is_empty() || !r.file.damaged.is_empty() {
-                self.damaged(&mut inner, d, &r);
-                let keep: Vec<&Record<'_>> = r.file.records.iter().filter(|rec| !undecodable.contains(&rec.offset)).collect();
-                self.rewrite(&mut inner, d, &r, &keep)?;
+            if undecodable {
+                // kept aside and taken out of the file; the rest was given
+                self.between_on(&mut inner, d, from, to, &AtomicUsize::new(0))?;
             }
-            day.sort_by_key(|c| (c.started, c.seq));
-            out.append(&mut day);
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Each intact record of a date's file, in order, to `f` until it
+    /// returns false, read `CHUNK` bytes at a time (what is buffered for
+    /// the day written out first). Returns false if the file has damage
+    /// (records after it are still given).
+    fn stream(&self, inner: &mut Inner, d: NaiveDate, mut f: impl FnMut(&Record<'_>) -> bool) -> Result<bool> {
+        use std::io::Read;
+        if let Some(day) = inner.loaded.get_mut(&d) {
+            day.write_out()?;
+        }
+        let path = self.path(d);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
+        };
+        let context = || path.display().to_string();
+        let (mut buf, mut clean, mut header) = (Vec::new(), true, true);
+        loop {
+            let start = buf.len();
+            buf.resize(start + CHUNK, 0);
+            let mut n = 0;
+            while start + n < buf.len() {
+                match file.read(&mut buf[start + n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
+                }
+            }
+            buf.truncate(start + n);
+            let eof = n < CHUNK;
+            let mut at = 0;
+            if header {
+                format::check_header(&buf).map_err(|e| anyhow::Error::new(e).context(context()))?;
+                at = format::FILE_HEADER.len().min(buf.len());
+                header = false;
+            }
+            let scan = journal::scan_records(&buf, at);
+            clean &= scan.damaged.is_empty();
+            for fr in &scan.frames {
+                match format::record(fr).map_err(|e| anyhow::Error::new(e).context(context()))? {
+                    Some(r) => {
+                        if !f(&r) {
+                            return Ok(clean);
+                        }
+                    }
+                    None => clean = false,
+                }
+            }
+            if eof {
+                return Ok(clean);
+            }
+            // a record cut by the chunk's end is read with the next chunk
+            let keep = scan.torn_tail;
+            buf.drain(..buf.len() - keep);
+        }
+    }
+
+    /// Whether a call started in `[from, to)`.
+    pub fn any_between(&self, from: Timestamp, to: Timestamp) -> Result<bool> {
+        let mut inner = self.lock();
+        for d in inner.dates_between(from, to) {
+            let mut found = false;
+            self.stream(&mut inner, d, |r| {
+                found = matches!(r.kind, Kind::Call { started, .. } if started >= from && started < to);
+                !found
+            })?;
+            if found {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// How many calls the files hold and the highest number among them

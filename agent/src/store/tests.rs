@@ -587,3 +587,56 @@ fn a_store_of_calls_holds_in_memory_what_is_written_not_what_is_kept() {
     assert!(!st.put_call(&rec(30, 29 * 3600, Outcome::Answered)).unwrap(), "still known after the rewrite");
     assert!(st.put_call(&rec(20, 19 * 3600, Outcome::Answered)).unwrap(), "pruned: a new call to the files");
 }
+
+#[test]
+fn a_days_figures_read_a_chunk_at_a_time_equal_those_of_its_calls_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = site();
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    // three days of calls, a callback for every fifth made the next day
+    for i in 0..150u64 {
+        let mut r = rec(i + 1, i as i64 * 1700, if i % 3 == 0 { Outcome::Missed } else { Outcome::Answered });
+        r.callback_requested = (i % 5 == 0).then_some(r.ended);
+        st.put_call(&r).unwrap();
+        if i % 5 == 0 {
+            st.callback_made(i + 1, r.ended, r.started.add(86_400_000_000)).unwrap();
+        }
+    }
+    st.flush().unwrap();
+    let whole = |date: NaiveDate| {
+        let mut agg = Aggregator::new(&s);
+        for r in st.calls_on(&s, date).unwrap() {
+            agg.add_call(&r);
+        }
+        let (from, to) = local_day_span(&s, date);
+        for r in st.calls_between(from.add(-2 * 86_400_000_000), to).unwrap() {
+            if let Some(at) = r.callback_made.filter(|t| *t >= from && *t < to) {
+                agg.add_callback(&r.practice, at);
+            }
+        }
+        agg.days().clone()
+    };
+    for d in 3..=7 {
+        let date = date(2024, 11, d);
+        let streamed = st.figures_on(&s, date).unwrap().days().clone();
+        assert_eq!(streamed, whole(date), "{date}");
+    }
+    let callbacks = |date| st.figures_on(&s, date).unwrap().days().values().map(|d| d.total(cbt_proto::metrics::Indicator::Cbt007)).sum::<u64>();
+    assert!(callbacks(date(2024, 11, 5)) > 0, "callbacks counted on the day they were made");
+    assert!(st.any_call_on(&s, date(2024, 11, 6)).unwrap());
+    assert!(!st.any_call_on(&s, date(2024, 11, 8)).unwrap());
+    // damage in a file: the figures count every intact call and the damage
+    // is kept aside once
+    let cbt001 = |days: &std::collections::BTreeMap<(String, NaiveDate), Day>| days.values().map(|d| d.total(cbt_proto::metrics::Indicator::Cbt001)).sum::<u64>();
+    let before = cbt001(st.figures_on(&s, date(2024, 11, 5)).unwrap().days());
+    let path = dir.path().join("calls/2024-11-05.calls");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"\"c60\"").unwrap();
+    bytes[at + 2] = b'X';
+    std::fs::write(&path, &bytes).unwrap();
+    let after = st.figures_on(&s, date(2024, 11, 5)).unwrap().days().clone();
+    assert_eq!(after, whole(date(2024, 11, 5)));
+    assert_eq!(cbt001(&after), before - 1, "the damaged call alone is missing");
+    assert_eq!(st.problems().len(), 1, "{:?}", st.problems());
+    assert_eq!(st.kept_aside(), (0, 1));
+}

@@ -130,7 +130,7 @@ pub fn documents_between(store: &Store, site: &Site, agent_id: &str, from: Naive
     let mut out = Vec::new();
     let mut date = from;
     while date <= to {
-        let active = store.activity_on(date)?.is_some() || !store.days_on(date)?.is_empty() || !store.calls_on(site, date)?.is_empty();
+        let active = store.activity_on(date)?.is_some() || !store.days_on(date)?.is_empty() || store.any_call_on(site, date)?;
         if active {
             for mut d in documents_for(store, site, agent_id, date, now)? {
                 d.revision = states.get(&(d.practice.clone(), date)).copied().unwrap_or(0).max(1);

@@ -102,27 +102,40 @@ pub fn read(b: &[u8]) -> Result<CallFile<'_>, FormatError> {
     }
     let scan = journal::scan_records(b, FILE_HEADER.len());
     let mut out = CallFile { records: Vec::with_capacity(scan.frames.len()), damaged: scan.damaged, torn_tail: scan.torn_tail };
-    for f in scan.frames {
-        let len = f.body.len() + 12;
-        let known = match f.version {
-            CALL if f.body.len() > 16 => Some(Kind::Call { started: Timestamp(i64_at(f.body, 8)), json: &f.body[16..] }),
-            CALLBACK if f.body.len() == 16 => Some(Kind::CallbackMade(Timestamp(i64_at(f.body, 8)))),
-            CALL | CALLBACK => None,
-            v if v > RECORD_VERSION => return Err(FormatError::Newer { what: WHAT, found: v as u32, supported: RECORD_VERSION as u32 }),
-            _ => None,
-        };
-        match known {
-            Some(kind) => out.records.push(Record {
-                offset: f.offset,
-                len,
-                seq: u64::from_le_bytes(f.body[..8].try_into().expect("8 bytes")),
-                kind,
-            }),
-            None => out.damaged.push(Damage { offset: f.offset, len, reason: "a record of an unknown version or the wrong length" }),
+    for f in &scan.frames {
+        match record(f)? {
+            Some(r) => out.records.push(r),
+            None => out.damaged.push(Damage { offset: f.offset, len: f.body.len() + 12, reason: UNKNOWN }),
         }
     }
     out.damaged.sort_by_key(|d| d.offset);
     Ok(out)
+}
+
+const UNKNOWN: &str = "a record of an unknown version or the wrong length";
+
+/// Checks a call file's header (the first 8 bytes, or fewer if that is
+/// all the file has), as `read` does.
+pub fn check_header(b: &[u8]) -> Result<(), FormatError> {
+    read(&b[..b.len().min(FILE_HEADER.len())]).map(|_| ())
+}
+
+/// The record of an intact frame of a call file: `None` for a frame of an
+/// older unknown version or the wrong length for its version (damage), an
+/// error for a newer version.
+pub fn record<'a>(f: &journal::Frame<'a>) -> Result<Option<Record<'a>>, FormatError> {
+    let kind = match f.version {
+        CALL if f.body.len() > 16 => Kind::Call { started: Timestamp(i64_at(f.body, 8)), json: &f.body[16..] },
+        CALLBACK if f.body.len() == 16 => Kind::CallbackMade(Timestamp(i64_at(f.body, 8))),
+        v if v > RECORD_VERSION => return Err(FormatError::Newer { what: WHAT, found: v as u32, supported: RECORD_VERSION as u32 }),
+        _ => return Ok(None),
+    };
+    Ok(Some(Record {
+        offset: f.offset,
+        len: f.body.len() + 12,
+        seq: u64::from_le_bytes(f.body[..8].try_into().expect("8 bytes")),
+        kind,
+    }))
 }
 
 #[cfg(test)]
