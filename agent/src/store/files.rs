@@ -47,7 +47,7 @@ const WRITE_AT: usize = 256 << 10;
 const CHUNK: usize = 4 << 20;
 #[cfg(test)]
 const CHUNK: usize = 333;
-pub(super) const DAY: i64 = 86_400_000_000;
+const DAY: i64 = 86_400_000_000;
 
 fn epoch() -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date")
@@ -62,7 +62,7 @@ pub(super) fn utc_date(t: Timestamp) -> NaiveDate {
 }
 
 /// When a UTC date starts.
-pub(super) fn day_start(d: NaiveDate) -> Timestamp {
+fn day_start(d: NaiveDate) -> Timestamp {
     Timestamp((d - epoch()).num_days().saturating_mul(DAY))
 }
 
@@ -115,6 +115,14 @@ struct Day {
 }
 
 impl Day {
+    /// Notes a record read from the file.
+    fn index(&mut self, rec: &Record<'_>) {
+        match rec.kind {
+            Kind::Call { .. } => self.calls.insert(rec.seq),
+            Kind::CallbackMade(_) => self.called.insert(rec.seq),
+        }
+    }
+
     /// Writes the buffer out (not synced).
     fn write_out(&mut self) -> Result<()> {
         if self.pending.is_empty() {
@@ -189,6 +197,16 @@ pub(super) struct CallFiles {
     inner: Mutex<Inner>,
 }
 
+/// What streaming a file found.
+struct Streamed {
+    /// No damage.
+    clean: bool,
+    /// Bytes read, and bytes to the end of the last whole record (less
+    /// than `total` after a kill while appending).
+    total: u64,
+    good: u64,
+}
+
 /// What a read found in one file.
 struct Read<'a> {
     bytes: &'a [u8],
@@ -226,11 +244,6 @@ impl CallFiles {
     /// What was found unreadable since the last call.
     pub fn take_bad(&self) -> Vec<Bad> {
         std::mem::take(&mut self.lock().bad)
-    }
-
-    /// The dates with a file, in order.
-    pub fn dates(&self) -> Vec<NaiveDate> {
-        self.lock().present.iter().copied().collect()
     }
 
     /// The whole file of a date, after writing out what is buffered for it.
@@ -295,23 +308,10 @@ impl CallFiles {
                 inner.loaded.get_mut(&old).expect("there").sync(&self.dir)?;
                 inner.loaded.remove(&old);
             }
-            let bytes = self.bytes_of(inner, d)?;
-            let r = self.parse(d, &bytes)?;
-            let mut len = bytes.len() as u64;
-            if !r.file.damaged.is_empty() {
-                self.damaged(inner, d, &r);
-                let all: Vec<&Record<'_>> = r.file.records.iter().collect();
-                len = self.rewrite(inner, d, &r, &all)?;
-            } else if r.file.torn_tail > 0 {
-                len -= r.file.torn_tail as u64;
-                let f = OpenOptions::new().write(true).open(self.path(d))?;
-                f.set_len(len)?;
-                f.sync_all()?;
-            }
             let mut day = Day {
                 path: self.path(d),
                 file: None,
-                len,
+                len: 0,
                 pending: Vec::new(),
                 unsynced: false,
                 created: false,
@@ -319,10 +319,28 @@ impl CallFiles {
                 calls: SeqSet::default(),
                 called: SeqSet::default(),
             };
-            for rec in &r.file.records {
-                match rec.kind {
-                    Kind::Call { .. } => day.calls.insert(rec.seq),
-                    Kind::CallbackMade(_) => day.called.insert(rec.seq),
+            // read a chunk at a time; a file with damage is read again whole
+            let read = self.stream(inner, d, |rec| {
+                day.index(rec);
+                true
+            })?;
+            if read.clean {
+                day.len = read.good;
+                if read.good < read.total {
+                    // a record cut short by a kill
+                    let f = OpenOptions::new().write(true).open(self.path(d))?;
+                    f.set_len(read.good)?;
+                    f.sync_all()?;
+                }
+            } else {
+                let bytes = self.bytes_of(inner, d)?;
+                let r = self.parse(d, &bytes)?;
+                self.damaged(inner, d, &r);
+                let all: Vec<&Record<'_>> = r.file.records.iter().collect();
+                day.len = self.rewrite(inner, d, &r, &all)?;
+                (day.calls, day.called) = (SeqSet::default(), SeqSet::default());
+                for rec in &r.file.records {
+                    day.index(rec);
                 }
             }
             inner.loaded.insert(d, day);
@@ -464,12 +482,14 @@ impl CallFiles {
         }
         for d in inner.dates_between(from, to) {
             let mut called: HashMap<u64, Timestamp> = HashMap::new();
-            let clean = self.stream(&mut inner, d, |r| {
-                if let Kind::CallbackMade(at) = r.kind {
-                    called.entry(r.seq).or_insert(at);
-                }
-                true
-            })?;
+            let clean = self
+                .stream(&mut inner, d, |r| {
+                    if let Kind::CallbackMade(at) = r.kind {
+                        called.entry(r.seq).or_insert(at);
+                    }
+                    true
+                })?
+                .clean;
             if !clean {
                 for c in self.between_on(&mut inner, d, from, to, reads)? {
                     if want(c.callback_made) {
@@ -517,9 +537,9 @@ impl CallFiles {
 
     /// Each intact record of a date's file, in order, to `f` until it
     /// returns false, read `CHUNK` bytes at a time (what is buffered for
-    /// the day written out first). Returns false if the file has damage
-    /// (records after it are still given).
-    fn stream(&self, inner: &mut Inner, d: NaiveDate, mut f: impl FnMut(&Record<'_>) -> bool) -> Result<bool> {
+    /// the day written out first). Says whether the file has damage
+    /// (records after it are still given) and how long it is.
+    fn stream(&self, inner: &mut Inner, d: NaiveDate, mut f: impl FnMut(&Record<'_>) -> bool) -> Result<Streamed> {
         use std::io::Read;
         if let Some(day) = inner.loaded.get_mut(&d) {
             day.write_out()?;
@@ -527,11 +547,11 @@ impl CallFiles {
         let path = self.path(d);
         let mut file = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Streamed { clean: true, total: 0, good: 0 }),
             Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
         };
         let context = || path.display().to_string();
-        let (mut buf, mut clean, mut header) = (Vec::new(), true, true);
+        let (mut buf, mut clean, mut header, mut total) = (Vec::new(), true, true, 0u64);
         loop {
             let start = buf.len();
             buf.resize(start + CHUNK, 0);
@@ -545,6 +565,7 @@ impl CallFiles {
                 }
             }
             buf.truncate(start + n);
+            total += n as u64;
             let eof = n < CHUNK;
             let mut at = 0;
             if header {
@@ -558,14 +579,16 @@ impl CallFiles {
                 match format::record(fr).map_err(|e| anyhow::Error::new(e).context(context()))? {
                     Some(r) => {
                         if !f(&r) {
-                            return Ok(clean);
+                            return Ok(Streamed { clean, total, good: total });
                         }
                     }
                     None => clean = false,
                 }
             }
             if eof {
-                return Ok(clean);
+                // a header cut short is no file yet
+                let torn = if total < format::FILE_HEADER.len() as u64 { total } else { scan.torn_tail as u64 };
+                return Ok(Streamed { clean, total, good: total - torn });
             }
             // a record cut by the chunk's end is read with the next chunk
             let keep = scan.torn_tail;
@@ -595,14 +618,13 @@ impl CallFiles {
         let mut inner = self.lock();
         let (mut n, mut max) = (0, 0);
         for d in inner.present.clone() {
-            let bytes = self.bytes_of(&mut inner, d)?;
-            let r = self.parse(d, &bytes)?;
-            for rec in &r.file.records {
+            self.stream(&mut inner, d, |rec| {
                 if let Kind::Call { .. } = rec.kind {
                     n += 1;
                     max = max.max(rec.seq);
                 }
-            }
+                true
+            })?;
         }
         Ok((n, max))
     }
@@ -611,14 +633,15 @@ impl CallFiles {
     pub fn first_start(&self) -> Result<Option<Timestamp>> {
         let mut inner = self.lock();
         for d in inner.present.clone() {
-            let bytes = self.bytes_of(&mut inner, d)?;
-            let r = self.parse(d, &bytes)?;
-            let first = r.file.records.iter().filter_map(|rec| match rec.kind {
-                Kind::Call { started, .. } => Some(started),
-                Kind::CallbackMade(_) => None,
-            });
-            if let Some(t) = first.min() {
-                return Ok(Some(t));
+            let mut first: Option<Timestamp> = None;
+            self.stream(&mut inner, d, |rec| {
+                if let Kind::Call { started, .. } = rec.kind {
+                    first = Some(first.map_or(started, |f| f.min(started)));
+                }
+                true
+            })?;
+            if first.is_some() {
+                return Ok(first);
             }
         }
         Ok(None)

@@ -257,6 +257,17 @@ fn a_call_cut_short_by_a_kill_is_dropped_and_stored_again_by_the_replay() {
     let seqs: Vec<u64> = st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().iter().map(|c| c.seq).collect();
     assert_eq!(seqs, [1, 2]);
     assert!(st.problems().is_empty(), "{:?}", st.problems());
+    // a kill as a day's file was made: its header cut short
+    drop(st);
+    std::fs::write(dir.path().join("calls/2024-11-05.calls"), &cbt_proto::persist::calls::FILE_HEADER[..5]).unwrap();
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    assert!(st.put_call(&rec(3, 86_400, Outcome::Answered)).unwrap());
+    st.flush().unwrap();
+    drop(st);
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    let seqs: Vec<u64> = st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert!(st.problems().is_empty(), "{:?}", st.problems());
 }
 
 #[test]
