@@ -938,10 +938,16 @@ impl Store {
         Ok(w)
     }
 
-    /// Saves the engine state: the journal moves to a new generation, the
-    /// snapshot (naming that generation) replaces the old one atomically,
-    /// and the older journals go.
+    /// Saves the engine state: the calls and records written so far made
+    /// durable, the journal moves to a new generation, the snapshot (naming
+    /// that generation) replaces the old one atomically, and the older
+    /// journals go.
     pub fn save_snapshot(&self, snap: &EngineSnapshotRef<'_>) -> Result<()> {
+        // the journal before the snapshot goes: the calls finished from its
+        // messages (still in the call files' buffers if no flush came
+        // since) must be on disk first
+        self.calls.flush()?;
+        self.db.flush()?;
         let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = j.file.as_mut() {
             f.flush()?;

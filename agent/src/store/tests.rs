@@ -651,3 +651,20 @@ fn a_days_figures_read_a_chunk_at_a_time_equal_those_of_its_calls_read_whole() {
     assert_eq!(st.problems().len(), 1, "{:?}", st.problems());
     assert_eq!(st.kept_aside(), (0, 1));
 }
+
+#[test]
+fn a_snapshot_puts_the_calls_finished_before_it_on_disk_first() {
+    // the journal before a snapshot is deleted: a call finished from its
+    // messages must be on disk by then, flushed or not (a kill right after
+    // the snapshot would lose it otherwise)
+    let dir = tempfile::tempdir().unwrap();
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    st.append_journal(&[entry(1)]).unwrap();
+    st.put_call(&rec(1, 0, Outcome::Answered)).unwrap();
+    let path = dir.path().join("calls/2024-11-04.calls");
+    let on_disk = || std::fs::read(&path).unwrap_or_default().windows(4).any(|w| w == b"\"c1\"");
+    assert!(!on_disk(), "buffered until a flush");
+    let engine = cbt_proto::Engine::new(cbt_proto::EngineConfig::default());
+    st.save_snapshot(&engine.snapshot_ref()).unwrap();
+    assert!(on_disk(), "written before the journal went");
+}
