@@ -10,11 +10,11 @@
 //! | upload outbox | sled tree `outbox`: `YYYY-MM-DD` ++ 0x00 ++ practice | `persist::v1::OutboxItemV1` JSON (the document to send) |
 //! | upload states | sled tree `uploads`: `YYYY-MM-DD` ++ 0x00 ++ practice | `persist::v1::UploadStateV1` JSON (revisions given, delivered) |
 //! | activity | sled tree `activity`: `YYYY-MM-DD` | `persist::v1::ActivityV1` JSON (capture by local hour) |
-//! | kept aside | sled tree `quarantine`: the original key (a call: started (i64 as u64 + 2^63) ++ seq (u64), big-endian) | the original value, unreadable |
+//! | kept aside | sled tree `quarantine`: the original key (a layout-4 call: started (i64 as u64 + 2^63) ++ seq (u64), big-endian) | the original value, unreadable |
 //! | gaps, marks | sled tree `meta`: `schema`, `call_totals`, `gaps`, `pruned_before`, `days_pruned_before`, `closed_through`, `dirty_days` | JSON |
 //! | engine snapshot | file `snapshot.json` (written to a temporary file, synced, renamed) | `{"journal": N, "snapshot": persist::v2::SnapshotV2}` (version 1 read) |
 //! | journal | files `journal-N.log`: the messages since snapshot N | `persist::journal` framing 2 (0.1.0: framing 1), records `JournalRecordV1` |
-//! | damaged bytes | directory `aside/` | what could not be read, as it was |
+//! | damaged bytes | directory `aside/` | what could not be read, as it was (of a call file: `calls-DATE-at-OFFSET.bin`, a call that does not decode `calls-DATE-call-N.json`) |
 //!
 //! Every value has a version ([`cbt_proto::persist`]); the store's layout
 //! has the `schema` mark: 2 was 0.1.0's, 3 the first uploader's, 4 kept
@@ -231,6 +231,10 @@ pub struct Gap {
     pub reason: String,
 }
 
+/// A call's key in layout 4's `calls` tree (and in `quarantine`): its
+/// start then its number. Layout 5 reads it (the migration, `key_seq`);
+/// the tests write it.
+#[cfg(test)]
 fn call_key(started: Timestamp, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&((started.micros() as u64) ^ (1 << 63)).to_be_bytes());
@@ -532,7 +536,7 @@ impl Store {
             .max(snap_gen.unwrap_or(0))
             + 1;
         let mut store = Store {
-            calls: CallFiles::open(&dir.join("calls"))?,
+            calls: CallFiles::open(&dir.join("calls"), &dir.join("aside"))?,
             call_count: AtomicUsize::new(0),
             max_seq: AtomicU64::new(0),
             counted: false,
@@ -722,32 +726,20 @@ impl Store {
         }
     }
 
-    /// Keeps what `calls` found unreadable (and took out of its files):
-    /// a call that cannot be decoded in the `quarantine` tree under its old
-    /// key, damaged bytes in `aside/`; each reported. Returns how many.
+    /// Reports what `calls` found unreadable, kept aside (in `aside/`)
+    /// and took out of its files; a call among it is no longer counted.
+    /// Returns how many.
     fn take_bad(&self) -> usize {
         let bad = self.calls.take_bad();
         for b in &bad {
             match b.call {
                 Some((started, seq)) => {
-                    let key = call_key(started, seq);
-                    let kept = self.quarantine.insert(key, &b.bytes[..]).is_ok();
                     let _ = self
                         .call_count
                         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
-                    self.problem(format!(
-                        "stored call {} (calls/{}): {}; {}",
-                        escaped(&key),
-                        b.file,
-                        b.why,
-                        if kept { "kept aside in the store's quarantine" } else { "could not be kept aside" }
-                    ));
+                    self.problem(format!("stored call {seq} (started {started}, calls/{}): {}; {}", b.file, b.why, b.kept));
                 }
-                None => {
-                    let name = format!("calls-{}-at-{}.bin", b.file.trim_end_matches(".calls"), b.offset);
-                    let kept = self.keep_aside(&name, &b.bytes);
-                    self.problem(format!("calls/{}: {} at byte {}; {kept}; the records after them are read", b.file, b.why, b.offset));
-                }
+                None => self.problem(format!("calls/{}: {} at byte {}; {}; the records after them are read", b.file, b.why, b.offset, b.kept)),
             }
         }
         bad.len()
@@ -1448,13 +1440,14 @@ impl Store {
             self.meta.insert("pruned_before", json(&limit))?;
             self.db.flush()?;
         }
-        let n = self.reported(self.calls.prune_before(limit))?;
-        let _ = self
-            .call_count
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-                Some(c.saturating_sub(n))
-            });
-        Ok(n)
+        // counted down as each day goes (a prune cut short by an error
+        // leaves the count right)
+        let gone = |n: usize| {
+            let _ = self
+                .call_count
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some(c.saturating_sub(n)));
+        };
+        self.reported(self.calls.prune_before(limit, gone))
     }
 
     /// Deletes the day figures, upload states and activity records of dates

@@ -86,15 +86,24 @@ impl SeqSet {
     }
 }
 
-/// What is found unreadable in a call file: the store keeps it aside and
-/// reports it; the file no longer holds it.
+/// What was found unreadable in a call file, kept aside (in `aside/`) and
+/// taken out of the file: for the store to report.
 pub(super) struct Bad {
     pub file: String,
     pub offset: usize,
-    pub bytes: Vec<u8>,
     pub why: String,
     /// A call that could not be decoded: its start and number.
     pub call: Option<(Timestamp, u64)>,
+    /// Where it was kept ("kept in PATH"), or why it could not be.
+    pub kept: String,
+}
+
+/// Something unreadable found in a read, not yet kept aside.
+struct Found<'a> {
+    offset: usize,
+    bytes: &'a [u8],
+    why: String,
+    call: Option<(Timestamp, u64)>,
 }
 
 /// A day being written.
@@ -194,6 +203,8 @@ impl Inner {
 
 pub(super) struct CallFiles {
     dir: PathBuf,
+    /// Where what cannot be read is kept.
+    aside: PathBuf,
     inner: Mutex<Inner>,
 }
 
@@ -214,8 +225,9 @@ struct Read<'a> {
 }
 
 impl CallFiles {
-    /// The files in `dir` (created if missing).
-    pub fn open(dir: &Path) -> Result<CallFiles> {
+    /// The files in `dir` (created if missing); what cannot be read is
+    /// kept in `aside`.
+    pub fn open(dir: &Path, aside: &Path) -> Result<CallFiles> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut present = BTreeSet::new();
         for e in std::fs::read_dir(dir)? {
@@ -229,6 +241,7 @@ impl CallFiles {
         }
         Ok(CallFiles {
             dir: dir.to_path_buf(),
+            aside: aside.to_path_buf(),
             inner: Mutex::new(Inner { loaded: BTreeMap::new(), present, bad: Vec::new() }),
         })
     }
@@ -264,11 +277,35 @@ impl CallFiles {
         Ok(Read { bytes, file })
     }
 
-    /// Replaces a date's file by its header and the records `keep` (a new
-    /// file synced, then renamed over the old); the day is unloaded (it is
-    /// read again when next written). Returns the new length.
-    fn rewrite(&self, inner: &mut Inner, d: NaiveDate, r: &Read<'_>, keep: &[&Record<'_>]) -> Result<u64> {
-        inner.loaded.remove(&d);
+    /// Replaces a date's file by its header and the records `keep`, once
+    /// what is found unreadable (`found`, and the damaged spans of `r`) is
+    /// kept aside, synced: a new file synced, then renamed over the old,
+    /// and only then is what was kept aside handed to the store to report.
+    /// A day being written is synced first, and let go once the new file
+    /// is in place (it is read again when next written). Returns the new
+    /// length.
+    fn repair<'a>(&self, inner: &mut Inner, d: NaiveDate, r: &Read<'a>, keep: &[&Record<'_>], mut found: Vec<Found<'a>>) -> Result<u64> {
+        if let Some(day) = inner.loaded.get_mut(&d) {
+            day.sync(&self.dir)?;
+        }
+        for dmg in &r.file.damaged {
+            found.push(Found {
+                offset: dmg.offset,
+                bytes: &r.bytes[dmg.offset..dmg.offset + dmg.len],
+                why: format!("{} bytes are damaged ({})", dmg.len, dmg.reason),
+                call: None,
+            });
+        }
+        let kept: Vec<String> = found
+            .iter()
+            .map(|f| {
+                let name = match f.call {
+                    Some((_, seq)) => format!("calls-{d}-call-{seq}.json"),
+                    None => format!("calls-{d}-at-{}.bin", f.offset),
+                };
+                self.keep_aside(&name, f.bytes)
+            })
+            .collect();
         let path = self.path(d);
         let tmp = self.dir.join(format!("{d}.calls.tmp"));
         let mut out = format::FILE_HEADER.to_vec();
@@ -282,20 +319,41 @@ impl CallFiles {
         }
         std::fs::rename(&tmp, &path)?;
         sync_dir(&self.dir);
+        inner.loaded.remove(&d);
+        for (f, kept) in found.into_iter().zip(kept) {
+            inner.bad.push(Bad { file: format!("{d}.calls"), offset: f.offset, why: f.why, call: f.call, kept });
+        }
         Ok(out.len() as u64)
     }
 
-    /// Hands the damaged spans of a read to the store.
-    fn damaged(&self, inner: &mut Inner, d: NaiveDate, r: &Read<'_>) {
-        for dmg in &r.file.damaged {
-            inner.bad.push(Bad {
-                file: format!("{d}.calls"),
-                offset: dmg.offset,
-                bytes: r.bytes[dmg.offset..dmg.offset + dmg.len].to_vec(),
-                why: format!("{} bytes are damaged ({})", dmg.len, dmg.reason),
-                call: None,
-            });
+    /// Keeps bytes in `aside/NAME`, synced. Says where (or why not).
+    fn keep_aside(&self, name: &str, bytes: &[u8]) -> String {
+        let path = self.aside.join(name);
+        let kept = std::fs::create_dir_all(&self.aside).and_then(|_| {
+            let mut f = File::create(&path)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
+        match kept {
+            Ok(()) => {
+                sync_dir(&self.aside);
+                format!("kept in {}", path.display())
+            }
+            Err(e) => format!("could not be kept aside ({e})"),
         }
+    }
+
+    /// Each intact record of a date's file to `f` (until it returns
+    /// false), read whole: after a stream found damage, beside which it may
+    /// have missed a record.
+    fn each_whole(&self, inner: &mut Inner, d: NaiveDate, mut f: impl FnMut(&Record<'_>) -> bool) -> Result<()> {
+        let bytes = self.bytes_of(inner, d)?;
+        for rec in &self.parse(d, &bytes)?.file.records {
+            if !f(rec) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The day of `d`, loaded (its numbers read from its file) if it is
@@ -335,9 +393,8 @@ impl CallFiles {
             } else {
                 let bytes = self.bytes_of(inner, d)?;
                 let r = self.parse(d, &bytes)?;
-                self.damaged(inner, d, &r);
                 let all: Vec<&Record<'_>> = r.file.records.iter().collect();
-                day.len = self.rewrite(inner, d, &r, &all)?;
+                day.len = self.repair(inner, d, &r, &all, Vec::new())?;
                 (day.calls, day.called) = (SeqSet::default(), SeqSet::default());
                 for rec in &r.file.records {
                     day.index(rec);
@@ -424,7 +481,7 @@ impl CallFiles {
             }
         }
         let mut day = Vec::new();
-        let mut undecodable = BTreeSet::new();
+        let mut undecodable = Vec::new();
         for rec in &r.file.records {
             let Kind::Call { started, json } = rec.kind else { continue };
             if started < from || started >= to {
@@ -439,22 +496,13 @@ impl CallFiles {
                     day.push(c);
                 }
                 Err(e @ FormatError::Newer { .. }) => return Err(anyhow::Error::new(e).context(self.path(d).display().to_string())),
-                Err(e) => {
-                    inner.bad.push(Bad {
-                        file: format!("{d}.calls"),
-                        offset: rec.offset,
-                        bytes: json.to_vec(),
-                        why: e.to_string(),
-                        call: Some((started, rec.seq)),
-                    });
-                    undecodable.insert(rec.offset);
-                }
+                Err(e) => undecodable.push(Found { offset: rec.offset, bytes: json, why: e.to_string(), call: Some((started, rec.seq)) }),
             }
         }
         if !undecodable.is_empty() || !r.file.damaged.is_empty() {
-            self.damaged(inner, d, &r);
-            let keep: Vec<&Record<'_>> = r.file.records.iter().filter(|rec| !undecodable.contains(&rec.offset)).collect();
-            self.rewrite(inner, d, &r, &keep)?;
+            let out: BTreeSet<usize> = undecodable.iter().map(|f| f.offset).collect();
+            let keep: Vec<&Record<'_>> = r.file.records.iter().filter(|rec| !out.contains(&rec.offset)).collect();
+            self.repair(inner, d, &r, &keep, undecodable)?;
         }
         day.sort_by_key(|c| (c.started, c.seq));
         Ok(day)
@@ -599,12 +647,21 @@ impl CallFiles {
     /// Whether a call started in `[from, to)`.
     pub fn any_between(&self, from: Timestamp, to: Timestamp) -> Result<bool> {
         let mut inner = self.lock();
+        let call_in = |r: &Record<'_>| matches!(r.kind, Kind::Call { started, .. } if started >= from && started < to);
         for d in inner.dates_between(from, to) {
             let mut found = false;
-            self.stream(&mut inner, d, |r| {
-                found = matches!(r.kind, Kind::Call { started, .. } if started >= from && started < to);
-                !found
-            })?;
+            let clean = self
+                .stream(&mut inner, d, |r| {
+                    found = call_in(r);
+                    !found
+                })?
+                .clean;
+            if !found && !clean {
+                self.each_whole(&mut inner, d, |r| {
+                    found = call_in(r);
+                    !found
+                })?;
+            }
             if found {
                 return Ok(true);
             }
@@ -617,14 +674,21 @@ impl CallFiles {
     pub fn count(&self) -> Result<(usize, u64)> {
         let mut inner = self.lock();
         let (mut n, mut max) = (0, 0);
+        fn tally(day: &mut (usize, u64), rec: &Record<'_>) -> bool {
+            if let Kind::Call { .. } = rec.kind {
+                day.0 += 1;
+                day.1 = day.1.max(rec.seq);
+            }
+            true
+        }
         for d in inner.present.clone() {
-            self.stream(&mut inner, d, |rec| {
-                if let Kind::Call { .. } = rec.kind {
-                    n += 1;
-                    max = max.max(rec.seq);
-                }
-                true
-            })?;
+            let mut day = (0, 0);
+            if !self.stream(&mut inner, d, |rec| tally(&mut day, rec))?.clean {
+                day = (0, 0);
+                self.each_whole(&mut inner, d, |rec| tally(&mut day, rec))?;
+            }
+            n += day.0;
+            max = max.max(day.1);
         }
         Ok((n, max))
     }
@@ -632,14 +696,18 @@ impl CallFiles {
     /// When the earliest stored call started.
     pub fn first_start(&self) -> Result<Option<Timestamp>> {
         let mut inner = self.lock();
+        fn earliest(first: &mut Option<Timestamp>, rec: &Record<'_>) -> bool {
+            if let Kind::Call { started, .. } = rec.kind {
+                *first = Some(first.map_or(started, |f| f.min(started)));
+            }
+            true
+        }
         for d in inner.present.clone() {
-            let mut first: Option<Timestamp> = None;
-            self.stream(&mut inner, d, |rec| {
-                if let Kind::Call { started, .. } = rec.kind {
-                    first = Some(first.map_or(started, |f| f.min(started)));
-                }
-                true
-            })?;
+            let mut first = None;
+            if !self.stream(&mut inner, d, |rec| earliest(&mut first, rec))?.clean {
+                first = None;
+                self.each_whole(&mut inner, d, |rec| earliest(&mut first, rec))?;
+            }
             if first.is_some() {
                 return Ok(first);
             }
@@ -650,25 +718,41 @@ impl CallFiles {
     /// Deletes the calls that started before `limit` (with their
     /// callbacks): whole files, and the file holding the limit rewritten.
     /// Returns how many calls went.
-    pub fn prune_before(&self, limit: Timestamp) -> Result<usize> {
+    pub fn prune_before(&self, limit: Timestamp, gone: impl Fn(usize)) -> Result<usize> {
         let mut inner = self.lock();
         let mut n = 0;
         let dates: Vec<NaiveDate> = inner.present.range(..=utc_date(limit.add(-1))).copied().collect();
+        let is_call = |rec: &Record<'_>| matches!(rec.kind, Kind::Call { .. });
         for d in dates {
             if let Some(day) = inner.loaded.get_mut(&d) {
                 day.sync(&self.dir)?;
                 inner.loaded.remove(&d);
             }
-            let bytes = self.bytes_of(&mut inner, d)?;
-            let r = self.parse(d, &bytes)?;
-            let is_call = |rec: &&Record<'_>| matches!(rec.kind, Kind::Call { .. });
-            let calls = r.file.records.iter().filter(is_call).count();
             if day_start(d).add(DAY) <= limit {
+                // the whole day goes: its calls counted, a chunk at a time
+                let mut calls = 0;
+                if !self.stream(&mut inner, d, |rec| {
+                    calls += usize::from(is_call(rec));
+                    true
+                })?
+                .clean
+                {
+                    calls = 0;
+                    self.each_whole(&mut inner, d, |rec| {
+                        calls += usize::from(is_call(rec));
+                        true
+                    })?;
+                }
                 std::fs::remove_file(self.path(d)).with_context(|| format!("cannot delete {}", self.path(d).display()))?;
                 inner.present.remove(&d);
+                gone(calls);
                 n += calls;
                 continue;
             }
+            // the day holding the cut: rewritten without the calls before it
+            let bytes = self.bytes_of(&mut inner, d)?;
+            let r = self.parse(d, &bytes)?;
+            let calls = r.file.records.iter().filter(|rec| is_call(rec)).count();
             let kept: BTreeSet<u64> = r
                 .file
                 .records
@@ -678,9 +762,10 @@ impl CallFiles {
                     _ => None,
                 })
                 .collect();
-            if kept.len() < calls {
+            if kept.len() < calls || !r.file.damaged.is_empty() {
                 let keep: Vec<&Record<'_>> = r.file.records.iter().filter(|rec| kept.contains(&rec.seq)).collect();
-                self.rewrite(&mut inner, d, &r, &keep)?;
+                self.repair(&mut inner, d, &r, &keep, Vec::new())?;
+                gone(calls - kept.len());
                 n += calls - kept.len();
             }
         }
@@ -722,5 +807,58 @@ mod tests {
             assert!(s.contains(n));
         }
         assert!(!s.contains(2) && !s.contains(1025) && !s.contains(u64::MAX - 1));
+    }
+
+    fn open(dir: &Path) -> CallFiles {
+        CallFiles::open(&dir.join("calls"), &dir.join("aside")).unwrap()
+    }
+
+    fn t0() -> Timestamp {
+        Timestamp::from_secs_micros(1_730_710_800, 0)
+    }
+
+    #[test]
+    fn a_count_read_a_chunk_at_a_time_equals_the_whole_read_whatever_byte_is_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let files = open(dir.path());
+            for s in 1..=10u64 {
+                let json = format!("{{\"v\":1,\"pad\":\"{}\"}}", "x".repeat(300 + s as usize * 7));
+                files.put(s, t0().add(s as i64 * 1_000_000), json.as_bytes(), None).unwrap();
+            }
+            files.flush().unwrap();
+        }
+        let path = std::fs::read_dir(dir.path().join("calls")).unwrap().next().unwrap().unwrap().path();
+        let clean = std::fs::read(&path).unwrap();
+        let mut bad = vec![];
+        for p in 8..clean.len() {
+            let mut b = clean.clone();
+            b[p] ^= 0x5A;
+            std::fs::write(&path, &b).unwrap();
+            let whole = format::read(&b).unwrap();
+            let want = whole.records.iter().filter(|r| matches!(r.kind, Kind::Call { .. })).count();
+            let want_max = whole.records.iter().map(|r| r.seq).max().unwrap_or(0);
+            let got = open(dir.path()).count().unwrap();
+            if got != (want, want_max) {
+                bad.push((p, want, got));
+            }
+        }
+        assert!(bad.is_empty(), "{} of {} single damaged bytes: count() differs from the whole read, e.g. {:?}", bad.len(), clean.len() - 8, &bad[..bad.len().min(5)]);
+    }
+
+    #[test]
+    fn a_rewrite_that_fails_keeps_the_day_it_was_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = open(dir.path());
+        let d = utc_date(t0());
+        files.put(1, t0(), b"{not json", None).unwrap();
+        files.flush().unwrap();
+        files.put(2, t0().add(1), b"{\"v\":1}", None).unwrap(); // buffered: not synced
+        std::fs::create_dir(dir.path().join(format!("calls/{d}.calls.tmp"))).unwrap(); // the rewrite's create fails
+        assert!(files.between(t0(), t0().add(10), &AtomicUsize::new(0)).is_err());
+        let inner = files.lock();
+        assert!(inner.loaded.contains_key(&d), "call 2 was written out by the reader but the day was dropped unsynced: flush() will never sync it");
+        drop(inner);
+        assert!(files.take_bad().is_empty(), "nothing reported before it is out of the file");
     }
 }

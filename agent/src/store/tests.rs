@@ -188,15 +188,15 @@ fn an_unreadable_call_is_kept_aside_and_reported_not_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let st = Store::open(dir.path(), 1 << 20).unwrap();
     st.put_call(&rec(1, 0, Outcome::Answered)).unwrap();
-    let key = call_key(rec(2, 60, Outcome::Missed).started, 2);
     put_raw(&st, 2, 60, b"{\"v\":1,\"seq\":2,\"practice\":");
     let counts = st.verify().unwrap();
     assert_eq!((counts.calls, counts.unreadable), (1, 1));
     assert_eq!(st.calls_between(Timestamp(0), Timestamp::MAX).unwrap().len(), 1);
     assert_eq!(st.problems().len(), 1);
-    assert!(st.problems()[0].contains("stored call"), "{:?}", st.problems());
-    assert_eq!(st.kept_aside(), (1, 0));
-    assert_eq!(st.quarantine.get(key).unwrap().as_deref(), Some(&b"{\"v\":1,\"seq\":2,\"practice\":"[..]));
+    assert!(st.problems()[0].contains("stored call 2") && st.problems()[0].contains("kept in"), "{:?}", st.problems());
+    assert_eq!(st.kept_aside(), (0, 1));
+    let kept = std::fs::read(dir.path().join("aside/calls-2024-11-04-call-2.json")).unwrap();
+    assert_eq!(kept, b"{\"v\":1,\"seq\":2,\"practice\":", "kept as it was");
     // taken out of its file: read once, reported once
     assert_eq!(st.calls_between(Timestamp(0), Timestamp::MAX).unwrap().len(), 1);
     assert_eq!(st.problems().len(), 1);
@@ -527,7 +527,7 @@ fn after_a_clean_close_the_start_does_not_read_every_call_but_a_damaged_one_is_s
         assert_eq!(st.records_read(), 0);
         // read when asked for: kept aside and reported then
         assert_eq!(st.calls_between(Timestamp(0), Timestamp::MAX).unwrap().len(), 1);
-        assert_eq!(st.kept_aside(), (1, 0));
+        assert_eq!(st.kept_aside(), (0, 1));
         assert!(st.problems()[0].contains("stored call"), "{:?}", st.problems());
     }
     // a crash (no clean close): the next start reads every call
@@ -590,7 +590,7 @@ fn a_store_of_calls_holds_in_memory_what_is_written_not_what_is_kept() {
     st.flush().unwrap();
     assert_eq!(std::fs::read_dir(dir.path().join("calls")).unwrap().count(), 3, "4, 5 and 6 November (UTC)");
     let cut = rec(1, 0, Outcome::Answered).started.add(24 * 3_600_000_000); // 5 Nov 09:00
-    assert_eq!(st.calls.prune_before(cut).unwrap(), 24);
+    assert_eq!(st.calls.prune_before(cut, |_| {}).unwrap(), 24);
     let left: Vec<u64> = st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().iter().map(|c| c.seq).collect();
     assert_eq!(left, (25..=48).collect::<Vec<_>>());
     assert!(!dir.path().join("calls/2024-11-04.calls").exists());
@@ -667,4 +667,94 @@ fn a_snapshot_puts_the_calls_finished_before_it_on_disk_first() {
     let engine = cbt_proto::Engine::new(cbt_proto::EngineConfig::default());
     st.save_snapshot(&engine.snapshot_ref()).unwrap();
     assert!(on_disk(), "written before the journal went");
+}
+
+
+#[test]
+fn damage_in_the_file_a_prune_rewrites_is_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    for i in 0..48 {
+        st.put_call(&rec(i + 1, i as i64 * 3600, Outcome::Answered)).unwrap();
+    }
+    st.flush().unwrap();
+    // damage call 30 (5 Nov, after the cut)
+    let path = dir.path().join("calls/2024-11-05.calls");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"\"c30\"").unwrap();
+    bytes[at + 2] = b'X';
+    std::fs::write(&path, &bytes).unwrap();
+    let cut = rec(1, 0, Outcome::Answered).started.add(24 * 3_600_000_000);
+    assert_eq!(st.prune_calls(&site(), cut).unwrap(), 0, "no day closed: nothing pruned");
+    let gone = std::cell::Cell::new(0);
+    assert_eq!(st.reported(st.calls.prune_before(cut, |n| gone.set(gone.get() + n))).unwrap(), 24);
+    assert_eq!(gone.get(), 24, "counted as each file goes");
+    assert!(!std::fs::read(&path).unwrap().windows(5).any(|w| w == b"\"cX0\""), "(the damaged record is gone from the file)");
+    assert_eq!(st.problems().len(), 1, "{:?}", st.problems());
+    assert_eq!(st.kept_aside(), (0, 1), "kept aside before prune's rewrite dropped it");
+}
+
+#[test]
+fn a_rewrite_that_keeps_failing_reports_and_uncounts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    st.put_call(&rec(1, 0, Outcome::Answered)).unwrap();
+    st.put_call(&rec(3, 120, Outcome::Answered)).unwrap();
+    put_raw(&st, 2, 60, b"{\"v\":1,\"seq\":2");
+    st.flush().unwrap();
+    std::fs::create_dir(dir.path().join("calls/2024-11-04.calls.tmp")).unwrap();
+    for _ in 0..3 {
+        assert!(st.calls_between(Timestamp::MIN, Timestamp::MAX).is_err());
+    }
+    assert_eq!(st.call_count(), 3, "problems: {:?}", st.problems());
+    assert!(st.problems().is_empty(), "{:?}", st.problems());
+    // once the file can be rewritten: reported once, uncounted once
+    std::fs::remove_dir(dir.path().join("calls/2024-11-04.calls.tmp")).unwrap();
+    for _ in 0..3 {
+        assert_eq!(st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().len(), 2);
+    }
+    assert_eq!(st.call_count(), 2);
+    assert_eq!(st.problems().len(), 1, "{:?}", st.problems());
+}
+
+#[test]
+fn a_damaged_file_header_after_a_crash_is_kept_aside_and_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut st = Store::open(dir.path(), 1 << 20).unwrap();
+        st.put_call(&rec(1, 0, Outcome::Answered)).unwrap();
+        st.flush().unwrap();
+        st.counted = false; // a kill
+    }
+    let path = dir.path().join("calls/2024-11-04.calls");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[2] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let st = match Store::open(dir.path(), 1 << 20) {
+        Ok(st) => st,
+        Err(e) => panic!("one flipped header bit: the store does not open: {e}"),
+    };
+    assert_eq!(st.call_count(), 1);
+    assert!(st.put_call(&rec(2, 60, Outcome::Answered)).unwrap(), "a later call of that day is stored");
+    assert!(!st.put_call(&rec(1, 0, Outcome::Answered)).unwrap(), "the first is still there");
+    st.flush().unwrap();
+    assert_eq!(st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().len(), 2);
+    assert_eq!(st.problems().len(), 1, "the header kept aside: {:?}", st.problems());
+    assert!(std::fs::read(&path).unwrap().starts_with(&cbt_proto::persist::calls::FILE_HEADER), "rewritten with a good header");
+}
+
+#[test]
+fn a_damaged_file_header_after_a_clean_close_refuses_no_call_of_its_day() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let st = Store::open(dir.path(), 1 << 20).unwrap();
+        st.put_call(&rec(1, 0, Outcome::Answered)).unwrap();
+    }
+    let path = dir.path().join("calls/2024-11-04.calls");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[2] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    let r = st.put_call(&rec(2, 60, Outcome::Answered));
+    assert!(r.is_ok(), "{r:?}");
 }

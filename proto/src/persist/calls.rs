@@ -80,28 +80,22 @@ fn i64_at(b: &[u8], at: usize) -> i64 {
 }
 
 /// Reads a call file. An empty file (created, its header not yet written)
-/// reads as no records; a file with another header is an error, as is a
-/// record of a newer version.
+/// reads as no records, as does a header cut short; a header of a newer
+/// format is an error, as is a record of a newer version; any other header
+/// is damage (its records are still read).
 pub fn read(b: &[u8]) -> Result<CallFile<'_>, FormatError> {
-    if b.is_empty() {
-        return Ok(CallFile::default());
-    }
-    if b.len() < FILE_HEADER.len() && FILE_HEADER.starts_with(b) {
-        // the header itself torn
+    let intact = check_header(b)?;
+    if b.len() < FILE_HEADER.len() && intact {
+        // nothing, or the header itself torn
         return Ok(CallFile { torn_tail: b.len(), ..Default::default() });
     }
-    if !b.starts_with(&FILE_HEADER[..7]) {
-        return Err(FormatError::Undecodable { what: "a call file", detail: "it does not start with CBTCALL".into() });
+    let at = FILE_HEADER.len().min(b.len());
+    let scan = journal::scan_records(b, at);
+    let mut damaged = scan.damaged;
+    if !intact {
+        damaged.push(Damage { offset: 0, len: at, reason: "the file header is damaged" });
     }
-    if b[7] != FILE_HEADER[7] {
-        return Err(if b[7] > FILE_HEADER[7] {
-            FormatError::Newer { what: "a call file", found: b[7] as u32, supported: FILE_HEADER[7] as u32 }
-        } else {
-            FormatError::Undecodable { what: "a call file", detail: format!("unknown format {}", b[7]) }
-        });
-    }
-    let scan = journal::scan_records(b, FILE_HEADER.len());
-    let mut out = CallFile { records: Vec::with_capacity(scan.frames.len()), damaged: scan.damaged, torn_tail: scan.torn_tail };
+    let mut out = CallFile { records: Vec::with_capacity(scan.frames.len()), damaged, torn_tail: scan.torn_tail };
     for f in &scan.frames {
         match record(f)? {
             Some(r) => out.records.push(r),
@@ -114,10 +108,18 @@ pub fn read(b: &[u8]) -> Result<CallFile<'_>, FormatError> {
 
 const UNKNOWN: &str = "a record of an unknown version or the wrong length";
 
-/// Checks a call file's header (the first 8 bytes, or fewer if that is
-/// all the file has), as `read` does.
-pub fn check_header(b: &[u8]) -> Result<(), FormatError> {
-    read(&b[..b.len().min(FILE_HEADER.len())]).map(|_| ())
+/// Whether a call file starts with an intact header (or a part of one, if
+/// that is all it has: cut short while it was made); an error if the
+/// header is of a newer format.
+pub fn check_header(b: &[u8]) -> Result<bool, FormatError> {
+    let n = b.len().min(FILE_HEADER.len());
+    if b[..n] == FILE_HEADER[..n] {
+        return Ok(true);
+    }
+    if n == FILE_HEADER.len() && b[..7] == FILE_HEADER[..7] && b[7] > FILE_HEADER[7] {
+        return Err(FormatError::Newer { what: "a call file", found: b[7] as u32, supported: FILE_HEADER[7] as u32 });
+    }
+    Ok(false)
 }
 
 /// The record of an intact frame of a call file: `None` for a frame of an
@@ -190,6 +192,11 @@ mod tests {
         let mut b = FILE_HEADER.to_vec();
         journal::frame(3, &[0; 16], &mut b);
         assert!(matches!(read(&b), Err(FormatError::Newer { found: 3, supported: 2, .. })));
-        assert!(matches!(read(b"CBTJRNL\x02"), Err(FormatError::Undecodable { .. })));
+        // any other header is damage: the records after it are read
+        let mut b = file();
+        b[2] ^= 1;
+        let f = read(&b).unwrap();
+        assert_eq!((f.records.len(), f.damaged.len(), f.damaged[0].offset, f.damaged[0].len), (3, 1, 0, 8));
+        assert_eq!(read(b"CBTJ").unwrap().damaged.len(), 1, "a short header that is not a call file's");
     }
 }

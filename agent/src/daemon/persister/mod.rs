@@ -38,8 +38,11 @@ pub struct Persister {
     publish: Box<dyn Fn(Option<Arc<Store>>) + Send>,
     store: Option<Arc<Store>>,
     error: Option<StoreError>,
-    /// Finished call events the store could not take yet (bounded).
-    pending: VecDeque<CallEvent>,
+    /// Finished call events the store could not take yet (bounded), each
+    /// with whether an earlier write of it changed the store (a flush that
+    /// failed after part of it was on disk: the store then finds it stored
+    /// when it is written again, and it is still to be acknowledged).
+    pending: VecDeque<(CallEvent, bool)>,
     lost_in_memory: u64,
     /// The journal was off for a while (store down): snapshot as soon as
     /// the store is back.
@@ -173,7 +176,7 @@ impl Persister {
         self.error = Some(e);
         self.journal_off = true;
         // calls written since the last flush may not be on disk: held again
-        let held = std::mem::take(&mut self.unflushed).into_iter().map(|(ev, _)| ev).collect();
+        let held = std::mem::take(&mut self.unflushed);
         self.hold(held);
     }
 
@@ -243,7 +246,7 @@ impl Persister {
         Ok(())
     }
 
-    fn hold(&mut self, events: Vec<CallEvent>) {
+    fn hold(&mut self, events: Vec<(CallEvent, bool)>) {
         for ev in events {
             if self.pending.len() >= self.memory_calls {
                 self.pending.pop_front();
@@ -272,13 +275,13 @@ impl Persister {
         }
         let Some(store) = self.store.clone() else {
             // no store: hold finished calls in memory, within the bound
-            self.hold(events);
+            self.hold(events.into_iter().map(|ev| (ev, false)).collect());
             return Vec::new();
         };
         // calls held while the store was away go first
         let first = self.unflushed.len();
-        let held: Vec<CallEvent> = self.pending.drain(..).collect();
-        self.unflushed.extend(held.into_iter().chain(events).map(|ev| (ev, false)));
+        let held: Vec<(CallEvent, bool)> = self.pending.drain(..).collect();
+        self.unflushed.extend(held.into_iter().chain(events.into_iter().map(|ev| (ev, false))));
         let now = self.clock.now();
         let mut flushed = false;
         let result = (|| -> Result<()> {
@@ -287,7 +290,7 @@ impl Persister {
                 self.dirty = true;
             }
             for (ev, changed) in &mut self.unflushed[first..] {
-                *changed = write_event(&store, ev)?;
+                *changed |= write_event(&store, ev)?;
                 self.dirty = true;
             }
             if self.dirty && (flush_now || now.since(self.last_flush) >= FLUSH_EVERY) {

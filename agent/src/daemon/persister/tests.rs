@@ -145,3 +145,31 @@ fn write_errors_are_told_apart_by_type() {
     // a message that merely says "No space left" is not a full disk
     assert!(matches!(StoreError::classify(dir, &anyhow::anyhow!("No space left on device")), StoreError::Io { .. }));
 }
+
+#[test]
+fn calls_synced_before_a_failed_flush_are_acknowledged_when_the_store_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let clock = Arc::new(ManualClock::at(Timestamp(T0)));
+    let (mut p, _) = persister(path.clone(), 100, clock.clone());
+    let mut e = engine();
+    p.open(&mut e);
+    // one call on 2 Nov (UTC), one on 3 Nov
+    calls(&mut e, 1, 1);
+    calls(&mut e, 60_000, 1);
+    assert!(p.persist(&mut e).is_empty());
+    // 3 Nov's file cannot be written (as a full disk): 2 Nov's is synced first
+    let blocker = path.join("calls/2026-11-03.calls");
+    std::fs::create_dir(&blocker).unwrap();
+    clock.advance(FLUSH_EVERY);
+    assert!(p.persist(&mut e).is_empty());
+    assert!(p.store().is_none(), "the flush failed");
+    std::fs::remove_dir(&blocker).unwrap();
+    clock.advance(STORE_RETRY);
+    p.retry(&mut e);
+    assert!(p.store().is_some());
+    clock.advance(FLUSH_EVERY);
+    let acked = p.persist(&mut e);
+    assert_eq!(p.store().unwrap().call_count(), 2);
+    assert_eq!(acked.len(), 2, "both calls are durable now; each must be acknowledged (counted) once");
+}
