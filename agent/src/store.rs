@@ -1430,10 +1430,9 @@ impl Store {
         } else {
             local_day_span(site, Aggregator::new(site).local_date(before)).0
         };
-        let Some(first) = self.first_call_start()? else {
-            return Ok(0);
-        };
-        if first >= limit {
+        // (not `first_call_start`: that reads a whole day's file, this at
+        // most the cut's own day, and only if no earlier day has a file)
+        if !self.reported(self.calls.any_before(limit))? {
             return Ok(0);
         }
         if self.pruned_before()?.is_none_or(|p| p < limit) {

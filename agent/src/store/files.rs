@@ -693,6 +693,19 @@ impl CallFiles {
         Ok((n, max))
     }
 
+    /// Whether a call started before `limit`, reading as little as it
+    /// can: a file of an earlier day is taken to hold one (unread); only
+    /// the file of `limit`'s own day is read, and only if no earlier one
+    /// exists.
+    pub fn any_before(&self, limit: Timestamp) -> Result<bool> {
+        let d = utc_date(limit);
+        let (earlier, same) = {
+            let inner = self.lock();
+            (inner.present.range(..d).next().is_some(), inner.present.contains(&d))
+        };
+        Ok(earlier || (same && day_start(d) < limit && self.any_between(day_start(d), limit)?))
+    }
+
     /// When the earliest stored call started.
     pub fn first_start(&self) -> Result<Option<Timestamp>> {
         let mut inner = self.lock();

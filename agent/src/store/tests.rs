@@ -579,7 +579,7 @@ fn a_layout_4_store_moves_its_calls_to_files_even_after_a_move_cut_short() {
 }
 
 #[test]
-fn a_store_of_calls_holds_in_memory_what_is_written_not_what_is_kept() {
+fn pruning_deletes_whole_days_and_rewrites_the_day_holding_the_cut() {
     // prune the calls before a cut that is not a UTC midnight (a local
     // midnight in summer): the file holding it is rewritten, the rest go whole
     let dir = tempfile::tempdir().unwrap();
@@ -590,7 +590,11 @@ fn a_store_of_calls_holds_in_memory_what_is_written_not_what_is_kept() {
     st.flush().unwrap();
     assert_eq!(std::fs::read_dir(dir.path().join("calls")).unwrap().count(), 3, "4, 5 and 6 November (UTC)");
     let cut = rec(1, 0, Outcome::Answered).started.add(24 * 3_600_000_000); // 5 Nov 09:00
+    let first = rec(1, 0, Outcome::Answered).started;
+    assert!(!st.calls.any_before(first).unwrap() && st.calls.any_before(first.add(1)).unwrap());
     assert_eq!(st.calls.prune_before(cut, |_| {}).unwrap(), 24);
+    assert!(!st.calls.any_before(cut).unwrap(), "the cut's own day read: nothing before it");
+    assert!(st.calls.any_before(cut.add(1)).unwrap());
     let left: Vec<u64> = st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().iter().map(|c| c.seq).collect();
     assert_eq!(left, (25..=48).collect::<Vec<_>>());
     assert!(!dir.path().join("calls/2024-11-04.calls").exists());
