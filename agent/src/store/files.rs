@@ -189,6 +189,9 @@ struct Inner {
     /// Dates with a file.
     present: BTreeSet<NaiveDate>,
     bad: Vec<Bad>,
+    /// When the earliest stored call started, once known (`None`: to be
+    /// read; forgotten when a file is rewritten or deleted).
+    first: Option<Option<Timestamp>>,
 }
 
 impl Inner {
@@ -242,7 +245,7 @@ impl CallFiles {
         Ok(CallFiles {
             dir: dir.to_path_buf(),
             aside: aside.to_path_buf(),
-            inner: Mutex::new(Inner { loaded: BTreeMap::new(), present, bad: Vec::new() }),
+            inner: Mutex::new(Inner { loaded: BTreeMap::new(), present, bad: Vec::new(), first: None }),
         })
     }
 
@@ -320,6 +323,7 @@ impl CallFiles {
         std::fs::rename(&tmp, &path)?;
         sync_dir(&self.dir);
         inner.loaded.remove(&d);
+        inner.first = None;
         for (f, kept) in found.into_iter().zip(kept) {
             inner.bad.push(Bad { file: format!("{d}.calls"), offset: f.offset, why: f.why, call: f.call, kept });
         }
@@ -430,6 +434,9 @@ impl CallFiles {
             day.write_out()?;
         }
         inner.present.insert(d);
+        if let Some(first) = &mut inner.first {
+            *first = Some(first.map_or(started, |f| f.min(started)));
+        }
         Ok(true)
     }
 
@@ -706,9 +713,13 @@ impl CallFiles {
         Ok(earlier || (same && day_start(d) < limit && self.any_between(day_start(d), limit)?))
     }
 
-    /// When the earliest stored call started.
+    /// When the earliest stored call started (read once, then kept up to
+    /// date as calls are stored).
     pub fn first_start(&self) -> Result<Option<Timestamp>> {
         let mut inner = self.lock();
+        if let Some(first) = inner.first {
+            return Ok(first);
+        }
         fn earliest(first: &mut Option<Timestamp>, rec: &Record<'_>) -> bool {
             if let Kind::Call { started, .. } = rec.kind {
                 *first = Some(first.map_or(started, |f| f.min(started)));
@@ -722,9 +733,11 @@ impl CallFiles {
                 self.each_whole(&mut inner, d, |rec| earliest(&mut first, rec))?;
             }
             if first.is_some() {
+                inner.first = Some(first);
                 return Ok(first);
             }
         }
+        inner.first = Some(None);
         Ok(None)
     }
 
@@ -758,6 +771,7 @@ impl CallFiles {
                 }
                 std::fs::remove_file(self.path(d)).with_context(|| format!("cannot delete {}", self.path(d).display()))?;
                 inner.present.remove(&d);
+                inner.first = None;
                 gone(calls);
                 n += calls;
                 continue;

@@ -592,7 +592,9 @@ fn pruning_deletes_whole_days_and_rewrites_the_day_holding_the_cut() {
     let cut = rec(1, 0, Outcome::Answered).started.add(24 * 3_600_000_000); // 5 Nov 09:00
     let first = rec(1, 0, Outcome::Answered).started;
     assert!(!st.calls.any_before(first).unwrap() && st.calls.any_before(first.add(1)).unwrap());
+    assert_eq!(st.first_call_start().unwrap(), Some(first));
     assert_eq!(st.calls.prune_before(cut, |_| {}).unwrap(), 24);
+    assert_eq!(st.first_call_start().unwrap(), Some(rec(25, 24 * 3600, Outcome::Answered).started), "known again after the prune");
     assert!(!st.calls.any_before(cut).unwrap(), "the cut's own day read: nothing before it");
     assert!(st.calls.any_before(cut.add(1)).unwrap());
     let left: Vec<u64> = st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().iter().map(|c| c.seq).collect();
@@ -601,6 +603,7 @@ fn pruning_deletes_whole_days_and_rewrites_the_day_holding_the_cut() {
     assert_eq!(st.calls.count().unwrap(), (24, 48));
     assert!(!st.put_call(&rec(30, 29 * 3600, Outcome::Answered)).unwrap(), "still known after the rewrite");
     assert!(st.put_call(&rec(20, 19 * 3600, Outcome::Answered)).unwrap(), "pruned: a new call to the files");
+    assert_eq!(st.first_call_start().unwrap(), Some(rec(20, 19 * 3600, Outcome::Answered).started), "kept up to date as calls are stored");
 }
 
 #[test]
