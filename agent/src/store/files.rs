@@ -94,7 +94,7 @@ pub(super) struct Bad {
     pub why: String,
     /// A call that could not be decoded: its start and number.
     pub call: Option<(Timestamp, u64)>,
-    /// Where it was kept ("kept in PATH"), or why it could not be.
+    /// Where it was kept ("kept in PATH").
     pub kept: String,
 }
 
@@ -285,8 +285,9 @@ impl CallFiles {
     /// kept aside, synced: a new file synced, then renamed over the old,
     /// and only then is what was kept aside handed to the store to report.
     /// A day being written is synced first, and let go once the new file
-    /// is in place (it is read again when next written). Returns the new
-    /// length.
+    /// is in place (it is read again when next written). If what is
+    /// unreadable cannot be kept aside, the file is left as it is. Returns
+    /// the file's length.
     fn repair<'a>(&self, inner: &mut Inner, d: NaiveDate, r: &Read<'a>, keep: &[&Record<'_>], mut found: Vec<Found<'a>>) -> Result<u64> {
         if let Some(day) = inner.loaded.get_mut(&d) {
             day.sync(&self.dir)?;
@@ -299,7 +300,7 @@ impl CallFiles {
                 call: None,
             });
         }
-        let kept: Vec<String> = found
+        let kept: Result<Vec<String>, String> = found
             .iter()
             .map(|f| {
                 let name = match f.call {
@@ -309,6 +310,11 @@ impl CallFiles {
                 self.keep_aside(&name, f.bytes)
             })
             .collect();
+        let Ok(kept) = kept else {
+            // not kept aside (a full disk): left in the file, to be kept
+            // aside and reported by a later read
+            return Ok(r.bytes.len() as u64);
+        };
         let path = self.path(d);
         let tmp = self.dir.join(format!("{d}.calls.tmp"));
         let mut out = format::FILE_HEADER.to_vec();
@@ -331,7 +337,7 @@ impl CallFiles {
     }
 
     /// Keeps bytes in `aside/NAME`, synced. Says where (or why not).
-    fn keep_aside(&self, name: &str, bytes: &[u8]) -> String {
+    fn keep_aside(&self, name: &str, bytes: &[u8]) -> Result<String, String> {
         let path = self.aside.join(name);
         let kept = std::fs::create_dir_all(&self.aside).and_then(|_| {
             let mut f = File::create(&path)?;
@@ -341,9 +347,9 @@ impl CallFiles {
         match kept {
             Ok(()) => {
                 sync_dir(&self.aside);
-                format!("kept in {}", path.display())
+                Ok(format!("kept in {}", path.display()))
             }
-            Err(e) => format!("could not be kept aside ({e})"),
+            Err(e) => Err(format!("could not be kept aside ({e})")),
         }
     }
 

@@ -765,3 +765,28 @@ fn a_damaged_file_header_after_a_clean_close_refuses_no_call_of_its_day() {
     let r = st.put_call(&rec(2, 60, Outcome::Answered));
     assert!(r.is_ok(), "{r:?}");
 }
+
+#[test]
+fn damage_that_cannot_be_kept_aside_stays_in_its_file_until_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    for i in 1..=3 {
+        st.put_call(&rec(i, i as i64 * 60, Outcome::Answered)).unwrap();
+    }
+    st.flush().unwrap();
+    let path = dir.path().join("calls/2024-11-04.calls");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"\"c2\"").unwrap();
+    bytes[at + 2] = b'X';
+    std::fs::write(&path, &bytes).unwrap();
+    // aside/ cannot be made (a file is in the way, as a full disk would)
+    std::fs::write(dir.path().join("aside"), b"").unwrap();
+    assert_eq!(st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().len(), 2);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "left as it was");
+    assert!(st.problems().is_empty(), "{:?}", st.problems());
+    std::fs::remove_file(dir.path().join("aside")).unwrap();
+    assert_eq!(st.calls_between(Timestamp::MIN, Timestamp::MAX).unwrap().len(), 2);
+    assert_eq!(st.problems().len(), 1, "{:?}", st.problems());
+    assert_eq!(st.kept_aside(), (0, 1));
+    assert_ne!(std::fs::read(&path).unwrap(), bytes);
+}
