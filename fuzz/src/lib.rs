@@ -701,6 +701,21 @@ fn datagram_walk(buf: &[u8], parser: &mut Parser) {
         assert!(rounds <= buf.len() + 1, "datagram walk does not advance");
         let f = sip::find(&buf[off..]);
         check_framing(&buf[off..], f);
+        // the engine's framing, which records the head's newlines for the
+        // parser: the same answer, every newline, the same parse
+        let mut nl = Vec::new();
+        assert_eq!(sip::find_lines(&buf[off..], &mut nl), f);
+        let head = match f {
+            Framing::Message { start, head_end, .. } => Some(&buf[off + start..off + head_end]),
+            Framing::Partial { start, .. } => Some(&buf[off + start..]),
+            Framing::Garbage { .. } => None,
+        };
+        if let Some(head) = head {
+            let all: Vec<u32> = head.iter().enumerate().filter(|(_, c)| **c == b'\n').map(|(i, _)| i as u32).collect();
+            assert_eq!(nl, all);
+            let by_lines = format!("{:?}", parser.parse_head(sip::Head::new(head, &nl)));
+            assert_eq!(by_lines, format!("{:?}", Parser::default().parse(head)));
+        }
         match f {
             Framing::Message {
                 start,

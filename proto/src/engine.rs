@@ -12,7 +12,7 @@ use crate::leg::{Hop, Leg, LegConfig, LegEvent, LegSnapshot, LegStats, LegTracke
 use crate::site::Site;
 use crate::number::Hasher;
 use crate::sip::{self, ContentLength, Framing};
-use crate::sip::{Method, Parsed, Parser, SipMessage};
+use crate::sip::{Head, Method, Parsed, Parser, SipMessage};
 use crate::time::{Timestamp, SECOND};
 use crate::wire::LinkType;
 use crate::wire::{Datagram, Decoder, Flow, FlowKey, Sink, Source, Transport, WireConfig, WireStats};
@@ -110,6 +110,8 @@ struct SipStage {
     stats: SipStats,
     method_counts: [u64; 15],
     class_counts: [u64; 7],
+    /// Scratch: the newlines of the head being read.
+    nl: Vec<u32>,
 }
 
 impl SipStage {
@@ -140,12 +142,14 @@ impl SipStage {
 
     /// One framed message: its head, and as much of its body as is at
     /// hand (an INVITE's SDP offer is read for where its audio goes).
-    fn message(&mut self, ts: Timestamp, hop: Hop, head: &[u8], body: &[u8]) {
+    fn message(&mut self, ts: Timestamp, hop: Hop, head: Head<'_>, body: &[u8]) {
         self.stats.messages += 1;
         if hop.source == Source::Hep {
             self.stats.hep_messages += 1;
         }
-        match self.parser.parse(head) {
+        let parsed = self.parser.parse_head(head);
+        let head = head.bytes();
+        match parsed {
             Ok(Parsed::Message {
                 mut msg,
                 repairs,
@@ -254,8 +258,10 @@ impl Sink for SipStage {
         let buf = d.payload;
         let mut off = 0;
         let mut found = false;
+        // the framing's newlines, read again by the parser
+        let mut nl = std::mem::take(&mut self.nl);
         while off < buf.len() {
-            match sip::find(&buf[off..]) {
+            match sip::find_lines(&buf[off..], &mut nl) {
                 Framing::Message {
                     start,
                     head_end,
@@ -276,14 +282,14 @@ impl Sink for SipStage {
                     };
                     // (a body cut short is not read: its last line may be cut too)
                     let at_hand = if whole { &buf[off + head_end..off + head_end + body] } else { &[] };
-                    self.message(d.ts, hop, &buf[off + start..off + head_end], at_hand);
+                    self.message(d.ts, hop, Head::new(&buf[off + start..off + head_end], &nl), at_hand);
                     off += head_end + body;
                 }
                 Framing::Partial { start, garbage } => {
                     // a datagram holds whole messages: headers run to its end
                     found = true;
                     self.stats.garbage_bytes += garbage as u64;
-                    self.message(d.ts, hop, &buf[off + start..], &[]);
+                    self.message(d.ts, hop, Head::new(&buf[off + start..], &nl), &[]);
                     break;
                 }
                 Framing::Garbage { garbage, .. } => {
@@ -292,6 +298,7 @@ impl Sink for SipStage {
                 }
             }
         }
+        self.nl = nl;
         if !found {
             self.stats.non_sip_datagrams += 1;
         }
@@ -325,7 +332,9 @@ impl Sink for SipStage {
                     let pending = flow.pending();
                     // (a body not all arrived yet is not read: its last line may be cut)
                     let at_hand = if body <= avail { &pending[off + head_end..off + head_end + body] } else { &[] };
-                    self.message(ts, hop, &pending[off + start..off + head_end], at_hand);
+                    let mut nl = std::mem::take(&mut self.nl);
+                    self.message(ts, hop, Head::scan(&pending[off + start..off + head_end], &mut nl), at_hand);
+                    self.nl = nl;
                     if body <= avail {
                         off += head_end + body;
                     } else {
@@ -399,6 +408,7 @@ impl Engine {
                 stats: SipStats::default(),
                 method_counts: [0; 15],
                 class_counts: [0; 7],
+                nl: Vec::with_capacity(32),
             },
             first_ts: None,
             last_ts: None,

@@ -44,7 +44,17 @@ pub enum Framing {
 
 /// Looks for the next message in `buf`.
 pub fn find(buf: &[u8]) -> Framing {
-    find_from(buf, 0)
+    find_impl(buf, 0, None)
+}
+
+/// Like [`find`], and records in `nl` (cleared first) the offset from the
+/// message's start of every newline of the head it returns (`Message` or
+/// `Partial`): the framing walks the head's lines once to find its end and
+/// its Content-Length, and the parser reads the same lines from this list
+/// (a [`Head`]) instead of walking the head again.
+pub fn find_lines(buf: &[u8], nl: &mut Vec<u32>) -> Framing {
+    nl.clear();
+    find_impl(buf, 0, Some(nl))
 }
 
 /// Like [`find`], for a stream buffer that only grew since an earlier call
@@ -53,16 +63,71 @@ pub fn find(buf: &[u8]) -> Framing {
 /// rescanning them, so a head arriving in many small segments costs linear
 /// time, not quadratic.
 pub fn find_from(buf: &[u8], scanned: usize) -> Framing {
+    find_impl(buf, scanned, None)
+}
+
+/// A message head (start line and headers) with the offsets of its
+/// newlines, as [`find_lines`] found them: every later step reads the
+/// head's lines from here rather than searching for them again.
+#[derive(Clone, Copy, Debug)]
+pub struct Head<'a> {
+    bytes: &'a [u8],
+    nl: &'a [u32],
+}
+
+impl<'a> Head<'a> {
+    /// `nl` must hold the offset of every newline in `bytes`, in order
+    /// ([`find_lines`] for the head it frames, or [`Head::scan`]).
+    pub fn new(bytes: &'a [u8], nl: &'a [u32]) -> Self {
+        debug_assert!(nl.iter().all(|&i| bytes.get(i as usize) == Some(&b'\n')));
+        debug_assert_eq!(nl.len(), memchr::memchr_iter(b'\n', bytes).count());
+        Head { bytes, nl }
+    }
+
+    /// Finds the newlines of `bytes` (into `nl`, cleared first).
+    pub fn scan(bytes: &'a [u8], nl: &'a mut Vec<u32>) -> Self {
+        nl.clear();
+        each_newline(bytes, 0, |i| {
+            nl.push(u32::try_from(i).unwrap_or(u32::MAX));
+            true
+        });
+        Head { bytes, nl }
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    pub fn has_newline(&self) -> bool {
+        !self.nl.is_empty()
+    }
+
+    /// Where each `\n`-ended line lies (without the `\n`), and what
+    /// follows the last newline (empty if the head ends with one).
+    pub fn spans(&self) -> impl Iterator<Item = std::ops::Range<usize>> + 'a {
+        self.nl
+            .iter()
+            .map(|&e| e as usize)
+            .chain(std::iter::once(self.bytes.len()))
+            .scan(0, |from, end| {
+                let span = *from..end;
+                *from = end + 1;
+                Some(span)
+            })
+    }
+}
+
+fn find_impl(buf: &[u8], scanned: usize, nl: Option<&mut Vec<u32>>) -> Framing {
     let mut p = 0;
     while p < buf.len() && (buf[p] == b'\r' || buf[p] == b'\n') {
         p += 1;
     }
     let crlf = p;
-    let start = match start_line_at(buf, p) {
-        LineCheck::Yes => p,
+    let (start, line_end) = match start_line_at(buf, p) {
+        LineCheck::Yes(line_end) => (p, line_end),
         LineCheck::NeedMore => return Framing::Garbage { discard: crlf, garbage: 0 },
         LineCheck::No => match resync(buf, p) {
-            Some(s) => s,
+            Some(found) => found,
             None => {
                 // keep an unfinished last line: it may become a start line
                 let discard = match memchr::memrchr(b'\n', &buf[p..]) {
@@ -78,21 +143,29 @@ pub fn find_from(buf: &[u8], scanned: usize) -> Framing {
         },
     };
     let garbage = non_ws(&buf[crlf..start]);
-    let line_end = match memchr::memchr(b'\n', &buf[start..]) {
-        Some(i) => start + i,
-        None => return Framing::Partial { start, garbage },
+    let end = match nl {
+        Some(nl) => {
+            // every newline from the start line's on, as offsets from `start`
+            let at = |i: usize| u32::try_from(i - start).unwrap_or(u32::MAX);
+            nl.push(at(line_end));
+            let end = walk_head(buf, line_end, |i| nl.push(at(i)));
+            end.map(|end| (end, content_length(nl.windows(2).map(|w| &buf[start + w[0] as usize + 1..start + w[1] as usize]))))
+        }
+        None => {
+            // a newline at i was fully checked earlier if i + 2 < scanned
+            let resume = if start == 0 && scanned > line_end + 2 {
+                line_end + memchr::memrchr(b'\n', &buf[line_end..scanned.min(buf.len()) - 2]).unwrap_or(0)
+            } else {
+                line_end
+            };
+            walk_head(buf, resume, |_| {}).map(|end| (end, content_length(lines_of(&buf[line_end + 1..end]))))
+        }
     };
-    // a newline at i was fully checked earlier if i + 2 < scanned
-    let resume = if start == 0 && scanned > line_end + 2 {
-        line_end + memchr::memrchr(b'\n', &buf[line_end..scanned.min(buf.len()) - 2]).unwrap_or(0)
-    } else {
-        line_end
-    };
-    match head_end(buf, resume) {
-        Some(end) => Framing::Message {
+    match end {
+        Some((head_end, content_length)) => Framing::Message {
             start,
-            head_end: end,
-            content_length: content_length(&buf[line_end + 1..end]),
+            head_end,
+            content_length,
             garbage,
         },
         None if buf.len() - start > MAX_HEAD => {
@@ -110,31 +183,79 @@ fn non_ws(b: &[u8]) -> usize {
     b.iter().filter(|c| !c.is_ascii_whitespace()).count()
 }
 
-/// Offset just past the empty line ending the headers, searching from the
-/// newline ending the start line.
-fn head_end(buf: &[u8], from_newline: usize) -> Option<usize> {
-    // the first newline followed by CRLF or by a bare LF: two vectorised
-    // searches instead of one per header line
-    static CRLF: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
-    static LF: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
-    let hay = buf.get(from_newline..)?;
-    let crlf = CRLF.get_or_init(|| memchr::memmem::Finder::new(b"\n\r\n")).find(hay);
-    // a bare-LF end counts only if it comes first
-    let lf = LF.get_or_init(|| memchr::memmem::Finder::new(b"\n\n")).find(&hay[..crlf.map_or(hay.len(), |j| j + 1)]);
-    match (lf, crlf) {
-        (Some(j), _) => Some(from_newline + j + 2),
-        (None, Some(j)) => Some(from_newline + j + 3),
-        (None, None) => None,
+/// Offset just past the empty line ending the headers: the first newline
+/// from `from_newline` (a newline) on that is followed by CRLF or by a
+/// bare LF. `on_newline` is told of every newline after `from_newline`
+/// up to and including the one ending the empty line.
+fn walk_head(buf: &[u8], from_newline: usize, mut on_newline: impl FnMut(usize)) -> Option<usize> {
+    let ends_at = |i: usize| match buf.get(i + 1) {
+        Some(b'\n') => Some(i + 2),
+        Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => Some(i + 3),
+        _ => None,
+    };
+    if let Some(end) = ends_at(from_newline) {
+        on_newline(end - 1);
+        return Some(end);
+    }
+    let mut found = None;
+    each_newline(buf, from_newline + 1, |i| {
+        on_newline(i);
+        match ends_at(i) {
+            Some(end) => {
+                on_newline(end - 1);
+                found = Some(end);
+                false
+            }
+            None => true,
+        }
+    });
+    found
+}
+
+/// Calls `f` with the offset of every newline in `b` from `from` on, in
+/// order, until it returns false. Heads are short lines: one memchr call a
+/// line costs more in calls than in bytes, so this reads eight bytes at a
+/// time and takes every newline of the eight from one mask.
+pub(crate) fn each_newline(b: &[u8], from: usize, mut f: impl FnMut(usize) -> bool) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let Some(rest) = b.get(from..) else { return };
+    let mut base = from;
+    let mut words = rest.chunks_exact(8);
+    for word in &mut words {
+        let Ok(word) = <[u8; 8]>::try_from(word) else { return };
+        // a byte's high bit is set where it was a newline (exact: no carry
+        // crosses a byte)
+        let x = u64::from_le_bytes(word) ^ (ONES * u64::from(b'\n'));
+        let mut mask = !(((x & LOW7) + LOW7) | x | LOW7);
+        while mask != 0 {
+            if !f(base + (mask.trailing_zeros() / 8) as usize) {
+                return;
+            }
+            mask &= mask - 1;
+        }
+        base += 8;
+    }
+    for (k, c) in words.remainder().iter().enumerate() {
+        if *c == b'\n' && !f(base + k) {
+            return;
+        }
     }
 }
 
+/// The `\n`-ended lines of `b` (and what follows the last newline).
+fn lines_of(b: &[u8]) -> impl Iterator<Item = &[u8]> {
+    super::normalize::line_spans(b).map(move |r| &b[r])
+}
+
 enum LineCheck {
-    Yes,
+    /// Yes: the offset of the newline ending it.
+    Yes(usize),
     No,
     NeedMore,
 }
 
-/// Is there a SIP start line at `p`? `Yes` carries the end of the line.
+/// Is there a SIP start line at `p`?
 fn start_line_at(buf: &[u8], p: usize) -> LineCheck {
     let rest = &buf[p..];
     if rest.is_empty() {
@@ -155,7 +276,7 @@ fn start_line_at(buf: &[u8], p: usize) -> LineCheck {
         }
     };
     if is_start_line(line) {
-        LineCheck::Yes
+        LineCheck::Yes(p + line.len())
     } else {
         LineCheck::No
     }
@@ -227,8 +348,9 @@ fn trim_start(mut b: &[u8]) -> &[u8] {
     b
 }
 
-/// Finds the next start line at or after `from` (at a line start).
-fn resync(buf: &[u8], from: usize) -> Option<usize> {
+/// Finds the next start line at or after `from` (at a line start), and
+/// the newline ending it.
+fn resync(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     let finder = memmem::Finder::new(VERSION);
     for hit in finder.find_iter(&buf[from..]) {
         let hit = from + hit;
@@ -237,21 +359,16 @@ fn resync(buf: &[u8], from: usize) -> Option<usize> {
             None => from,
         };
         // only consider lines where SIP/2.0 opens (status) or closes (request) the line
-        if let LineCheck::Yes = start_line_at(buf, ls) {
-            return Some(ls);
+        if let LineCheck::Yes(line_end) = start_line_at(buf, ls) {
+            return Some((ls, line_end));
         }
     }
     None
 }
 
-/// Parses Content-Length (or compact `l`) from the header block.
-fn content_length(headers: &[u8]) -> ContentLength {
-    // lines found with memchr (vectorised), not byte by byte
-    let mut start = 0;
-    let ends = memchr::memchr_iter(b'\n', headers).chain(std::iter::once(headers.len()));
-    for end in ends {
-        let line = &headers[start..end];
-        start = (end + 1).min(headers.len());
+/// Parses Content-Length (or compact `l`) from the header lines.
+fn content_length<'b>(lines: impl Iterator<Item = &'b [u8]>) -> ContentLength {
+    for line in lines {
         // only a line starting with `c` or `l` (either case) can be
         // Content-Length (a folded line starts with white space, and the
         // name is not trimmed at its start): the rest are passed over unread
@@ -370,10 +487,94 @@ mod tests {
 
     #[test]
     fn content_length_forms() {
-        assert_eq!(content_length(b"Content-Length : 12\r\n"), ContentLength::Declared(12));
-        assert_eq!(content_length(b"content-length:bad\r\n"), ContentLength::Invalid);
-        assert_eq!(content_length(b"L:\t7 \r\n"), ContentLength::Declared(7));
-        assert_eq!(content_length(b"Call-ID: l: 4\r\n"), ContentLength::Missing);
-        assert_eq!(content_length(b"Content-Length: 99999999999\r\n"), ContentLength::Invalid);
+        assert_eq!(content_length(lines_of(b"Content-Length : 12\r\n")), ContentLength::Declared(12));
+        assert_eq!(content_length(lines_of(b"content-length:bad\r\n")), ContentLength::Invalid);
+        assert_eq!(content_length(lines_of(b"L:\t7 \r\n")), ContentLength::Declared(7));
+        assert_eq!(content_length(lines_of(b"Call-ID: l: 4\r\n")), ContentLength::Missing);
+        assert_eq!(content_length(lines_of(b"Content-Length: 99999999999\r\n")), ContentLength::Invalid);
+    }
+
+    /// The memmem search for the head's end and the memchr walk for
+    /// Content-Length that the one walk of `find_lines` replaced, against it
+    /// on text made of what matters to framing.
+    mod one_walk {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn old_head_end(buf: &[u8], from_newline: usize) -> Option<usize> {
+            let hay = &buf[from_newline..];
+            let crlf = memmem::find(hay, b"\n\r\n");
+            let lf = memmem::find(&hay[..crlf.map_or(hay.len(), |j| j + 1)], b"\n\n");
+            match (lf, crlf) {
+                (Some(j), _) => Some(from_newline + j + 2),
+                (None, Some(j)) => Some(from_newline + j + 3),
+                (None, None) => None,
+            }
+        }
+
+        const PIECES: &[&str] = &[
+            "\r", "\n", "\r\n", "a", ":", " ", "Content-Length: 5", "content-length :x", "l:3", "L: 12 ", "c",
+            "SIP/2.0 200 OK", "INVITE sip:a SIP/2.0", "Call-ID: l: 4", "xyz",
+        ];
+
+        fn text() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(0..PIECES.len(), 0..30)
+                .prop_map(|v| v.into_iter().flat_map(|i| PIECES[i].bytes()).collect())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(5000))]
+            #[test]
+            fn agrees_with_the_searches_it_replaced(buf in text()) {
+                let mut nl = Vec::new();
+                let f = find_lines(&buf, &mut nl);
+                prop_assert_eq!(f, find(&buf));
+                let (start, end) = match f {
+                    Framing::Message { start, head_end, content_length, .. } => {
+                        let line_end = start + memchr::memchr(b'\n', &buf[start..]).unwrap();
+                        prop_assert_eq!(Some(head_end), old_head_end(&buf, line_end));
+                        let old_cl = content_length_of_block(&buf[line_end + 1..head_end]);
+                        prop_assert_eq!(content_length, old_cl);
+                        (start, head_end)
+                    }
+                    Framing::Partial { start, .. } => {
+                        if let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
+                            prop_assert_eq!(old_head_end(&buf, start + i), None);
+                        }
+                        (start, buf.len())
+                    }
+                    Framing::Garbage { .. } => return Ok(()),
+                };
+                let all: Vec<u32> = memchr::memchr_iter(b'\n', &buf[start..end]).map(|i| i as u32).collect();
+                prop_assert_eq!(&nl, &all);
+                let head = Head::new(&buf[start..end], &nl);
+                let spans: Vec<_> = head.spans().collect();
+                let old: Vec<_> = crate::sip::normalize::line_spans(&buf[start..end]).collect();
+                prop_assert_eq!(spans, old);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(5000))]
+            #[test]
+            fn every_newline_is_found_in_any_bytes(
+                buf in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(0x8a_u8), Just(0x0b), Just(0x09), any::<u8>()], 0..80),
+                from in 0usize..90,
+                stop in 0usize..20,
+            ) {
+                let mut seen = Vec::new();
+                each_newline(&buf, from, |i| {
+                    seen.push(i);
+                    seen.len() <= stop
+                });
+                let all: Vec<usize> = memchr::memchr_iter(b'\n', &buf).filter(|i| *i >= from).take(stop + 1).collect();
+                prop_assert_eq!(seen, all);
+            }
+        }
+
+        /// Content-Length read from a header block split at its newlines.
+        fn content_length_of_block(b: &[u8]) -> ContentLength {
+            content_length(b.split(|c| *c == b'\n'))
+        }
     }
 }

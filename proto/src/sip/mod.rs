@@ -7,7 +7,7 @@ mod sdp;
 
 // the layer's public surface, in one place (framing and normalising are
 // public for the benchmarks and the fuzz targets of each step)
-pub use frame::{find, find_from, is_start_line, is_token_char, ContentLength, Framing, MAX_HEAD};
+pub use frame::{find, find_from, find_lines, is_start_line, Head, is_token_char, ContentLength, Framing, MAX_HEAD};
 pub use normalize::{normalize, Repairs};
 use normalize::normalize_into;
 pub use sdp::media_key;
@@ -238,6 +238,8 @@ pub enum Parsed {
 #[derive(Default)]
 pub struct Parser {
     scratch: String,
+    /// The newlines of a head given without them ([`Parser::parse`]).
+    nl: Vec<u32>,
     /// Extra header names to keep (configured correlation headers).
     pub extra_headers: Vec<String>,
 }
@@ -246,12 +248,22 @@ impl Parser {
     pub fn new(extra_headers: Vec<String>) -> Self {
         Parser {
             scratch: String::with_capacity(1024),
+            nl: Vec::with_capacity(32),
             extra_headers,
         }
     }
 
     /// Parses a message head (start line and headers; the body is not needed).
     pub fn parse(&mut self, head: &[u8]) -> Result<Parsed, ParseError> {
+        let mut nl = std::mem::take(&mut self.nl);
+        let parsed = self.parse_as(Head::scan(head, &mut nl), false);
+        self.nl = nl;
+        parsed
+    }
+
+    /// As [`Parser::parse`], for a head whose newlines the framing found
+    /// ([`find_lines`]).
+    pub fn parse_head(&mut self, head: Head<'_>) -> Result<Parsed, ParseError> {
         self.parse_as(head, false)
     }
 
@@ -260,10 +272,13 @@ impl Parser {
     /// for tests that hold the two paths to the same answer.
     #[doc(hidden)]
     pub fn parse_with_rsip(&mut self, head: &[u8]) -> Result<Parsed, ParseError> {
-        self.parse_as(head, true)
+        let mut nl = std::mem::take(&mut self.nl);
+        let parsed = self.parse_as(Head::scan(head, &mut nl), true);
+        self.nl = nl;
+        parsed
     }
 
-    fn parse_as(&mut self, head: &[u8], all_rsip: bool) -> Result<Parsed, ParseError> {
+    fn parse_as(&mut self, head: Head<'_>, all_rsip: bool) -> Result<Parsed, ParseError> {
         // most of a PBX's signalling cannot touch a leg (OPTIONS pings,
         // REGISTER refreshes, presence): the start line, or a response's
         // CSeq line, says so before any rewriting
@@ -405,16 +420,16 @@ fn canonical_lines(text: &str) -> impl Iterator<Item = &str> {
 /// What a message is, read from its start line (a request's method) or,
 /// for a response, its first `CSeq` line, without normalising the head.
 /// `None` when that is not plain to see (the full path then decides).
-fn quick_method(head: &[u8]) -> Option<(bool, Method)> {
-    let end = memchr::memchr(b'\n', head).unwrap_or(head.len());
-    let first = normalize::trim(&head[..end]);
+fn quick_method(head: Head<'_>) -> Option<(bool, Method)> {
+    let bytes = head.bytes();
+    let mut spans = head.spans();
+    let first = normalize::trim(&bytes[spans.next()?]);
     let word = first.split(|c| *c == b' ' || *c == b'\t').find(|w| !w.is_empty())?;
     if !word.eq_ignore_ascii_case(b"SIP/2.0") {
         return Some((true, Method::from_token(word)));
     }
-    let rest = head.get(end + 1..)?;
-    for span in normalize::line_spans(rest) {
-        let line = &rest[span];
+    for span in spans {
+        let line = &bytes[span];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             break;

@@ -14,7 +14,7 @@
 //! * only the headers the leg logic reads are kept (first Via value only),
 //!   and no body is passed: rsip does less work and cannot misframe.
 
-use super::Method;
+use super::{Head, Method};
 
 /// Compact form (RFC 3261 7.3.3 and later RFCs) to long form.
 pub fn expand_compact(name: &[u8]) -> Option<&'static str> {
@@ -98,7 +98,8 @@ pub enum NormalizeError {
 /// line) into `out`. `extra` names further headers to keep (any case).
 pub fn normalize(head: &[u8], extra: &[String], out: &mut String) -> Result<Prelude, NormalizeError> {
     out.clear();
-    normalize_into(head, extra, out)
+    let mut nl = Vec::new();
+    normalize_into(Head::scan(head, &mut nl), extra, out)
 }
 
 /// Where the normaliser's work goes: the canonical text (for rsip), each
@@ -121,11 +122,12 @@ impl HeadSink for String {
 
 /// [`normalize`] into any [`HeadSink`]: the same rewriting, whether or not
 /// the canonical text is written.
-pub(crate) fn normalize_into(head: &[u8], extra: &[String], sink: &mut impl HeadSink) -> Result<Prelude, NormalizeError> {
+pub(crate) fn normalize_into(head: Head<'_>, extra: &[String], sink: &mut impl HeadSink) -> Result<Prelude, NormalizeError> {
     let mut repairs = Repairs::default();
-    let mut lines = line_spans(head).map(|r| &head[r]);
+    let bytes = head.bytes();
+    let mut lines = head.spans().map(|r| &bytes[r]);
     let first = lines.next().ok_or(NormalizeError::NoStartLine)?;
-    if !first.ends_with(b"\r") && head.contains(&b'\n') {
+    if !first.ends_with(b"\r") && head.has_newline() {
         repairs.bare_lf = true;
     }
     let first = trim(first);

@@ -355,9 +355,11 @@ mod one_pass {
         let mut text = String::new();
         let by_text = normalize(h, &extra, &mut text);
         let mut reader = HeaderReader::default();
-        let one_pass = normalize_into(h, &extra, &mut reader);
+        let mut nl = Vec::new();
+        let head = super::super::Head::scan(h, &mut nl);
+        let one_pass = normalize_into(head, &extra, &mut reader);
         let mut both = TextAndReader { text: &mut String::new(), reader: HeaderReader::default() };
-        let with_text = normalize_into(h, &extra, &mut both);
+        let with_text = normalize_into(head, &extra, &mut both);
         let shown = String::from_utf8_lossy(h);
         assert_eq!(by_text, one_pass, "{shown}");
         assert_eq!(by_text, with_text, "{shown}");
