@@ -173,6 +173,14 @@ pub const SCHEMA: u32 = 5;
 mod files;
 use files::CallFiles;
 
+/// Calls and callbacks (by call number) written to the store whose writer
+/// has not acknowledged them yet (see [`Store::figures_on_except`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Unacknowledged {
+    pub calls: std::collections::HashSet<u64>,
+    pub callbacks: std::collections::HashSet<u64>,
+}
+
 pub struct Store {
     dir: PathBuf,
     db: sled::Db,
@@ -1054,13 +1062,23 @@ impl Store {
     /// started that day, and the callbacks made that day (of calls from up
     /// to two days before).
     pub fn figures_on(&self, site: &Site, date: NaiveDate) -> Result<Aggregator> {
+        self.figures_on_except(site, date, &Unacknowledged::default())
+    }
+
+    /// [`Store::figures_on`] leaving out calls and callbacks written but not
+    /// yet acknowledged to their writer, which counts them when they are.
+    pub fn figures_on_except(&self, site: &Site, date: NaiveDate, except: &Unacknowledged) -> Result<Aggregator> {
         let mut agg = Aggregator::new(site);
         let (from, to) = local_day_span(site, date);
         // streamed: a day's calls are not all held at once
-        self.reported(self.calls.for_each(from, to, &self.reads, |_| true, |r| agg.add_call(&r)))?;
+        self.reported(self.calls.for_each(from, to, &self.reads, |_| true, |r| {
+            if !except.calls.contains(&r.seq) {
+                agg.add_call(&r)
+            }
+        }))?;
         let made_then = |t: Option<Timestamp>| t.is_some_and(|t| t >= from && t < to);
         self.reported(self.calls.for_each(from.add(-2 * 86_400_000_000), to, &self.reads, made_then, |r| {
-            if let Some(at) = r.callback_made.filter(|t| made_then(Some(*t))) {
+            if let Some(at) = r.callback_made.filter(|t| made_then(Some(*t)) && !except.callbacks.contains(&r.seq)) {
                 agg.add_callback(&r.practice, at);
             }
         }))?;

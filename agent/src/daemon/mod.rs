@@ -21,6 +21,7 @@ pub mod hostile;
 pub mod http;
 pub mod persister;
 pub mod status;
+mod today;
 
 use crate::config::Config;
 use crate::store::{Gap, Store};
@@ -182,7 +183,7 @@ pub fn run(config_path: PathBuf) -> Result<ExitCode> {
         site,
         persister,
         clock,
-        today: None,
+        today: today::LiveToday::default(),
         sources: Vec::new(),
         status: status::StatusBuilder::new(started),
         shared: shared.clone(),
@@ -261,7 +262,8 @@ struct Daemon {
     /// The store, the journal, calls held in memory, snapshots.
     persister: persister::Persister,
     clock: Arc<dyn Clock>,
-    today: Option<(chrono::NaiveDate, Aggregator)>,
+    /// Today's figures, live.
+    today: today::LiveToday,
     sources: Vec<(&'static str, Arc<SourceStats>)>,
     /// Rates, the 10-minute window and the diagnosis rules.
     status: status::StatusBuilder,
@@ -396,41 +398,16 @@ impl Daemon {
 
     fn acknowledge(&mut self, acked: &[CallEvent]) {
         let Some(store) = self.persister.store().cloned() else { return };
+        let today = Aggregator::new(&self.site).local_date(self.clock.now());
+        self.today.acknowledged(&self.site, &self.persister, today, acked);
         for ev in acked {
-            self.count_today(ev);
             self.late(&store, ev);
         }
     }
 
     fn today_agg(&mut self) -> &mut Aggregator {
         let today = Aggregator::new(&self.site).local_date(self.clock.now());
-        if self.today.as_ref().is_none_or(|(d, _)| *d != today) {
-            // today's stored calls and the callbacks made today, as the
-            // day's close will count them (read a chunk at a time)
-            let agg = match self.persister.store() {
-                Some(store) => store.figures_on(&self.site, today).unwrap_or_else(|e| {
-                    tracing::warn!("today's stored calls could not be read: {e:#}");
-                    Aggregator::new(&self.site)
-                }),
-                None => Aggregator::new(&self.site),
-            };
-            self.today = Some((today, agg));
-        }
-        &mut self.today.as_mut().expect("set").1
-    }
-
-    fn count_today(&mut self, ev: &CallEvent) {
-        let today = Aggregator::new(&self.site).local_date(self.clock.now());
-        let fresh = self.today.as_ref().is_none_or(|(d, _)| *d != today);
-        let agg = self.today_agg();
-        if fresh {
-            return; // seeded from the store, which holds this call already
-        }
-        match ev {
-            CallEvent::Finished(r) if agg.local_date(r.started) == today => agg.add_call(r),
-            CallEvent::CallbackMade { practice, at, .. } if agg.local_date(*at) == today => agg.add_callback(practice, *at),
-            _ => {}
-        }
+        self.today.figures(&self.site, &self.persister, today)
     }
 
     /// Kernel or queue drops mean packets were missed: a gap.
@@ -616,7 +593,7 @@ impl Daemon {
         engine.set_site(site.clone());
         *self.shared.site.write().unwrap_or_else(|e| e.into_inner()) = site.clone();
         self.site = site;
-        self.today = None;
+        self.today.forget();
         let keep_agent = self.config.agent.clone();
         let keep_guard = self.config.guard.clone();
         self.config = new;

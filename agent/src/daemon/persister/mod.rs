@@ -13,7 +13,7 @@
 //! (tests drive it by hand).
 
 use super::Clock;
-use crate::store::{Gap, Store, StoreError};
+use crate::store::{Gap, Store, StoreError, Unacknowledged};
 use anyhow::Result;
 use cbt_proto::call::CallEvent;
 use cbt_proto::time::Micros;
@@ -125,6 +125,20 @@ impl Persister {
     /// The recent gaps (packets not seen), oldest first.
     pub fn gaps(&self) -> &[Gap] {
         &self.gaps
+    }
+
+    /// The calls and callbacks this persister wrote into the store (a read
+    /// of the store sees them) but has not yet acknowledged: each will be
+    /// in a later `persist`'s answer. By call number.
+    pub fn unacknowledged(&self) -> Unacknowledged {
+        let mut out = Unacknowledged::default();
+        for (ev, _) in self.unflushed.iter().chain(self.pending.iter()).filter(|(_, changed)| *changed) {
+            match ev {
+                CallEvent::Finished(r) => out.calls.insert(r.seq),
+                CallEvent::CallbackMade { seq, .. } => out.callbacks.insert(*seq),
+            };
+        }
+        out
     }
 
     pub fn set_memory_calls(&mut self, n: usize) {
@@ -406,4 +420,4 @@ fn write_event(store: &Store, ev: &CallEvent) -> Result<bool> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -8,15 +8,19 @@ use cbt_proto::time::SECOND;
 use cbt_proto::{EngineConfig, LinkType};
 use std::sync::Mutex;
 
-fn engine() -> Engine {
-    let site = cbt_proto::site::Site::single("B82005", &["441632960123"], &cbt_proto::number::Hasher::new([2; 32], "44"));
-    Engine::new(EngineConfig { site: Some(site), journal: true, emit_legs: false, hash_key: [2; 32], ..EngineConfig::default() })
+/// The practice the test engine serves.
+pub(in crate::daemon) fn site() -> cbt_proto::site::Site {
+    cbt_proto::site::Site::single("B82005", &["441632960123"], &cbt_proto::number::Hasher::new([2; 32], "44"))
 }
 
-const T0: i64 = 1_793_610_000 * SECOND;
+pub(in crate::daemon) fn engine() -> Engine {
+    Engine::new(EngineConfig { site: Some(site()), journal: true, emit_legs: false, hash_key: [2; 32], ..EngineConfig::default() })
+}
+
+pub(in crate::daemon) const T0: i64 = 1_793_610_000 * SECOND;
 
 /// Feeds `n` answered calls, `first` numbering them.
-fn calls(e: &mut Engine, first: u64, n: u64) {
+pub(in crate::daemon) fn calls(e: &mut Engine, first: u64, n: u64) {
     for k in first..first + n {
         let c = Call::numbered(k, "192.0.2.7:5060".parse().unwrap(), "10.20.1.11:5060".parse().unwrap(), Timestamp(T0 + k as i64 * SECOND), Script::Answered { ring: 100, answer: 500, talk: 1000, caller_hangs_up: true });
         for (i, m) in c.messages().iter().enumerate() {
@@ -26,7 +30,7 @@ fn calls(e: &mut Engine, first: u64, n: u64) {
     e.tick(Timestamp(T0 + (first + n) as i64 * SECOND + 30 * SECOND));
 }
 
-fn persister(dir: PathBuf, memory_calls: usize, clock: Arc<ManualClock>) -> (Persister, Arc<Mutex<Option<bool>>>) {
+pub(in crate::daemon) fn persister(dir: PathBuf, memory_calls: usize, clock: Arc<ManualClock>) -> (Persister, Arc<Mutex<Option<bool>>>) {
     let seen = Arc::new(Mutex::new(None));
     let s = seen.clone();
     let p = Persister::new(dir, 1 << 20, memory_calls, 30 * SECOND, clock, Box::new(move |st| *s.lock().unwrap() = Some(st.is_some())));
