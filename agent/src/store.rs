@@ -255,6 +255,12 @@ fn key_seq(k: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(k.get(8..16)?.try_into().ok()?))
 }
 
+/// When the call of a `calls` key started (the inverse of the sign flip
+/// that orders negative times first).
+fn key_started(k: &[u8]) -> Option<Timestamp> {
+    Some(Timestamp((u64::from_be_bytes(k.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64))
+}
+
 /// The key of a practice-day (`days`, `uploads`, `outbox`): the date
 /// first, so that the days of a period are one range.
 fn day_key(date: NaiveDate, practice: &str) -> Vec<u8> {
@@ -671,8 +677,7 @@ impl Store {
         let (mut moved, mut bad) = (0, 0);
         for r in old.iter() {
             let (k, v) = r?;
-            let started = k.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(|b| Timestamp((u64::from_be_bytes(b) ^ (1 << 63)) as i64));
-            match (started, key_seq(&k), persist::decode_call(&v)) {
+            match (key_started(&k), key_seq(&k), persist::decode_call(&v)) {
                 (Some(started), Some(seq), Ok(c)) => {
                     self.calls.put(seq, started, &v, c.callback_made)?;
                     moved += 1;

@@ -49,6 +49,14 @@ const CHUNK: usize = 4 << 20;
 const CHUNK: usize = 333;
 const DAY: i64 = 86_400_000_000;
 
+/// Notes when a call's callback was made, from a record of one (the
+/// first such record of a call counts).
+fn note_callback(called: &mut HashMap<u64, Timestamp>, rec: &Record<'_>) {
+    if let Kind::CallbackMade(at) = rec.kind {
+        called.entry(rec.seq).or_insert(at);
+    }
+}
+
 fn epoch() -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date")
 }
@@ -353,9 +361,21 @@ impl CallFiles {
         }
     }
 
+    /// What `f` makes of each intact record of a date's file (until it
+    /// returns false), from `S::default()`: streamed a chunk at a time, and
+    /// if the file has damage (beside which a stream may miss a record)
+    /// made again from a whole read.
+    fn fold_records<S: Default>(&self, inner: &mut Inner, d: NaiveDate, mut f: impl FnMut(&mut S, &Record<'_>) -> bool) -> Result<S> {
+        let mut state = S::default();
+        if !self.stream(inner, d, |r| f(&mut state, r))?.clean {
+            state = S::default();
+            self.each_whole(inner, d, |r| f(&mut state, r))?;
+        }
+        Ok(state)
+    }
+
     /// Each intact record of a date's file to `f` (until it returns
-    /// false), read whole: after a stream found damage, beside which it may
-    /// have missed a record.
+    /// false), read whole.
     fn each_whole(&self, inner: &mut Inner, d: NaiveDate, mut f: impl FnMut(&Record<'_>) -> bool) -> Result<()> {
         let bytes = self.bytes_of(inner, d)?;
         for rec in &self.parse(d, &bytes)?.file.records {
@@ -489,9 +509,7 @@ impl CallFiles {
         let r = self.parse(d, &bytes)?;
         let mut called: HashMap<u64, Timestamp> = HashMap::new();
         for rec in &r.file.records {
-            if let Kind::CallbackMade(at) = rec.kind {
-                called.entry(rec.seq).or_insert(at);
-            }
+            note_callback(&mut called, rec);
         }
         let mut day = Vec::new();
         let mut undecodable = Vec::new();
@@ -545,9 +563,7 @@ impl CallFiles {
             let mut called: HashMap<u64, Timestamp> = HashMap::new();
             let clean = self
                 .stream(&mut inner, d, |r| {
-                    if let Kind::CallbackMade(at) = r.kind {
-                        called.entry(r.seq).or_insert(at);
-                    }
+                    note_callback(&mut called, r);
                     true
                 })?
                 .clean;
@@ -662,19 +678,10 @@ impl CallFiles {
         let mut inner = self.lock();
         let call_in = |r: &Record<'_>| matches!(r.kind, Kind::Call { started, .. } if started >= from && started < to);
         for d in inner.dates_between(from, to) {
-            let mut found = false;
-            let clean = self
-                .stream(&mut inner, d, |r| {
-                    found = call_in(r);
-                    !found
-                })?
-                .clean;
-            if !found && !clean {
-                self.each_whole(&mut inner, d, |r| {
-                    found = call_in(r);
-                    !found
-                })?;
-            }
+            let found = self.fold_records(&mut inner, d, |found: &mut bool, r| {
+                *found = call_in(r);
+                !*found
+            })?;
             if found {
                 return Ok(true);
             }
@@ -695,11 +702,7 @@ impl CallFiles {
             true
         }
         for d in inner.present.clone() {
-            let mut day = (0, 0);
-            if !self.stream(&mut inner, d, |rec| tally(&mut day, rec))?.clean {
-                day = (0, 0);
-                self.each_whole(&mut inner, d, |rec| tally(&mut day, rec))?;
-            }
+            let day = self.fold_records(&mut inner, d, tally)?;
             n += day.0;
             max = max.max(day.1);
         }
@@ -733,11 +736,7 @@ impl CallFiles {
             true
         }
         for d in inner.present.clone() {
-            let mut first = None;
-            if !self.stream(&mut inner, d, |rec| earliest(&mut first, rec))?.clean {
-                first = None;
-                self.each_whole(&mut inner, d, |rec| earliest(&mut first, rec))?;
-            }
+            let first = self.fold_records(&mut inner, d, earliest)?;
             if first.is_some() {
                 inner.first = Some(first);
                 return Ok(first);
@@ -762,19 +761,10 @@ impl CallFiles {
             }
             if day_start(d).add(DAY) <= limit {
                 // the whole day goes: its calls counted, a chunk at a time
-                let mut calls = 0;
-                if !self.stream(&mut inner, d, |rec| {
-                    calls += usize::from(is_call(rec));
+                let calls = self.fold_records(&mut inner, d, |calls: &mut usize, rec| {
+                    *calls += usize::from(is_call(rec));
                     true
-                })?
-                .clean
-                {
-                    calls = 0;
-                    self.each_whole(&mut inner, d, |rec| {
-                        calls += usize::from(is_call(rec));
-                        true
-                    })?;
-                }
+                })?;
                 std::fs::remove_file(self.path(d)).with_context(|| format!("cannot delete {}", self.path(d).display()))?;
                 inner.present.remove(&d);
                 inner.first = None;

@@ -790,3 +790,12 @@ fn damage_that_cannot_be_kept_aside_stays_in_its_file_until_it_can() {
     assert_eq!(st.kept_aside(), (0, 1));
     assert_ne!(std::fs::read(&path).unwrap(), bytes);
 }
+
+#[test]
+fn a_layout_4_key_reads_back_as_the_start_and_number_it_was_made_of() {
+    for (micros, seq) in [(i64::MIN, 0), (-1, 1), (0, 2), (1_793_610_000_000_000, u64::MAX), (i64::MAX, 9)] {
+        let k = call_key(Timestamp(micros), seq);
+        assert_eq!((key_started(&k), key_seq(&k)), (Some(Timestamp(micros)), Some(seq)));
+    }
+    assert_eq!((key_started(b"short"), key_seq(b"short")), (None, None));
+}
