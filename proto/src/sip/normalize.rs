@@ -125,6 +125,7 @@ impl HeadSink for String {
 pub(crate) fn normalize_into(head: Head<'_>, extra: &[String], sink: &mut impl HeadSink) -> Result<Prelude, NormalizeError> {
     let mut repairs = Repairs::default();
     let bytes = head.bytes();
+    let utf8 = Utf8Head::new(bytes);
     let mut lines = head.spans().map(|r| &bytes[r]);
     let first = lines.next().ok_or(NormalizeError::NoStartLine)?;
     if !first.ends_with(b"\r") && head.has_newline() {
@@ -154,7 +155,7 @@ pub(crate) fn normalize_into(head: Head<'_>, extra: &[String], sink: &mut impl H
         let word = if is_version && (i == 0 || (i == 2 && method.is_some())) {
             std::borrow::Cow::Borrowed("SIP/2.0")
         } else {
-            text_of(word, &mut repairs)
+            utf8.text_of(word, &mut repairs)
         };
         if let Some(out) = sink.text() {
             if i > 0 {
@@ -195,11 +196,11 @@ pub(crate) fn normalize_into(head: Head<'_>, extra: &[String], sink: &mut impl H
             }
         }
         if let Some(prev) = pending.replace(std::borrow::Cow::Borrowed(line)) {
-            state.header(&prev, sink, &mut repairs);
+            state.header(&prev, &utf8, sink, &mut repairs);
         }
     }
     if let Some(prev) = pending {
-        state.header(&prev, sink, &mut repairs);
+        state.header(&prev, &utf8, sink, &mut repairs);
     }
     let (cseq_method, count) = (state.cseq_method, state.count);
     if let Some(out) = sink.text() {
@@ -235,7 +236,7 @@ struct HeaderState<'e> {
 
 impl HeaderState<'_> {
     /// Writes one logical header line in canonical form, if it is kept.
-    fn header(&mut self, line: &[u8], sink: &mut impl HeadSink, repairs: &mut Repairs) {
+    fn header<'a: 'b, 'b>(&mut self, line: &'b [u8], utf8: &Utf8Head<'a>, sink: &mut impl HeadSink, repairs: &mut Repairs) {
         self.count += 1;
         let colon = match memchr::memchr(b':', line) {
             Some(i) => i,
@@ -280,7 +281,7 @@ impl HeaderState<'_> {
         } else {
             value
         };
-        let value = text_of(value, repairs);
+        let value = utf8.text_of(value, repairs);
         if let Some(out) = sink.text() {
             out.push_str(long);
             out.push_str(": ");
@@ -329,6 +330,36 @@ pub fn first_value(v: &[u8]) -> &[u8] {
         i += 1;
     }
     v
+}
+
+/// A head's bytes, and the same as text when they are all UTF-8 (as
+/// nearly every head is): the head is checked once, and a part of it is
+/// then taken as text without checking it again.
+struct Utf8Head<'a> {
+    bytes: &'a [u8],
+    text: Option<&'a str>,
+}
+
+impl<'a> Utf8Head<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Utf8Head { bytes, text: std::str::from_utf8(bytes).ok() }
+    }
+
+    /// `part` as text (see [`text_of`]): taken from the checked head when
+    /// it lies within it (cut at ASCII bytes, so at character
+    /// boundaries), else checked on its own (an unfolded line is a copy).
+    fn text_of<'b>(&self, part: &'b [u8], repairs: &mut Repairs) -> std::borrow::Cow<'b, str>
+    where
+        'a: 'b,
+    {
+        if let Some(text) = self.text {
+            let off = (part.as_ptr() as usize).wrapping_sub(self.bytes.as_ptr() as usize);
+            if let Some(t) = off.checked_add(part.len()).and_then(|end| text.get(off..end)) {
+                return std::borrow::Cow::Borrowed(t);
+            }
+        }
+        text_of(part, repairs)
+    }
 }
 
 /// `bytes` as text, a byte that is not UTF-8 replaced by U+FFFD (and
