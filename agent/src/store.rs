@@ -173,6 +173,18 @@ pub const SCHEMA: u32 = 5;
 mod files;
 use files::CallFiles;
 
+/// How long before a day's start a call whose callback is made that day
+/// may have started: the callback window after the request, and a day for
+/// the call in which it was requested (two days in all for a same-day
+/// window, as it always was; a window of "72h" reaches back four).
+pub fn callback_lookback(site: &Site) -> cbt_proto::time::Micros {
+    const DAY: cbt_proto::time::Micros = 86_400_000_000;
+    match site.callback_window {
+        cbt_proto::site::CallbackWindow::SameDay => 2 * DAY,
+        cbt_proto::site::CallbackWindow::Within(d) => d.saturating_add(DAY).max(2 * DAY),
+    }
+}
+
 /// Calls and callbacks (by call number) written to the store whose writer
 /// has not acknowledged them yet (see [`Store::figures_on_except`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -1064,8 +1076,8 @@ impl Store {
     }
 
     /// The figures of a local date from its stored calls: the calls that
-    /// started that day, and the callbacks made that day (of calls from up
-    /// to two days before).
+    /// started that day, and the callbacks made that day (of calls that
+    /// started up to [`callback_lookback`] before it).
     pub fn figures_on(&self, site: &Site, date: NaiveDate) -> Result<Aggregator> {
         self.figures_on_except(site, date, &Unacknowledged::default())
     }
@@ -1082,7 +1094,7 @@ impl Store {
             }
         }))?;
         let made_then = |t: Option<Timestamp>| t.is_some_and(|t| t >= from && t < to);
-        self.reported(self.calls.for_each(from.add(-2 * 86_400_000_000), to, &self.reads, made_then, |r| {
+        self.reported(self.calls.for_each(from.add(-callback_lookback(site)), to, &self.reads, made_then, |r| {
             if let Some(at) = r.callback_made.filter(|t| made_then(Some(*t)) && !except.callbacks.contains(&r.seq)) {
                 agg.add_callback(&r.practice, at);
             }

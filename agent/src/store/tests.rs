@@ -639,7 +639,7 @@ fn a_days_figures_read_a_chunk_at_a_time_equal_those_of_its_calls_read_whole() {
         let streamed = st.figures_on(&s, date).unwrap().days().clone();
         assert_eq!(streamed, whole(date), "{date}");
     }
-    let callbacks = |date| st.figures_on(&s, date).unwrap().days().values().map(|d| d.total(cbt_proto::metrics::Indicator::Cbt007)).sum::<u64>();
+    let callbacks = |date| st.figures_on(&s, date).unwrap().days().values().map(|d| d.total(cbt_proto::metrics::Indicator::Cbt006)).sum::<u64>();
     assert!(callbacks(date(2024, 11, 5)) > 0, "callbacks counted on the day they were made");
     assert!(st.any_call_on(&s, date(2024, 11, 6)).unwrap());
     assert!(!st.any_call_on(&s, date(2024, 11, 8)).unwrap());
@@ -798,4 +798,25 @@ fn a_layout_4_key_reads_back_as_the_start_and_number_it_was_made_of() {
         assert_eq!((key_started(&k), key_seq(&k)), (Some(Timestamp(micros)), Some(seq)));
     }
     assert_eq!((key_started(b"short"), key_seq(b"short")), (None, None));
+}
+
+#[test]
+fn a_callback_made_days_after_its_call_within_a_long_window_counts_on_its_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = site();
+    s.callback_window = cbt_proto::site::CallbackWindow::Within(72 * 3_600_000_000);
+    let st = Store::open(dir.path(), 1 << 20).unwrap();
+    // Friday 1 November 2024 10:00 UTC; its callback Monday 09:30
+    let mut r = rec(1, -71 * 3600, Outcome::Missed);
+    r.callback_requested = Some(r.ended);
+    st.put_call(&r).unwrap();
+    st.callback_made(1, r.ended, rec(2, 1800, Outcome::Answered).started).unwrap();
+    st.flush().unwrap();
+    let made = |site: &Site| -> u64 {
+        st.figures_on(site, date(2024, 11, 4)).unwrap().days().values().map(|d| d.total(cbt_proto::metrics::Indicator::Cbt006)).sum()
+    };
+    assert_eq!(made(&s), 1, "Monday's figures count the callback made that Monday");
+    assert_eq!(callback_lookback(&s), 4 * 86_400_000_000);
+    // a same-day window looks back two days, as before
+    assert_eq!(callback_lookback(&site()), 2 * 86_400_000_000);
 }
