@@ -364,10 +364,18 @@ impl CallFiles {
     /// What `f` makes of each intact record of a date's file (until it
     /// returns false), from `S::default()`: streamed a chunk at a time, and
     /// if the file has damage (beside which a stream may miss a record)
-    /// made again from a whole read.
+    /// and `f` did not stop (it has its answer), made again from a whole
+    /// read.
     fn fold_records<S: Default>(&self, inner: &mut Inner, d: NaiveDate, mut f: impl FnMut(&mut S, &Record<'_>) -> bool) -> Result<S> {
-        let mut state = S::default();
-        if !self.stream(inner, d, |r| f(&mut state, r))?.clean {
+        let (mut state, mut stopped) = (S::default(), false);
+        let clean = self
+            .stream(inner, d, |r| {
+                let go = f(&mut state, r);
+                stopped |= !go;
+                go
+            })?
+            .clean;
+        if !clean && !stopped {
             state = S::default();
             self.each_whole(inner, d, |r| f(&mut state, r))?;
         }
@@ -883,5 +891,21 @@ mod tests {
         assert!(inner.loaded.contains_key(&d), "call 2 was written out by the reader but the day was dropped unsynced: flush() will never sync it");
         drop(inner);
         assert!(files.take_bad().is_empty(), "nothing reported before it is out of the file");
+    }
+
+    #[test]
+    fn a_call_found_before_damage_answers_without_reading_the_file_again() {
+        // an intact call in range, damage, then a record of a newer format
+        // that only a whole read reaches (and refuses)
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("calls")).unwrap();
+        let d = utc_date(t0());
+        let mut b = format::FILE_HEADER.to_vec();
+        format::frame_call(1, t0(), b"{\"v\":1}", &mut b);
+        b.extend_from_slice(b"some damaged bytes here");
+        journal::frame(format::RECORD_VERSION + 1, b"0123456789abcdef", &mut b);
+        std::fs::write(dir.path().join(format!("calls/{d}.calls")), &b).unwrap();
+        let files = open(dir.path());
+        assert!(files.any_between(t0(), t0().add(1_000_000)).unwrap());
     }
 }
