@@ -15,17 +15,29 @@ use chrono::NaiveDate;
 
 #[derive(Default)]
 pub(super) struct LiveToday {
-    day: Option<(NaiveDate, Aggregator)>,
+    /// The date, its figures, and whether they were read from the store
+    /// (else they are empty for now, and read at the next use: the store
+    /// was away or could not be read).
+    day: Option<(NaiveDate, Aggregator, bool)>,
+    /// When a read last failed: tried again a minute later, not at every
+    /// use (each would read today's file and log again).
+    failed: Option<std::time::Instant>,
 }
+
+const READ_AGAIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl LiveToday {
     /// Read again from the store at the next use (a new site).
     pub fn forget(&mut self) {
         self.day = None;
+        self.failed = None;
     }
 
     fn stale(&self, today: NaiveDate) -> bool {
-        self.day.as_ref().is_none_or(|(d, _)| *d != today)
+        match &self.day {
+            Some((d, _, read)) if *d == today => !read && self.failed.is_none_or(|t| t.elapsed() >= READ_AGAIN),
+            _ => true,
+        }
     }
 
     /// The figures of `today`, read from the store if they are not held.
@@ -33,17 +45,23 @@ impl LiveToday {
         if self.stale(today) {
             // today's stored calls and the callbacks made today, as the
             // day's close will count them (read a chunk at a time)
-            let agg = match persister.store() {
-                Some(store) => store.figures_on_except(site, today, &persister.unacknowledged()).unwrap_or_else(|e| {
-                    tracing::warn!("today's stored calls could not be read: {e:#}");
-                    Aggregator::new(site)
+            let read = match persister.store() {
+                Some(store) => store.figures_on_except(site, today, &persister.unacknowledged()).map_err(|e| {
+                    tracing::warn!("today's stored calls could not be read (tried again in a minute): {e:#}");
+                    self.failed = Some(std::time::Instant::now());
                 }),
-                None => Aggregator::new(site),
+                None => Err(()),
             };
-            self.day = Some((today, agg));
+            self.day = Some(match read {
+                Ok(agg) => {
+                    self.failed = None;
+                    (today, agg, true)
+                }
+                Err(()) => (today, Aggregator::new(site), false),
+            });
         }
         match &mut self.day {
-            Some((_, agg)) => agg,
+            Some((_, agg, _)) => agg,
             None => unreachable!("set above"),
         }
     }
@@ -54,7 +72,9 @@ impl LiveToday {
             return;
         }
         if self.stale(today) {
-            // the read holds them: they are acknowledged, so stored
+            // the read holds them: they are acknowledged, so stored (a
+            // read that failed is made again at the next use, and holds
+            // them then)
             self.figures(site, persister, today);
             return;
         }
@@ -132,5 +152,32 @@ mod tests {
         live.acknowledged(&site, &p, today, &acked);
         assert_eq!(inbound(live.figures(&site, &p, today)), 7);
         assert_eq!(inbound(&p.store().unwrap().figures_on(&site, today).unwrap()), 7);
+    }
+
+    #[test]
+    fn today_read_while_the_store_is_away_is_read_again_when_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::at(Timestamp(T0)));
+        let site = site();
+        let today = Aggregator::new(&site).local_date(Timestamp(T0));
+        // a first process stores three calls (its engine saved at the
+        // start, as the daemon's is)
+        {
+            let (mut p, _) = persister(dir.path().join("store"), 100, clock.clone());
+            let mut e = engine();
+            p.open(&mut e);
+            p.snapshot(&e);
+            calls(&mut e, 1, 3);
+            p.persist(&mut e);
+            clock.advance(FLUSH_EVERY);
+            assert_eq!(p.persist(&mut e).len(), 3);
+        }
+        // the next one is asked for today's figures before its store opens
+        let (mut p, _) = persister(dir.path().join("store"), 100, clock.clone());
+        let mut live = LiveToday::default();
+        assert_eq!(inbound(live.figures(&site, &p, today)), 0, "no store yet");
+        let mut e = engine();
+        p.open(&mut e);
+        assert_eq!(inbound(live.figures(&site, &p, today)), 3, "read once the store is there");
     }
 }

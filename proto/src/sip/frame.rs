@@ -103,14 +103,17 @@ impl<'a> Head<'a> {
     }
 
     /// Where each `\n`-ended line lies (without the `\n`), and what
-    /// follows the last newline (empty if the head ends with one).
+    /// follows the last newline (empty if the head ends with one). Every
+    /// span lies within the head even if `nl` was not what [`Head::new`]
+    /// asks for (then the lines are wrong, but nothing panics).
     pub fn spans(&self) -> impl Iterator<Item = std::ops::Range<usize>> + 'a {
+        let len = self.bytes.len();
         self.nl
             .iter()
-            .map(|&e| e as usize)
-            .chain(std::iter::once(self.bytes.len()))
+            .map(move |&e| (e as usize).min(len))
+            .chain(std::iter::once(len))
             .scan(0, |from, end| {
-                let span = *from..end;
+                let span = (*from).min(end)..end;
                 *from = end + 1;
                 Some(span)
             })
@@ -569,6 +572,20 @@ mod tests {
                 });
                 let all: Vec<usize> = memchr::memchr_iter(b'\n', &buf).filter(|i| *i >= from).take(stop + 1).collect();
                 prop_assert_eq!(seen, all);
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn wrong_newlines_give_wrong_lines_not_a_panic(
+                buf in proptest::collection::vec(any::<u8>(), 0..40),
+                nl in proptest::collection::vec(0u32..60, 0..8),
+            ) {
+                let head = Head { bytes: &buf, nl: &nl };
+                for span in head.spans() {
+                    prop_assert!(span.start <= span.end && span.end <= buf.len());
+                }
+                let _ = crate::sip::Parser::default().parse_head(head);
             }
         }
 
