@@ -226,11 +226,30 @@ impl Persister {
             engine.replay_journal(e);
         }
         while engine.poll_journal().is_some() {}
-        let mut written = 0;
+        let mut finished = Vec::new();
         while let Some(ev) = engine.poll_call() {
+            finished.push(ev);
+        }
+        // without the snapshot the numbering went on after the stored
+        // calls: a call the journal finishes again that was stored before
+        // the stop would be stored twice, under a new number
+        let again = if had_snapshot { Default::default() } else { stored_again(store, &finished)? };
+        let mut written = 0;
+        for ev in finished {
+            let ev = match ev {
+                CallEvent::Finished(r) if again.contains_key(&r.seq) => continue,
+                // a callback of such a call goes to the number it has
+                CallEvent::CallbackMade { seq, practice, requested, at } => {
+                    CallEvent::CallbackMade { seq: again.get(&seq).copied().unwrap_or(seq), practice, requested, at }
+                }
+                ev => ev,
+            };
             if write_event(store, &ev)? {
                 written += 1;
             }
+        }
+        if !again.is_empty() {
+            tracing::info!("{} calls the journal finished again were stored before the stop (found by Call-ID and start): not stored twice", again.len());
         }
         if had_snapshot || !journal.is_empty() {
             let from = engine.last_packet().unwrap_or(self.started);
@@ -412,6 +431,28 @@ impl Persister {
 }
 
 /// Writes one call event. Returns whether it changed the store.
+/// The calls among `finished` that the store already holds under another
+/// number (the same Call-ID, started at the same time): their number here,
+/// and the stored one.
+fn stored_again(store: &Store, finished: &[CallEvent]) -> Result<std::collections::HashMap<u64, u64>> {
+    let calls: Vec<&cbt_proto::call::CallRecord> = finished
+        .iter()
+        .filter_map(|ev| match ev {
+            CallEvent::Finished(r) => Some(&**r),
+            CallEvent::CallbackMade { .. } => None,
+        })
+        .collect();
+    let (Some(lo), Some(hi)) = (calls.iter().map(|r| r.started).min(), calls.iter().map(|r| r.started).max()) else {
+        return Ok(Default::default());
+    };
+    let known: std::collections::HashMap<(String, Timestamp), u64> =
+        store.calls_between(lo, hi.add(1))?.into_iter().map(|c| ((c.call_id, c.started), c.seq)).collect();
+    Ok(calls
+        .iter()
+        .filter_map(|r| known.get(&(r.call_id.clone(), r.started)).filter(|s| **s != r.seq).map(|s| (r.seq, *s)))
+        .collect())
+}
+
 fn write_event(store: &Store, ev: &CallEvent) -> Result<bool> {
     match ev {
         CallEvent::Finished(r) => store.put_call(r),

@@ -177,3 +177,27 @@ fn calls_synced_before_a_failed_flush_are_acknowledged_when_the_store_returns() 
     assert_eq!(p.store().unwrap().call_count(), 2);
     assert_eq!(acked.len(), 2, "both calls are durable now; each must be acknowledged (counted) once");
 }
+
+#[test]
+fn a_lost_snapshot_does_not_store_twice_the_calls_stored_before_the_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::at(Timestamp(T0)));
+    {
+        let (mut p, _) = persister(dir.path().join("store"), 100, clock.clone());
+        let mut e = engine();
+        p.open(&mut e);
+        p.snapshot(&e);
+        calls(&mut e, 1, 3);
+        p.persist(&mut e);
+        clock.advance(FLUSH_EVERY);
+        assert_eq!(p.persist(&mut e).len(), 3, "stored and acknowledged");
+        // killed: the journal still holds the three calls' messages
+    }
+    std::fs::write(dir.path().join("store/snapshot.json"), b"{ damaged").unwrap();
+    let (mut p, _) = persister(dir.path().join("store"), 100, clock.clone());
+    let mut e = engine();
+    p.open(&mut e);
+    let store = p.store().unwrap();
+    assert_eq!(store.call_count(), 3, "the journal's calls found stored, not stored again under new numbers");
+    assert!(store.problems().iter().any(|p| p.contains("snapshot")), "{:?}", store.problems());
+}
