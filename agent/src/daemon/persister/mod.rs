@@ -53,6 +53,9 @@ pub struct Persister {
     /// before it), each with whether it changed the store: those that did
     /// are acknowledged at the flush.
     unflushed: Vec<(CallEvent, bool)>,
+    /// Calls a recovery without its snapshot found stored under another
+    /// number: a callback made for one later goes to its stored number.
+    renumbered: std::collections::HashMap<u64, u64>,
     last_flush: Timestamp,
     last_snapshot: Option<Timestamp>,
     last_retry: Timestamp,
@@ -88,6 +91,7 @@ impl Persister {
             journal_off: false,
             dirty: false,
             unflushed: Vec::new(),
+            renumbered: Default::default(),
             last_flush: t,
             last_snapshot: None,
             last_retry: t,
@@ -234,22 +238,19 @@ impl Persister {
         // calls: a call the journal finishes again that was stored before
         // the stop would be stored twice, under a new number
         let again = if had_snapshot { Default::default() } else { stored_again(store, &finished)? };
+        if !again.is_empty() {
+            tracing::info!("{} calls the journal finished again were stored before the stop (found by Call-ID and start): not stored twice", again.len());
+        }
+        self.renumbered = again;
         let mut written = 0;
-        for ev in finished {
-            let ev = match ev {
-                CallEvent::Finished(r) if again.contains_key(&r.seq) => continue,
-                // a callback of such a call goes to the number it has
-                CallEvent::CallbackMade { seq, practice, requested, at } => {
-                    CallEvent::CallbackMade { seq: again.get(&seq).copied().unwrap_or(seq), practice, requested, at }
-                }
-                ev => ev,
-            };
+        for mut ev in finished {
+            if matches!(&ev, CallEvent::Finished(r) if self.renumbered.contains_key(&r.seq)) {
+                continue;
+            }
+            renumber(&self.renumbered, &mut ev);
             if write_event(store, &ev)? {
                 written += 1;
             }
-        }
-        if !again.is_empty() {
-            tracing::info!("{} calls the journal finished again were stored before the stop (found by Call-ID and start): not stored twice", again.len());
         }
         if had_snapshot || !journal.is_empty() {
             let from = engine.last_packet().unwrap_or(self.started);
@@ -323,6 +324,7 @@ impl Persister {
                 self.dirty = true;
             }
             for (ev, changed) in &mut self.unflushed[first..] {
+                renumber(&self.renumbered, ev);
                 *changed |= write_event(&store, ev)?;
                 self.dirty = true;
             }
@@ -430,7 +432,6 @@ impl Persister {
     }
 }
 
-/// Writes one call event. Returns whether it changed the store.
 /// The calls among `finished` that the store already holds under another
 /// number (the same Call-ID, started at the same time): their number here,
 /// and the stored one.
@@ -453,6 +454,17 @@ fn stored_again(store: &Store, finished: &[CallEvent]) -> Result<std::collection
         .collect())
 }
 
+/// A callback of a call stored under another number (`renumbered`), for
+/// that number.
+fn renumber(renumbered: &std::collections::HashMap<u64, u64>, ev: &mut CallEvent) {
+    if let CallEvent::CallbackMade { seq, .. } = ev {
+        if let Some(stored) = renumbered.get(seq) {
+            *seq = *stored;
+        }
+    }
+}
+
+/// Writes one call event. Returns whether it changed the store.
 fn write_event(store: &Store, ev: &CallEvent) -> Result<bool> {
     match ev {
         CallEvent::Finished(r) => store.put_call(r),
