@@ -178,7 +178,7 @@ use files::CallFiles;
 /// the call in which it was requested (two days in all for a same-day
 /// window, as it always was; a window of "72h" reaches back four).
 pub fn callback_lookback(site: &Site) -> cbt_proto::time::Micros {
-    const DAY: cbt_proto::time::Micros = 86_400_000_000;
+    use files::DAY;
     match site.callback_window {
         cbt_proto::site::CallbackWindow::SameDay => 2 * DAY,
         cbt_proto::site::CallbackWindow::Within(d) => d.saturating_add(DAY).max(2 * DAY),

@@ -398,15 +398,20 @@ impl Daemon {
 
     fn acknowledge(&mut self, acked: &[CallEvent]) {
         let Some(store) = self.persister.store().cloned() else { return };
-        let today = Aggregator::new(&self.site).local_date(self.clock.now());
+        let today = self.local_today();
         self.today.acknowledged(&self.site, &self.persister, today, acked);
         for ev in acked {
             self.late(&store, ev);
         }
     }
 
+    /// The site's local date now.
+    fn local_today(&self) -> chrono::NaiveDate {
+        Aggregator::new(&self.site).local_date(self.clock.now())
+    }
+
     fn today_agg(&mut self) -> &mut Aggregator {
-        let today = Aggregator::new(&self.site).local_date(self.clock.now());
+        let today = self.local_today();
         self.today.figures(&self.site, &self.persister, today)
     }
 

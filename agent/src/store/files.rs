@@ -47,7 +47,7 @@ const WRITE_AT: usize = 256 << 10;
 const CHUNK: usize = 4 << 20;
 #[cfg(test)]
 const CHUNK: usize = 333;
-const DAY: i64 = 86_400_000_000;
+pub(super) const DAY: i64 = 86_400_000_000;
 
 /// Notes when a call's callback was made, from a record of one (the
 /// first such record of a call counts).
