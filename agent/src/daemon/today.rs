@@ -71,14 +71,14 @@ impl LiveToday {
         if acked.is_empty() {
             return;
         }
-        if self.stale(today) {
+        let read_now = self.stale(today);
+        let agg = self.figures(site, persister, today);
+        if read_now {
             // the read holds them: they are acknowledged, so stored (a
             // read that failed is made again at the next use, and holds
             // them then)
-            self.figures(site, persister, today);
             return;
         }
-        let agg = self.figures(site, persister, today);
         for ev in acked {
             match ev {
                 CallEvent::Finished(r) if agg.local_date(r.started) == today => agg.add_call(r),
@@ -92,7 +92,7 @@ impl LiveToday {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::persister::tests::{calls, engine, persister, site, T0};
+    use crate::daemon::persister::tests::{calls, engine, opened, persister, site, stored_then_killed, T0};
     use crate::daemon::persister::FLUSH_EVERY;
     use crate::daemon::ManualClock;
     use cbt_proto::metrics::Indicator;
@@ -104,15 +104,17 @@ mod tests {
         agg.days().values().map(|d| d.total(Indicator::Cbt001)).sum()
     }
 
+    /// The test calls' local date.
+    fn today() -> NaiveDate {
+        Aggregator::new(&site()).local_date(Timestamp(T0))
+    }
+
     #[test]
     fn a_call_stored_but_not_yet_acknowledged_when_today_is_read_counts_once() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::at(Timestamp(T0)));
-        let (mut p, _) = persister(dir.path().join("store"), 100, clock.clone());
-        let mut e = engine();
-        p.open(&mut e);
-        let site = site();
-        let today = Aggregator::new(&site).local_date(Timestamp(T0));
+        let (mut p, mut e) = opened(dir.path(), &clock);
+        let (site, today) = (site(), today());
         let mut live = LiveToday::default();
         calls(&mut e, 1, 3);
         assert!(p.persist(&mut e).is_empty(), "written, not acknowledged");
@@ -131,11 +133,8 @@ mod tests {
     fn today_first_read_while_acknowledging_a_batch_counts_it_once() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::at(Timestamp(T0)));
-        let (mut p, _) = persister(dir.path().join("store"), 100, clock.clone());
-        let mut e = engine();
-        p.open(&mut e);
-        let site = site();
-        let today = Aggregator::new(&site).local_date(Timestamp(T0));
+        let (mut p, mut e) = opened(dir.path(), &clock);
+        let (site, today) = (site(), today());
         let mut live = LiveToday::default();
         calls(&mut e, 1, 5);
         assert!(p.persist(&mut e).is_empty());
@@ -158,21 +157,9 @@ mod tests {
     fn today_read_while_the_store_is_away_is_read_again_when_it_is_back() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::at(Timestamp(T0)));
-        let site = site();
-        let today = Aggregator::new(&site).local_date(Timestamp(T0));
-        // a first process stores three calls (its engine saved at the
-        // start, as the daemon's is)
-        {
-            let (mut p, _) = persister(dir.path().join("store"), 100, clock.clone());
-            let mut e = engine();
-            p.open(&mut e);
-            p.snapshot(&e);
-            calls(&mut e, 1, 3);
-            p.persist(&mut e);
-            clock.advance(FLUSH_EVERY);
-            assert_eq!(p.persist(&mut e).len(), 3);
-        }
-        // the next one is asked for today's figures before its store opens
+        let (site, today) = (site(), today());
+        stored_then_killed(dir.path(), &clock, 3);
+        // the next process is asked for today's figures before its store opens
         let (mut p, _) = persister(dir.path().join("store"), 100, clock.clone());
         let mut live = LiveToday::default();
         assert_eq!(inbound(live.figures(&site, &p, today)), 0, "no store yet");

@@ -37,6 +37,26 @@ pub(in crate::daemon) fn persister(dir: PathBuf, memory_calls: usize, clock: Arc
     (p, seen)
 }
 
+/// A persister on `dir/store`, opened with a fresh engine.
+pub(in crate::daemon) fn opened(dir: &std::path::Path, clock: &Arc<ManualClock>) -> (Persister, Engine) {
+    let (mut p, _) = persister(dir.join("store"), 100, clock.clone());
+    let mut e = engine();
+    p.open(&mut e);
+    (p, e)
+}
+
+/// A first process on `dir/store`: its engine saved at the start (as the
+/// daemon's is), then `n` calls stored and acknowledged, then killed (its
+/// journal still holds the calls' messages).
+pub(in crate::daemon) fn stored_then_killed(dir: &std::path::Path, clock: &Arc<ManualClock>, n: u64) {
+    let (mut p, mut e) = opened(dir, clock);
+    p.snapshot(&e);
+    calls(&mut e, 1, n);
+    p.persist(&mut e);
+    clock.advance(FLUSH_EVERY);
+    assert_eq!(p.persist(&mut e).len(), n as usize, "stored and acknowledged");
+}
+
 #[test]
 fn calls_are_durable_before_they_are_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -182,21 +202,9 @@ fn calls_synced_before_a_failed_flush_are_acknowledged_when_the_store_returns() 
 fn a_lost_snapshot_does_not_store_twice_the_calls_stored_before_the_stop() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::at(Timestamp(T0)));
-    {
-        let (mut p, _) = persister(dir.path().join("store"), 100, clock.clone());
-        let mut e = engine();
-        p.open(&mut e);
-        p.snapshot(&e);
-        calls(&mut e, 1, 3);
-        p.persist(&mut e);
-        clock.advance(FLUSH_EVERY);
-        assert_eq!(p.persist(&mut e).len(), 3, "stored and acknowledged");
-        // killed: the journal still holds the three calls' messages
-    }
+    stored_then_killed(dir.path(), &clock, 3);
     std::fs::write(dir.path().join("store/snapshot.json"), b"{ damaged").unwrap();
-    let (mut p, _) = persister(dir.path().join("store"), 100, clock.clone());
-    let mut e = engine();
-    p.open(&mut e);
+    let (p, _e) = opened(dir.path(), &clock);
     let store = p.store().unwrap();
     assert_eq!(store.call_count(), 3, "the journal's calls found stored, not stored again under new numbers");
     assert!(store.problems().iter().any(|p| p.contains("snapshot")), "{:?}", store.problems());
