@@ -255,10 +255,7 @@ impl Parser {
 
     /// Parses a message head (start line and headers; the body is not needed).
     pub fn parse(&mut self, head: &[u8]) -> Result<Parsed, ParseError> {
-        let mut nl = std::mem::take(&mut self.nl);
-        let parsed = self.parse_as(Head::scan(head, &mut nl), false);
-        self.nl = nl;
-        parsed
+        self.scan_and_parse(head, false)
     }
 
     /// As [`Parser::parse`], for a head whose newlines the framing found
@@ -272,8 +269,14 @@ impl Parser {
     /// for tests that hold the two paths to the same answer.
     #[doc(hidden)]
     pub fn parse_with_rsip(&mut self, head: &[u8]) -> Result<Parsed, ParseError> {
+        self.scan_and_parse(head, true)
+    }
+
+    /// Finds the head's newlines (in the parser's scratch list), then
+    /// parses it.
+    fn scan_and_parse(&mut self, head: &[u8], all_rsip: bool) -> Result<Parsed, ParseError> {
         let mut nl = std::mem::take(&mut self.nl);
-        let parsed = self.parse_as(Head::scan(head, &mut nl), true);
+        let parsed = self.parse_as(Head::scan(head, &mut nl), all_rsip);
         self.nl = nl;
         parsed
     }
