@@ -110,6 +110,8 @@ pub(crate) trait HeadSink {
     /// One kept header, in the order of the canonical text: its long name
     /// and its value exactly as that text holds it.
     fn header(&mut self, name: &str, value: &str);
+    /// The start line (and its CRLF) is written: headers follow.
+    fn start_line_written(&mut self) {}
 }
 
 impl HeadSink for String {
@@ -167,6 +169,7 @@ pub(crate) fn normalize_into(head: Head<'_>, extra: &[String], sink: &mut impl H
     if let Some(out) = sink.text() {
         out.push_str("\r\n");
     }
+    sink.start_line_written();
 
     // header lines, unfolded on the fly: a logical line is emitted when the
     // next physical line does not continue it (no allocation unless folded)
