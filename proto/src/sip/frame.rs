@@ -147,13 +147,7 @@ fn find_impl(buf: &[u8], scanned: usize, nl: Option<&mut Vec<u32>>) -> Framing {
     };
     let garbage = non_ws(&buf[crlf..start]);
     let end = match nl {
-        Some(nl) => {
-            // every newline from the start line's on, as offsets from `start`
-            let at = |i: usize| u32::try_from(i - start).unwrap_or(u32::MAX);
-            nl.push(at(line_end));
-            let end = walk_head(buf, line_end, |i| nl.push(at(i)));
-            end.map(|end| (end, content_length(nl.windows(2).map(|w| &buf[start + w[0] as usize + 1..start + w[1] as usize]))))
-        }
+        Some(nl) => walk_lines(buf, start, line_end, nl),
         None => {
             // a newline at i was fully checked earlier if i + 2 < scanned
             let resume = if start == 0 && scanned > line_end + 2 {
@@ -184,6 +178,30 @@ fn find_impl(buf: &[u8], scanned: usize, nl: Option<&mut Vec<u32>>) -> Framing {
 
 fn non_ws(b: &[u8]) -> usize {
     b.iter().filter(|c| !c.is_ascii_whitespace()).count()
+}
+
+/// The head's end and its Content-Length, read in one walk over its
+/// lines from the start line's newline (`line_end`) on; every newline on
+/// the way is pushed to `nl` (as an offset from `start`), up to and
+/// including the one ending the empty line. As [`walk_head`], then
+/// [`content_length`] over the lines it found.
+fn walk_lines(buf: &[u8], start: usize, line_end: usize, nl: &mut Vec<u32>) -> Option<(usize, ContentLength)> {
+    let at = |i: usize| u32::try_from(i - start).unwrap_or(u32::MAX);
+    nl.push(at(line_end));
+    let mut prev = line_end;
+    let mut end = None;
+    each_newline(buf, line_end + 1, |i| {
+        nl.push(at(i));
+        // an empty line (or a lone CR) between two newlines ends the head
+        if i - prev == 1 || (i - prev == 2 && buf.get(i - 1) == Some(&b'\r')) {
+            end = Some(i + 1);
+            return false;
+        }
+        prev = i;
+        true
+    });
+    let end = end?;
+    Some((end, content_length(nl.windows(2).map(|w| &buf[start + w[0] as usize + 1..start + w[1] as usize]))))
 }
 
 /// Offset just past the empty line ending the headers: the first newline
@@ -307,26 +325,46 @@ pub fn is_start_line(line: &[u8]) -> bool {
             && rest[..3].iter().all(u8::is_ascii_digit)
             && rest.get(3).map_or(true, |c| *c == b' ' || *c == b'\t');
     }
-    // request line: token SP+ uri SP+ SIP/2.0
-    let tok = line.iter().take_while(|c| is_token_char(**c)).count();
-    if tok == 0 || tok > 32 || line.len() < tok + 1 + 1 + 1 + 7 {
+    // request line: token SP+ uri SP+ SIP/2.0, read from both ends (the
+    // version last, then the token, then a URI without blanks between)
+    let Some(mid) = line.len().checked_sub(VERSION.len()).map(|n| &line[..n]) else { return false };
+    if !line[mid.len()..].eq_ignore_ascii_case(VERSION) {
         return false;
     }
-    let after = &line[tok..];
-    if !matches!(after[0], b' ' | b'\t') {
+    let before_version = trim_end_blanks(mid);
+    if before_version.len() == mid.len() {
+        return false; // no blank before the version
+    }
+    let tok = before_version.iter().take_while(|c| is_token_char(**c)).count();
+    if tok == 0 || tok > 32 || !matches!(before_version.get(tok), Some(b' ' | b'\t')) {
         return false;
     }
-    let after = trim_start(after);
-    let uri = after.iter().take_while(|c| !matches!(c, b' ' | b'\t')).count();
-    if uri == 0 {
-        return false;
-    }
-    let ver = trim_start(&after[uri..]);
-    ver.len() == 7 && ver.eq_ignore_ascii_case(VERSION) && after.len() > uri
+    let uri = trim_start(&before_version[tok..]);
+    !uri.is_empty() && memchr::memchr2(b' ', b'\t', uri).is_none()
 }
 
+/// Bytes of a token (RFC 3261 25.1), looked up.
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~');
+        c += 1;
+    }
+    t
+};
+
 pub fn is_token_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)
+    TOKEN[usize::from(c)]
+}
+
+/// Without trailing spaces and tabs.
+fn trim_end_blanks(mut b: &[u8]) -> &[u8] {
+    while let Some((b' ' | b'\t', rest)) = b.split_last() {
+        b = rest;
+    }
+    b
 }
 
 fn trim_end(mut b: &[u8]) -> &[u8] {
@@ -370,33 +408,35 @@ fn resync(buf: &[u8], from: usize) -> Option<(usize, usize)> {
 }
 
 /// Parses Content-Length (or compact `l`) from the header lines.
-fn content_length<'b>(lines: impl Iterator<Item = &'b [u8]>) -> ContentLength {
-    for line in lines {
-        // only a line starting with `c` or `l` (either case) can be
-        // Content-Length (a folded line starts with white space, and the
-        // name is not trimmed at its start): the rest are passed over unread
-        if !line.first().is_some_and(|c| matches!(c, b'c' | b'C' | b'l' | b'L')) {
-            continue;
-        }
-        let colon = match memchr::memchr(b':', line) {
-            Some(i) => i,
-            None => continue,
-        };
-        let name = trim_end(&line[..colon]);
-        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
-            let v = trim_end(trim_start(&line[colon + 1..]));
-            if v.is_empty() || v.len() > 9 || !v.iter().all(u8::is_ascii_digit) {
-                return ContentLength::Invalid;
-            }
-            let n: usize = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
-            return if n <= MAX_BODY {
-                ContentLength::Declared(n)
-            } else {
-                ContentLength::Invalid
-            };
-        }
+fn content_length<'b>(mut lines: impl Iterator<Item = &'b [u8]>) -> ContentLength {
+    lines.find_map(content_length_of).unwrap_or(ContentLength::Missing)
+}
+
+/// The Content-Length a header line declares, if it is that header.
+#[inline]
+fn content_length_of(line: &[u8]) -> Option<ContentLength> {
+    // only a line starting with `c` or `l` (either case) can be
+    // Content-Length (a folded line starts with white space, and the name
+    // is not trimmed at its start): the rest are passed over unread
+    let name_len = match line.first() {
+        Some(b'c' | b'C') if line.len() > 14 && line[..14].eq_ignore_ascii_case(b"content-length") => 14,
+        Some(b'l' | b'L') => 1,
+        _ => return None,
+    };
+    // the name, white space, then the line's first colon (a name cannot
+    // hold one): as cutting at the first colon and trimming the name
+    let after = &line[name_len..];
+    let ws = after.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    let v = trim_end(trim_start(after[ws..].strip_prefix(b":")?));
+    if v.is_empty() || v.len() > 9 || !v.iter().all(u8::is_ascii_digit) {
+        return Some(ContentLength::Invalid);
     }
-    ContentLength::Missing
+    let n: usize = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
+    Some(if n <= MAX_BODY {
+        ContentLength::Declared(n)
+    } else {
+        ContentLength::Invalid
+    })
 }
 
 #[cfg(test)]
@@ -592,6 +632,103 @@ mod tests {
         /// Content-Length read from a header block split at its newlines.
         fn content_length_of_block(b: &[u8]) -> ContentLength {
             content_length(b.split(|c| *c == b'\n'))
+        }
+    }
+
+    /// The start-line and Content-Length checks against the forms they
+    /// replaced (a scan from the front; a colon found, the name trimmed),
+    /// on lines made of what matters to them.
+    mod line_checks {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn old_is_start_line(line: &[u8]) -> bool {
+            let line = trim_end(line);
+            if line.len() >= 11 && line[..7].eq_ignore_ascii_case(VERSION) {
+                let rest = trim_start(&line[7..]);
+                if rest.len() == line.len() - 7 {
+                    return false;
+                }
+                return rest.len() >= 3
+                    && rest[..3].iter().all(u8::is_ascii_digit)
+                    && rest.get(3).map_or(true, |c| *c == b' ' || *c == b'\t');
+            }
+            let tok = line
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(c))
+                .count();
+            if tok == 0 || tok > 32 || line.len() < tok + 1 + 1 + 1 + 7 {
+                return false;
+            }
+            let after = &line[tok..];
+            if !matches!(after[0], b' ' | b'\t') {
+                return false;
+            }
+            let after = trim_start(after);
+            let uri = after.iter().take_while(|c| !matches!(c, b' ' | b'\t')).count();
+            if uri == 0 {
+                return false;
+            }
+            let ver = trim_start(&after[uri..]);
+            ver.len() == 7 && ver.eq_ignore_ascii_case(VERSION) && after.len() > uri
+        }
+
+        fn old_content_length_of(line: &[u8]) -> Option<ContentLength> {
+            if !line.first().is_some_and(|c| matches!(c, b'c' | b'C' | b'l' | b'L')) {
+                return None;
+            }
+            let colon = memchr::memchr(b':', line)?;
+            let name = trim_end(&line[..colon]);
+            if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
+                return None;
+            }
+            let v = trim_end(trim_start(&line[colon + 1..]));
+            if v.is_empty() || v.len() > 9 || !v.iter().all(u8::is_ascii_digit) {
+                return Some(ContentLength::Invalid);
+            }
+            let n: usize = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
+            Some(if n <= MAX_BODY { ContentLength::Declared(n) } else { ContentLength::Invalid })
+        }
+
+        const PIECES: &[&str] = &[
+            "INVITE", "OPTIONS", "SIP/2.0", "sip/2.0", "SIP/2.1", "SIP/2.0/UDP", " ", "\t", "  ", "\r", "\x0c",
+            "sip:a@b", "x", "200", "20", "2000", " OK", "Content-Length", "content-LENGTH", "l", "L", "c", ":", "::",
+            "12", "0", "99999999999", "-", "~", "@", "\u{e9}", "\u{0}", "Content-Lengthy", ";",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ];
+
+        fn line() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(0..PIECES.len(), 0..9)
+                .prop_map(|v| v.into_iter().flat_map(|i| PIECES[i].bytes()).collect())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(20000))]
+            #[test]
+            fn agree_with_the_forms_they_replaced(l in line()) {
+                prop_assert_eq!(is_start_line(&l), old_is_start_line(&l), "{:?}", String::from_utf8_lossy(&l));
+                prop_assert_eq!(content_length_of(&l), old_content_length_of(&l), "{:?}", String::from_utf8_lossy(&l));
+            }
+        }
+
+        #[test]
+        fn the_pieces_make_both_answers() {
+            // the property above sees lines of every kind
+            for (l, start) in [
+                (&b"INVITE sip:a@b SIP/2.0"[..], true),
+                (b"INVITE  sip:a@b\tSIP/2.0 \r", true),
+                (b"INVITE sip:a@b x SIP/2.0", false),
+                (b"INVITE sip:a@bSIP/2.0", false),
+                (b"SIP/2.0 200 OK", true),
+                (b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa sip:a SIP/2.0", true),
+                (b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa sip:a SIP/2.0", false),
+            ] {
+                assert_eq!((is_start_line(l), old_is_start_line(l)), (start, start), "{:?}", String::from_utf8_lossy(l));
+            }
+            for l in [&b"Content-Length\r\x0c: 12 "[..], b"l :0", b"content-length:x"] {
+                assert!(content_length_of(l).is_some() && content_length_of(l) == old_content_length_of(l));
+            }
+            assert_eq!(content_length_of(b"Content-Lengthy: 1"), None);
         }
     }
 }
