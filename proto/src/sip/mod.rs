@@ -528,10 +528,19 @@ struct HeaderReader {
 
 impl HeaderReader {
     fn header(&mut self, name: &str, value: &str) {
-        if name == "To" && self.first_to_tagged.is_none() {
-            // up to a CR, as the dialog test once read the canonical text
-            let line = &value[..memchr::memchr(b'\r', value.as_bytes()).unwrap_or(value.len())];
-            self.first_to_tagged = Some(tag_of(line).is_some());
+        if name == "To" {
+            let to = name_addr(value);
+            if self.first_to_tagged.is_none() {
+                // up to a CR, as the dialog test once read the canonical text
+                self.first_to_tagged = Some(match memchr::memchr(b'\r', value.as_bytes()) {
+                    None => to.tag.is_some(),
+                    Some(cr) => tag_of(&value[..cr]).is_some(),
+                });
+            }
+            if self.error.is_none() {
+                self.to = Some(to);
+            }
+            return;
         }
         if self.error.is_some() {
             return;
@@ -539,7 +548,6 @@ impl HeaderReader {
         match name {
             "Call-ID" if !value.is_empty() => self.call_id = Some(value.to_string()),
             "From" => self.from = Some(name_addr(value)),
-            "To" => self.to = Some(name_addr(value)),
             "CSeq" => {
                 let mut it = value.split_whitespace();
                 let n = it.next().and_then(|n| n.parse::<u32>().ok());
