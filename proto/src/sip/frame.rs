@@ -235,33 +235,70 @@ fn walk_head(buf: &[u8], from_newline: usize, mut on_newline: impl FnMut(usize))
 
 /// Calls `f` with the offset of every newline in `b` from `from` on, in
 /// order, until it returns false. Heads are short lines: one memchr call a
-/// line costs more in calls than in bytes, so this reads eight bytes at a
-/// time and takes every newline of the eight from one mask.
+/// line costs more in calls than in bytes, so this reads sixteen bytes at a
+/// time and takes every newline of the sixteen from one mask.
 pub(crate) fn each_newline(b: &[u8], from: usize, mut f: impl FnMut(usize) -> bool) {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let Some(rest) = b.get(from..) else { return };
     let mut base = from;
-    let mut words = rest.chunks_exact(8);
-    for word in &mut words {
-        let Ok(word) = <[u8; 8]>::try_from(word) else { return };
-        // a byte's high bit is set where it was a newline (exact: no carry
-        // crosses a byte)
-        let x = u64::from_le_bytes(word) ^ (ONES * u64::from(b'\n'));
-        let mut mask = !(((x & LOW7) + LOW7) | x | LOW7);
+    let mut blocks = rest.chunks_exact(16);
+    for block in &mut blocks {
+        let Ok(block) = <&[u8; 16]>::try_from(block) else { return };
+        let mut mask = newline_bits(block);
         while mask != 0 {
-            if !f(base + (mask.trailing_zeros() / 8) as usize) {
+            if !f(base + mask.trailing_zeros() as usize) {
                 return;
             }
             mask &= mask - 1;
         }
-        base += 8;
+        base += 16;
     }
-    for (k, c) in words.remainder().iter().enumerate() {
+    for (k, c) in blocks.remainder().iter().enumerate() {
         if *c == b'\n' && !f(base + k) {
             return;
         }
     }
+}
+
+/// Bit `i` set where `block[i]` is a newline: one SSE2 compare. The one
+/// `unsafe` of the engine: SSE2 is enabled at compile time (the `cfg`;
+/// every x86-64 target has it), and the load reads exactly the sixteen
+/// bytes `block` borrows, unaligned. Held to memchr on arbitrary bytes by
+/// `every_newline_is_found_in_any_bytes` and the `sip_frame` fuzz target.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[allow(unsafe_code)]
+#[inline(always)]
+fn newline_bits(block: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    // SAFETY: see above; no alignment is assumed
+    let mask = unsafe {
+        _mm_movemask_epi8(_mm_cmpeq_epi8(
+            _mm_loadu_si128(block.as_ptr().cast::<__m128i>()),
+            _mm_set1_epi8(b'\n' as i8),
+        ))
+    };
+    mask as u32
+}
+
+/// Bit `i` set where `block[i]` is a newline, eight bytes at a time (a
+/// byte's high bit is set where it was a newline; exact: no carry crosses
+/// a byte).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+fn newline_bits(block: &[u8; 16]) -> u32 {
+    newline_bits_swar(block)
+}
+
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+fn newline_bits_swar(block: &[u8; 16]) -> u32 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let word = |w: u64| {
+        let x = w ^ (ONES * u64::from(b'\n'));
+        let high = !(((x & LOW7) + LOW7) | x | LOW7);
+        // the eight high bits, gathered into the low byte
+        ((high >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
+    };
+    let v = u128::from_le_bytes(*block);
+    word(v as u64) | (word((v >> 64) as u64) << 8)
 }
 
 /// The `\n`-ended lines of `b` (and what follows the last newline).
@@ -612,6 +649,18 @@ mod tests {
                 });
                 let all: Vec<usize> = memchr::memchr_iter(b'\n', &buf).filter(|i| *i >= from).take(stop + 1).collect();
                 prop_assert_eq!(seen, all);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(5000))]
+            #[test]
+            fn both_newline_masks_mark_every_newline(
+                block in proptest::array::uniform16(prop_oneof![Just(b'\n'), Just(0x8a_u8), Just(0x0b), any::<u8>()]),
+            ) {
+                let want = block.iter().enumerate().fold(0u32, |m, (i, c)| m | (u32::from(*c == b'\n') << i));
+                prop_assert_eq!(newline_bits(&block), want);
+                prop_assert_eq!(newline_bits_swar(&block), want);
             }
         }
 
