@@ -201,7 +201,12 @@ fn walk_lines(buf: &[u8], start: usize, line_end: usize, nl: &mut Vec<u32>) -> O
         true
     });
     let end = end?;
-    Some((end, content_length(nl.windows(2).map(|w| &buf[start + w[0] as usize + 1..start + w[1] as usize]))))
+    // only a line starting with `c` or `l` is looked at further
+    let length = nl
+        .windows(2)
+        .filter(|w| matches!(buf.get(start + w[0] as usize + 1), Some(b'c' | b'C' | b'l' | b'L')))
+        .find_map(|w| content_length_of(buf.get(start + w[0] as usize + 1..start + w[1] as usize).unwrap_or_default()));
+    Some((end, length.unwrap_or(ContentLength::Missing)))
 }
 
 /// Offset just past the empty line ending the headers: the first newline
