@@ -543,6 +543,12 @@ impl Engine {
         }
     }
 
+    /// The leg tracker, for tests of its indexes.
+    #[cfg(test)]
+    pub(crate) fn leg_tracker(&self) -> &LegTracker {
+        &self.sip.legs
+    }
+
     /// The earliest packet time at which [`tick`](Self::tick) has work: a
     /// leg timer (a transaction timing out, a call never seen to end, a
     /// finished leg leaving), a call settling, a callback window closing,

@@ -18,6 +18,8 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::collections::{BTreeSet, VecDeque};
+
+mod timers;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -283,7 +285,7 @@ pub(crate) struct LegTracker {
     events: VecDeque<LegEvent>,
     /// Due times of every leg's timer (open legs: their deadline; ended
     /// legs: when they stop lingering), earliest first.
-    timers: BTreeSet<(Timestamp, LegId)>,
+    timers: timers::Timers,
     open: usize,
     pub stats: LegStats,
     /// Hashes given with a sealed message, while it is applied.
@@ -514,7 +516,7 @@ impl LegTracker {
             legs: HashMap::default(),
             by_call_id: HashMap::default(),
             events: VecDeque::new(),
-            timers: BTreeSet::new(),
+            timers: timers::Timers::default(),
             open: 0,
             stats: LegStats::default(),
             hashes: None,
@@ -539,7 +541,7 @@ impl LegTracker {
     /// When the earliest leg timer is due (a transaction timing out, a
     /// call never seen to end, a finished leg leaving).
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.timers.first().map(|(t, _)| *t)
+        self.timers.first().map(|(t, _)| t)
     }
 
     /// Legs not yet finished.
@@ -1167,7 +1169,13 @@ impl LegTracker {
         }
         self.open -= 1;
         self.stats.legs_finished += 1;
-        *self.stats.by_end.entry(end.name().to_string()).or_default() += 1;
+        // (a name is allocated only the first time it ends a leg)
+        match self.stats.by_end.get_mut(end.name()) {
+            Some(n) => *n += 1,
+            None => {
+                self.stats.by_end.insert(end.name().to_string(), 1);
+            }
+        }
         self.events.push_back(LegEvent::Finished(leg.clone()));
         // while it lingers the leg only absorbs retransmissions: keep what
         // matching needs, drop the rest
@@ -1209,12 +1217,21 @@ impl LegTracker {
             return;
         }
         leg.timer = due.into();
-        if let Some(old) = old {
-            self.timers.remove(&(old, id));
-        }
         if let Some(t) = due {
-            self.timers.insert((t, id));
+            self.timers.push(t, id);
         }
+        self.tidy_timers();
+    }
+
+    /// Keeps the earliest timer a leg's current one (the old entries of a
+    /// leg whose timer moved, or that is gone, are dropped from the top),
+    /// and the heap within twice the legs.
+    fn tidy_timers(&mut self) {
+        if self.timers.wants_rebuild(self.legs.len()) {
+            self.timers.rebuild(self.legs.values().filter_map(|l| l.timer.get().map(|t| (t, l.id))));
+        }
+        let legs = &self.legs;
+        self.timers.drop_stale(|at, id| legs.get(&id).is_some_and(|l| l.timer.get() == Some(at)));
     }
 
     /// When an open leg's timer fires, and what it does then. A leg open
@@ -1296,14 +1313,17 @@ impl LegTracker {
         shrink(&mut self.legs);
         shrink(&mut self.by_call_id);
         self.ended.expire(now);
-        while let Some(&(at, id)) = self.timers.first() {
+        while let Some((at, id)) = self.timers.first() {
             if at > now {
                 break;
             }
-            self.timers.pop_first();
+            self.timers.pop();
             let Some(leg) = self.legs.get_mut(&id) else {
                 continue;
             };
+            if leg.timer.get() != Some(at) {
+                continue; // a stale entry: the leg's timer moved
+            }
             leg.timer = OptTime::NONE;
             if leg.state == State::Ended {
                 let until = leg.ended.get().unwrap_or(leg.started).add(self.cfg.linger);
@@ -1320,7 +1340,7 @@ impl LegTracker {
                         // another leg shares the Call-ID (a proxy's hops):
                         // lingers whole, so that its messages go to the right one
                         self.legs.get_mut(&id).expect("leg").timer = OptTime::some(until);
-                        self.timers.insert((until, id));
+                        self.timers.push(until, id);
                         continue;
                     }
                 }
@@ -1339,6 +1359,7 @@ impl LegTracker {
                 _ => self.reschedule(id),
             }
         }
+        self.tidy_timers();
     }
 
     /// Closes every open leg at `now` (end of input, or shutdown without a
@@ -1388,9 +1409,8 @@ impl LegTracker {
     /// Removes a leg and its index entries, without an event.
     fn remove_leg(&mut self, id: LegId) -> Option<Leg> {
         let leg = *self.legs.remove(&id)?;
-        if let Some(t) = leg.timer.get() {
-            self.timers.remove(&(t, id));
-        }
+        // its timer's entry is stale now
+        self.tidy_timers();
         self.calling.remove(&(leg.started, id));
         self.suspects.remove(&(leg.started, id));
         self.bytes -= leg.acct;

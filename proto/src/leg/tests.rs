@@ -1061,3 +1061,42 @@ fn a_leg_and_a_call_in_progress_stay_small() {
     assert!(size_of::<crate::call::LegInfo>() <= 96, "LegInfo is {} bytes", size_of::<crate::call::LegInfo>());
     assert!(size_of::<crate::call::OpenCall>() <= 328, "OpenCall is {} bytes", size_of::<crate::call::OpenCall>());
 }
+
+/// The timer heap never takes an entry out in place: after every message
+/// its earliest entry is still the earliest leg's due time (what the daemon
+/// sleeps until), and the stale entries it keeps stay within twice the legs.
+#[test]
+fn timers_give_the_earliest_leg_and_stay_within_twice_the_legs() {
+    let mut e = engine();
+    let scripts = [
+        Script::Answered { ring: 100, answer: 2000, talk: 30_000, caller_hangs_up: true },
+        Script::Rejected { ring: Some(200), at: 4000, code: 486 },
+        Script::Cancelled { ring: 100, cancel: 9000 },
+        Script::ChallengedThenAnswered { answer: 3000, talk: 60_000 },
+        Script::NoResponse,
+        Script::AnsweredNoBye { answer: 1500 },
+    ];
+    let mut msgs: Vec<Msg> = (0..1200u64)
+        .flat_map(|i| Call::numbered(i, addr(A), addr(B), ms(i as i64 * 40), scripts[i as usize % 6].clone()).messages())
+        .collect();
+    msgs.sort_by_key(|m| m.ts);
+    let (mut stale_seen, mut most) = (0, 0);
+    for (i, m) in msgs.iter().enumerate() {
+        e.ingest(m.ts, LinkType::Ethernet, &frames::udp(m.src, m.dst, i as u16, &m.bytes));
+        let t = e.leg_tracker();
+        let earliest = t.legs.values().filter_map(|l| l.timer.get()).min();
+        assert_eq!(t.next_deadline(), earliest, "after message {i}");
+        assert!(t.timers.len() <= 2 * t.legs.len() + 64, "after message {i}: {} entries, {} legs", t.timers.len(), t.legs.len());
+        stale_seen += usize::from(t.timers.len() > t.legs.len());
+        most = most.max(t.legs.len());
+    }
+    let t = e.leg_tracker();
+    assert!(stale_seen > 0 && t.timers.rebuilds > 0, "the test should make stale entries and rebuild: {stale_seen}, {}", t.timers.rebuilds);
+    assert!(most > 100, "legs at once: {most}");
+    // every leg still ends, each once
+    e.tick(ms(24 * 3600 * 1000));
+    e.finish();
+    let legs = drain(&mut e);
+    assert_eq!(legs.len(), 1200);
+    assert_eq!(e.leg_tracker().next_deadline(), None);
+}
