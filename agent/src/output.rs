@@ -96,9 +96,30 @@ impl LegTally {
         if leg.answered.is_some() {
             self.answered += 1;
         }
-        let status = leg.final_status.map_or("none".to_string(), |s| s.to_string());
-        *self.by_status.entry(status).or_default() += 1;
-        *self.by_end.entry(leg.end.map_or("open", |e| e.name()).to_string()).or_default() += 1;
+        // (a row's name is allocated only the first time it is counted)
+        let (digits, owned);
+        let status = match leg.final_status {
+            None => "none",
+            Some(c) if (100..1000).contains(&c) => {
+                digits = [b'0' + (c / 100) as u8, b'0' + (c / 10 % 10) as u8, b'0' + (c % 10) as u8];
+                std::str::from_utf8(&digits).unwrap_or("none")
+            }
+            Some(c) => {
+                owned = c.to_string();
+                &owned
+            }
+        };
+        bump(&mut self.by_status, status);
+        bump(&mut self.by_end, leg.end.map_or("open", |e| e.name()));
+    }
+}
+
+fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_string(), 1);
+        }
     }
 }
 
