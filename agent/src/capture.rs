@@ -115,10 +115,10 @@ impl FileSource {
     }
 
     fn next_inner(&mut self, out: &mut Packet) -> Result<bool, FileError> {
-        let path = self.path.clone();
         let read = self.read;
-        let truncated = |detail: String| FileError {
-            path: path.clone(),
+        // (the path is copied into an error only when there is one)
+        let truncated = |path: &Path, detail: String| FileError {
+            path: path.to_path_buf(),
             kind: FileErrorKind::Truncated { after: read, detail },
         };
         match &mut self.reader {
@@ -133,16 +133,16 @@ impl FileSource {
                 Err(pcap::Error::NoMorePackets) => Ok(false),
                 Err(e) if read == 0 && is_mixed_linktypes(&e.to_string()) => {
                     // libpcap reads the first interface only; read it all with pcap-file
-                    self.reader = open_pcapng(&path)?;
+                    self.reader = open_pcapng(&self.path)?;
                     self.next_inner(out)
                 }
-                Err(e) => Err(truncated(e.to_string())),
+                Err(e) => Err(truncated(&self.path, e.to_string())),
             },
             Reader::PcapNg(r) => loop {
                 use pcap_file::pcapng::Block;
                 let block = match r.next_block() {
                     None => return Ok(false),
-                    Some(Err(e)) => return Err(truncated(e.to_string())),
+                    Some(Err(e)) => return Err(truncated(&self.path, e.to_string())),
                     Some(Ok(b)) => b,
                 };
                 let (iface, ts) = match &block {
