@@ -1579,10 +1579,15 @@ impl LegTracker {
         self.next_id = snap.next_id;
         self.stats = snap.stats;
         self.open = 0;
-        for leg in snap.legs {
+        for mut leg in snap.legs {
             if leg.is_open() {
                 self.open += 1;
             }
+            // armed and counted again below (a snapshot taken in memory
+            // carries the due time and bytes it had, which would read as
+            // already armed and already counted)
+            leg.timer = OptTime::NONE;
+            leg.acct = 0;
             let id = leg.id;
             self.by_call_id
                 .entry(leg.call_id.clone())

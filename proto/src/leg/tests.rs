@@ -1100,3 +1100,22 @@ fn timers_give_the_earliest_leg_and_stay_within_twice_the_legs() {
     assert_eq!(legs.len(), 1200);
     assert_eq!(e.leg_tracker().next_deadline(), None);
 }
+
+/// A snapshot taken in memory (the leg's due time still set in it) and
+/// restored arms the legs' timers again: the restored engine is due when
+/// the first was.
+#[test]
+fn a_restored_snapshot_arms_the_legs_timers() {
+    let mut e = engine();
+    feed(&mut e, &call(Script::NoResponse).messages()[..1]);
+    let due = e.leg_tracker().next_deadline();
+    assert!(due.is_some());
+    let mut again = engine();
+    again.restore(e.snapshot());
+    assert_eq!(again.leg_tracker().next_deadline(), due);
+    // and the leg ends at its timer there too
+    again.tick(ms(10 * 60 * 1000));
+    let legs = drain(&mut again);
+    assert_eq!(legs.len(), 1);
+    assert_eq!(legs[0].end, Some(EndReason::Timeout));
+}
