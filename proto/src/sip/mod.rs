@@ -14,6 +14,7 @@ pub use sdp::media_key;
 use rsip::headers::UntypedHeader;
 use rsip::message::HasHeaders;
 use compact_str::CompactString;
+use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 /// SIP methods the engine distinguishes.
@@ -396,7 +397,8 @@ impl Parser {
                     ),
                     rsip::SipMessage::Response(r) => (Kind::Response(r.status_code.code()), None),
                 };
-                (read_headers(kind, ruri_user, m.headers().iter().filter_map(rsip_header))?, None)
+                let headers: Vec<_> = m.headers().iter().filter_map(rsip_header).collect();
+                (read_headers(kind, ruri_user, headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))?, None)
             }
             // rsip refused the canonical text (an unusual URI scheme, a
             // parameter it does not know...): read it ourselves.
@@ -479,9 +481,10 @@ fn rsip_error_kind(e: &rsip::Error) -> &'static str {
     }
 }
 
-/// (name, value) of an rsip header, for the headers the summary reads.
-fn rsip_header(h: &rsip::Header) -> Option<(&str, &str)> {
-    Some(match h {
+/// (name, value) of an rsip header: every header of the canonical text
+/// is one the summary reads (a core header or a configured one).
+fn rsip_header(h: &rsip::Header) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
+    let (n, v) = match h {
         rsip::Header::CallId(v) => ("Call-ID", v.value()),
         rsip::Header::From(v) => ("From", v.value()),
         rsip::Header::To(v) => ("To", v.value()),
@@ -489,8 +492,15 @@ fn rsip_header(h: &rsip::Header) -> Option<(&str, &str)> {
         rsip::Header::Via(v) => ("Via", v.value()),
         rsip::Header::Contact(v) => ("Contact", v.value()),
         rsip::Header::Other(n, v) => (n.as_str(), v.as_str()),
-        _ => return None,
-    })
+        // a configured header rsip has a type for (Alert-Info,
+        // Call-Info...): as rsip writes it, `Name: value`
+        typed => {
+            let line = typed.to_string();
+            let (n, v) = line.split_once(": ")?;
+            return Some((Cow::Owned(n.to_string()), Cow::Owned(v.to_string())));
+        }
+    };
+    Some((Cow::Borrowed(n), Cow::Borrowed(v)))
 }
 
 /// Builds the summary from canonical (name, value) pairs: the names are

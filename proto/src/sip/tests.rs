@@ -56,6 +56,33 @@ fn canonical_message_is_read_fully() {
     assert_eq!(m.via_branch.as_deref(), Some("z9hG4bK-1"));
 }
 
+/// A configured header that rsip has a type for (Alert-Info here) is kept
+/// on the INVITE that starts a leg as on its responses. (Until rsip read
+/// only start lines, the INVITE's copy was dropped: rsip's typed headers
+/// other than the core ones were not read back.)
+#[test]
+fn a_configured_header_rsip_has_a_type_for_is_kept_on_the_initial_invite() {
+    let invite = "INVITE sip:+441632960123@pbx.example SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
+Alert-Info: <urn:alert:service:call-back>\r\n\r\n";
+    let ringing = "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
+Alert-Info: <urn:alert:service:call-back>\r\n\r\n";
+    let extras = vec!["Alert-Info".to_string()];
+    let kept = vec![("Alert-Info".to_string(), "<urn:alert:service:call-back>".to_string())];
+    for head in [invite, ringing] {
+        let engine = Parser::new(extras.clone()).parse(head.as_bytes());
+        let reference = Parser::new(extras.clone()).parse_with_rsip(head.as_bytes());
+        match (engine, reference) {
+            (Ok(Parsed::Message { msg: a, .. }), Ok(Parsed::Message { msg: b, rsip_rejected: None, .. })) => {
+                assert_eq!(a.headers, kept, "{head}");
+                assert_eq!(b.headers, kept, "{head}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[test]
 fn pitfall_compact_headers_lose_call_id_and_from_tag_in_rsip() {
     let compact = "INVITE sip:bob@x SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK2\r\nf: <sip:a@x>;tag=t1\r\nt: <sip:bob@x>\r\ni: cid-2\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n";
