@@ -183,24 +183,12 @@ fn non_ws(b: &[u8]) -> usize {
 /// The head's end and its Content-Length, read in one walk over its
 /// lines from the start line's newline (`line_end`) on; every newline on
 /// the way is pushed to `nl` (as an offset from `start`), up to and
-/// including the one ending the empty line. As [`walk_head`], then
+/// including the one ending the empty line. [`walk_head`], then
 /// [`content_length`] over the lines it found.
 fn walk_lines(buf: &[u8], start: usize, line_end: usize, nl: &mut Vec<u32>) -> Option<(usize, ContentLength)> {
     let at = |i: usize| u32::try_from(i - start).unwrap_or(u32::MAX);
     nl.push(at(line_end));
-    let mut prev = line_end;
-    let mut end = None;
-    each_newline(buf, line_end + 1, |i| {
-        nl.push(at(i));
-        // an empty line (or a lone CR) between two newlines ends the head
-        if i - prev == 1 || (i - prev == 2 && buf.get(i - 1) == Some(&b'\r')) {
-            end = Some(i + 1);
-            return false;
-        }
-        prev = i;
-        true
-    });
-    let end = end?;
+    let end = walk_head(buf, line_end, |i| nl.push(at(i)))?;
     // only a line starting with `c` or `l` is looked at further
     let length = nl
         .windows(2)
@@ -284,14 +272,15 @@ fn newline_bits(block: &[u8; 16]) -> u32 {
     mask as u32
 }
 
-/// Bit `i` set where `block[i]` is a newline, eight bytes at a time (a
-/// byte's high bit is set where it was a newline; exact: no carry crosses
-/// a byte).
+/// Bit `i` set where `block[i]` is a newline ([`newline_bits_swar`]).
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 fn newline_bits(block: &[u8; 16]) -> u32 {
     newline_bits_swar(block)
 }
 
+/// Bit `i` set where `block[i]` is a newline, eight bytes at a time (a
+/// byte's high bit is set where it was a newline; exact: no carry crosses
+/// a byte). Where there is no SSE2, and in its test.
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 fn newline_bits_swar(block: &[u8; 16]) -> u32 {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -485,6 +474,14 @@ fn content_length_of(line: &[u8]) -> Option<ContentLength> {
 mod tests {
     use super::*;
 
+    /// Bytes made of up to `most` of `pieces`, in any order (for the
+    /// property tests below).
+    fn made_of(pieces: &'static [&'static str], most: usize) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::strategy::Strategy;
+        proptest::collection::vec(0..pieces.len(), 0..most)
+            .prop_map(move |v| v.into_iter().flat_map(|i| pieces[i].bytes()).collect())
+    }
+
     fn msg(body: &str) -> String {
         format!(
             "INVITE sip:bob@example.com SIP/2.0\r\nCall-ID: a\r\nContent-Length: {}\r\n\r\n{}",
@@ -603,8 +600,7 @@ mod tests {
         ];
 
         fn text() -> impl Strategy<Value = Vec<u8>> {
-            proptest::collection::vec(0..PIECES.len(), 0..30)
-                .prop_map(|v| v.into_iter().flat_map(|i| PIECES[i].bytes()).collect())
+            made_of(PIECES, 30)
         }
 
         proptest! {
@@ -752,8 +748,7 @@ mod tests {
         ];
 
         fn line() -> impl Strategy<Value = Vec<u8>> {
-            proptest::collection::vec(0..PIECES.len(), 0..9)
-                .prop_map(|v| v.into_iter().flat_map(|i| PIECES[i].bytes()).collect())
+            made_of(PIECES, 9)
         }
 
         proptest! {
