@@ -369,8 +369,7 @@ impl Parser {
             let (kind, ruri_user, rsip_rejected) = match rsip::Request::try_from(self.scratch.as_str()) {
                 Ok(r) => (Kind::Request(Method::from_rsip(&r.method)), r.uri.user().map(CompactString::from), None),
                 Err(e) => {
-                    let ruri = canonical_lines(&self.scratch).next().and_then(|l| l.split(' ').nth(1)).and_then(uri_user);
-                    (kind_of(prelude.method, prelude.status)?, ruri, Some(rsip_error_kind(&e)))
+                    (kind_of(prelude.method, prelude.status)?, ruri_user_of(&self.scratch), Some(rsip_error_kind(&e)))
                 }
             };
             return Ok(Parsed::Message {
@@ -416,13 +415,17 @@ impl Parser {
 /// line, long names) without rsip.
 fn own_reader(text: &str, method: Option<Method>, status: Option<u16>, read_ruri: bool) -> Result<SipMessage, ParseError> {
     let kind = kind_of(method, status)?;
-    let mut lines = canonical_lines(text);
-    let start = lines.next().unwrap_or("");
     let ruri_user = match kind {
-        Kind::Request(_) if read_ruri => start.split(' ').nth(1).and_then(uri_user),
+        Kind::Request(_) if read_ruri => ruri_user_of(text),
         _ => None,
     };
-    read_headers(kind, ruri_user, lines.filter_map(|l| l.split_once(": ")))
+    read_headers(kind, ruri_user, canonical_lines(text).skip(1).filter_map(|l| l.split_once(": ")))
+}
+
+/// The Request-URI's user part, read from the start line of a canonical
+/// text (its words one space apart), without rsip.
+fn ruri_user_of(text: &str) -> Option<CompactString> {
+    canonical_lines(text).next()?.split(' ').nth(1).and_then(uri_user)
 }
 
 /// A request's method or a response's status, as a message's kind.
