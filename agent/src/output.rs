@@ -2,7 +2,7 @@
 
 use cbt_proto::engine::EngineStats;
 use cbt_proto::number::Party;
-use cbt_proto::Leg;
+use cbt_proto::{count_by_name, Leg};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -96,30 +96,9 @@ impl LegTally {
         if leg.answered.is_some() {
             self.answered += 1;
         }
-        // (a row's name is allocated only the first time it is counted)
-        let (digits, owned);
-        let status = match leg.final_status {
-            None => "none",
-            Some(c) if (100..1000).contains(&c) => {
-                digits = [b'0' + (c / 100) as u8, b'0' + (c / 10 % 10) as u8, b'0' + (c % 10) as u8];
-                std::str::from_utf8(&digits).unwrap_or("none")
-            }
-            Some(c) => {
-                owned = c.to_string();
-                &owned
-            }
-        };
-        bump(&mut self.by_status, status);
-        bump(&mut self.by_end, leg.end.map_or("open", |e| e.name()));
-    }
-}
-
-fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
-    match map.get_mut(key) {
-        Some(n) => *n += 1,
-        None => {
-            map.insert(key.to_string(), 1);
-        }
+        let status = leg.final_status.map(|c| c.to_string());
+        count_by_name(&mut self.by_status, status.as_deref().unwrap_or("none"));
+        count_by_name(&mut self.by_end, leg.end.map_or("open", |e| e.name()));
     }
 }
 

@@ -137,7 +137,7 @@ impl SipStage {
     }
 
     fn count_error(&mut self, reason: &str) {
-        *self.stats.parse_errors.entry(reason.to_string()).or_default() += 1;
+        crate::count_by_name(&mut self.stats.parse_errors, reason);
     }
 
     /// One framed message: its head, and as much of its body as is at
@@ -160,7 +160,7 @@ impl SipStage {
                     crate::sip::Kind::Response(c) => self.class_counts[(c / 100).min(6) as usize] += 1,
                 }
                 if let Some(step) = rsip_rejected {
-                    *self.stats.rsip_rejected.entry(step.to_string()).or_default() += 1;
+                    crate::count_by_name(&mut self.stats.rsip_rejected, step);
                 }
                 if repairs != Default::default() {
                     for (name, hit) in [
@@ -172,7 +172,7 @@ impl SipStage {
                         ("line_without_colon", repairs.bad_lines > 0),
                     ] {
                         if hit {
-                            *self.stats.repairs.entry(name.to_string()).or_default() += 1;
+                            crate::count_by_name(&mut self.stats.repairs, name);
                         }
                     }
                 }

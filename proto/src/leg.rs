@@ -18,10 +18,10 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::collections::{BTreeSet, VecDeque};
-
-mod timers;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+mod timers;
 
 /// The legs of one Call-ID: nearly always one or two (a proxy's hops).
 type LegIds = SmallVec<[LegId; 2]>;
@@ -1169,13 +1169,7 @@ impl LegTracker {
         }
         self.open -= 1;
         self.stats.legs_finished += 1;
-        // (a name is allocated only the first time it ends a leg)
-        match self.stats.by_end.get_mut(end.name()) {
-            Some(n) => *n += 1,
-            None => {
-                self.stats.by_end.insert(end.name().to_string(), 1);
-            }
-        }
+        crate::count_by_name(&mut self.stats.by_end, end.name());
         self.events.push_back(LegEvent::Finished(leg.clone()));
         // while it lingers the leg only absorbs retransmissions: keep what
         // matching needs, drop the rest

@@ -19,6 +19,17 @@
 // mask in `sip/frame.rs` (`newline_bits`), a compare of sixteen borrowed bytes.
 #![deny(unsafe_code)]
 
+/// Adds one to `key`'s count in a counter table keyed by name (the
+/// name is copied only the first time it is counted).
+pub fn count_by_name(counts: &mut std::collections::BTreeMap<String, u64>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
+        }
+    }
+}
+
 pub mod call;
 pub mod engine;
 pub mod guard;
